@@ -1,0 +1,316 @@
+"""Named data sets as device-resident tensors: MNIST-1D (default, generated offline) and CIFAR-10/100, SVHN.
+
+`load_data(...)` returns a `TensorData` whose whole split lives on one device, normalized per channel
+with the mean and standard deviation of the *training* split:  x ← (x − μ_c) / σ_c.
+
+- MNIST-1D (Greydanus 2020) is generated with `mnist1d.data.make_dataset` (never downloaded) and cached
+  as `.npz` under `$LANDSCAPE_CACHE` (default `~/.cache/landscape`). `n_samples` is the training-set size
+  (default 4,000); the test split is the next `n_samples // 4` samples of the same generation, so
+  `seed=42, n_samples=4000` reproduces the published 4,000 / 1,000 split.
+- CIFAR-10, CIFAR-100 (`cifar100` fine labels, `cifar100-coarse` the 20 superclasses) and SVHN are read
+  from their original files under `root` with a restricted unpickler / `scipy.io.loadmat`; torchvision is
+  needed only to download them (`download=True`). `n_samples` keeps the first n training images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from landscape.errors import LandscapeError
+
+DATASETS = ("mnist1d", "cifar10", "cifar100", "cifar100-coarse", "svhn")
+MNIST1D_TRAIN = 4000
+_VISION_HINT = "pip install landscape-diagnostics[vision]"
+
+
+@dataclass
+class TensorData:
+    """One split of a data set on one device. `spec` is JSON-able: `load_data(**spec)` loads it again."""
+
+    X: Tensor
+    y: Tensor
+    n_classes: int
+    spec: dict
+    mean: Tensor
+    std: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def device(self) -> torch.device:
+        return self.X.device
+
+    def to(self, device: str | torch.device) -> TensorData:
+        return TensorData(self.X.to(device), self.y.to(device), self.n_classes, dict(self.spec),
+                          self.mean.to(device), self.std.to(device))
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                augment: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield (X, y) minibatches on the data's device; the last batch may be smaller.
+
+        `shuffle` draws one permutation per call from `generator` (CPU); `augment` applies a random
+        reflect-pad-4 crop and a horizontal flip per image (images only), drawn from the same generator.
+        """
+        if batch_size < 1:
+            raise LandscapeError(f"batch size must be positive, got {batch_size}")
+        if augment and self.X.dim() != 4:
+            raise LandscapeError(f"augmentation (crop + flip) needs images [N, C, H, W]; "
+                                 f"{self.spec.get('name')} has shape {tuple(self.X.shape)}")
+        n = len(self.y)
+        order = torch.randperm(n, generator=generator).to(self.X.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is None:
+                X, y = self.X[start:start + batch_size], self.y[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                X, y = self.X[idx], self.y[idx]
+            yield (crop_flip(X, generator=generator) if augment else X), y
+
+
+def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """Random `pad`-pixel reflect-padded crop and horizontal flip of each image in X [B, C, H, W].
+
+    One gather: output[b, :, i, j] = P[b, :, dy_b + i, dx_b + (W−1−j if flip_b else j)], P the padded batch.
+    """
+    B, C, H, W = X.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, B), generator=generator).to(X.device)
+    flip = (torch.rand(B, generator=generator) < 0.5).to(X.device)
+    padded = F.pad(X, (pad, pad, pad, pad), mode="reflect")
+    cols = torch.arange(W, device=X.device)
+    cols = torch.where(flip[:, None], W - 1 - cols, cols)                    # [B, W]
+    rows = offsets[0][:, None] + torch.arange(H, device=X.device)            # [B, H]
+    cols = offsets[1][:, None] + cols
+    out = padded[torch.arange(B, device=X.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()                              # [B, H, W, C] -> [B, C, H, W]
+
+
+def cache_dir() -> Path:
+    """`$LANDSCAPE_CACHE`, else `~/.cache/landscape`."""
+    return Path(os.environ.get("LANDSCAPE_CACHE") or Path.home() / ".cache" / "landscape")
+
+
+def load_data(name: str = "mnist1d", split: str = "train", n_samples: int | None = None,
+              root: str | os.PathLike | None = None, device: str | torch.device = "cpu", seed: int = 0,
+              download: bool = False, normalize: bool = True) -> TensorData:
+    """Load one split of a named data set onto `device` (see the module docstring for each set).
+
+    n_samples: training-set size (MNIST-1D: generated size, default 4,000; images: first n of train).
+    seed: MNIST-1D generation seed (the image sets are fixed files and ignore it).
+    root: directory of the image files (default `<cache dir>/data`).
+    """
+    if name not in DATASETS:
+        raise LandscapeError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise LandscapeError(f"split must be 'train' or 'test', got {split!r}")
+    if n_samples is not None and n_samples < 1:
+        raise LandscapeError(f"n_samples must be positive, got {n_samples}")
+    if name == "mnist1d":
+        train_x, train_y, test_x, test_y = _mnist1d(n_samples or MNIST1D_TRAIN, seed)
+        n_classes = 10
+        x, y = (train_x, train_y) if split == "train" else (test_x, test_y)
+        stat_axes: tuple[int, ...] = (0, 1)
+    else:
+        base = Path(root) if root is not None else cache_dir() / "data"
+        reader = _svhn if name == "svhn" else _cifar
+        x, y, n_classes = reader(name, base, split, download)
+        train_x = x if split == "train" else reader(name, base, "train", download)[0]
+        if n_samples is not None:
+            if n_samples > len(train_x):
+                raise LandscapeError(f"n_samples={n_samples} exceeds the {len(train_x)} training images "
+                                     f"of {name}")
+            train_x = train_x[:n_samples]
+            if split == "train":
+                x, y = x[:n_samples], y[:n_samples]
+        stat_axes = (0, 2, 3)
+    mean, std = _channel_stats(train_x, stat_axes)
+    x_t = torch.from_numpy(np.ascontiguousarray(x)).float()
+    if x.dtype == np.uint8:
+        x_t.div_(255.0)
+    if normalize:
+        shape = (1, -1, 1, 1) if x_t.dim() == 4 else (1, -1)
+        x_t.sub_(mean.view(shape)).div_(std.view(shape))
+    spec = {"name": name, "split": split, "n_samples": n_samples, "root": None if root is None else str(root),
+            "seed": seed, "normalize": normalize}
+    return TensorData(x_t.to(device), torch.as_tensor(np.asarray(y), dtype=torch.int64).to(device),
+                      n_classes, spec, mean.to(device), std.to(device))
+
+
+def _channel_stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and (population) std of the training split in float64, returned as float32.
+
+    uint8 images are scaled to [0, 1] and counted by a 256-bin histogram per channel: exact, no float copy.
+    """
+    if x.dtype == np.uint8:
+        levels = np.arange(256) / 255.0
+        counts = np.stack([np.bincount(x[:, c].ravel(), minlength=256) for c in range(x.shape[1])])
+        mean = counts @ levels / counts.sum(1)
+        var = counts @ levels**2 / counts.sum(1) - mean**2
+    else:
+        xs = x.astype(np.float64)
+        mean, var = np.atleast_1d(xs.mean(axis=axes)), np.atleast_1d(xs.var(axis=axes))
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float()
+
+
+def _mnist1d(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Generate (or read from cache) n_train training and the next n_train // 4 test samples."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)
+    n_total = -(-(n_train + max(1, n_train // 4)) // 10) * 10  # make_dataset: num_samples // 10 per class
+    args.update(num_samples=n_total, train_split=1.0, seed=seed)
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"mnist1d_n{n_total}_seed{seed}_{key}.npz"
+    xs = ys = None
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                xs, ys = f["x"], f["y"]
+        except (OSError, ValueError, KeyError, EOFError):
+            xs = ys = None                                          # unreadable cache: regenerate
+    if xs is None or len(xs) != n_total:
+        from mnist1d.utils import ObjectView
+
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:                                                        # make_dataset reseeds the global RNGs
+            ds = make_dataset(ObjectView(dict(args)))
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+        xs, ys = ds["x"].astype(np.float32), ds["y"].astype(np.int64)
+        _atomic_savez(path, x=xs, y=ys)
+    return xs[:n_train], ys[:n_train], xs[n_train:], ys[n_train:]
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- CIFAR: the python-pickle batches, read with an unpickler that can only rebuild numpy arrays ----
+
+_C10 = ("CIFAR-10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+_C100 = ("CIFAR-100", "cifar-100-python", ["train"], ["test"])
+_CIFAR = {  # name: (title, directory, training files, test files, label key, classes, torchvision class)
+    "cifar10": (*_C10, b"labels", 10, "CIFAR10"),
+    "cifar100": (*_C100, b"fine_labels", 100, "CIFAR100"),
+    "cifar100-coarse": (*_C100, b"coarse_labels", 20, "CIFAR100"),
+}
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    allowed = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
+               "_frombuffer": numeric._frombuffer}
+    import _codecs  # protocol-2 pickles written by Python 3 spell bytes as _codecs.encode(str, "latin1")
+
+    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                          ("_codecs", "encode"): _codecs.encode}
+    for mod in ("numpy.core", "numpy._core"):
+        for fn, obj in allowed.items():
+            out[(f"{mod}.{'numeric' if fn == '_frombuffer' else 'multiarray'}", fn)] = obj
+    return out
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses every other global."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to import {module}.{name}") from None
+
+
+def read_cifar_batch(path: Path) -> dict:
+    """Read one CIFAR python batch file (a pickled dict with bytes keys) without executing code."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise LandscapeError(f"{path}: not a readable CIFAR batch file ({e})") from None
+    if not isinstance(batch, dict) or not isinstance(batch.get(b"data"), np.ndarray):
+        raise LandscapeError(f"{path}: not a CIFAR batch file (no b'data' array)")
+    return batch
+
+
+def _cifar(name: str, root: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    title, folder, train_files, test_files, label_key, n_classes, tv_class = _CIFAR[name]
+    directory = root / folder
+    files = [directory / f for f in (train_files if split == "train" else test_files)]
+    if not all(f.is_file() for f in files):
+        if not download:
+            raise LandscapeError(f"{title} not found under {root}: pass --download or place {folder} there")
+        cls = getattr(_torchvision_datasets(title), tv_class)
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    xs, ys = [], []
+    for f in files:
+        batch = read_cifar_batch(f)
+        if label_key not in batch:
+            raise LandscapeError(f"{f}: CIFAR batch without {label_key.decode()}")
+        data = batch[b"data"]
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise LandscapeError(f"{f}: expected uint8 data [N, 3072], got {data.dtype} {list(data.shape)}")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys), n_classes
+
+
+def _svhn(name: str, root: Path, split: str, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """SVHN cropped digits `{train,test}_32x32.mat`: X [32, 32, 3, N] uint8, y [N, 1] with 10 meaning 0."""
+    path = root / f"{split}_32x32.mat"
+    if not path.is_file():
+        if not download:
+            raise LandscapeError(f"SVHN not found under {root}: pass --download or place {path.name} there")
+        url, filename, md5 = _torchvision_datasets("SVHN").SVHN.split_list[split]
+        from torchvision.datasets.utils import download_url
+
+        download_url(url, str(root), filename, md5)
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+        x, y = mat["X"], mat["y"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LandscapeError(f"{path}: not a readable SVHN .mat file ({e})") from None
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise LandscapeError(f"{path}: expected uint8 X [32, 32, 3, N], got {x.dtype} {list(x.shape)}")
+    return x.transpose(3, 2, 0, 1), np.asarray(y, dtype=np.int64).reshape(-1) % 10, 10
+
+
+def _torchvision_datasets(title: str):
+    try:
+        import torchvision.datasets
+    except ImportError:
+        raise LandscapeError(f"downloading {title} needs torchvision: {_VISION_HINT}") from None
+    return torchvision.datasets
