@@ -19,7 +19,6 @@ import json
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from landscape.checkpoint import atomic_write
 from landscape.errors import LandscapeError
 
 DATASETS = ("mnist1d", "cifar10", "cifar100", "cifar100-coarse", "svhn")
@@ -192,22 +192,9 @@ def _mnist1d(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
             random.setstate(py_state)
             np.random.set_state(np_state)
         xs, ys = ds["x"].astype(np.float32), ds["y"].astype(np.int64)
-        _atomic_savez(path, x=xs, y=ys)
+        with atomic_write(path) as f:
+            np.savez(f, x=xs, y=ys)
     return xs[:n_train], ys[:n_train], xs[n_train:], ys[n_train:]
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- CIFAR: the python-pickle batches, read with an unpickler that can only rebuild numpy arrays ----

@@ -1,0 +1,213 @@
+"""Self-describing checkpoints: atomic writes, `weights_only` reads, one-line errors.
+
+A checkpoint is a `torch.save`d dict that rebuilds its own model:
+    {"format": "landscape-checkpoint", "version": 1,
+     "meta": {"model": build_spec, "data": data spec, "epoch": int, ...},   # JSON-able
+     "model_state": state_dict, "optimizer_state": state_dict | None,
+     "rng": {"torch": ByteTensor, "cuda": [ByteTensor], "python": tuple, "numpy": tuple}, "extra": dict}
+It is read with `torch.load(weights_only=True)`, so a file that tries to import anything is refused
+before any of its code runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import random
+import re
+import secrets
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape.errors import LandscapeError
+
+FORMAT = "landscape-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(LandscapeError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict,
+                    optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> Path:
+    """Write model, optimizer and RNG states with `meta` atomically (temp file, fsync, os.replace).
+
+    meta must be JSON-able; `meta["model"]` defaults to `model.build_spec` (set by `landscape.models.build`).
+    """
+    path = Path(path)
+    meta = dict(meta)
+    if "model" not in meta:
+        if not isinstance(getattr(model, "build_spec", None), dict):
+            raise LandscapeError("model has no build_spec: build it with landscape.models.build "
+                                 "or pass meta['model'] = {'name': ..., 'config': {...}}")
+        meta["model"] = model.build_spec
+    try:
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as e:
+        raise LandscapeError(f"checkpoint meta must be JSON-able: {e}") from None
+    payload = {"format": FORMAT, "version": VERSION, "meta": meta, "model_state": model.state_dict(),
+               "optimizer_state": None if optimizer is None else optimizer.state_dict(),
+               "rng": rng_state(), "extra": extra or {}}
+    with atomic_write(path) as f:
+        torch.save(payload, f)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Write to a fresh temp file beside `path`, fsync it, then `os.replace` it over `path`:
+    readers see the old file or the new one, never a partial one; on error the temp file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read and validate a checkpoint's full payload (meta, model/optimizer state, rng, extra)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: file is empty")
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint {path}: {_unpickling_problem(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure of a file on disk means a damaged file
+        raise CheckpointError(f"checkpoint {path}: corrupt or truncated file "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        what = f"a {type(payload).__name__}"
+        if isinstance(payload, dict):
+            tensors = payload and all(isinstance(v, torch.Tensor) for v in payload.values())
+            what = "a plain state_dict" if tensors else f"{what} with keys {_keys(payload)}"
+        raise CheckpointError(f"checkpoint {path}: not a landscape checkpoint ({what}); "
+                              "write one with landscape.save_checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path}: format version {payload.get('version')!r} is not "
+                              f"supported (this landscape reads version {VERSION})")
+    meta = payload.get("meta")
+    spec = meta.get("model") if isinstance(meta, dict) else None
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+            and isinstance(spec.get("config"), dict)):
+        raise CheckpointError(f"checkpoint {path}: meta has no model build spec "
+                              "{'name': ..., 'config': {...}}")
+    if not isinstance(payload.get("model_state"), dict):
+        raise CheckpointError(f"checkpoint {path}: model_state is missing")
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike,
+                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint's build spec and load its weights: (model in eval mode, meta)."""
+    payload = load_training_state(path, map_location)
+    model = rebuild_model(path, payload)
+    return model.to(map_location).eval(), payload["meta"]
+
+
+def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
+    """`landscape.models.build(**spec)` then a strict `load_state_dict`, with one-line errors."""
+    from landscape import models
+
+    spec = payload["meta"]["model"]
+    known = models.available()
+    if spec["name"] not in known:
+        raise CheckpointError(f"checkpoint {path}: unknown model {spec['name']!r} "
+                              f"(known: {', '.join(known)})")
+    try:
+        model = models.build(spec["name"], **spec["config"])
+    except (LandscapeError, TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild model {spec['name']!r} from its build spec "
+                              f"({_first_line(e)})") from None
+    problem = state_mismatch(model.state_dict(), payload["model_state"])
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the rebuilt {spec['name']!r} model: "
+                              f"{problem}")
+    model.load_state_dict(payload["model_state"])
+    return model
+
+
+def state_mismatch(expected: dict, saved: dict) -> str:
+    """'' when `saved` fits `expected` exactly, else a one-line list of missing/unexpected/reshaped keys."""
+    parts = []
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    reshaped = [f"{k} {list(saved[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+                if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("shape (saved vs model)", reshaped)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
+
+
+def rng_state() -> dict:
+    """Global RNG states: torch CPU, each CUDA device, Python `random`, NumPy (weights_only-safe types)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` captured (CUDA states only when the same devices exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _unpickling_problem(message: str) -> str:
+    """One line from torch's multi-line weights_only refusal."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if m:
+        return (f"refused to load: the file imports {m.group(1)} when unpickled "
+                "(only tensors and plain containers are allowed)")
+    m = re.search(r"WeightsUnpickler error:\s*(.*\S)", message)
+    detail = m.group(1) if m else _first_line(message)
+    return f"corrupt or not a torch checkpoint file ({detail})"
+
+
+def _first_line(e: BaseException | str) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _keys(d: dict) -> str:
+    keys = [str(k) for k in list(d)[:4]]
+    return ", ".join(keys) + (", ..." if len(d) > 4 else "")
