@@ -1,0 +1,194 @@
+"""Fully connected nets of SPEC A.1 (Orhan & Pitkow 2018, a reconstruction [R]).
+
+Streams s_0 = input, s_{j+1} = block_j(s_j), j = 0..depth−1, then a linear classifier.
+Block j computes the branch activation ("units") z_j = ReLU(W_j s_j + b_j) and joins it
+to the stream with its `Connect`:
+
+    block 0 (input → width):   s_1 = z_0                                  (never a skip)
+    plain:                     s_{j+1} = z_j
+    residual:                  s_{j+1} = c·z_j + s_j                      (c = branch_scale)
+    hyper-residual:            s_{j+1} = c·z_j + s_j + a_j Σ_{k=1}^{j−1} Q_k s_k
+    dense_orthogonal:          s_{j+1} = c·z_j + Q_j s_j
+    any Connect mode:          s_{j+1} = connect_j(s_j, c·z_j)
+
+Hyper-residual long skips [R/TD]: Q_k fixed Haar-random orthogonal buffers, one per source
+stream k (the SPEC text's Q_k; its sketch's per-pair Q_{l,k} would cost O(depth²) matrices),
+a_j = 1/(j−1) by default (SPEC [TD]) or the constant `hyper_scale`; the input s_0 has another
+width and is not a source. The long skip is added inside block j (its `long_skip` argument),
+so a block's output is always the next block's input.
+
+Initialization (SPEC A.3 [R]): Glorot-normal weights, std = gain·√(2/(fan_in+fan_out)) for
+the branch linears (gain 1 for the classifier), zero biases. Malicious inits (SPEC A.2 [TD]):
+  - `init="cancel_skip"`: W_j ← W_j − S_j / c for the hidden blocks, S_j the linear skip map
+    (I for identity/hyper, λI for scaled:λ, Q for dense_orthogonal, 0 for none), so the net
+    linearized at init (ReLU → identity) equals the plain net with the same draws;
+  - `dead_fraction=ρ`: in every block round(ρ·width) random units get the bias
+    b_i = −(max_x w_i·s(x) + dead_margin·std_x w_i·s(x)) over 2,048 standard-normal probe
+    inputs, so they are dead on such inputs (on real data the fraction is approximate).
+Weights come from a generator seeded by one draw of the global RNG, so the same seed gives
+the same weights for every kind (a plain and a cancel_skip residual net share their draws).
+Stream-scale control (SPEC A.3 note): `branch_scale` c multiplies z_j in the hidden blocks,
+`gain` scales the init; LN-based modes (`connect="scaled_ln:1"`) normalize the stream.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landscape.errors import LandscapeError
+from landscape.models.connect import Connect, haar_orthogonal, modes_per_block
+
+KINDS = {"plain": "none", "residual": "identity", "hyper": "identity", "dense_orthogonal": "dense_orthogonal"}
+INITS = ("glorot", "cancel_skip")
+
+
+class FCBranch(nn.Module):
+    """z = ReLU(W x + b): the branch activations, i.e. the units of SPEC A.2."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.linear(x))
+
+
+class FCBlock(nn.Module):
+    """x_{l+1} = connect(x_l, c·branch(x_l)) [+ long_skip]."""
+
+    def __init__(self, in_dim: int, width: int, connect: Connect, branch_scale: float = 1.0):
+        super().__init__()
+        self.branch = FCBranch(in_dim, width)
+        self.connect = connect
+        self.branch_scale = float(branch_scale)
+
+    @property
+    def branch_linear(self) -> nn.Linear:
+        return self.branch.linear
+
+    def forward(self, x: Tensor, long_skip: Tensor | None = None) -> Tensor:
+        f = self.branch(x)
+        if self.branch_scale != 1.0:
+            f = self.branch_scale * f
+        out = self.connect(x, f)
+        return out if long_skip is None else out + long_skip
+
+
+class FCNet(nn.Module):
+    """FC net of SPEC A.1; `depth` = number of hidden layers (blocks), each of `width` ReLU units.
+
+    `kind` picks the hidden blocks' default connection (plain: none, residual/hyper: identity,
+    dense_orthogonal: a Haar Q) and, for `hyper`, the long skips; `connect` (one mode or one
+    per hidden block) overrides the connection, e.g. `kind="plain", connect="ortho_feature"`.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str = "plain",
+        connect: str | list | None = None,
+        depth: int = 4,
+        width: int = 128,
+        in_dim: int = 40,
+        n_classes: int = 10,
+        init: str = "glorot",
+        gain: float = 1.0,
+        branch_scale: float = 1.0,
+        hyper_scale: float | None = None,
+        dead_fraction: float = 0.0,
+        dead_margin: float = 3.0,
+    ):
+        super().__init__()
+        if kind not in KINDS:
+            raise LandscapeError(f"fc: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        if init not in INITS:
+            raise LandscapeError(f"fc: unknown init {init!r}; known: {', '.join(INITS)}")
+        for key, val in (("depth", depth), ("width", width), ("in_dim", in_dim), ("n_classes", n_classes)):
+            if not isinstance(val, int) or val < 1:
+                raise LandscapeError(f"fc: {key} must be a positive integer, got {val!r}")
+        if not 0.0 <= dead_fraction <= 1.0:
+            raise LandscapeError(f"fc: dead_fraction must lie in [0, 1], got {dead_fraction!r}")
+        self.kind, self.hyper, self.hyper_scale = kind, kind == "hyper", hyper_scale
+        wgen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        modes = modes_per_block(KINDS[kind] if connect is None else connect, depth - 1, "hidden block")
+        blocks = [FCBlock(in_dim, width, Connect("none", width, "fc"))]
+        blocks += [FCBlock(width, width, Connect(m, width, "fc"), branch_scale) for m in modes]
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(width, n_classes)
+        n_long = max(depth - 2, 0) if self.hyper else 0
+        self.register_buffer(
+            "hyper_q",
+            torch.stack([haar_orthogonal(width) for _ in range(n_long)])
+            if n_long
+            else torch.zeros(0, width, width),
+        )
+        self._glorot(wgen, gain)
+        if init == "cancel_skip":
+            self._cancel_skips()
+        if dead_fraction > 0:
+            self._kill_units(dead_fraction, dead_margin, wgen)
+
+    def _glorot(self, gen: torch.Generator, gain: float) -> None:
+        with torch.no_grad():
+            for lin, g in [(b.branch_linear, gain) for b in self.blocks] + [(self.head, 1.0)]:
+                std = g * (2.0 / (lin.in_features + lin.out_features)) ** 0.5
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * std)
+                lin.bias.zero_()
+
+    def _cancel_skips(self) -> None:
+        with torch.no_grad():
+            for j, block in enumerate(self.blocks[1:], start=1):
+                c = block.connect
+                eye = torch.eye(block.branch_linear.out_features)
+                if c.name == "none":
+                    skip = 0.0 * eye
+                elif c.name == "identity":
+                    skip = eye
+                elif c.name == "scaled":
+                    skip = c.value * eye
+                elif c.name == "dense_orthogonal":
+                    skip = c.Q
+                else:
+                    raise LandscapeError(
+                        f"fc: init cancel_skip needs linear skips; block {j} has mode {c.mode!r}"
+                    )
+                block.branch_linear.weight.sub_(skip / block.branch_scale)
+
+    def _kill_units(self, fraction: float, margin: float, gen: torch.Generator, n_probe: int = 2048) -> None:
+        probe = torch.randn(n_probe, self.blocks[0].branch_linear.in_features, generator=gen)
+        was_training = self.training
+        self.eval()
+        try:
+            for block in self.blocks:
+                lin = block.branch_linear
+                k = round(fraction * lin.out_features)
+                if k == 0:
+                    continue
+                seen: list[Tensor] = []
+                hook = lin.register_forward_hook(lambda m, i, o, seen=seen: seen.append(o))
+                with torch.no_grad():
+                    self(probe)
+                hook.remove()
+                pre = seen[0] - lin.bias
+                units = torch.randperm(lin.out_features, generator=gen)[:k]
+                with torch.no_grad():
+                    lin.bias[units] = -(pre[:, units].amax(0) + margin * pre[:, units].std(0))
+        finally:
+            self.train(was_training)
+
+    def long_scale(self, j: int) -> float:
+        """a_j of the hyper-residual long skip into block j (j ≥ 2)."""
+        return 1.0 / (j - 1) if self.hyper_scale is None else float(self.hyper_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        acc = None
+        for j, block in enumerate(self.blocks):
+            long_skip = self.long_scale(j) * acc if acc is not None else None
+            out = block(x, long_skip)
+            if j >= 1 and j - 1 < len(self.hyper_q):
+                term = F.linear(x, self.hyper_q[j - 1].to(x.dtype))
+                acc = term if acc is None else acc + term
+            x = out
+        return self.head(x)

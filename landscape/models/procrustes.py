@@ -1,0 +1,96 @@
+"""Norm-preserving projection of conv operators (SPEC C.3, Zaeemzadeh et al. 2020).
+
+Singular values of a stride-1 convolution with circular padding on an H×W grid (Sedghi,
+Gupta & Long 2019): with A(u,v) = FFT₂ of the kernel zero-padded to H×W, an out×in complex
+matrix per frequency, the operator's singular values are those of all A(u,v).
+
+Procrustes step: A(u,v) ← c·U Vᴴ (the polar factor, from A = U S Vᴴ by `torch.linalg.svd`;
+every singular value becomes c, default c = √(n_out/n_in)), inverse FFT, keep the real
+part, crop to the original k×k support. Exact for 1×1 kernels; for larger kernels the crop
+makes one step approximate, and repeating it converges. `legacy_conj=True` reproduces the
+reference code, which rebuilds A' as R' − iI', i.e. conj of the polar factor: the result is
+the crop of a circularly flipped copy of the exact projection (equal for 1×1). The reference's
+10-step Newton–Schulz inverse square root is replaced by the exact SVD in both variants.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from landscape.errors import LandscapeError
+
+
+def _grid(weight: Tensor, grid: int | tuple[int, int]) -> tuple[int, int]:
+    if weight.ndim != 4:
+        raise LandscapeError(f"expected a conv weight [out, in, kh, kw], got shape {tuple(weight.shape)}")
+    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    if h < weight.shape[2] or w < weight.shape[3]:
+        raise LandscapeError(f"grid {h}x{w} is smaller than the kernel {weight.shape[2]}x{weight.shape[3]}")
+    return h, w
+
+
+def kernel_spectrum(weight: Tensor, grid: int | tuple[int, int]) -> Tensor:
+    """A(u,v) = FFT₂ of the zero-padded kernel, as [H, W, out, in] complex matrices (float64 precision)."""
+    h, w = _grid(weight, grid)
+    return torch.fft.fft2(weight.detach().to(torch.float64), s=(h, w)).permute(2, 3, 0, 1)
+
+
+def conv_singular_values(weight: Tensor, grid: int | tuple[int, int]) -> Tensor:
+    """Singular values of the circular conv on an H×W grid: [H, W, min(out, in)], descending."""
+    return torch.linalg.svdvals(kernel_spectrum(weight, grid))
+
+
+def procrustes_project(
+    weight: Tensor, grid: int | tuple[int, int], target: float | None = None, legacy_conj: bool = False
+) -> Tensor:
+    """The kernel whose per-frequency matrices are target·(polar factor of A(u,v)), cropped to k×k."""
+    out_c, in_c, kh, kw = weight.shape
+    c = (out_c / in_c) ** 0.5 if target is None else float(target)
+    u, _, vh = torch.linalg.svd(kernel_spectrum(weight, grid), full_matrices=False)
+    polar = c * (u @ vh)
+    if legacy_conj:
+        polar = polar.conj()
+    full = torch.fft.ifft2(polar.permute(2, 3, 0, 1)).real
+    return full[..., :kh, :kw].to(dtype=weight.dtype, device=weight.device).contiguous()
+
+
+class ProcrustesRegularizer:
+    """Call `.step()` after every optimizer step: with probability p (one Bernoulli draw per step)
+    every target conv is replaced by its Procrustes projection (SPEC C.3).
+
+    Targets default to `model.procrustes_targets()` ((conv, grid) pairs; ProcResNet: stem at 32,
+    transitions at 16 and 8); `target` overrides c = √(n_out/n_in).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        p: float = 0.5,
+        generator: torch.Generator | None = None,
+        *,
+        targets: list[tuple[nn.Conv2d, int]] | None = None,
+        target: float | None = None,
+        legacy_conj: bool = False,
+    ):
+        if not 0.0 <= p <= 1.0:
+            raise LandscapeError(f"ProcrustesRegularizer: p must lie in [0, 1], got {p}")
+        if targets is None:
+            if model is None or not hasattr(model, "procrustes_targets"):
+                raise LandscapeError("ProcrustesRegularizer: give targets= (model lacks procrustes_targets)")
+            targets = model.procrustes_targets()
+        self.targets, self.p, self.generator = list(targets), float(p), generator
+        self.target, self.legacy_conj = target, legacy_conj
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Project every target conv now."""
+        for conv, grid in self.targets:
+            conv.weight.copy_(procrustes_project(conv.weight, grid, self.target, self.legacy_conj))
+
+    def step(self) -> bool:
+        """One Bernoulli(p) draw; project when it succeeds. Returns whether it did."""
+        applied = bool(torch.rand((), generator=self.generator) < self.p)
+        if applied:
+            self.project()
+        return applied
