@@ -1,0 +1,35 @@
+"""Probes: hooks on any model's blocks that measure, per block, what the skip-connection papers argue about.
+
+- gradient-norm preservation ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ (SPEC C.4) and its Jacobian bounds (C.1);
+- stream-vs-update geometry x_norm2, f_par_norm2, f_ortho_norm2, rho_par, rho_ortho, cos_x_out (B.3);
+- singularities of the branch units: dead, overlapping, linearly dependent (A.2).
+
+    with probe(model, metrics=("grad_norm", "stream")) as p:
+        loss_fn(model(X), y).backward()
+    to_csv(p.records, "probes.csv")
+
+    records = run_probes(model, (X, y), metrics=("singularity",), batch_size=1000)
+"""
+
+from landscape.probes.blocks import Block, Site, find_blocks
+from landscape.probes.grad_norm import GRAD_METRICS, combined_norm
+from landscape.probes.hooks import METRICS, Probe, probe
+from landscape.probes.jacobian import block_jacobian_extremes, jacobian_extremes
+from landscape.probes.records import make_record, read_records, records_to_table, to_csv, to_json
+from landscape.probes.run import iter_batches, run_probes
+from landscape.probes.singularity import (
+    ACT_METRICS,
+    WEIGHT_METRICS,
+    SingularityAccumulator,
+    singularity_stats,
+    weight_stats,
+)
+from landscape.probes.stream import STREAM_METRICS, stream_stats
+
+__all__ = [
+    "ACT_METRICS", "GRAD_METRICS", "METRICS", "STREAM_METRICS", "WEIGHT_METRICS",
+    "Block", "Probe", "SingularityAccumulator", "Site",
+    "block_jacobian_extremes", "combined_norm", "find_blocks", "iter_batches", "jacobian_extremes",
+    "make_record", "probe", "read_records", "records_to_table", "run_probes", "singularity_stats",
+    "stream_stats", "to_csv", "to_json", "weight_stats",
+]

@@ -1,0 +1,224 @@
+"""Block discovery: which modules are residual blocks, and where each block's update f meets its stream x.
+
+A *block* maps the stream x_l (its first positional input) to x_{l+1} (its output). A *site* is one
+place where an update f joins a stream x: a landscape `Connect` (its forward gets `(x, f)`), or, in
+third-party blocks, a pair (module whose output is f, where the stream comes from). A stream source
+is `"input"` (the block's input), a module name (that module's output, e.g. a ResNet `downsample`),
+or a module name plus `":in"` (that module's input, e.g. `norm2:in` in a pre-LN transformer layer,
+whose input is the stream after the attention update).
+
+Recognised without help, outermost match first, in registration (= forward) order:
+
+- landscape models: the children of `model.blocks`; sites are the `connect` / `connect_<tag>` children
+  (anything with `reduce_dims`); singularity units are `branch` with incoming weights `branch_linear`.
+- ResNet blocks by structure (torchvision / timm `BasicBlock`, `Bottleneck`: `conv1, bn1, conv2, bn2`
+  [+ `conv3, bn3`]): f is the output of the last-registered of `conv<k>`, `bn<k>`, `se`, `drop_path`
+  (`bn2`/`bn3` in torchvision, after SE and drop-path in timm); the stream is `downsample` (or
+  `shortcut`) when the block has one, else its input.
+- Transformer layers by structure: timm ViT `Block` and other pre-LN layers (norms `norm1/norm2`,
+  `ln_1/ln_2` or `ln1/ln2` around `attn`/`self_attn`/`attention` and `mlp`/`ffn`/`feed_forward`):
+  sites `attn` and `mlp`, f the output of `drop_path<k>` / `ls<k>` / the sublayer, stream the input of
+  the norm in front of it. `nn.TransformerEncoderLayer`: f = `dropout1` / `dropout2` output, stream
+  the input of `norm1` / `norm2` when `norm_first`, else the block input / `norm1` output (post-LN).
+
+Anything else: pass `blocks=` (exact qualified names or glob patterns, matched segment by segment
+with `fnmatch`, so `layer*.*` is `layer1.0, layer1.1, ...` but not `layer1.0.conv1`) and, for stream
+statistics, `branch=` and `stream=` (names relative to each block).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from landscape.errors import LandscapeError
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where an update f joins a stream x. Names are qualified from the model root."""
+
+    tag: str
+    connect: str | None = None
+    branch: str | None = None
+    stream: str = "input"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block: qualified name, the module, how it was recognised, its stream sites and singularity units."""
+
+    name: str
+    module: nn.Module = field(compare=False, repr=False)
+    kind: str
+    sites: tuple[Site, ...] = ()
+    units: str | None = None
+    weights: str | None = None
+
+    def site_label(self, site: Site) -> str:
+        """Record name of a site: the block name, plus `:tag` when the block has several sites."""
+        return f"{self.name}:{site.tag}" if len(self.sites) > 1 and site.tag else self.name
+
+
+_BRANCH_LAST = re.compile(r"(conv|bn)\d+|se|drop_path")
+_NORM_PAIRS = (("norm1", "norm2"), ("ln_1", "ln_2"), ("ln1", "ln2"))
+_ATTN = ("attn", "self_attn", "attention")
+_MLP = ("mlp", "ffn", "feed_forward")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _children(module: nn.Module) -> dict[str, nn.Module]:
+    return dict(module.named_children())
+
+
+def _first(children: dict, names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in children), None)
+
+
+def _connect_sites(name: str, children: dict) -> tuple[Site, ...]:
+    sites = []
+    for cname, child in children.items():
+        if (cname == "connect" or cname.startswith("connect_")) and hasattr(child, "reduce_dims"):
+            sites.append(Site(tag=cname.removeprefix("connect").lstrip("_"), connect=_join(name, cname)))
+    return tuple(sites)
+
+
+def _resnet_sites(name: str, children: dict) -> tuple[Site, ...]:
+    branch = [c for c in children if _BRANCH_LAST.fullmatch(c)][-1]
+    short = _first(children, ("downsample", "shortcut"))
+    stream = _join(name, short) if short else "input"
+    return (Site(tag="conv", branch=_join(name, branch), stream=stream),)
+
+
+def _transformer_sites(name: str, module: nn.Module, children: dict) -> tuple[Site, ...]:
+    if all(c in children for c in ("self_attn", "linear1", "linear2", "dropout1", "dropout2")):
+        if getattr(module, "norm_first", False):
+            streams = (_join(name, "norm1") + ":in", _join(name, "norm2") + ":in")
+        else:
+            streams = ("input", _join(name, "norm1"))
+        return (Site("attn", branch=_join(name, "dropout1"), stream=streams[0]),
+                Site("mlp", branch=_join(name, "dropout2"), stream=streams[1]))
+    norms = next(p for p in _NORM_PAIRS if all(n in children for n in p))
+    subs = (_first(children, _ATTN), _first(children, _MLP))
+    sites = []
+    for k, (tag, sub, norm) in enumerate(zip(("attn", "mlp"), subs, norms), start=1):
+        branch = _first(children, (f"drop_path{k}", f"ls{k}", sub))
+        sites.append(Site(tag, branch=_join(name, branch), stream=_join(name, norm) + ":in"))
+    return tuple(sites)
+
+
+def _recognise(name: str, module: nn.Module) -> tuple[str, tuple[Site, ...]] | None:
+    """(kind, sites) when `module` is a block we know by structure, else None."""
+    children = _children(module)
+    sites = _connect_sites(name, children)
+    if sites:
+        return "landscape", sites
+    if all(c in children for c in ("conv1", "bn1", "conv2", "bn2")):
+        kind = "resnet_bottleneck" if "conv3" in children and "bn3" in children else "resnet_basic"
+        return kind, _resnet_sites(name, children)
+    is_encoder_layer = all(c in children for c in ("self_attn", "linear1", "linear2", "norm1", "norm2"))
+    has_norms = any(all(n in children for n in p) for p in _NORM_PAIRS)
+    if is_encoder_layer or (has_norms and _first(children, _ATTN) and _first(children, _MLP)):
+        return "transformer", _transformer_sites(name, module, children)
+    return None
+
+
+def _match(pattern: str, name: str) -> bool:
+    """Segment-wise fnmatch: `*` never crosses a dot, so patterns select modules at one depth."""
+    parts, segs = pattern.split("."), name.split(".")
+    return len(parts) == len(segs) and all(fnmatchcase(s, p) for s, p in zip(segs, parts))
+
+
+def _select(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    names = [n for n, _ in model.named_modules() if n]
+    chosen: dict[str, None] = {}
+    for pat in patterns:
+        hits = [n for n in names if n == pat or _match(pat, n)]
+        if not hits:
+            raise LandscapeError(f"block pattern {pat!r} matches no module of {type(model).__name__}")
+        chosen.update(dict.fromkeys(hits))
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _auto_names(model: nn.Module) -> list[str]:
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, (nn.ModuleList, nn.Sequential)) and len(blocks):
+        return [f"blocks.{n}" for n, _ in blocks.named_children()]
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if name and not any(name.startswith(f + ".") for f in found) and _recognise(name, module):
+            found.append(name)
+    if not found:
+        raise LandscapeError(f"no residual blocks recognised in {type(model).__name__}; "
+                             "pass blocks=[module names or glob patterns]")
+    return found
+
+
+def _resolve(model: nn.Module, block: str, rel: str, what: str) -> str:
+    """Qualify a block-relative module name (`bn2`, `norm2:in`) and check that it exists."""
+    base, _, suffix = rel.partition(":")
+    if suffix not in ("", "in"):
+        raise LandscapeError(f"{what} {rel!r}: the only suffix is ':in' (that module's input)")
+    full = _join(block, base)
+    try:
+        model.get_submodule(full)
+    except AttributeError:
+        raise LandscapeError(f"{what} {rel!r} is not a submodule of block {block!r}") from None
+    return full + (":in" if suffix else "")
+
+
+def _stream_for(model: nn.Module, block: str, stream: str | Sequence[str]) -> str:
+    """The first stream source of `stream` (a name or a list of alternatives) that exists in the block."""
+    options = [stream] if isinstance(stream, str) else list(stream)
+    for opt in options:
+        if opt == "input":
+            return "input"
+        try:
+            return _resolve(model, block, opt, "stream")
+        except LandscapeError:
+            continue
+    raise LandscapeError(f"none of the stream sources {options} exists in block {block!r}")
+
+
+def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] | None = None, *,
+                branch: str | None = None, stream: str | Sequence[str] = "input",
+                units: str | None = None, weights: str | None = None) -> list[Block]:
+    """The blocks of `model`, in forward order, with their stream sites and singularity units.
+
+    Args:
+        blocks: None (recognise; see the module docstring), qualified names / glob patterns, or
+            `Block`s from an earlier call (returned unchanged).
+        branch: block-relative name of the module whose output is the update f; replaces the
+            recognised sites with one site per block.
+        stream: with `branch`: `"input"`, a block-relative module name (its output is the stream) or
+            `name:in` (its input); a list tries each in turn (`["downsample", "input"]`).
+        units: block-relative name of the module whose output are the unit activations z (default
+            `branch` when the block has one); weights: the layer with their incoming weights (default
+            `branch_linear` when present).
+    """
+    if blocks is not None and not isinstance(blocks, str) and all(isinstance(b, Block) for b in blocks):
+        return list(blocks)
+    names = _auto_names(model) if blocks is None else _select(model, [blocks] if isinstance(blocks, str)
+                                                                else list(blocks))
+    out = []
+    for name in names:
+        module = model.get_submodule(name)
+        kind, sites = _recognise(name, module) or ("module", ())
+        if branch is not None:
+            sites = (Site(tag="", branch=_resolve(model, name, branch, "branch"),
+                          stream=_stream_for(model, name, stream)),)
+        children = _children(module)
+        unit = _resolve(model, name, units, "units") if units else (
+            _join(name, "branch") if "branch" in children else None)
+        weight = _resolve(model, name, weights, "weights") if weights else (
+            _join(name, "branch_linear") if "branch_linear" in children else None)
+        out.append(Block(name=name, module=module, kind=kind, sites=sites, units=unit, weights=weight))
+    return out

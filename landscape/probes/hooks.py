@@ -1,0 +1,310 @@
+"""`probe(model, ...)`: a context manager that hooks a model's blocks and turns what passes into records.
+
+    with probe(model, metrics=("grad_norm", "stream"), step=100) as p:
+        loss_fn(model(X), y).backward()
+    p.records          # [{"step": 100, "block": "blocks.3", "metric": "grad_ratio", "value": 0.98}, ...]
+
+Guarantees: every hook (module hooks and the tensor hooks on block inputs/outputs) is removed on
+exit, also when the body raises; hooks return None, so outputs and gradients are untouched; the
+probe never calls backward, never creates `.grad`, never retains a graph, and never writes to the
+model's parameters or buffers. Metrics:
+
+- "grad_norm": ‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖, r_l (`grad_norm`); needs a backward inside the block.
+- "stream": SPEC B.3 statistics per site (`stream`); `reduce` = "feature" | "global".
+- "singularity": SPEC A.2 unit statistics of each block's `units` module (`singularity`).
+- "jacobian": (σ_max, σ_min) of each block's Jacobian on the block's actual input (`jacobian`),
+  computed during the forward pass; over several passes the max of σ_max and min of σ_min.
+
+Everything seen inside one `with` is aggregated: norms as over one concatenated batch, means over
+all vectors / samples seen. Tensors are kept by reference (detached) and reduced in batches — all
+sites of one shape in one stacked computation — when the next forward starts, at `records`, and at
+exit; branch outputs of third-party blocks are copied first, since such blocks may add the shortcut
+into them in place. A stream tensor modified in place before it is reduced raises `LandscapeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from landscape.errors import LandscapeError
+from landscape.probes.blocks import Block, Site, find_blocks
+from landscape.probes.grad_norm import GradNormCollector, tensors_in
+from landscape.probes.jacobian import block_jacobian_extremes
+from landscape.probes.records import make_record, to_csv, to_json
+from landscape.probes.singularity import SingularityAccumulator, units_matrix, weight_stats
+from landscape.probes.stream import REDUCTIONS, STREAM_METRICS, stream_dims, stream_sums
+
+METRICS = ("grad_norm", "stream", "singularity", "jacobian")
+
+
+def _first_tensor(obj) -> Tensor | None:
+    ts = tensors_in(obj)
+    return ts[0] if ts else None
+
+
+class Probe:
+    """Hooks on a model's blocks; see the module docstring. Build with `probe(...)`."""
+
+    def __init__(self, model: nn.Module, blocks: str | Sequence | None = None,
+                 metrics: Sequence[str] = ("grad_norm", "stream"), *, reduce: str = "feature",
+                 step: int | None = None, branch: str | None = None, stream: str | Sequence[str] = "input",
+                 units: str | None = None, weights: str | None = None, eps: float = 1e-6,
+                 dead_tol: float = 0.0, threshold: float = 0.99, small_sv: float = 1e-3,
+                 jacobian_steps: int = 20, seed: int = 0):
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown or not metrics:
+            raise LandscapeError(f"unknown probe metrics {unknown or metrics!r}; known: {', '.join(METRICS)}")
+        if reduce not in REDUCTIONS:
+            raise LandscapeError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        self.model, self.metrics, self.reduce, self.step = model, metrics, reduce, step
+        self.eps, self.dead_tol, self.threshold, self.small_sv = eps, dead_tol, threshold, small_sv
+        self.jacobian_steps, self.seed = jacobian_steps, seed
+        self.blocks: list[Block] = find_blocks(model, blocks, branch=branch, stream=stream, units=units,
+                                               weights=weights)
+        self.sites: list[tuple[int, Site]] = [(i, s) for i, b in enumerate(self.blocks) for s in b.sites]
+        if "stream" in metrics and not self.sites:
+            raise LandscapeError("no stream sites in the probed blocks: name the update's module (branch=)")
+        self.unit_blocks = [i for i, b in enumerate(self.blocks) if b.units]
+        if "singularity" in metrics and not self.unit_blocks:
+            raise LandscapeError("no unit activations in the probed blocks: name their module with units=")
+        self._handles: list = []
+        self._attached = False
+        self._paused = False
+        self.grad_scale = 1.0
+        self._grad = GradNormCollector(len(self.blocks))
+        self._captured: dict[tuple[int, str], Tensor] = {}
+        self._connect_dims = [getattr(model.get_submodule(s.connect), "reduce_dims", None)
+                              if s.connect else None for _, s in self.sites]
+        self._third_party = {i: [k for k, (j, s) in enumerate(self.sites) if j == i and s.connect is None]
+                             for i in range(len(self.blocks))}
+        self._pending_stream: list[tuple[int, Tensor, Tensor, int, int]] = []
+        self._stream_acc: Tensor | None = None
+        self._stream_count = [0] * len(self.sites)
+        self._pending_units: list[tuple[int, Tensor, int]] = []
+        self._units = SingularityAccumulator()
+        self._jac: dict[int, list[float]] = {}
+
+    # ---- hooks --------------------------------------------------------------------------------
+    def _hook(self, module: nn.Module, kind: str, fn, **kw) -> None:
+        register = module.register_forward_pre_hook if kind == "pre" else module.register_forward_hook
+        self._handles.append(register(fn, **kw))
+
+    def attach(self) -> Probe:
+        """Register the hooks (done by `with`)."""
+        if self._attached:
+            raise LandscapeError("this probe is already attached; use one `with probe(...)` at a time")
+        self._attached = True
+        try:
+            self._register()
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def _register(self) -> None:
+        get = self.model.get_submodule
+        want = set(self.metrics)
+        self._hook(self.model, "pre", self._on_model_start)
+        for i, block in enumerate(self.blocks):
+            if want & {"grad_norm", "jacobian"} or ("stream" in want and self._third_party[i]):
+                self._hook(block.module, "post", partial(self._on_block, i), with_kwargs=True)
+        if "stream" in want:
+            for k, (_, site) in enumerate(self.sites):
+                if site.connect is not None:
+                    self._hook(get(site.connect), "pre", partial(self._on_connect, k), with_kwargs=True)
+                    continue
+                self._hook(get(site.branch), "post", partial(self._capture, (k, "f"), True))
+                if site.stream.endswith(":in"):
+                    self._hook(get(site.stream[:-3]), "pre", partial(self._capture_input, (k, "x")))
+                elif site.stream != "input":
+                    self._hook(get(site.stream), "post", partial(self._capture, (k, "x"), False))
+        if "singularity" in want:
+            for i in self.unit_blocks:
+                self._hook(get(self.blocks[i].units), "post", partial(self._on_units, i))
+
+    def detach(self) -> None:
+        """Remove every hook this probe registered (done on exit, also after an exception)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._grad.remove()
+        self._captured.clear()
+        self._attached = False
+
+    def __enter__(self) -> Probe:
+        return self.attach()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.detach()
+            if exc_type is not None:
+                self._pending_stream.clear()
+                self._pending_units.clear()
+
+    def _on_model_start(self, module, args) -> None:
+        if not self._paused:
+            self.flush()
+            self._grad.new_pass()
+
+    def _on_connect(self, k: int, module, args, kwargs) -> None:
+        if self._paused:
+            return
+        x = args[0] if args else kwargs.get("x")
+        f = args[1] if len(args) > 1 else kwargs.get("f")
+        if isinstance(x, Tensor) and isinstance(f, Tensor) and x.shape == f.shape:
+            self._pending_stream.append((k, x.detach(), f.detach(), x._version, f._version))
+
+    def _capture(self, key: tuple[int, str], copy: bool, module, args, output) -> None:
+        t = _first_tensor(output)
+        if not self._paused and t is not None:
+            self._captured[key] = t.detach().clone() if copy else t.detach()
+
+    def _capture_input(self, key: tuple[int, str], module, args) -> None:
+        if not self._paused and args and isinstance(args[0], Tensor):
+            self._captured[key] = args[0].detach()
+
+    def _on_units(self, i: int, module, args, output) -> None:
+        t = _first_tensor(output)
+        if not self._paused and t is not None:
+            self._pending_units.append((i, t.detach(), t._version))
+
+    def _on_block(self, i: int, module, args, kwargs, output) -> None:
+        if self._paused:
+            return
+        x = args[0] if args else None
+        if "grad_norm" in self.metrics:
+            self._grad.watch(i, x, output)
+        if "stream" in self.metrics:
+            self._pair_sites(i, x)
+        if "jacobian" in self.metrics and isinstance(x, Tensor):
+            self._paused = True
+            try:
+                smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.jacobian_steps,
+                                                     seed=self.seed, **kwargs)
+            finally:
+                self._paused = False
+            old = self._jac.get(i)
+            self._jac[i] = [smax, smin] if old is None else [max(old[0], smax), min(old[1], smin)]
+
+    def _pair_sites(self, i: int, x) -> None:
+        """Pair each third-party site's captured (stream, update) at the end of its block's forward."""
+        for k in self._third_party[i]:
+            site = self.sites[k][1]
+            f = self._captured.pop((k, "f"), None)
+            s = self._captured.pop((k, "x"), None)
+            if site.stream == "input" and isinstance(x, Tensor):
+                s = x.detach()
+            if f is None and s is None:
+                continue
+            label = self.blocks[i].site_label(site)
+            if f is None or s is None:
+                missing = "update" if f is None else "stream"
+                raise LandscapeError(f"site {label}: the {missing} was not seen during the block's forward")
+            if s.shape != f.shape:
+                raise LandscapeError(f"site {label}: stream {tuple(s.shape)} and update {tuple(f.shape)} "
+                                     "differ in shape; check branch= / stream=")
+            self._pending_stream.append((k, s, f, s._version, f._version))
+
+    # ---- reduction ----------------------------------------------------------------------------
+    def _check_version(self, t: Tensor, version: int, what: str) -> None:
+        if t._version != version:
+            raise LandscapeError(f"{what} was modified in place before the probe read it; "
+                                 "probe a module whose output is not overwritten")
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Reduce everything captured so far into the accumulators (stacked by shape)."""
+        self._grad.flush()
+        groups: dict[tuple, list[tuple[int, Tensor, Tensor]]] = {}
+        for k, x, f, xv, fv in self._pending_stream:
+            label = self.blocks[self.sites[k][0]].site_label(self.sites[k][1])
+            self._check_version(x, xv, f"the stream of site {label}")
+            self._check_version(f, fv, f"the update of site {label}")
+            dims = stream_dims(x, self.reduce, self._connect_dims[k])
+            groups.setdefault((tuple(x.shape), dims, x.dtype, x.device), []).append((k, x, f))
+        self._pending_stream.clear()
+        for (_, dims, _, _), items in groups.items():
+            xs = torch.stack([x for _, x, _ in items])
+            fs = torch.stack([f for _, _, f in items])
+            sums, count = stream_sums(xs, fs, dims, self.eps)
+            idx = [k for k, _, _ in items]
+            if self._stream_acc is None:
+                self._stream_acc = sums.new_zeros(len(self.sites), len(STREAM_METRICS))
+            self._stream_acc.index_add_(0, torch.tensor(idx, device=self._stream_acc.device),
+                                        sums.to(self._stream_acc.device))
+            for k in idx:
+                self._stream_count[k] += count
+        units: dict[tuple, list[tuple[int, Tensor]]] = {}
+        for i, z, version in self._pending_units:
+            self._check_version(z, version, f"the units of block {self.blocks[i].name}")
+            z = units_matrix(z)
+            units.setdefault((tuple(z.shape), z.dtype, z.device), []).append((i, z))
+        self._pending_units.clear()
+        for items in units.values():
+            self._units.add([i for i, _ in items], torch.stack([z for _, z in items]))
+
+    # ---- results ------------------------------------------------------------------------------
+    @property
+    def records(self) -> list[dict]:
+        """Records of everything seen so far: {step, block, metric, value} dicts."""
+        self.flush()
+        out: list[dict] = []
+        rec = partial(make_record, self.step)
+        if "grad_norm" in self.metrics:
+            norms = self._grad.norms(self.grad_scale).tolist()
+            for i, block in enumerate(self.blocks):
+                seen_in, seen_out = self._grad.seen[2 * i], self._grad.seen[2 * i + 1]
+                if seen_in:
+                    out.append(rec(block.name, "grad_norm_in", norms[i][0]))
+                if seen_out:
+                    out.append(rec(block.name, "grad_norm_out", norms[i][1]))
+                if seen_in and seen_out:
+                    ratio = norms[i][0] / norms[i][1] if norms[i][1] > 0 else float("nan")
+                    out.append(rec(block.name, "grad_ratio", ratio))
+        if "stream" in self.metrics:
+            means = self._stream_acc.tolist() if self._stream_acc is not None else []
+            for k, (i, site) in enumerate(self.sites):
+                n, label = self._stream_count[k], self.blocks[i].site_label(site)
+                if n:
+                    out += [rec(label, m, v / n) for m, v in zip(STREAM_METRICS, means[k])]
+        if "singularity" in self.metrics:
+            acts = self._units.compute(self.dead_tol, self.threshold, self.small_sv)
+            with_w = [i for i in self.unit_blocks if self.blocks[i].weights]
+            wstats = dict(zip(with_w, weight_stats([self.model.get_submodule(self.blocks[i].weights)
+                                                    for i in with_w], self.threshold)))
+            for i in self.unit_blocks:
+                for m, v in {**acts.get(i, {}), **wstats.get(i, {})}.items():
+                    out.append(rec(self.blocks[i].name, m, v))
+        if "jacobian" in self.metrics:
+            for i, (smax, smin) in sorted(self._jac.items()):
+                out += [rec(self.blocks[i].name, "jac_sigma_max", smax),
+                        rec(self.blocks[i].name, "jac_sigma_min", smin)]
+        return out
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write `records` as CSV."""
+        return to_csv(self.records, path)
+
+    def to_json(self, path: str | Path, lines: bool = False) -> Path:
+        """Write `records` as JSON (an array, or JSON lines)."""
+        return to_json(self.records, path, lines)
+
+
+def probe(model: nn.Module, blocks: str | Sequence | None = None,
+          metrics: Sequence[str] = ("grad_norm", "stream"), **options) -> Probe:
+    """A `Probe` on `model`'s blocks, to use as `with probe(model, ...) as p:`.
+
+    Options: reduce ("feature" | "global"), step (stored in every record), branch / stream / units /
+    weights (see `find_blocks`), eps (B.3's ε, 1e-6), dead_tol (0), threshold (overlap, 0.99),
+    small_sv (1e-3), jacobian_steps (20 Lanczos steps), seed.
+    """
+    return Probe(model, blocks, metrics, **options)
