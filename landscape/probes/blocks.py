@@ -10,7 +10,8 @@ whose input is the stream after the attention update).
 Recognised without help, outermost match first, in registration (= forward) order:
 
 - landscape models: the children of `model.blocks`; sites are the `connect` / `connect_<tag>` children
-  (anything with `reduce_dims`); singularity units are `branch` with incoming weights `branch_linear`.
+  (anything with `reduce_dims`); singularity units are `branch` with incoming weights `branch_linear`
+  (FC blocks: z = ReLU(W x + b)).
 - ResNet blocks by structure (torchvision / timm `BasicBlock`, `Bottleneck`: `conv1, bn1, conv2, bn2`
   [+ `conv3, bn3`]): f is the output of the last-registered of `conv<k>`, `bn<k>`, `se`, `drop_path`
   (`bn2`/`bn3` in torchvision, after SE and drop-path in timm); the stream is `downsample` (or
@@ -162,6 +163,14 @@ def _auto_names(model: nn.Module) -> list[str]:
     return found
 
 
+def _attr_path(block: str, module: nn.Module, attr: str) -> str | None:
+    """Qualified name of the submodule that attribute `attr` refers to (a child or a property)."""
+    obj = getattr(module, attr, None)
+    if isinstance(obj, nn.Module):
+        return next((_join(block, n) for n, m in module.named_modules() if m is obj and n), None)
+    return None
+
+
 def _resolve(model: nn.Module, block: str, rel: str, what: str) -> str:
     """Qualify a block-relative module name (`bn2`, `norm2:in`) and check that it exists."""
     base, _, suffix = rel.partition(":")
@@ -200,9 +209,9 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] 
             recognised sites with one site per block.
         stream: with `branch`: `"input"`, a block-relative module name (its output is the stream) or
             `name:in` (its input); a list tries each in turn (`["downsample", "input"]`).
-        units: block-relative name of the module whose output are the unit activations z (default
-            `branch` when the block has one); weights: the layer with their incoming weights (default
-            `branch_linear` when present).
+        units: block-relative name of the module whose output are the unit activations z;
+            weights: the layer with their incoming weights. Default: the block's `branch` and
+            `branch_linear` (landscape FC blocks) when it has both, else none.
     """
     if blocks is not None and not isinstance(blocks, str) and all(isinstance(b, Block) for b in blocks):
         return list(blocks)
@@ -215,10 +224,9 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] 
         if branch is not None:
             sites = (Site(tag="", branch=_resolve(model, name, branch, "branch"),
                           stream=_stream_for(model, name, stream)),)
-        children = _children(module)
-        unit = _resolve(model, name, units, "units") if units else (
-            _join(name, "branch") if "branch" in children else None)
-        weight = _resolve(model, name, weights, "weights") if weights else (
-            _join(name, "branch_linear") if "branch_linear" in children else None)
+        default_weights = _attr_path(name, module, "branch_linear")
+        default_units = _attr_path(name, module, "branch") if default_weights else None
+        unit = _resolve(model, name, units, "units") if units else default_units
+        weight = _resolve(model, name, weights, "weights") if weights else default_weights
         out.append(Block(name=name, module=module, kind=kind, sites=sites, units=unit, weights=weight))
     return out

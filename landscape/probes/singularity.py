@@ -120,7 +120,7 @@ class SingularityAccumulator:
             alive = st["maxabs"] > dead_tol
             overlap, frac = _overlap(max_offdiag_cosine(raw, alive), threshold)
             eff, small = spectrum_stats(torch.linalg.eigvalsh(centered), small_sv)
-            dead = 1 - alive.double().mean(-1)
+            dead = (~alive).double().mean(-1)
             values = torch.stack([dead, overlap.double(), frac.double(), eff.double(), small], -1).tolist()
             out.update({la: dict(zip(ACT_METRICS, v)) for la, v in zip(layers, values)})
         return out

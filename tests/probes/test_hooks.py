@@ -1,0 +1,155 @@
+"""The probe context manager leaves no residue: no hooks after exit or after an exception, outputs,
+gradients and state_dict unchanged, no `.grad` of its own, no references to the graph; bad input is
+a one-line LandscapeError."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from landscape.errors import LandscapeError
+from landscape.probes import METRICS, find_blocks, probe, run_probes
+
+from .lookalikes import FCNet, TinyResNet, TinyViT
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_forward_hooks_with_kwargs", {})) + len(getattr(m, "_forward_pre_hooks_with_kwargs", {}))
+               for m in model.modules())
+
+
+def run(model, X, y, metrics=None):
+    out = model(X)
+    F.cross_entropy(out, y).backward()
+    return out.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(("make", "shape"), [(lambda: FCNet(depth=3), (5, 6)),
+                                             (lambda: TinyResNet().train(), (3, 2, 6, 6)),
+                                             (lambda: TinyViT(), (2, 3, 4))])
+def test_outputs_gradients_and_state_are_unchanged(make, shape):
+    torch.manual_seed(0)
+    model = make()
+    twin = copy.deepcopy(model)
+    X, y = torch.randn(*shape), torch.randint(0, 3, (shape[0],))
+    metrics = [m for m in METRICS if m != "singularity" or isinstance(model, FCNet)]
+    assert hook_count(model) == 0
+    with probe(model, metrics=metrics) as p:
+        assert hook_count(model) > 0
+        out, grads = run(model, X, y)
+    assert hook_count(model) == 0
+    ref_out, ref_grads = run(twin, X, y)
+    assert torch.equal(out, ref_out)
+    for k in grads:
+        assert torch.equal(grads[k], ref_grads[k]), k
+    for (k, v), (_, w) in zip(model.state_dict().items(), twin.state_dict().items()):
+        assert torch.equal(v, w), k  # BatchNorm running statistics included: the probe's passes add none
+    assert p.records
+
+
+def test_hooks_are_removed_after_an_exception():
+    model = FCNet(depth=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        with probe(model, metrics=METRICS) as p:
+            out = model(torch.randn(2, 6))
+            raise RuntimeError("boom")
+    assert hook_count(model) == 0
+    grads = []
+    out.register_hook(grads.append)
+    out.sum().backward()  # the tensor hooks on block outputs are gone too: nothing reaches the probe
+    assert grads and p._grad._handles == [] and all(g is None for g in p._grad._slots)
+
+
+def test_error_inside_forward_also_cleans_up():
+    model = TinyResNet()
+    with pytest.raises(RuntimeError):
+        with probe(model, metrics=("grad_norm", "stream")):
+            model(torch.randn(2, 3, 6, 6))  # wrong channel count
+    assert hook_count(model) == 0
+
+
+def test_probe_alone_creates_no_grad_and_keeps_no_graph():
+    model = FCNet(depth=3)
+    X = torch.randn(4, 6, requires_grad=True)
+    with probe(model, metrics=("stream", "singularity", "jacobian")):
+        model(X)
+    assert X.grad is None and all(p.grad is None for p in model.parameters())
+    run_probes(model, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
+    assert all(p.grad is None for p in model.parameters())
+    seen = []
+    handle = model.blocks[1].register_forward_hook(lambda m, a, o: seen.append(weakref.ref(o)))
+    with probe(model, metrics=METRICS) as p:
+        F.cross_entropy(model(X), torch.zeros(4, dtype=torch.long)).backward()
+    handle.remove()
+    records = p.records
+    gc.collect()
+    assert seen[0]() is None and records  # the block output was freed: the probe holds no reference
+
+
+def test_a_probe_cannot_be_attached_twice_and_can_be_reused():
+    model = FCNet(depth=2)
+    p = probe(model, metrics="stream")
+    with p:
+        with pytest.raises(LandscapeError, match="already attached"):
+            p.attach()
+        model(torch.randn(2, 6))
+    with p:
+        model(torch.randn(2, 6))
+    assert hook_count(model) == 0
+    assert len({r["block"] for r in p.records}) == 2
+
+
+def test_bad_input_is_a_one_line_landscape_error():
+    model = FCNet(depth=2)
+    cases = [dict(metrics="hessian"), dict(reduce="pixel"), dict(blocks="nope.*"),
+             dict(blocks="inp", metrics="stream"), dict(blocks="inp", metrics="singularity"),
+             dict(blocks="blocks.*", branch="missing", metrics="stream")]
+    for kw in cases:
+        with pytest.raises(LandscapeError) as e:
+            probe(model, **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(LandscapeError, match="no residual blocks"):
+        find_blocks(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+    with pytest.raises(LandscapeError, match="targets"):
+        run_probes(model, torch.randn(3, 6), metrics="grad_norm")
+    with pytest.raises(LandscapeError, match="no data"):
+        run_probes(model, [], metrics="stream")
+
+
+class InPlaceConnect(nn.Module):
+    reduce_dims = (-1,)
+
+    def forward(self, x, f):
+        return f.add_(x)
+
+
+class InPlaceBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.connect = InPlaceConnect()
+
+    def forward(self, x):
+        return self.connect(x, torch.relu(self.lin(x)))
+
+
+def test_an_update_overwritten_in_place_is_reported_not_misread():
+    model = nn.Sequential(InPlaceBlock(), InPlaceBlock())
+    with pytest.raises(LandscapeError, match="modified in place"):
+        with probe(model, metrics="stream"):
+            model(torch.randn(2, 3))
+    assert hook_count(model) == 0
+
+
+def test_glob_patterns_match_one_depth():
+    model = TinyResNet()
+    assert [b.name for b in find_blocks(model, "layer*.*")] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
+    assert [b.name for b in find_blocks(model, ["layer2.?", "layer1.0"])] == ["layer1.0", "layer2.0", "layer2.1"]
+    assert [b.kind for b in find_blocks(model, "layer1")] == ["module"]
