@@ -8,7 +8,8 @@
 Presets: tiny (d 16, depth 2, heads 2; tests), s (384/6/6; depth 6 as in the paper), b (768/12/12).
 Linear/conv layers keep PyTorch's default init, as the reference does. Attention is explicit
 softmax(q kᵀ/√d_h) v by default (`attn_impl="math"`), which supports float64 gradcheck and
-torch.func forward-over-reverse; `attn_impl="sdpa"` uses F.scaled_dot_product_attention.
+torch.func forward-over-reverse; `attn_impl="sdpa"` uses F.scaled_dot_product_attention (faster
+training, but on CPU torch 2.13 has no forward-mode AD for it, so jvp-of-grad HVPs fail).
 No dropout or drop-path.
 """
 
