@@ -166,14 +166,17 @@ def _channel_stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[Tensor, Tensor
 
 
 def _mnist1d(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Generate (or read from cache) n_train training and the next n_train // 4 test samples."""
-    from mnist1d.data import get_dataset_args, make_dataset
+    """Generate (or read from cache) n_train training and the next n_train // 4 test samples.
 
-    args = get_dataset_args(as_dict=True)
-    args.pop("url", None)
+    The cache key is the generator's version plus the arguments changed from its defaults, so a cache hit
+    never imports mnist1d (which pulls in matplotlib and scipy.interpolate).
+    """
+    from importlib.metadata import version
+
     n_total = -(-(n_train + max(1, n_train // 4)) // 10) * 10  # make_dataset: num_samples // 10 per class
-    args.update(num_samples=n_total, train_split=1.0, seed=seed)
-    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    overrides = {"num_samples": n_total, "train_split": 1.0, "seed": seed}
+    key_src = json.dumps({"mnist1d": version("mnist1d"), **overrides}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     path = cache_dir() / f"mnist1d_n{n_total}_seed{seed}_{key}.npz"
     xs = ys = None
     if path.is_file():
@@ -183,11 +186,13 @@ def _mnist1d(n_train: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
         except (OSError, ValueError, KeyError, EOFError):
             xs = ys = None                                          # unreadable cache: regenerate
     if xs is None or len(xs) != n_total:
-        from mnist1d.utils import ObjectView
+        from mnist1d.data import get_dataset_args, make_dataset
 
+        args = get_dataset_args()
+        vars(args).update(overrides)
         py_state, np_state = random.getstate(), np.random.get_state()
         try:                                                        # make_dataset reseeds the global RNGs
-            ds = make_dataset(ObjectView(dict(args)))
+            ds = make_dataset(args)
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
