@@ -1,0 +1,52 @@
+"""landscape.quickstart end to end at toy size, and the training-curve figure it draws."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from landscape import quickstart
+from landscape.errors import LandscapeError
+from landscape.plots import plot_training_curves
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_plot_training_curves_draws_one_line_per_run(tmp_path):
+    hist = {"a": [{"epoch": 1, "train_loss": 2.0, "train_acc": 0.1},
+                  {"epoch": 2, "train_loss": 1.0, "train_acc": 0.5}],
+            "b": [{"epoch": 1, "train_loss": 3.0, "train_acc": 0.2}]}
+    fig = plot_training_curves(hist, tmp_path / "curves.png", title="t")
+    loss_ax, acc_ax = fig.axes
+    assert [list(line.get_ydata()) for line in acc_ax.get_lines()] == [[0.1, 0.5], [0.2]]
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["a", "b"]
+    assert loss_ax.get_yscale() == "log" and acc_ax.get_ylabel() == "training accuracy"
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.pdf").stat().st_size > 0
+
+
+def test_quickstart_runs_end_to_end_and_reuses_finished_runs(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "runs"), "--figures", str(tmp_path / "fig"), "--epochs", "2",
+            "--depth", "3", "--width", "8", "--n-samples", "100", "--nets", "plain,ortho", "--device", "cpu"]
+    assert quickstart.main(argv) == 0
+    summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
+    assert [r["net"] for r in summary["nets"]] == ["plain", "ortho"]
+    assert summary["setup"]["epochs"] == 2 and summary["setup"]["threads"] == 1
+    for r in summary["nets"]:
+        metrics = (tmp_path / "runs" / r["net"] / "metrics.jsonl").read_text().splitlines()
+        assert json.loads(metrics[-1])["train_acc"] == r["train_acc"] and len(metrics) == 2
+    md = (tmp_path / "fig" / "quickstart_summary.md").read_text()
+    assert "| orthogonal update |" in md and (tmp_path / "fig" / "quickstart_training.pdf").exists()
+    assert "| plain |" in capsys.readouterr().out
+    before = (tmp_path / "runs" / "plain" / "checkpoint.pt").read_bytes()
+    assert quickstart.main(argv) == 0                         # finished runs are reused, not retrained
+    assert (tmp_path / "runs" / "plain" / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(LandscapeError, match="unknown net"):
+        quickstart.main([*argv, "--nets", "dense"])
