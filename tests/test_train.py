@@ -34,10 +34,6 @@ def cache(tmp_path_factory) -> str:
 @pytest.fixture(autouse=True)
 def _env(cache, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_CACHE", cache)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # tiny nets: one thread is fastest and immune to a loaded machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _env_vars() -> dict:  # LANDSCAPE_CACHE comes from the fixture
