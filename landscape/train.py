@@ -526,7 +526,7 @@ def load_toml(path: str | os.PathLike) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # unset flags stay absent, so --config values survive
-    p = argparse.ArgumentParser(prog="python -m landscape.train", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m landscape.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
     p.add_argument("--config", help="TOML file of training options; flags given here override it")
     g = p.add_argument_group("model")
