@@ -218,14 +218,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def model_input(model_name: str, X: Tensor) -> Tensor:
-    """FC nets take flat vectors: images [B, C, H, W] are flattened to [B, C·H·W]."""
-    return X.flatten(1) if model_name == "fc" and X.dim() > 2 else X
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, model_name: str = "",
-             bf16: bool = False) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, data: TensorData, batch_size: int = 1024, bf16: bool = False
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over `data` in eval mode; the model's mode is restored."""
     was_training = model.training
     model.eval()
@@ -234,7 +230,7 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 1024, model_n
     try:
         for X, y in data.batches(batch_size):
             with _autocast(bf16):
-                logits = model(model_input(model_name, X))
+                logits = model(X)
             loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
     finally:
@@ -383,7 +379,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with _autocast(cfg.bf16):
-                        logits = model(model_input(cfg.model, X))
+                        logits = model(X)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                     objective = loss if penalty is None else loss + penalty()
                     optimizer.zero_grad(set_to_none=True)
@@ -414,7 +410,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                     break
                 train_loss = loss_sum.item() / seen
                 _check_finite(train_loss, epoch, step, ckpt, last_saved)
-                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.model, cfg.bf16)
+                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.bf16)
                 epoch += 1
                 record = {"epoch": epoch, "step": step, "train_loss": train_loss,
                           "train_acc": correct.item() / seen, "test_loss": test_loss, "test_acc": test_acc,

@@ -183,6 +183,7 @@ class FCNet(nn.Module):
         return 1.0 / (j - 1) if self.hyper_scale is None else float(self.hyper_scale)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)  # images [B, C, H, W] → [B, C·H·W]
         acc = None
         for j, block in enumerate(self.blocks):
             long_skip = self.long_scale(j) * acc if acc is not None else None
