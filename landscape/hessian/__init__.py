@@ -1,0 +1,34 @@
+"""Curvature of any nn.Module + loss + data: Hessian / GGN operators applied k vectors per data pass,
+batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact small-model matrices.
+
+    op = HessianOperator(model, loss_fn, data)            # data: (X, y), [(X, y), ...] or a DataLoader
+    sd = slq_density(op, iters=80, probes=4)              # SpectralDensity: .density(), .summary()
+    top = top_eigenpairs(op, k=5)                         # Eigenpairs
+    tr = hutchpp_trace(op, products=99)                   # TraceEstimate
+"""
+
+from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
+from landscape.hessian.exact import exact_ggn, exact_hessian
+from landscape.hessian.ggn import GGNOperator
+from landscape.hessian.lanczos import LanczosResult, lanczos, tridiag_to_ritz
+from landscape.hessian.operator import CurvatureOperator, HessianOperator
+from landscape.hessian.spectrum import SpectralDensity, slq_density
+from landscape.hessian.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+
+__all__ = [
+    "CurvatureOperator",
+    "Eigenpairs",
+    "GGNOperator",
+    "HessianOperator",
+    "LanczosResult",
+    "SpectralDensity",
+    "TraceEstimate",
+    "exact_ggn",
+    "exact_hessian",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "lanczos",
+    "slq_density",
+    "top_eigenpairs",
+    "tridiag_to_ritz",
+]

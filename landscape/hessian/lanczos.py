@@ -1,0 +1,174 @@
+"""Lanczos tridiagonalization with k probe vectors run as one batch: one `matmat` per iteration.
+
+For each probe q₀ (Rademacher entries ±1/√dim, from a CPU generator seeded with `seed`, so the run
+is the same on every device):
+
+    w = A q_j − α_j q_j − β_{j−1} q_{j−1},   α_j = q_jᵀ A q_j,   β_j = ‖w‖ (after reorthogonalization),
+    q_{j+1} = w / β_j
+
+and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
+of its probe with two matrix products (classical Gram-Schmidt); a second pass runs only when the
+first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough" test of Daniel, Gragg,
+Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace found) records β_j = 0
+and continues with a fresh random vector orthogonal to the basis; T is then block diagonal and every
+block's Ritz values are eigenvalues of A.
+
+The basis [k, m, dim] is stored in the operator's dtype (on `basis_device` if given, e.g. the CPU to
+spare GPU memory); α and β accumulate in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.linalg import eigh_tridiagonal
+from torch import Tensor
+
+from landscape.errors import LandscapeError
+
+
+@dataclass
+class LanczosResult:
+    """Tridiagonal coefficients per probe: alpha [k, m], beta [k, m−1] (float64); basis [k, m, dim] if kept."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    basis: Tensor | None = None
+    breakdowns: int = 0
+
+    @property
+    def probes(self) -> int:
+        return self.alpha.shape[0]
+
+    @property
+    def iters(self) -> int:
+        return self.alpha.shape[1]
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (nodes) and SLQ weights [k, m]: per probe, T's eigenvalues and the squared first
+        components of its eigenvectors (Golub & Meurant's Gauss quadrature)."""
+        pairs = [tridiag_to_ritz(a, b) for a, b in zip(self.alpha, self.beta)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def tridiag_to_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues of tridiag(beta, alpha, beta) (ascending) and the squared first eigenvector components."""
+    alpha = np.asarray(alpha, dtype=np.float64)
+    if alpha.size == 1:
+        return alpha.copy(), np.ones(1)
+    nodes, vecs = eigh_tridiagonal(alpha, np.asarray(beta, dtype=np.float64))
+    return nodes, vecs[0] ** 2
+
+
+def rademacher(k: int, dim: int, generator: torch.Generator) -> Tensor:
+    """[k, dim] of ±1 (float64, CPU) from `generator`."""
+    return torch.randint(0, 2, (k, dim), generator=generator).to(torch.float64).mul_(2).sub_(1)
+
+
+def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
+    """w − B (Bᵀ w) per probe: w [k, dim], basis [k, j, dim] (any device; w returns on its own)."""
+    wb = w.to(basis.device)
+    c = torch.bmm(basis, wb.unsqueeze(2))
+    return torch.baddbmm(wb.unsqueeze(2), basis.transpose(1, 2), c, alpha=-1).squeeze(2).to(w.device)
+
+
+def _norms(w: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+
+
+def lanczos(
+    matmat: Callable[[Tensor], Tensor] | Any,
+    dim: int | None = None,
+    iters: int = 80,
+    probes: int = 1,
+    seed: int = 0,
+    *,
+    reorth: str = "full",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    start: Tensor | None = None,
+    basis_device: torch.device | str | None = None,
+    return_basis: bool = False,
+    callback: Callable[[int], None] | None = None,
+) -> LanczosResult:
+    """Run `iters` Lanczos steps for `probes` vectors at once.
+
+    matmat: a callable [dim, k] → [dim, k], or an operator with `.matmat`, `.dim`, `.dtype`, `.device`
+    (which then supply the defaults of dim, dtype and device). start: optional [dim, k] start vectors.
+    callback(j) runs after iteration j (j = 1..iters), e.g. to advance a progress bar.
+    """
+    if hasattr(matmat, "matmat"):
+        op = matmat
+        dim = op.dim if dim is None else dim
+        dtype = dtype or op.dtype
+        device = device or op.device
+        matmat = op.matmat
+    if dim is None:
+        raise LandscapeError("lanczos: dim is required when matmat is a plain callable")
+    dtype = dtype or torch.float32
+    device = torch.device(device or "cpu")
+    if reorth not in ("full", "none"):
+        raise LandscapeError(f"lanczos: reorth must be 'full' or 'none', got {reorth!r}")
+    if iters < 1:
+        raise LandscapeError(f"lanczos: iters must be at least 1, got {iters}")
+    if iters > dim:
+        raise LandscapeError(f"lanczos: iters ({iters}) cannot exceed the dimension ({dim})")
+    gen = torch.Generator().manual_seed(seed)
+    if start is None:
+        if probes < 1:
+            raise LandscapeError(f"lanczos: probes must be at least 1, got {probes}")
+        q = rademacher(probes, dim, gen)
+    else:
+        q = torch.as_tensor(start).to(torch.float64).cpu().reshape(dim, -1).T
+        probes = q.shape[0]
+    q = (q / _norms(q)[:, None]).to(device=device, dtype=dtype)
+    keep = reorth == "full" or return_basis
+    bdev = torch.device(basis_device) if basis_device is not None else device
+    basis = torch.empty(probes, iters, dim, dtype=dtype, device=bdev) if keep else None
+    alphas, betas = [], []
+    q_prev, beta_prev = None, None
+    scale = torch.zeros(probes, dtype=torch.float64, device=device)
+    tiny = torch.finfo(dtype).eps ** 0.75
+    breakdowns = 0
+    for j in range(iters):
+        if keep:
+            basis[:, j] = q.to(bdev)
+        w = torch.as_tensor(matmat(q.T)).to(device=device, dtype=dtype).T.contiguous()
+        alpha = torch.sum(q * w, dim=1, dtype=torch.float64)
+        w -= alpha.to(dtype)[:, None] * q
+        if q_prev is not None:
+            w -= beta_prev.to(dtype)[:, None] * q_prev
+        if reorth == "full":
+            before = _norms(w)
+            w = _orthogonalize(w, basis[:, : j + 1])
+            if bool((_norms(w) < before / 2**0.5).any()):
+                w = _orthogonalize(w, basis[:, : j + 1])
+        beta = _norms(w)
+        alphas.append(alpha)
+        if callback is not None:
+            callback(j + 1)
+        if j + 1 == iters:
+            break
+        scale = torch.maximum(scale, alpha.abs() + beta + (beta_prev if beta_prev is not None else 0))
+        broken = beta <= tiny * scale
+        if bool(broken.any()):
+            breakdowns += int(broken.sum())
+            fresh = rademacher(probes, dim, gen).to(device=device, dtype=dtype)
+            if keep:
+                for _ in range(2):
+                    fresh = _orthogonalize(fresh, basis[:, : j + 1])
+            else:
+                for v in (q, q_prev) if q_prev is not None else (q,):
+                    fresh -= torch.sum(fresh * v, dim=1, keepdim=True) * v
+            w = torch.where(broken[:, None], fresh / _norms(fresh).to(dtype)[:, None], w)
+            beta = torch.where(broken, torch.zeros_like(beta), beta)
+        betas.append(beta)
+        q_prev, q = q, w / torch.where(beta > 0, beta, torch.ones_like(beta)).to(dtype)[:, None]
+        beta_prev = beta
+    alpha_np = torch.stack(alphas, 1).cpu().numpy()
+    beta_np = torch.stack(betas, 1).cpu().numpy() if betas else np.zeros((probes, 0))
+    return LanczosResult(alpha_np, beta_np, basis if return_basis else None, breakdowns)
