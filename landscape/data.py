@@ -59,36 +59,54 @@ class TensorData:
                           self.mean.to(device), self.std.to(device))
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                augment: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+                augment: bool = False, part: tuple[int, int] = (0, 1)) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield (X, y) minibatches on the data's device; the last batch may be smaller.
 
         `shuffle` draws one permutation per call from `generator` (CPU); `augment` applies a random
         reflect-pad-4 crop and a horizontal flip per image (images only), drawn from the same generator.
+        `part=(r, W)` yields only the r-th of W contiguous slices of each batch (`part_slice`: sizes differ by
+        at most one) while every random draw is still made for the whole batch, so the W parts of a batch
+        are exactly the unsplit batch: torch.distributed ranks see the single-process data order.
         """
         if batch_size < 1:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
+        index, count = part
+        if not 0 <= index < count:
+            raise LandscapeError(f"part must be (index, count) with 0 <= index < count, got {part}")
         if augment and self.X.dim() != 4:
             raise LandscapeError(f"augmentation (crop + flip) needs images [N, C, H, W]; "
                                  f"{self.spec.get('name')} has shape {tuple(self.X.shape)}")
         n = len(self.y)
         order = torch.randperm(n, generator=generator).to(self.X.device) if shuffle else None
         for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            mine = part_slice(size, index, count)
+            lo, hi = start + mine.start, start + mine.stop
             if order is None:
-                X, y = self.X[start:start + batch_size], self.y[start:start + batch_size]
+                X, y = self.X[lo:hi], self.y[lo:hi]
             else:
-                idx = order[start:start + batch_size]
+                idx = order[lo:hi]
                 X, y = self.X[idx], self.y[idx]
-            yield (crop_flip(X, generator=generator) if augment else X), y
+            yield (crop_flip(X, generator=generator, within=(mine.start, size)) if augment else X), y
 
 
-def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None) -> Tensor:
+def part_slice(n: int, index: int, count: int) -> slice:
+    """The `index`-th of `count` contiguous, near-equal slices of range(n): [⌊n·i/c⌋, ⌊n·(i+1)/c⌋)."""
+    return slice(n * index // count, n * (index + 1) // count)
+
+
+def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None,
+              within: tuple[int, int] | None = None) -> Tensor:
     """Random `pad`-pixel reflect-padded crop and horizontal flip of each image in X [B, C, H, W].
 
     One gather: output[b, :, i, j] = P[b, :, dy_b + i, dx_b + (W−1−j if flip_b else j)], P the padded batch.
+    `within=(first, total)`: X holds rows first..first+B of a batch of `total` images; the draws are made
+    for all `total` and X gets its rows' share (the draws of the whole batch, split across processes).
     """
     B, C, H, W = X.shape
-    offsets = torch.randint(0, 2 * pad + 1, (2, B), generator=generator).to(X.device)
-    flip = (torch.rand(B, generator=generator) < 0.5).to(X.device)
+    first, total = within if within is not None else (0, B)
+    offsets = torch.randint(0, 2 * pad + 1, (2, total), generator=generator)[:, first:first + B].to(X.device)
+    flip = (torch.rand(total, generator=generator) < 0.5)[first:first + B].to(X.device)
     padded = F.pad(X, (pad, pad, pad, pad), mode="reflect")
     cols = torch.arange(W, device=X.device)
     cols = torch.where(flip[:, None], W - 1 - cols, cols)                    # [B, W]
@@ -136,6 +154,7 @@ def load_data(name: str = "mnist1d", split: str = "train", n_samples: int | None
             if split == "train":
                 x, y = x[:n_samples], y[:n_samples]
         stat_axes = (0, 2, 3)
+    _check_split(name, split, x, y, n_classes)
     mean, std = _channel_stats(train_x, stat_axes)
     x_t = torch.from_numpy(np.ascontiguousarray(x)).float()
     if x.dtype == np.uint8:
@@ -147,6 +166,18 @@ def load_data(name: str = "mnist1d", split: str = "train", n_samples: int | None
             "seed": seed, "normalize": normalize}
     return TensorData(x_t.to(device), torch.as_tensor(np.asarray(y), dtype=torch.int64).to(device),
                       n_classes, spec, mean.to(device), std.to(device))
+
+
+def _check_split(name: str, split: str, x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+    """Refuse an empty split, X/y of different lengths and labels outside [0, n_classes)."""
+    if len(x) == 0:
+        raise LandscapeError(f"{name} {split} split has no samples")
+    if len(x) != len(y):
+        raise LandscapeError(f"{name} {split} split has {len(x)} inputs but {len(y)} labels")
+    bad = y[(y < 0) | (y >= n_classes)]
+    if len(bad):
+        raise LandscapeError(f"{name} {split} labels must lie in [0, {n_classes}), found {int(bad[0])} "
+                             f"({len(bad)} of {len(y)} labels out of range)")
 
 
 def _channel_stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
@@ -273,8 +304,14 @@ def _cifar(name: str, root: Path, split: str, download: bool) -> tuple[np.ndarra
         data = batch[b"data"]
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             raise LandscapeError(f"{f}: expected uint8 data [N, 3072], got {data.dtype} {list(data.shape)}")
+        try:
+            labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise LandscapeError(f"{f}: {label_key.decode()} must be a list of integers") from None
+        if len(labels) != len(data):
+            raise LandscapeError(f"{f}: {len(labels)} labels for {len(data)} images")
         xs.append(data.reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        ys.append(labels)
     return np.concatenate(xs), np.concatenate(ys), n_classes
 
 
@@ -297,7 +334,11 @@ def _svhn(name: str, root: Path, split: str, download: bool) -> tuple[np.ndarray
         raise LandscapeError(f"{path}: not a readable SVHN .mat file ({e})") from None
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise LandscapeError(f"{path}: expected uint8 X [32, 32, 3, N], got {x.dtype} {list(x.shape)}")
-    return x.transpose(3, 2, 0, 1), np.asarray(y, dtype=np.int64).reshape(-1) % 10, 10
+    try:
+        labels = np.asarray(y, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise LandscapeError(f"{path}: y must be an array of integers") from None
+    return x.transpose(3, 2, 0, 1), labels % 10, 10
 
 
 def _torchvision_datasets(title: str):
