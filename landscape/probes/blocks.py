@@ -59,6 +59,11 @@ class Block:
     sites: tuple[Site, ...] = ()
     units: str | None = None
     weights: str | None = None
+    modules: dict[str, nn.Module] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, name: str) -> nn.Module:
+        """The module behind a qualified name used by this block (a `:in` suffix is ignored)."""
+        return self.modules[name.removesuffix(":in")]
 
     def site_label(self, site: Site) -> str:
         """Record name of a site: the block name, plus `:tag` when the block has several sites."""
@@ -228,5 +233,8 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] 
         default_units = _attr_path(name, module, "branch") if default_weights else None
         unit = _resolve(model, name, units, "units") if units else default_units
         weight = _resolve(model, name, weights, "weights") if weights else default_weights
-        out.append(Block(name=name, module=module, kind=kind, sites=sites, units=unit, weights=weight))
+        used = [n for s in sites for n in (s.connect, s.branch, s.stream) if n and n != "input"]
+        used = [n.removesuffix(":in") for n in [*used, unit, weight] if n]
+        out.append(Block(name=name, module=module, kind=kind, sites=sites, units=unit, weights=weight,
+                         modules={n: model.get_submodule(n) for n in used}))
     return out

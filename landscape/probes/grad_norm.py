@@ -50,76 +50,85 @@ class GradNormCollector:
     """Accumulates Σ‖∂L/∂x‖² per (block, side) from tensor hooks; side 0 = input, 1 = output.
 
     A hook only stores its gradient (a C-level `list.__setitem__`, no Python frame); the norms are
-    taken in one fused call per device at `flush`. When block l's input is block l−1's output
-    (the usual chain) one hook serves both. With `keep_tensors`, the hooked tensors of the current
-    pass are kept in `pass_tensors` (for `torch.autograd.grad(loss, pass_tensors)`).
+    taken in one fused call per device at `flush`. For a non-leaf tensor the hook is a pre-hook on
+    the node that produced it (half the cost of a tensor hook, same gradient), so it fires when the
+    backward pass continues through that node, as `loss.backward()` does; a backward stopped at the
+    stream itself (`torch.autograd.grad(loss, stream)`) does not reach it. When block l's input is
+    block l−1's output (the usual chain) one hook serves both.
     """
 
     def __init__(self, n_blocks: int):
         self.n_blocks = n_blocks
-        self._slots: list[Tensor | None] = []
+        self._slots: list = []
         self._rows: list[list[int]] = []
+        self._outnr: list[int | None] = []
         self._handles: list[RemovableHandle] = []
-        self._acc: Tensor | None = None
+        self._norms: list[tuple[list[list[int]], Tensor]] = []
         self.seen = [False] * (2 * n_blocks)
         self._last: tuple[Tensor, int] | None = None
-        self.keep_tensors = False
-        self.pass_tensors: list[Tensor] = []
 
     def _watch(self, t: Tensor, row: int) -> int:
         k = len(self._slots)
         self._slots.append(None)
         self._rows.append([row])
-        self._handles.append(t.register_hook(partial(self._slots.__setitem__, k)))
-        if self.keep_tensors:
-            self.pass_tensors.append(t)
+        store = partial(self._slots.__setitem__, k)
+        node = t.grad_fn
+        if node is None:  # a leaf: a tensor hook stores the gradient itself
+            self._outnr.append(None)
+            self._handles.append(t.register_hook(store))
+        else:  # cheaper: the producing node's pre-hook stores its grad_outputs tuple
+            self._outnr.append(t.output_nr)
+            self._handles.append(node.register_prehook(store))
         return k
 
     def watch(self, block: int, x, output) -> None:
         """Hook the block's input tensor `x` and every output tensor that requires grad."""
         if isinstance(x, Tensor) and x.requires_grad:
-            if self._last is not None and x is self._last[0]:
-                self._rows[self._last[1]].append(2 * block)
+            last = self._last
+            if last is not None and x is last[0]:
+                self._rows[last[1]].append(2 * block)
             else:
                 self._watch(x, 2 * block)
-        outs = [t for t in tensors_in(output) if t.requires_grad]
-        slots = [self._watch(t, 2 * block + 1) for t in outs]
-        self._last = (outs[0], slots[0]) if outs else None
+        outs = [output] if isinstance(output, Tensor) else tensors_in(output)
+        self._last = None
+        for t in outs:
+            if t.requires_grad:
+                k = self._watch(t, 2 * block + 1)
+                if self._last is None:
+                    self._last = (t, k)
 
     def new_pass(self) -> None:
-        """Forget the chain link and the tensors of the previous forward pass."""
+        """Forget the chain link to the previous forward pass."""
         self._last = None
-        self.pass_tensors = []
 
     @torch.no_grad()
     def flush(self) -> None:
-        """Add the squared norms of every gradient received so far to the accumulators."""
-        filled = [k for k, g in enumerate(self._slots) if g is not None]
-        if not filled:
-            return
-        by_device: dict[torch.device, list[int]] = {}
-        for k in filled:
-            by_device.setdefault(self._slots[k].device, []).append(k)
-        for device, ks in by_device.items():
-            if self._acc is None:
-                self._acc = torch.zeros(2 * self.n_blocks, dtype=torch.float64, device=device)
-            norms = torch.stack(torch._foreach_norm([self._slots[k].detach() for k in ks]))
-            sq = norms.to(self._acc.device, torch.float64).square()
-            rows = [r for k in ks for r in self._rows[k]]
-            reps = [i for i, k in enumerate(ks) for _ in self._rows[k]]
-            self._acc.index_add_(0, torch.tensor(rows, device=self._acc.device),
-                                 sq[torch.tensor(reps, device=sq.device)])
-            for r in rows:
-                self.seen[r] = True
-        for k in filled:
+        """Take the norms of every gradient received so far (one fused call per device)."""
+        by_device: dict[torch.device, tuple[list[int], list[Tensor]]] = {}
+        for k, got in enumerate(self._slots):
+            if got is None:
+                continue
             self._slots[k] = None
+            g = got if self._outnr[k] is None else got[self._outnr[k]]
+            if g is not None:
+                ks, gs = by_device.setdefault(g.device, ([], []))
+                ks.append(k)
+                gs.append(g)
+        for ks, gs in by_device.values():
+            self._norms.append(([self._rows[k] for k in ks], torch.stack(torch._foreach_norm(gs))))
+            for k in ks:
+                for r in self._rows[k]:
+                    self.seen[r] = True
 
     def norms(self, scale: float = 1.0) -> Tensor:
-        """[n_blocks, 2] float64 tensor of (‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖), each squared norm × `scale`."""
+        """[n_blocks, 2] float64 of (‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖); each squared norm is multiplied by `scale`."""
         self.flush()
-        if self._acc is None:
-            return torch.zeros(self.n_blocks, 2, dtype=torch.float64)
-        return (self._acc * scale).sqrt().view(self.n_blocks, 2).cpu()
+        sq = [0.0] * (2 * self.n_blocks)
+        for rows, norms in self._norms:
+            for row_list, v in zip(rows, norms.double().square().tolist()):
+                for r in row_list:
+                    sq[r] += v
+        return (torch.tensor(sq, dtype=torch.float64) * scale).sqrt().view(self.n_blocks, 2)
 
     def remove(self) -> None:
         """Remove every tensor hook this collector registered."""

@@ -16,10 +16,11 @@ model's parameters or buffers. Metrics:
   computed during the forward pass; over several passes the max of σ_max and min of σ_min.
 
 Everything seen inside one `with` is aggregated: norms as over one concatenated batch, means over
-all vectors / samples seen. Tensors are kept by reference (detached) and reduced in batches — all
-sites of one shape in one stacked computation — when the next forward starts, at `records`, and at
-exit; branch outputs of third-party blocks are copied first, since such blocks may add the shortcut
-into them in place. A stream tensor modified in place before it is reduced raises `LandscapeError`.
+all vectors / samples seen. Tensors are kept by reference (detached) and reduced in batches, all
+sites of one shape in one stacked computation: activations when the model's forward returns,
+gradients when the next forward starts, and everything at `records` and at exit. Branch outputs
+of third-party blocks are copied when captured, since such blocks may add the shortcut into them
+in place; a kept tensor that is modified in place before it is reduced raises `LandscapeError`.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from landscape.probes.grad_norm import GradNormCollector, tensors_in
 from landscape.probes.jacobian import block_jacobian_extremes
 from landscape.probes.records import make_record, to_csv, to_json
 from landscape.probes.singularity import SingularityAccumulator, units_matrix, weight_stats
-from landscape.probes.stream import REDUCTIONS, STREAM_METRICS, stream_dims, stream_sums
+from landscape.probes.stream import REDUCTIONS, STREAM_METRICS, stream_dims, sums_from_products, vector_products
 
 METRICS = ("grad_norm", "stream", "singularity", "jacobian")
 
 
 def _first_tensor(obj) -> Tensor | None:
+    if isinstance(obj, Tensor):
+        return obj
     ts = tensors_in(obj)
     return ts[0] if ts else None
 
@@ -68,22 +71,32 @@ class Probe:
         self.blocks: list[Block] = find_blocks(model, blocks, branch=branch, stream=stream, units=units,
                                                weights=weights)
         self.sites: list[tuple[int, Site]] = [(i, s) for i, b in enumerate(self.blocks) for s in b.sites]
-        if "stream" in metrics and not self.sites:
-            raise LandscapeError("no stream sites in the probed blocks: name the update's module (branch=)")
         self.unit_blocks = [i for i, b in enumerate(self.blocks) if b.units]
-        if "singularity" in metrics and not self.unit_blocks:
+        self._grad_on, self._stream_on = "grad_norm" in metrics, "stream" in metrics
+        self._units_on, self._jac_on = "singularity" in metrics, "jacobian" in metrics
+        if self._stream_on and not self.sites:
+            raise LandscapeError("no stream sites in the probed blocks: name the update's module (branch=)")
+        if self._units_on and not self.unit_blocks:
             raise LandscapeError("no unit activations in the probed blocks: name their module with units=")
+        self._connect_dims = [getattr(self.blocks[i].get(s.connect), "reduce_dims", None) if s.connect else None
+                              for i, s in self.sites]
+        self._third_party: list[list[int]] = [[] for _ in self.blocks]
+        for k, (i, site) in enumerate(self.sites):
+            if self._stream_on and site.connect is None:
+                self._third_party[i].append(k)
+        self._dims: dict[tuple[int, int], tuple[int, ...]] = {}
         self._handles: list = []
         self._attached = False
         self._paused = False
+        self.reset(step)
+
+    def reset(self, step: int | None = None) -> None:
+        """Forget everything measured so far and set the step of the next records."""
+        self.step = step
         self.grad_scale = 1.0
         self._grad = GradNormCollector(len(self.blocks))
-        self._captured: dict[tuple[int, str], Tensor] = {}
-        self._connect_dims = [getattr(model.get_submodule(s.connect), "reduce_dims", None)
-                              if s.connect else None for _, s in self.sites]
-        self._third_party = {i: [k for k, (j, s) in enumerate(self.sites) if j == i and s.connect is None]
-                             for i in range(len(self.blocks))}
-        self._pending_stream: list[tuple[int, Tensor, Tensor, int, int]] = []
+        self._captured: dict[tuple[int, str], tuple[Tensor, int]] = {}
+        self._pending_stream: list[tuple[int, Tensor, Tensor, Tensor]] = []
         self._stream_acc: Tensor | None = None
         self._stream_count = [0] * len(self.sites)
         self._pending_units: list[tuple[int, Tensor, int]] = []
@@ -108,25 +121,28 @@ class Probe:
         return self
 
     def _register(self) -> None:
-        get = self.model.get_submodule
-        want = set(self.metrics)
         self._hook(self.model, "pre", self._on_model_start)
+        if self._stream_on or self._units_on:
+            self._hook(self.model, "post", self._on_model_end)
         for i, block in enumerate(self.blocks):
-            if want & {"grad_norm", "jacobian"} or ("stream" in want and self._third_party[i]):
-                self._hook(block.module, "post", partial(self._on_block, i), with_kwargs=True)
-        if "stream" in want:
-            for k, (_, site) in enumerate(self.sites):
-                if site.connect is not None:
-                    self._hook(get(site.connect), "pre", partial(self._on_connect, k), with_kwargs=True)
-                    continue
-                self._hook(get(site.branch), "post", partial(self._capture, (k, "f"), True))
-                if site.stream.endswith(":in"):
-                    self._hook(get(site.stream[:-3]), "pre", partial(self._capture_input, (k, "x")))
-                elif site.stream != "input":
-                    self._hook(get(site.stream), "post", partial(self._capture, (k, "x"), False))
-        if "singularity" in want:
-            for i in self.unit_blocks:
-                self._hook(get(self.blocks[i].units), "post", partial(self._on_units, i))
+            if self._jac_on:
+                self._hook(block.module, "post", partial(self._on_block_kw, i), with_kwargs=True)
+            elif self._grad_on or self._third_party[i]:
+                self._hook(block.module, "post", partial(self._on_block, i))
+        for k, (i, site) in enumerate(self.sites if self._stream_on else ()):
+            get = self.blocks[i].get
+            if site.connect is not None:
+                self._hook(get(site.connect), "pre", partial(self._on_connect, k), with_kwargs=True)
+                continue
+            self._hook(get(site.branch), "post", partial(self._capture, (k, "f"), True))
+            if site.stream == "input":
+                self._hook(self.blocks[i].module, "pre", partial(self._capture_input, (k, "x")))
+            elif site.stream.endswith(":in"):
+                self._hook(get(site.stream), "pre", partial(self._capture_input, (k, "x")))
+            else:
+                self._hook(get(site.stream), "post", partial(self._capture, (k, "x"), False))
+        for i in self.unit_blocks if self._units_on else ():
+            self._hook(self.blocks[i].get(self.blocks[i].units), "post", partial(self._on_units, i))
 
     def detach(self) -> None:
         """Remove every hook this probe registered (done on exit, also after an exception)."""
@@ -155,54 +171,67 @@ class Probe:
             self.flush()
             self._grad.new_pass()
 
+    def _on_model_end(self, module, args, output) -> None:
+        if not self._paused:  # reduce while the activations are still in cache
+            self._flush_activations()
+
     def _on_connect(self, k: int, module, args, kwargs) -> None:
         if self._paused:
             return
         x = args[0] if args else kwargs.get("x")
         f = args[1] if len(args) > 1 else kwargs.get("f")
         if isinstance(x, Tensor) and isinstance(f, Tensor) and x.shape == f.shape:
-            self._pending_stream.append((k, x.detach(), f.detach(), x._version, f._version))
+            self._add_pair(k, x, f)
+
+    def _add_pair(self, k: int, x: Tensor, f: Tensor) -> None:
+        """The per-vector products of one (stream, update) pair; the rest waits for `flush`."""
+        dims = self._dims.get((k, x.dim()))
+        if dims is None:
+            dims = self._dims[k, x.dim()] = stream_dims(x, self.reduce, self._connect_dims[k])
+        self._pending_stream.append((k, *vector_products(x.detach(), f.detach(), dims)))
 
     def _capture(self, key: tuple[int, str], copy: bool, module, args, output) -> None:
         t = _first_tensor(output)
         if not self._paused and t is not None:
-            self._captured[key] = t.detach().clone() if copy else t.detach()
+            self._captured[key] = (t.detach().clone() if copy else t.detach(), t._version)
 
     def _capture_input(self, key: tuple[int, str], module, args) -> None:
         if not self._paused and args and isinstance(args[0], Tensor):
-            self._captured[key] = args[0].detach()
+            self._captured[key] = (args[0].detach(), args[0]._version)
 
     def _on_units(self, i: int, module, args, output) -> None:
         t = _first_tensor(output)
         if not self._paused and t is not None:
             self._pending_units.append((i, t.detach(), t._version))
 
-    def _on_block(self, i: int, module, args, kwargs, output) -> None:
+    def _on_block(self, i: int, module, args, output) -> None:
         if self._paused:
             return
-        x = args[0] if args else None
-        if "grad_norm" in self.metrics:
-            self._grad.watch(i, x, output)
-        if "stream" in self.metrics:
-            self._pair_sites(i, x)
-        if "jacobian" in self.metrics and isinstance(x, Tensor):
-            self._paused = True
-            try:
-                smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.jacobian_steps,
-                                                     seed=self.seed, **kwargs)
-            finally:
-                self._paused = False
-            old = self._jac.get(i)
-            self._jac[i] = [smax, smin] if old is None else [max(old[0], smax), min(old[1], smin)]
+        if self._grad_on:
+            self._grad.watch(i, args[0] if args else None, output)
+        if self._third_party[i]:
+            self._pair_sites(i)
 
-    def _pair_sites(self, i: int, x) -> None:
+    def _on_block_kw(self, i: int, module, args, kwargs, output) -> None:
+        self._on_block(i, module, args, output)
+        x = args[0] if args else None
+        if self._paused or not isinstance(x, Tensor):
+            return
+        self._paused = True
+        try:
+            smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.jacobian_steps,
+                                                 seed=self.seed, **kwargs)
+        finally:
+            self._paused = False
+        old = self._jac.get(i)
+        self._jac[i] = [smax, smin] if old is None else [max(old[0], smax), min(old[1], smin)]
+
+    def _pair_sites(self, i: int) -> None:
         """Pair each third-party site's captured (stream, update) at the end of its block's forward."""
         for k in self._third_party[i]:
             site = self.sites[k][1]
-            f = self._captured.pop((k, "f"), None)
-            s = self._captured.pop((k, "x"), None)
-            if site.stream == "input" and isinstance(x, Tensor):
-                s = x.detach()
+            f, _ = self._captured.pop((k, "f"), (None, 0))
+            s, version = self._captured.pop((k, "x"), (None, 0))
             if f is None and s is None:
                 continue
             label = self.blocks[i].site_label(site)
@@ -212,31 +241,32 @@ class Probe:
             if s.shape != f.shape:
                 raise LandscapeError(f"site {label}: stream {tuple(s.shape)} and update {tuple(f.shape)} "
                                      "differ in shape; check branch= / stream=")
-            self._pending_stream.append((k, s, f, s._version, f._version))
+            self._check_version(s, version, f"the stream of site {label}")
+            self._add_pair(k, s, f)
 
     # ---- reduction ----------------------------------------------------------------------------
-    def _check_version(self, t: Tensor, version: int, what: str) -> None:
+    @staticmethod
+    def _check_version(t: Tensor, version: int, what: str) -> None:
         if t._version != version:
             raise LandscapeError(f"{what} was modified in place before the probe read it; "
                                  "probe a module whose output is not overwritten")
 
-    @torch.no_grad()
     def flush(self) -> None:
         """Reduce everything captured so far into the accumulators (stacked by shape)."""
         self._grad.flush()
-        groups: dict[tuple, list[tuple[int, Tensor, Tensor]]] = {}
-        for k, x, f, xv, fv in self._pending_stream:
-            label = self.blocks[self.sites[k][0]].site_label(self.sites[k][1])
-            self._check_version(x, xv, f"the stream of site {label}")
-            self._check_version(f, fv, f"the update of site {label}")
-            dims = stream_dims(x, self.reduce, self._connect_dims[k])
-            groups.setdefault((tuple(x.shape), dims, x.dtype, x.device), []).append((k, x, f))
+        self._flush_activations()
+
+    @torch.no_grad()
+    def _flush_activations(self) -> None:
+        groups: dict[tuple, list[tuple[int, Tensor, Tensor, Tensor]]] = {}
+        for item in self._pending_stream:
+            dot = item[1]
+            groups.setdefault((dot.numel(), dot.dtype, dot.device), []).append(item)
         self._pending_stream.clear()
-        for (_, dims, _, _), items in groups.items():
-            xs = torch.stack([x for _, x, _ in items])
-            fs = torch.stack([f for _, _, f in items])
-            sums, count = stream_sums(xs, fs, dims, self.eps)
-            idx = [k for k, _, _ in items]
+        for (count, _, _), items in groups.items():
+            products = torch.stack([t for item in items for t in item[1:]]).view(len(items), 3, count)
+            sums = sums_from_products(products, self.eps)
+            idx = [item[0] for item in items]
             if self._stream_acc is None:
                 self._stream_acc = sums.new_zeros(len(self.sites), len(STREAM_METRICS))
             self._stream_acc.index_add_(0, torch.tensor(idx, device=self._stream_acc.device),
@@ -259,7 +289,7 @@ class Probe:
         self.flush()
         out: list[dict] = []
         rec = partial(make_record, self.step)
-        if "grad_norm" in self.metrics:
+        if self._grad_on:
             norms = self._grad.norms(self.grad_scale).tolist()
             for i, block in enumerate(self.blocks):
                 seen_in, seen_out = self._grad.seen[2 * i], self._grad.seen[2 * i + 1]
@@ -270,21 +300,21 @@ class Probe:
                 if seen_in and seen_out:
                     ratio = norms[i][0] / norms[i][1] if norms[i][1] > 0 else float("nan")
                     out.append(rec(block.name, "grad_ratio", ratio))
-        if "stream" in self.metrics:
+        if self._stream_on:
             means = self._stream_acc.tolist() if self._stream_acc is not None else []
             for k, (i, site) in enumerate(self.sites):
                 n, label = self._stream_count[k], self.blocks[i].site_label(site)
                 if n:
                     out += [rec(label, m, v / n) for m, v in zip(STREAM_METRICS, means[k])]
-        if "singularity" in self.metrics:
+        if self._units_on:
             acts = self._units.compute(self.dead_tol, self.threshold, self.small_sv)
             with_w = [i for i in self.unit_blocks if self.blocks[i].weights]
-            wstats = dict(zip(with_w, weight_stats([self.model.get_submodule(self.blocks[i].weights)
-                                                    for i in with_w], self.threshold)))
+            layers = [self.blocks[i].get(self.blocks[i].weights) for i in with_w]
+            wstats = dict(zip(with_w, weight_stats(layers, self.threshold)))
             for i in self.unit_blocks:
                 for m, v in {**acts.get(i, {}), **wstats.get(i, {})}.items():
                     out.append(rec(self.blocks[i].name, m, v))
-        if "jacobian" in self.metrics:
+        if self._jac_on:
             for i, (smax, smin) in sorted(self._jac.items()):
                 out += [rec(self.blocks[i].name, "jac_sigma_max", smax),
                         rec(self.blocks[i].name, "jac_sigma_min", smin)]

@@ -2,9 +2,9 @@
 
 Gradient norms are those of the data-set mean loss L = (1/N) Σ_i ℓ_i with respect to the block
 streams of all N samples (SPEC C.4's fixed minibatch when the data is one batch): each batch's
-mean loss is scaled by its size n_b, gradients are taken with `torch.autograd.grad` with respect to
-the hooked streams only (so no `.grad` appears on the parameters), and the summed squared norms
-are divided by N². The result does not depend on the batch size when `loss_fn` averages over its
+mean loss is scaled by its size n_b, the backward runs as `torch.autograd.grad` with respect to the
+input (or, for integer inputs, the parameters), so no `.grad` appears anywhere, and the summed
+squared norms are divided by N². The result does not depend on the batch size when `loss_fn` averages over its
 batch (the default, cross-entropy, does) and the model treats samples independently (eval mode).
 Stream and singularity statistics are means over every vector of the data set. The model runs in
 the mode it is in: call `model.eval()` first to keep BatchNorm statistics and dropout out of it.
@@ -55,9 +55,9 @@ def run_probes(model: nn.Module, data, loss_fn: Callable[[Tensor, Tensor], Tenso
     needs_grad = "grad_norm" in metrics
     loss_fn = loss_fn or F.cross_entropy
     device = next((p.device for p in model.parameters()), None)
+    params = [p for p in model.parameters() if p.requires_grad]
     total = 0
     with probe(model, blocks, metrics, step=step, **options) as p:
-        p._grad.keep_tensors = needs_grad
         for X, y in iter_batches(data, batch_size):
             if device is not None:
                 X, y = X.to(device), (None if y is None else y.to(device))
@@ -71,10 +71,9 @@ def run_probes(model: nn.Module, data, loss_fn: Callable[[Tensor, Tensor], Tenso
             if X.is_floating_point():
                 X = X.detach().requires_grad_(True)
             loss = loss_fn(model(X), y) * len(X)
-            targets = p._grad.pass_tensors
-            if not targets:
-                raise LandscapeError("no block input or output requires grad; nothing to differentiate")
-            torch.autograd.grad(loss, targets, allow_unused=True)
+            if not loss.requires_grad:
+                raise LandscapeError("the loss does not depend on anything that requires grad")
+            torch.autograd.grad(loss, [X] if X.requires_grad else params, allow_unused=True)
         if total == 0:
             raise LandscapeError("run_probes got no data")
         p.grad_scale = 1.0 / total**2

@@ -15,7 +15,6 @@ from landscape.probes import combined_norm, probe, records_to_table, run_probes
 from .lookalikes import FCNet, TinyResNet, TokenNet
 
 
-
 def manual_norms(stem, blocks, head, X, y):
     """‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖ per block via retain_grad on a manual forward."""
     x = stem(X)
