@@ -86,6 +86,29 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.close(dir_fd)
 
 
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temp files `atomic_write` left in `directory` when its process was killed mid-write
+    (`.<name>.<pid>.<hex>.tmp` of a pid that is no longer running); returns what was removed."""
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        m = re.fullmatch(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp", tmp.name)
+        if m and not _pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read and validate a checkpoint's full payload (meta, model/optimizer state, rng, extra)."""
     path = Path(path)
@@ -125,12 +148,33 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike,
-                    map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from the checkpoint's build spec and load its weights: (model in eval mode, meta)."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    allow_nonfinite: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the model from the checkpoint's build spec and load its weights: (model in eval mode, meta).
+
+    Weights or buffers holding NaN or ±inf are refused (a diverged run has no landscape to measure) unless
+    `allow_nonfinite`.
+    """
     payload = load_training_state(path, map_location)
+    if not allow_nonfinite:
+        problem = nonfinite_tensors(payload["model_state"])
+        if problem:
+            raise CheckpointError(f"checkpoint {path}: non-finite weights ({problem}); the run diverged "
+                                  "before this was saved")
     model = rebuild_model(path, payload)
     return model.to(map_location).eval(), payload["meta"]
+
+
+def nonfinite_tensors(state: dict) -> str:
+    """'' when every floating tensor in `state` is finite, else a one-line list of the offending entries."""
+    bad = []
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            n = int((~torch.isfinite(value)).sum())
+            if n:
+                bad.append(f"{key}: {n} of {value.numel()}")
+    more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+    return ", ".join(bad[:3]) + more if bad else ""
 
 
 def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
@@ -144,14 +188,17 @@ def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
                               f"(known: {', '.join(known)})")
     try:
         model = models.build(spec["name"], **spec["config"])
-    except (LandscapeError, TypeError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - the spec comes from the file: any failure to build is the file's
         raise CheckpointError(f"checkpoint {path}: cannot rebuild model {spec['name']!r} from its build spec "
                               f"({_first_line(e)})") from None
     problem = state_mismatch(model.state_dict(), payload["model_state"])
     if problem:
         raise CheckpointError(f"checkpoint {path}: weights do not fit the rebuilt {spec['name']!r} model: "
                               f"{problem}")
-    model.load_state_dict(payload["model_state"])
+    try:
+        model.load_state_dict(payload["model_state"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: cannot load its weights ({_first_line(e)})") from None
     return model
 
 
@@ -159,10 +206,12 @@ def state_mismatch(expected: dict, saved: dict) -> str:
     """'' when `saved` fits `expected` exactly, else a one-line list of missing/unexpected/reshaped keys."""
     parts = []
     missing = [k for k in expected if k not in saved]
-    unexpected = [k for k in saved if k not in expected]
+    unexpected = [str(k) for k in saved if k not in expected]
+    not_tensors = [f"{k} ({type(saved[k]).__name__})" for k in expected
+                   if k in saved and not isinstance(saved[k], torch.Tensor)]
     reshaped = [f"{k} {list(saved[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
                 if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape]
-    for label, items in (("missing", missing), ("unexpected", unexpected),
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("not a tensor", not_tensors),
                          ("shape (saved vs model)", reshaped)):
         if items:
             more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""

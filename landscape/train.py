@@ -18,6 +18,17 @@ It is a pure function of s, so a resumed run needs no scheduler state.
 Interrupts: SIGINT/SIGTERM stop the run at the next step boundary; the checkpoint of the last complete
 epoch stays and the CLI exits 128+signal (130, 143) with "resume with --resume". A non-finite loss
 stops the run with a one-line error (exit 2) and leaves the last good checkpoint untouched.
+
+Several processes (DistributedDataParallel; gloo on CPU, NCCL on CUDA with one GPU per LOCAL_RANK):
+    torchrun --standalone --nproc_per_node W -m landscape.train ... --out runs/x
+Every rank holds the data set and draws the same shuffle; rank r takes the r-th contiguous slice of each
+global batch of B samples (sizes n_r differ by at most one) and weights its mean loss by n_r·W/B, so
+DDP's average of the W gradients is the global-batch mean (1/B) Σ_i ∇ℓ_i: the run follows the
+single-process trajectory up to float rounding. Each rank needs ≥ 1 sample of every batch (B ≥ W and
+the last batch ≥ W). Rank 0 writes config.json, metrics.jsonl and checkpoint.pt and shows progress;
+metrics are summed over ranks; a signal to any rank stops all after the same step (one all_reduce per
+step). A checkpoint holds the unwrapped model and the shared RNG states, so `--resume` works with any
+number of ranks. BatchNorm becomes SyncBatchNorm on CUDA; under gloo it keeps per-rank statistics.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -41,17 +53,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from landscape import distributed
 from landscape.checkpoint import (
     CheckpointError,
     atomic_write,
     load_training_state,
+    nonfinite_tensors,
+    remove_stale_temp_files,
     save_checkpoint,
     set_rng_state,
     state_mismatch,
 )
 from landscape.data import DATASETS, TensorData, load_data
-from landscape.errors import LandscapeError, resolve_device, run_cli
+from landscape.errors import LandscapeError, run_cli
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -123,27 +139,49 @@ class TrainConfig:
             if not ok:
                 raise LandscapeError(what)
 
+        def is_int(val) -> bool:
+            return isinstance(val, int) and not isinstance(val, bool)
+
         for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "label_smoothing", "bias_reg",
                     "bias_target", "procrustes_p"):
             val = getattr(self, key)
-            need(isinstance(val, (int, float)) and not isinstance(val, bool),
-                 f"{key} must be a number, got {val!r}")
+            need(isinstance(val, (int, float)) and not isinstance(val, bool) and math.isfinite(val),
+                 f"{key} must be a finite number, got {val!r}")
             setattr(self, key, float(val))
         for key in ("epochs", "batch_size", "eval_batch_size", "seed", "data_seed", "probe_every"):
             val = getattr(self, key)
-            need(isinstance(val, int) and not isinstance(val, bool), f"{key} must be an integer, got {val!r}")
+            need(is_int(val), f"{key} must be an integer, got {val!r}")
+        for key in ("model", "data", "device", "bias_targets"):
+            val = getattr(self, key)
+            need(isinstance(val, str), f"{key} must be a string, got {val!r}")
+        for key in ("data_root", "out"):
+            val = getattr(self, key)
+            need(val is None or (isinstance(val, str) and val != ""), f"{key} must be a path, got {val!r}")
+        for key in ("download", "augment", "bf16", "resume"):
+            val = getattr(self, key)
+            need(isinstance(val, bool), f"{key} must be true or false, got {val!r}")
+        need(self.progress is None or isinstance(self.progress, bool),
+             f"progress must be true, false or unset, got {self.progress!r}")
         need(isinstance(self.model_config, dict), f"model_config must be a table, got {self.model_config!r}")
         need(self.data in DATASETS, f"unknown data set {self.data!r}; known: {', '.join(DATASETS)}")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         need(self.epochs >= 1 and self.batch_size >= 1 and self.eval_batch_size >= 1,
              "epochs, batch_size and eval_batch_size must be positive")
-        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive and finite, got {self.lr}")
+        need(0 <= self.seed < 2**63, f"seed must lie in [0, 2**63), got {self.seed}")
+        need(0 <= self.data_seed < 2**32, f"data_seed must lie in [0, 2**32), got {self.data_seed}")
+        need(self.lr > 0, f"lr must be positive and finite, got {self.lr}")
+        need(self.momentum >= 0, f"momentum must be ≥ 0, got {self.momentum}")
+        need(self.weight_decay >= 0, f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        need(self.gamma > 0, f"gamma must be positive, got {self.gamma}")
         need(self.warmup_epochs >= 0, f"warmup_epochs must be ≥ 0, got {self.warmup_epochs}")
-        need(isinstance(self.milestones, list) and all(isinstance(m, int) and m > 0 for m in self.milestones),
+        need(isinstance(self.milestones, list) and all(is_int(m) and m > 0 for m in self.milestones),
              f"milestones must be a list of positive epoch numbers, got {self.milestones!r}")
-        need(self.clip_grad is None or (isinstance(self.clip_grad, (int, float)) and self.clip_grad > 0),
-             f"clip_grad must be positive (or unset), got {self.clip_grad!r}")
+        need(self.clip_grad is None or (isinstance(self.clip_grad, (int, float)) and not isinstance(
+            self.clip_grad, bool) and 0 < self.clip_grad < math.inf),
+             f"clip_grad must be positive and finite (or unset), got {self.clip_grad!r}")
         need(0.0 <= self.label_smoothing < 1.0,
              f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         need(self.bias_reg >= 0, f"bias_reg must be ≥ 0, got {self.bias_reg}")
@@ -151,9 +189,9 @@ class TrainConfig:
         need(self.probe_every >= 1, f"probe_every must be ≥ 1, got {self.probe_every}")
         need(isinstance(self.probes, list) and all(isinstance(p, str) for p in self.probes),
              f"probes must be a list of names, got {self.probes!r}")
-        need(self.threads is None or (isinstance(self.threads, int) and self.threads > 0),
+        need(self.threads is None or (is_int(self.threads) and self.threads > 0),
              f"threads must be a positive integer, got {self.threads!r}")
-        need(self.n_samples is None or (isinstance(self.n_samples, int) and self.n_samples > 0),
+        need(self.n_samples is None or (is_int(self.n_samples) and self.n_samples > 0),
              f"n_samples must be a positive integer, got {self.n_samples!r}")
 
 
@@ -183,14 +221,7 @@ def register_probe(name: str, factory: Callable[[ProbeContext], StepCallback]) -
 
 
 def _make_probes(names: Sequence[str], ctx: ProbeContext) -> list[StepCallback]:
-    if not names:
-        return []
-    with contextlib.suppress(ImportError):
-        importlib.import_module("landscape.probes")  # lets the probes package register its probes
-    unknown = [n for n in names if n not in PROBES]
-    if unknown:
-        known = ", ".join(sorted(PROBES)) or "none registered"
-        raise LandscapeError(f"unknown probe(s) {unknown}; known: {known}")
+    _check_probe_names(names)
     return [PROBES[n](ctx) for n in names]
 
 
@@ -220,22 +251,27 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TensorData, batch_size: int = 1024, bf16: bool = False
+    model: nn.Module, data: TensorData, batch_size: int = 1024, bf16: bool = False, *, sharded: bool = False
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over `data` in eval mode; the model's mode is restored."""
+    """(mean cross-entropy, accuracy) over `data` in eval mode; the model's mode is restored.
+
+    sharded: under torch.distributed each rank evaluates its share (`distributed.shard`) and the sums are
+    all-reduced, so every rank gets the full-data numbers; a collective: every rank must call it.
+    """
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), dtype=torch.float64, device=data.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    sums = torch.zeros(2, dtype=torch.float64, device=data.device)    # Σ loss, Σ correct
     try:
-        for X, y in data.batches(batch_size):
+        for X, y in (distributed.shard(data) if sharded else data).batches(batch_size):
             with _autocast(bf16):
                 logits = model(X)
-            loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
+            sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == y).sum()
     finally:
         model.train(was_training)
-    return loss.item() / len(data), correct.item() / len(data)
+    if sharded:
+        distributed.all_reduce_sum(sums)
+    return sums[0].item() / len(data), sums[1].item() / len(data)
 
 
 def _autocast(bf16: bool):
@@ -290,36 +326,223 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
     step_callbacks: called as `cb(step, model, (X, y), loss)` after every optimizer step (step counts from 1).
     handle_signals: catch SIGINT/SIGTERM (main thread only) and stop cleanly at the next step boundary.
     Returns {"status": "completed" | "interrupted", "signal", "model", "history", "final", "epoch", "step",
-    "out", "checkpoint", "config"}; a non-finite loss raises `NonFiniteLoss`.
-    """
-    from landscape.models import build
+    "out", "checkpoint", "config", "world_size"}; a non-finite loss raises `NonFiniteLoss`.
 
+    Under torchrun (W ranks, see the module docstring) every rank calls this with the same config: rank r
+    trains on its slice of each global batch, callbacks see that slice, rank 0 alone writes files, runs
+    probes and shows progress, and every rank returns the same global history.
+    """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
     cfg.validate()
-    device = resolve_device(cfg.device)
+    device = distributed.setup(cfg.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main_rank = rank == 0
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     if cfg.bf16 and device.type != "cuda":
         raise LandscapeError(f"--bf16 needs a CUDA device, but training runs on {device}")
     out = Path(cfg.out) if cfg.out else None
     ckpt = out / "checkpoint.pt" if out else None
+    run = distributed.main_first(lambda: _prepare(cfg, device, out, ckpt, world))
+    model, optimizer, shuffle_gen, procrustes, penalty = (run.model, run.optimizer, run.shuffle_gen,
+                                                          run.procrustes, run.penalty)
+    train_data, test_data = run.train_data, run.test_data
+    history, epoch, step = run.history, run.epoch, run.step
+    net = model if world == 1 else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    n, B = len(train_data), cfg.batch_size
+    steps_per_epoch = math.ceil(n / B)
+    last_saved = epoch if run.resumed else None
+    callbacks = list(step_callbacks)
+    probes: list[StepCallback] = []
+    bar = _progress(cfg, total=cfg.epochs * steps_per_epoch, initial=step, enabled=main_rank)
+    status, stop = "completed", None
+
+    def totals(loss_sum: Tensor, correct: Tensor, seen: int) -> tuple[float, int, int]:
+        """Σ loss·n, Σ correct, Σ n over all ranks (one all_reduce; local values in a single process)."""
+        if world == 1:
+            return loss_sum.item(), int(correct.item()), seen
+        t = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                   device=loss_sum.device)])
+        distributed.all_reduce_sum(t)
+        return t[0].item(), int(t[1].item()), int(t[2].item())
+
+    def agreed_stop(received: int | None) -> int | None:
+        """The largest signal any rank received (one all_reduce), so all ranks stop after the same step."""
+        if world == 1:
+            return received
+        flag = distributed.all_reduce_max(torch.tensor([received or 0], dtype=torch.int64))
+        return int(flag.item()) or None
+
+    model.train()
+    try:
+        error = None
+        if main_rank:
+            try:
+                probes = _make_probes(cfg.probes, ProbeContext(model, train_data, test_data, cfg, out))
+                if out is not None:
+                    _write_text(out / "config.json", json.dumps(
+                        _run_record(cfg, model, train_data, test_data, device, world), indent=2) + "\n")
+                    _write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            except OSError as e:
+                error = LandscapeError(f"cannot write to --out {out}: {e.strerror or e}")
+            except LandscapeError as e:
+                error = e
+        distributed.agree(error)
+        with _Signals(handle_signals) as signals:
+            while epoch < cfg.epochs and stop is None:
+                t0 = time.perf_counter()
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                correct = torch.zeros((), dtype=torch.int64, device=device)
+                seen = done = 0                                  # samples of this rank / of all ranks
+                lr = cfg.lr
+                bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+                for X, y in train_data.batches(B, shuffle=True, generator=shuffle_gen, augment=cfg.augment,
+                                               part=(rank, world)):
+                    size = min(B, n - done)                      # the global batch this slice belongs to
+                    lr = cfg.lr * lr_factor(step, steps_per_epoch, cfg)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with _autocast(cfg.bf16):
+                        logits = net(X)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    # DDP averages the W ranks' gradients; weighting rank r's mean by n_r·W/size makes that
+                    # average the global batch mean (1/size) Σ_i ∇ℓ_i exactly, also for unequal slices
+                    weight = len(y) * world / size
+                    objective = loss if weight == 1 else loss * weight
+                    if penalty is not None:
+                        objective = objective + penalty()
+                    optimizer.zero_grad(set_to_none=True)
+                    objective.backward()
+                    if cfg.clip_grad is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                    if procrustes is not None:
+                        procrustes.step()
+                    step += 1
+                    done += size
+                    loss_sum += loss.detach().double() * len(y)
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    seen += len(y)
+                    batch = (X, y)
+                    for cb in callbacks:
+                        cb(step, model, batch, loss.detach())
+                    if probes and step % cfg.probe_every == 0:
+                        for probe in probes:
+                            probe(step, model, batch, loss.detach())
+                    bar.update(1)
+                    stop = agreed_stop(signals.received)
+                    if step % 25 == 0 or done == n:
+                        total_loss, total_correct, total_seen = totals(loss_sum, correct, seen)
+                        running = total_loss / total_seen
+                        _check_finite(running, epoch, step, ckpt, last_saved)
+                        bar.set_postfix(loss=f"{running:.4f}", acc=f"{total_correct / total_seen:.3f}")
+                    if stop is not None:
+                        break
+                if stop is not None:
+                    break
+                total_loss, total_correct, total_seen = totals(loss_sum, correct, seen)
+                train_loss = total_loss / total_seen
+                _check_finite(train_loss, epoch, step, ckpt, last_saved)
+                distributed.broadcast_buffers(model)             # rank 0's BatchNorm statistics everywhere
+                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.bf16, sharded=world > 1)
+                epoch += 1
+                record = {"epoch": epoch, "step": step, "train_loss": train_loss,
+                          "train_acc": total_correct / total_seen, "test_loss": test_loss, "test_acc": test_acc,
+                          "lr": lr, "seconds": time.perf_counter() - t0}
+                history.append(record)
+                if out is not None:
+                    error = None
+                    if main_rank:
+                        try:
+                            _save(ckpt, model, optimizer, shuffle_gen, procrustes, cfg, train_data, test_data,
+                                  epoch, step, history, world)
+                            with open(out / "metrics.jsonl", "a") as f:
+                                f.write(json.dumps(record) + "\n")
+                        except OSError as e:
+                            kept = f"{ckpt} still holds epoch {last_saved}" if last_saved else "nothing was saved"
+                            error = LandscapeError(f"cannot write {ckpt}: {e.strerror or e}; {kept}")
+                    distributed.agree(error)
+                    last_saved = epoch
+            if stop is not None:
+                status = "interrupted"
+    finally:
+        bar.close()
+        for probe in probes:
+            close = getattr(probe, "close", None)
+            if callable(close):
+                close()
+    return {"status": status, "signal": stop, "model": model, "history": history,
+            "final": history[-1] if history else None, "epoch": epoch,
+            "step": step, "out": None if out is None else str(out),
+            "checkpoint": None if ckpt is None or last_saved is None else str(ckpt), "config": cfg.to_dict(),
+            "world_size": world}
+
+
+@dataclass
+class _Setup:
+    """What `_prepare` hands the loop."""
+
+    train_data: TensorData
+    test_data: TensorData
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    procrustes: object | None
+    penalty: Callable[[], Tensor] | None
+    history: list[dict]
+    epoch: int
+    step: int
+    resumed: bool
+
+
+def _prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path | None, world: int) -> _Setup:
+    """Everything that can fail on bad input, before any file is written: the checkpoint to resume, the data,
+    the model (one forward as a shape check), optimizer and RNG states; finally the --out directory."""
+    from landscape.models import build
+
+    _check_probe_names(cfg.probes)
     state = None
     if ckpt is not None and ckpt.exists():
         if not cfg.resume:
             raise LandscapeError(f"{ckpt} exists: pass --resume to continue that run or choose another --out")
         state = load_training_state(ckpt)
         _check_resumable(ckpt, state["meta"].get("train", {}), cfg)
+        problem = _training_state_problem(state) or nonfinite_tensors(state["model_state"])
+        if problem:
+            raise CheckpointError(f"checkpoint {ckpt}: cannot resume from it ({problem})")
     elif cfg.resume and out is None:
         raise LandscapeError("--resume needs --out (the directory of the run to continue)")
-    elif cfg.resume:
+    elif cfg.resume and distributed.is_main():
         print(f"no checkpoint in {out}: starting from scratch", file=sys.stderr)
+    if out is not None:
+        _check_out(out)
 
     data_args = {"name": cfg.data, "n_samples": cfg.n_samples, "root": cfg.data_root, "device": device,
                  "seed": cfg.data_seed, "download": cfg.download}
     train_data = load_data(split="train", **data_args)
     test_data = load_data(split="test", **data_args)
+    _check_world(len(train_data), cfg.batch_size, world)
     torch.manual_seed(cfg.seed)
-    model = build(cfg.model, resolved_model_config(cfg, train_data)).to(device)
+    model_config = resolved_model_config(cfg, train_data)
+    try:
+        model = build(cfg.model, model_config)
+    except LandscapeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model config the constructors reject is bad input
+        raise LandscapeError(f"cannot build model {cfg.model!r} from {model_config}: "
+                             f"{type(e).__name__}: {_first_line(e)}") from None
+    model = model.to(device)
+    _check_fits(model, train_data, cfg)
+    if world > 1 and device.type == "cuda":                      # global-batch statistics, as one process
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif world > 1 and distributed.is_main() and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                     for m in model.modules()):
+        print("note: BatchNorm uses per-rank batch statistics under gloo (SyncBatchNorm needs CUDA), so this "
+              "run differs from a single-process one", file=sys.stderr)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise LandscapeError(f"model {cfg.model!r} has no trainable parameters")
     optimizer = make_optimizer(model, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     procrustes = None
@@ -335,109 +558,121 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
         def penalty() -> Tensor:
             return bias_penalty(model, cfg.bias_reg, cfg.bias_target, cfg.bias_targets)
 
+        penalty()                                                # bad bias targets fail here, not mid-run
+
     history: list[dict] = []
     epoch = step = 0
     if state is not None:
         problem = state_mismatch(model.state_dict(), state["model_state"])
         if problem:
             raise CheckpointError(f"checkpoint {ckpt}: weights do not fit the configured model: {problem}")
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        set_rng_state(state["rng"])
-        shuffle_gen.set_state(state["extra"]["shuffle_rng"])
-        if procrustes is not None:
-            procrustes.generator.set_state(state["extra"]["procrustes_rng"])
+        try:
+            model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            set_rng_state(state["rng"])
+            shuffle_gen.set_state(state["extra"]["shuffle_rng"])
+            if procrustes is not None:
+                procrustes.generator.set_state(state["extra"]["procrustes_rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt}: cannot restore the training state "
+                                  f"({type(e).__name__}: {_first_line(e)})") from None
         meta = state["meta"]
         history, epoch, step = list(meta["history"]), meta["epoch"], meta["step"]
         if epoch > cfg.epochs:
             raise LandscapeError(f"{ckpt} already holds {epoch} epochs, more than --epochs {cfg.epochs}")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "config.json", json.dumps(_run_record(cfg, model, train_data, test_data, device),
-                                                    indent=2) + "\n")
-        _write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    if out is not None and distributed.is_main():
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LandscapeError(f"cannot create --out {out}: {e.strerror or e}") from None
+        remove_stale_temp_files(out)
+    return _Setup(train_data, test_data, model, optimizer, shuffle_gen, procrustes, penalty, history, epoch,
+                  step, state is not None)
 
-    callbacks = list(step_callbacks)
-    probes = _make_probes(cfg.probes, ProbeContext(model, train_data, test_data, cfg, out))
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    last_saved = epoch if state is not None else None
-    bar = _progress(cfg, total=cfg.epochs * steps_per_epoch, initial=step)
-    status, received = "completed", None
-    model.train()
+
+def _save(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator,
+          procrustes, cfg: TrainConfig, train_data: TensorData, test_data: TensorData, epoch: int, step: int,
+          history: list[dict], world: int) -> None:
+    extra = {"shuffle_rng": shuffle_gen.get_state()}
+    if procrustes is not None:
+        extra["procrustes_rng"] = procrustes.generator.get_state()
+    meta = {"model": model.build_spec, "data": train_data.spec, "test_data": test_data.spec,
+            "epoch": epoch, "step": step, "train": cfg.to_dict(), "history": history, "world_size": world}
+    save_checkpoint(ckpt, model, meta=meta, optimizer=optimizer, extra=extra)
+
+
+def _check_probe_names(names: Sequence[str]) -> None:
+    if not names:
+        return
+    with contextlib.suppress(ImportError):
+        importlib.import_module("landscape.probes")  # lets the probes package register its probes
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        known = ", ".join(sorted(PROBES)) or "none registered"
+        raise LandscapeError(f"unknown probe(s) {unknown}; known: {known}")
+
+
+def _check_out(out: Path) -> None:
+    """--out must be a directory or creatable as one, and writable; checked before the data is loaded."""
+    if out.exists() and not out.is_dir():
+        raise LandscapeError(f"--out {out} exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LandscapeError(f"cannot create --out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LandscapeError(f"--out {out}: {parent} is not writable")
+
+
+def _check_world(n: int, batch_size: int, world: int) -> None:
+    """Every rank needs at least one sample of every batch (an empty slice has no mean loss)."""
+    last = n % batch_size or batch_size
+    if world > 1 and min(batch_size, last) < world:
+        raise LandscapeError(f"{world} ranks need at least one sample each of every batch, but the batches of "
+                             f"{n} samples by --batch-size {batch_size} include one of {min(batch_size, last)}; "
+                             "change --batch-size or --n-samples")
+
+
+def _check_fits(model: nn.Module, data: TensorData, cfg: TrainConfig) -> None:
+    """One eval-mode forward of two samples (RNG states untouched): the model must take the data's inputs
+    and return [batch, n_classes] logits."""
+    was_training = model.training
+    model.eval()
+    devices = [data.device] if data.device.type == "cuda" else []
     try:
-        with _Signals(handle_signals) as signals:
-            while epoch < cfg.epochs and signals.received is None:
-                t0 = time.perf_counter()
-                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-                correct = torch.zeros((), dtype=torch.int64, device=device)
-                seen = 0
-                lr = cfg.lr
-                bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
-                for X, y in train_data.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen,
-                                               augment=cfg.augment):
-                    lr = cfg.lr * lr_factor(step, steps_per_epoch, cfg)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    with _autocast(cfg.bf16):
-                        logits = model(X)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    objective = loss if penalty is None else loss + penalty()
-                    optimizer.zero_grad(set_to_none=True)
-                    objective.backward()
-                    if cfg.clip_grad is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    if procrustes is not None:
-                        procrustes.step()
-                    step += 1
-                    loss_sum += loss.detach().double() * len(y)
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    seen += len(y)
-                    batch = (X, y)
-                    for cb in callbacks:
-                        cb(step, model, batch, loss.detach())
-                    if probes and step % cfg.probe_every == 0:
-                        for probe in probes:
-                            probe(step, model, batch, loss.detach())
-                    bar.update(1)
-                    if step % 25 == 0 or seen == len(train_data):
-                        running = loss_sum.item() / seen
-                        _check_finite(running, epoch, step, ckpt, last_saved)
-                        bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.3f}")
-                    if signals.received is not None:
-                        break
-                if signals.received is not None:
-                    break
-                train_loss = loss_sum.item() / seen
-                _check_finite(train_loss, epoch, step, ckpt, last_saved)
-                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.bf16)
-                epoch += 1
-                record = {"epoch": epoch, "step": step, "train_loss": train_loss,
-                          "train_acc": correct.item() / seen, "test_loss": test_loss, "test_acc": test_acc,
-                          "lr": lr, "seconds": time.perf_counter() - t0}
-                history.append(record)
-                if out is not None:
-                    extra = {"shuffle_rng": shuffle_gen.get_state()}
-                    if procrustes is not None:
-                        extra["procrustes_rng"] = procrustes.generator.get_state()
-                    meta = {"model": model.build_spec, "data": train_data.spec, "test_data": test_data.spec,
-                            "epoch": epoch, "step": step, "train": cfg.to_dict(), "history": history}
-                    save_checkpoint(ckpt, model, meta=meta, optimizer=optimizer, extra=extra)
-                    last_saved = epoch
-                    with open(out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
-            if signals.received is not None:
-                status, received = "interrupted", signals.received
+        with torch.no_grad(), torch.random.fork_rng(devices=devices), _autocast(cfg.bf16):
+            logits = model(data.X[:2])
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise LandscapeError(f"model {cfg.model!r} does not take {data.spec.get('name')} inputs of shape "
+                             f"{list(data.X.shape[1:])}: {_first_line(e)}") from None
     finally:
-        bar.close()
-        for probe in probes:
-            close = getattr(probe, "close", None)
-            if callable(close):
-                close()
-    return {"status": status, "signal": received, "model": model, "history": history,
-            "final": history[-1] if history else None, "epoch": epoch,
-            "step": step, "out": None if out is None else str(out),
-            "checkpoint": None if ckpt is None or last_saved is None else str(ckpt), "config": cfg.to_dict()}
+        model.train(was_training)
+    expected = (min(2, len(data)), data.n_classes)
+    if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
+        got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise LandscapeError(f"model {cfg.model!r} returns {got} for 2 samples; {data.spec.get('name')} needs "
+                             f"logits [batch, {data.n_classes}] (check n_classes in --model-config)")
+
+
+def _training_state_problem(state: dict) -> str:
+    """'' when the checkpoint holds what a resume needs (train writes it), else what is missing."""
+    meta, extra = state["meta"], state.get("extra")
+    for key, kind in (("epoch", int), ("step", int), ("history", list)):
+        if not isinstance(meta.get(key), kind):
+            return f"meta has no {key} ({kind.__name__}); it was not written by landscape.train"
+    if not isinstance(state.get("optimizer_state"), dict):
+        return "no optimizer state"
+    if not isinstance(state.get("rng"), dict) or not isinstance(state["rng"].get("torch"), Tensor):
+        return "no RNG state"
+    if not isinstance(extra, dict) or not isinstance(extra.get("shuffle_rng"), Tensor):
+        return "no shuffle generator state"
+    return ""
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _check_finite(value: float, epoch: int, step: int, ckpt: Path | None, last_saved: int | None) -> None:
@@ -462,22 +697,23 @@ def _check_resumable(ckpt: Path, saved: dict, cfg: TrainConfig) -> None:
                              f"{'; ...' if len(diff) > 3 else ''}); use another --out for a new run")
 
 
-def _progress(cfg: TrainConfig, total: int, initial: int):
+def _progress(cfg: TrainConfig, total: int, initial: int, enabled: bool = True):
     from tqdm.auto import tqdm
 
     disable = None if cfg.progress is None else not cfg.progress  # None: only when stderr is a terminal
+    disable = True if not enabled else disable
     return tqdm(total=total, initial=initial, disable=disable, file=sys.stderr, dynamic_ncols=True,
                 unit="step")
 
 
 def _run_record(cfg: TrainConfig, model: nn.Module, train_data: TensorData, test_data: TensorData,
-                device: torch.device) -> dict:
+                device: torch.device, world: int = 1) -> dict:
     """What config.json records beside the results: the resolved config and the code version."""
     import landscape
 
     return {"config": cfg.to_dict(), "model": model.build_spec, "data": {"train": train_data.spec,
                                                                           "test": test_data.spec},
-            "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+            "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "world_size": world,
             "git": _git_version(), "landscape": landscape.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "argv": sys.argv}
 
@@ -609,7 +845,16 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
-    result = train(cfg, handle_signals=True)
+    try:
+        result = train(cfg, handle_signals=True)
+    except LandscapeError:
+        if distributed.env_rank() > 0:
+            return 2                 # the ranks agree on errors (distributed.agree): rank 0 prints it once
+        raise
+    finally:
+        distributed.shutdown()
+    if distributed.env_rank() > 0:
+        return 128 + result["signal"] if result["status"] == "interrupted" else 0
     if result["status"] == "interrupted":
         name = signal.Signals(result["signal"]).name
         where = (f"{result['checkpoint']} holds epoch {result['epoch']}" if result["checkpoint"]

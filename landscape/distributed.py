@@ -1,0 +1,215 @@
+"""torch.distributed in a few helpers: join from torchrun's environment, shard, reduce, agree, leave.
+
+Under `torchrun --nproc_per_node W ...` each process finds RANK, WORLD_SIZE and LOCAL_RANK in its
+environment; `setup(device)` joins the process group once (NCCL on CUDA with one GPU per LOCAL_RANK,
+gloo on CPU) and returns this rank's device. Without torchrun every helper is the single-process
+identity: rank 0 of 1, reductions return their input, `agree` re-raises, `barrier` returns.
+
+A data pass that sums over samples becomes distributed with one collective: each rank sums over its
+shard (`shard(data)`), `all_reduce_sum(total)` adds the W partial sums in place, and the mean divides
+by the global sample count N:  (1/N) Σ_i f_i = (1/N) Σ_r Σ_{i ∈ shard r} f_i.  Pack everything one
+pass produces (k probe vectors, counts) into one tensor so the pass costs one all_reduce.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from landscape.data import TensorData, part_slice
+from landscape.errors import LandscapeError, resolve_device
+
+T = TypeVar("T")
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launched() -> bool:
+    """True in a process started by torchrun (RANK and WORLD_SIZE are set)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def env_rank() -> int:
+    """This process's rank as torchrun announced it (0 without torchrun); valid before `setup`."""
+    return _env_int("RANK") if launched() else 0
+
+
+def active() -> bool:
+    """True once this process has joined a process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """Rank in the process group (0 outside one)."""
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """Number of processes in the group (1 outside one)."""
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """True on rank 0, the rank that writes files and prints."""
+    return rank() == 0
+
+
+def setup(device: str = "auto") -> torch.device:
+    """This process's device; under torchrun also join the process group (once; NCCL on CUDA, else gloo).
+
+    With several ranks on CUDA each uses cuda:LOCAL_RANK, so `device` must be auto or cuda (no index).
+    """
+    dev = resolve_device(device)
+    if not launched():
+        return dev
+    world, local = _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0
+    if dev.type == "cuda":
+        if dev.index is not None and world > 1:
+            raise LandscapeError(f"under torchrun each rank uses cuda:LOCAL_RANK; pass --device cuda (or auto), "
+                                 f"not {device!r}")
+        if local >= torch.cuda.device_count():
+            raise LandscapeError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA device(s) visible")
+        dev = torch.device("cuda", local if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise LandscapeError(f"distributed runs use cpu (gloo) or cuda (nccl), not {dev}")
+    if not active():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=dev if dev.type == "cuda" else None)
+    return dev
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op outside one)."""
+    if active():
+        dist.destroy_process_group()
+
+
+def _env_int(name: str) -> int:
+    try:
+        value = int(os.environ[name])
+    except (KeyError, ValueError):
+        raise LandscapeError(f"environment variable {name}={os.environ.get(name)!r} is not an integer "
+                             f"(torchrun sets {', '.join(_ENV)})") from None
+    if value < 0:
+        raise LandscapeError(f"environment variable {name}={value} must be ≥ 0")
+    return value
+
+
+def comm_device() -> torch.device:
+    """Where collective tensors must live: the current CUDA device under NCCL, else the CPU."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce(tensor: Tensor, op: str) -> Tensor:
+    if world_size() == 1:
+        return tensor
+    op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+    dev = comm_device()
+    if tensor.device == dev and tensor.is_contiguous():
+        dist.all_reduce(tensor, op=op)
+    else:
+        buf = tensor.to(dev).contiguous()
+        dist.all_reduce(buf, op=op)
+        tensor.copy_(buf)
+    return tensor
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Replace `tensor` by its sum over all ranks, in place, and return it (identity in a single process).
+
+    One collective however large the tensor: the Hessian operator reduces its [dim, k] block of k summed
+    products (and the sample count) at once, then divides by the global count.
+    """
+    return _all_reduce(tensor, "sum")
+
+
+def all_reduce_max(tensor: Tensor) -> Tensor:
+    """Replace `tensor` by its elementwise maximum over all ranks, in place (identity in a single process)."""
+    return _all_reduce(tensor, "max")
+
+
+def barrier() -> None:
+    """Wait until every rank arrives (no-op in a single process)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (BatchNorm running statistics...) to every rank, in place."""
+    if world_size() == 1:
+        return
+    for buf in module.buffers():
+        _broadcast(buf, src)
+
+
+def _broadcast(tensor: Tensor, src: int) -> None:
+    dev = comm_device()
+    if tensor.device == dev and tensor.is_contiguous():
+        dist.broadcast(tensor, src)
+    else:
+        buf = tensor.to(dev).contiguous()
+        dist.broadcast(buf, src)
+        tensor.copy_(buf)
+
+
+def shard(data: TensorData, index: int | None = None, count: int | None = None) -> TensorData:
+    """Rank `index` of `count`'s contiguous share of the samples (default: this rank of the group).
+
+    Shares are near-equal (`landscape.data.part_slice`) and together hold every sample once, in order; a
+    rank's share may be empty when there are fewer samples than ranks. Divide sums by `len(data)`, the
+    global count, not by the shard's length.
+    """
+    index = rank() if index is None else index
+    count = world_size() if count is None else count
+    if not 0 <= index < count:
+        raise LandscapeError(f"shard index must lie in [0, {count}), got {index}")
+    part = part_slice(len(data), index, count)
+    return TensorData(data.X[part], data.y[part], data.n_classes, dict(data.spec), data.mean, data.std)
+
+
+def agree(error: BaseException | None) -> None:
+    """Collective: if any rank failed, raise on every rank, so none waits forever for one that stopped.
+
+    This rank's own `error` is re-raised as it is; a rank whose step succeeded raises `LandscapeError`
+    carrying the first failed rank's message. Every rank must call it at the same point.
+    """
+    if world_size() == 1:
+        if error is not None:
+            raise error
+        return
+    messages: list[str | None] = [None] * world_size()
+    dist.all_gather_object(messages, None if error is None else _one_line(error))
+    if error is not None:
+        raise error
+    for r, message in enumerate(messages):
+        if message is not None:
+            raise LandscapeError(message if r == 0 else f"rank {r}: {message}")
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0, then on the other ranks: downloads and caches are written once, by rank 0.
+    A failure on any rank is raised on every rank (`agree`)."""
+    if world_size() == 1:
+        return fn()
+    result, error = None, None
+    for turn in (True, False):
+        if is_main() == turn:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001 - handed to `agree`, which re-raises it here
+                error = e
+        agree(error)
+    return result
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else ""
+    return line if isinstance(e, LandscapeError) and line else f"{type(e).__name__}: {line}"
