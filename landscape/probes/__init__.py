@@ -9,6 +9,9 @@
     to_csv(p.records, "probes.csv")
 
     records = run_probes(model, (X, y), metrics=("singularity",), batch_size=1000)
+
+During training: `python -m landscape.train ... --probes grad_norm,stream,singularity --probe-every K`
+(records in OUT/probes.jsonl; see `landscape.probes.training`).
 """
 
 from landscape.probes.blocks import Block, Site, find_blocks
@@ -25,11 +28,12 @@ from landscape.probes.singularity import (
     weight_stats,
 )
 from landscape.probes.stream import STREAM_METRICS, stream_stats
+from landscape.probes.training import TRAIN_PROBES, ProbeCallback, make_probe_callback  # registers with train
 
 __all__ = [
-    "ACT_METRICS", "GRAD_METRICS", "METRICS", "STREAM_METRICS", "WEIGHT_METRICS",
-    "Block", "Probe", "SingularityAccumulator", "Site",
+    "ACT_METRICS", "GRAD_METRICS", "METRICS", "STREAM_METRICS", "TRAIN_PROBES", "WEIGHT_METRICS",
+    "Block", "Probe", "ProbeCallback", "SingularityAccumulator", "Site",
     "block_jacobian_extremes", "combined_norm", "find_blocks", "iter_batches", "jacobian_extremes",
-    "make_record", "probe", "read_records", "records_to_table", "run_probes", "singularity_stats",
-    "stream_stats", "to_csv", "to_json", "weight_stats",
+    "make_probe_callback", "make_record", "probe", "read_records", "records_to_table", "run_probes",
+    "singularity_stats", "stream_stats", "to_csv", "to_json", "weight_stats",
 ]
