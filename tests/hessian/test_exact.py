@@ -1,0 +1,86 @@
+"""exact_hessian / exact_ggn: an independent autograd oracle, batch weighting, the size limit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.errors import LandscapeError
+from landscape.hessian import exact_ggn, exact_hessian
+
+from . import tiny
+
+MODELS = tiny.models()
+
+
+def _flat_loss(model, X, y):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def f(theta):
+        ps, i = {}, 0
+        for n, s in zip(names, shapes):
+            k = math.prod(s)
+            ps[n] = theta[i : i + k].view(s)
+            i += k
+        return tiny.loss(torch.func.functional_call(model, ps, (X,)), y)
+
+    return f, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_exact_hessian_matches_autograd_functional():
+    model, shape = MODELS["residual"]
+    X, y = tiny.data(shape)
+    f, flat = _flat_loss(model, X, y)
+    ref = torch.autograd.functional.hessian(f, flat)
+    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y)), (ref + ref.T) / 2, rtol=1e-10, atol=1e-12)
+
+
+def test_batches_weighted_by_size():
+    model, shape = MODELS["attention"]
+    X, y = tiny.data(shape, n=10)
+    parts = [(X[:2], y[:2]), (X[2:], y[2:])]
+    H = exact_hessian(model, tiny.loss, parts)
+    H0, H1 = (exact_hessian(model, tiny.loss, p) for p in parts)
+    torch.testing.assert_close(H, (2 * H0 + 8 * H1) / 10, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(H, exact_hessian(model, tiny.loss, (X, y)), rtol=1e-10, atol=1e-12)
+
+
+def test_double_backward_path_when_forward_ad_is_missing():
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 3 * x**2 * g
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.b(Cube.apply(self.a(x)))
+
+    model = M().double()
+    X, y = tiny.data((4,), n=6)
+    f, flat = _flat_loss(model, X, y)
+    ref = torch.autograd.functional.hessian(f, flat)
+    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y), chunk_size=7), (ref + ref.T) / 2)
+
+
+def test_size_limit_refused():
+    model, shape = MODELS["mlp"]
+    X, y = tiny.data(shape)
+    dim = sum(p.numel() for p in model.parameters())
+    for fn in (exact_hessian, exact_ggn):
+        with pytest.raises(LandscapeError, match="max_params"):
+            fn(model, tiny.loss, (X, y), max_params=dim - 1)
+    assert exact_hessian(model, tiny.loss, (X, y), max_params=dim).shape == (dim, dim)

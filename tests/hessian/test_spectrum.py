@@ -1,0 +1,115 @@
+"""SLQ density and its statistics against exact spectra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from landscape.hessian import HessianOperator, SpectralDensity, exact_hessian, slq_density
+
+from . import tiny
+
+D = torch.float64
+
+
+class Dense:
+    def __init__(self, eigs: np.ndarray, seed: int = 0):
+        n = len(eigs)
+        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
+        self.A = Q @ torch.diag(torch.as_tensor(eigs, dtype=D)) @ Q.T
+        self.dim, self.dtype, self.device = n, D, torch.device("cpu")
+
+    def matmat(self, V):
+        return self.A @ V
+
+
+def _known() -> np.ndarray:
+    """400 eigenvalues: 300 exact zeros, 40 negative, 57 bulk, 3 outliers (λmax = 50)."""
+    return np.concatenate([np.zeros(300), -np.linspace(0.1, 0.5, 40), np.linspace(0.1, 1, 57), [10.0, 20.0, 50.0]])
+
+
+@pytest.fixture(scope="module")
+def mlp_problem():
+    torch.manual_seed(0)
+    model = tiny.mlp(5, 10, 3).eval()
+    X, y = tiny.data((5,), n=40)
+    eigs = torch.linalg.eigvalsh(exact_hessian(model, tiny.loss, (X, y))).numpy()
+    return HessianOperator(model, tiny.loss, (X, y)), eigs
+
+
+def _w1(op, eigs, iters, probes) -> float:
+    ws = []
+    for seed in range(3):
+        sd = slq_density(op, iters=iters, probes=probes, seed=seed)
+        ws.append(wasserstein_distance(eigs, sd.nodes.ravel(), None, sd.weights.ravel()))
+    return float(np.mean(ws))
+
+
+def test_wasserstein_distance_to_exact_spectrum_shrinks(mlp_problem):
+    op, eigs = mlp_problem
+    both = [_w1(op, eigs, it, p) for it, p in ((5, 1), (20, 4), (80, 16))]
+    assert both[0] > 1.3 * both[1] > 1.3 * 1.3 * both[2]
+    assert both[2] < 0.003 * (eigs.max() - eigs.min())
+    assert _w1(op, eigs, 5, 8) > 1.3 * _w1(op, eigs, 20, 8)  # iters at fixed probes
+    assert _w1(op, eigs, 20, 1) > 1.3 * _w1(op, eigs, 20, 8)  # probes at fixed iters
+
+
+def test_extremes_and_trace_on_a_hessian(mlp_problem):
+    op, eigs = mlp_problem
+    sd = slq_density(op, iters=80, probes=8, seed=0)
+    assert abs(sd.lambda_max - eigs.max()) < 1e-8 * eigs.max()
+    assert abs(sd.lambda_min - eigs.min()) < 1e-6 * eigs.max()
+    assert abs(sd.trace - eigs.sum()) < 3 * sd.trace_stderr
+    assert sd.meta["breakdowns"] == 0
+
+
+def test_statistics_on_a_known_spectrum():
+    eigs = _known()
+    sd = slq_density(Dense(eigs), iters=60, probes=16, seed=0)
+    assert sd.lambda_max == pytest.approx(50.0, rel=1e-10)
+    assert sd.lambda_min == pytest.approx(-0.5, rel=1e-6)
+    assert sd.degenerate_ratio(1e-3) == pytest.approx(0.75, abs=0.04)
+    assert sd.negative_ratio(1e-3) == pytest.approx(0.10, abs=0.03)
+    assert sd.outliers(0.1) == 3
+    assert abs(sd.trace - eigs.sum()) < 3 * sd.trace_stderr
+    s = sd.summary()
+    assert s["n_params"] == 400 and s["probes"] == 16 and s["iters"] == 60
+    json.dumps(sd.to_dict())
+
+
+def test_density_integrates_to_one_and_peaks_at_eigenvalues():
+    sd = slq_density(Dense(np.array([-1.0, 0.0, 0.0, 2.0, 2.0, 2.0, 5.0])), iters=7, probes=64, seed=0)
+    grid, dens = sd.density()
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-6)
+    grid, dens = sd.density(np.linspace(-3, 7, 20001), sigma=0.05)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-6)
+    peaks = grid[1:-1][(dens[1:-1] > dens[:-2]) & (dens[1:-1] > dens[2:]) & (dens[1:-1] > 0.1)]
+    np.testing.assert_allclose(peaks, [-1.0, 0.0, 2.0, 5.0], atol=2e-3)
+    # mass at each eigenvalue ≈ its multiplicity / 7 (64 probes)
+    masses = [sd.mass(v - 0.5, v + 0.5) for v in (-1.0, 0.0, 2.0, 5.0)]
+    np.testing.assert_allclose(masses, [1 / 7, 2 / 7, 3 / 7, 1 / 7], atol=0.05)
+
+
+def test_log_density_masses():
+    eigs = _known()
+    sd = slq_density(Dense(eigs), iters=60, probes=8, seed=1)
+    floor = 1e-4
+    u, pos, neg = sd.log_density(sigma=0.02, n_grid=4000, floor=floor)
+    near_zero = sd.mass(-floor, floor)
+    assert 0.7 < near_zero < 0.8  # the 300 exact zeros
+    assert np.trapezoid(pos, u) + np.trapezoid(neg, u) == pytest.approx(1 - near_zero, abs=1e-3)
+    assert np.trapezoid(neg, u) == pytest.approx(sd.mass(hi=-floor), abs=1e-3)
+    assert u[np.argmax(pos)] > -1.5  # the positive bulk sits at 0.1..1, outliers at 10..50
+
+
+def test_npz_round_trip(tmp_path):
+    sd = slq_density(Dense(_known()), iters=10, probes=2)
+    sd.save_npz(tmp_path / "s.npz")
+    back = SpectralDensity.load_npz(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.nodes, sd.nodes)
+    np.testing.assert_array_equal(back.weights, sd.weights)
+    assert back.dim == 400 and back.summary() == sd.summary()
