@@ -1,0 +1,273 @@
+"""landscape.experiment: a tiny grid end to end, skipping finished runs, resuming interrupted ones,
+the shipped configs, and one-line errors for bad configs."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from landscape import experiment
+from landscape.checkpoint import load_checkpoint, load_training_state
+from landscape.data import load_data
+from landscape.errors import LandscapeError, run_cli
+from landscape.hessian import exact_hessian
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERS = ("orhan2018", "oh2025", "zaeemzadeh2018", "liu2020")
+
+TINY = """
+name = "tiny"
+notes = ["[TD] a test grid"]
+headline = ["train_acc", "exact_degenerate_ratio", "init.grad_gain"]
+
+[cells.plain]
+label = "plain"
+model_config = { kind = "plain" }
+
+[cells.res]
+label = "residual"
+model_config = { kind = "residual" }
+
+[profiles.quick]
+seeds = [0]
+device = "cpu"
+threads = 1
+target_acc = 0.0
+model_config = { depth = 2, width = 6 }
+train = { n_samples = 160, epochs = EPOCHS, batch_size = 40 }
+
+[profiles.quick.measure]
+probe_samples = 64
+batch_size = 32
+probes = { epochs = "all" }
+spectrum = { epochs = ["init", "last"], iters = 6, vectors = 2 }
+exact = { epochs = ["last"], n_samples = 48 }
+steps = { every = 3, metrics = ["stream", "grad_norm"], samples = 16 }
+"""
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(tmp_path: Path, epochs: int = 2, extra: str = "") -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("EPOCHS", str(epochs)) + extra)
+    return path
+
+
+def _run(config: Path, out: Path, *more: str) -> int:
+    return run_cli(experiment.main, [str(config), "--out", str(out), "--no-progress", *more])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(s) for s in path.read_text().splitlines()]
+
+
+def _drop_seconds(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
+    out = tmp_path / "runs"
+    assert _run(_config(tmp_path), out) == 0
+    for name in ("experiment.json", "summary.json", "summary.md"):
+        assert (out / name).exists()
+    record = json.loads((out / "experiment.json").read_text())
+    assert record["notes"] == ["[TD] a test grid"] and record["profile"] == "quick"
+    assert "commit" in (record["git"] or {"commit": None})
+    data = load_data("mnist1d", n_samples=160)
+    X, y = experiment.probe_set(data, 64)
+    for cell in ("plain", "res"):
+        run = out / cell / "seed0"
+        for name in ("cell.json", "config.json", "metrics.jsonl", "checkpoint.pt", "ckpt_epoch000.pt",
+                     "ckpt_epoch001.pt", "ckpt_epoch002.pt", "steps.jsonl", "spectrum.jsonl", "probes.jsonl",
+                     "result.json", "done.json", "measure/epoch000.json", "measure/epoch000.npz",
+                     "measure/epoch002.npz"):
+            assert (run / name).exists(), f"{cell}: {name} missing"
+        # the epoch-end checkpoint holds the weights train() saved after that epoch
+        last = load_training_state(run / "checkpoint.pt")["model_state"]
+        kept = load_training_state(run / "ckpt_epoch002.pt")["model_state"]
+        assert all(torch.equal(last[k], kept[k]) for k in last)
+        # exact eigenvalues are those of the checkpoint's Hessian on the fixed probe subset
+        model, meta = load_checkpoint(run / "ckpt_epoch002.pt")
+        H = exact_hessian(model, F.cross_entropy, [(X[:48], y[:48])])
+        with np.load(run / "measure" / "epoch002.npz") as npz:
+            eigs = npz["exact_eigenvalues"]
+            assert npz["slq_nodes"].shape == (2, 6) and npz["density"].shape == npz["grid"].shape
+        np.testing.assert_allclose(eigs, torch.linalg.eigvalsh(H).numpy(), rtol=1e-8, atol=1e-10)
+        spectrum = _lines(run / "spectrum.jsonl")
+        assert [s["epoch"] for s in spectrum] == [0, 2] and "exact" in spectrum[1] and "exact" not in spectrum[0]
+        assert spectrum[1]["exact"]["n_params"] == eigs.size == sum(p.numel() for p in model.parameters())
+        tol = 1e-3 * eigs.max()
+        assert spectrum[1]["exact"]["degenerate_ratio"] == pytest.approx(np.mean(np.abs(eigs) < tol))
+        probes = _lines(run / "probes.jsonl")
+        assert sorted({r["epoch"] for r in probes}) == [0, 1, 2]
+        assert {r["metric"] for r in probes} >= {"grad_ratio", "dead_frac", "eff_rank"}
+        assert {r["block"] for r in probes if r["metric"] == "grad_ratio"} == {"blocks.0", "blocks.1"}
+        steps = _lines(run / "steps.jsonl")
+        assert sorted({r["step"] for r in steps}) == [3, 6] and steps[0]["epoch"] == 0.75
+        metrics = _lines(run / "metrics.jsonl")
+        result = json.loads((run / "result.json").read_text())
+        assert result["status"] == "completed" and result["measured_epochs"] == [0, 1, 2]
+        assert result["final"]["train_acc"] == metrics[-1]["train_acc"]
+        assert result["final"]["exact_degenerate_ratio"] == spectrum[1]["exact"]["degenerate_ratio"]
+        ratios = [r["value"] for r in probes if r["epoch"] == 2 and r["metric"] == "grad_ratio"]
+        assert result["final"]["grad_ratio_max"] == pytest.approx(max(ratios))
+        assert result["final"]["epoch_to_target"] == 1 and "slq_lambda_max" in result["init"]
+        cell_json = json.loads((run / "cell.json").read_text())
+        assert cell_json["train"]["model_config"]["kind"] == ("plain" if cell == "plain" else "residual")
+        assert cell_json["experiment"] == "tiny" and len(cell_json["hash"]) == 16
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["cell"] for c in summary["cells"]] == ["plain", "res"]
+    row = summary["cells"][1]
+    assert row["status"] == {"completed": 1} and row["final"]["train_acc"]["n"] == 1
+    assert row["final"]["train_acc"]["std"] is None
+    assert "| res | 1 | 1 completed |" in (out / "summary.md").read_text()
+
+
+def test_finished_runs_are_skipped_and_summary_aggregates_seeds(tmp_path, monkeypatch):
+    config, out = _config(tmp_path, epochs=1), tmp_path / "runs"
+    assert _run(config, out, "--only", "res") == 0
+    assert not (out / "plain").exists()
+    config.write_text(config.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    stamp = (out / "res" / "seed0" / "result.json").stat().st_mtime_ns
+    trained = []
+    real_train = experiment.train
+    monkeypatch.setattr(experiment, "train", lambda cfg, **kw: trained.append(cfg.seed) or real_train(cfg, **kw))
+    assert _run(config, out, "--only", "res") == 0
+    assert trained == [1]  # seed 0 was finished and skipped
+    assert (out / "res" / "seed0" / "result.json").stat().st_mtime_ns == stamp
+    row = json.loads((out / "summary.json").read_text())["cells"][0]
+    values = row["final"]["train_acc"]["values"]
+    assert row["seeds"] == [0, 1] and row["final"]["train_acc"]["mean"] == pytest.approx(np.mean(values))
+    assert row["final"]["train_acc"]["std"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_unfinished_run_recomputes_only_what_is_missing(tmp_path, monkeypatch):
+    config, out = _config(tmp_path, epochs=1), tmp_path / "runs"
+    assert _run(config, out, "--only", "plain") == 0
+    run = out / "plain" / "seed0"
+    before = json.loads((run / "result.json").read_text())
+    ckpt_stamp = (run / "checkpoint.pt").stat().st_mtime_ns
+    kept_stamp = (run / "measure" / "epoch000.json").stat().st_mtime_ns
+    (run / "done.json").unlink()
+    (run / "measure" / "epoch001.json").unlink()
+    assert _run(config, out, "--only", "plain") == 0
+    assert (run / "done.json").exists() and (run / "measure" / "epoch001.json").exists()
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == ckpt_stamp  # no epoch was retrained
+    assert (run / "measure" / "epoch000.json").stat().st_mtime_ns == kept_stamp
+    after = json.loads((run / "result.json").read_text())
+    assert _drop_seconds([after["final"]]) == _drop_seconds([before["final"]])
+    assert after["final"]["train_seconds"] == before["final"]["train_seconds"]
+    # a changed config is refused instead of mixing two configurations in one run directory
+    (run / "done.json").unlink()
+    config.write_text(config.read_text().replace("width = 6", "width = 7"))
+    assert _run(config, out, "--only", "plain") == 2
+
+
+def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    config = _config(tmp_path, epochs=3)
+    assert _run(config, tmp_path / "straight", "--only", "res") == 0
+    real_train = experiment.train
+
+    def interrupting(cfg, *, step_callbacks=(), handle_signals=False):
+        def stop(step, *args):
+            if step == 6:  # mid epoch 2: checkpoint.pt holds epoch 1
+                signal.raise_signal(signal.SIGINT)
+        return real_train(cfg, step_callbacks=[*step_callbacks, stop], handle_signals=handle_signals)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(experiment, "train", interrupting)
+    assert _run(config, out, "--only", "res") == 130
+    run = out / "res" / "seed0"
+    assert not (run / "done.json").exists() and len(_lines(run / "metrics.jsonl")) == 1
+    monkeypatch.setattr(experiment, "train", real_train)
+    assert _run(config, out, "--only", "res") == 0
+    ref = tmp_path / "straight" / "res" / "seed0"
+    for name in ("metrics.jsonl", "steps.jsonl", "probes.jsonl", "spectrum.jsonl"):
+        got, want = _drop_seconds(_lines(run / name)), _drop_seconds(_lines(ref / name))
+        if name == "spectrum.jsonl":
+            got = [{k: v for k, v in r.items() if k != "spectrum"} for r in got]
+            want = [{k: v for k, v in r.items() if k != "spectrum"} for r in want]
+        assert got == want, name
+    assert [r["step"] for r in _lines(run / "steps.jsonl") if r["metric"] == "x_norm2"][:1] == [3]
+
+
+def test_diverged_run_is_recorded_and_measured_up_to_the_failure(tmp_path):
+    extra = '\n[profiles.quick.cells.blowup]\nmodel_config = { kind = "residual" }\ntrain = { lr = 1e30 }\n'
+    out = tmp_path / "runs"
+    assert _run(_config(tmp_path, epochs=2, extra=extra), out, "--only", "blowup") == 0
+    result = json.loads((out / "blowup" / "seed0" / "result.json").read_text())
+    assert result["status"] == "diverged" and "training loss became" in result["message"]
+    assert result["measured_epochs"] == list(range(result["epochs_trained"] + 1))
+    assert (out / "blowup" / "seed0" / "done.json").exists()
+    assert json.loads((out / "summary.json").read_text())["cells"][0]["status"] == {"diverged": 1}
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_shipped_configs_validate_and_build_every_model(paper):
+    for profile in ("quick", "full"):
+        exp = experiment.load_experiment(ROOT / "experiments" / f"{paper}.toml", profile)
+        counts = experiment.build_models(exp)
+        assert exp.runs and set(counts) == {r.cell for r in exp.runs}
+        assert exp.notes and exp.citations and exp.profile_description
+        assert all(any(tag in n for tag in ("[R", "[TD", "[V")) for n in exp.notes)
+        if profile == "quick":
+            assert {r.train.data for r in exp.runs} == {"mnist1d"} and exp.device == "cpu"
+        else:
+            assert all(r.train.data.startswith(("cifar", "svhn")) for r in exp.runs)
+
+
+def test_parse_epochs():
+    assert experiment.parse_epochs("all", 3, "x") == [0, 1, 2, 3]
+    assert experiment.parse_epochs(["init", "every:4", "last", 5], 10, "x") == [0, 4, 5, 8, 10]
+    assert experiment.parse_epochs("last", 7, "x") == [7]
+    with pytest.raises(LandscapeError, match="outside 0..3"):
+        experiment.parse_epochs([4], 3, "x")
+    with pytest.raises(LandscapeError, match="bad epoch 'every:0'"):
+        experiment.parse_epochs(["every:0"], 3, "x")
+
+
+BAD = [
+    ("typo = 1", "unknown key(s) ['typo']"),
+    ("[profiles.quick.cells.plain]\nlable = 'x'", "unknown key(s) ['lable']"),
+    ("[profiles.quick.cells.res2]\ntrain = { lr = 'fast' }", "cell res2: lr must be a"),
+    ("[profiles.quick.cells.res2]\ntrain = { seed = 3 }", "set by the runner"),
+    ("[profiles.quick.cells.res2]\nsweep = { 'depth' = [1] }", "sweep: 'depth' must be"),
+    ("[profiles.quick.cells.res2]\nmeasure = { spectrum = { epochs = [9] } }", "epoch 9 is outside 0..2"),
+    ("[profiles.quick.cells.res2]\nmeasure = { probes = { epochs = 'all', metrics = ['nope'] } }",
+     "unknown metrics ['nope']"),
+    ("[profiles.quick.cells.res2]\nmodel_config = { kind = 'weird' }", "unknown kind 'weird'"),
+    ("[profiles.quick.cells.res2]\nmeasure = { exact = { epochs = 'last', params = ['nothing*'] } }",
+     "match no parameter"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD)
+def test_bad_configs_fail_with_one_line(tmp_path, capsys, extra, message):
+    assert _run(_config(tmp_path, extra="\n" + extra + "\n"), tmp_path / "runs", "--list") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_errors(tmp_path, capsys):
+    config = _config(tmp_path)
+    assert _run(config, tmp_path / "runs", "--profile", "huge") == 2
+    assert "no profile 'huge'; available: quick" in capsys.readouterr().err
+    assert _run(config, tmp_path / "runs", "--only", "nothing*") == 2
+    assert "matches no cell; cells: plain, res" in capsys.readouterr().err
+    assert _run(tmp_path / "missing.toml", tmp_path / "runs") == 2
+    assert "not found" in capsys.readouterr().err
+    assert _run(config, tmp_path / "runs", "--list") == 0
+    assert "res/seed0\tfc\t" in capsys.readouterr().out
