@@ -6,13 +6,14 @@ Targets (issue 4): (a) ≤ 10% on a step of the 20 × 128 FC nets on CPU (and of
     python benchmarks/probes_overhead.py                      # both, FC nets, CPU
     python benchmarks/probes_overhead.py --model resnetv2_18 --device cuda --only step
 
-(a) times an Adam step (zero_grad, forward, cross-entropy, backward, step) with and without a probe
-around it; the probed step includes building the probe from cached blocks, hooking, the reductions
-at exit and reading `records`. With `--probe-every K` only one step in K is probed, so the training
-run's overhead is the probed step's divided by K (reported for `--every`, default 50 = B.3's
-log interval). Plain and probed steps alternate in rounds and each reports its
-median, so drift on a shared machine hits both alike. (b) times `run_probes(..., "singularity")`
-and, separately, the forward passes alone. Prints one JSON line per measurement.
+(a) times an Adam step (zero_grad, forward, cross-entropy, backward, step) three ways: plain; inside
+`with probe(...)` (a user probing their own step: building the probe from cached blocks, hooking,
+the reductions and reading `records` included); and the training callback that `--probes
+grad_norm,stream` runs after every K-th step (its own forward and backward on the step's batch,
+with state saved and restored). A `--probe-every K` run pays callback / (K · step), reported for
+`--every` (default 50, B.3's log interval). Variants alternate in rounds and each reports its
+median, so drift on a shared machine hits all alike. (b) times `run_probes(..., "singularity")` and,
+separately, the forward passes alone. Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from landscape.errors import resolve_device, run_cli
 from landscape.models import build
-from landscape.probes import find_blocks, probe, run_probes
+from landscape.probes import find_blocks, make_probe_callback, probe, run_probes
 
 
 def _sync(device: torch.device) -> None:
@@ -46,10 +47,11 @@ def _model(name: str, device: torch.device, kind: str = "residual"):
     return model.to(device), shape
 
 
-def time_steps(model, X, y, args, device: torch.device) -> tuple[float, float]:
-    """Median seconds of a plain and of a probed Adam step, alternating in rounds."""
+def time_steps(model, X, y, args, device: torch.device) -> dict[str, float]:
+    """Median seconds of a plain step, a probed step and the training callback, alternating in rounds."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     blocks = find_blocks(model)
+    callback = make_probe_callback(["grad_norm", "stream"], blocks=blocks)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -61,19 +63,20 @@ def time_steps(model, X, y, args, device: torch.device) -> tuple[float, float]:
             step()
         return p.records
 
+    variants = {"plain": step, "probed": probed, "callback": lambda: callback(1, model, (X, y), None)}
     for _ in range(args.warmup):
-        step()
-        probed()
-    times: dict[str, list[float]] = {"plain": [], "probed": []}
+        for fn in variants.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):
-        for name, fn in (("plain", step), ("probed", probed)):
+        for name, fn in variants.items():
             for _ in range(args.steps):
                 _sync(device)
                 t = time.perf_counter()
                 fn()
                 _sync(device)
                 times[name].append(time.perf_counter() - t)
-    return statistics.median(times["plain"]), statistics.median(times["probed"])
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_step(args, device: torch.device) -> None:
@@ -83,13 +86,14 @@ def bench_step(args, device: torch.device) -> None:
             model, shape = _model(args.model, device, kind)
             X = torch.randn(batch, *shape, device=device)
             y = torch.randint(0, 10, (batch,), device=device)
-            plain, probed = time_steps(model, X, y, args, device)
-            over = probed / plain - 1
+            t = time_steps(model, X, y, args, device)
             print(json.dumps({"bench": "probe_step", "model": args.model, "kind": kind, "device": str(device),
                               "batch": batch, "threads": torch.get_num_threads(),
-                              "plain_ms": round(1e3 * plain, 3), "probed_ms": round(1e3 * probed, 3),
-                              "overhead_probed_step": round(over, 4),
-                              f"overhead_every_{args.every}": round(over / args.every, 5)}), flush=True)
+                              "plain_ms": round(1e3 * t["plain"], 3), "probed_ms": round(1e3 * t["probed"], 3),
+                              "callback_ms": round(1e3 * t["callback"], 3),
+                              "overhead_probed_step": round(t["probed"] / t["plain"] - 1, 4),
+                              f"overhead_train_every_{args.every}": round(t["callback"] / (args.every * t["plain"]),
+                                                                          5)}), flush=True)
 
 
 def bench_singularity(args, device: torch.device) -> None:

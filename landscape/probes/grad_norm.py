@@ -1,6 +1,6 @@
 """Gradient-norm preservation per block (SPEC C.4): ‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖ and r_l = their ratio.
 
-Norms are Frobenius norms over the whole batch tensor. Gradients are read by tensor hooks on the
+Norms are Frobenius norms over the whole batch tensor. Gradients are read by backward hooks on the
 block's input and output (registered in the block's forward hook), so they are exactly the
 gradients the user's own backward computes; nothing is retained and no `.grad` is created. A block
 that returns several tensors gets the norm of their norms, as `torch.nn.utils.clip_grad_norm_`

@@ -191,3 +191,13 @@ def test_stream_stats_function_and_degenerate_vectors():
     assert single["cos_x_out"] == pytest.approx(-1.0, rel=1e-12)
     assert single["rho_par"] == pytest.approx(1.0, rel=1e-12)
     assert single["f_ortho_norm2"] == pytest.approx(1e-6, rel=1e-9)
+
+
+def test_float32_inputs_agree_with_float64_formulas():
+    torch.manual_seed(8)
+    x = torch.randn(64, 4, 32, dtype=torch.float32)
+    f = 0.3 * x + torch.randn(64, 4, 32, dtype=torch.float32)
+    expect = reference([(x.double(), f.double())], (2,))
+    got = stream_stats(x, f)
+    for m in STREAM_METRICS:
+        assert got[m] == pytest.approx(expect[m], rel=1e-5), m
