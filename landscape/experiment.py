@@ -9,8 +9,9 @@ keeps `ckpt_epochNNN.pt` at the measurement epochs (epoch 0 = initialization), a
 each kept checkpoint: the Hessian spectrum by stochastic Lanczos quadrature, the exact spectrum of
 small nets, and the probes (gradient-norm ratio, stream-vs-update statistics, singularities) on a
 fixed probe set: the same `probe_samples` training samples (a fixed random subset) for every run.
-Cheap probes can also run every K optimizer steps during training (`[measure.steps]`), on the
-probe set with the model in eval mode, e.g. SPEC B.3's stream norms with the transition point.
+Cheap probes can also run every K optimizer steps during training (`[measure.steps]`, with
+`landscape.probes.make_probe_callback`: on the step's training batch, in train mode, RNG and
+buffers restored), e.g. SPEC B.3's stream norms with the transition point.
 
 Config (TOML; unknown keys are errors):
 
@@ -26,8 +27,9 @@ Config (TOML; unknown keys are errors):
       train = {...}            TrainConfig keys shared by the cells (not seed/out/resume/device/threads)
       model, model_config      the default model and model options of the cells
       measure = {...}          what to measure (below)
-      [profiles.P.cells.NAME]  this profile's cells (replaces the top-level [cells])
-    cell keys: label, note, model, model_config (merged over the profile's), train (merged over the
+      [profiles.P.cells.NAME]  this profile's cells: merged key by key over the top-level cell of the
+                               same name (or new); `skip = true` drops a top-level cell here
+    cell keys: label, note, skip, model, model_config (merged over the profile's), train (merged over the
       profile's), measure (merged section by section over the profile's), seeds, and
       sweep = {"model_config.connect" = ["scaled:0.5", "scaled:2"], "train.lr" = [...]}: one run
       directory per combination, named NAME_<value>[_<value>...] ("mode:value" strings give their
@@ -37,7 +39,7 @@ Config (TOML; unknown keys are errors):
       [spectrum] epochs, iters (80), vectors (probe vectors, 4), n_samples (default probe_samples),
                  eps (degenerate/negative threshold relative to λmax, 1e-3), seed (0)
       [exact]    epochs, n_samples, max_params (10,000: larger models are skipped, noted), eps
-      [steps]    every (K optimizer steps), metrics (default stream), samples (default 256)
+      [steps]    every (K optimizer steps), metrics (of landscape.probes.TRAIN_PROBES; default stream)
     epochs: "all", or a list of epoch numbers and "init" (0), "last", "every:K".
 
 Output (`--out`, default runs/NAME for the quick profile and runs/NAME-PROFILE otherwise):
@@ -53,15 +55,17 @@ Output (`--out`, default runs/NAME for the quick profile and runs/NAME-PROFILE o
       config.json, metrics.jsonl, checkpoint.pt     written by landscape.train (per-epoch train/test
                                loss and accuracy; the latest checkpoint, used to resume)
       ckpt_epochNNN.pt         the model after NNN epochs at the measurement epochs (load_checkpoint)
-      steps.jsonl              step probes: {"step", "epoch" (fractional), "block", "metric", "value"}
-                               (a diverged run's go up to the end of the failing epoch)
+      probes.jsonl             step probes (written by landscape.probes during training): {"step",
+                               "epoch" (fractional), "block", "metric", "value"}; a diverged run's
+                               go up to the failure
       measure/epochNNN.json    everything measured at epoch NNN: {"epoch", "step", "seconds",
                                "spectrum": {lambda_max, lambda_min, trace, degenerate_ratio,
                                negative_ratio, ...}, "exact": {...}, "probes": [records]}
       measure/epochNNN.npz     arrays: slq_nodes, slq_weights [vectors, iters], grid, density,
                                exact_eigenvalues (ascending)
       spectrum.jsonl           one line per measured epoch: {"epoch", "step", "spectrum", "exact"}
-      probes.jsonl             probe records of every measured epoch, with "epoch" added
+      epoch_probes.jsonl       probe records of every measured epoch: {"block", "metric", "value",
+                               "epoch", "step"} (NaN written as null)
       result.json              status ("completed" | "diverged"), message, and the result keys at the
                                last measured epoch ("final") and at init ("init")
       done.json                written last, atomically: the run is finished and is skipped next time
@@ -91,6 +95,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import product
 from pathlib import Path
 from types import SimpleNamespace
@@ -100,7 +105,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.checkpoint import atomic_write, load_checkpoint, load_training_state, save_checkpoint
+from landscape.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from landscape.data import TensorData, load_data
 from landscape.errors import LandscapeError, resolve_device, run_cli
 from landscape.train import NonFiniteLoss, TrainConfig, _git_version, load_toml, resolved_model_config, train
@@ -163,13 +168,13 @@ _SECTIONS = {
     "spectrum": {"epochs": _EPOCHS, "iters": int, "vectors": int, "n_samples": int, "eps": float, "seed": int,
                  "params": _STR_LIST},
     "exact": {"epochs": _EPOCHS, "n_samples": int, "max_params": int, "eps": float, "params": _STR_LIST},
-    "steps": {"every": int, "metrics": _STR_LIST, "samples": int},
+    "steps": {"every": int, "metrics": _STR_LIST},
 }
 _DEFAULTS = {
     "probes": {"metrics": ["grad_norm", "stream", "singularity"]},
     "spectrum": {"iters": 80, "vectors": 4, "eps": 1e-3, "seed": 0},
     "exact": {"max_params": 10_000, "eps": 1e-3},
-    "steps": {"metrics": ["stream"], "samples": 256},
+    "steps": {"metrics": ["stream"]},
 }
 
 
@@ -356,11 +361,12 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
                 raise LandscapeError(f"{sw}: missing required key 'epochs'")
             sec["epochs"] = parse_epochs(sec["epochs"], cfg.epochs, sw)
         if section in ("probes", "steps"):
-            from landscape.probes import METRICS
+            from landscape.probes import METRICS, TRAIN_PROBES
 
-            unknown = [m for m in sec["metrics"] if m not in METRICS]
+            known = METRICS if section == "probes" else TRAIN_PROBES
+            unknown = [m for m in sec["metrics"] if m not in known]
             if unknown or not sec["metrics"]:
-                raise LandscapeError(f"{sw}: unknown metrics {unknown or sec['metrics']}; known: {', '.join(METRICS)}")
+                raise LandscapeError(f"{sw}: unknown metrics {unknown or sec['metrics']}; known: {', '.join(known)}")
         for key in ("iters", "vectors", "n_samples", "max_params", "samples"):
             if key in sec and sec[key] < 1:
                 raise LandscapeError(f"{sw}.{key} must be positive, got {sec[key]}")
@@ -615,39 +621,28 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
 
         save(build(cfg.model, resolved_model_config(cfg, data)), 0, 0)
     ckpt = rdir / "checkpoint.pt"
-    steps_file = rdir / "steps.jsonl"
-    done_step = load_training_state(ckpt)["meta"]["step"] if ckpt.exists() else 0
-    if steps_file.exists():  # drop step records of steps the resumed training will redo
-        _write_jsonl(steps_file, [r for r in _read_jsonl(steps_file) if r["step"] <= done_step])
-    pending: list[dict] = []
-    steps_cfg = m.get("steps")
 
-    def callback(step: int, model: nn.Module, batch, loss) -> None:
-        if steps_cfg and step % steps_cfg["every"] == 0:
-            was = model.training
-            model.eval()
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    n = steps_cfg["samples"]
-                    pending.extend(_probe_records(model, probe[0][:n], probe[1][:n], steps_cfg["metrics"],
-                                                  m["batch_size"], step=step, epoch=step / steps_per_epoch))
-            finally:
-                model.train(was)
+    def at_epoch_end(step: int, model: nn.Module, batch, loss) -> None:
         if step % steps_per_epoch == 0:
             epoch = step // steps_per_epoch
             if epoch in keep:
                 save(model, epoch, step)
-            if pending:
-                with open(steps_file, "a") as f:
-                    f.write("".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in pending))
-                pending.clear()
             status(f"train {epoch}/{cfg.epochs}")
 
+    callbacks = [at_epoch_end]
+    if "steps" in m:  # landscape.probes' training callback: the step's batch, train mode, OUT/probes.jsonl
+        from landscape.probes import make_probe_callback
+
+        metrics = m["steps"]["metrics"]
+        callbacks.insert(0, make_probe_callback(
+            metrics, m["steps"]["every"], out=rdir, steps_per_epoch=steps_per_epoch, batch_size=m["batch_size"],
+            loss_fn=partial(F.cross_entropy, label_smoothing=cfg.label_smoothing),
+            probe_set=probe[0] if "singularity" in metrics else None))
     cfg.resume = ckpt.exists()
     state, message = "completed", ""
     status("train")
     try:
-        result = train(cfg, step_callbacks=[callback], handle_signals=True)
+        result = train(cfg, step_callbacks=callbacks, handle_signals=True)
         if result["status"] == "interrupted":
             raise Interrupted(f"{rdir} holds epoch {result['epoch']}")
         history = result["history"]
@@ -671,11 +666,11 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
         measured[epoch] = json.loads(jpath.read_text())
     _write_jsonl(rdir / "spectrum.jsonl", [{k: v for k, v in s.items() if k in ("epoch", "step", "spectrum", "exact")}
                                            for s in measured.values() if "spectrum" in s or "exact" in s])
-    _write_jsonl(rdir / "probes.jsonl", [r for s in measured.values() for r in s.get("probes", [])])
+    _write_jsonl(rdir / "epoch_probes.jsonl", [r for s in measured.values() for r in s.get("probes", [])])
     final = train_keys(history, run.target_acc)
     if measured:
         final.update(measurement_keys(measured[max(measured)]))
-    final.update(step_keys(_read_jsonl(steps_file)))
+    final.update(step_keys(_read_jsonl(rdir / "probes.jsonl")))
     result = {"cell": run.cell, "base": run.base, "label": run.label, "setting": run.setting, "seed": run.seed,
               "status": state, "message": message, "epochs_trained": trained,
               "measured_epochs": sorted(measured), "final": final,

@@ -48,7 +48,7 @@ batch_size = 32
 probes = { epochs = "all" }
 spectrum = { epochs = ["init", "last"], iters = 6, vectors = 2 }
 exact = { epochs = ["last"], n_samples = 48 }
-steps = { every = 3, metrics = ["stream", "grad_norm"], samples = 16 }
+steps = { every = 3, metrics = ["stream", "grad_norm"] }
 """
 
 
@@ -91,7 +91,7 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
     for cell in ("plain", "res"):
         run = out / cell / "seed0"
         for name in ("cell.json", "config.json", "metrics.jsonl", "checkpoint.pt", "ckpt_epoch000.pt",
-                     "ckpt_epoch001.pt", "ckpt_epoch002.pt", "steps.jsonl", "spectrum.jsonl", "probes.jsonl",
+                     "ckpt_epoch001.pt", "ckpt_epoch002.pt", "probes.jsonl", "spectrum.jsonl", "epoch_probes.jsonl",
                      "result.json", "done.json", "measure/epoch000.json", "measure/epoch000.npz",
                      "measure/epoch002.npz"):
             assert (run / name).exists(), f"{cell}: {name} missing"
@@ -111,11 +111,11 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         assert spectrum[1]["exact"]["n_params"] == eigs.size == sum(p.numel() for p in model.parameters())
         tol = 1e-3 * eigs.max()
         assert spectrum[1]["exact"]["degenerate_ratio"] == pytest.approx(np.mean(np.abs(eigs) < tol))
-        probes = _lines(run / "probes.jsonl")
+        probes = _lines(run / "epoch_probes.jsonl")
         assert sorted({r["epoch"] for r in probes}) == [0, 1, 2]
         assert {r["metric"] for r in probes} >= {"grad_ratio", "dead_frac", "eff_rank"}
         assert {r["block"] for r in probes if r["metric"] == "grad_ratio"} == {"blocks.0", "blocks.1"}
-        steps = _lines(run / "steps.jsonl")
+        steps = _lines(run / "probes.jsonl")
         assert sorted({r["step"] for r in steps}) == [3, 6] and steps[0]["epoch"] == 0.75
         metrics = _lines(run / "metrics.jsonl")
         result = json.loads((run / "result.json").read_text())
@@ -195,13 +195,13 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monk
     monkeypatch.setattr(experiment, "train", real_train)
     assert _run(config, out, "--only", "res") == 0
     ref = tmp_path / "straight" / "res" / "seed0"
-    for name in ("metrics.jsonl", "steps.jsonl", "probes.jsonl", "spectrum.jsonl"):
+    for name in ("metrics.jsonl", "probes.jsonl", "epoch_probes.jsonl", "spectrum.jsonl"):
         got, want = _drop_seconds(_lines(run / name)), _drop_seconds(_lines(ref / name))
         if name == "spectrum.jsonl":
             got = [{k: v for k, v in r.items() if k != "spectrum"} for r in got]
             want = [{k: v for k, v in r.items() if k != "spectrum"} for r in want]
         assert got == want, name
-    assert [r["step"] for r in _lines(run / "steps.jsonl") if r["metric"] == "x_norm2"][:1] == [3]
+    assert [r["step"] for r in _lines(run / "probes.jsonl") if r["metric"] == "x_norm2"][:1] == [3]
 
 
 def test_diverged_run_is_recorded_and_measured_up_to_the_failure(tmp_path):
