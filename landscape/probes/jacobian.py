@@ -42,7 +42,7 @@ def lanczos_extremes(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: i
         for _ in range(2):  # full reorthogonalization, twice is enough
             w = w - basis.T @ (basis @ w)
         beta = float(w.norm())
-        if len(alphas) == steps or beta <= 1e-12 * max(abs(a) for a in alphas):
+        if len(alphas) == steps or beta <= 1e-12 * max(max(abs(a) for a in alphas), 1e-300):
             break
         betas.append(beta)
         basis = torch.cat([basis, (w / beta).unsqueeze(0)])
@@ -60,13 +60,17 @@ def jacobian_extremes(fn: Callable[[Tensor], Tensor], x: Tensor, steps: int = 20
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         y = tensors_in(fn(xg))[0]
+        if not y.requires_grad:  # the output does not depend on x: J = 0
+            return 0.0, 0.0
         u0 = torch.zeros_like(y, requires_grad=True)
-        (g,) = torch.autograd.grad(y, xg, u0, create_graph=True)  # Jᵀu0, linear in u0
+        (g,) = torch.autograd.grad(y, xg, u0, create_graph=True, allow_unused=True)  # Jᵀu0, linear in u0
 
     def jjt(u: Tensor) -> Tensor:
-        (w,) = torch.autograd.grad(y, xg, u.view_as(y), retain_graph=True)  # Jᵀu
+        (w,) = torch.autograd.grad(y, xg, u.view_as(y), retain_graph=True, allow_unused=True)  # Jᵀu
+        if w is None or g is None or not g.requires_grad:
+            return torch.zeros_like(u)
         (jw,) = torch.autograd.grad(g, u0, w, retain_graph=True, allow_unused=True)  # J w
-        return (torch.zeros_like(y) if jw is None else jw).flatten()
+        return torch.zeros_like(u) if jw is None else jw.flatten()
 
     start = torch.randn(y.numel(), generator=generator, dtype=y.dtype).to(y.device)
     with torch.no_grad():
