@@ -20,13 +20,15 @@ independently and the loss is a batch mean: checked once on the first two batche
 of the concatenation against the separate batches). The merged operator is the same matrix.
 
 The model is never written to: parameters and buffers are snapshotted (in `dtype`), no `.grad` is
-set, and train/eval flags are left alone. A model in train mode with BatchNorm or dropout is refused.
+set, and each product runs with the train/eval flags the model had at construction, restoring the
+caller's flags afterwards. A model in train mode with BatchNorm or dropout is refused.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -86,6 +88,7 @@ class CurvatureOperator:
             raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         check_fixed(model)
         self.model, self.loss_fn = model, loss_fn
+        self._modes = [(m, m.training) for m in model.modules()]
         names = select_params(model, params)
         all_params, buffers = snapshot(model, dtype)
         first = all_params[names[0]]
@@ -161,7 +164,7 @@ class CurvatureOperator:
         total = torch.zeros_like(rows)
         count = 0
         tangents = self.layout.split(rows)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._modes_as_built():
             for state, n in self._states():
                 total += self.layout.join(self._impl.apply(state, tangents)).mul_(n)
                 count += n
@@ -190,6 +193,18 @@ class CurvatureOperator:
     def unflatten(self, v: Tensor) -> dict[str, Tensor]:
         """A flat vector [dim] as {parameter name: tensor of its shape}."""
         return self.layout.unflatten(torch.as_tensor(v))
+
+    @contextmanager
+    def _modes_as_built(self) -> Iterator[None]:
+        """Run with every module's train/eval flag as it was at construction; restore the caller's after."""
+        saved = [(m, m.training) for m, _ in self._modes]
+        for m, flag in self._modes:
+            m.training = flag
+        try:
+            yield
+        finally:
+            for m, flag in saved:
+                m.training = flag
 
     # ---- functional model -------------------------------------------------------------------------
 

@@ -280,3 +280,18 @@ def test_bad_inputs():
     op = HessianOperator(model, tiny.loss, (X, y))
     with pytest.raises(LandscapeError, match="expected a"):
         op.matmat(torch.zeros(op.dim + 1, 2))
+
+
+def test_products_use_the_flags_at_construction():
+    model, shape = MODELS["convbn"]
+    X, y = tiny.data(shape)
+    for backend in ("func", "double_backward"):
+        op = HessianOperator(model, tiny.loss, (X, y), backend=backend, cache=False)
+        V = torch.randn(op.dim, 2, dtype=torch.float64)
+        ref = op.matmat(V)
+        model.train()  # e.g. the caller resumes training between products
+        try:
+            torch.testing.assert_close(op.matmat(V), ref, rtol=0, atol=0)
+            assert model.training and model.bn.training
+        finally:
+            model.eval()
