@@ -45,7 +45,7 @@ Config (TOML; unknown keys are errors):
 Output (`--out`, default runs/NAME for the quick profile and runs/NAME-PROFILE otherwise):
 
     OUT/experiment.json        resolved profile, cells, notes, citations, git commit, argv
-    OUT/summary.json           per cell: label, setting, seeds, status counts, and for every result key
+    OUT/summary.json           per cell: label, note, setting, seeds, status counts, and for every result key
                                {"mean", "std" (sample std; null for one seed), "n", "values"} over the
                                seeds, for the final measurements ("final") and those at init ("init")
     OUT/summary.md             the headline keys as a markdown table (mean ± std)
@@ -64,8 +64,8 @@ Output (`--out`, default runs/NAME for the quick profile and runs/NAME-PROFILE o
       measure/epochNNN.npz     arrays: slq_nodes, slq_weights [vectors, iters], grid, density,
                                exact_eigenvalues (ascending)
       spectrum.jsonl           one line per measured epoch: {"epoch", "step", "spectrum", "exact"}
-      epoch_probes.jsonl       probe records of every measured epoch: {"block", "metric", "value",
-                               "epoch", "step"} (NaN written as null)
+      epoch_probes.jsonl       probe records of every measured epoch: {"epoch", "step", "block",
+                               "metric", "value"} (NaN written as null)
       result.json              status ("completed" | "diverged"), message, and the result keys at the
                                last measured epoch ("final") and at init ("init")
       done.json                written last, atomically: the run is finished and is skipped next time
@@ -367,7 +367,7 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
             unknown = [m for m in sec["metrics"] if m not in known]
             if unknown or not sec["metrics"]:
                 raise LandscapeError(f"{sw}: unknown metrics {unknown or sec['metrics']}; known: {', '.join(known)}")
-        for key in ("iters", "vectors", "n_samples", "max_params", "samples"):
+        for key in ("iters", "vectors", "n_samples", "max_params"):
             if key in sec and sec[key] < 1:
                 raise LandscapeError(f"{sw}.{key} must be positive, got {sec[key]}")
         if "eps" in sec and not 0 < sec["eps"] < 1:
@@ -458,7 +458,7 @@ def _probe_records(model: nn.Module, X, y, metrics: list[str], batch_size: int, 
     from landscape.probes import run_probes
 
     records = run_probes(model, (X, y), metrics=metrics, batch_size=batch_size)
-    return [{**{k: v for k, v in r.items() if k != "step"}, **extra} for r in records]
+    return [{**extra, **{k: v for k, v in r.items() if k != "step"}} for r in records]
 
 
 def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> tuple[dict, dict]:
@@ -664,14 +664,18 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
                     np.savez_compressed(f, **arrays)
             _write_json(jpath, summary)
         measured[epoch] = json.loads(jpath.read_text())
-    _write_jsonl(rdir / "spectrum.jsonl", [{k: v for k, v in s.items() if k in ("epoch", "step", "spectrum", "exact")}
-                                           for s in measured.values() if "spectrum" in s or "exact" in s])
-    _write_jsonl(rdir / "epoch_probes.jsonl", [r for s in measured.values() for r in s.get("probes", [])])
+    spectra = [{k: v for k, v in s.items() if k in ("epoch", "step", "spectrum", "exact")}
+               for s in measured.values() if "spectrum" in s or "exact" in s]
+    records = [r for s in measured.values() for r in s.get("probes", [])]
+    for name, rows in (("spectrum.jsonl", spectra), ("epoch_probes.jsonl", records)):
+        if rows:
+            _write_jsonl(rdir / name, rows)
     final = train_keys(history, run.target_acc)
     if measured:
         final.update(measurement_keys(measured[max(measured)]))
     final.update(step_keys(_read_jsonl(rdir / "probes.jsonl")))
-    result = {"cell": run.cell, "base": run.base, "label": run.label, "setting": run.setting, "seed": run.seed,
+    result = {"cell": run.cell, "base": run.base, "label": run.label, "note": run.note, "setting": run.setting,
+              "seed": run.seed,
               "status": state, "message": message, "epochs_trained": trained,
               "measured_epochs": sorted(measured), "final": final,
               "init": measurement_keys(measured[0]) if 0 in measured else {}}
@@ -702,7 +706,7 @@ def summarize(exp: Experiment, out: Path) -> dict:
         results = cells.get(name, [])
         if not results:
             continue
-        row = {"cell": name, "base": results[0]["base"], "label": results[0]["label"],
+        row = {"cell": name, "base": results[0]["base"], "label": results[0]["label"], "note": results[0]["note"],
                "setting": results[0]["setting"], "seeds": [r["seed"] for r in results],
                "status": {s: sum(r["status"] == s for r in results) for s in {r["status"] for r in results}}}
         for part in ("final", "init"):
@@ -796,8 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         summary = run_experiment(exp, out, only=args.only, device=args.device, progress=args.progress)
-    except Interrupted as e:
-        print(f"interrupted: {e}; rerun the same command to resume", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"interrupted{': ' + str(e) if str(e) else ''}; rerun the same command to resume", file=sys.stderr)
         return 130
     print(headline_table(summary, exp.headline))
     print(f"{out}: {len(summary['cells'])} cells, wall time {time.perf_counter() - t0:.0f} s")

@@ -229,6 +229,30 @@ def test_shipped_configs_validate_and_build_every_model(paper):
             assert all(r.train.data.startswith(("cifar", "svhn")) for r in exp.runs)
 
 
+def test_profile_cells_merge_over_shared_cells_and_sweeps_expand():
+    raw = {"name": "x",
+           "cells": {"a": {"model_config": {"kind": "plain"}},
+                     "b": {"label": "B", "model_config": {"kind": "residual", "depth": 3},
+                           "sweep": {"model_config.connect": ["scaled:0.5", "scaled_ln:2"], "train.lr": [0.1]}}},
+           "profiles": {"p": {"seeds": [3, 4], "model_config": {"width": 5}, "train": {"epochs": 4},
+                              "measure": {"probes": {"epochs": ["every:2"]}},
+                              "cells": {"a": {"skip": True}, "b": {"model_config": {"depth": 2}},
+                                        "c": {"seeds": [9], "measure": {"probes": {"metrics": ["grad_norm"]}}}}}}}
+    exp = experiment.resolve(raw, "p")
+    assert [r.path for r in exp.runs] == ["b_0.5_0.1/seed3", "b_0.5_0.1/seed4", "b_2_0.1/seed3", "b_2_0.1/seed4",
+                                          "c/seed9"]
+    b2 = exp.runs[2]
+    assert b2.train.model_config == {"width": 5, "kind": "residual", "depth": 2, "connect": "scaled_ln:2"}
+    assert b2.train.lr == 0.1 and b2.train.epochs == 4 and b2.train.seed == 3
+    assert b2.label == "B (connect=scaled_ln:2, lr=0.1)"
+    assert b2.setting == {"model_config.connect": "scaled_ln:2", "train.lr": 0.1}
+    assert b2.measure["probes"] == {"epochs": [0, 2, 4], "metrics": ["grad_norm", "stream", "singularity"]}
+    assert exp.runs[4].measure["probes"]["metrics"] == ["grad_norm"]
+    raw["cells"]["b"]["sweep"]["model_config.connect"] = ["scaled:2", "scaled_ln:2"]
+    with pytest.raises(LandscapeError, match="run name 'b_2_0.1' occurs twice"):
+        experiment.resolve(raw, "p")
+
+
 def test_parse_epochs():
     assert experiment.parse_epochs("all", 3, "x") == [0, 1, 2, 3]
     assert experiment.parse_epochs(["init", "every:4", "last", 5], 10, "x") == [0, 4, 5, 8, 10]
