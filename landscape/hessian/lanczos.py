@@ -7,7 +7,7 @@ is the same on every device):
     q_{j+1} = w / β_j
 
 and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
-of its probe with two matrix products (classical Gram-Schmidt); a second pass runs only when the
+of its probe with two matrix-vector products (classical Gram-Schmidt); a second pass runs only when the
 first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough" test of Daniel, Gragg,
 Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace found) records β_j = 0
 and continues with a fresh random vector orthogonal to the basis; T is then block diagonal and every
@@ -70,10 +70,15 @@ def rademacher(k: int, dim: int, generator: torch.Generator) -> Tensor:
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
-    """w − B (Bᵀ w) per probe: w [k, dim], basis [k, j, dim] (any device; w returns on its own)."""
-    wb = w.to(basis.device)
-    c = torch.bmm(basis, wb.unsqueeze(2))
-    return torch.baddbmm(wb.unsqueeze(2), basis.transpose(1, 2), c, alpha=-1).squeeze(2).to(w.device)
+    """w − B (Bᵀ w) per probe: w [k, dim], basis [k, j, dim] (any device; w returns on its own).
+
+    One matrix-vector product pair per probe: batched bmm with a single column runs at a fraction of
+    the memory bandwidth on CPUs.
+    """
+    wb = w.to(basis.device, copy=True)
+    for p in range(wb.shape[0]):
+        wb[p].addmv_(basis[p].T, torch.mv(basis[p], wb[p]), alpha=-1)
+    return wb.to(w.device)
 
 
 def _norms(w: Tensor) -> Tensor:
