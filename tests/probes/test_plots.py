@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from landscape.errors import LandscapeError
-from landscape.plots_probes import plot_grad_ratio, plot_singularity, plot_stream
+from landscape.plots import plot_grad_ratio, plot_singularity, plot_stream
 from landscape.probes import make_record
 
 
