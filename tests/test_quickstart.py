@@ -6,9 +6,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from landscape import quickstart
+from landscape import load_checkpoint, quickstart
+from landscape.data import load_data
 from landscape.errors import LandscapeError
+from landscape.hessian import exact_hessian
 from landscape.plots import plot_training_curves
 
 
@@ -42,6 +45,15 @@ def test_quickstart_runs_end_to_end_and_reuses_finished_runs(tmp_path, capsys):
     for r in summary["nets"]:
         metrics = (tmp_path / "runs" / r["net"] / "metrics.jsonl").read_text().splitlines()
         assert json.loads(metrics[-1])["train_acc"] == r["train_acc"] and len(metrics) == 2
+    for r in summary["nets"]:                                # the measured λmax is the exact one
+        model, _ = load_checkpoint(tmp_path / "runs" / r["net"] / "checkpoint.pt")
+        data = load_data("mnist1d", n_samples=100)
+        H = exact_hessian(model.double(), F.cross_entropy, (data.X.double(), data.y))
+        assert r["lambda_max"] == pytest.approx(torch.linalg.eigvalsh(H).max().item(), rel=1e-3)
+        assert 0 <= r["degenerate_ratio"] <= 1 and 0 < r["grad_ratio_min"] <= r["grad_ratio_max"]
+        assert 0 <= r["dead_frac"] <= 1
+    for name in ("quickstart_spectra", "quickstart_grad_ratio"):
+        assert (tmp_path / "fig" / f"{name}.png").stat().st_size > 0
     md = (tmp_path / "fig" / "quickstart_summary.md").read_text()
     assert "| orthogonal update |" in md and (tmp_path / "fig" / "quickstart_training.pdf").exists()
     assert "| plain |" in capsys.readouterr().out
