@@ -14,7 +14,7 @@ eigenvalue density by SLQ (`--slq-iters` Lanczos steps × `--slq-probes` probe v
 gradient-norm ratio ‖∂L/∂x_l‖/‖∂L/∂x_{l+1}‖ per block (SPEC C.4) and the dead / overlap / effective-rank
 statistics of the branch units (SPEC A.2).
 Writes FIGURES/quickstart_training.{png,pdf} (training loss and accuracy per epoch),
-FIGURES/quickstart_spectra.{png,pdf} (SLQ densities), FIGURES/quickstart_grad_ratio.{png,pdf},
+FIGURES/quickstart_spectra.{png,pdf} (SLQ densities over log|λ|), FIGURES/quickstart_grad_ratio.{png,pdf},
 FIGURES/quickstart_summary.md, OUT/summary.json and one run directory per net (checkpoint, metrics.jsonl,
 config.json). Runs already in OUT are resumed or, when finished, reused.
 """
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from landscape.data import load_data
 from landscape.errors import LandscapeError, resolve_device, run_cli
 from landscape.hessian import HessianOperator, slq_density
-from landscape.plots import plot_grad_ratio_grid, plot_spectral_density, plot_training_curves
+from landscape.plots import plot_grad_ratio_grid, plot_log_spectral_density, plot_training_curves
 from landscape.probes import run_probes
 from landscape.train import TrainConfig, train
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
              "threads": threads, "wall_seconds": wall}
     title = f"MNIST-1D, depth {args.depth} × width {args.width} ReLU nets, Adam 1e-3"
     plot_training_curves(histories, figures / "quickstart_training", title=title)
-    plot_spectral_density(spectra, figures / "quickstart_spectra", title=f"Hessian spectral density, {title}")
+    plot_log_spectral_density(spectra, figures / "quickstart_spectra", title=f"Hessian spectral density, {title}")
     plot_grad_ratio_grid(ratios, path=figures / "quickstart_grad_ratio",
                          title="gradient-norm ratio per block after training (1 = norm preserved)")
     table = _table(rows)
