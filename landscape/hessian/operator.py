@@ -11,9 +11,12 @@ Backends (the same matrix, different machinery):
 - "double_backward": autograd `grad(create_graph=True)`, then one backward of the gradient graph per
   vector. The gradient graph of a batch is kept between calls when it fits in memory, so repeated
   products (Lanczos) pay the primal pass once per batch, not once per call.
-- "auto": "double_backward" on a CPU (measured faster there, also for conv nets whose vmapped conv
-  weights fall to slow paths), "func" on a GPU (vmap turns k vectors into one kernel per op); the other
-  one when the first fails (e.g. an op without forward-mode AD).
+- "auto": both are timed on the first batch and the faster one is kept (the kept-graph saving counted).
+  Measured on a 2-core CPU (per-vector cost in gradients, k = 4): MLPs and conv nets favour
+  double_backward (conv 1.5 vs 4.3: vmapped conv weights fall to slow batched kernels), attention
+  favours func (tiny ViT 1.6 vs 2.8). A backend that fails (e.g. an op without forward-mode AD, or
+  F.mse_loss whose forward-over-reverse fails in torch 2.13) is skipped. Pass `backend=` to pin one
+  (the two agree to rounding, not bit for bit).
 
 Batches may be merged into larger ones (up to the memory budget) when the model treats samples
 independently and the loss is a batch mean: checked once on the first two batches (outputs and losses
@@ -27,6 +30,7 @@ caller's flags afterwards. A model in train mode with BatchNorm or dropout is re
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -229,27 +233,25 @@ class CurvatureOperator:
         # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
         self._state_bytes_per_sample = max(1, 2 * nbytes // _data.batch_size(first[0][0]))
         gen = torch.Generator().manual_seed(seed)
-        v = torch.randn(1, self.dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
-        choices = {"auto": ["double_backward", "func"] if self.device.type == "cpu" else ["func", "double_backward"]}
-        errors = []
-        for name in choices.get(self._backend_name, [self._backend_name]):
+        v = self.layout.split(torch.randn(2, self.dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype))
+        names = ["double_backward", "func"] if self._backend_name == "auto" else [self._backend_name]
+        trials, errors = {}, []
+        for name in names:
             impl = self._backends[name](self)
             try:
-                with torch.enable_grad():
-                    state = impl.prepare(first[0])
-                    p1 = self.layout.join(impl.apply(state, self.layout.split(v)))
-                    if check_deterministic:
-                        p2 = self.layout.join(impl.apply(impl.prepare(first[0]), self.layout.split(v)))
+                trials[name] = (impl, *self._trial(impl, first[0], v, timed=len(names) > 1))
             except (RuntimeError, NotImplementedError) as e:
                 if self._backend_name != "auto":
                     raise LandscapeError(f"backend {name!r} cannot differentiate this model: {_line(e)}") from e
                 errors.append(f"{name}: {_line(e)}")
-                continue
-            self._backend_name, self._impl = name, impl
-            break
-        else:
+        if not trials:
             raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
+        self._backend_name = self._pick(trials)
+        impl, p1, _ = trials[self._backend_name]
+        self._impl = impl
         if check_deterministic:
+            with torch.enable_grad():
+                p2 = self.layout.join(impl.apply(impl.prepare(first[0]), v))
             scale = float(p1.norm())
             diff = float((p1 - p2).norm())
             if not math.isfinite(diff) or diff > 1e3 * torch.finfo(self.dtype).eps * max(scale, 1e-30):
@@ -259,6 +261,41 @@ class CurvatureOperator:
                     "be a fixed matrix"
                 )
         self._merge_samples = self._merge_target(first)
+
+    def _trial(self, impl: Any, batch: _data.Batch, v: list[Tensor], timed: bool) -> tuple[Tensor, dict]:
+        """Products of the first batch with two vectors; with `timed`, the seconds of `prepare` and of the
+        best of two `apply` calls."""
+
+        def clock() -> float:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return time.perf_counter()
+
+        with torch.enable_grad():
+            t0 = clock()
+            state = impl.prepare(batch)
+            t1 = clock()
+            out = self.layout.join(impl.apply(state, v))
+            t2 = clock()
+            times = {"prepare": t1 - t0, "apply": t2 - t1}
+            if timed:
+                impl.apply(state, v)
+                times["apply"] = min(times["apply"], clock() - t2)
+        return out, times
+
+    def _pick(self, trials: dict) -> str:
+        """The faster backend on the first batch (double_backward's primal counted only when its graphs
+        will not be kept); func needs to win by 20% to displace double_backward on a CPU, and vice versa
+        on a GPU, so near-ties do not flip between runs."""
+        if len(trials) == 1:
+            return next(iter(trials))
+        n = self._n_samples or 0
+        cached = not self._cache_off and 0 < n * (self._state_bytes_per_sample or 0) <= self._budget // 2
+        cost_db = trials["double_backward"][2]["apply"] + (0 if cached else trials["double_backward"][2]["prepare"])
+        cost_func = trials["func"][2]["prepare"] + trials["func"][2]["apply"]
+        if self.device.type == "cpu":
+            return "func" if cost_func * 1.2 < cost_db else "double_backward"
+        return "double_backward" if cost_db * 1.2 < cost_func else "func"
 
     def lane_chunk(self, n: int) -> int | None:
         """Vectors to vmap at once for a batch of n samples: the kept state plus about two states of
