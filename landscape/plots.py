@@ -99,6 +99,15 @@ def _palette(labels: Iterable[str], colors: Mapping[str, Any] | None = None) -> 
     return {lab: (colors or {}).get(lab, base[i % len(base)]) for i, lab in enumerate(labels)}
 
 
+def _plain_log_ticks(axis) -> None:
+    """Log axis of ratios near 1: ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 1, 2), no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _ramp(n: int, cmap: str = "viridis") -> list:
     return [colormaps[cmap](i / max(n - 1, 1)) for i in range(n)]
 
@@ -374,9 +383,10 @@ def _draw_grad_ratio(ax, records: list[dict], at: Sequence | None, key: str, leg
                 ax.plot(*zip(*bound), ls=style, color=color, lw=1, label=f"{metric[4:]} ({key} {when})")
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(blocks)))
-    ax.set_xticklabels(blocks if len(blocks) <= 20 else [b if i % 5 == 0 else "" for i, b in enumerate(blocks)],
-                       rotation=90, fontsize=7)
+    _plain_log_ticks(ax.yaxis)
+    every = max(1, math.ceil(len(blocks) / 12))  # at most ~12 labelled blocks
+    ax.set_xticks(range(0, len(blocks), every))
+    ax.set_xticklabels(blocks[::every], rotation=90, fontsize=7)
     ax.set_xlabel("block")
     if legend and len(at) <= 8:
         ax.legend(fontsize=7)
