@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,7 @@ def test_dataloader_and_iterator_inputs():
     ref = HessianOperator(model, tiny.loss, (X, y)).matmat(V)
     loader = DataLoader(TensorDataset(X, y), batch_size=4)
     torch.testing.assert_close(HessianOperator(model, tiny.loss, loader).matmat(V), ref)
+    torch.testing.assert_close(HessianOperator(model, tiny.loss, SimpleNamespace(X=X, y=y)).matmat(V), ref)
     gen = ((X[i : i + 3], y[i : i + 3]) for i in range(0, 10, 3))
     op = HessianOperator(model, tiny.loss, gen)
     torch.testing.assert_close(op.matmat(V), ref)
@@ -295,3 +298,24 @@ def test_products_use_the_flags_at_construction():
             assert model.training and model.bn.training
         finally:
             model.eval()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_operator_matches_cpu_with_data_left_on_the_cpu():
+    from landscape.hessian import slq_density, top_eigenpairs
+
+    model, shape = MODELS["convbn"]
+    X, y = tiny.data(shape, n=20)
+    batches = [(X[:8], y[:8]), (X[8:], y[8:])]  # data stays on the CPU; the operator moves it
+    H = exact_hessian(model, tiny.loss, batches)
+    gpu = HessianOperator(model.cuda(), tiny.loss, batches)
+    try:
+        V = torch.randn(gpu.dim, 3, dtype=torch.float64)
+        torch.testing.assert_close(gpu.matmat(V).cpu(), H @ V, rtol=1e-8, atol=1e-8)
+        eigs = torch.linalg.eigvalsh(H)
+        assert top_eigenpairs(gpu, k=1).eigenvalues[0] == pytest.approx(float(eigs[-1]), rel=1e-6)
+        sd = slq_density(gpu, iters=30, probes=2, basis_device="cpu")
+        assert sd.lambda_max == pytest.approx(float(eigs[-1]), rel=1e-6)
+    finally:
+        model.cpu()
