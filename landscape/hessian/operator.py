@@ -15,8 +15,9 @@ Backends (the same matrix, different machinery):
   Measured on a 2-core CPU (per-vector cost in gradients, k = 4): MLPs and conv nets favour
   double_backward (conv 1.5 vs 4.3: vmapped conv weights fall to slow batched kernels), attention
   favours func (tiny ViT 1.6 vs 2.8). A backend that fails (e.g. an op without forward-mode AD, or
-  F.mse_loss whose forward-over-reverse fails in torch 2.13) is skipped. Pass `backend=` to pin one
-  (the two agree to rounding, not bit for bit).
+  F.mse_loss whose forward-over-reverse fails in torch 2.13) is skipped; so is timing func on problems
+  where a whole pass costs under ~30 ms, which cannot repay forward-mode AD's one-time setup. Pass
+  `backend=` to pin one (the two agree to rounding, not bit for bit).
 
 Batches may be merged into larger ones (up to the memory budget) when the model treats samples
 independently and the loss is a batch mean: checked once on the first two batches (outputs and losses
@@ -30,6 +31,7 @@ caller's flags afterwards. A model in train mode with BatchNorm or dropout is re
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -237,6 +239,8 @@ class CurvatureOperator:
         names = ["double_backward", "func"] if self._backend_name == "auto" else [self._backend_name]
         trials, errors = {}, []
         for name in names:
+            if name == "func" and self._func_trial_pointless(trials, first[0]):
+                continue
             impl = self._backends[name](self)
             try:
                 trials[name] = (impl, *self._trial(impl, first[0], v, timed=len(names) > 1))
@@ -282,6 +286,19 @@ class CurvatureOperator:
                 impl.apply(state, v)
                 times["apply"] = min(times["apply"], clock() - t2)
         return out, times
+
+    def _func_trial_pointless(self, trials: dict, batch: _data.Batch) -> bool:
+        """Skip timing func when double_backward already makes a full 2-vector pass cheaper than ~30 ms
+        and forward-mode AD is not loaded yet: its one-time setup (torch scripts its jvp decompositions,
+        0.4-2 s) could not pay for itself over a few hundred passes."""
+        if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
+            return False
+        if not self._n_samples:
+            return False
+        times = trials["double_backward"][2]
+        cached = self._n_samples * (self._state_bytes_per_sample or 0) <= self._budget // 2
+        per_pass = (times["apply"] + (0 if cached else times["prepare"])) * self._n_samples / _data.batch_size(batch[0])
+        return per_pass < 0.03
 
     def _pick(self, trials: dict) -> str:
         """The faster backend on the first batch (double_backward's primal counted only when its graphs
