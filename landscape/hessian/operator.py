@@ -296,9 +296,13 @@ class CurvatureOperator:
         if not self._n_samples:
             return False
         times = trials["double_backward"][2]
-        cached = self._n_samples * (self._state_bytes_per_sample or 0) <= self._budget // 2
-        per_pass = (times["apply"] + (0 if cached else times["prepare"])) * self._n_samples / _data.batch_size(batch[0])
-        return per_pass < 0.03
+        per_pass = times["apply"] + (0 if self._cache_expected() else times["prepare"])
+        return per_pass * self._n_samples / _data.batch_size(batch[0]) < 0.03
+
+    def _cache_expected(self) -> bool:
+        """Will the per-batch states of a pass over all N samples fit in the cache's half of the budget?"""
+        n = self._n_samples or 0
+        return not self._cache_off and 0 < n * (self._state_bytes_per_sample or 0) <= self._budget // 2
 
     def _pick(self, trials: dict) -> str:
         """The faster backend on the first batch (double_backward's primal counted only when its graphs
@@ -306,9 +310,8 @@ class CurvatureOperator:
         on a GPU, so near-ties do not flip between runs."""
         if len(trials) == 1:
             return next(iter(trials))
-        n = self._n_samples or 0
-        cached = not self._cache_off and 0 < n * (self._state_bytes_per_sample or 0) <= self._budget // 2
-        cost_db = trials["double_backward"][2]["apply"] + (0 if cached else trials["double_backward"][2]["prepare"])
+        db = trials["double_backward"][2]
+        cost_db = db["apply"] + (0 if self._cache_expected() else db["prepare"])
         cost_func = trials["func"][2]["prepare"] + trials["func"][2]["apply"]
         if self.device.type == "cpu":
             return "func" if cost_func * 1.2 < cost_db else "double_backward"
