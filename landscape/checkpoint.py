@@ -127,15 +127,17 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
     except Exception as e:  # noqa: BLE001 - any parse failure of a file on disk means a damaged file
         raise CheckpointError(f"checkpoint {path}: corrupt or truncated file "
                               f"({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not _is(payload.get("format"), FORMAT):
         what = f"a {type(payload).__name__}"
         if isinstance(payload, dict):
             tensors = payload and all(isinstance(v, torch.Tensor) for v in payload.values())
             what = "a plain state_dict" if tensors else f"{what} with keys {_keys(payload)}"
         raise CheckpointError(f"checkpoint {path}: not a landscape checkpoint ({what}); "
                               "write one with landscape.save_checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path}: format version {payload.get('version')!r} is not "
+    if not _is(payload.get("version"), VERSION):
+        version = payload.get("version")
+        shown = repr(version) if isinstance(version, (int, float, str, type(None))) else type(version).__name__
+        raise CheckpointError(f"checkpoint {path}: format version {shown[:40]} is not "
                               f"supported (this landscape reads version {VERSION})")
     meta = payload.get("meta")
     spec = meta.get("model") if isinstance(meta, dict) else None
@@ -239,6 +241,11 @@ def set_rng_state(state: dict) -> None:
     if "numpy" in state:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _is(value: object, expected: str | int) -> bool:
+    """`value == expected` for values read from a file: a tensor or other odd object is simply not equal."""
+    return type(value) is type(expected) and value == expected
 
 
 def _unpickling_problem(message: str) -> str:

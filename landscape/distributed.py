@@ -83,9 +83,13 @@ def setup(device: str = "auto") -> torch.device:
     return dev
 
 
-def shutdown() -> None:
-    """Leave the process group (no-op outside one)."""
+def shutdown(sync: bool = True) -> None:
+    """Leave the process group (no-op outside one). `sync` first waits for every rank, so none tears down
+    its connections while another still uses them (gloo aborts then); pass False on an error path, where
+    the other ranks may never arrive."""
     if active():
+        if sync and world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

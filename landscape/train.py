@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import json
 import math
 import os
@@ -509,7 +510,9 @@ def _prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Pat
             raise LandscapeError(f"{ckpt} exists: pass --resume to continue that run or choose another --out")
         state = load_training_state(ckpt)
         _check_resumable(ckpt, state["meta"].get("train", {}), cfg)
-        problem = _training_state_problem(state) or nonfinite_tensors(state["model_state"])
+        problem = _training_state_problem(state)
+        nonfinite = nonfinite_tensors(state["model_state"])
+        problem = problem or (f"non-finite weights: {nonfinite}" if nonfinite else "")
         if problem:
             raise CheckpointError(f"checkpoint {ckpt}: cannot resume from it ({problem})")
     elif cfg.resume and out is None:
@@ -566,14 +569,20 @@ def _prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Pat
         problem = state_mismatch(model.state_dict(), state["model_state"])
         if problem:
             raise CheckpointError(f"checkpoint {ckpt}: weights do not fit the configured model: {problem}")
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         try:
             model.load_state_dict(state["model_state"])
             optimizer.load_state_dict(state["optimizer_state"])
+            problem = _optimizer_problem(optimizer, settings)
+            if problem:
+                raise CheckpointError(f"checkpoint {ckpt}: its optimizer state does not fit the run: {problem}")
             set_rng_state(state["rng"])
             shuffle_gen.set_state(state["extra"]["shuffle_rng"])
             if procrustes is not None:
                 procrustes.generator.set_state(state["extra"]["procrustes_rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch's loaders reject malformed states with assorted errors
             raise CheckpointError(f"checkpoint {ckpt}: cannot restore the training state "
                                   f"({type(e).__name__}: {_first_line(e)})") from None
         meta = state["meta"]
@@ -659,8 +668,17 @@ def _training_state_problem(state: dict) -> str:
     """'' when the checkpoint holds what a resume needs (train writes it), else what is missing."""
     meta, extra = state["meta"], state.get("extra")
     for key, kind in (("epoch", int), ("step", int), ("history", list)):
-        if not isinstance(meta.get(key), kind):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             return f"meta has no {key} ({kind.__name__}); it was not written by landscape.train"
+    history = meta["history"]
+    if meta["epoch"] < 0 or meta["step"] < 0 or len(history) != meta["epoch"]:
+        return f"meta says epoch {meta['epoch']}, step {meta['step']} with {len(history)} history records"
+    try:
+        json.dumps(history, allow_nan=True)
+    except (TypeError, ValueError):
+        return "its history is not plain JSON data"
+    if not all(isinstance(h, dict) for h in history):
+        return "its history records are not tables"
     if not isinstance(state.get("optimizer_state"), dict):
         return "no optimizer state"
     if not isinstance(state.get("rng"), dict) or not isinstance(state["rng"].get("torch"), Tensor):
@@ -668,6 +686,53 @@ def _training_state_problem(state: dict) -> str:
     if not isinstance(extra, dict) or not isinstance(extra.get("shuffle_rng"), Tensor):
         return "no shuffle generator state"
     return ""
+
+
+def _optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[dict]) -> str:
+    """'' when a loaded optimizer state fits the configured optimizer, else what does not.
+
+    settings: the param_groups of the configured optimizer before loading (lr is set every step, so it may
+    differ). Each parameter's state must hold the buffers one step of the same optimizer creates (found by
+    stepping a one-element probe), shaped like the parameter and finite, and a step count ≥ 0.
+    """
+    for group, expected in zip(optimizer.param_groups, settings):
+        for key, value in expected.items():
+            if key != "lr" and not _same(group.get(key), value):
+                return f"{key} {_short(group.get(key))} instead of {_short(value)}"
+    accepted = inspect.signature(type(optimizer)).parameters
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.zeros(1)
+    reference = type(optimizer)([probe], **{k: v for k, v in settings[0].items() if k in accepted})
+    reference.step()
+    expected_state = reference.state[probe]
+    for param, buffers in optimizer.state.items():
+        if not isinstance(buffers, dict) or set(buffers) != set(expected_state):
+            found = sorted(map(str, buffers)) if isinstance(buffers, dict) else type(buffers).__name__
+            return f"a parameter's state holds {found} instead of {sorted(expected_state)}"
+        for key, value in buffers.items():
+            ref = expected_state[key]
+            if key == "step":
+                ok = isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point() and bool(
+                    torch.isfinite(value).all() and (value >= 0).all())
+            elif ref is None:
+                ok = value is None
+            else:
+                ok = (isinstance(value, Tensor) and value.shape == param.shape and value.dtype == param.dtype
+                      and bool(torch.isfinite(value).all()))
+            if not ok:
+                return f"{key} is {_short(value)} for a parameter of shape {list(param.shape)}"
+    return ""
+
+
+def _same(a: object, b: object) -> bool:
+    """Equality of plain values read from a file (which may hold anything, tensors too)."""
+    return json.dumps(a, sort_keys=True, default=repr) == json.dumps(b, sort_keys=True, default=repr)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
+    return " ".join(repr(value).split())[:60]
 
 
 def _first_line(e: BaseException) -> str:
@@ -688,10 +753,11 @@ def _check_finite(value: float, epoch: int, step: int, ckpt: Path | None, last_s
                         f"{kept}; lower --lr, add --clip-grad or warm up")
 
 
-def _check_resumable(ckpt: Path, saved: dict, cfg: TrainConfig) -> None:
+def _check_resumable(ckpt: Path, saved: object, cfg: TrainConfig) -> None:
     now = cfg.to_dict()
-    diff = [f"{k}: {saved.get(k)!r} in the checkpoint vs {now[k]!r}" for k in now
-            if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    saved = saved if isinstance(saved, dict) else {}
+    diff = [f"{k}: {_short(saved.get(k))} in the checkpoint vs {now[k]!r}" for k in now
+            if k not in _RESUMABLE_CHANGES and not _same(saved.get(k), now[k])]
     if diff:
         raise LandscapeError(f"cannot resume {ckpt} with a different configuration ({'; '.join(diff[:3])}"
                              f"{'; ...' if len(diff) > 3 else ''}); use another --out for a new run")
@@ -845,14 +911,17 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
+    ok = False
     try:
         result = train(cfg, handle_signals=True)
+        ok = True
     except LandscapeError:
+        ok = True                    # raised on every rank alike (distributed.agree): they can leave together
         if distributed.env_rank() > 0:
-            return 2                 # the ranks agree on errors (distributed.agree): rank 0 prints it once
+            return 2                 # rank 0 prints the message once
         raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(sync=ok)
     if distributed.env_rank() > 0:
         return 128 + result["signal"] if result["status"] == "interrupted" else 0
     if result["status"] == "interrupted":
