@@ -509,12 +509,12 @@ def _prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Pat
         if not cfg.resume:
             raise LandscapeError(f"{ckpt} exists: pass --resume to continue that run or choose another --out")
         state = load_training_state(ckpt)
-        _check_resumable(ckpt, state["meta"].get("train", {}), cfg)
         problem = _training_state_problem(state)
         nonfinite = nonfinite_tensors(state["model_state"])
         problem = problem or (f"non-finite weights: {nonfinite}" if nonfinite else "")
         if problem:
             raise CheckpointError(f"checkpoint {ckpt}: cannot resume from it ({problem})")
+        _check_resumable(ckpt, state["meta"]["train"], cfg)
     elif cfg.resume and out is None:
         raise LandscapeError("--resume needs --out (the directory of the run to continue)")
     elif cfg.resume and distributed.is_main():
@@ -667,7 +667,7 @@ def _check_fits(model: nn.Module, data: TensorData, cfg: TrainConfig) -> None:
 def _training_state_problem(state: dict) -> str:
     """'' when the checkpoint holds what a resume needs (train writes it), else what is missing."""
     meta, extra = state["meta"], state.get("extra")
-    for key, kind in (("epoch", int), ("step", int), ("history", list)):
+    for key, kind in (("train", dict), ("epoch", int), ("step", int), ("history", list)):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             return f"meta has no {key} ({kind.__name__}); it was not written by landscape.train"
     history = meta["history"]
@@ -753,9 +753,8 @@ def _check_finite(value: float, epoch: int, step: int, ckpt: Path | None, last_s
                         f"{kept}; lower --lr, add --clip-grad or warm up")
 
 
-def _check_resumable(ckpt: Path, saved: object, cfg: TrainConfig) -> None:
+def _check_resumable(ckpt: Path, saved: dict, cfg: TrainConfig) -> None:
     now = cfg.to_dict()
-    saved = saved if isinstance(saved, dict) else {}
     diff = [f"{k}: {_short(saved.get(k))} in the checkpoint vs {now[k]!r}" for k in now
             if k not in _RESUMABLE_CHANGES and not _same(saved.get(k), now[k])]
     if diff:

@@ -215,7 +215,7 @@ def test_checkpoints_not_written_by_train_cannot_be_resumed(tmp_path, capsys):
     run = tmp_path / "run"
     _checkpoint(run / "checkpoint.pt", depth=2, width=8, kind="plain", seed=0)
     assert run_cli(T.main, [*TINY, *SMALL_FC, "--out", str(run), "--resume"]) == 2
-    _one_line_error(capsys, "checkpoint")
+    _one_line_error(capsys, "cannot resume from it", "not written by landscape.train")
 
 
 # ---- fuzzing the command line ----
