@@ -1,10 +1,15 @@
 """landscape: loss-landscape and optimization diagnostics for PyTorch.
 
 Public API (imported lazily so `import landscape` stays fast):
-  load_checkpoint, save_checkpoint      landscape.checkpoint
-  load_data                             landscape.data
-  build                                 landscape.models
-  LandscapeError                        landscape.errors
+  load_checkpoint, save_checkpoint                      landscape.checkpoint
+  load_data                                             landscape.data
+  build                                                 landscape.models
+  train, TrainConfig                                    landscape.train
+  HessianOperator, GGNOperator, slq_density,
+  top_eigenpairs, hutchinson_trace, hutchpp_trace,
+  exact_hessian                                         landscape.hessian
+  probe, run_probes                                     landscape.probes
+  LandscapeError                                        landscape.errors
 """
 
 from __future__ import annotations
@@ -18,6 +23,17 @@ _EXPORTS = {
     "save_checkpoint": "landscape.checkpoint",
     "load_data": "landscape.data",
     "build": "landscape.models",
+    "train": "landscape.train",
+    "TrainConfig": "landscape.train",
+    "HessianOperator": "landscape.hessian",
+    "GGNOperator": "landscape.hessian",
+    "slq_density": "landscape.hessian",
+    "top_eigenpairs": "landscape.hessian",
+    "hutchinson_trace": "landscape.hessian",
+    "hutchpp_trace": "landscape.hessian",
+    "exact_hessian": "landscape.hessian",
+    "probe": "landscape.probes",
+    "run_probes": "landscape.probes",
     "LandscapeError": "landscape.errors",
 }
 
