@@ -4,7 +4,7 @@ Public API (imported lazily so `import landscape` stays fast):
   load_checkpoint, save_checkpoint                      landscape.checkpoint
   load_data                                             landscape.data
   build                                                 landscape.models
-  train, TrainConfig                                    landscape.train
+  TrainConfig (and landscape.train.train)               landscape.train
   HessianOperator, GGNOperator, slq_density,
   top_eigenpairs, hutchinson_trace, hutchpp_trace,
   exact_hessian                                         landscape.hessian
@@ -23,7 +23,6 @@ _EXPORTS = {
     "save_checkpoint": "landscape.checkpoint",
     "load_data": "landscape.data",
     "build": "landscape.models",
-    "train": "landscape.train",
     "TrainConfig": "landscape.train",
     "HessianOperator": "landscape.hessian",
     "GGNOperator": "landscape.hessian",
