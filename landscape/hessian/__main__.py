@@ -9,6 +9,10 @@ The model and data are rebuilt from the checkpoint's metadata; --data/--split/--
 data set, --n-samples keeps the first N samples. For any other model, `--model module:function` builds it
 (no arguments) and CKPT is then a state_dict file (or a landscape checkpoint); give --data with it.
 The loss is the mean cross-entropy.
+
+Under `torchrun --nproc_per_node W -m landscape.hessian CKPT ...` each rank takes its contiguous share of
+the samples and every product costs one all_reduce (see `landscape.hessian.operator`); all ranks run the
+same seeded iterations, rank 0 shows progress and writes the outputs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.errors import LandscapeError, resolve_device, run_cli
+from landscape import distributed
+from landscape.errors import LandscapeError, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,17 +156,33 @@ def main(argv: list[str] | None = None) -> int:
             raise LandscapeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.top_k < 0:
         raise LandscapeError(f"--top-k must be at least 0, got {args.top_k}")
+
+    device = distributed.setup(args.device)
+    try:
+        code = _run(args, device)
+    except BaseException:
+        distributed.shutdown(sync=False)
+        raise
+    distributed.shutdown()
+    return code
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> int:
     from tqdm.auto import tqdm
 
+    from landscape.data import part_slice
     from landscape.hessian import GGNOperator, HessianOperator, slq_density, top_eigenpairs
-    from landscape.plots import plot_spectral_density
 
-    device = resolve_device(args.device)
-    model, X, y, spec = _load(args, device)
+    model, X, y, spec = distributed.main_first(lambda: _load(args, device))
+    world = distributed.world_size()
+    if len(y) < world:
+        raise LandscapeError(f"{len(y)} samples cannot be shared by {world} ranks")
+    part = part_slice(len(y), distributed.rank(), world)
     t0 = time.perf_counter()
-    batches = list(zip(X.split(args.batch_size), y.split(args.batch_size)))
+    batches = list(zip(X[part].split(args.batch_size), y[part].split(args.batch_size)))
     cls = HessianOperator if args.operator == "hessian" else GGNOperator
     op = cls(model, F.cross_entropy, batches, seed=args.seed)
+    quiet = args.no_progress or not distributed.is_main()
     if args.iters > op.dim:
         raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({op.dim})")
     if args.top_k > op.dim:
@@ -171,17 +192,21 @@ def main(argv: list[str] | None = None) -> int:
         desc="SLQ",
         unit="HVP",
         file=sys.stderr,
-        disable=args.no_progress,
+        disable=quiet,
         dynamic_ncols=True,
     ) as bar:
         sd = slq_density(_Progress(op, bar), iters=args.iters, probes=args.probes, seed=args.seed)
     top = None
     if args.top_k:
         with tqdm(
-            desc=f"top-{args.top_k}", unit="HVP", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True
+            desc=f"top-{args.top_k}", unit="HVP", file=sys.stderr, disable=quiet, dynamic_ncols=True
         ) as bar:
             top = top_eigenpairs(_Progress(op, bar), k=args.top_k, seed=args.seed)
     seconds = time.perf_counter() - t0
+    if not distributed.is_main():
+        return 0
+    from landscape.plots import plot_spectral_density
+
     grid, density = sd.density(sigma=args.sigma)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_slq": sd.meta["seconds"],
         "backend": op.backend,
         "device": str(device),
+        "ranks": world,
         "torch_version": torch.__version__,
         "sigma": args.sigma or sd.default_sigma(),
         "grid": grid.tolist(),

@@ -122,11 +122,25 @@ def concatenable(batches: list[Batch]) -> bool:
 
 
 def sample_average(total: Tensor, count: int) -> Tensor:
-    """Σ_batches n_b·(per-batch mean) / N: the only cross-sample reduction.
-
-    Under torch.distributed, all_reduce `total` and `count` here (one call for all k vectors); every
-    other step is rank-local.
-    """
+    """Σ_batches n_b·(per-batch mean) / N: the average of summed per-batch products over N samples."""
     if count == 0:
         raise LandscapeError("data: no samples")
     return total / count
+
+
+def reduce_samples(total: Tensor, count: int) -> tuple[Tensor, int]:
+    """(Σ_r total_r, Σ_r count_r) over the ranks of torch.distributed: the only cross-rank reduction.
+
+    Each rank passes its shard's sum and sample count; one all_reduce adds them all, the count packed in
+    the same tensor as 8 base-16 digits (exact in any float dtype, up to 2³² samples).
+    """
+    from landscape.distributed import all_reduce_sum
+
+    digits = torch.tensor([(count >> (4 * i)) & 15 for i in range(_COUNT_DIGITS)], dtype=total.dtype,
+                          device=total.device)
+    packed = all_reduce_sum(torch.cat([total.reshape(-1), digits]))
+    count = sum(round(d) << (4 * i) for i, d in enumerate(packed[total.numel():].tolist()))
+    return packed[: total.numel()].reshape(total.shape), count
+
+
+_COUNT_DIGITS = 8

@@ -23,6 +23,13 @@ Batches may be merged into larger ones (up to the memory budget) when the model 
 independently and the loss is a batch mean: checked once on the first two batches (outputs and losses
 of the concatenation against the separate batches). The merged operator is the same matrix.
 
+Under torch.distributed (`distributed=None`: whenever a process group of several ranks is active) each
+rank passes its own shard of the samples as `data`: a product sums n_b·H_b V over the rank's batches,
+then one all_reduce per data pass adds the [k, dim] sums of all ranks together with the sample counts,
+and divides by the global N. Planning decisions (backend, merging) are agreed across ranks and a
+failure on one rank is raised on all, so every rank applies the same matrix and runs the same
+(seeded) iterations on identical products.
+
 The model is never written to: parameters and buffers are snapshotted (in `dtype`), no `.grad` is
 set, and each product runs with the train/eval flags the model had at construction, restoring the
 caller's flags afterwards. A model in train mode with BatchNorm or dropout is refused.
@@ -44,6 +51,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from landscape import distributed as _dist
 from landscape.errors import LandscapeError
 from landscape.hessian import _data, _memory
 from landscape.hessian._flat import FlatLayout, select_params, snapshot
@@ -89,7 +97,11 @@ class CurvatureOperator:
         merge_batches: bool | None = None,
         check_deterministic: bool = True,
         seed: int = 0,
+        distributed: bool | None = None,
     ):
+        if distributed and not _dist.active():
+            raise LandscapeError("distributed=True but torch.distributed is not initialized")
+        self.distributed: bool = _dist.world_size() > 1 if distributed is None else bool(distributed)
         if backend not in BACKENDS:
             raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         check_fixed(model)
@@ -114,8 +126,10 @@ class CurvatureOperator:
         self._cache: list[tuple[Any, int]] | None = None
         self._cache_off = cache is False
         self._n_samples: int | None = None
+        self._n_local: int | None = None
         if self.data.materialized:
-            self._n_samples = sum(_data.batch_size(b[0]) for b in self.data)
+            self._n_local = sum(_data.batch_size(b[0]) for b in self.data)
+            self._n_samples = None if self.distributed else self._n_local
         self._state_bytes_per_sample: int | None = None
         self._merge_samples: int | None = None
         self._plan(check_deterministic, seed)
@@ -139,7 +153,8 @@ class CurvatureOperator:
 
     @property
     def n_samples(self) -> int:
-        """N, the number of samples the average runs over (known after the first pass)."""
+        """N, the number of samples the average runs over, all ranks together (known after the first pass;
+        under torch.distributed every rank must ask at the same point: the first pass is collective)."""
         if self._n_samples is None:
             self.matvec(torch.zeros(self.dim, dtype=self.dtype, device=self.device))
         return int(self._n_samples)
@@ -174,6 +189,8 @@ class CurvatureOperator:
             for state, n in self._states():
                 total += self.layout.join(self._impl.apply(state, tangents)).mul_(n)
                 count += n
+        if self.distributed:
+            total, count = _data.reduce_samples(total, count)
         self._n_samples = count
         self.n_products += rows.shape[0]
         return _data.sample_average(total, count).T
@@ -225,6 +242,46 @@ class CurvatureOperator:
     # ---- planning: backend, determinism, merging, caching -------------------------------------------
 
     def _plan(self, check_deterministic: bool, seed: int) -> None:
+        """Pick the backend, check determinism and choose the merged batch size; under torch.distributed
+        the ranks agree on each choice and any rank's failure is raised on every rank."""
+        trials, v, first = self._collective(lambda: self._try_backends(seed))
+        self._backend_name = self._agree_backend(trials)
+
+        def check() -> int | None:
+            if self._backend_name not in trials:  # another rank's timing chose a backend skipped here
+                impl = self._backends[self._backend_name](self)
+                try:
+                    trials[self._backend_name] = (impl, *self._trial(impl, first[0], v, timed=False))
+                except (RuntimeError, NotImplementedError) as e:
+                    raise LandscapeError(f"backend {self._backend_name!r} cannot differentiate this model: "
+                                         f"{_line(e)}") from e
+            self._impl, p1, _ = trials[self._backend_name]
+            if check_deterministic:
+                self._check_deterministic(first[0], v, p1)
+            return self._merge_target(first)
+
+        merge = self._collective(check)
+        if self.distributed:
+            flags = torch.tensor([merge is None, -(merge or 0)], dtype=torch.float64, device=_dist.comm_device())
+            _dist.all_reduce_max(flags)
+            merge = None if flags[0] else int(-flags[1])
+        self._merge_samples = merge
+
+    def _collective(self, fn):
+        """fn(); under torch.distributed a failure on any rank is raised on every rank."""
+        if not self.distributed:
+            return fn()
+        result, error = None, None
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - handed to `agree`, which re-raises it on every rank
+            error = e
+        _dist.agree(error)
+        return result
+
+    def _try_backends(self, seed: int) -> tuple[dict, list[Tensor], list[_data.Batch]]:
+        """Trial products of the candidate backends on the first batch: ({name: (impl, product, times)},
+        the two trial vectors, the first two device batches)."""
         first = [_data.to_device(b, self.device, self.dtype) for b in self.data.first(2)]
         leaves = {n: p.detach().requires_grad_() for n, p in self.params.items()}
         with torch.enable_grad():
@@ -233,7 +290,7 @@ class CurvatureOperator:
             raise LandscapeError("loss_fn must return a scalar (the batch-mean loss)")
         del value
         # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
-        self._state_bytes_per_sample = max(1, 2 * nbytes // _data.batch_size(first[0][0]))
+        self._state_bytes_per_sample = max(1, 2 * nbytes // max(1, _data.batch_size(first[0][0])))
         gen = torch.Generator().manual_seed(seed)
         v = self.layout.split(torch.randn(2, self.dim, generator=gen, dtype=torch.float64).to(self.device, self.dtype))
         names = ["double_backward", "func"] if self._backend_name == "auto" else [self._backend_name]
@@ -250,21 +307,30 @@ class CurvatureOperator:
                 errors.append(f"{name}: {_line(e)}")
         if not trials:
             raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
-        self._backend_name = self._pick(trials)
-        impl, p1, _ = trials[self._backend_name]
-        self._impl = impl
-        if check_deterministic:
-            with torch.enable_grad():
-                p2 = self.layout.join(impl.apply(impl.prepare(first[0]), v))
-            scale = float(p1.norm())
-            diff = float((p1 - p2).norm())
-            if not math.isfinite(diff) or diff > 1e3 * torch.finfo(self.dtype).eps * max(scale, 1e-30):
-                raise LandscapeError(
-                    f"two products with the same vector differ (relative {diff / max(scale, 1e-30):.1e}): "
-                    "the model or loss is random (dropout? stochastic depth?) and the operator would not "
-                    "be a fixed matrix"
-                )
-        self._merge_samples = self._merge_target(first)
+        return trials, v, first
+
+    def _agree_backend(self, trials: dict) -> str:
+        """The locally faster backend; under torch.distributed, func only when most ranks' timings chose it
+        (one vote each), so every rank runs the same backend."""
+        local = self._pick(trials)
+        if not self.distributed:
+            return local
+        votes = torch.tensor([float(local == "func"), 1.0], dtype=torch.float64, device=_dist.comm_device())
+        _dist.all_reduce_sum(votes)
+        return "func" if 2 * votes[0] > votes[1] else "double_backward"
+
+    def _check_deterministic(self, batch: _data.Batch, v: list[Tensor], p1: Tensor) -> None:
+        """Require a second product with the same vectors on the first batch to reproduce `p1`."""
+        with torch.enable_grad():
+            p2 = self.layout.join(self._impl.apply(self._impl.prepare(batch), v))
+        scale = float(p1.norm())
+        diff = float((p1 - p2).norm())
+        if not math.isfinite(diff) or diff > 1e3 * torch.finfo(self.dtype).eps * max(scale, 1e-30):
+            raise LandscapeError(
+                f"two products with the same vector differ (relative {diff / max(scale, 1e-30):.1e}): "
+                "the model or loss is random (dropout? stochastic depth?) and the operator would not "
+                "be a fixed matrix"
+            )
 
     def _trial(self, impl: Any, batch: _data.Batch, v: list[Tensor], timed: bool) -> tuple[Tensor, dict]:
         """Products of the first batch with two vectors; with `timed`, the seconds of `prepare` and of the
@@ -293,15 +359,15 @@ class CurvatureOperator:
         0.4-2 s) could not pay for itself over a few hundred passes."""
         if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
             return False
-        if not self._n_samples:
+        if not self._n_local:
             return False
         times = trials["double_backward"][2]
         per_pass = times["apply"] + (0 if self._cache_expected() else times["prepare"])
-        return per_pass * self._n_samples / _data.batch_size(batch[0]) < 0.03
+        return per_pass * self._n_local / _data.batch_size(batch[0]) < 0.03
 
     def _cache_expected(self) -> bool:
-        """Will the per-batch states of a pass over all N samples fit in the cache's half of the budget?"""
-        n = self._n_samples or 0
+        """Will the per-batch states of a pass over this rank's samples fit in the cache's half of the budget?"""
+        n = self._n_local or 0
         return not self._cache_off and 0 < n * (self._state_bytes_per_sample or 0) <= self._budget // 2
 
     def _pick(self, trials: dict) -> str:
