@@ -13,6 +13,12 @@ The loss is the mean cross-entropy.
 Under `torchrun --nproc_per_node W -m landscape.hessian CKPT ...` each rank takes its contiguous share of
 the samples and every product costs one all_reduce (see `landscape.hessian.operator`); all ranks run the
 same seeded iterations, rank 0 shows progress and writes the outputs.
+
+Long runs: every --state-every iterations rank 0 writes the Lanczos state to OUT/lanczos_state.pt
+(atomically; plain tensors, ints and strings). SIGINT / SIGTERM stops the run with that state saved (exit
+130 / 143), and `--resume` continues it to the same result as an uninterrupted run; the file is removed on
+success. Under torchrun every rank reads the state file on --resume, so OUT must be on a file system all
+ranks share (all ranks hold the same state, only rank 0 writes it).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -81,7 +89,71 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the probe vectors (default 0)")
     p.add_argument("--out", default="hessian_out", metavar="DIR", help="output directory (default hessian_out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--state-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="save the Lanczos state to OUT/lanczos_state.pt every N iterations (default 10)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the SLQ run saved in OUT/lanczos_state.pt (starts fresh when there is none)",
+    )
     return p
+
+
+class _Interrupted(BaseException):
+    """SIGINT / SIGTERM arrived; `signum` gives the exit status 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted(signum)
+
+
+class _StateFile:
+    """OUT/lanczos_state.pt: rank 0 writes each state `lanczos` hands over; every rank can read it back.
+
+    The state also records the run's operator, checkpoint and sample count, checked on --resume."""
+
+    def __init__(self, path: Path, run: dict):
+        self.path, self.run = path, run
+        self.latest: dict | None = None
+        self.written = True
+
+    def on_state(self, state: dict) -> None:
+        self.latest, self.written = {**state, **self.run}, False
+        if distributed.is_main():
+            self.write()
+
+    def write(self) -> None:
+        from landscape.checkpoint import atomic_write
+
+        with atomic_write(self.path) as f:
+            torch.save(self.latest, f)
+        self.written = True
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            if distributed.is_main():
+                print(f"note: {self.path} not found; starting the SLQ run afresh", file=sys.stderr)
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise LandscapeError(f"{self.path}: cannot read the Lanczos state ({why})") from None
+        if not isinstance(state, dict):
+            raise LandscapeError(f"{self.path}: not a Lanczos state (a {type(state).__name__})")
+        for key, value in self.run.items():
+            if state.get(key) != value:
+                raise LandscapeError(f"{self.path}: the state is for {key}={state.get(key)!r}, this run has {value!r}")
+        return {k: v for k, v in state.items() if k not in self.run}
 
 
 def _user_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, dict]:
@@ -156,18 +228,38 @@ def main(argv: list[str] | None = None) -> int:
             raise LandscapeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.top_k < 0:
         raise LandscapeError(f"--top-k must be at least 0, got {args.top_k}")
+    if args.state_every < 1:
+        raise LandscapeError(f"--state-every must be at least 1, got {args.state_every}")
 
-    device = distributed.setup(args.device)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    sigs = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in sigs}
+    states: list[_StateFile] = []
     try:
-        code = _run(args, device)
-    except BaseException:
-        distributed.shutdown(sync=False)
-        raise
-    distributed.shutdown()
-    return code
+        device = distributed.setup(args.device)
+        try:
+            code = _run(args, device, states)
+        except BaseException:
+            distributed.shutdown(sync=False)
+            raise
+        distributed.shutdown()
+        return code
+    except _Interrupted as e:
+        name = signal.Signals(e.signum).name
+        sf = states[0] if states else None
+        if sf is not None and sf.latest is not None and distributed.is_main():
+            if not sf.written:
+                sf.write()
+            print(f"{name}: Lanczos state saved to {sf.path}; resume with --resume", file=sys.stderr)
+        elif distributed.is_main():
+            print(f"{name}: stopped before any Lanczos state was saved; run again", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
-def _run(args: argparse.Namespace, device: torch.device) -> int:
+def _run(args: argparse.Namespace, device: torch.device, states: list) -> int:
     from tqdm.auto import tqdm
 
     from landscape.data import part_slice
@@ -187,15 +279,27 @@ def _run(args: argparse.Namespace, device: torch.device) -> int:
         raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({op.dim})")
     if args.top_k > op.dim:
         raise LandscapeError(f"--top-k ({args.top_k}) cannot exceed the number of parameters ({op.dim})")
+    run = {"operator": args.operator, "checkpoint": str(args.ckpt), "n_samples": len(y)}
+    states.append(sf := _StateFile(Path(args.out) / "lanczos_state.pt", run))
+    state = sf.load() if args.resume else None
     with tqdm(
         total=args.iters * args.probes,
+        initial=int(state["done"]) * args.probes if state and isinstance(state.get("done"), int) else 0,
         desc="SLQ",
         unit="HVP",
         file=sys.stderr,
         disable=quiet,
         dynamic_ncols=True,
     ) as bar:
-        sd = slq_density(_Progress(op, bar), iters=args.iters, probes=args.probes, seed=args.seed)
+        sd = slq_density(
+            _Progress(op, bar),
+            iters=args.iters,
+            probes=args.probes,
+            seed=args.seed,
+            state=state,
+            on_state=sf.on_state,
+            state_every=args.state_every,
+        )
     top = None
     if args.top_k:
         with tqdm(
@@ -241,6 +345,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> int:
         top_eigenvalues=top.eigenvalues if top is not None else np.zeros(0),
     )
     plot_spectral_density({args.operator: sd}, out / "density", eps=args.eps)
+    sf.path.unlink(missing_ok=True)
     print(
         json.dumps(
             {

@@ -15,6 +15,12 @@ block's Ritz values are eigenvalues of A, and the later blocks get zero quadratu
 
 The basis [k, m, dim] is stored in the operator's dtype (on `basis_device` if given, e.g. the CPU to
 spare GPU memory); α and β accumulate in float64.
+
+A long run can be checkpointed: every `state_every` iterations `on_state` receives the Lanczos state
+(CPU tensors, ints and strings only: iterations done, α/β so far, the current and previous vectors,
+the stored basis, the running ‖T‖ scale, the breakdown count and generator state, and the problem's
+fingerprint), and `lanczos(..., state=...)` continues from it with the same arithmetic, so the result
+is bit-identical to an uninterrupted run on the same device.
 """
 
 from __future__ import annotations
@@ -85,6 +91,27 @@ def _norms(w: Tensor) -> Tensor:
     return torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
 
 
+FINGERPRINT = ("dim", "probes", "iters", "seed", "reorth", "dtype")
+_STATE_KEYS = ("done", "alpha", "beta", "q", "q_prev", "scale", "breakdowns", "rng")
+
+
+def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
+    """A state must hold every field and match this run's fingerprint (a LandscapeError names the difference)."""
+    if not isinstance(state, dict):
+        raise LandscapeError(f"lanczos: a state is a dict, got {type(state).__name__}")
+    missing = [k for k in (*FINGERPRINT, *_STATE_KEYS, *(("basis",) if keep else ())) if k not in state]
+    if missing:
+        raise LandscapeError(f"lanczos: the state lacks {', '.join(missing)}")
+    for name in FINGERPRINT:
+        if state[name] != fingerprint[name]:
+            raise LandscapeError(
+                f"lanczos: the state is for {name}={state[name]!r} but this run has {name}={fingerprint[name]!r}"
+            )
+    if not 1 <= state["done"] < fingerprint["iters"]:
+        last = fingerprint["iters"] - 1
+        raise LandscapeError(f"lanczos: the state's iteration count {state['done']} is not in 1..{last}")
+
+
 def lanczos(
     matmat: Callable[[Tensor], Tensor] | Any,
     dim: int | None = None,
@@ -99,12 +126,19 @@ def lanczos(
     basis_device: torch.device | str | None = None,
     return_basis: bool = False,
     callback: Callable[[int], None] | None = None,
+    state: dict | None = None,
+    on_state: Callable[[dict], None] | None = None,
+    state_every: int = 10,
 ) -> LanczosResult:
     """Run `iters` Lanczos steps for `probes` vectors at once.
 
     matmat: a callable [dim, k] → [dim, k], or an operator with `.matmat`, `.dim`, `.dtype`, `.device`
     (which then supply the defaults of dim, dtype and device). start: optional [dim, k] start vectors.
     callback(j) runs after iteration j (j = 1..iters), e.g. to advance a progress bar.
+    on_state(state) runs after every `state_every`-th iteration but the last, with a fresh dict of CPU
+    tensors, ints and strings (fit for `torch.save` / `torch.load(weights_only=True)`); `state` resumes
+    from such a dict (start is then ignored). Its fingerprint (dim, probes, iters, seed, reorth, dtype)
+    must match this run's.
     """
     if hasattr(matmat, "matmat"):
         op = matmat
@@ -122,6 +156,8 @@ def lanczos(
         raise LandscapeError(f"lanczos: iters must be at least 1, got {iters}")
     if iters > dim:
         raise LandscapeError(f"lanczos: iters ({iters}) cannot exceed the dimension ({dim})")
+    if state_every < 1:
+        raise LandscapeError(f"lanczos: state_every must be at least 1, got {state_every}")
     gen = torch.Generator().manual_seed(seed)
     if start is None:
         if probes < 1:
@@ -130,16 +166,31 @@ def lanczos(
     else:
         q = torch.as_tensor(start).to(torch.float64).cpu().reshape(dim, -1).T
         probes = q.shape[0]
-    q = (q / _norms(q)[:, None]).to(device=device, dtype=dtype)
     keep = reorth == "full" or return_basis
+    fingerprint = {"dim": int(dim), "probes": int(probes), "iters": int(iters), "seed": int(seed)}
+    fingerprint.update(reorth=reorth, dtype=str(dtype).removeprefix("torch."))
     bdev = torch.device(basis_device) if basis_device is not None else device
     basis = torch.empty(probes, iters, dim, dtype=dtype, device=bdev) if keep else None
-    alphas, betas = [], []
-    q_prev, beta_prev = None, None
-    scale = torch.zeros(probes, dtype=torch.float64, device=device)
     tiny = torch.finfo(dtype).eps ** 0.75
-    breakdowns = 0
-    for j in range(iters):
+    if state is None:
+        q = (q / _norms(q)[:, None]).to(device=device, dtype=dtype)
+        alphas, betas = [], []
+        q_prev, beta_prev = None, None
+        scale = torch.zeros(probes, dtype=torch.float64, device=device)
+        breakdowns, first = 0, 0
+    else:
+        _check_state(state, fingerprint, keep)
+        first = int(state["done"])
+        alphas = list(state["alpha"].to(device).unbind(1))
+        betas = list(state["beta"].to(device).unbind(1))
+        q, q_prev = state["q"].to(device=device, dtype=dtype), state["q_prev"].to(device=device, dtype=dtype)
+        beta_prev = betas[-1]
+        scale = state["scale"].to(device)
+        breakdowns = int(state["breakdowns"])
+        gen.set_state(state["rng"])
+        if keep:
+            basis[:, :first] = state["basis"].to(device=bdev, dtype=dtype)
+    for j in range(first, iters):
         if keep:
             basis[:, j] = q.to(bdev)
         w = torch.as_tensor(matmat(q.T)).to(device=device, dtype=dtype).T.contiguous()
@@ -174,6 +225,21 @@ def lanczos(
         betas.append(beta)
         q_prev, q = q, w / torch.where(beta > 0, beta, torch.ones_like(beta)).to(dtype)[:, None]
         beta_prev = beta
+        if on_state is not None and (j + 1) % state_every == 0:
+            on_state(
+                {
+                    **fingerprint,
+                    "done": j + 1,
+                    "alpha": torch.stack(alphas, 1).cpu(),
+                    "beta": torch.stack(betas, 1).cpu(),
+                    "q": q.to("cpu", copy=True),
+                    "q_prev": q_prev.to("cpu", copy=True),
+                    "scale": scale.to("cpu", copy=True),
+                    "breakdowns": breakdowns,
+                    "rng": gen.get_state(),
+                    **({"basis": basis[:, : j + 1].to("cpu", copy=True)} if keep else {}),
+                }
+            )
     alpha_np = torch.stack(alphas, 1).cpu().numpy()
     beta_np = torch.stack(betas, 1).cpu().numpy() if betas else np.zeros((probes, 0))
     return LanczosResult(alpha_np, beta_np, basis if return_basis else None, breakdowns)

@@ -172,12 +172,25 @@ def slq_density(
     reorth: str = "full",
     basis_device: torch.device | str | None = None,
     callback=None,
+    state: dict | None = None,
+    on_state=None,
+    state_every: int = 10,
 ) -> SpectralDensity:
     """SLQ of an operator (anything `lanczos` accepts with `.dim`): `probes` Lanczos runs of `iters`
-    steps, batched into one matmat per step."""
+    steps, batched into one matmat per step. state / on_state / state_every checkpoint and resume the
+    Lanczos run (see `lanczos`); a resumed run gives the same nodes and weights as an uninterrupted one."""
     t0 = time.perf_counter()
     res = lanczos(
-        op, iters=iters, probes=probes, seed=seed, reorth=reorth, basis_device=basis_device, callback=callback
+        op,
+        iters=iters,
+        probes=probes,
+        seed=seed,
+        reorth=reorth,
+        basis_device=basis_device,
+        callback=callback,
+        state=state,
+        on_state=on_state,
+        state_every=state_every,
     )
     nodes, weights = res.ritz()
     meta = {"seed": seed, "reorth": reorth, "breakdowns": res.breakdowns, "seconds": time.perf_counter() - t0}
