@@ -23,6 +23,7 @@ metric is a `LandscapeError` naming it.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from landscape.errors import LandscapeError
 
@@ -54,14 +56,20 @@ LABELS = {
 }
 
 
-def save_figure(fig: Figure, path: PathLike, dpi: int = 150) -> list[Path]:
-    """Write `fig` as PATH.png and PATH.pdf (the suffix of `path`, if any, is replaced)."""
+def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> list[Path]:
+    """Write `fig` as PATH.png (`dpi`, quantized to a 256-color palette: 3-4x smaller, no visible change for
+    line plots) and PATH.pdf (the suffix of `path`, if any, is replaced)."""
+    from PIL import Image
+
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".png", ".pdf") else base
     base.parent.mkdir(parents=True, exist_ok=True)
     out = [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    image = Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    image.save(out[0], optimize=True)
+    fig.savefig(out[1], bbox_inches="tight")
     return out
 
 
@@ -101,8 +109,6 @@ def _palette(labels: Iterable[str], colors: Mapping[str, Any] | None = None) -> 
 
 def _plain_log_ticks(axis) -> None:
     """Log axis of ratios near 1: ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 1, 2), no minor labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -171,8 +177,12 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike | Non
     ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
     if log_loss:
         ax_loss.set_yscale("log")
-    ax_acc.set(xlabel="epoch", ylabel="training accuracy", title="accuracy", ylim=(0, 1.02))
-    ax_acc.legend(loc="lower right", fontsize=7)
+        _plain_log_ticks(ax_loss.yaxis)
+    top = max((float(np.nanmax(ln.get_ydata())) for ln in ax_acc.lines if np.isfinite(ln.get_ydata()).any()),
+              default=1.0)
+    ax_acc.set(xlabel="epoch", ylabel="training accuracy" if not test else "accuracy (dashed: test)",
+               title="accuracy", ylim=(0, min(1.02, 1.1 * top + 0.02)))
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=7)
     return _finish(fig, path, title)
 
 
@@ -583,6 +593,10 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
         if hline is not None:
             ax.axhline(hline, color="0.5", lw=0.8)
         ax.set(xlabel=xl, title=panel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+        ticks = sorted({float(x) for points in lines.values() for x in points})
+        if len(ticks) <= 12:  # label the swept values themselves
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7)
     axes[0].set_ylabel(ylabel)
     return _finish(fig, path, title)
