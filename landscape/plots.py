@@ -345,7 +345,8 @@ def plot_eigenvalue_histogram(eigenvalues: Mapping[str, np.ndarray], path: PathL
     ax.set_xticks([*neg[::-1], 0.0, *pos])
     ax.set_yscale("log")
     ax.set(xlabel=r"eigenvalue $\lambda$ (symlog)", ylabel="fraction of eigenvalues per bin")
-    ax.legend(fontsize=7, title=rf"shaded: $|\lambda| < {eps:g}\,\lambda_{{max}}$ (degenerate)", title_fontsize=7)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7, ncols=2,
+               title=rf"shaded: $|\lambda| < {eps:g}\,\lambda_{{max}}$ (degenerate)", title_fontsize=7)
     return _finish(fig, path, title or "exact Hessian eigenvalues")
 
 
