@@ -41,6 +41,19 @@ from landscape import distributed
 from landscape.errors import LandscapeError, run_cli
 
 
+def _memory_size(text: str) -> int:
+    """'2G', '500M', '64K' or a byte count → bytes (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (use e.g. 2G, 500M)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"memory size must be positive, got {text!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m landscape.hessian",
@@ -87,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
     p.add_argument("--seed", type=int, default=0, help="seed of the probe vectors (default 0)")
+    p.add_argument(
+        "--max-memory",
+        type=_memory_size,
+        default=None,
+        metavar="SIZE",
+        help="memory the operator may use, e.g. 2G or 500M (default: a share of the free device memory); "
+        "probe vectors are chunked and kept graphs dropped to stay under it",
+    )
     p.add_argument("--out", default="hessian_out", metavar="DIR", help="output directory (default hessian_out)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
@@ -273,7 +294,7 @@ def _run(args: argparse.Namespace, device: torch.device, states: list) -> int:
     t0 = time.perf_counter()
     batches = list(zip(X[part].split(args.batch_size), y[part].split(args.batch_size)))
     cls = HessianOperator if args.operator == "hessian" else GGNOperator
-    op = cls(model, F.cross_entropy, batches, seed=args.seed)
+    op = cls(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
     quiet = args.no_progress or not distributed.is_main()
     if args.iters > op.dim:
         raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({op.dim})")

@@ -185,3 +185,24 @@ def test_missing_checkpoint_from_the_command_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_max_memory_cap_chunks_without_changing_the_answer(ckpt):
+    path, tmp, _, eig_g, _ = ckpt
+    spectra = {}
+    for name, extra in (("free", []), ("capped", ["--max-memory", "64K"])):
+        out = tmp / f"mem_{name}"
+        argv = [str(path), "--n-samples", "150", "--operator", "ggn", "--iters", "30", "--probes", "2",
+                "--top-k", "1", "--out", str(out), "--no-progress", *extra]
+        assert run_cli(main, argv) == 0
+        spectra[name] = json.loads((out / "spectrum.json").read_text())
+    assert spectra["capped"]["lambda_max"] == pytest.approx(spectra["free"]["lambda_max"], rel=1e-5)
+    assert spectra["capped"]["trace"] == pytest.approx(spectra["free"]["trace"], rel=1e-4)
+
+
+@pytest.mark.parametrize("size", ["banana", "0", "-5M"])
+def test_bad_max_memory_is_a_usage_error(ckpt, size, capsys):
+    path, tmp, _, _, _ = ckpt
+    with pytest.raises(SystemExit) as exc:
+        main([str(path), "--out", str(tmp / "bad_mem"), "--max-memory", size])
+    assert exc.value.code == 2 and "--max-memory" in capsys.readouterr().err
