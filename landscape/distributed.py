@@ -14,6 +14,7 @@ pass produces (k probe vectors, counts) into one tensor so the pass costs one al
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -91,6 +92,18 @@ def shutdown(sync: bool = True) -> None:
         if sync and world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """Exit a CLI with `code`. A torchrun worker of a multi-rank run leaves with `os._exit` once its
+    output is flushed: its process group is already destroyed (`shutdown`), and skipping interpreter
+    finalization keeps gloo's and NCCL's C++ threads from aborting the exit (SIGABRT) after the
+    run has ended cleanly, which torchrun would report as the run's failure."""
+    if launched() and os.environ.get("WORLD_SIZE", "1") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _env_int(name: str) -> int:

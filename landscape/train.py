@@ -937,4 +937,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    distributed.exit_process(run_cli(main))

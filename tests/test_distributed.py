@@ -281,8 +281,8 @@ def test_torchrun_stops_every_rank_when_one_gets_sigterm(tmp_path):
     assert err.count("interrupted by SIGTERM") == 1 and "resume with --resume" in err, err
     # rank 0 got no signal, yet stopped cleanly: it learned of rank 1's in the per-step all_reduce (had the
     # ranks stopped after different steps, one would have crashed in a collective with a traceback)
-    assert "exitcode  : 143" in err
-    assert err.count("Traceback") == 1 and "ChildFailedError" in err  # torchrun's own report only
+    assert "exitcode  : 143" in err, err
+    assert err.count("Traceback") == 1 and "ChildFailedError" in err, err  # torchrun's own report only
     assert out == ""
     done = load_checkpoint(run / "checkpoint.pt")[1]["epoch"]
     assert 1 <= done < 400

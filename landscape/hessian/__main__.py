@@ -387,4 +387,4 @@ def _run(args: argparse.Namespace, device: torch.device, states: list) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    distributed.exit_process(run_cli(main))
