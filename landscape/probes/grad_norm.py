@@ -49,36 +49,40 @@ def tensors_in(obj) -> list[Tensor]:
 class GradNormCollector:
     """Accumulates Σ‖∂L/∂x‖² per (block, side) from tensor hooks; side 0 = input, 1 = output.
 
-    A hook only stores its gradient (a C-level `list.__setitem__`, no Python frame); the norms are
-    taken in one fused call per device at `flush`. For a non-leaf tensor the hook is a pre-hook on
-    the node that produced it (half the cost of a tensor hook, same gradient), so it fires when the
-    backward pass continues through that node, as `loss.backward()` does; a backward stopped at the
-    stream itself (`torch.autograd.grad(loss, stream)`) does not reach it. When block l's input is
-    block l−1's output (the usual chain) one hook serves both.
+    A hook only stores its gradient (a C-level `dict.__setitem__`, no Python frame); the norms are
+    taken in one fused call per device at `flush`, added into a float64 accumulator, and the slot
+    and its hook are dropped, so a probe left attached for a whole training run does constant work
+    per step. For a non-leaf tensor the hook is a pre-hook on the node that produced it (half the
+    cost of a tensor hook, same gradient), so it fires when the backward pass continues through that
+    node, as `loss.backward()` does; a backward stopped at the stream itself
+    (`torch.autograd.grad(loss, stream)`) does not reach it. When block l's input is block l−1's
+    output (the usual chain) one hook serves both. Slots of a forward whose backward never runs
+    are dropped once its graph is freed.
     """
 
     def __init__(self, n_blocks: int):
         self.n_blocks = n_blocks
-        self._slots: list = []
-        self._rows: list[list[int]] = []
-        self._outnr: list[int | None] = []
-        self._handles: list[RemovableHandle] = []
-        self._norms: list[tuple[list[list[int]], Tensor]] = []
+        self._next = 0
+        self._got: dict[int, object] = {}
+        self._rows: dict[int, list[int]] = {}
+        self._outnr: dict[int, int | None] = {}
+        self._handles: dict[int, RemovableHandle] = {}
+        self._sq: Tensor | None = None
         self.seen = [False] * (2 * n_blocks)
         self._last: tuple[Tensor, int] | None = None
 
     def _watch(self, t: Tensor, row: int) -> int:
-        k = len(self._slots)
-        self._slots.append(None)
-        self._rows.append([row])
-        store = partial(self._slots.__setitem__, k)
+        k = self._next
+        self._next += 1
+        self._rows[k] = [row]
+        store = partial(self._got.__setitem__, k)
         node = t.grad_fn
         if node is None:  # a leaf: a tensor hook stores the gradient itself
-            self._outnr.append(None)
-            self._handles.append(t.register_hook(store))
+            self._outnr[k] = None
+            self._handles[k] = t.register_hook(store)
         else:  # cheaper: the producing node's pre-hook stores its grad_outputs tuple
-            self._outnr.append(t.output_nr)
-            self._handles.append(node.register_prehook(store))
+            self._outnr[k] = t.output_nr
+            self._handles[k] = node.register_prehook(store)
         return k
 
     def watch(self, block: int, x, output) -> None:
@@ -101,38 +105,54 @@ class GradNormCollector:
         """Forget the chain link to the previous forward pass."""
         self._last = None
 
+    def _prune(self) -> None:
+        """Drop the slots of graphs that are gone (a forward without a backward): their hooks' node is freed."""
+        dead = [k for k, h in self._handles.items() if k not in self._got and h.hooks_dict_ref() is None]
+        for k in dead:
+            del self._handles[k], self._rows[k], self._outnr[k]
+            if self._last is not None and self._last[1] == k:
+                self._last = None
+
     @torch.no_grad()
     def flush(self) -> None:
-        """Take the norms of every gradient received so far (one fused call per device)."""
-        by_device: dict[torch.device, tuple[list[int], list[Tensor]]] = {}
-        for k, got in enumerate(self._slots):
-            if got is None:
-                continue
-            self._slots[k] = None
-            g = got if self._outnr[k] is None else got[self._outnr[k]]
+        """Add the squared norms of every gradient received so far (one fused call per device)."""
+        self._prune()
+        if not self._got:
+            return
+        by_device: dict[torch.device, tuple[list[list[int]], list[Tensor]]] = {}
+        for k, got in list(self._got.items()):
+            del self._got[k]
+            self._handles.pop(k).remove()
+            rows, outnr = self._rows.pop(k), self._outnr.pop(k)
+            g = got if outnr is None else got[outnr]
             if g is not None:
-                ks, gs = by_device.setdefault(g.device, ([], []))
-                ks.append(k)
+                row_lists, gs = by_device.setdefault(g.device, ([], []))
+                row_lists.append(rows)
                 gs.append(g)
-        for ks, gs in by_device.values():
-            self._norms.append(([self._rows[k] for k in ks], torch.stack(torch._foreach_norm(gs))))
-            for k in ks:
-                for r in self._rows[k]:
+                for r in rows:
                     self.seen[r] = True
+            if self._last is not None and self._last[1] == k:
+                self._last = None
+        for row_lists, gs in by_device.values():
+            sq = torch.stack(torch._foreach_norm(gs)).to(torch.float64).square()
+            if self._sq is None:
+                self._sq = torch.zeros(2 * self.n_blocks, dtype=torch.float64, device=sq.device)
+            sq = sq.to(self._sq.device)
+            if any(len(rows) > 1 for rows in row_lists):  # a slot serving two rows adds to both
+                sq = torch.repeat_interleave(sq, torch.tensor([len(r) for r in row_lists], device=sq.device))
+            rows = torch.tensor([r for rows in row_lists for r in rows], device=sq.device)
+            self._sq.index_add_(0, rows, sq)
 
     def norms(self, scale: float = 1.0) -> Tensor:
         """[n_blocks, 2] float64 of (‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖); each squared norm is multiplied by `scale`."""
         self.flush()
-        sq = [0.0] * (2 * self.n_blocks)
-        for rows, norms in self._norms:
-            for row_list, v in zip(rows, norms.double().square().tolist()):
-                for r in row_list:
-                    sq[r] += v
-        return (torch.tensor(sq, dtype=torch.float64) * scale).sqrt().view(self.n_blocks, 2)
+        sq = self._sq.cpu() if self._sq is not None else torch.zeros(2 * self.n_blocks, dtype=torch.float64)
+        return (sq * scale).sqrt().view(self.n_blocks, 2)
 
     def remove(self) -> None:
-        """Remove every tensor hook this collector registered."""
-        for h in self._handles:
+        """Remove every hook this collector registered and forget gradients not yet flushed."""
+        for h in self._handles.values():
             h.remove()
-        self._handles.clear()
+        for d in (self._handles, self._got, self._rows, self._outnr):
+            d.clear()
         self.new_pass()

@@ -130,6 +130,25 @@ def test_two_backward_passes_add_as_one_batch():
         assert two[(f"blocks.{i}", "grad_norm_in")] / 8 == pytest.approx(v, rel=1e-12)
 
 
+def test_a_probe_left_attached_holds_no_state_per_step():
+    """Many forward/backward passes (and forwards without a backward) inside one probe: the norms add
+    as one batch, and after each flush no gradient slot or hook of a finished pass is left behind."""
+    torch.manual_seed(6)
+    model = FCNet(depth=3)
+    X, y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    with probe(model, metrics="grad_norm") as p:
+        for s in range(0, 40, 4):
+            F.cross_entropy(model(X[s:s + 4]), y[s:s + 4], reduction="sum").backward()
+            model(X[s:s + 4])                                  # grad-enabled forward, no backward
+            p.flush()
+            assert not p._grad._got
+            assert len(p._grad._handles) <= 4                  # only the last, unfinished pass's hooks
+        many = {(r["block"], r["metric"]): r["value"] for r in p.records}
+    _, one = probe_norms(copy.deepcopy(model), X, y)
+    for i, v in enumerate(one["grad_norm_in"]):
+        assert many[(f"blocks.{i}", "grad_norm_in")] / 40 == pytest.approx(v, rel=1e-12)
+
+
 def test_run_probes_is_batch_size_invariant_and_creates_no_grad():
     torch.manual_seed(5)
     model = FCNet(depth=3)
