@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+else:
+    from ranks import launch, worker_env
 
 from landscape import distributed  # noqa: E402
 from landscape import train as T  # noqa: E402
@@ -64,36 +65,6 @@ def cache(tmp_path_factory) -> str:
 @pytest.fixture(autouse=True)
 def _env(cache, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_CACHE", cache)
-
-
-def _env_vars(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(args: list[str], world: int = 2, timeout: float = 120) -> list[subprocess.CompletedProcess]:
-    """Start `world` ranks of `python args...` with torchrun's environment; wait for all of them."""
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env_vars(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world),
-                                                       LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                                                       MASTER_PORT=port))
-             for r in range(world)]
-    done = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    finally:
-        for p in procs:
-            p.kill()
-    return done
 
 
 def _assert_close_states(a: dict, b: dict, atol: float = 1e-6) -> None:
@@ -206,7 +177,7 @@ def _collectives_worker(tmp: Path) -> None:
 
 
 def test_collectives_on_two_gloo_ranks(tmp_path):
-    results = _launch([str(Path(__file__)), "collectives", str(tmp_path)])
+    results = launch([str(Path(__file__)), "collectives", str(tmp_path)])
     for r, res in enumerate(results):
         assert res.returncode == 0, f"rank {r}: {res.stderr}"
 
@@ -220,7 +191,7 @@ def test_two_ranks_follow_the_single_process_trajectory(tmp_path):
     run = tmp_path / "run"
     reference = T.train({**CFG, "epochs": 3})
     T.train({**CFG, "epochs": 1, "out": str(run)})
-    results = _launch(["-m", "landscape.train", *_flags({**CFG, "epochs": 2, "out": str(run), "resume": True})])
+    results = launch(["-m", "landscape.train", *_flags({**CFG, "epochs": 2, "out": str(run), "resume": True})])
     assert [res.returncode for res in results] == [0, 0], results[0].stderr + results[1].stderr
     assert results[0].stdout.startswith("epoch 2: train loss") and results[1].stdout == ""
     assert "Traceback" not in results[0].stderr + results[1].stderr
@@ -267,7 +238,7 @@ def test_torchrun_stops_every_rank_when_one_gets_sigterm(tmp_path):
     cfg = {**CFG, "epochs": 400, "out": str(run)}
     agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                               "-m", "landscape.train", *_flags(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=_env_vars())
+                             stderr=subprocess.PIPE, text=True, env=worker_env())
     try:
         deadline = time.monotonic() + 90
         while not (run / "checkpoint.pt").exists() and agent.poll() is None and time.monotonic() < deadline:
@@ -297,7 +268,7 @@ def test_torchrun_stops_every_rank_when_one_gets_sigterm(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nccl_rank_trains_on_its_gpu(tmp_path):
-    results = _launch(["-m", "landscape.train", *_flags({**CFG, "device": "cuda", "epochs": 1,
+    results = launch(["-m", "landscape.train", *_flags({**CFG, "device": "cuda", "epochs": 1,
                                                          "out": str(tmp_path / "run")})], world=1)
     assert results[0].returncode == 0, results[0].stderr
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")[1]["epoch"] == 1

@@ -9,8 +9,6 @@ worker of those tests.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +21,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+else:
+    from ranks import launch
 
 from landscape.hessian import GGNOperator, HessianOperator, slq_density  # noqa: E402
 
@@ -63,29 +63,9 @@ def _worker(out: Path) -> None:
     distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(args: list[str], world: int = 2, timeout: float = 120) -> list[subprocess.CompletedProcess]:
-    """Start `world` ranks of `python args...` with torchrun's environment; wait for all of them."""
-    port = str(_free_port())
-    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    procs = [subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**base, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-                                              "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
-                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-             for r in range(world)]
-    done = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    finally:
-        for p in procs:
-            p.kill()
+def _launch(args: list[str]) -> list[subprocess.CompletedProcess]:
+    """2 ranks of `python args...`; every one must succeed."""
+    done = launch(args)
     for r, p in enumerate(done):
         assert p.returncode == 0, f"rank {r}:\n{p.stderr[-3000:]}"
     return done
