@@ -108,7 +108,7 @@ from torch import nn
 from landscape.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from landscape.data import TensorData, load_data
 from landscape.errors import LandscapeError, resolve_device, run_cli
-from landscape.train import NonFiniteLoss, TrainConfig, _git_version, load_toml, resolved_model_config, train
+from landscape.train import NonFiniteLoss, TrainConfig, git_version, load_toml, resolved_model_config, train
 
 # input shape and class count per data set, so a config validates (and builds its models) without the data
 DATA_SHAPES = {"mnist1d": ((40,), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
@@ -597,7 +597,7 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
                                  "delete it or choose another --out")
     rdir.mkdir(parents=True, exist_ok=True)
     _write_json(cell_json, {**record, "hash": digest, "experiment": exp.name, "profile": exp.profile,
-                            "notes": exp.notes, "git": _git_version()})
+                            "notes": exp.notes, "git": git_version()})
     cfg = copy.deepcopy(run.train)
     cfg.device, cfg.out = str(device), str(rdir)
     m = run.measure
@@ -715,7 +715,7 @@ def summarize(exp: Experiment, out: Path) -> dict:
         rows.append(row)
     return {"experiment": exp.name, "profile": exp.profile, "description": exp.description,
             "profile_description": exp.profile_description, "notes": exp.notes, "citations": exp.citations,
-            "git": _git_version(), "cells": rows}
+            "git": git_version(), "cells": rows}
 
 
 def headline_table(summary: dict, keys: list[str]) -> str:
@@ -756,7 +756,7 @@ def run_experiment(exp: Experiment, out: Path, *, only: str | None = None, devic
             raise LandscapeError(f"{out} holds {old.get('name')}/{old.get('profile')}, not "
                                  f"{exp.name}/{exp.profile}; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(record_path, {**exp.record(), "git": _git_version(), "device": str(dev), "argv": sys.argv})
+    _write_json(record_path, {**exp.record(), "git": git_version(), "device": str(dev), "argv": sys.argv})
     disable = None if progress is None else not progress
     bar = tqdm(runs, desc=exp.name, unit="run", file=sys.stderr, disable=disable, dynamic_ncols=True)
     try:

@@ -779,11 +779,11 @@ def _run_record(cfg: TrainConfig, model: nn.Module, train_data: TensorData, test
     return {"config": cfg.to_dict(), "model": model.build_spec, "data": {"train": train_data.spec,
                                                                           "test": test_data.spec},
             "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "world_size": world,
-            "git": _git_version(), "landscape": landscape.__version__, "torch": torch.__version__,
+            "git": git_version(), "landscape": landscape.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "argv": sys.argv}
 
 
-def _git_version() -> dict | None:
+def git_version() -> dict | None:
     """{"commit", "dirty"} of the checkout holding this package, or None outside git."""
     here = Path(__file__).resolve().parent
     try:
