@@ -52,12 +52,7 @@ steps = { every = 3, metrics = ["stream", "grad_norm"] }
 """
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _config(tmp_path: Path, epochs: int = 2, extra: str = "") -> Path:

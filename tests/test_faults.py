@@ -31,14 +31,7 @@ ARGV = ["--model-config", json.dumps(CFG["model_config"]), "--n-samples", "200",
         "--optimizer", "sgd", "--lr", "0.05", "--clip-grad", "1.0", "--device", "cpu", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("landscape-cache"))
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", cache)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
 def _env_vars() -> dict:

@@ -34,14 +34,7 @@ FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthChe
                                                                        HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("landscape-cache"))
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", cache)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
 def _one_line_error(capsys, *fragments: str) -> str:
@@ -403,10 +396,10 @@ _JUNK = st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=4), st.lists(s
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache) -> Path:
+def trained(tmp_path_factory, module_cache) -> Path:
     run = tmp_path_factory.mktemp("trained") / "run"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LANDSCAPE_CACHE", cache)
+        mp.setenv("LANDSCAPE_CACHE", module_cache)
         assert run_cli(T.main, [*TINY, *SMALL_FC, "--out", str(run)]) == 0
     return run
 

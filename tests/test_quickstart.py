@@ -14,13 +14,7 @@ from landscape.errors import LandscapeError
 from landscape.hessian import exact_hessian
 from landscape.plots import plot_training_curves
 
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_plot_training_curves_draws_one_line_per_run(tmp_path):

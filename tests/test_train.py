@@ -26,14 +26,7 @@ TINY = {"model": "fc", "model_config": {"kind": "residual", "depth": 2, "width":
         "batch_size": 50, "epochs": 2, "device": "cpu", "progress": False}
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("landscape-cache"))
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", cache)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
 def _env_vars() -> dict:  # LANDSCAPE_CACHE comes from the fixture
