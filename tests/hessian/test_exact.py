@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from landscape.errors import LandscapeError
 from landscape.hessian import exact_ggn, exact_hessian
@@ -50,26 +49,7 @@ def test_batches_weighted_by_size():
 
 
 def test_double_backward_path_when_forward_ad_is_missing():
-    class Cube(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x**3
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 3 * x**2 * g
-
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(4, 3), nn.Linear(3, 3)
-
-        def forward(self, x):
-            return self.b(Cube.apply(self.a(x)))
-
-    model = M().double()
+    model = tiny.NoForwardAD(4, 3).double()
     X, y = tiny.data((4,), n=6)
     f, flat = _flat_loss(model, X, y)
     ref = torch.autograd.functional.hessian(f, flat)

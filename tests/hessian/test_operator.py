@@ -201,26 +201,7 @@ def test_float64_on_a_float32_model_and_scipy_bridge():
 
 
 def test_auto_falls_back_when_forward_ad_is_missing():
-    class Cube(torch.autograd.Function):  # no jvp: forward-mode AD is unavailable
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x**3
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return 3 * x**2 * g
-
-    class M(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(5, 4), nn.Linear(4, 3)
-
-        def forward(self, x):
-            return self.b(Cube.apply(self.a(x)))
-
-    model = M().double()
+    model = tiny.NoForwardAD(5, 4).double()
     X, y = tiny.data((5,))
     with pytest.raises(LandscapeError, match="backend 'func' cannot"):
         HessianOperator(model, tiny.loss, (X, y), backend="func")

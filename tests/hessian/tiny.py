@@ -74,6 +74,31 @@ class Orthogonal(nn.Module):
         return self.head(x)
 
 
+class _Cube(torch.autograd.Function):
+    """x³ with a backward but no jvp: forward-mode AD (torch.func.jvp) cannot pass through it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 3 * x**2 * g
+
+
+class NoForwardAD(nn.Module):
+    """linear → x³ (no forward-mode AD) → linear: only the double-backward paths can differentiate it twice."""
+
+    def __init__(self, d_in: int = 5, width: int = 4, n_out: int = 3):
+        super().__init__()
+        self.a, self.b = nn.Linear(d_in, width), nn.Linear(width, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(_Cube.apply(self.a(x)))
+
+
 class Attention(nn.Module):
     """Tokens → one softmax self-attention layer (written out) + residual → mean pool → linear."""
 
