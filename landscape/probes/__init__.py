@@ -18,7 +18,14 @@ from landscape.probes.blocks import Block, Site, find_blocks
 from landscape.probes.grad_norm import GRAD_METRICS, combined_norm
 from landscape.probes.hooks import METRICS, Probe, probe
 from landscape.probes.jacobian import block_jacobian_extremes, jacobian_extremes
-from landscape.probes.records import make_record, read_records, records_to_table, to_csv, to_json
+from landscape.probes.records import (
+    make_record,
+    read_records,
+    records_by_block,
+    records_to_table,
+    to_csv,
+    to_json,
+)
 from landscape.probes.run import iter_batches, run_probes
 from landscape.probes.singularity import (
     ACT_METRICS,
@@ -34,6 +41,7 @@ __all__ = [
     "ACT_METRICS", "GRAD_METRICS", "METRICS", "STREAM_METRICS", "TRAIN_PROBES", "WEIGHT_METRICS",
     "Block", "Probe", "ProbeCallback", "SingularityAccumulator", "Site",
     "block_jacobian_extremes", "combined_norm", "find_blocks", "iter_batches", "jacobian_extremes",
-    "make_probe_callback", "make_record", "probe", "read_records", "records_to_table", "run_probes",
+    "make_probe_callback", "make_record", "probe", "read_records", "records_by_block", "records_to_table",
+    "run_probes",
     "singularity_stats", "stream_stats", "to_csv", "to_json", "weight_stats",
 ]

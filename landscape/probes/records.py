@@ -84,6 +84,14 @@ def read_records(path: str | Path) -> list[dict]:
     return rows
 
 
+def records_by_block(records: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """{block: {metric: value}}: the records of one step as nested dicts (a metric given twice keeps the last)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in records:
+        out.setdefault(r["block"], {})[r["metric"]] = r["value"]
+    return out
+
+
 def records_to_table(records: Iterable[dict], rows: str = "block", columns: str = "metric",
                      where: dict | None = None) -> tuple[list, list, np.ndarray]:
     """Pivot records into (row labels, column labels, values[len(rows), len(columns)]) without pandas.

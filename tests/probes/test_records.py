@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.errors import LandscapeError
-from landscape.probes import make_record, probe, read_records, records_to_table, to_csv, to_json
+from landscape.probes import make_record, probe, read_records, records_by_block, records_to_table, to_csv, to_json
 
 RECS = [make_record(0, "blocks.0", "grad_ratio", 1.5), make_record(0, "blocks.1", "grad_ratio", float("nan")),
         make_record(10, "blocks.0", "grad_ratio", 0.5), {**make_record(10, "blocks.1", "x_norm2", 3.0), "epoch": 2}]
@@ -40,6 +40,12 @@ def test_table_pivots_and_filters():
     rows, cols, table = records_to_table(RECS, rows="block", columns="step", where={"metric": "grad_ratio"})
     assert rows == ["blocks.0", "blocks.1"] and cols == [0, 10]
     np.testing.assert_array_equal(table, [[1.5, 0.5], [np.nan, np.nan]])
+
+
+def test_by_block_nests_and_keeps_the_last_value():
+    recs = [make_record(0, "b0", "m", 1.0), make_record(0, "b1", "m", 2.0), make_record(1, "b0", "m", 3.0),
+            make_record(1, "b0", "n", 4.0)]
+    assert records_by_block(recs) == {"b0": {"m": 3.0, "n": 4.0}, "b1": {"m": 2.0}}
 
 
 def test_bad_files(tmp_path):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.probes import ACT_METRICS, WEIGHT_METRICS, run_probes, singularity_stats
+from landscape.probes import ACT_METRICS, WEIGHT_METRICS, records_by_block, run_probes, singularity_stats
 
 from .lookalikes import FCNet
 
@@ -42,13 +42,6 @@ def reference(Z: np.ndarray, W: np.ndarray | None = None, thr=0.99, small=1e-3) 
     return out
 
 
-def by_block(records):
-    out = {}
-    for r in records:
-        out.setdefault(r["block"], {})[r["metric"]] = r["value"]
-    return out
-
-
 def check(got, expect):
     for m, v in expect.items():
         assert got[m] == pytest.approx(v, rel=1e-9, abs=1e-12), m
@@ -60,8 +53,8 @@ def test_fc_probe_set_matches_brute_force_for_any_batching():
     with torch.no_grad():
         model.blocks[1].branch_linear.bias[[2, 5]] = -1e3  # two dead units
     X = torch.randn(40, 6)
-    whole = by_block(run_probes(model, X, metrics="singularity"))
-    batched = by_block(run_probes(model, (X, None), metrics="singularity", batch_size=7))
+    whole = records_by_block(run_probes(model, X, metrics="singularity"))
+    batched = records_by_block(run_probes(model, (X, None), metrics="singularity", batch_size=7))
     x = F.relu(model.inp(X))
     for i, b in enumerate(model.blocks):
         z = b.branch(x)

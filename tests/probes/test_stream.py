@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.probes import STREAM_METRICS, probe, run_probes, stream_stats
+from landscape.probes import STREAM_METRICS, probe, records_by_block, run_probes, stream_stats
 
 from .lookalikes import ConvNet, FCNet, TinyResNet, TinyViT, TokenNet
 
@@ -36,13 +36,6 @@ def reference(pairs, dims, eps=1e-6):
     return dict(zip(STREAM_METRICS, np.mean(rows, 0)))
 
 
-def by_block(records):
-    out = {}
-    for r in records:
-        out.setdefault(r["block"], {})[r["metric"]] = r["value"]
-    return out
-
-
 def check(got, expect):
     for m in STREAM_METRICS:
         assert got[m] == pytest.approx(expect[m], rel=1e-10, abs=1e-14), m
@@ -55,7 +48,7 @@ def test_fc_connect_sites(mode):
     X = torch.randn(6, 6)
     with probe(model, metrics="stream") as p:
         model(X)
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     x = F.relu(model.inp(X))
     for i, b in enumerate(model.blocks):
         f = b.branch(x)
@@ -70,7 +63,7 @@ def test_token_blocks_have_two_sites(reduce):
     X = torch.randn(3, 5, 4)
     with probe(model, metrics="stream", reduce=reduce) as p:
         model(X)
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     assert list(got) == ["blocks.0:attn", "blocks.0:mlp", "blocks.1:attn", "blocks.1:mlp"]
     dims = (2,) if reduce == "feature" else (1, 2)
     x = model.embed(X)
@@ -92,7 +85,7 @@ def test_conv_feature_uses_the_connects_dims(reduce_dims, reduce, dims):
     X = torch.randn(2, 2, 4, 5)
     with probe(model, metrics="stream", reduce=reduce) as p:
         model(X)
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     x = model.stem(X)
     for i, b in enumerate(model.blocks):
         f = torch.tanh(b.conv(x))
@@ -106,7 +99,7 @@ def test_torchvision_style_block_reads_f_before_the_inplace_add():
     X = torch.randn(3, 2, 6, 6)
     with probe(model, metrics="stream") as p:
         model(X)
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     assert list(got) == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
     with torch.no_grad():
         x = model.relu(model.bn1(model.conv1(X)))
@@ -125,7 +118,7 @@ def test_timm_style_vit_streams_are_norm_inputs():
     with probe(model, metrics="stream", step=7) as p:
         model(X)
     assert {r["step"] for r in p.records} == {7}
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     x = model.patch_embed(X)
     for i, b in enumerate(model.blocks):
         a = b.attn(b.norm1(x))
@@ -143,7 +136,7 @@ def test_torch_pre_ln_encoder_layer():
     X = torch.randn(2, 3, 4)
     with probe(model, metrics="stream") as p:
         model(X)
-    got = by_block(p.records)
+    got = records_by_block(p.records)
     assert list(got) == ["1.layers.0:attn", "1.layers.0:mlp", "1.layers.1:attn", "1.layers.1:mlp"]
     x = model[0](X)
     for i, b in enumerate(model[1].layers):
@@ -178,7 +171,7 @@ def test_data_set_means_are_over_all_vectors():
     assert [r["value"] for r in whole] == pytest.approx([r["value"] for r in parts], rel=1e-12)
     x = F.relu(model.inp(X))
     expect = reference([(x, model.blocks[0].branch(x))], (1,))
-    check(by_block(whole)["blocks.0"], expect)
+    check(records_by_block(whole)["blocks.0"], expect)
 
 
 def test_stream_stats_function_and_degenerate_vectors():
