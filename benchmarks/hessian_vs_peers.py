@@ -18,7 +18,7 @@ child loads the problem, sets its torch threads, runs one throw-away torch.func 
 scripts its forward-AD decompositions once per process, 0.4-3 s that every forward-over-reverse tool
 would pay once: reported as `jvp_warmup_seconds` and kept out of the comparison), times the
 full-batch gradient (forward + backward over 4,000 samples, median of 21 after a warm-up: the unit),
-reads its own peak RSS (getrusage(RUSAGE_SELF).ru_maxrss, a high-water mark; tracemalloc cannot see
+reads its own peak RSS (VmHWM, the high-water mark of its own address space; tracemalloc cannot see
 torch's CPU allocations), runs the tool once (construction included), reads the peak RSS again and
 reports seconds, nodes and weights. Times are wall-clock and CPU (user + system of the process, all
 threads): at one thread CPU time is nearly immune to other processes' load, so the `_cpu` ratios are
@@ -171,7 +171,17 @@ def w1_distance(eigs: np.ndarray, nodes: np.ndarray, weights: np.ndarray) -> flo
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS in MiB: VmHWM of /proc/self/status where there is one. getrusage's ru_maxrss
+    is no good in a child on Linux: it keeps the parent's high-water mark across fork and exec, so every
+    child of a parent that computed the exact spectrum would report at least the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB (other systems: bytes)
 
 
 def _clock() -> np.ndarray:
