@@ -89,7 +89,7 @@ class GradNormCollector:
         """Hook the block's input tensor `x` and every output tensor that requires grad."""
         if isinstance(x, Tensor) and x.requires_grad:
             last = self._last
-            if last is not None and x is last[0]:
+            if last is not None and x is last[0] and last[1] in self._rows:  # its slot may be flushed already
                 self._rows[last[1]].append(2 * block)
             else:
                 self._watch(x, 2 * block)
@@ -110,8 +110,6 @@ class GradNormCollector:
         dead = [k for k, h in self._handles.items() if k not in self._got and h.hooks_dict_ref() is None]
         for k in dead:
             del self._handles[k], self._rows[k], self._outnr[k]
-            if self._last is not None and self._last[1] == k:
-                self._last = None
 
     @torch.no_grad()
     def flush(self) -> None:
@@ -131,8 +129,6 @@ class GradNormCollector:
                 gs.append(g)
                 for r in rows:
                     self.seen[r] = True
-            if self._last is not None and self._last[1] == k:
-                self._last = None
         for row_lists, gs in by_device.values():
             sq = torch.stack(torch._foreach_norm(gs)).to(torch.float64).square()
             if self._sq is None:
