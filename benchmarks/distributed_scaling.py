@@ -15,8 +15,7 @@ The SLQ task trains one residual FC net (`--slq-depth` × `--slq-width`, 2 epoch
 `torchrun --nproc_per_node W -m landscape.hessian CKPT` on the same 4,000 samples (80 iterations ×
 4 probes, no top-k) for each W, and reports the CLI's own `seconds`, the all_reduce volume per
 data pass (k probe vectors of n parameters, float32, plus the packed sample count; one per
-Lanczos iteration) and how far the
-density and λmax of W ranks are from one process's.
+Lanczos iteration) and how far the density and λmax of W ranks are from one process's.
 """
 
 from __future__ import annotations
@@ -58,10 +57,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env(cache: str) -> dict:
+    """This environment without rank variables, one thread per rank, the shared data cache, the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", "LANDSCAPE_CACHE": cache, "PYTHONPATH": str(ROOT)}
+
+
 def _run(world: int, kind: str, epochs: int, cache: str) -> dict:
     port = str(_free_port())
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", LANDSCAPE_CACHE=cache, PYTHONPATH=str(ROOT))
+    env = _env(cache)
     argv = [sys.executable, __file__, "--rank-main", "--kind", kind, "--epochs", str(epochs)]
     procs = []
     for r in range(world):
@@ -84,8 +88,7 @@ def _slq(args: argparse.Namespace, cache: str) -> None:
                                                "width": args.slq_width},
                "n_samples": 4000, "batch_size": 128, "epochs": 2, "optimizer": "adam", "lr": 1e-3,
                "device": "cpu", "threads": 1, "progress": False, "out": str(run)})
-        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-        env.update(OMP_NUM_THREADS="1", LANDSCAPE_CACHE=cache, PYTHONPATH=str(ROOT))
+        env = _env(cache)
         base = None
         for world in args.ranks:
             out = Path(tmp, f"slq{world}")
