@@ -51,20 +51,17 @@ def _flags(cfg: dict) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("landscape-cache"))
+@pytest.fixture(scope="module", autouse=True)
+def _mnist1d(module_cache) -> None:
+    """MNIST-1D generated once into the module's cache, read by every rank."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LANDSCAPE_CACHE", path)
+        mp.setenv("LANDSCAPE_CACHE", module_cache)
         from landscape.data import load_data
 
-        load_data(n_samples=200)               # generated once here, read by every rank
-    return path
+        load_data(n_samples=200)
 
 
-@pytest.fixture(autouse=True)
-def _env(cache, monkeypatch):
-    monkeypatch.setenv("LANDSCAPE_CACHE", cache)
+pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
 def _assert_close_states(a: dict, b: dict, atol: float = 1e-6) -> None:

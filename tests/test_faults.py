@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ranks import worker_env
 
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint, remove_stale_temp_files
@@ -34,10 +35,6 @@ ARGV = ["--model-config", json.dumps(CFG["model_config"]), "--n-samples", "200",
 pytestmark = pytest.mark.usefixtures("shared_cache")
 
 
-def _env_vars() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
 def _strip(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
@@ -49,7 +46,7 @@ def _temp_files(directory: Path) -> list[str]:
 def test_kill9_mid_run_resumes_the_uninterrupted_trajectory(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "landscape.train", *ARGV, "--epochs", "500", "--out", str(run)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env_vars())
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=worker_env())
     try:
         deadline = time.monotonic() + 90
         while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -95,7 +92,7 @@ def test_kill9_mid_save_never_leaves_a_partial_checkpoint(tmp_path):
     checkpoint.pt always loads, holds one consistent epoch, and at least the last save that returned."""
     paths = [tmp_path / f"w{i}" / "checkpoint.pt" for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-c", _SAVER, str(p)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env=_env_vars()) for p in paths]
+                              env=worker_env()) for p in paths]
     returned = []                                       # the last epoch whose save had returned
     try:
         for proc, saves in zip(procs, (2, 5)):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ranks import worker_env
 
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint
@@ -27,10 +27,6 @@ TINY = {"model": "fc", "model_config": {"kind": "residual", "depth": 2, "width":
 
 
 pytestmark = pytest.mark.usefixtures("shared_cache")
-
-
-def _env_vars() -> dict:  # LANDSCAPE_CACHE comes from the fixture
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def test_lr_factor_schedules():
@@ -165,7 +161,7 @@ def test_sigterm_leaves_a_resumable_checkpoint(tmp_path):
                              "--batch-size", "50", "--model-config", '{"depth": 2, "width": 16}',
                              "--device", "cpu", "--out", str(run)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env_vars())
+                            env=worker_env())
     try:
         deadline = time.monotonic() + 90
         while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
