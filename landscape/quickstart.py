@@ -123,7 +123,7 @@ def measure(model, args, device) -> tuple:
     model.eval()
     sd = slq_density(HessianOperator(model, F.cross_entropy, (X, y)), iters=args.slq_iters,
                      probes=args.slq_probes, seed=args.seed)
-    records = run_probes(model, (X, y), F.cross_entropy, metrics=("grad_norm", "singularity"))
+    records = run_probes(model, F.cross_entropy, (X, y), metrics=("grad_norm", "singularity"))
     summary = sd.summary()
 
     def block_mean(metric: str) -> float:

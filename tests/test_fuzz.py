@@ -9,6 +9,7 @@ loads or raises `CheckpointError` with a one-line message naming the file, and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -256,7 +257,7 @@ _ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(m
 
 
 @FUZZ
-@given(d=st.dictionaries(st.sampled_from([f.name for f in T.dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
+@given(d=st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
                          max_size=5))
 def test_fuzz_config_tables_validate_or_fail_in_one_line(d):
     """What a TOML file may hold: any key, any type."""

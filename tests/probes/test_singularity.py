@@ -53,8 +53,8 @@ def test_fc_probe_set_matches_brute_force_for_any_batching():
     with torch.no_grad():
         model.blocks[1].branch_linear.bias[[2, 5]] = -1e3  # two dead units
     X = torch.randn(40, 6)
-    whole = records_by_block(run_probes(model, X, metrics="singularity"))
-    batched = records_by_block(run_probes(model, (X, None), metrics="singularity", batch_size=7))
+    whole = records_by_block(run_probes(model, None, X, metrics="singularity"))
+    batched = records_by_block(run_probes(model, None, (X, None), metrics="singularity", batch_size=7))
     x = F.relu(model.inp(X))
     for i, b in enumerate(model.blocks):
         z = b.branch(x)
