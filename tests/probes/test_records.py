@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.errors import LandscapeError
+from landscape.models import build  # a failing import is a failure here, never a skip
 from landscape.probes import make_record, probe, read_records, records_by_block, records_to_table, to_csv, to_json
 
 RECS = [make_record(0, "blocks.0", "grad_ratio", 1.5), make_record(0, "blocks.1", "grad_ratio", float("nan")),
@@ -63,8 +64,7 @@ def test_bad_files(tmp_path):
      ("grad_norm", "stream")),
 ])
 def test_landscape_models(name, cfg, shape, metrics, tmp_path):
-    models = pytest.importorskip("landscape.models")
-    model = models.build(name, **cfg).double()
+    model = build(name, **cfg).double()
     X, y = torch.randn(*shape), torch.randint(0, 3, (shape[0],))
     with probe(model, metrics=metrics, step=3) as p:
         F.cross_entropy(model(X), y).backward()
