@@ -16,8 +16,8 @@ from ranks import worker_env
 
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint
+from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.errors import run_cli
 from landscape.models import build
 from landscape.probes import run_probes
 

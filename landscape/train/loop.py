@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from landscape import distributed
 from landscape.cli import interrupts, progress
-from landscape.data import TensorData
+from landscape.data import TensorData, shard
 from landscape.errors import LandscapeError
 from landscape.io import append_jsonl, write_json, write_jsonl
 from landscape.modes import preserved_modes
@@ -68,12 +68,12 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over `data` in eval mode; the model's modes are restored.
 
-    sharded: under torch.distributed each rank evaluates its share (`distributed.shard`) and the sums are
+    sharded: under torch.distributed each rank evaluates its share (`landscape.data.shard`) and the sums are
     all-reduced, so every rank gets the full-data numbers; a collective: every rank must call it.
     """
     sums = torch.zeros(2, dtype=torch.float64, device=data.device)    # Σ loss, Σ correct
     with preserved_modes(model, train=False):
-        for X, y in (distributed.shard(data) if sharded else data).batches(batch_size):
+        for X, y in (shard(data) if sharded else data).batches(batch_size):
             with autocast(bf16):
                 logits = model(X)
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -131,7 +131,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
     steps_per_epoch = math.ceil(n / B)
     last_saved = epoch if run.resumed else None
     owned: list = []                                   # what train builds (and closes): sink and probes
-    bar = progress(total=cfg.epochs * steps_per_epoch, initial=step, enabled=_bar_enabled(cfg, main_rank))
+    bar = progress(total=cfg.epochs * steps_per_epoch, initial=step, enabled=cfg.progress, unit="step")
     status, stop = "completed", None
 
     def save(epoch: int) -> None:
@@ -175,7 +175,8 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                 callbacks += probes
                 epoch_cbs.insert(0, sink.epoch)
                 if out is not None:
-                    write_json(out / "config.json", run_record(cfg, model, train_data, test_data, device, world))
+                    write_json(out / "config.json", run_record(cfg, model, train_data, test_data, device, world),
+                               indent=2)
                     write_jsonl(out / "metrics.jsonl", history)
                     if cfg.keep_epochs and epoch == 0 and not epoch_path(out, 0).exists():
                         save(0)                          # the initial weights
@@ -268,13 +269,6 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
             "step": step, "out": None if out is None else str(out),
             "checkpoint": None if ckpt is None or last_saved is None else str(ckpt), "config": cfg.to_dict(),
             "world_size": world}
-
-
-def _bar_enabled(cfg: TrainConfig, main_rank: bool) -> bool | None:
-    """Rank 0 only; with `progress` unset, only when stderr is a terminal (None: tqdm's own test)."""
-    if not main_rank:
-        return False
-    return cfg.progress
 
 
 def _check_finite(value: float, epoch: int, step: int, ckpt: Path | None, last_saved: int | None) -> None:

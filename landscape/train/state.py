@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from landscape.checkpoint import (
     CheckpointError,
-    atomic_write,
     load_training_state,
     nonfinite_tensors,
     save_checkpoint,
@@ -30,6 +29,7 @@ from landscape.checkpoint import (
 )
 from landscape.data import TensorData
 from landscape.errors import LandscapeError, first_line
+from landscape.io import atomic_write
 from landscape.train.config import RESUMABLE_CHANGES, TrainConfig
 
 EPOCHS_DIR = "epochs"
