@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
 from landscape.io import append_jsonl, read_jsonl, write_jsonl
 from landscape.modes import preserved_modes
 from landscape.probes.blocks import find_blocks
@@ -119,7 +119,11 @@ class ProbeCallback:
         if not self._started:  # a resumed run recomputes everything from this step on
             self._started = True
             if self.path.exists():
-                write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["step"] < step])
+                try:
+                    kept = [r for r in read_jsonl(self.path) if r["step"] < step]
+                except (ValueError, KeyError, TypeError) as e:
+                    raise LandscapeError(f"{self.path} is not a records file ({first_line(e)})") from None
+                write_jsonl(self.path, kept)
         append_jsonl(self.path, new)
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.data import TensorData
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
 from landscape.io import append_jsonl, read_jsonl, write_jsonl
 from landscape.train.config import TrainConfig
 
@@ -124,7 +124,11 @@ class RecordSink:
         """Drop records after `start_step` from an existing probes.jsonl; open the TensorBoard writer."""
         path = self.path
         if path is not None and path.exists():
-            write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= self.start_step])
+            try:
+                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= self.start_step]
+            except (ValueError, AttributeError) as e:
+                raise LandscapeError(f"{path} is not a records file ({first_line(e)}); move it away") from None
+            write_jsonl(path, kept)
         if self.tensorboard is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
