@@ -126,7 +126,7 @@ class RecordSink:
         if path is not None and path.exists():
             try:
                 kept = [r for r in read_jsonl(path) if r.get("step", 0) <= self.start_step]
-            except (ValueError, AttributeError) as e:
+            except (ValueError, AttributeError, TypeError) as e:
                 raise LandscapeError(f"{path} is not a records file ({first_line(e)}); move it away") from None
             write_jsonl(path, kept)
         if self.tensorboard is not None:

@@ -1,4 +1,5 @@
-"""The command line of `python -m landscape.train`: flags, TOML merging, exit codes.
+"""Train a landscape model on a named data set; resumable bit-for-bit on CPU. (This module: the command
+line of `python -m landscape.train` — flags, TOML merging, exit codes.)
 
     python -m landscape.train --model fc --model-config '{"kind": "residual", "depth": 20, "width": 128}' \\
         --epochs 30 --optimizer adam --lr 1e-3 --out runs/res20
@@ -30,7 +31,9 @@ from landscape.train.loop import train
 
 def build_parser() -> argparse.ArgumentParser:
     S = argparse.SUPPRESS  # unset flags stay absent, so --config values survive
-    p = argparse.ArgumentParser(prog="python -m landscape.train", description=__doc__,
+    from landscape.train import optim
+
+    p = argparse.ArgumentParser(prog="python -m landscape.train", description=f"{__doc__}\n{optim.__doc__}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
     p.add_argument("--config", help="TOML file of training options; flags given here override it")
     g = p.add_argument_group("model")
