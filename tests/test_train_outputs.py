@@ -152,3 +152,12 @@ def test_python_m_runs_probes_and_the_probes_package_imports_no_training(tmp_pat
     assert proc.returncode == 0, proc.stderr
     records = read(run / "probes.jsonl")
     assert {r["step"] for r in records} == {2, 4} and {"grad_ratio", "x_norm2"} <= {r["metric"] for r in records}
+
+
+def test_tensorboard_dir_that_is_a_file_is_refused_before_any_compute(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    assert run_cli(T.main, [*ARGV, "--out", str(tmp_path / "run"), "--tensorboard", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --tensorboard {blocker} exists and is not a directory"
+    assert blocker.read_text() == "keep me" and not (tmp_path / "run").exists()

@@ -54,7 +54,7 @@ from landscape.train.callbacks import (
 )
 from landscape.train.config import TrainConfig
 from landscape.train.optim import set_lr
-from landscape.train.setup import autocast, prepare, run_record
+from landscape.train.setup import autocast, check_writable, prepare, run_record
 from landscape.train.state import epoch_path, keep_copy, save_state
 
 
@@ -116,6 +116,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
         check_probe_names(cfg.probes)
         if cfg.tensorboard is not None:
             check_tensorboard()
+            check_writable(Path(cfg.tensorboard), "--tensorboard")
         if cfg.keep_epochs and out is None:
             raise LandscapeError("--keep-epochs needs --out (the epochs are kept in OUT/epochs)")
 

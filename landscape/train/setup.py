@@ -9,6 +9,7 @@ the regularizers and generators, restores a resumed state, and finally creates t
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
     elif cfg.resume and distributed.is_main():
         print(f"no checkpoint in {out}: starting from scratch", file=sys.stderr)
     if out is not None:
-        _check_out(out)
+        check_writable(out)
 
     data_args = {"name": cfg.data, "n_samples": cfg.n_samples, "root": cfg.data_root, "device": device,
                  "seed": cfg.data_seed, "download": cfg.download}
@@ -153,20 +154,18 @@ def git_version() -> dict | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def _check_out(out: Path) -> None:
-    """--out must be a directory or creatable as one, and writable; checked before the data is loaded
-    (without creating it: a run that fails on bad input leaves no empty directory behind)."""
-    import os
-
-    if out.exists() and not out.is_dir():
-        raise LandscapeError(f"--out {out} exists and is not a directory")
-    parent = out
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """`path` must be a directory or creatable as one, and writable; checked before the data is loaded and
+    without creating it, so a run refused for bad input leaves no empty directory behind."""
+    if path.exists() and not path.is_dir():
+        raise LandscapeError(f"{flag} {path} exists and is not a directory")
+    parent = path
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise LandscapeError(f"cannot create --out {out}: {parent} is not a directory")
+        raise LandscapeError(f"cannot create {flag} {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise LandscapeError(f"--out {out}: {parent} is not writable")
+        raise LandscapeError(f"{flag} {path}: {parent} is not writable")
 
 
 def _check_world(n: int, batch_size: int, world: int) -> None:
