@@ -76,6 +76,19 @@ def read_records(path: str | Path) -> list[dict]:
     return rows
 
 
+def drop_records_after(path: str | Path, step: int) -> None:
+    """Keep only the records of steps ≤ `step` in a JSON-lines records file (atomic rewrite; no file, no-op):
+    what a resumed run does before appending the steps it recomputes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        kept = [r for r in read_jsonl(path) if r["step"] is not None and r["step"] <= step]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LandscapeError(f"{path} is not a records file ({first_line(e)}); move it away") from None
+    write_jsonl(path, kept)
+
+
 def records_by_block(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """{block: {metric: value}}: the records of one step as nested dicts (a metric given twice keeps the last)."""
     out: dict[str, dict[str, float]] = {}

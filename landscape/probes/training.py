@@ -32,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.errors import LandscapeError, first_line
-from landscape.io import append_jsonl, read_jsonl, write_jsonl
+from landscape.errors import LandscapeError
+from landscape.io import append_jsonl
 from landscape.modes import preserved_modes
 from landscape.probes.blocks import find_blocks
+from landscape.probes.records import drop_records_after
 from landscape.probes.run import run_probes
 
 TRAIN_PROBES = ("grad_norm", "stream", "jacobian", "singularity")
@@ -118,12 +119,7 @@ class ProbeCallback:
             return
         if not self._started:  # a resumed run recomputes everything from this step on
             self._started = True
-            if self.path.exists():
-                try:
-                    kept = [r for r in read_jsonl(self.path) if r["step"] < step]
-                except (ValueError, KeyError, TypeError) as e:
-                    raise LandscapeError(f"{self.path} is not a records file ({first_line(e)})") from None
-                write_jsonl(self.path, kept)
+            drop_records_after(self.path, step - 1)
         append_jsonl(self.path, new)
 
 

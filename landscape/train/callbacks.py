@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape.data import TensorData
-from landscape.errors import LandscapeError, first_line
-from landscape.io import append_jsonl, read_jsonl, write_jsonl
+from landscape.errors import LandscapeError
+from landscape.io import append_jsonl
+from landscape.probes.records import drop_records_after
 from landscape.train.config import TrainConfig
 
 StepCallback = Callable[[int, nn.Module, tuple[Tensor, Tensor], Tensor], None]
@@ -122,13 +123,8 @@ class RecordSink:
 
     def open(self) -> RecordSink:
         """Drop records after `start_step` from an existing probes.jsonl; open the TensorBoard writer."""
-        path = self.path
-        if path is not None and path.exists():
-            try:
-                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= self.start_step]
-            except (ValueError, AttributeError, TypeError) as e:
-                raise LandscapeError(f"{path} is not a records file ({first_line(e)}); move it away") from None
-            write_jsonl(path, kept)
+        if self.path is not None:
+            drop_records_after(self.path, self.start_step)
         if self.tensorboard is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter

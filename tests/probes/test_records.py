@@ -80,3 +80,16 @@ def test_landscape_models(name, cfg, shape, metrics, tmp_path):
         got = {r["metric"]: r["value"] for r in p.records if r["block"] == "blocks.1"}
         assert got["dead_frac"] == dead
     same(p.records, read_records(p.to_json(tmp_path / "r.json")))
+
+
+def test_drop_records_after_keeps_earlier_steps_and_refuses_other_files(tmp_path):
+    from landscape.probes.records import drop_records_after
+
+    path = to_json(RECS, tmp_path / "r.jsonl", lines=True)
+    drop_records_after(path, 9)
+    same(read_records(path), RECS[:2])
+    drop_records_after(tmp_path / "missing.jsonl", 0)             # nothing to drop
+    assert not (tmp_path / "missing.jsonl").exists()
+    (tmp_path / "other.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(LandscapeError, match="not a records file"):
+        drop_records_after(tmp_path / "other.jsonl", 0)
