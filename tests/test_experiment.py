@@ -4,6 +4,7 @@ the shipped configs, and one-line errors for bad configs."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from landscape import experiment
+from landscape.experiment import runner
 from landscape.checkpoint import load_checkpoint, load_training_state
 from landscape.data import load_data
-from landscape.errors import LandscapeError, run_cli
+from landscape.cli import run_cli
+from landscape.errors import LandscapeError
 from landscape.hessian import exact_hessian
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +72,30 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines()]
 
 
+def _head_commit(root: Path) -> str | None:
+    """HEAD's commit read from the repository's files, without the git binary (the reference for the
+    commit the runner records); None outside a checkout."""
+    dotgit = root / ".git"
+    if dotgit.is_file():  # a worktree: "gitdir: PATH"
+        gitdir = (root / dotgit.read_text().split("gitdir:", 1)[1].strip()).resolve()
+    elif dotgit.is_dir():
+        gitdir = dotgit
+    else:
+        return None
+    head = (gitdir / "HEAD").read_text().strip()
+    if not head.startswith("ref:"):
+        return head  # detached
+    ref = head[4:].strip()
+    common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve() if (gitdir / "commondir").exists() \
+        else gitdir
+    for base in (gitdir, common):
+        if (base / ref).exists():
+            return (base / ref).read_text().strip()
+    packed = common / "packed-refs"
+    lines = packed.read_text().splitlines() if packed.exists() else []
+    return next((ln.split()[0] for ln in lines if ln.endswith(" " + ref)), None)
+
+
 def _drop_seconds(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
@@ -80,7 +107,8 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         assert (out / name).exists()
     record = json.loads((out / "experiment.json").read_text())
     assert record["notes"] == ["[TD] a test grid"] and record["profile"] == "quick"
-    assert "commit" in (record["git"] or {"commit": None})
+    want = _head_commit(ROOT) if shutil.which("git") else None
+    assert (record["git"] or {}).get("commit") == want and (want is None) == (record["git"] is None)
     data = load_data("mnist1d", n_samples=160)
     X, y = experiment.probe_set(data, 64)
     for cell in ("plain", "res"):
@@ -117,8 +145,12 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         assert result["status"] == "completed" and result["measured_epochs"] == [0, 1, 2]
         assert result["final"]["train_acc"] == metrics[-1]["train_acc"]
         assert result["final"]["exact_degenerate_ratio"] == spectrum[1]["exact"]["degenerate_ratio"]
-        ratios = [r["value"] for r in probes if r["epoch"] == 2 and r["metric"] == "grad_ratio"]
-        assert result["final"]["grad_ratio_max"] == pytest.approx(max(ratios))
+        # norm preservation over the residual blocks; the 40 -> 6 input block is a transition, reported apart
+        assert json.loads((run / "measure" / "epoch002.json").read_text())["transitions"] == ["blocks.0"]
+        ratios = {r["block"]: r["value"] for r in probes if r["epoch"] == 2 and r["metric"] == "grad_ratio"}
+        assert result["final"]["grad_ratio_max"] == pytest.approx(ratios["blocks.1"])
+        assert result["final"]["grad_ratio_transition_max"] == pytest.approx(ratios["blocks.0"])
+        assert result["final"]["grad_dev_max"] == pytest.approx(abs(np.log10(ratios["blocks.1"])))
         assert result["final"]["epoch_to_target"] == 1 and "slq_lambda_max" in result["init"]
         cell_json = json.loads((run / "cell.json").read_text())
         assert cell_json["train"]["model_config"]["kind"] == ("plain" if cell == "plain" else "residual")
@@ -138,8 +170,8 @@ def test_finished_runs_are_skipped_and_summary_aggregates_seeds(tmp_path, monkey
     config.write_text(config.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
     stamp = (out / "res" / "seed0" / "result.json").stat().st_mtime_ns
     trained = []
-    real_train = experiment.train
-    monkeypatch.setattr(experiment, "train", lambda cfg, **kw: trained.append(cfg.seed) or real_train(cfg, **kw))
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: trained.append(cfg.seed) or real_train(cfg, **kw))
     assert _run(config, out, "--only", "res") == 0
     assert trained == [1]  # seed 0 was finished and skipped
     assert (out / "res" / "seed0" / "result.json").stat().st_mtime_ns == stamp
@@ -174,7 +206,7 @@ def test_unfinished_run_recomputes_only_what_is_missing(tmp_path, monkeypatch):
 def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     config = _config(tmp_path, epochs=3)
     assert _run(config, tmp_path / "straight", "--only", "res") == 0
-    real_train = experiment.train
+    real_train = runner.train
 
     def interrupting(cfg, *, step_callbacks=(), handle_signals=False):
         def stop(step, *args):
@@ -183,11 +215,11 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monk
         return real_train(cfg, step_callbacks=[*step_callbacks, stop], handle_signals=handle_signals)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(experiment, "train", interrupting)
+    monkeypatch.setattr(runner, "train", interrupting)
     assert _run(config, out, "--only", "res") == 130
     run = out / "res" / "seed0"
     assert not (run / "done.json").exists() and len(_lines(run / "metrics.jsonl")) == 1
-    monkeypatch.setattr(experiment, "train", real_train)
+    monkeypatch.setattr(runner, "train", real_train)
     assert _run(config, out, "--only", "res") == 0
     ref = tmp_path / "straight" / "res" / "seed0"
     for name in ("metrics.jsonl", "probes.jsonl", "epoch_probes.jsonl", "spectrum.jsonl"):
