@@ -118,3 +118,26 @@ def test_seed_stats_sample_sd_and_t_interval():
     lo, hi = sps.t.interval(0.95, 2, loc=np.mean([1, 2, 4]), scale=sps.sem([1, 2, 4]))
     assert (s["low"], s["high"]) == (pytest.approx(lo), pytest.approx(hi))
     assert summary.seed_stats([3.0])["std"] is None and summary.seed_stats([None])["mean"] is None
+
+
+def test_spectrum_curves_integrate_to_the_spectral_masses():
+    from landscape.experiment.results import spectrum_curves
+
+    rng = np.random.default_rng(0)
+    nodes = np.sort(np.concatenate([rng.normal(0, 1e-5, (3, 8)), rng.uniform(0.1, 10, (3, 4)),
+                                    -rng.uniform(0.05, 0.5, (3, 2))], axis=1), axis=1)
+    w = rng.random(nodes.shape)
+    w /= w.sum(axis=1, keepdims=True)
+    c = spectrum_curves({"nodes": nodes, "weights": w, "dim": 100, "eps": 1e-3})
+    # the linear view integrates to 1 on its grid (σ at least 1.5 grid steps: no node falls between points)
+    assert np.trapezoid(c["density"], c["grid"]) == pytest.approx(1.0, abs=0.01)
+    # the log view: each part integrates to the mass of that sign above the floor 1e-6 λmax
+    floor = 1e-6 * nodes.max()
+    pos_mass = (w * (nodes > floor)).sum(axis=1).mean()
+    neg_mass = (w * (nodes < -floor)).sum(axis=1).mean()
+    assert np.trapezoid(c["log_positive"], c["log_grid"]) == pytest.approx(pos_mass, abs=0.01)
+    assert np.trapezoid(c["log_negative"], c["log_grid"]) == pytest.approx(neg_mass, abs=0.01)
+    # the legend's masses are at the reported threshold ε λmax, computed directly here
+    assert c["negative_ratio"] == pytest.approx((w * (nodes < -1e-3 * nodes.max())).sum(axis=1).mean())
+    assert c["degenerate_ratio"] == pytest.approx((w * (np.abs(nodes) < 1e-3 * nodes.max())).sum(axis=1).mean())
+    assert c["eps"] == 1e-3
