@@ -250,6 +250,7 @@ def test_shipped_configs_validate_and_build_every_model(paper):
         assert exp.runs and set(counts) == {r.cell for r in exp.runs}
         assert exp.notes and exp.citations and exp.profile_description
         assert all(any(tag in n for tag in ("[R", "[TD", "[V")) for n in exp.notes)
+        assert exp.claims, f"{paper} {profile}: no claim declared (each claim's primary metric is fixed before the run)"
         if profile == "quick":
             assert {r.train.data for r in exp.runs} == {"mnist1d"} and exp.device == "cpu"
         else:
