@@ -146,6 +146,14 @@ class Grid:
     def seeds(self, cell: str) -> list[int]:
         return self.cells[cell]["seeds"]
 
+    def model_config(self, cell: str) -> dict:
+        """The cell's resolved model config (from experiment.json)."""
+        return next(r["train"]["model_config"] for r in self.experiment["runs"] if r["cell"] == cell)
+
+    def measure_config(self, cell: str) -> dict:
+        """The cell's resolved measurement settings (probe_samples, spectrum, exact, ...)."""
+        return next(r["measure"] for r in self.experiment["runs"] if r["cell"] == cell)
+
     def run_dir(self, cell: str, seed: int | None = None) -> Path:
         """OUT/CELL/seedS (default: the cell's first seed)."""
         return self.runs / cell / f"seed{self.seeds(cell)[0] if seed is None else seed}"
@@ -199,8 +207,12 @@ class Grid:
         peak = transition_point(self.records(cell, seed, "step"))
         return peak["step"] if peak and peak["interior"] else None
 
+    def spectrum_rows(self, cell: str, seed: int | None = None) -> list[dict]:
+        """spectrum.jsonl: {"epoch", "step", "spectrum", "exact"} per measured epoch (for `plot_spectrum_mass`)."""
+        return self._jsonl(cell, seed, "spectrum.jsonl")
+
     def spectrum_epochs(self, cell: str, seed: int | None = None, part: str = "spectrum") -> list[int]:
-        return [r["epoch"] for r in self._jsonl(cell, seed, "spectrum.jsonl")
+        return [r["epoch"] for r in self.spectrum_rows(cell, seed)
                 if isinstance(r.get(part), dict) and "skipped" not in r[part]]
 
     def _measured(self, cell: str, epoch: int | str, seed: int | None, part: str) -> tuple[dict, dict] | None:
