@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from landscape import experiment
 from landscape.experiment import runner
 from landscape.checkpoint import load_checkpoint, load_training_state
-from landscape.data import load_data
 from landscape.cli import run_cli
+from landscape.data import load_data
 from landscape.errors import LandscapeError
 from landscape.hessian import exact_hessian
 
