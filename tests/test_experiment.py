@@ -323,3 +323,45 @@ def test_cli_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert _run(config, tmp_path / "runs", "--list") == 0
     assert "res/seed0\tfc\t" in capsys.readouterr().out
+
+
+CLAIM = """
+[claims.res_beats_plain]
+text = "residual reaches a higher training accuracy"
+metric = "train_acc"
+cells = ["res", "plain"]
+direction = "greater"
+secondary = ["grad_dev_max", "init.grad_gain"]
+"""
+
+
+def test_results_module_reads_a_finished_grid_for_the_notebooks(tmp_path):
+    from landscape.experiment.results import Grid, spectrum_curves
+
+    config, out = _config(tmp_path, extra=CLAIM), tmp_path / "runs"
+    config.write_text(config.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    assert _run(config, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    claim = summary["claims"][0]
+    assert claim["name"] == "res_beats_plain" and claim["primary"]["n"] == 2
+    assert claim["verdict"] in ("agrees", "disagrees", "inconclusive")
+    assert [s["key"] for s in claim["secondary"]] == ["grad_dev_max", "init.grad_gain"]
+    grid = Grid(out)
+    acc = {c: [json.loads((out / c / f"seed{s}" / "result.json").read_text())["final"]["train_acc"] for s in (0, 1)]
+           for c in ("plain", "res")}
+    assert grid.values("res", "train_acc") == acc["res"] and grid.mean("plain", "train_acc") == pytest.approx(
+        np.mean(acc["plain"]))
+    assert grid.compare("train_acc", "res", "plain")["diff"] == pytest.approx(np.mean(acc["res"]) - np.mean(acc["plain"]))
+    assert "| res | 2 | 2 completed |" in grid.table(["train_acc"]) and "res − plain" in grid.claims_table()
+    assert [len(h) for h in grid.histories(["plain", "nothing"])["plain"]] == [2, 2]  # two seeds, two epochs
+    assert grid.model_config("res") == {"depth": 2, "width": 6, "kind": "residual"}
+    spec = grid.spectrum("res", seed=1)
+    with np.load(out / "res" / "seed1" / "measure" / "epoch002.npz") as npz:
+        np.testing.assert_array_equal(spec["nodes"], npz["slq_nodes"])
+    assert spec["dim"] == grid.exact_eigenvalues("res", seed=1).size and grid.spectrum_epochs("res") == [0, 2]
+    curves = grid.curves(["plain", "res"])
+    assert set(curves) == {"plain", "residual"}
+    assert curves["residual"]["negative_ratio"] == pytest.approx(spectrum_curves(grid.spectrum("res"))["negative_ratio"])
+    assert curves["residual"]["negative_ratio"] == pytest.approx(grid.spectrum("res")["negative_ratio"])
+    steps = grid.records("res", kind="step")
+    assert steps and grid.transition("res") == experiment.step_keys(steps)["transition_step"]
