@@ -20,6 +20,7 @@ from landscape.cli import run_cli
 from landscape.data import load_data
 from landscape.errors import LandscapeError
 from landscape.hessian import exact_hessian
+from landscape.hessian.spectrum_file import read_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ("orhan2018", "oh2025", "zaeemzadeh2018", "liu2020")
@@ -115,8 +116,8 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         run = out / cell / "seed0"
         for name in ("cell.json", "config.json", "metrics.jsonl", "checkpoint.pt", "ckpt_epoch000.pt",
                      "ckpt_epoch001.pt", "ckpt_epoch002.pt", "probes.jsonl", "spectrum.jsonl", "epoch_probes.jsonl",
-                     "result.json", "done.json", "measure/epoch000.json", "measure/epoch000.npz",
-                     "measure/epoch002.npz"):
+                     "result.json", "done.json", "measure/epoch000.json", "measure/epoch000/spectrum.json",
+                     "measure/epoch000/spectrum.npz", "measure/epoch002/spectrum.npz", "measure/epoch002.npz"):
             assert (run / name).exists(), f"{cell}: {name} missing"
         # the epoch-end checkpoint holds the weights train() saved after that epoch
         last = load_training_state(run / "checkpoint.pt")["model_state"]
@@ -127,7 +128,9 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         H = exact_hessian(model, F.cross_entropy, [(X[:48], y[:48])])
         with np.load(run / "measure" / "epoch002.npz") as npz:
             eigs = npz["exact_eigenvalues"]
-            assert npz["slq_nodes"].shape == (2, 6) and npz["density"].shape == npz["grid"].shape
+        spec = read_spectrum(run / "measure" / "epoch002")  # the one spectrum format
+        assert spec["nodes"].shape == (2, 6) and spec["density"].shape == spec["grid"].shape
+        assert spec["vectors"] == 2 and spec["epoch"] == 2 and spec["dim"] == eigs.size
         np.testing.assert_allclose(eigs, torch.linalg.eigvalsh(H).numpy(), rtol=1e-8, atol=1e-10)
         spectrum = _lines(run / "spectrum.jsonl")
         assert [s["epoch"] for s in spectrum] == [0, 2] and "exact" in spectrum[1] and "exact" not in spectrum[0]
@@ -356,8 +359,8 @@ def test_results_module_reads_a_finished_grid_for_the_notebooks(tmp_path):
     assert [len(h) for h in grid.histories(["plain", "nothing"])["plain"]] == [2, 2]  # two seeds, two epochs
     assert grid.model_config("res") == {"depth": 2, "width": 6, "kind": "residual"}
     spec = grid.spectrum("res", seed=1)
-    with np.load(out / "res" / "seed1" / "measure" / "epoch002.npz") as npz:
-        np.testing.assert_array_equal(spec["nodes"], npz["slq_nodes"])
+    with np.load(out / "res" / "seed1" / "measure" / "epoch002" / "spectrum.npz") as npz:
+        np.testing.assert_array_equal(spec["nodes"], npz["nodes"])
     assert spec["dim"] == grid.exact_eigenvalues("res", seed=1).size and grid.spectrum_epochs("res") == [0, 2]
     curves = grid.curves(["plain", "res"])
     assert set(curves) == {"plain", "residual"}

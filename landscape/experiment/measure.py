@@ -3,7 +3,9 @@ probes, on the run's fixed probe set; returns plain JSON-able dicts and arrays (
 
     measure/epochNNN.json  {"epoch", "step", "seconds", "spectrum": {...}, "exact": {...}, "probes": [records],
                             "transitions": [block names whose output shape differs from their input's]}
-    measure/epochNNN.npz   slq_nodes, slq_weights [vectors, iters], grid, density, exact_eigenvalues
+    measure/epochNNN.npz   exact_eigenvalues (ascending)
+    measure/epochNNN/      spectrum.json + spectrum.npz: the SLQ spectrum in the one spectrum format
+                           (`landscape.hessian.spectrum_file`; read it back with `read_spectrum`)
 
 The probe set is the same `probe_samples` training samples (a fixed random subset, seed 0) for every run.
 """
@@ -35,14 +37,13 @@ def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[
 
 
 def measure_spectrum(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dict]:
-    """SLQ estimate of the Hessian spectrum over `batches` (`landscape.hessian`): (summary, arrays)."""
+    """SLQ estimate of the Hessian spectrum over `batches` (`landscape.hessian`): (summary, {"spectrum": the
+    `SpectralDensity`}), written by the runner in the one spectrum format (`landscape.hessian.spectrum_file`)."""
     from landscape.hessian import HessianOperator, slq_density
 
     op = HessianOperator(model, F.cross_entropy, batches, params=select_params(model, cfg.get("params")))
     sd = slq_density(op, min(cfg["iters"], op.dim), cfg["vectors"], seed=cfg["seed"])  # (op, iters, vectors)
-    grid, density = sd.density()
-    arrays = {"slq_nodes": sd.nodes, "slq_weights": sd.weights, "grid": grid, "density": density}
-    return {**sd.summary(cfg["eps"]), "seconds_slq": sd.meta["seconds"]}, arrays
+    return {**sd.summary(cfg["eps"]), "seconds_slq": sd.meta["seconds"]}, {"spectrum": sd}
 
 
 def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dict]:
@@ -94,7 +95,8 @@ def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> l
 
 
 def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> tuple[dict, dict]:
-    """Everything `run.measure` asks for at the checkpoint's epoch: (summary JSON, NPZ arrays)."""
+    """Everything `run.measure` asks for at the checkpoint's epoch: (summary JSON, NPZ arrays; "spectrum" holds
+    the SLQ `SpectralDensity`, written apart by the runner)."""
     model, meta = load_checkpoint(ckpt, map_location=device)
     epoch, m = meta["epoch"], run.measure
     out: dict = {"epoch": epoch, "step": meta.get("step", 0), "seconds": {}}

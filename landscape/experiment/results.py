@@ -215,27 +215,26 @@ class Grid:
         return [r["epoch"] for r in self.spectrum_rows(cell, seed)
                 if isinstance(r.get(part), dict) and "skipped" not in r[part]]
 
-    def _measured(self, cell: str, epoch: int | str, seed: int | None, part: str) -> tuple[dict, dict] | None:
+    def _epoch(self, cell: str, epoch: int | str, seed: int | None, part: str) -> int | None:
         epochs = self.spectrum_epochs(cell, seed, part)
         if not epochs:
             return None
-        epoch = max(epochs) if epoch == "last" else epoch
-        base = self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}"
-        with np.load(base.with_suffix(".npz")) as f:
-            arrays = dict(f)
-        return json.loads(base.with_suffix(".json").read_text())[part], arrays
+        return max(epochs) if epoch == "last" else epoch
 
     def spectrum(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> dict | None:
-        """One SLQ spectrum as a plain dict: its summary keys plus "nodes", "weights", "dim"."""
-        got = self._measured(cell, epoch, seed, "spectrum")
-        if got is None:
-            return None
-        summary, arrays = got
-        return {**summary, "nodes": arrays["slq_nodes"], "weights": arrays["slq_weights"], "dim": summary["n_params"]}
+        """One SLQ spectrum as plain data (`landscape.hessian.spectrum_file.read_spectrum`: the summary keys,
+        "nodes", "weights", "dim", ...); None when the run has none."""
+        from landscape.hessian.spectrum_file import read_spectrum
+
+        epoch = self._epoch(cell, epoch, seed, "spectrum")
+        return None if epoch is None else read_spectrum(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}")
 
     def exact_eigenvalues(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> np.ndarray | None:
-        got = self._measured(cell, epoch, seed, "exact")
-        return None if got is None else got[1]["exact_eigenvalues"]
+        epoch = self._epoch(cell, epoch, seed, "exact")
+        if epoch is None:
+            return None
+        with np.load(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}.npz") as f:
+            return f["exact_eigenvalues"]
 
     def curves(self, cells: Iterable[str], epoch: int | str = "last", seed: int | None = None, label=None) -> dict:
         """label → `spectrum_curves` of each cell's spectrum at `epoch` (for `plot_spectral_density`)."""

@@ -4,7 +4,8 @@ measure them, and write its result; resumable at every level.
     OUT/experiment.json   resolved profile, cells, claims, notes, citations, git commit, argv
     OUT/CELL/seedS/       cell.json (resolved config and its hash: a changed config refuses to resume),
                           config.json, metrics.jsonl, checkpoint.pt (landscape.train), ckpt_epochNNN.pt,
-                          probes.jsonl (step probes), measure/epochNNN.{json,npz}, spectrum.jsonl,
+                          probes.jsonl (step probes), measure/epochNNN.{json,npz}, measure/epochNNN/
+                          (spectrum.json + spectrum.npz, `landscape.hessian.spectrum_file`), spectrum.jsonl,
                           epoch_probes.jsonl, result.json, done.json (written last: the run is finished)
 
 Resuming: a run with done.json is skipped; otherwise training resumes from checkpoint.pt (bit-exact on
@@ -40,6 +41,7 @@ from landscape.experiment.config import Experiment, Run
 from landscape.experiment.keys import measurement_keys, step_keys, train_keys
 from landscape.experiment.measure import measure_epoch, probe_set
 from landscape.experiment.summary import headline_table, summarize
+from landscape.hessian.spectrum_file import write_spectrum
 from landscape.io import read_jsonl, write_json, write_jsonl, write_npz
 from landscape.train import NonFiniteLoss, git_version, resolved_model_config, train
 
@@ -128,6 +130,11 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
         if not jpath.exists():
             status(f"measure epoch {epoch}")
             summary, arrays = measure_epoch(ckpt_path(epoch), run, probe, device)
+            sd = arrays.pop("spectrum", None)
+            if sd is not None:  # the one spectrum format, beside the epoch's summary
+                write_spectrum(jpath.with_suffix(""), sd, eps=m["spectrum"]["eps"],
+                               meta={"epoch": epoch, "step": summary["step"], "cell": run.cell, "seed": run.seed,
+                                     "n_samples": summary["spectrum"]["n_samples"]})
             if arrays:
                 write_npz(jpath.with_suffix(".npz"), **arrays)
             write_json(jpath, summary)
