@@ -214,8 +214,8 @@ def plot_singularity_compare(runs: Mapping[str, Iterable],
             for i, (cx, cy) in enumerate(curves):
                 vals[i, np.searchsorted(xs, cx)] = cy
             with np.errstate(all="ignore"):
-                ax.plot(xs, np.nanmean(vals, axis=0), lw=1.6, marker="o", ms=3, label=with_n(name, len(seeds)),
-                        **style[name])
+                ax.plot(xs, np.nanmean(vals, axis=0), lw=1.6, label=with_n(name, len(seeds)),
+                        **{"marker": "o", "ms": 3, **style[name]})
                 if len(seeds) > 1:
                     ax.fill_between(xs, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0), color=style[name]["color"],
                                     alpha=0.15, lw=0)

@@ -130,7 +130,9 @@ def plot_spectrum_mass(runs: Mapping[str, Sequence[Mapping]], path: PathLike | N
     style = line_styles(runs, styles, colors)
     for name, rows in runs.items():
         for ax, (key, _) in zip(axes, keys):
-            for part, kw in (("spectrum", dict(marker="o", ms=4, lw=1.5, **style[name])),
+            line = {"marker": "o", "ms": 4, "lw": 1.5, **style[name]}
+            line.pop("markevery", None)
+            for part, kw in (("spectrum", line),
                              ("exact", dict(marker="s", ms=7, ls="none", mfc="none", mew=1.5,
                                             color=style[name]["color"]))):
                 pts = sorted((r["epoch"], r[part][key]) for r in rows

@@ -26,6 +26,7 @@ PathLike = str | os.PathLike
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+MARKERS = ("o", "s", "^", "D", "v")
 
 # readable labels of probe metrics and result keys (docs/methods.md §A.2, §B.3, §C.4)
 LABELS = {
@@ -77,12 +78,18 @@ def label_of(key: str) -> str:
 
 
 def family_styles(members: Mapping[str, tuple[str, str]]) -> dict[str, dict]:
-    """label → {"color", "ls"} from label → (family, variant): one colour per family and one line style per
-    variant, each in order of first appearance (the same variant looks the same in every family)."""
+    """label → {"color", "ls"[, "marker", ...]} from label → (family, variant): one colour per family and one
+    line style per variant, each in order of first appearance (the same variant looks the same in every
+    family); variants after the first also get hollow markers."""
     families = list(dict.fromkeys(f for f, _ in members.values()))
     variants = list(dict.fromkeys(v for _, v in members.values()))
-    return {lab: {"color": OKABE_ITO[families.index(f) % len(OKABE_ITO)],
-                  "ls": LINE_STYLES[variants.index(v) % len(LINE_STYLES)]} for lab, (f, v) in members.items()}
+    out = {}
+    for lab, (f, v) in members.items():
+        i = variants.index(v)
+        out[lab] = {"color": OKABE_ITO[families.index(f) % len(OKABE_ITO)], "ls": LINE_STYLES[i % len(LINE_STYLES)]}
+        if i:  # hollow markers too, so a variant stays visible where it lies on top of its family's first line
+            out[lab].update(marker=MARKERS[(i - 1) % len(MARKERS)], markevery=0.1, ms=5, mfc="none")
+    return out
 
 
 def line_styles(labels: Iterable[str], styles: Mapping[str, Mapping] | None = None,

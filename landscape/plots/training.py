@@ -86,8 +86,9 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
             st = np.array([mean_sd(points[x]) for x in sorted(points)]).reshape(-1, 3)
             ok = np.isfinite(st[:, 0])
             n = int(st[:, 2].max()) if st.size else 0
-            ax.errorbar(xs[ok], st[ok, 0], yerr=st[ok, 1], marker="o", ms=4, lw=1.5, capsize=3,
-                        label=with_n(label, n), **style[label])
+            kw = {"marker": "o", "ms": 4, **style[label]}
+            kw.pop("markevery", None)
+            ax.errorbar(xs[ok], st[ok, 0], yerr=st[ok, 1], lw=1.5, capsize=3, label=with_n(label, n), **kw)
             if (~ok).any():
                 ax.plot(xs[~ok], np.ones((~ok).sum()), ls="none", marker="x", ms=8, mew=2,
                         color=style[label]["color"], transform=ax.get_xaxis_transform(), clip_on=False,
