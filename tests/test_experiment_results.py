@@ -141,3 +141,17 @@ def test_spectrum_curves_integrate_to_the_spectral_masses():
     assert c["negative_ratio"] == pytest.approx((w * (nodes < -1e-3 * nodes.max())).sum(axis=1).mean())
     assert c["degenerate_ratio"] == pytest.approx((w * (np.abs(nodes) < 1e-3 * nodes.max())).sum(axis=1).mean())
     assert c["eps"] == 1e-3
+
+
+def test_published_numbers_sit_beside_the_grid_and_are_validated():
+    pub = {"a": 0.9061, "b": 0.8982, "source": "the paper's table", "setup": "ViT-S on CIFAR-10"}
+    raw = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], "published": pub}}}
+    claim = config.resolve(raw, "quick").claims[0]
+    assert claim["published"] == pub
+    got = summary.evaluate_claim(fake_summary([0.8, 0.85, 0.83], [0.75, 0.78, 0.80]), claim)
+    table = summary.papers_table([got])
+    assert "| 0.906 vs 0.898 (0.0079) |" in table and "the paper's table; ViT-S on CIFAR-10" in table
+    assert summary.papers_table([{**got, "published": None}]) == ""
+    bad = {**raw, "claims": {"faster": {**raw["claims"]["faster"], "published": {"a": 1.0, "b": 0.5}}}}
+    with pytest.raises(LandscapeError, match="published: missing required key 'source'"):
+        config.resolve(bad, "quick")

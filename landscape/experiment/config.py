@@ -35,7 +35,9 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
                                "init.KEY" for init), cells = [A, B] (paired by seed: the difference A − B),
                                direction ("greater": the claim expects A > B; "less": A < B), secondary
                                (result keys reported beside it), profiles (default: every profile whose
-                               cells include A and B; a listed profile without them is an error)
+                               cells include A and B; a listed profile without them is an error),
+                               published = {a, b, source, setup}: the paper's values of the metric for
+                               the two arms, where they come from, and how the paper's setup differs
 
 Models are not built here (`build_models` builds each cell's once, without data, to validate it).
 """
@@ -284,7 +286,8 @@ def resolve(raw: dict, profile: str, where: str = "config") -> Experiment:
 
 
 _CLAIM = {"text": str, "metric": str, "cells": _STR_LIST, "direction": str, "secondary": _STR_LIST,
-          "profiles": _STR_LIST}
+          "profiles": _STR_LIST, "published": dict}
+_PUBLISHED = {"a": float, "b": float, "source": str, "setup": str}
 
 
 def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> list[dict]:
@@ -306,6 +309,8 @@ def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> l
             problem = check_key(key)
             if problem:
                 raise LandscapeError(f"{w}: {problem}")
+        if "published" in claim:
+            _check(claim["published"], _PUBLISHED, f"{w}.published", required=("a", "b", "source", "setup"))
         listed = claim.get("profiles")
         missing = [c for c in claim["cells"] if c not in cells]
         if listed is not None and profile not in listed:
@@ -315,7 +320,8 @@ def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> l
                 continue  # a claim about cells of another profile
             raise LandscapeError(f"{w}: profile {profile!r} has no cell(s) {missing}; cells: {', '.join(sorted(cells))}")
         out.append({"name": name, "text": claim["text"], "metric": claim["metric"], "cells": list(claim["cells"]),
-                    "direction": claim["direction"], "secondary": list(claim.get("secondary", []))})
+                    "direction": claim["direction"], "secondary": list(claim.get("secondary", [])),
+                    **({"published": dict(claim["published"])} if "published" in claim else {})})
     return out
 
 

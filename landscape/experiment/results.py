@@ -27,7 +27,7 @@ import numpy as np
 from landscape.experiment.config import load_experiment, resolve
 from landscape.experiment.keys import transition_point
 from landscape.experiment.runner import run_experiment
-from landscape.experiment.summary import claims_table, compare, fmt, headline_table
+from landscape.experiment.summary import claims_table, compare, fmt, headline_table, papers_table
 from landscape.io import read_jsonl
 from landscape.train import load_toml
 
@@ -181,6 +181,10 @@ class Grid:
 
     def claims_table(self) -> str:
         return claims_table(self.claims) if self.claims else "(no claims declared for this profile)"
+
+    def papers_table(self) -> str:
+        """The papers' published numbers beside this grid's (claims that declare them), setup differences stated."""
+        return papers_table(self.claims) or "(no published numbers declared for this profile's claims)"
 
     # ---- run files ----
     def _jsonl(self, cell: str, seed: int | None, name: str) -> list[dict]:

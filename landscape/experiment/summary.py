@@ -12,6 +12,8 @@ verdict.
                     "git", "cells": [{"cell", "base", "label", "note", "setting", "seeds", "status",
                     "final": {KEY: {"mean", "std", "n", "low", "high", "values"}}, "init": {...}}],
                     "claims": [see `evaluate_claim`]}
+
+`papers_table` puts each claim's published values (declared in the TOML) beside this grid's.
 """
 
 from __future__ import annotations
@@ -91,7 +93,24 @@ def evaluate_claim(summary: Mapping, claim: Mapping) -> dict:
     interval = (primary["low"], primary["high"]) if primary["low"] is not None else (math.nan, math.nan)
     return {**{k: claim[k] for k in ("name", "text", "metric", "cells", "direction")},
             "verdict": stats.verdict(interval, claim["direction"]), "primary": primary,
-            "secondary": [compare(summary, key, a, b) for key in claim.get("secondary", [])]}
+            "secondary": [compare(summary, key, a, b) for key in claim.get("secondary", [])],
+            **({"published": claim["published"]} if "published" in claim else {})}
+
+
+def papers_table(claims: Sequence[Mapping]) -> str:
+    """Markdown: the paper's published values beside this grid's for every claim that declares them, with
+    where they come from and how the setups differ."""
+    lines = ["| claim | metric | paper: A vs B (Δ) | this grid: A vs B, Δ [95% CI] (n) | verdict | source; setup |",
+             "|---|---|---|---|---|---|"]
+    for c in claims:
+        pub = c.get("published")
+        if not pub:
+            continue
+        p = c["primary"]
+        lines.append(f"| {c['text']} | {p['key']} | {fmt(pub['a'])} vs {fmt(pub['b'])} ({fmt(pub['a'] - pub['b'])}) | "
+                     f"{fmt(p['mean_a'])} vs {fmt(p['mean_b'])}, {_interval(p)} ({p['n']}) | {c['verdict']} | "
+                     f"{pub['source']}; {pub['setup']} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def fmt(value, digits: int = 3) -> str:
