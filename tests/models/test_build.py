@@ -22,6 +22,8 @@ TINY = {
         "patch": 4,
         "connect": ["ortho_feature", ["identity", "scaled:2"]],
     },
+    "resnet1d": {"n_blocks": 1, "width": 2, "connect": "ortho_global"},
+    "procresnet1d": {"n_blocks": 1, "width": 2, "block": "bottleneck"},
 }
 
 
