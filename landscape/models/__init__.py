@@ -30,6 +30,7 @@ from landscape.models.procresnet import ProcResNet, ZaeemzadehResNet
 from landscape.models.resnet import ResNetV2
 from landscape.models.resnet1d import ProcResNet1D, ResNet1D
 from landscape.models.vit import ViT
+from landscape.models.vit1d import ViT1D
 
 _REGISTRY: dict[str, type[nn.Module]] = {
     "fc": FCNet,
@@ -39,10 +40,11 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "vit": ViT,
     "resnet1d": ResNet1D,
     "procresnet1d": ProcResNet1D,
+    "vit1d": ViT1D,
 }
 
-__all__ = ["Connect", "FCNet", "ProcResNet", "ProcResNet1D", "ResNet1D", "ResNetV2", "ViT", "ZaeemzadehResNet",
-           "available", "build"]
+__all__ = ["Connect", "FCNet", "ProcResNet", "ProcResNet1D", "ResNet1D", "ResNetV2", "ViT", "ViT1D",
+           "ZaeemzadehResNet", "available", "build"]
 
 
 def available() -> list[str]:
