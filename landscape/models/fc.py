@@ -1,4 +1,4 @@
-"""Fully connected nets of docs/methods.md §A.1 (Orhan & Pitkow 2018, a reconstruction) and §B.4.
+"""Fully connected nets of docs/methods.md §A.1 (Orhan & Pitkow 2018, a reconstruction) and §B.5.
 
 Streams s_0 = input, s_{j+1} = block_j(s_j), j = 0..depth−1, then a linear classifier.
 `block="postact"` (default): block j computes the branch activation ("units")

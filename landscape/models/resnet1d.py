@@ -1,4 +1,4 @@
-"""1-D conv ResNetV2 and ProcResNet-1D on signals such as MNIST-1D (docs/methods.md §C.2, §C.5).
+"""1-D conv ResNetV2 and ProcResNet-1D on signals such as MNIST-1D (docs/methods.md §C.2, §C.6).
 
 CPU-sized stand-ins for Zaeemzadeh et al.'s ResNet-164 / ProcResNet-166 that keep what their claims
 are about: identity-shortcut residual blocks, and dimension-changing transitions (channels ×2, length

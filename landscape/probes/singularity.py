@@ -1,4 +1,4 @@
-"""Singularities of a layer's units over a probe set (docs/methods.md §A.3: elimination, overlap, linear dependence).
+"""Singularities of a layer's units over a probe set (docs/methods.md §A.2: elimination, overlap, linear dependence).
 
 Units are the branch activations z_l (ReLU outputs; one column of Z_l [N, n] per unit, N probe
 vectors: samples, or samples × tokens / pixels with units on the last / channel dim). Statistics:
