@@ -8,6 +8,8 @@
     build("resnet1d", n_blocks=2); build("procresnet1d", n_blocks=2)         # MNIST-1D stand-ins, C
     build("vit1d", patch=5, connect="ortho_feature")                        # MNIST-1D stand-in, B / D
 
+`block_roles(model)` names each block "input", "transition", "plain" or "residual" (models/roles.py).
+
 `build` records `model.build_spec = {"name": ..., "config": {...}}`: every constructor
 keyword (defaults filled in) plus `seed`, plain JSON, so `build(**model.build_spec)` rebuilds
 the same architecture and weights. Construction runs under `torch.random.fork_rng` seeded
@@ -29,6 +31,7 @@ from landscape.models.fc import FCNet
 from landscape.models.procresnet import ProcResNet, ZaeemzadehResNet
 from landscape.models.resnet import ResNetV2
 from landscape.models.resnet1d import ProcResNet1D, ResNet1D
+from landscape.models.roles import block_roles
 from landscape.models.vit import ViT
 from landscape.models.vit1d import ViT1D
 
@@ -44,7 +47,7 @@ _REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["Connect", "FCNet", "ProcResNet", "ProcResNet1D", "ResNet1D", "ResNetV2", "ViT", "ViT1D",
-           "ZaeemzadehResNet", "available", "build"]
+           "ZaeemzadehResNet", "available", "block_roles", "build"]
 
 
 def available() -> list[str]:
