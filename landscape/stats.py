@@ -13,6 +13,7 @@ are dropped and the count that remains is reported as n.
     verdict(ci, direction)     "agrees" when the whole interval lies on the predicted side of the null
                                value (strictly), "disagrees" when it lies wholly on the other side,
                                otherwise (or with no interval) "inconclusive"
+    compare(a, b, direction)   paired(a, b) plus its verdict, as one JSON-able dict (a claim's row)
     spearman(x, y)             rank correlation with a Fisher-z interval, SE = √(1.06/(n−3))
                                (Fieller, Hartley & Pearson 1957), and its t-approximation p-value
 
@@ -190,6 +191,15 @@ def verdict(interval: Interval | Sequence[float], direction, null: float = 0.0) 
     if above or below:
         return "agrees" if (above if sign > 0 else below) else "disagrees"
     return "inconclusive"
+
+
+def compare(a, b, direction, null: float = 0.0, level: float = 0.95, method: str = "t", **kw) -> dict:
+    """A paired claim "a − b is `direction` `null`": {"mean", "sd", "n", "low", "high", "level", "method",
+    "t", "p", "direction", "null", "verdict"} with the verdict taken from the interval."""
+    res = paired(a, b, level, method, **kw)
+    return {"mean": res.mean, "sd": res.sd, "n": res.n, "low": res.ci.low, "high": res.ci.high, "level": level,
+            "method": method, "t": res.t, "p": res.p, "direction": "greater" if _sign(direction) > 0 else "less",
+            "null": null, "verdict": verdict(res.ci, direction, null)}
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:

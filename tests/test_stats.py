@@ -135,3 +135,14 @@ def test_summarize_reports_sample_sd_and_t_interval():
     s = stats.summarize(iter([1.0, 2.0, 3.0]))
     assert s["sd"] == pytest.approx(1.0) and s["n"] == 3
     assert (s["low"], s["high"]) == pytest.approx(ss.t.interval(0.95, 2, loc=2.0, scale=1 / math.sqrt(3)))
+
+
+def test_compare_is_paired_plus_verdict():
+    a, b = [0.80, 0.82, 0.79, 0.85, 0.81], [0.70, 0.74, 0.71, 0.72, 0.69]
+    got = stats.compare(a, b, ">")
+    ref = ss.ttest_rel(a, b)
+    assert got["verdict"] == "agrees" and got["n"] == 5 and got["direction"] == "greater"
+    assert got["p"] == pytest.approx(ref.pvalue) and got["low"] > 0
+    assert stats.compare(a, b, "<")["verdict"] == "disagrees"
+    assert stats.compare(a, b, ">", null=0.5)["verdict"] == "disagrees"
+    assert stats.compare(a, b, ">", method="bootstrap")["method"] == "bootstrap"
