@@ -1,4 +1,6 @@
-"""A tiny transformer over patches of a 1-D signal (MNIST-1D), for Oh et al. and Liu et al. (docs/methods.md §B.5, §D.4).
+"""A tiny transformer over patches of a 1-D signal (MNIST-1D), for Oh et al. and Liu et al.
+
+docs/methods.md §B.5, §D.4.
 
 The block is the ViT block of `landscape.models.vit` (Oh et al.'s `OrthoBlock` ordering); only the
 tokenizer differs:

@@ -1,4 +1,5 @@
-"""Pre-LN ViT (SPEC B.2): structure, every connection mode, float64 gradcheck, and landscape's Hessian products\non it against finite differences."""
+"""Pre-LN ViT (SPEC B.2): structure, every connection mode, float64 gradcheck, and landscape's Hessian
+products on it against finite differences."""
 
 from __future__ import annotations
 
@@ -92,9 +93,10 @@ def test_connect_per_block_and_sub_block():
 def test_landscape_hessian_products_match_finite_differences():
     """The docstring's promise: with the explicit attention, landscape's forward-over-reverse Hessian operator
     runs on the ViT and its products are right; with sdpa (no forward-mode AD and no double backward on
-    CPU) it refuses with a one-line error instead of returning wrong numbers. Reference: central differences of autograd gradients in float64, independent of both
-    HVP code paths. The tiny net is sharply curved (|Hv| ~ 3e4), so h = 1e-7: truncation O(h^2) ~ 1e-3
-    absolute, 4e-8 relative, far below a wrong product."""
+    CPU) it refuses with a one-line error instead of returning wrong numbers. Reference: central
+    differences of autograd gradients in float64, independent of both HVP code paths. The tiny net is
+    sharply curved (|Hv| ~ 3e4), so h = 1e-7: truncation O(h^2) ~ 1e-3 absolute, 4e-8 relative, far
+    below a wrong product."""
     from landscape.hessian import HessianOperator
 
     torch.manual_seed(0)
