@@ -45,18 +45,19 @@ def plan(op: CurvatureOperator, check_deterministic: bool, seed: int) -> None:
     op._merge_samples, op._math_attention, op._asymmetry)."""
     trials, v, first = collective(op, lambda: try_backends(op, seed))
     op._backend_name = agree_backend(op, trials)
+    v2 = [t[:2] for t in v]  # the two trial vectors, per parameter
 
     def check() -> int | None:
         if op._backend_name not in trials:  # another rank's timing chose a backend skipped here
             impl = op._backends[op._backend_name](op)
             try:
-                trials[op._backend_name] = (impl, *trial(op, impl, first[0], v[:2], timed=False))
+                trials[op._backend_name] = (impl, *trial(op, impl, first[0], v2, timed=False))
             except _FAILURES as e:
                 raise LandscapeError(f"backend {op._backend_name!r} cannot differentiate this model: "
                                      f"{first_line(e)}") from e
         op._impl, p1, _ = trials[op._backend_name]
         _checks.check_finite(p1, "the curvature products")
-        V, HV = op.layout.join(v[:2]), p1
+        V, HV = op.layout.join(v2), p1
         if check_deterministic:
             with torch.enable_grad(), op.kernel():
                 p2 = op.layout.join(op._impl.apply(op._impl.prepare(first[0]), v))
