@@ -205,9 +205,11 @@ def _write(args, out: Path, sd, top, op, meta: dict) -> None:
                                        "top_converged", "seconds")})
     print(dumps(line))
     stderr, lmax = s.get("lambda_max_stderr"), s.get("lambda_max")
-    if isinstance(stderr, (int, float)) and isinstance(lmax, (int, float)) and stderr > NOISY * abs(lmax) > 0:
+    known = isinstance(stderr, (int, float)) and isinstance(lmax, (int, float)) and lmax != 0
+    noisy = s.get("lambda_max_noisy")  # the solver's own verdict, when it gives one
+    if known and (bool(noisy) if isinstance(noisy, bool) else stderr > NOISY * abs(lmax)):
         n = meta["n_samples"]
-        need = math.ceil(n * (stderr / (NOISY * abs(lmax))) ** 2)
+        need = max(n + 1, math.ceil(n * (stderr / (NOISY * abs(lmax))) ** 2))
         print(f"note: estimate rests on too few samples: use --n-samples {need} or more (λmax = {lmax:.4g} "
               f"± {stderr:.2g}, data stderr {100 * stderr / abs(lmax):.0f}% of λmax on {n} samples)",
               file=sys.stderr)

@@ -42,6 +42,7 @@ from landscape.hessian import _checks, _data, _memory, _plan
 from landscape.hessian._backends import DoubleBackwardHessian, FuncHessian
 from landscape.hessian._checks import check_fixed
 from landscape.hessian._flat import FlatLayout, select_params, snapshot
+from landscape.modes import preserved_modes
 
 __all__ = ["BACKENDS", "CurvatureOperator", "HessianOperator", "check_fixed"]
 
@@ -201,14 +202,10 @@ class CurvatureOperator:
     @contextmanager
     def _modes_as_built(self) -> Iterator[None]:
         """Run with every module's train/eval flag as it was at construction; restore the caller's after."""
-        saved = [(m, m.training) for m, _ in self._modes]
-        for m, flag in self._modes:
-            m.training = flag
-        try:
-            yield
-        finally:
-            for m, flag in saved:
+        with preserved_modes(self.model):
+            for m, flag in self._modes:
                 m.training = flag
+            yield
 
     def kernel(self) -> AbstractContextManager:
         """The attention-kernel context every product runs in (math SDPA when fused attention failed)."""
