@@ -112,7 +112,7 @@ def test_cli_under_two_ranks_writes_the_single_process_spectrum(tmp_path, monkey
     model = build("fc", kind="plain", depth=1, width=6)
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(ckpt, model, meta={"model": model.build_spec, "data": data.spec, "epoch": 0})
-    flags = ["--n-samples", "101", "--batch-size", "30", "--iters", "12", "--probes", "2", "--top-k", "0",
+    flags = ["--n-samples", "101", "--batch-size", "30", "--iters", "12", "--vectors", "2", "--top-k", "0",
              "--device", "cpu", "--no-progress"]
     ranks = _launch(["-m", "landscape.hessian", str(ckpt), *flags, "--out", str(tmp_path / "two")])
     assert ranks[0].stdout.strip() and not ranks[1].stdout.strip()
