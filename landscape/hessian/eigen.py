@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.hessian._linalg import gram
+from landscape.hessian._linalg import row_norms as _norms
 from landscape.hessian.protocol import LinearOperator, check_operator
 
 WHICH = ("LA", "SA", "LM")
-_CHUNK = 1024
 
 
 @dataclass
@@ -73,34 +74,6 @@ class Eigenpairs:
 def _order(theta: np.ndarray, which: str) -> np.ndarray:
     key = {"LA": -theta, "SA": theta, "LM": -np.abs(theta)}[which]
     return np.argsort(key, kind="stable")
-
-
-def gram(A: Tensor, B: Tensor) -> Tensor:
-    """A Bᵀ for row blocks A [a, dim], B [b, dim] as float64 on the CPU. In low precision the sum over
-    dim is split into float32 pieces of 1024 terms (one batched matmul) added in float64: a plain
-    float32 matmul of two unit vectors of 10⁷ entries is off by ~1e-3, this by ~1e-9."""
-    if A.dtype == torch.float64 or A.shape[1] <= _CHUNK:
-        return (A @ B.T).double().cpu()
-    A, B = A.contiguous(), B.contiguous()
-    n = A.shape[1] // _CHUNK * _CHUNK
-    Av = A[:, :n].view(A.shape[0], -1, _CHUNK).transpose(0, 1)
-    Bv = B[:, :n].view(B.shape[0], -1, _CHUNK).transpose(0, 1)
-    out = torch.bmm(Av, Bv.transpose(1, 2)).double().sum(0)
-    if n < A.shape[1]:
-        out += (A[:, n:] @ B[:, n:].T).double()
-    return out.cpu()
-
-
-def _norms(X: Tensor) -> Tensor:
-    """Row norms (float64): float32 pieces of 1024 terms summed in float64 (no float64 copy of X)."""
-    if X.dtype == torch.float64 or X.shape[1] <= _CHUNK:
-        return torch.linalg.vector_norm(X, dim=1, dtype=torch.float64)
-    X = X.contiguous()
-    n = X.shape[1] // _CHUNK * _CHUNK
-    sq = torch.linalg.vector_norm(X[:, :n].view(X.shape[0], -1, _CHUNK), dim=2).double().square().sum(1)
-    if n < X.shape[1]:
-        sq += torch.linalg.vector_norm(X[:, n:], dim=1).double().square()
-    return sq.sqrt()
 
 
 def _chol_qr(X: Tensor) -> tuple[Tensor, np.ndarray]:
@@ -234,7 +207,7 @@ def top_eigenpairs(
     mm = _Counted(op)
     Q0, AQ0 = _start(init, init_product, b, dim, dtype, device, gen, mm)
     trusted = init_product is None
-    cap = max(m_max, Q0.shape[0] + b)
+    cap = max(m_max, Q0.shape[0] + b, k + b)
     Q = torch.empty(cap, dim, dtype=dtype, device=device)
     AQ = torch.empty_like(Q)
     m = Q0.shape[0]
@@ -253,7 +226,7 @@ def top_eigenpairs(
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
         full = m >= dim
-        if done[:k].all() or full or mm.calls >= max_matmats:
+        if (p == k and done.all()) or full or mm.calls >= max_matmats:
             U = Yp @ Q[:m]
             if trusted or mm.calls >= max_matmats:
                 break
@@ -277,7 +250,10 @@ def top_eigenpairs(
             Q[:keep], AQ[:keep] = Yk @ Q[:m], Yk @ AQ[:m]
             m = keep
             H = np.diag(theta[order[:keep]])
-        X = orthonormalize(R[torch.from_numpy(pick).to(device)], Q[:m], gen)
+        rows = R[torch.from_numpy(pick).to(device)]
+        if m < k:  # a warm start with fewer than k directions: add random ones
+            rows = torch.cat([rows, _randn(k - m, dim, gen, dtype, device)])
+        X = orthonormalize(rows, Q[:m], gen)
         AX = mm(X)
         n = X.shape[0]
         Q[m : m + n], AQ[m : m + n] = X, AX
@@ -292,7 +268,7 @@ def top_eigenpairs(
         eigenvalues=th[:k].copy(),
         eigenvectors=U[:k].T,
         residuals=res[:k].copy(),
-        converged=bool(done[:k].all()),
+        converged=bool(len(done) == k and done.all()),
         n_products=mm.products,
         matmats=mm.calls,
         tol=tol,
