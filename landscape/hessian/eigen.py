@@ -18,8 +18,9 @@ orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is 
 
 Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
-`init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product, and the
-final pairs are then checked with one real product (docs/methods.md §E.1).
+`init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product: one
+Rayleigh-Ritz step on them, then the best k Ritz vectors get real products, which both verify them
+and restart the iteration from them if they are not yet converged (docs/methods.md §E.1).
 """
 
 from __future__ import annotations
@@ -226,20 +227,21 @@ def top_eigenpairs(
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
         full = m >= dim
-        if (p == k and done.all()) or full or mm.calls >= max_matmats:
+        if not trusted or (p == k and done.all()) or full or mm.calls >= max_matmats:
             U = Yp @ Q[:m]
             if trusted or mm.calls >= max_matmats:
                 break
-            # products so far came from init_product: check the answer with one real product
+            # the products came from init_product: the best k Ritz vectors get real ones, and the
+            # iteration continues from them (or stops if they are converged)
             trusted = True
             AU = mm(U)
             th = torch.sum(U * AU, dim=1, dtype=torch.float64).cpu().numpy()
             R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
             res = _norms(R).cpu().numpy()
             done = res <= limit
-            if done.all() or mm.calls >= max_matmats:
+            if (p == k and done.all()) or mm.calls >= max_matmats:
                 break
-            m = k
+            m = p
             Q[:m], AQ[:m] = U, AU
             H = gram(Q[:m], AQ[:m]).numpy()
             continue

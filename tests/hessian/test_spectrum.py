@@ -78,7 +78,24 @@ def test_statistics_on_a_known_spectrum():
     assert abs(sd.trace - eigs.sum()) < 3 * sd.trace_stderr
     s = sd.summary()
     assert s["n_params"] == 400 and s["vectors"] == 16 and s["iters"] == 60
-    json.dumps(sd.to_dict())
+
+
+def test_to_dict_density_matches_the_exact_spectrum_after_a_json_round_trip():
+    """The written density's CDF follows the exact eigenvalues' CDF (an independent reference), and the
+    written statistics agree with the exact ones within their stated error bars."""
+    eigs = _known()
+    sd = slq_density(Dense(eigs), iters=60, vectors=16, seed=0)
+    grid = np.linspace(-1, 51, 52001)
+    d = json.loads(json.dumps(sd.to_dict(grid=grid, sigma=0.01)))
+    g, dens = np.asarray(d["grid"]), np.asarray(d["density"])
+    cdf = np.concatenate([[0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(g))])
+    exact = np.searchsorted(np.sort(eigs), g, side="right") / eigs.size
+    far = np.abs(g[:, None] - eigs[None, :]).min(1) > 0.05  # away from the broadened steps
+    assert np.abs(cdf - exact)[far].max() < 0.05
+    assert d["vectors"] == 16 and d["n_params"] == 400
+    assert abs(d["trace"] - eigs.sum()) < 3 * d["trace_stderr"]
+    assert abs(d["degenerate_ratio"] - 0.75) < 3 * d["degenerate_ratio_stderr"] + 1e-3
+    assert abs(d["negative_ratio"] - 0.10) < 3 * d["negative_ratio_stderr"] + 1e-3
 
 
 def test_density_integrates_to_one_and_peaks_at_eigenvalues():
