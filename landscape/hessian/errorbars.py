@@ -4,8 +4,12 @@ The operator averages per-batch matrices, H = Σ_b w_b H_b with w_b = n_b / N. T
 perturbation δH moves a simple eigenvalue by vᵀ δH v (v its unit eigenvector), so λmax inherits the
 spread of the per-batch Rayleigh quotients ρ_b = vᵀ H_b v around their weighted mean λ = Σ w_b ρ_b:
 
-    s² = Σ_b w_b (ρ_b − λ)² / (1 − Σ_b w_b²)      (weighted variance with reliability weights)
-    stderr(λ) = s · √(Σ_b w_b²)                     (= sd/√B for B equal batches)
+    stderr(λ)² = Σ_b w_b (ρ_b − λ)² / (B − 1)
+
+A batch's quotient is a mean over its n_b samples, so its variance is σ²/n_b (σ² the per-sample
+variance); Σ_b n_b (ρ_b − λ)² / (B − 1) estimates σ², and the weighted mean's variance is σ²/N. For B
+equal batches this is sd/√B. (Treating the ρ_b as equally noisy would overstate the error by ~30%
+for mixed batch sizes: tests/hessian/test_errorbars.py measures it.)
 
 This is the data (sampling) noise, separate from the vector noise of SLQ (spread over random vectors)
 and from the solver's residual ‖Hv − λv‖. It needs the operator's batches: an operator with
@@ -25,17 +29,16 @@ from torch import Tensor
 from landscape.hessian.protocol import LinearOperator
 
 
-def weighted_stderr(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-    """(weighted mean, its standard error) of `values` [B] with positive `weights` [B] (nan if B < 2)."""
+def weighted_stderr(values: np.ndarray, sizes: np.ndarray) -> tuple[float, float]:
+    """(size-weighted mean, its standard error) of per-batch means `values` [B] over batches of `sizes`
+    samples [B] (nan if B < 2)."""
     values = np.asarray(values, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
+    w = np.asarray(sizes, dtype=np.float64)
     w = w / w.sum()
     mean = float(w @ values)
-    sw2 = float(w @ w)
-    if len(values) < 2 or sw2 >= 1:
+    if len(values) < 2:
         return mean, float("nan")
-    var = float(w @ (values - mean) ** 2) / (1 - sw2)
-    return mean, math.sqrt(var * sw2)
+    return mean, math.sqrt(float(w @ (values - mean) ** 2) / (len(values) - 1))
 
 
 def batch_rayleigh(op: LinearOperator, V: Tensor, min_batches: int = 8) -> tuple[np.ndarray, np.ndarray] | None:
