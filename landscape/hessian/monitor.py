@@ -291,13 +291,15 @@ class CurvatureMonitor:
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
         seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
+        on_records: called with each measurement's new records (e.g. a run's probes.jsonl writer).
     `records` holds every record so far; `history` one dict per measurement (seconds, products, converged).
     """
 
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
                  max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
-                 eps: float = 1e-3, warm: bool = True, seed: int = 0):
+                 eps: float = 1e-3, warm: bool = True, seed: int = 0,
+                 on_records: Callable[[list[dict]], None] | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in CURVATURE_METRICS]
         if unknown or not metrics:
@@ -318,6 +320,7 @@ class CurvatureMonitor:
         self._gen = torch.Generator().manual_seed(seed)
         self._vectors: Tensor | None = None
         self._pvectors: Tensor | None = None
+        self.on_records = on_records
         self.records: list[dict] = []
         self.history: list[dict] = []
 
@@ -349,6 +352,8 @@ class CurvatureMonitor:
                     b.copy_(saved)
         new = [{"step": step, "block": BLOCK, "metric": m, "value": float(v), **extra} for m, v, extra in values]
         self.records += new
+        if self.on_records is not None:
+            self.on_records(new)
         self.history.append({"step": step, "seconds": time.perf_counter() - t0, **info})
         return new
 
