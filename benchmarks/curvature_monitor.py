@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.hessian.monitor import CurvatureMonitor, GradientGraphOperator, warm_eigenpairs
+from landscape.hessian.monitor import CurvatureMonitor, GradientGraphOperator
+from landscape.hessian.warm import warm_eigenpairs
 from landscape.models import build
 from landscape.modes import preserved_modes
 

@@ -30,10 +30,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +39,7 @@ from landscape.errors import LandscapeError
 from landscape.hessian import _data
 from landscape.hessian.spectrum import slq_density
 from landscape.hessian.trace import hutchpp_trace
+from landscape.hessian.warm import warm_eigenpairs
 from landscape.modes import preserved_modes
 
 CURVATURE_METRICS = ("lambda_max", "top_eigenvalues", "trace", "negative_ratio", "grad_top_fraction",
@@ -129,97 +128,6 @@ class ScaledOperator:
         return out + (self.shift * self.d * self.d) * V if self.shift else out
 
 
-@dataclass
-class TrackedPairs:
-    """Top eigenpairs from `warm_eigenpairs`: eigenvalues [k] (descending), eigenvectors [dim, k],
-    residual norms ‖A u − θ u‖ [k], convergence flag, vectors applied."""
-
-    eigenvalues: np.ndarray
-    eigenvectors: Tensor
-    residuals: np.ndarray
-    converged: bool
-    n_products: int
-
-
-def _gram(A: Tensor, B: Tensor) -> Tensor:
-    """Aᵀ B accumulated in float64, a slab of rows at a time (no full float64 copy of a tall A)."""
-    rows = max(1, 2**22 // max(1, A.shape[1] + B.shape[1]))
-    out = torch.zeros(A.shape[1], B.shape[1], dtype=torch.float64, device=A.device)
-    for a, b in zip(A.split(rows), B.split(rows)):
-        out += a.double().T @ b.double()
-    return out
-
-
-def _orth(X: Tensor, Q: Tensor | None) -> Tensor:
-    """Orthonormal columns spanning X minus its component in span(Q): block classical Gram-Schmidt
-    twice with float64 inner products, then a float64 QR; columns that vanish (already in the span)
-    are dropped. Returned in X's dtype."""
-    dtype = X.dtype
-    X = X.double()
-    norms = torch.linalg.vector_norm(X, dim=0)
-    for _ in range(2):
-        if Q is not None and Q.shape[1]:
-            X = X - _slab_mul(Q, _gram(Q, X))
-        X, R = torch.linalg.qr(X)
-        keep = R.diagonal().abs() > 1e-6 * norms.clamp_min(1e-300)
-        X, norms = X[:, keep], torch.ones(int(keep.sum()), dtype=X.dtype, device=X.device)
-    return X.to(dtype)
-
-
-def _slab_mul(Q: Tensor, C: Tensor) -> Tensor:
-    """Q @ C in float64 a slab of rows at a time."""
-    rows = max(1, 2**22 // max(1, Q.shape[1]))
-    return torch.cat([q.double() @ C for q in Q.split(rows)])
-
-
-def warm_eigenpairs(op: Any, k: int, init: Tensor | None = None, *, tol: float = 1e-3, max_matmats: int = 40,
-                    block_size: int | None = None, max_basis: int | None = None,
-                    generator: torch.Generator | None = None) -> TrackedPairs:
-    """The k algebraically largest eigenpairs of a symmetric operator, started from `init` [dim, ≤b].
-
-    Block Krylov with Rayleigh-Ritz on the kept basis Q and A·Q: each data pass adds the residuals
-    of the unconverged wanted Ritz pairs (the block Lanczos / Davidson direction); a full basis
-    restarts from the best k + b Ritz vectors. Stops when every wanted ‖A u − θ u‖ ≤ tol·max|θ|
-    (|θ − λ| is at most that residual). Missing start columns are random, drawn from `generator`.
-    """
-    dim, dtype, device = int(op.dim), op.dtype, op.device
-    if not 1 <= k <= dim:
-        raise LandscapeError(f"k must be in 1..{dim}, got {k}")
-    b = min(dim, block_size or k)
-    m_max = min(dim, max_basis or max(k + 3 * b, 10 * b))
-    cols = [] if init is None else [init.to(device, dtype)[:, :b]]
-    missing = b - (cols[0].shape[1] if cols else 0)
-    if missing > 0:
-        gen = generator or torch.Generator().manual_seed(0)
-        cols.append(torch.randn(dim, missing, generator=gen, dtype=torch.float64).to(device, dtype))
-    Q = _orth(torch.cat(cols, 1), None)
-    AQ = op.matmat(Q)
-    products, matmats = Q.shape[1], 1
-    while True:
-        H = _gram(Q, AQ).cpu()
-        theta, Y = np.linalg.eigh(((H + H.T) / 2).numpy())
-        order = np.argsort(-theta, kind="stable")[: min(Q.shape[1], k + b)]
-        theta = theta[order]
-        Yr = torch.from_numpy(np.ascontiguousarray(Y[:, order])).to(device, dtype)
-        U, AU = Q @ Yr, AQ @ Yr
-        R = AU - U * torch.from_numpy(theta).to(device, dtype)
-        res = torch.linalg.vector_norm(R, dim=0).double().cpu().numpy()
-        done = res <= tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
-        if done[:k].all() or matmats >= max_matmats or Q.shape[1] >= dim:
-            break
-        pick = [i for i in range(len(theta)) if not done[i]][:b]
-        if Q.shape[1] + len(pick) > m_max:
-            Q, AQ = U, AU
-        X = _orth(R[:, pick], Q)
-        if X.shape[1] == 0:
-            break
-        Q, AQ = torch.cat([Q, X], 1), torch.cat([AQ, op.matmat(X)], 1)
-        products += X.shape[1]
-        matmats += 1
-    kk = min(k, len(theta))
-    return TrackedPairs(theta[:kk], U[:, :kk], res[:kk], bool(done[:kk].all()), products)
-
-
 # ---- the optimizer's view: step size, momentum, preconditioner -----------------------------------
 
 def _group_of(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> list[dict]:
@@ -268,6 +176,13 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor]) 
     return torch.cat(parts)
 
 
+def _split(batch: tuple[Any, Any], size: int) -> list[tuple[Any, Any]]:
+    X, y = batch
+    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
+        return [batch]
+    return [(X[i:i + size], y[i:i + size]) for i in range(0, len(X), size)]
+
+
 def _same(groups: list[dict], keys: Sequence[str]) -> dict | None:
     """The first group when every group agrees on `keys` (one step size, one momentum...), else None."""
     first = groups[0]
@@ -291,6 +206,7 @@ class CurvatureMonitor:
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
         seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
+        batch_size: split the probe set into batches of this many samples (the kept graph still holds all).
         on_records: called with each measurement's new records (e.g. a run's probes.jsonl writer).
     `records` holds every record so far; `history` one dict per measurement (seconds, products, converged).
     """
@@ -298,7 +214,7 @@ class CurvatureMonitor:
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
                  max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
-                 eps: float = 1e-3, warm: bool = True, seed: int = 0,
+                 eps: float = 1e-3, warm: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in CURVATURE_METRICS]
@@ -316,6 +232,10 @@ class CurvatureMonitor:
         self.tol, self.max_matmats, self.eps, self.warm = tol, max_matmats, eps, warm
         self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
         self.batches = list(_data.DataSource(data))
+        if batch_size is not None:
+            if not isinstance(batch_size, int) or batch_size < 1:
+                raise LandscapeError(f"batch_size must be a positive integer, got {batch_size!r}")
+            self.batches = [part for b in self.batches for part in _split(b, batch_size)]
         self._moved: list | None = None
         self._gen = torch.Generator().manual_seed(seed)
         self._vectors: Tensor | None = None

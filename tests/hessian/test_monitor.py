@@ -17,8 +17,8 @@ from landscape.hessian.monitor import (
     GradientGraphOperator,
     adam_preconditioner,
     sgd_threshold_factor,
-    warm_eigenpairs,
 )
+from landscape.hessian.warm import warm_eigenpairs
 
 from . import tiny
 
@@ -260,3 +260,11 @@ def test_bad_options_are_one_line_errors():
     other = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(LandscapeError, match="not in the optimizer"):
         CurvatureMonitor(F.cross_entropy, (X, y), optimizer=other).measure(model, 0)
+
+
+def test_probe_set_in_batches_gives_the_same_matrix():
+    model, X, y = _setup(5)
+    whole = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-10).measure(model, 0)
+    parts = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-10, batch_size=7).measure(model, 0)
+    for metric in ("lambda_max", "top_eigenvalues", "grad_top_fraction"):
+        assert _values(parts, metric) == pytest.approx(_values(whole, metric), rel=1e-9)
