@@ -205,6 +205,9 @@ class CurvatureMonitor:
         trace_products: Hutch++ products for "trace"; slq_iters / slq_vectors: the SLQ of "negative_ratio".
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
+        guard: add the unit gradient to the first start vector (see `_start`); False starts from the
+            previous Ritz vectors alone (fewer products when they are still accurate, but a solve can
+            then stay on an eigenvector that is no longer the top one).
         seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
         batch_size: split the probe set into batches of this many samples (the kept graph still holds all).
         on_records: called with each measurement's new records (e.g. a run's probes.jsonl writer).
@@ -214,7 +217,7 @@ class CurvatureMonitor:
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
                  max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
-                 eps: float = 1e-3, warm: bool = True, seed: int = 0, batch_size: int | None = None,
+                 eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in CURVATURE_METRICS]
@@ -229,7 +232,7 @@ class CurvatureMonitor:
         if not (tol > 0 and eps > 0):
             raise LandscapeError(f"tol and eps must be positive, got {tol!r} and {eps!r}")
         self.loss_fn, self.optimizer, self.every, self.k, self.metrics = loss_fn, optimizer, every, k, metrics
-        self.tol, self.max_matmats, self.eps, self.warm = tol, max_matmats, eps, warm
+        self.tol, self.max_matmats, self.eps, self.warm, self.guard = tol, max_matmats, eps, warm, guard
         self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
         self.batches = list(_data.DataSource(data))
         if batch_size is not None:
@@ -237,6 +240,7 @@ class CurvatureMonitor:
                 raise LandscapeError(f"batch_size must be a positive integer, got {batch_size!r}")
             self.batches = [part for b in self.batches for part in _split(b, batch_size)]
         self._moved: list | None = None
+        self._moved_to: tuple | None = None
         self._gen = torch.Generator().manual_seed(seed)
         self._vectors: Tensor | None = None
         self._pvectors: Tensor | None = None
@@ -248,6 +252,24 @@ class CurvatureMonitor:
         if step % self.every == 0:
             self.measure(model, step)
 
+    def _start(self, previous: Tensor | None, direction: Tensor) -> Tensor | None:
+        """Start block of a warm solve: the previous Ritz vectors, the first one plus the unit `direction`
+        (the gradient, sign-aligned). Krylov iterations from the old top vector alone can settle on a pair
+        that is no longer the top one when the order changed; the gradient lies mostly in the current top
+        eigenspace (docs/methods.md §G.3), so mixing it in costs no product and guards against that."""
+        if previous is None or not self.warm:
+            return None
+        if not self.guard:
+            return previous
+        norm = torch.linalg.vector_norm(direction)
+        if not torch.isfinite(norm) or norm == 0:
+            return previous
+        unit = (direction / norm).to(previous)
+        start = previous.clone()
+        sign = 1.0 if float(start[:, 0] @ unit) >= 0 else -1.0
+        start[:, 0] = sign * start[:, 0] + unit
+        return start
+
     def _seed(self) -> int:
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen))
 
@@ -257,8 +279,9 @@ class CurvatureMonitor:
         first = next((p for p in model.parameters() if p.requires_grad), None)
         if first is None:
             raise LandscapeError("the model has no parameters that require grad")
-        if self._moved is None or self._moved[0][0].device != first.device:
+        if self._moved is None or self._moved_to != (first.device, first.dtype):
             self._moved = [_data.to_device(b, first.device, first.dtype) for b in self.batches]
+            self._moved_to = (first.device, first.dtype)
         buffers = [(b, b.detach().clone()) for b in model.buffers()]
         cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
         try:
@@ -285,7 +308,7 @@ class CurvatureMonitor:
         groups = _group_of(self.optimizer, op.params) if kind else []
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
-            pairs = warm_eigenpairs(op, self.k, self._vectors if self.warm else None, tol=self.tol,
+            pairs = warm_eigenpairs(op, self.k, self._start(self._vectors, op.gradient), tol=self.tol,
                                     max_matmats=self.max_matmats, generator=self._gen)
             self._vectors = pairs.eigenvectors.detach()
             lam = float(pairs.eigenvalues[0])
@@ -327,8 +350,10 @@ class CurvatureMonitor:
             return []
         decoupled = bool(group.get("decoupled_weight_decay")) or isinstance(self.optimizer, torch.optim.AdamW)
         wd = 0.0 if decoupled else _scalar(group.get("weight_decay", 0.0))
-        pairs = warm_eigenpairs(ScaledOperator(op, P.rsqrt(), wd), 1, self._pvectors if self.warm else None,
-                                tol=self.tol, max_matmats=self.max_matmats, generator=self._gen)
+        d = P.rsqrt()
+        start = self._start(self._pvectors, d.to(op.gradient) * op.gradient)
+        pairs = warm_eigenpairs(ScaledOperator(op, d, wd), 1, start, tol=self.tol, max_matmats=self.max_matmats,
+                                generator=self._gen)
         self._pvectors = pairs.eigenvectors.detach()
         lam = float(pairs.eigenvalues[0])
         info.update(preconditioned_products=pairs.n_products, preconditioned_converged=pairs.converged)

@@ -217,7 +217,8 @@ def test_training_with_the_monitor_is_bit_identical_to_training_without(opt_name
 
 def test_warm_start_reaches_the_tolerance_in_fewer_products():
     model, X, y = _setup(4)
-    mon = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-8, metrics=("lambda_max", "top_eigenvalues"))
+    mon = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-8, metrics=("lambda_max", "top_eigenvalues"),
+                           guard=False)
     mon.measure(model, 0)
     with torch.no_grad():
         for p in model.parameters():
@@ -268,3 +269,14 @@ def test_probe_set_in_batches_gives_the_same_matrix():
     parts = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-10, batch_size=7).measure(model, 0)
     for metric in ("lambda_max", "top_eigenvalues", "grad_top_fraction"):
         assert _values(parts, metric) == pytest.approx(_values(whole, metric), rel=1e-9)
+
+
+def test_the_gradient_guard_finds_a_new_top_eigenvalue_that_the_old_vector_cannot_see():
+    a, Q, target, loss_fn, theta = _quadratic()
+    model = Quadratic(theta)
+    X = torch.zeros(5, 1, dtype=D)
+    for guard, expect in ((False, 5.0), (True, 9.0)):
+        mon = CurvatureMonitor(loss_fn, (X, torch.zeros(5)), k=1, tol=1e-10, metrics="lambda_max", guard=guard)
+        mon._vectors = Q[:, 1:2].clone()    # as if the last measurement's top vector is now the 2nd eigenvector
+        rec = mon.measure(model, 1)
+        assert _values(rec, "lambda_max")[0] == pytest.approx(expect, rel=1e-9)
