@@ -257,3 +257,13 @@ def _recompute_bn(model: nn.Module, bns: list[_BatchNorm], params: dict, floats:
         if name.endswith("num_batches_tracked"):
             c.fill_(len(batches))
     return stats, counts
+
+
+def mesh_coords(x: Any, y: Any | None = None) -> np.ndarray:
+    """Grid points as coordinate rows: [len(x), 1] in 1-D; in 2-D [len(y)·len(x), 2] in numpy.meshgrid
+    order (row p = i·len(x) + j is (x[j], y[i])), so values.reshape(len(y), len(x)) is the surface."""
+    x = np.asarray(x, dtype=np.float64)
+    if y is None:
+        return x[:, None]
+    X, Y = np.meshgrid(x, np.asarray(y, dtype=np.float64))
+    return np.stack([X.ravel(), Y.ravel()], 1)
