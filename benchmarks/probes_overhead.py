@@ -27,7 +27,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from landscape.errors import resolve_device, run_cli
+from landscape.cli import run_cli
+from landscape.errors import resolve_device
 from landscape.models import build
 from landscape.probes import find_blocks, make_probe_callback, probe, run_probes
 

@@ -11,23 +11,20 @@ before any of its code runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import random
 import re
-import secrets
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 from torch import nn
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
+from landscape.io import atomic_write, remove_stale_temp_files  # noqa: F401 - re-exported
 
 FORMAT = "landscape-checkpoint"
 VERSION = 1
@@ -62,50 +59,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict,
     return path
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write to a fresh temp file beside `path`, fsync it, then `os.replace` it over `path`:
-    readers see the old file or the new one, never a partial one; on error the temp file is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, mode.replace("w", "x")) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temp files `atomic_write` left in `directory` when its process was killed mid-write
-    (`.<name>.<pid>.<hex>.tmp` of a pid that is no longer running); returns what was removed."""
-    removed = []
-    for tmp in Path(directory).glob(".*.tmp"):
-        m = re.fullmatch(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp", tmp.name)
-        if m and not _pid_alive(int(m.group(1))):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-                removed.append(tmp)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
     return True
 
 
@@ -126,7 +79,7 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
         raise CheckpointError(f"checkpoint {path}: {_unpickling_problem(str(e))}") from None
     except Exception as e:  # noqa: BLE001 - any parse failure of a file on disk means a damaged file
         raise CheckpointError(f"checkpoint {path}: corrupt or truncated file "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+                              f"({type(e).__name__}: {first_line(e)})") from None
     if not isinstance(payload, dict) or not _is(payload.get("format"), FORMAT):
         what = f"a {type(payload).__name__}"
         if isinstance(payload, dict):
@@ -192,7 +145,7 @@ def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
         model = models.build(spec["name"], **spec["config"])
     except Exception as e:  # noqa: BLE001 - the spec comes from the file: any failure to build is the file's
         raise CheckpointError(f"checkpoint {path}: cannot rebuild model {spec['name']!r} from its build spec "
-                              f"({_first_line(e)})") from None
+                              f"({first_line(e)})") from None
     problem = state_mismatch(model.state_dict(), payload["model_state"])
     if problem:
         raise CheckpointError(f"checkpoint {path}: weights do not fit the rebuilt {spec['name']!r} model: "
@@ -200,7 +153,7 @@ def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
     try:
         model.load_state_dict(payload["model_state"])
     except (RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path}: cannot load its weights ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path}: cannot load its weights ({first_line(e)})") from None
     return model
 
 
@@ -255,13 +208,8 @@ def _unpickling_problem(message: str) -> str:
         return (f"refused to load: the file imports {m.group(1)} when unpickled "
                 "(only tensors and plain containers are allowed)")
     m = re.search(r"WeightsUnpickler error:\s*(.*\S)", message)
-    detail = m.group(1) if m else _first_line(message)
+    detail = m.group(1) if m else first_line(message)
     return f"corrupt or not a torch checkpoint file ({detail})"
-
-
-def _first_line(e: BaseException | str) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _keys(d: dict) -> str:

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from landscape.checkpoint import atomic_write
+from landscape import distributed
 from landscape.errors import LandscapeError
+from landscape.io import atomic_write
 
 DATASETS = ("mnist1d", "cifar10", "cifar100", "cifar100-coarse", "svhn")
 MNIST1D_TRAIN = 4000
@@ -93,6 +94,21 @@ class TensorData:
 def part_slice(n: int, index: int, count: int) -> slice:
     """The `index`-th of `count` contiguous, near-equal slices of range(n): [⌊n·i/c⌋, ⌊n·(i+1)/c⌋)."""
     return slice(n * index // count, n * (index + 1) // count)
+
+
+def shard(data: TensorData, index: int | None = None, count: int | None = None) -> TensorData:
+    """Rank `index` of `count`'s contiguous share of the samples (default: this rank of the group).
+
+    Shares are near-equal (`part_slice`) and together hold every sample once, in order; a
+    rank's share may be empty when there are fewer samples than ranks. Divide sums by `len(data)`, the
+    global count, not by the shard's length.
+    """
+    index = distributed.rank() if index is None else index
+    count = distributed.world_size() if count is None else count
+    if not 0 <= index < count:
+        raise LandscapeError(f"shard index must lie in [0, {count}), got {index}")
+    part = part_slice(len(data), index, count)
+    return TensorData(data.X[part], data.y[part], data.n_classes, dict(data.spec), data.mean, data.std)
 
 
 def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None,

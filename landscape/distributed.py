@@ -6,7 +6,7 @@ gloo on CPU) and returns this rank's device. Without torchrun every helper is th
 identity: rank 0 of 1, reductions return their input, `agree` re-raises, `barrier` returns.
 
 A data pass that sums over samples becomes distributed with one collective: each rank sums over its
-shard (`shard(data)`), `all_reduce_sum(total)` adds the W partial sums in place, and the mean divides
+shard (`landscape.data.shard(data)`), `all_reduce_sum(total)` adds the W partial sums in place, and the mean divides
 by the global sample count N:  (1/N) Σ_i f_i = (1/N) Σ_r Σ_{i ∈ shard r} f_i.  Pack everything one
 pass produces (k probe vectors, counts) into one tensor so the pass costs one all_reduce.
 """
@@ -22,8 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from landscape.data import TensorData, part_slice
-from landscape.errors import LandscapeError, resolve_device
+from landscape.errors import LandscapeError, first_line, resolve_device
 
 T = TypeVar("T")
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -176,21 +175,6 @@ def _broadcast(tensor: Tensor, src: int) -> None:
         tensor.copy_(buf)
 
 
-def shard(data: TensorData, index: int | None = None, count: int | None = None) -> TensorData:
-    """Rank `index` of `count`'s contiguous share of the samples (default: this rank of the group).
-
-    Shares are near-equal (`landscape.data.part_slice`) and together hold every sample once, in order; a
-    rank's share may be empty when there are fewer samples than ranks. Divide sums by `len(data)`, the
-    global count, not by the shard's length.
-    """
-    index = rank() if index is None else index
-    count = world_size() if count is None else count
-    if not 0 <= index < count:
-        raise LandscapeError(f"shard index must lie in [0, {count}), got {index}")
-    part = part_slice(len(data), index, count)
-    return TensorData(data.X[part], data.y[part], data.n_classes, dict(data.spec), data.mean, data.std)
-
-
 def agree(error: BaseException | None) -> None:
     """Collective: if any rank failed, raise on every rank, so none waits forever for one that stopped.
 
@@ -227,6 +211,5 @@ def main_first(fn: Callable[[], T]) -> T:
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else ""
-    return line if isinstance(e, LandscapeError) and line else f"{type(e).__name__}: {line}"
+    """A rank's failure for the others: a LandscapeError's own line, else the type name and first line."""
+    return first_line(e) if isinstance(e, LandscapeError) else f"{type(e).__name__}: {first_line(e)}"

@@ -1,25 +1,28 @@
-"""User-facing errors and the CLI wrapper that turns them into one line and exit code 2."""
+"""User-facing errors: the exception for bad input and the one-line form every message is shown in.
+
+Foundation layer: imports nothing from landscape. The CLI wrapper that turns a `LandscapeError` into
+`error: <line>` and exit status 2 lives in `landscape.cli`.
+"""
 
 from __future__ import annotations
-
-import sys
-from collections.abc import Callable
 
 
 class LandscapeError(Exception):
     """Bad input the user can fix: the message is one line that names the problem."""
 
 
-def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a CLI entry point; a `LandscapeError` prints `error: <message>` to stderr and returns 2.
+def first_line(e: BaseException | str, limit: int | None = 300) -> str:
+    """The first non-empty line of an exception's message (or of a string), cut to `limit` characters.
 
-    argparse's own usage errors already exit 2. Anything else is a bug and keeps its traceback.
+    An exception with an empty message gives its type name, so the result is never empty for an exception.
     """
-    try:
-        return int(main(argv) or 0)
-    except LandscapeError as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
+    text = str(e).strip()
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if not line and isinstance(e, BaseException):
+        line = type(e).__name__
+    if limit is not None and len(line) > limit:
+        line = line[: max(limit - 3, 0)] + "..."
+    return line
 
 
 def resolve_device(name: str = "auto"):
@@ -31,7 +34,7 @@ def resolve_device(name: str = "auto"):
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise LandscapeError(f"unknown device {name!r}: {e}") from None
+        raise LandscapeError(f"unknown device {name!r}: {first_line(e)}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LandscapeError(f"device {name!r} requested but CUDA is not available on this machine")
     return dev

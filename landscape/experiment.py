@@ -106,8 +106,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from landscape.cli import run_cli
 from landscape.data import TensorData, load_data
-from landscape.errors import LandscapeError, resolve_device, run_cli
+from landscape.errors import LandscapeError, resolve_device
 from landscape.train import NonFiniteLoss, TrainConfig, git_version, load_toml, resolved_model_config, train
 
 # input shape and class count per data set, so a config validates (and builds its models) without the data

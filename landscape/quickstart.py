@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
+from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.errors import LandscapeError, resolve_device, run_cli
+from landscape.errors import LandscapeError, resolve_device
 from landscape.hessian import HessianOperator, slq_density
 from landscape.plots import plot_grad_ratio_grid, plot_log_spectral_density, plot_training_curves
 from landscape.probes import run_probes

@@ -67,8 +67,9 @@ from landscape.checkpoint import (
     set_rng_state,
     state_mismatch,
 )
-from landscape.data import DATASETS, TensorData, load_data
-from landscape.errors import LandscapeError, run_cli
+from landscape.cli import run_cli
+from landscape.data import DATASETS, TensorData, load_data, shard
+from landscape.errors import LandscapeError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -263,7 +264,7 @@ def evaluate(
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=data.device)    # Σ loss, Σ correct
     try:
-        for X, y in (distributed.shard(data) if sharded else data).batches(batch_size):
+        for X, y in (shard(data) if sharded else data).batches(batch_size):
             with _autocast(bf16):
                 logits = model(X)
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()

@@ -27,7 +27,7 @@ else:
 from landscape import distributed  # noqa: E402
 from landscape import train as T  # noqa: E402
 from landscape.checkpoint import load_checkpoint, load_training_state  # noqa: E402
-from landscape.data import TensorData, part_slice  # noqa: E402
+from landscape.data import TensorData, part_slice, shard  # noqa: E402
 from landscape.errors import LandscapeError  # noqa: E402
 
 # ragged on purpose: 200 = 7·27 + 11, so 2 ranks get 13/14 of each batch and 5/6 of the last one
@@ -98,20 +98,20 @@ def test_batch_parts_are_the_single_process_batches():
 
 def test_shards_partition_the_data_and_single_process_helpers_are_identities():
     data = TensorData(torch.arange(10.0)[:, None], torch.arange(10), 10, {}, torch.zeros(1), torch.ones(1))
-    shards = [distributed.shard(data, r, 4) for r in range(4)]
+    shards = [shard(data, r, 4) for r in range(4)]
     assert [len(s) for s in shards] == [2, 3, 2, 3]
     assert torch.equal(torch.cat([s.y for s in shards]), data.y)
-    assert len(distributed.shard(data, 0, 12)) == 0 and [part_slice(5, r, 2) for r in (0, 1)] == [slice(0, 2),
+    assert len(shard(data, 0, 12)) == 0 and [part_slice(5, r, 2) for r in (0, 1)] == [slice(0, 2),
                                                                                                   slice(2, 5)]
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     t = torch.arange(6.0).reshape(3, 2)
     assert distributed.all_reduce_sum(t) is t and torch.equal(t, torch.arange(6.0).reshape(3, 2))
-    assert distributed.shard(data).y.equal(data.y) and distributed.main_first(lambda: 7) == 7
+    assert shard(data).y.equal(data.y) and distributed.main_first(lambda: 7) == 7
     distributed.agree(None)
     with pytest.raises(KeyError):
         distributed.agree(KeyError("own error"))
     with pytest.raises(LandscapeError, match="shard index"):
-        distributed.shard(data, 4, 4)
+        shard(data, 4, 4)
 
 
 # ---- two gloo ranks ----
@@ -134,7 +134,7 @@ def _collectives_worker(tmp: Path) -> None:
     X, y = torch.randn(11, 3, generator=gen, dtype=torch.float64), torch.randint(0, 2, (11,), generator=gen)
     data = TensorData(X, y, 2, {}, torch.zeros(1), torch.ones(1))
     W0 = torch.randn(3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
-    mine = distributed.shard(data)
+    mine = shard(data)
     (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(mine.X @ W0, mine.y, reduction="sum"), W0)
     g = distributed.all_reduce_sum(g.clone()) / len(data)
     (ref,) = torch.autograd.grad(torch.nn.functional.cross_entropy(X @ W0, y), W0)

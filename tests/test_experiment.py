@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from landscape import experiment
 from landscape.checkpoint import load_checkpoint, load_training_state
+from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.errors import LandscapeError, run_cli
+from landscape.errors import LandscapeError
 from landscape.hessian import exact_hessian
 
 ROOT = Path(__file__).resolve().parents[1]

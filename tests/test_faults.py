@@ -22,7 +22,7 @@ from ranks import worker_env
 
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint, remove_stale_temp_files
-from landscape.errors import run_cli
+from landscape.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = {"model": "fc", "model_config": {"kind": "plain", "connect": "ortho_feature:0.5", "depth": 3, "width": 16},

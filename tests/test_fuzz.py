@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from landscape import train as T
 from landscape.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from landscape.errors import LandscapeError, run_cli
+from landscape.cli import run_cli
+from landscape.errors import LandscapeError
 from landscape.models import build
 
 TINY = ["--n-samples", "40", "--epochs", "1", "--batch-size", "20", "--device", "cpu", "--no-progress",

@@ -17,8 +17,9 @@ from ranks import worker_env
 
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint
+from landscape.cli import run_cli
 from landscape.data import TensorData, load_data
-from landscape.errors import LandscapeError, run_cli
+from landscape.errors import LandscapeError
 from landscape.models import build
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape import distributed
-from landscape.errors import LandscapeError, run_cli
+from landscape.cli import run_cli
+from landscape.errors import LandscapeError
 
 
 def _memory_size(text: str) -> int:

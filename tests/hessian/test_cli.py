@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape.errors import run_cli
+from landscape.cli import run_cli
 from landscape.hessian import exact_ggn, exact_hessian
 from landscape.hessian.__main__ import main
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.errors import LandscapeError, run_cli
+from landscape.cli import run_cli
+from landscape.errors import LandscapeError
 from landscape.hessian import lanczos, slq_density
 from landscape.hessian.__main__ import main
 

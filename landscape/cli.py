@@ -1,0 +1,148 @@
+"""What every command-line entry point shares: one-line errors with exit 2, signals, progress, output checks.
+
+Foundation layer. A CLI is `sys.exit(run_cli(main))`: a `LandscapeError` prints `error: <one line>` to
+stderr and exits 2 (argparse's own usage errors already do), an `Interrupted` exits 128 + signum (130 for
+SIGINT, 143 for SIGTERM); anything else is a bug and keeps its traceback. Output directories are checked
+with `prepare_out_dir` before any compute, so bad input never costs a finished computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from landscape.errors import LandscapeError, first_line
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, so `except Exception` blocks do not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a CLI entry point and return its exit status (see the module docstring)."""
+    try:
+        return int(main(argv) or 0)
+    except LandscapeError as e:
+        print(f"error: {first_line(e, limit=None)}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        return e.exit_code
+
+
+class _Signals:
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.received: int | None = None
+
+    def handle(self, signum: int, frame) -> None:
+        if self.mode == "raise" or self.received is not None:
+            raise Interrupted(signum)
+        self.received = signum
+
+
+@contextmanager
+def interrupts(mode: str = "raise") -> Iterator[_Signals]:
+    """Turn SIGINT/SIGTERM into `Interrupted` for the body; the previous handlers come back after.
+
+    mode="raise": a signal raises `Interrupted` at once. mode="flag": the first signal only sets
+    `.received` (poll it at a safe point, e.g. a step boundary); a second raises. Off the main thread
+    (where Python cannot install handlers) this does nothing and `.received` stays None.
+    """
+    if mode not in ("raise", "flag"):
+        raise ValueError(f"mode must be 'raise' or 'flag', got {mode!r}")
+    state = _Signals(mode)
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    old = {sig: signal.signal(sig, state.handle) for sig in SIGNALS}
+    try:
+        yield state
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,
+             enabled: bool | None = True, initial: int = 0, unit: str = "it"):
+    """A tqdm bar on stderr; off on ranks other than 0. enabled=None: only when stderr is a terminal."""
+    from tqdm.auto import tqdm
+
+    from landscape import distributed
+
+    disable = True if (enabled is False or not distributed.is_main()) else (None if enabled is None else False)
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable, file=sys.stderr,
+                dynamic_ncols=True, unit=unit)
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create `path` (and parents) and prove it is a writable directory, before any compute is spent."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise LandscapeError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise LandscapeError(f"--out {out} is not a writable directory ({first_line(e)})") from None
+    return out
+
+
+def _number(text: str, kind: type, low: float, strict: bool, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+    if not (value > low if strict else value >= low) or value != value:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 0, True, "a positive integer")
+
+
+def nonneg_int(text: str) -> int:
+    return _number(text, int, 0, False, "a non-negative integer")
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float, 0.0, True, "positive")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def memory_size(text: str) -> int:
+    """'2G', '500M', '64K' or a byte count → bytes (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (use e.g. 2G, 500M)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"memory size must be positive, got {text!r}")
+    return int(value)
