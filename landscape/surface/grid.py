@@ -20,9 +20,8 @@ whole grid. Blocks are the resumable unit: after each one `on_state` receives th
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from landscape import distributed as dist
 from landscape.data import part_slice
 from landscape.errors import LandscapeError
+from landscape.modes import preserved_modes
 from landscape.surface.directions import as_direction, parameters_of
 
 BN_MODES = ("eval", "recompute")
@@ -44,21 +44,12 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d
 
 @dataclass
 class GridValues:
-    """loss [P] (mean over the samples), accuracy [P] (fraction correct, NaN when not classification)."""
+    """loss [P] (mean over the samples), accuracy [P] (fraction correct, NaN when not classification),
+    info: how it ran (backend, points_per_pass, batch_size, bn)."""
 
     loss: np.ndarray
     accuracy: np.ndarray
-
-
-@contextlib.contextmanager
-def _modes(model: nn.Module, train: bool) -> Iterator[None]:
-    saved = [(m, m.training) for m in model.modules()]
-    model.train(train)
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
+    info: dict
 
 
 def _default_budget(device: torch.device) -> int:
@@ -129,7 +120,8 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                   directions: Sequence[Mapping[str, Tensor] | Tensor], coords: Any, *,
                   origin: Mapping[str, Tensor] | None = None, bn: str = "eval", accuracy: bool | None = None,
                   batch_size: int | None = None, max_memory: int | None = None, points_per_pass: int | None = None,
-                  backend: str = "auto", state: dict | None = None, on_state: Callable[[dict], None] | None = None,
+                  backend: str = "auto", min_blocks: int = 1, state: dict | None = None,
+                  on_state: Callable[[dict], None] | None = None,
                   progress: Callable[[int], None] | None = None) -> GridValues:
     """Loss (mean of `loss_fn`, a batch-mean loss such as `F.cross_entropy`) and accuracy at each row of
     `coords` [P, m] (or [P] for m = 1), for the points origin + Σ_j coords[:, j]·directions[j].
@@ -138,8 +130,9 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     batches, default: as many as the memory budget allows). origin: parameters (default: the model's).
     accuracy: compute argmax accuracy (default: when y holds integer labels). max_memory: bytes for one
     chunk of points (default: half the free CUDA memory, or a quarter of free RAM up to 2 GiB).
-    points_per_pass: override the chunk size. backend: see `pick_backend`. progress(n): called with the points finished per block.
-    The model and its buffers are left as they were."""
+    points_per_pass: override the chunk size; min_blocks: cut the grid into at least this many blocks
+    (each a resumable unit and a progress step). backend: see `pick_backend`. progress(n): called with
+    the points finished per block. The model and its buffers are left as they were."""
     if bn not in BN_MODES:
         raise LandscapeError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
     X, y = (data.X, data.y) if hasattr(data, "X") else tuple(data)
@@ -172,6 +165,7 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
         batch_size = int(max(1, min(n, (budget // 4) // max(1.0, 3 * act))))
     per_point = param_bytes * (2 if bns else 1) + 3 * act * min(batch_size, n)
     chunk = points_per_pass or int(max(1, min(P, budget // max(1.0, per_point))))
+    chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * dist.world_size()))))
     if dist.world_size() > 1:  # every rank must cut the same blocks
         t = torch.tensor([-chunk], dtype=torch.int64)
         chunk = -int(dist.all_reduce_max(t)[0])
@@ -203,7 +197,7 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
         out = torch.zeros(len(ids), 2, dtype=torch.float64, device=device)
         if len(mine):
             params = stacked(mine)
-            with torch.no_grad(), _modes(model, False):
+            with torch.no_grad(), preserved_modes(model, False):
                 if bns:
                     bufs, ints_p = _recompute_bn(model, bns, params, floats, ints, batches, backend)
                     b_dims: Any = 0
@@ -225,7 +219,9 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             on_state(state)
         if progress is not None:
             progress(len(ids))
-    return GridValues(np.asarray(state["loss"], dtype=np.float64), np.asarray(state["accuracy"], dtype=np.float64))
+    info = {"backend": backend, "points_per_pass": chunk, "batch_size": batch_size, "bn": bn, "points": P}
+    return GridValues(np.asarray(state["loss"], dtype=np.float64), np.asarray(state["accuracy"], dtype=np.float64),
+                      info)
 
 
 def _recompute_bn(model: nn.Module, bns: list[_BatchNorm], params: dict, floats: dict, ints: dict,
@@ -245,7 +241,7 @@ def _recompute_bn(model: nn.Module, bns: list[_BatchNorm], params: dict, floats:
         return functional_call(model, (p, b, i), (xb,))
 
     try:
-        with _modes(model, True):
+        with preserved_modes(model, True):
             for step, (xb, _) in enumerate(batches):
                 for m in bns:
                     m.momentum = 1.0 / (step + 1)

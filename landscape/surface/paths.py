@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from landscape.errors import LandscapeError
+from landscape.modes import preserved_modes
 from landscape.surface.directions import Direction, difference, parameters_of
 from landscape.surface.grid import evaluate_grid, pick_backend
 
@@ -120,9 +121,7 @@ def train_bezier(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str,
         return loss_fn(functional_call(model, (p, buffers), (xb,)), yb)
 
     use_vmap = not train_mode and pick_backend(model, a[next(iter(a))].device) == "vmap"
-    saved = [(m, m.training) for m in model.modules()]
-    model.train(train_mode)
-    try:
+    with preserved_modes(model, train_mode):
         for step in range(steps):
             idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=gen).to(y.device)
             ts = torch.rand(t_per_step, generator=gen, dtype=torch.float64).to(a[next(iter(a))])
@@ -133,10 +132,8 @@ def train_bezier(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str,
                 loss = torch.stack([loss_at(t, xb, yb) for t in ts]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss = loss.detach()
             opt.step()
             if progress is not None:
-                progress(step, float(loss))
-    finally:
-        for m, flag in saved:
-            m.training = flag
+                progress(step, loss.item())
     return {k: v.detach() for k, v in c.items()}

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from landscape.errors import LandscapeError
+from landscape.io import atomic_write, dumps, write_npz
 
 H5_KEYS = {"x": "xcoordinates", "y": "ycoordinates", "loss": "train_loss", "accuracy": "train_acc"}
 
@@ -82,14 +82,7 @@ class Surface:
     def save_npz(self, path: str | Path) -> Path:
         """surface.npz: x, [y], loss, accuracy, [trajectory, explained_variance_ratio, eigenvalues, t], meta
         (the JSON of `meta` as a 0-d string array)."""
-        import json
-
-        from landscape.checkpoint import atomic_write
-
-        path = Path(path)
-        with atomic_write(path) as f:
-            np.savez(f, **self.arrays(), meta=np.array(json.dumps(_plain(self.meta))))
-        return path
+        return write_npz(path, **self.arrays(), meta=np.array(dumps(self.meta)))
 
     def save_h5(self, path: str | Path) -> Path:
         """HDF5 with the loss-landscape repository's keys (xcoordinates, ycoordinates, train_loss,
@@ -98,8 +91,6 @@ class Surface:
             import h5py
         except ImportError:
             raise LandscapeError("HDF5 output needs h5py: pip install landscape-diagnostics[surface-h5]") from None
-        from landscape.checkpoint import atomic_write
-
         path = Path(path)
         with atomic_write(path) as f, h5py.File(f, "w") as h:
             h[H5_KEYS["x"]] = self.x
@@ -121,21 +112,6 @@ def load_surface(path: str | Path) -> Surface:
         raise LandscapeError(f"{path}: not a surface.npz ({e})") from None
     meta = json.loads(str(arr.pop("meta"))) if "meta" in arr else {}
     return Surface(arr["x"], arr["loss"], arr["accuracy"], arr.get("y"), meta, arr.get("trajectory"))
-
-
-def _plain(obj: Any) -> Any:
-    """JSON-able copy: numpy → python, non-finite floats → None."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _bilinear(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
