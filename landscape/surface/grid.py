@@ -38,6 +38,7 @@ from landscape.modes import preserved_modes
 from landscape.surface.directions import as_direction, parameters_of
 
 BN_MODES = ("eval", "recompute")
+CPU_ROWS = 1 << 16  # CPU: at most this many point×sample rows per vmapped forward (BENCHMARKS.md, surface grid)
 BACKENDS = ("auto", "vmap", "loop")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -165,6 +166,8 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
         batch_size = int(max(1, min(n, (budget // 4) // max(1.0, 3 * act))))
     per_point = param_bytes * (2 if bns else 1) + 3 * act * min(batch_size, n)
     chunk = points_per_pass or int(max(1, min(P, budget // max(1.0, per_point))))
+    if points_per_pass is None and device.type == "cpu":  # bigger chunks only add memory traffic on a CPU
+        chunk = max(1, min(chunk, CPU_ROWS // min(batch_size, n)))
     chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * dist.world_size()))))
     if dist.world_size() > 1:  # every rank must cut the same blocks
         t = torch.tensor([-chunk], dtype=torch.int64)
