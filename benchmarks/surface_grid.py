@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("reference", "loop", "landscape")
+METHODS = ("reference", "loop", "landscape", "landscape-vmap", "landscape-loop")
 
 
 def _peak_rss_mib() -> float:
@@ -55,36 +55,38 @@ def _problem(task: str, n_samples: int):
     return model, X, y
 
 
-def _one(args: argparse.Namespace) -> None:
+def _setup(args: argparse.Namespace):
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from landscape.surface import evaluate_grid, mesh_coords, random_directions
+    from landscape.surface import mesh_coords, random_directions
 
     torch.set_num_threads(args.threads)
     model, X, y = _problem(args.task, args.n_samples)
     dirs = random_directions(model, 2, seed=0)
     xs = np.linspace(-1, 1, args.n)
     coords = mesh_coords(xs, xs)
-    if args.task == "resnet":
-        coords = coords[:args.points]
-    total = len(coords)
-    limit = args.loop_points if args.method != "landscape" else (args.grid_points or total)
-    sub = coords[:min(limit, total)]
-    t0 = time.perf_counter()
-    if args.method == "landscape":
-        vals = evaluate_grid(model, F.cross_entropy, (X, y), dirs, sub)
-        info = vals.info
-    else:
-        weights = [p.detach().clone() for p in model.parameters()]
-        d0 = [d.clone() for d in dirs[0].values()]
-        d1 = [d.clone() for d in dirs[1].values()]
-        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=128, shuffle=False)
-        info = {}
-        for cx, cy in sub:
-            if args.method == "reference":
+    return model, X, y, dirs, (coords[:args.points] if args.task == "resnet" else coords)
+
+
+def _runner(method: str, model, X, y, dirs):
+    """A function evaluating the given grid points with `method` (returns evaluate_grid's info or {})."""
+    import torch
+    import torch.nn.functional as F
+
+    from landscape.surface import evaluate_grid
+
+    if method.startswith("landscape"):
+        backend = method.partition("-")[2] or "auto"
+        return lambda pts: evaluate_grid(model, F.cross_entropy, (X, y), dirs, pts, backend=backend).info
+    weights = [p.detach().clone() for p in model.parameters()]
+    d0, d1 = list(dirs[0].values()), list(dirs[1].values())
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=128, shuffle=False)
+
+    def run(pts):
+        for cx, cy in pts:
+            if method == "reference":
                 for p, w, a, b in zip(model.parameters(), weights, d0, d1):
                     p.data = w + (a * float(cx) + b * float(cy)).type(type(w))
                 total_loss, correct, n = 0.0, 0, 0
@@ -101,21 +103,53 @@ def _one(args: argparse.Namespace) -> None:
                     out = model(X)
                     F.cross_entropy(out, y).item()
                     (out.argmax(1) == y).sum().item()
-    seconds = (time.perf_counter() - t0) * total / len(sub)
-    print(json.dumps({"task": args.task, "method": args.method, "grid_points": total, "timed_points": len(sub),
-                      "seconds_full_grid": round(seconds, 2), "points_per_s": round(total / seconds, 2),
-                      "threads": args.threads, "n_samples": len(y), "peak_rss_mib": round(_peak_rss_mib(), 1),
-                      "n_params": sum(p.numel() for p in model.parameters()), **info}), flush=True)
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), weights):
+                p.copy_(w)
+        return {}
+    return run
+
+
+def _one(args: argparse.Namespace) -> None:
+    """Child process: one method on `--block` points, for its peak RSS."""
+    model, X, y, dirs, coords = _setup(args)
+    info = _runner(args.method, model, X, y, dirs)(coords[:args.block])
+    print(json.dumps({"method": args.method, "peak_rss_mib": round(_peak_rss_mib(), 1), **info}), flush=True)
+
+
+def _interleaved(args: argparse.Namespace) -> list[dict]:
+    """Rounds of every method in turn on the same points (the first round is warm-up); median s/point."""
+    import statistics
+
+    model, X, y, dirs, coords = _setup(args)
+    runners = {m: _runner(m, model, X, y, dirs) for m in args.methods}
+    times: dict[str, list[float]] = {m: [] for m in args.methods}
+    infos = {}
+    for r in range(args.rounds + 1):
+        pts = coords[(r * args.block) % len(coords):][:args.block]
+        for m in args.methods:
+            t0 = time.perf_counter()
+            infos[m] = runners[m](pts)
+            if r:
+                times[m].append((time.perf_counter() - t0) / len(pts))
+    rows = []
+    for m in args.methods:
+        per = statistics.median(times[m])
+        rows.append({"task": args.task, "method": m, "grid_points": len(coords), "timed_points":
+                     args.block * args.rounds, "seconds_full_grid": round(per * len(coords), 2),
+                     "points_per_s": round(1 / per, 2), "threads": args.threads, "n_samples": len(y),
+                     "n_params": sum(p.numel() for p in model.parameters()), **infos[m]})
+    return rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("fc", "resnet"), default="fc")
     p.add_argument("--n", type=int, default=51, help="grid points per axis (default 51)")
-    p.add_argument("--points", type=int, default=8, help="resnet: grid points evaluated (default 8)")
+    p.add_argument("--points", type=int, default=16, help="resnet: grid points in the problem (default 16)")
     p.add_argument("--n-samples", type=int, default=None, help="samples (default fc 1,000, resnet 256)")
-    p.add_argument("--loop-points", type=int, default=60, help="points timed for the loop methods (default 60)")
-    p.add_argument("--grid-points", type=int, default=0, help="points timed for landscape (default 0: all)")
+    p.add_argument("--block", type=int, default=64, help="points per method per round (default 64)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round (default 3)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--one", dest="method", choices=METHODS, help=argparse.SUPPRESS)
@@ -124,21 +158,21 @@ def main() -> None:
     if args.method:
         _one(args)
         return
-    rows = []
-    for method in args.methods:
-        cmd = [sys.executable, __file__, "--one", method, "--task", args.task, "--n", str(args.n), "--points",
-               str(args.points), "--n-samples", str(args.n_samples), "--loop-points", str(args.loop_points),
-               "--grid-points", str(args.grid_points), "--threads", str(args.threads)]
+    rows = _interleaved(args)
+    for r in rows:  # peak memory: each method alone in a fresh process on one block
+        cmd = [sys.executable, __file__, "--one", r["method"], "--task", args.task, "--n", str(args.n), "--points",
+               str(args.points), "--n-samples", str(args.n_samples), "--block", str(args.block),
+               "--threads", str(args.threads)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if res.returncode:
-            sys.exit(f"{method} failed:\n{res.stderr[-2000:]}")
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+            sys.exit(f"{r['method']} failed:\n{res.stderr[-2000:]}")
+        r["peak_rss_mib"] = json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]
     ref = next((r for r in rows if r["method"] == "reference"), None)
     for r in rows:
         if ref:
             r["speedup_vs_reference"] = round(ref["seconds_full_grid"] / r["seconds_full_grid"], 2)
-        r["loadavg"] = os.getloadavg()[0]
+        r["loadavg"] = round(os.getloadavg()[0], 2)
         print(json.dumps(r), flush=True)
 
 

@@ -1,11 +1,13 @@
 """Loss (and accuracy) at many points θ(c) = θ₀ + Σ_j c_j d_j, many points per data pass.
 
 A chunk of C points is one stack of parameter sets [C, *shape] per parameter (θ₀ + C×m coordinates
-times the m directions, one matmul per parameter); `torch.func.vmap` over `functional_call` evaluates
-all C points on each batch at once, so the model runs C-wide batched kernels and no weights are
-written into the model. C is chosen from a memory budget (the stacked parameters plus an estimate of
-the activations of one point's batch). Mean losses are summed as loss·batch size over the batches and
-divided by the sample count (docs/methods.md §F.3).
+times the m directions, one matmul per parameter). Each batch of the sample set is read once per chunk:
+with the "vmap" backend `torch.func.vmap` over `functional_call` runs all C points on it as C-wide
+batched kernels; with the "loop" backend (the CPU default, `pick_backend`) `functional_call` runs the C
+points one after the other on it. Either way no weights are written into the model and no data loader
+runs per point. C comes from a memory budget (the stacked parameters plus an estimate of the activations
+of one point's batch), capped on a CPU at 65,536 point×sample rows per forward. Mean losses are summed
+as loss·batch size over the batches and divided by the sample count (docs/methods.md §F.3).
 
 BatchNorm: by default the model's buffers (eval running statistics) are used at every point. With
 `bn="recompute"` each point first gets its own running statistics: reset, then one train-mode pass over
@@ -40,7 +42,6 @@ from landscape.surface.directions import as_direction, parameters_of
 BN_MODES = ("eval", "recompute")
 CPU_ROWS = 1 << 16  # CPU: at most this many point×sample rows per vmapped forward (BENCHMARKS.md, surface grid)
 BACKENDS = ("auto", "vmap", "loop")
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @dataclass
@@ -84,14 +85,15 @@ def _activation_bytes(model: nn.Module, params: dict, buffers: dict, X: Tensor) 
 
 def pick_backend(model: nn.Module, device: torch.device, backend: str = "auto") -> str:
     """"vmap" (C points per kernel) or "loop" (one `functional_call` per point, still one data pass per
-    chunk). auto: loop for convolutions on a CPU, where vmap turns C convolutions into one grouped
-    convolution that runs slower than C plain ones (BENCHMARKS.md, surface grid), else vmap."""
+    chunk, no weights written anywhere). auto: vmap on an accelerator, where one small model leaves the
+    device idle; loop on a CPU, where the forward is bound by matmul arithmetic that batching does not
+    reduce, a C-wide chunk's activations fall out of cache, and vmapped convolutions become slower grouped
+    convolutions (BENCHMARKS.md, surface grid: vmap 0.6-0.8x the loop's speed on the 20x128 FC net)."""
     if backend not in BACKENDS:
         raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
-    has_conv = any(isinstance(m, _CONV) for m in model.modules())
-    return "loop" if has_conv and device.type == "cpu" else "vmap"
+    return "loop" if device.type == "cpu" else "vmap"
 
 
 def _map(fn: Callable, in_dims: tuple, backend: str) -> Callable:
