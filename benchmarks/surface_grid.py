@@ -1,19 +1,19 @@
 """Loss-surface grid: `landscape.surface.evaluate_grid` against the per-point loop of the reference code.
 
     nice -n 10 python benchmarks/surface_grid.py                      # FC 20 × 128, 51 × 51, 1,000 samples
-    python benchmarks/surface_grid.py --task resnet --points 8        # CIFAR ResNetV2-20, 256 random images
-    python benchmarks/surface_grid.py --loop-points 100 --grid-points 400 --threads 1
+    nice -n 10 python benchmarks/surface_grid.py --task resnet --block 8 --rounds 2   # CIFAR ResNetV2-20
 
-Methods, each in a fresh subprocess (peak RSS = its VmHWM):
+Methods:
 - `reference`: what loss-landscape's `crunch` does per grid point: write θ₀ + x·d₀ + y·d₁ into the model
   parameter by parameter (`p.data = w + change`), then `eval_loss` over a DataLoader (TensorDataset,
   batch 128, no shuffle) with `loss.item()·batch` and `correct.item()` per batch.
 - `loop`: the same per point, but the weights copied in place and all samples in one forward.
-- `landscape`: `evaluate_grid` (vmap over stacked parameter sets for the FC net, auto backend).
+- `landscape`: `evaluate_grid` with its default backend; `landscape-vmap` / `landscape-loop` force one.
 
-The loop methods time the first `--loop-points` grid points and extrapolate linearly to the whole grid
-(each point costs the same); `landscape` times `--grid-points` points the same way (0: all). Prints one
-JSON line per method with seconds for the full grid, points/s, speed-up vs `reference`, peak RSS.
+The machine is shared, so the methods are timed interleaved in one process: `--rounds` rounds (after one
+warm-up round), each running every method on the same `--block` grid points; the median seconds per point
+is extrapolated to the whole grid (every point costs the same). Peak RSS: each method alone in a fresh
+process on one block (VmHWM). Prints one JSON line per method with the load average.
 """
 
 from __future__ import annotations
