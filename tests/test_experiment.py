@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from landscape import experiment
-from landscape.experiment import runner
 from landscape.checkpoint import load_checkpoint, load_training_state
 from landscape.cli import run_cli
 from landscape.data import load_data
 from landscape.errors import LandscapeError
+from landscape.experiment import runner
 from landscape.hessian import exact_hessian
 from landscape.hessian.spectrum_file import read_spectrum
 

@@ -3,8 +3,6 @@ PNG and PDF, leaves no pyplot figure behind, and names what is missing."""
 
 from __future__ import annotations
 
-import math
-
 import matplotlib
 import numpy as np
 import pytest

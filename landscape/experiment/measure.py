@@ -24,6 +24,7 @@ from landscape.checkpoint import load_checkpoint
 from landscape.data import TensorData
 from landscape.experiment.config import Run, select_params
 
+
 def probe_set(data: TensorData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed probe set: n training samples drawn once with seed 0 (the same for every run)."""
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: min(n, len(data))]
