@@ -135,8 +135,8 @@ def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
     `measure_samples` training samples (the same fixed set for every net)."""
     from landscape.experiment.keys import probe_keys
     from landscape.experiment.measure import transition_blocks
-    from landscape.experiment.results import spectrum_curves
     from landscape.hessian import HessianOperator, slq_density
+    from landscape.hessian.curves import spectrum_curves
     from landscape.probes import run_probes
 
     data = load_data("mnist1d", n_samples=setup["n_samples"], device=device)
