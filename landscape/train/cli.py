@@ -83,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar on stderr (default: when stderr is a terminal)")
     g = p.add_argument_group("probes and logging")
     g.add_argument("--probes", type=_str_list, metavar="A,B",
-                   help="diagnostics run during training (grad_norm, stream, jacobian, singularity, ...); "
+                   help="diagnostics run during training (grad_norm, stream, jacobian, singularity, curvature); "
                         "records in OUT/probes.jsonl")
     g.add_argument("--probe-every", type=int, metavar="K", help="run the probes every K steps (default 100)")
     g.add_argument("--probe-samples", type=int, metavar="N",
-                   help="fixed probe set: the first N training samples (default: each probe's own, 10000 for "
-                        "singularity)")
+                   help="fixed probe set: the first N training samples (default: 10000 for singularity, 1000 "
+                        "for curvature)")
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also write training metrics and probe records as TensorBoard scalars to DIR "
                         "(needs the tensorboard extra)")
