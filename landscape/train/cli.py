@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this value")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
     g.add_argument("--bias-reg", type=float, metavar="STRENGTH",
-                   help="BiasReg strength λ_b: adds λ_b Σ (b − β)² (docs/methods.md §A.2, a reconstruction)")
+                   help="BiasReg strength λ_b: adds λ_b Σ (b − β)² (docs/methods.md §A.3, a reconstruction)")
     g.add_argument("--bias-target", type=float, metavar="BETA", help="BiasReg target β (default 0)")
     g.add_argument("--bias-targets", help="which biases BiasReg covers: branch (default) or linear")
     g.add_argument("--procrustes-p", type=float, metavar="P",
