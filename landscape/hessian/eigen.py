@@ -12,7 +12,7 @@ The block is orthogonalized against Q by iterated classical Gram-Schmidt, as mat
 whenever the last one removed more than 1 − 1/√2 of the norm (Kahan-Parlett "twice is enough"),
 then Cholesky QR twice inside the block; a direction that vanishes (already in
 the span) is replaced by a random one. When the basis is full it restarts from the best Ritz vectors
-(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Stathopoulos & Saad).
+(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Zhou & Saad 2008).
 Gram products over dim are summed in float64 over float32 pieces of 1024 terms, so H and the
 orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3). Bookkeeping per round is a few dim × m × block matmuls.
 
@@ -20,7 +20,7 @@ Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r�
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
 `init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product: one
 Rayleigh-Ritz step on them, then the best k Ritz vectors get real products, which both verify them
-and restart the iteration from them if they are not yet converged (docs/methods.md §E.1).
+and restart the iteration from them if they are not yet converged (docs/methods.md §E.2).
 """
 
 from __future__ import annotations
