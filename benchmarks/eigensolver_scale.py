@@ -75,7 +75,8 @@ def run_arpack(d: torch.Tensor, k: int) -> dict:
 
     op = LinearOperator((dn.size, dn.size), matvec=mv, matmat=mv, dtype=np.float32)
     t0 = time.perf_counter()
-    vals, vecs = eigsh(op, k=k, which="LA", tol=1e-4, v0=np.random.default_rng(0).standard_normal(dn.size).astype(np.float32))
+    v0 = np.random.default_rng(0).standard_normal(dn.size).astype(np.float32)
+    vals, vecs = eigsh(op, k=k, which="LA", tol=1e-4, v0=v0)
     wall = time.perf_counter() - t0
     order = np.argsort(-vals)
     vals, vecs = vals[order].astype(np.float64), torch.from_numpy(np.ascontiguousarray(vecs[:, order]))

@@ -14,7 +14,8 @@ then Cholesky QR twice inside the block; a direction that vanishes (already in
 the span) is replaced by a random one. When the basis is full it restarts from the best Ritz vectors
 (Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Zhou & Saad 2008).
 Gram products over dim are summed in float64 over float32 pieces of 1024 terms, so H and the
-orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3). Bookkeeping per round is a few dim × m × block matmuls.
+orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3).
+Bookkeeping per round is a few dim × m × block matmuls.
 
 Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;

@@ -171,7 +171,8 @@ def test_plain_user_class_works_with_every_solver():
     assert res.ritz()[0].max() == pytest.approx(9.0, rel=1e-9)
     sd = slq_density(op, iters=30, vectors=4)
     assert sd.lambda_max == pytest.approx(9.0, rel=1e-9)
-    assert hutchinson_trace(op, vectors=400).trace == pytest.approx(eigs.sum(), abs=4 * float(np.sqrt(2 * (A**2).sum() / 400)))
+    spread = float(np.sqrt(2 * (A**2).sum() / 400))  # Hutchinson's stderr bound with 400 vectors
+    assert hutchinson_trace(op, vectors=400).trace == pytest.approx(eigs.sum(), abs=4 * spread)
     assert hutchpp_trace(op, products=99).trace == pytest.approx(eigs.sum(), abs=1.0)
 
 
