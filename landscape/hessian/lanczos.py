@@ -8,10 +8,11 @@ is the same on every device):
 
 and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
 of its chain (classical Gram-Schmidt, its inner products summed in float64 over float32 pieces); a
-second pass runs only when the first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is
-enough" test of Daniel, Gragg, Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an
-invariant subspace found) records β_j = 0 and continues with a fresh random vector orthogonal to the
-basis; T is then block diagonal, the first block's Ritz values are eigenvalues of A, and the later blocks get zero quadrature weight.
+second pass runs only when the first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough"
+test of Daniel, Gragg, Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace
+found) records β_j = 0 and continues with a fresh random vector orthogonal to the basis; T is then block
+diagonal, the first block's Ritz values are eigenvalues of A, and the later blocks get zero quadrature
+weight.
 
 The basis [k, m, dim] is stored in the operator's dtype (on `basis_device` if given, e.g. the CPU to
 spare GPU memory); α and β accumulate in float64.
