@@ -130,6 +130,8 @@ def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
     """A state must hold every field and match this run's fingerprint (a LandscapeError names the difference)."""
     if not isinstance(state, dict):
         raise LandscapeError(f"lanczos: a state is a dict, got {type(state).__name__}")
+    if "vectors" not in state and "probes" in state:  # saved before the rename of probes to vectors
+        state = {**state, "vectors": state["probes"]}
     missing = [k for k in (*FINGERPRINT, *_STATE_KEYS, *(("basis",) if keep else ())) if k not in state]
     if missing:
         raise LandscapeError(f"lanczos: the state lacks {', '.join(missing)}")

@@ -125,3 +125,12 @@ def test_float32_basis_stays_orthonormal_at_a_million_dims():
         B = res.basis[p].double()
         assert (B @ B.T - torch.eye(30, dtype=D)).abs().max() < 1e-5
     np.testing.assert_allclose(res.ritz()[0].max(1), 130.0, atol=1e-4)
+
+
+def test_a_state_saved_under_the_old_probes_key_resumes():
+    A = _sym(torch.linspace(0, 3, 40, dtype=D))
+    states = []
+    full = lanczos(lambda V: A @ V, 40, iters=12, vectors=2, seed=1, dtype=D, on_state=states.append, state_every=6)
+    old = {("probes" if k == "vectors" else k): v for k, v in states[0].items()}
+    resumed = lanczos(lambda V: A @ V, 40, iters=12, vectors=2, seed=1, dtype=D, state=old)
+    np.testing.assert_array_equal(resumed.alpha, full.alpha)
