@@ -201,7 +201,8 @@ def top_eigenpairs(
     restart (default max(2k + 2·block, 20)); max_matmats: calls of matmat before giving up.
     init: [dim, j] start vectors (warm start, e.g. last step's eigenvectors); init_product: A·init
     if already known (e.g. SLQ's Lanczos relation, see spectrum.slq_density(top_k=...)), saving
-    that product; the result is then verified with one product of the final k vectors.
+    that product: after one Rayleigh-Ritz step on them the best k Ritz vectors get real products,
+    which verify them or restart the iteration from them.
     """
     check_operator(op, "top_eigenpairs")
     if which not in WHICH:
@@ -252,6 +253,7 @@ def top_eigenpairs(
             # the products came from init_product: the best k Ritz vectors get real ones, and the
             # iteration continues from them (or stops if they are converged)
             trusted = True
+            U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
             AU = mm(U)
             th = torch.sum(U * AU, dim=1, dtype=torch.float64).cpu().numpy()
             R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
