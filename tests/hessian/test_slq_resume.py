@@ -114,7 +114,7 @@ def test_fingerprint_mismatch_names_the_field(change, field):
 
 
 def _argv(path, out, *extra):
-    base = ["--n-samples", "120", "--iters", "24", "--probes", "3", "--top-k", "1", "--no-progress"]
+    base = ["--n-samples", "120", "--iters", "24", "--vectors", "3", "--top-k", "1", "--no-progress"]
     return [str(path), *base, "--out", str(out), *extra]
 
 
@@ -129,28 +129,29 @@ def _same_outputs(a, b):
 
 
 def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(ckpt, monkeypatch, capsys):  # noqa: F811
-    from landscape.hessian import __main__ as cli
+    from landscape.hessian._cli_state import StateFile
 
     path, tmp, *_ = ckpt
+    handler = signal.getsignal(signal.SIGTERM)
     ref, out = tmp / "resume_ref", tmp / "resume_out"
     assert run_cli(main, _argv(path, ref)) == 0
     assert not (ref / "lanczos_state.pt").exists()
 
-    on_state = cli._StateFile.on_state
+    on_state = StateFile.on_state
 
     def on_state_then_sigterm(self, state):
         on_state(self, state)
         if state["done"] == 10:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(cli._StateFile, "on_state", on_state_then_sigterm)
+    monkeypatch.setattr(StateFile, "on_state", on_state_then_sigterm)
     assert run_cli(main, _argv(path, out, "--state-every", "5")) == 143
     assert "resume with --resume" in capsys.readouterr().err
     saved = torch.load(out / "lanczos_state.pt", weights_only=True)
     assert saved["done"] == 10 and not (out / "spectrum.json").exists()
-    assert signal.getsignal(signal.SIGTERM) is not cli._raise_interrupted  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is handler  # handlers restored
 
-    monkeypatch.setattr(cli._StateFile, "on_state", on_state)
+    monkeypatch.setattr(StateFile, "on_state", on_state)
     assert run_cli(main, _argv(path, out, "--state-every", "5", "--resume")) == 0
     assert not (out / "lanczos_state.pt").exists()
     _same_outputs(ref, out)
