@@ -21,7 +21,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "$DRY" = 1 ]; then
   DEVICE=cpu; BF16=(); EPOCHS=1; N=64; ITERS=5; VECTORS=2; FC='{"kind": "residual", "depth": 4, "width": 16}'
-  REAL=(--n-samples 4 --batch 2 --iters 2 --vectors 1 --ks 1 --skip hvp top1 slq peers)
+  REAL=(--n-samples 4 --batch 2 --depth 8 --width 2 --iters 2 --vectors 1 --ks 1 2 --skip peers)
   HVP=(--batch 2 --depth 8 --width 2 --reps 1 --no-compile)
 else
   DEVICE=cuda; BF16=(--bf16); EPOCHS=2; N=2000; ITERS=80; VECTORS=8; FC='{"kind": "residual", "depth": 20, "width": 128}'

@@ -48,9 +48,11 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def problem(n: int, batch: int, device: torch.device) -> tuple[nn.Module, list]:
+def problem(n: int, batch: int, device: torch.device, depth: int = 18, width: int | None = None
+            ) -> tuple[nn.Module, list]:
     torch.manual_seed(0)
-    model = landscape.build("resnetv2", depth=18).to(device).eval()
+    config = {"depth": depth} | ({"width": width} if width else {})
+    model = landscape.build("resnetv2", **config).to(device).eval()
     X = torch.randn(n, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (n,), device=device)
     return model, list(zip(X.split(batch), y.split(batch)))
@@ -131,12 +133,14 @@ def main() -> None:
     p.add_argument("--vectors", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--depth", type=int, default=18, help="ResNetV2 depth (default 18; smaller for a dry run)")
+    p.add_argument("--width", type=int, default=None, help="first-stage width (default: the depth's own)")
     p.add_argument("--skip", nargs="*", default=[], choices=["hvp", "top1", "slq", "peers"])
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = landscape.errors.resolve_device(args.device)
-    model, batches = problem(args.n_samples, args.batch, device)
+    model, batches = problem(args.n_samples, args.batch, device, args.depth, args.width)
     base = {
         "n_samples": args.n_samples,
         "batch": args.batch,
