@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.errors import LandscapeError
 from landscape.hessian import _data
@@ -52,7 +53,8 @@ class GradientGraphOperator:
     """H V for the probe-set loss from one kept gradient graph (double backward); a `LinearOperator`.
 
     Built at the model's current parameters (those with requires_grad, `named_parameters` order); the
-    gradient g = ∇L is `self.gradient`. Products never write `.grad`.
+    gradient g = ∇L is `self.gradient`. Products never write `.grad`. The forward runs with PyTorch's math
+    attention kernel, the one whose second derivatives exist (default attention works).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batches: Sequence[tuple[Any, Any]]):
@@ -65,7 +67,8 @@ class GradientGraphOperator:
         self.dim = sum(p.numel() for p in self.params)
         total = sum(_data.batch_size(b[0]) for b in batches)
         grads: list[Tensor] | None = None
-        with torch.enable_grad():
+        # the math attention kernel: fused SDPA kernels have no double backward (the graph is built here)
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             for inputs, targets in batches:
                 loss = loss_fn(model(*_data.as_args(inputs)), targets)
                 if not isinstance(loss, Tensor) or loss.dim() != 0:

@@ -280,3 +280,26 @@ def test_the_gradient_guard_finds_a_new_top_eigenvalue_that_the_old_vector_canno
         mon._vectors = Q[:, 1:2].clone()    # as if the last measurement's top vector is now the 2nd eigenvector
         rec = mon.measure(model, 1)
         assert _values(rec, "lambda_max")[0] == pytest.approx(expect, rel=1e-9)
+
+
+def test_default_attention_models_are_measured_like_the_exact_hessian():
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.layer(x).mean(1))
+
+    model = Encoder().to(D)
+    X, y = torch.randn(6, 5, 4, dtype=D), torch.randint(0, 3, (6,))
+    rec = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-9,
+                           metrics=("lambda_max", "top_eigenvalues")).measure(model.train(), 0)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):   # the reference needs the math kernel too
+        H = exact_hessian(model.eval(), F.cross_entropy, (X, y)).numpy()
+    assert _values(rec, "top_eigenvalues") == pytest.approx(np.linalg.eigvalsh(H)[::-1][:2], rel=1e-7)
