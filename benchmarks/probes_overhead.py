@@ -169,7 +169,7 @@ def bench_singularity(args, device: torch.device) -> None:
         _sync(device)
         forward = time.perf_counter() - t
         t = time.perf_counter()
-        records = run_probes(model, X, metrics="singularity", batch_size=batch_size)
+        records = run_probes(model, None, X, metrics="singularity", batch_size=batch_size)
         _sync(device)
         total = time.perf_counter() - t
         print(json.dumps({"bench": "singularity", "device": str(device), "samples": args.samples,

@@ -80,7 +80,7 @@ def test_probe_alone_creates_no_grad_and_keeps_no_graph():
     with probe(model, metrics=("stream", "singularity", "jacobian")):
         model(X)
     assert X.grad is None and all(p.grad is None for p in model.parameters())
-    run_probes(model, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
+    run_probes(model, None, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
     assert all(p.grad is None for p in model.parameters())
     seen = []
     handle = model.blocks[1].register_forward_hook(lambda m, a, o: seen.append(weakref.ref(o)))
@@ -117,9 +117,9 @@ def test_bad_input_is_a_one_line_landscape_error():
     with pytest.raises(LandscapeError, match="no residual blocks"):
         find_blocks(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
     with pytest.raises(LandscapeError, match="targets"):
-        run_probes(model, torch.randn(3, 6), metrics="grad_norm")
+        run_probes(model, None, torch.randn(3, 6), metrics="grad_norm")
     with pytest.raises(LandscapeError, match="no data"):
-        run_probes(model, [], metrics="stream")
+        run_probes(model, None, [], metrics="stream")
 
 
 class InPlaceConnect(nn.Module):
