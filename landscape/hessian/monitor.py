@@ -8,8 +8,8 @@ measured on a fixed probe set every K steps, each measurement warm-started from 
 One measurement at parameters θ (docs/methods.md §G), with H the Hessian of the probe-set loss
 L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 
-- lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: block Krylov iteration with
-  Rayleigh-Ritz (`warm_eigenpairs`) started from the previous measurement's Ritz vectors;
+- lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: the engine's block Krylov
+  solver (`top_eigenpairs(init=...)`) started from the previous measurement's Ritz vectors;
 - grad_top_fraction = ‖U_kᵀ g‖² / ‖g‖² with U_k the k Ritz vectors (Gur-Ari, Roberts & Dyer 2018);
 - eos_ratio: the sharpness over the optimizer's stability limit, 1 at the edge of stability
   (Cohen et al. 2021): SGD λ·η(1−d)/(2+2β) (momentum β, dampening d; Nesterov λ·η(1+2β)/(2+2β)),
@@ -38,9 +38,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.errors import LandscapeError
 from landscape.hessian import _data
+from landscape.hessian.eigen import top_eigenpairs
 from landscape.hessian.spectrum import slq_density
 from landscape.hessian.trace import hutchpp_trace
-from landscape.hessian.warm import warm_eigenpairs
 from landscape.modes import preserved_modes
 
 CURVATURE_METRICS = ("lambda_max", "top_eigenvalues", "trace", "negative_ratio", "grad_top_fraction",
@@ -204,7 +204,7 @@ class CurvatureMonitor:
         k: eigenpairs tracked (top_eigenvalues λ1..k, grad_top_fraction's subspace).
         metrics: a subset of CURVATURE_METRICS (default: all but trace and negative_ratio).
         tol: relative residual of every tracked Ritz pair (‖Hu − θu‖ ≤ tol·|θ1|).
-        max_matmats: data passes per eigen solve before it stops unconverged.
+        max_matmats: calls of the operator per eigen solve before it stops unconverged.
         trace_products: Hutch++ products for "trace"; slq_iters / slq_vectors: the SLQ of "negative_ratio".
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
@@ -311,8 +311,8 @@ class CurvatureMonitor:
         groups = _group_of(self.optimizer, op.params) if kind else []
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
-            pairs = warm_eigenpairs(op, self.k, self._start(self._vectors, op.gradient), tol=self.tol,
-                                    max_matmats=self.max_matmats, generator=self._gen)
+            pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, op.gradient), tol=self.tol,
+                                   max_matmats=self.max_matmats, seed=self._seed())
             self._vectors = pairs.eigenvectors.detach()
             lam = float(pairs.eigenvalues[0])
             info.update(products=pairs.n_products, converged=pairs.converged,
@@ -355,8 +355,8 @@ class CurvatureMonitor:
         wd = 0.0 if decoupled else _scalar(group.get("weight_decay", 0.0))
         d = P.rsqrt()
         start = self._start(self._pvectors, d.to(op.gradient) * op.gradient)
-        pairs = warm_eigenpairs(ScaledOperator(op, d, wd), 1, start, tol=self.tol, max_matmats=self.max_matmats,
-                                generator=self._gen)
+        pairs = top_eigenpairs(ScaledOperator(op, d, wd), 1, init=start, tol=self.tol,
+                               max_matmats=self.max_matmats, seed=self._seed())
         self._pvectors = pairs.eigenvectors.detach()
         lam = float(pairs.eigenvalues[0])
         info.update(preconditioned_products=pairs.n_products, preconditioned_converged=pairs.converged)

@@ -70,8 +70,23 @@ def _hook_probes(ctx: ProbeContext):
                          on_records=ctx.emit)
 
 
+CURVATURE_PROBE_SAMPLES = 512   # default probe set of --probes curvature (docs/methods.md §G)
+
+
+def _curvature(ctx: ProbeContext):
+    """`--probes curvature`: a `CurvatureMonitor` on the first --probe-samples training samples (default 512)."""
+    from landscape.hessian.monitor import CurvatureMonitor
+
+    def emit(records: list[dict]) -> None:
+        ctx.emit([{**r, "epoch": r["step"] / ctx.steps_per_epoch} for r in records])
+
+    return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(CURVATURE_PROBE_SAMPLES), optimizer=ctx.optimizer,
+                            batch_size=ctx.config.eval_batch_size, seed=ctx.config.seed, on_records=emit)
+
+
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
     "grad_norm": _hook_probes, "stream": _hook_probes, "jacobian": _hook_probes, "singularity": _hook_probes,
+    "curvature": _curvature,
 }
 
 
