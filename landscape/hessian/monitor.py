@@ -206,6 +206,8 @@ class CurvatureMonitor:
         tol: relative residual of every tracked Ritz pair (‖Hu − θu‖ ≤ tol·|θ1|).
         max_matmats: calls of the operator per eigen solve before it stops unconverged.
         trace_products: Hutch++ products for "trace"; slq_iters / slq_vectors: the SLQ of "negative_ratio".
+        full_every: measure "trace" and "negative_ratio" (tens of products each) only at every
+            `full_every`-th measurement, the first included (1: at every one).
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
         guard: add the unit gradient to the first start vector (see `_start`); False starts from the
@@ -220,6 +222,7 @@ class CurvatureMonitor:
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
                  max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
+                 full_every: int = 1,
                  eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -229,7 +232,7 @@ class CurvatureMonitor:
                                  f"known: {', '.join(CURVATURE_METRICS)}")
         for name, value, low in (("every", every, 1), ("k", k, 1), ("max_matmats", max_matmats, 1),
                                  ("trace_products", trace_products, 3), ("slq_iters", slq_iters, 2),
-                                 ("slq_vectors", slq_vectors, 1)):
+                                 ("slq_vectors", slq_vectors, 1), ("full_every", full_every, 1)):
             if not isinstance(value, int) or value < low:
                 raise LandscapeError(f"{name} must be an integer ≥ {low}, got {value!r}")
         if not (tol > 0 and eps > 0):
@@ -237,6 +240,7 @@ class CurvatureMonitor:
         self.loss_fn, self.optimizer, self.every, self.k, self.metrics = loss_fn, optimizer, every, k, metrics
         self.tol, self.max_matmats, self.eps, self.warm, self.guard = tol, max_matmats, eps, warm, guard
         self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
+        self.full_every = full_every
         self.batches = list(_data.DataSource(data))
         if batch_size is not None:
             if not isinstance(batch_size, int) or batch_size < 1:
@@ -333,6 +337,8 @@ class CurvatureMonitor:
                 out.append(("eos_ratio", (lam + wd) * lr * sgd_threshold_factor(group), {}))
         if kind == "adam" and want & {"preconditioned_lambda_max", "eos_ratio"}:
             out += self._adam(op, groups, want, info)
+        if len(self.history) % self.full_every:
+            want -= {"trace", "negative_ratio"}
         if "trace" in want:
             tr = hutchpp_trace(op, products=self.trace_products, seed=self._seed())
             out += [("trace", tr.trace, {}), ("trace_stderr", tr.stderr, {})]

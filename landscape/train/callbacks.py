@@ -75,13 +75,15 @@ CURVATURE_PROBE_SAMPLES = 512   # default probe set of --probes curvature (docs/
 
 def _curvature(ctx: ProbeContext):
     """`--probes curvature`: a `CurvatureMonitor` on the first --probe-samples training samples (default 512)."""
-    from landscape.hessian.monitor import CurvatureMonitor
+    from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
 
     def emit(records: list[dict]) -> None:
         ctx.emit([{**r, "epoch": r["step"] / ctx.steps_per_epoch} for r in records])
 
+    # every metric; trace and negative_ratio (tens of products each) at every 10th measurement only
     return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(CURVATURE_PROBE_SAMPLES), optimizer=ctx.optimizer,
-                            batch_size=ctx.config.eval_batch_size, seed=ctx.config.seed, on_records=emit)
+                            metrics=CURVATURE_METRICS, full_every=10, batch_size=ctx.config.eval_batch_size,
+                            seed=ctx.config.seed, on_records=emit)
 
 
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {

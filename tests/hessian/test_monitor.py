@@ -304,6 +304,9 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
         records = read_jsonl(run / "probes.jsonl")
         lam = {r["step"]: r["value"] for r in records if r["metric"] == "lambda_max"}
         assert sorted(lam) == [4, 8] and {r["epoch"] for r in records} == {1.0, 2.0}
+        for metric in ("trace", "trace_stderr", "negative_ratio", "negative_ratio_stderr"):   # 1st of every 10
+            assert [r["step"] for r in records if r["metric"] == metric] == [4]
+        assert {"top_eigenvalues", "grad_top_fraction", "lambda_max_residual"} <= {r["metric"] for r in records}
         eos = {r["step"]: r["value"] for r in records if r["metric"] == "eos_ratio"}
         assert eos[8] == pytest.approx(lam[8] * 0.1 / (2 + 2 * 0.9))       # SGD with the CLI's momentum 0.9
         for epoch, step in ((1, 4), (2, 8)):
