@@ -313,6 +313,8 @@ class CurvatureMonitor:
         want = set(self.metrics)
         kind = optimizer_kind(self.optimizer)
         groups = _group_of(self.optimizer, op.params) if kind else []
+        if not bool(torch.isfinite(op.gradient).all()):   # a diverged model: say so, leave the stop to training
+            return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in want], {"finite": False}
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
             pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, op.gradient), tol=self.tol,

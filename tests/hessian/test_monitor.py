@@ -318,3 +318,12 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
             assert lam[step] == pytest.approx(spectrum["top_eigenvalues"][0], rel=1e-3)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_diverged_model_gets_nan_records_not_an_exception():
+    model, X, y = _setup()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    rec = CurvatureMonitor(F.cross_entropy, (X, y)).measure(model, 3)
+    assert [r["metric"] for r in rec] == ["lambda_max", "grad_top_fraction"]
+    assert all(np.isnan(r["value"]) for r in rec)
