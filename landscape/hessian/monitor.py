@@ -9,7 +9,8 @@ One measurement at parameters θ (docs/methods.md §G), with H the Hessian of th
 L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 
 - lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: the engine's block Krylov
-  solver (`top_eigenpairs(init=...)`) started from the previous measurement's Ritz vectors;
+  solver (`top_eigenpairs(init=...)`) started from the previous measurement's Ritz vectors, the first
+  one plus the unit gradient (a guard against a stale top vector; `_start`);
 - grad_top_fraction = ‖U_kᵀ g‖² / ‖g‖² with U_k the k Ritz vectors (Gur-Ari, Roberts & Dyer 2018);
 - eos_ratio: the sharpness over the optimizer's stability limit, 1 at the edge of stability
   (Cohen et al. 2021): SGD λ·η(1−d)/(2+2β) (momentum β, dampening d; Nesterov λ·η(1+2β)/(2+2β)),
@@ -17,7 +18,8 @@ L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
   λ includes a coupled L2 weight decay (H + wd·I), which the optimizer's iteration sees;
 - preconditioned_lambda_max (Adam / AdamW): λmax of P⁻¹H = λmax of P^{-1/2} H P^{-1/2},
   P = (1 − β1^t)·(√(v_t / (1 − β2^t)) + ε) from the optimizer's state (the denominator of its last step);
-- trace ± trace_stderr (Hutch++) and negative_ratio ± stderr (few-vector SLQ) when enabled.
+- trace ± trace_stderr (Hutch++) and negative_ratio ± stderr (few-vector SLQ) when enabled, at every
+  `full_every`-th measurement.
 
 The products H V come from one gradient graph of the probe set kept for the whole measurement
 (`GradientGraphOperator`), so a measurement pays one forward and backward plus about two gradients'
