@@ -164,6 +164,7 @@ class RecordSink:
         if self._writer is not None:
             for r in records:
                 tag = "probes/" + r["metric"] + ("" if r.get("block") is None else "/" + str(r["block"]))
+                tag += "" if r.get("index") is None else f"/{r['index']}"   # top_eigenvalues: one tag per λ_i
                 self._scalars(tag.replace(":", "/"), r.get("value"), r.get("step"))
 
     def epoch(self, epoch: int, model: nn.Module, record: dict) -> None:
