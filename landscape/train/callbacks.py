@@ -37,6 +37,7 @@ StepCallback = Callable[[int, nn.Module, tuple[Tensor, Tensor], Tensor], None]
 EpochCallback = Callable[[int, nn.Module, dict], None]
 RECORDS_FILE = "probes.jsonl"
 DEFAULT_PROBE_SAMPLES = 10_000   # the fixed probe set of the singularity probe (docs/methods.md §A.2)
+DEFAULT_CURVATURE_SAMPLES = 1_000  # ... and of the curvature monitor (one kept gradient graph holds it all)
 
 
 @dataclass
@@ -70,20 +71,17 @@ def _hook_probes(ctx: ProbeContext):
                          on_records=ctx.emit)
 
 
-CURVATURE_PROBE_SAMPLES = 512   # default probe set of --probes curvature (docs/methods.md §G)
-
-
 def _curvature(ctx: ProbeContext):
-    """`--probes curvature`: a `CurvatureMonitor` on the first --probe-samples training samples (default 512)."""
-    from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
-
-    def emit(records: list[dict]) -> None:
-        ctx.emit([{**r, "epoch": r["step"] / ctx.steps_per_epoch} for r in records])
-
-    # every metric; trace and negative_ratio (tens of products each) at every 10th measurement only
-    return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(CURVATURE_PROBE_SAMPLES), optimizer=ctx.optimizer,
-                            metrics=CURVATURE_METRICS, full_every=10, batch_size=ctx.config.eval_batch_size,
-                            seed=ctx.config.seed, on_records=emit)
+    """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the fixed probe set, with the
+    run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
+    try:
+        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
+    except ImportError as e:
+        raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
+    # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
+    return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(DEFAULT_CURVATURE_SAMPLES), optimizer=ctx.optimizer,
+                            metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
+                            batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
 
 
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
@@ -136,6 +134,7 @@ class RecordSink:
     out: Path | None
     tensorboard: str | None
     start_step: int = 0
+    steps_per_epoch: int | None = None
     _writer: object = field(default=None, repr=False)
 
     def open(self) -> RecordSink:
@@ -156,9 +155,14 @@ class RecordSink:
         return None if self.out is None else self.out / RECORDS_FILE
 
     def emit(self, records: list[dict]) -> None:
-        """Append probe records (`{"step", "block", "metric", "value", ...}`)."""
+        """Append probe records (`{"step", "block", "metric", "value", ...}`; `epoch` = step / steps per epoch
+        is added where missing)."""
         if not records:
             return
+        if self.steps_per_epoch:
+            for r in records:
+                if "epoch" not in r and isinstance(r.get("step"), int):
+                    r["epoch"] = r["step"] / self.steps_per_epoch
         if self.path is not None:
             append_jsonl(self.path, records)
         if self._writer is not None:
