@@ -75,11 +75,13 @@ def _curvature(ctx: ProbeContext):
     """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the fixed probe set, with the
     run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
     try:
-        from landscape.hessian.monitor import CurvatureMonitor
+        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
     except ImportError as e:
         raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
+    # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
     return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(DEFAULT_CURVATURE_SAMPLES), optimizer=ctx.optimizer,
-                            seed=ctx.config.seed, batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
+                            metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
+                            batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
 
 
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
@@ -166,6 +168,7 @@ class RecordSink:
         if self._writer is not None:
             for r in records:
                 tag = "probes/" + r["metric"] + ("" if r.get("block") is None else "/" + str(r["block"]))
+                tag += "" if r.get("index") is None else f"/{r['index']}"   # top_eigenvalues: one tag per λ_i
                 self._scalars(tag.replace(":", "/"), r.get("value"), r.get("step"))
 
     def epoch(self, epoch: int, model: nn.Module, record: dict) -> None:
