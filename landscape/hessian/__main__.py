@@ -201,8 +201,13 @@ def _write(args, out: Path, sd, top, op, meta: dict) -> None:
     from landscape.plots import plot_spectral_density
 
     s = write_spectrum(out, sd, eps=args.eps, sigma=args.sigma, top=top, meta=meta)
-    plot_spectral_density({args.operator: {"nodes": sd.nodes, "weights": sd.weights, "dim": sd.dim}},
-                          out / "density", eps=args.eps)
+    spectrum = {**s, "nodes": sd.nodes, "weights": sd.weights, "dim": sd.dim}  # plain data for the plot
+    try:
+        from landscape.experiment.results import spectrum_curves
+    except ImportError:  # plots before the curves moved to the results module: it takes nodes and weights
+        plot_spectral_density({args.operator: spectrum}, out / "density", eps=args.eps)
+    else:
+        plot_spectral_density({args.operator: spectrum_curves(spectrum)}, out / "density")
     line = {k: s.get(k) for k in ("lambda_max", "lambda_max_stderr", "lambda_max_residual")}
     line.update({k: s.get(k) for k in ("lambda_min", "trace", "trace_stderr", "negative_ratio",
                                        "degenerate_ratio", "top_eigenvalues", "top_residuals",

@@ -366,7 +366,8 @@ def test_too_few_samples_note(ckpt, monkeypatch, capsys):
     path, tmp, *_ = ckpt
     to_dict = SpectralDensity.to_dict
     monkeypatch.setattr(SpectralDensity, "to_dict",
-                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max})
+                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max,
+                                               "lambda_max_noisy": True})
     argv = [str(path), "--n-samples", "50", "--iters", "10", "--vectors", "1", "--top-k", "0", "--out",
             str(tmp / "noisy"), "--no-progress"]
     assert run_cli(main, argv) == 0
