@@ -9,6 +9,7 @@ loads or raises `CheckpointError` with a one-line message naming the file, and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -258,7 +259,7 @@ _ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(m
 
 
 @FUZZ
-@given(d=st.dictionaries(st.sampled_from([f.name for f in T.dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
+@given(d=st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
                          max_size=5))
 def test_fuzz_config_tables_validate_or_fail_in_one_line(d):
     """What a TOML file may hold: any key, any type."""
@@ -485,7 +486,7 @@ def user_weights(tmp_path_factory):
 def test_fuzz_hessian_weight_files_load_or_fail_in_one_line(data, user_weights, tmp_path):
     """`--model module:function` weights: random bytes, truncations, byte flips, junk or NaN tensors and
     malicious pickles load or give one `LandscapeError` line naming the file; no code ever runs."""
-    from landscape.hessian._cli_inputs import user_model
+    from landscape.hessian.cli_inputs import user_model
 
     d, blob, state = user_weights
     path, marker = tmp_path / "w.pt", tmp_path / "pwned"

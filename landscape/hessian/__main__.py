@@ -154,7 +154,7 @@ def _slq(op, args, state, sf):
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:
     from landscape.data import part_slice
     from landscape.hessian import GGNOperator, HessianOperator, top_eigenpairs
-    from landscape.hessian._cli_inputs import load_inputs
+    from landscape.hessian.cli_inputs import load_inputs
 
     model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
     world = distributed.world_size()
@@ -196,18 +196,14 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
 
 def _write(args, out: Path, sd, top, op, meta: dict) -> None:
     """spectrum.json/.npz, the density plot, the summary line on stdout and the too-few-samples note."""
+    from landscape.hessian.curves import spectrum_curves
     from landscape.hessian.spectrum_file import write_spectrum
     from landscape.io import dumps
     from landscape.plots import plot_spectral_density
 
     s = write_spectrum(out, sd, eps=args.eps, sigma=args.sigma, top=top, meta=meta)
-    spectrum = {**s, "nodes": sd.nodes, "weights": sd.weights, "dim": sd.dim}  # plain data for the plot
-    try:
-        from landscape.experiment.results import spectrum_curves
-    except ImportError:  # plots before the curves moved to the results module: it takes nodes and weights
-        plot_spectral_density({args.operator: spectrum}, out / "density", eps=args.eps)
-    else:
-        plot_spectral_density({args.operator: spectrum_curves(spectrum)}, out / "density")
+    curves = spectrum_curves({"nodes": sd.nodes, "weights": sd.weights, "dim": sd.dim, "eps": args.eps})
+    plot_spectral_density({args.operator: curves}, out / "density")
     line = {k: s.get(k) for k in ("lambda_max", "lambda_max_stderr", "lambda_max_residual")}
     line.update({k: s.get(k) for k in ("lambda_min", "trace", "trace_stderr", "negative_ratio",
                                        "degenerate_ratio", "top_eigenvalues", "top_residuals",

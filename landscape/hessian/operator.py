@@ -180,6 +180,22 @@ class CurvatureOperator:
         self.n_products += rows.shape[0]
         return _data.sample_average(total, count).T
 
+    def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(n_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
+        the samples), for data-noise error bars (landscape.hessian.errorbars). One extra data pass."""
+        rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
+        tangents, sizes, forms = self.layout.split(rows), [], []
+        with torch.enable_grad(), self._modes_as_built(), self.kernel():
+            for batch in self.data:
+                batch = _data.to_device(batch, self.device, self.dtype)
+                split = pieces > 1 and all(isinstance(t, Tensor) for t in batch)
+                for b in zip(*(t.tensor_split(pieces) for t in batch)) if split else [batch]:
+                    if _data.batch_size(b[0]):
+                        hv = self.layout.join(self._impl.apply(self._impl.prepare(b), tangents))
+                        sizes.append(_data.batch_size(b[0]))
+                        forms.append(torch.sum(hv * rows, dim=1, dtype=torch.float64).cpu())
+        return np.asarray(sizes), torch.stack(forms).numpy()
+
     def __matmul__(self, V: Tensor) -> Tensor:
         V = torch.as_tensor(V)
         return self.matvec(V) if V.dim() == 1 else self.matmat(V)

@@ -358,22 +358,22 @@ def test_wrong_input_shape_names_model_shape_and_torch_message(user, tmp_path, c
     (["--probes", "4"], "unrecognized arguments: --probes"),
 ])
 def test_bad_numbers_are_refused_before_loading(ckpt, monkeypatch, capsys, extra, fragment):
-    from landscape.hessian import _cli_inputs
+    from landscape.hessian import cli_inputs
 
     path, tmp, *_ = ckpt
-    monkeypatch.setattr(_cli_inputs, "load_inputs", lambda *a: pytest.fail("loaded before checking the flags"))
+    monkeypatch.setattr(cli_inputs, "load_inputs", lambda *a: pytest.fail("loaded before checking the flags"))
     _refused(capsys, run_cli(main, [str(path), "--out", str(tmp / "nums"), "--no-progress", *extra]), fragment)
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
 def test_bad_out_is_refused_before_any_compute(ckpt, tmp_path, monkeypatch, capsys, where):
-    from landscape.hessian import _cli_inputs
+    from landscape.hessian import cli_inputs
 
     path, *_ = ckpt
     blocker = tmp_path / "a_file"
     blocker.write_text("keep me")
     out = blocker / "sub" if where == "under_a_file" else blocker
-    monkeypatch.setattr(_cli_inputs, "load_inputs", lambda *a: pytest.fail("computed before checking --out"))
+    monkeypatch.setattr(cli_inputs, "load_inputs", lambda *a: pytest.fail("computed before checking --out"))
     _refused(capsys, run_cli(main, [str(path), "--out", str(out), "--no-progress"]), f"--out {out}")
     assert blocker.read_text() == "keep me"
 

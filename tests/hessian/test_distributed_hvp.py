@@ -57,7 +57,7 @@ def _worker(out: Path) -> None:
         result[name] = op.matmat(V)
         result[f"{name}_n"] = torch.tensor(op.n_samples)
         result[f"{name}_distributed"] = torch.tensor(op.distributed)
-    sd = slq_density(HessianOperator(model, F.cross_entropy, batches), ITERS, PROBES, 3)  # iters, vectors, seed
+    sd = slq_density(HessianOperator(model, F.cross_entropy, batches), iters=ITERS, vectors=PROBES, seed=3)
     result["nodes"], result["weights"] = torch.from_numpy(sd.nodes), torch.from_numpy(sd.weights)
     torch.save(result, out / f"rank{distributed.rank()}.pt")
     distributed.shutdown()
@@ -84,7 +84,7 @@ def test_two_ranks_with_unequal_shares_equal_one_process(tmp_path):
             assert bool(res[f"{name}_distributed"]) and int(res[f"{name}_n"]) == N
             torch.testing.assert_close(res[name], ref, rtol=0, atol=1e-10 * float(ref.abs().max()),
                                        msg=f"{name} rank {r}")
-    sd = slq_density(HessianOperator(model, F.cross_entropy, _batches(X, y)), ITERS, PROBES, 3)  # iters, vectors, seed
+    sd = slq_density(HessianOperator(model, F.cross_entropy, _batches(X, y)), iters=ITERS, vectors=PROBES, seed=3)
     for res in ranks:
         np.testing.assert_allclose(res["nodes"].numpy(), sd.nodes, rtol=0, atol=1e-6)
         np.testing.assert_allclose(res["weights"].numpy(), sd.weights, rtol=0, atol=1e-6)

@@ -133,6 +133,12 @@ def test_tiny_gpt2_from_a_config_with_tied_embeddings():
     with sdpa_kernel(SDPBackend.MATH):
         fd = _fd_hvp(model, F.cross_entropy, ids, y, V[:, 0])
     assert _rel(HV[:, 0], fd) < 1e-7
+    # λmax's data error bar runs per-batch products through the same math kernel
+    from landscape.hessian import slq_density
+
+    batched = HessianOperator(model, F.cross_entropy, list(zip(ids.split(1), y.split(1))), merge_batches=False)
+    sd = slq_density(batched, 12, 2, top_k=1)
+    assert sd.top.converged and math.isfinite(sd.to_dict()["lambda_max_stderr"])
 
 
 def test_tiny_bert_from_a_config_falls_back_from_an_asymmetric_backend(monkeypatch):

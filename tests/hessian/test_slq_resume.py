@@ -55,7 +55,7 @@ def test_resume_is_bit_identical(reorth, dtype):
     A = _matrix(torch.cat([torch.linspace(-1, 1, 57, dtype=D), torch.tensor([4.0, 9.0, 20.0], dtype=D)])).to(dtype)
 
     def run(**kw):
-        return lanczos(lambda V: A @ V, 60, iters=20, probes=3, seed=5, reorth=reorth, dtype=dtype, **kw)
+        return lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=5, reorth=reorth, dtype=dtype, **kw)
 
     full = run()
     state = _saved_after(lambda **kw: run(state_every=7, **kw), 7)
@@ -68,11 +68,11 @@ def test_resume_is_bit_identical(reorth, dtype):
 
 
 def test_resume_across_a_breakdown_keeps_the_random_stream_and_basis():
-    """Five distinct eigenvalues: each probe breaks down after five steps and restarts from the generator."""
+    """Five distinct eigenvalues: each vector breaks down after five steps and restarts from the generator."""
     A = _matrix(torch.tensor([1.0, 2.0, 3.0, 5.0, 8.0], dtype=D).repeat_interleave(8))
 
     def run(**kw):
-        return lanczos(lambda V: A @ V, 40, iters=20, probes=2, seed=3, dtype=D, return_basis=True, **kw)
+        return lanczos(lambda V: A @ V, 40, iters=20, vectors=2, seed=3, dtype=D, return_basis=True, **kw)
 
     full = run()
     assert full.breakdowns > 0
@@ -91,19 +91,19 @@ def test_slq_density_resumes():
         def matmat(self, V):
             return A @ V
 
-    full = slq_density(Op(), iters=15, probes=2, seed=2)
-    state = _saved_after(lambda **kw: slq_density(Op(), iters=15, probes=2, seed=2, state_every=5, **kw), 10)
-    resumed = slq_density(Op(), iters=15, probes=2, seed=2, state=state)
+    full = slq_density(Op(), iters=15, vectors=2, seed=2)
+    state = _saved_after(lambda **kw: slq_density(Op(), iters=15, vectors=2, seed=2, state_every=5, **kw), 10)
+    resumed = slq_density(Op(), iters=15, vectors=2, seed=2, state=state)
     assert np.array_equal(resumed.nodes, full.nodes) and np.array_equal(resumed.weights, full.weights)
 
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"iters": 12}, "iters"), ({"seed": 1}, "seed"), ({"reorth": "none"}, "reorth"), ({"probes": 3}, "probes")],
+    [({"iters": 12}, "iters"), ({"seed": 1}, "seed"), ({"reorth": "none"}, "reorth"), ({"vectors": 3}, "vectors")],
 )
 def test_fingerprint_mismatch_names_the_field(change, field):
     A = _matrix(torch.linspace(0, 1, 30, dtype=D))
-    kw = {"iters": 10, "probes": 2, "seed": 0, "reorth": "full", "dtype": D}
+    kw = {"iters": 10, "vectors": 2, "seed": 0, "reorth": "full", "dtype": D}
     state = _saved_after(lambda **k: lanczos(lambda V: A @ V, 30, state_every=3, **kw, **k), 3)
     with pytest.raises(LandscapeError, match=f"state is for {field}="):
         lanczos(lambda V: A @ V, 30, **{**kw, **change}, state=state)
