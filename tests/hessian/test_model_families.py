@@ -176,22 +176,40 @@ def test_tiny_bert_from_a_config_falls_back_from_an_asymmetric_backend(monkeypat
         HessianOperator(model, F.cross_entropy, (ids, y), backend="func")
 
 
-def test_exact_oracle_with_padding_idx_matches_reverse_over_reverse():
-    class Embed(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb, self.pos = nn.Embedding(6, 3, padding_idx=0), nn.Parameter(torch.randn(4, 3))
-            self.head = nn.Linear(3, 2)
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(6, 3, padding_idx=0), nn.Parameter(torch.randn(4, 3))
+        self.head = nn.Linear(3, 2)
 
-        def forward(self, ids):
-            return self.head(torch.tanh(self.emb(ids) + self.pos).mean(1))
+    def forward(self, ids):
+        return self.head(torch.tanh(self.emb(ids) + self.pos).mean(1))
+
+
+_IDS, _Y = torch.tensor([[1, 0, 2, 5], [0, 1, 1, 4], [3, 3, 0, 2]]), torch.tensor([0, 1, 1])
+
+
+def test_exact_oracle_with_padding_idx_matches_reverse_over_reverse():
+    torch.manual_seed(0)
+    model = _Embed().double()
+    H = exact_hessian(model, F.cross_entropy, (_IDS, _Y))
+    eye = torch.eye(H.shape[0], dtype=D)
+    torch.testing.assert_close(H, _torch_hvp(model, F.cross_entropy, _IDS, _Y, eye), rtol=1e-10, atol=1e-12)
+
+
+def test_ggn_with_padding_idx_falls_back_like_the_hessian(monkeypatch):
+    """J v by forward mode moves the padding row, Jᵀu by reverse mode does not: func's GGN products are not
+    symmetric either, and auto falls back to the double-vjp backend, which matches the brute-force GGN."""
+    from landscape.hessian import GGNOperator, _plan, exact_ggn
 
     torch.manual_seed(0)
-    model = Embed().double()
-    ids, y = torch.tensor([[1, 0, 2, 5], [0, 1, 1, 4], [3, 3, 0, 2]]), torch.tensor([0, 1, 1])
-    H = exact_hessian(model, F.cross_entropy, (ids, y))
-    eye = torch.eye(H.shape[0], dtype=D)
-    torch.testing.assert_close(H, _torch_hvp(model, F.cross_entropy, ids, y, eye), rtol=1e-10, atol=1e-12)
+    model = _Embed().double()
+    monkeypatch.setattr(_plan, "pick", lambda op, trials: "func" if "func" in trials else "double_backward")
+    monkeypatch.setattr(_plan, "func_trial_pointless", lambda *a: False)
+    op = GGNOperator(model, F.cross_entropy, (_IDS, _Y))
+    assert op.backend == "double_backward" and "not symmetric" in op.info()["rejected"]["func"]
+    V = torch.randn(op.dim, 2, dtype=D)
+    torch.testing.assert_close(op.matmat(V), exact_ggn(model, F.cross_entropy, (_IDS, _Y)) @ V, rtol=1e-9, atol=1e-11)
 
 
 def test_zoo_resnet_at_cifar_size_in_float32():
