@@ -24,7 +24,6 @@ state file on --resume, so OUT must be on a file system all ranks share.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import sys
 import time
@@ -139,21 +138,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _slq(op, args, state, sf):
-    """slq_density with the random-vector count under its current keyword (`vectors`; `probes` before),
-    and the top-k refined from the same Krylov run when the solver offers it (`top_k`)."""
+    """SLQ with the top-k refined from the same Krylov run (and λmax's data error bar)."""
     from landscape.hessian import slq_density
 
-    params = inspect.signature(slq_density).parameters
-    extra = {"vectors" if "vectors" in params else "probes": args.vectors}
-    if "top_k" in params:
-        extra["top_k"] = args.top_k
-    return slq_density(op, iters=args.iters, seed=args.seed, state=state, on_state=sf.on_state,
-                       state_every=args.state_every, **extra)
+    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k, state=state,
+                       on_state=sf.on_state, state_every=args.state_every)
 
 
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:
     from landscape.data import part_slice
-    from landscape.hessian import GGNOperator, HessianOperator, top_eigenpairs
+    from landscape.hessian import GGNOperator, HessianOperator
     from landscape.hessian.cli_inputs import load_inputs
 
     model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
@@ -177,10 +171,7 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     with progress(total=args.iters * args.vectors, initial=done * args.vectors, desc="SLQ", unit="HVP",
                   enabled=show) as bar:
         sd = _slq(_Counted(op, bar), args, state, sf)
-    top = getattr(sd, "top", None)
-    if args.top_k and top is None:
-        with progress(desc=f"top-{args.top_k}", unit="HVP", enabled=show) as bar:
-            top = top_eigenpairs(_Counted(op, bar), k=args.top_k, seed=args.seed)
+    top = sd.top
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
         return 0

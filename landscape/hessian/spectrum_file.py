@@ -40,7 +40,7 @@ def spectrum_record(sd: Any, *, eps: float = 1e-3, sigma: float | None = None, t
     summary = dict(sd.to_dict(eps, sigma=sigma))
     nodes = np.asarray(summary.pop("nodes", sd.nodes), dtype=np.float64)
     weights = np.asarray(summary.pop("weights", sd.weights), dtype=np.float64)
-    summary["vectors"] = int(summary.pop("probes", summary.get("vectors", nodes.shape[0])))
+    summary["vectors"] = int(summary.get("vectors", nodes.shape[0]))
     if top is not None:
         summary["top_eigenvalues"] = np.asarray(top.eigenvalues, dtype=np.float64).tolist()
         summary["top_residuals"] = np.asarray(top.residuals, dtype=np.float64).tolist()
