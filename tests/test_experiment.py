@@ -4,6 +4,7 @@ the shipped configs, and one-line errors for bad configs."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from landscape.checkpoint import load_checkpoint, load_training_state
 from landscape.cli import run_cli
 from landscape.data import load_data
 from landscape.errors import LandscapeError
+from landscape.experiment import runner
 from landscape.hessian import exact_hessian
+from landscape.hessian.spectrum_file import read_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ("orhan2018", "oh2025", "zaeemzadeh2018", "liu2020")
@@ -70,6 +73,30 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines()]
 
 
+def _head_commit(root: Path) -> str | None:
+    """HEAD's commit read from the repository's files, without the git binary (the reference for the
+    commit the runner records); None outside a checkout."""
+    dotgit = root / ".git"
+    if dotgit.is_file():  # a worktree: "gitdir: PATH"
+        gitdir = (root / dotgit.read_text().split("gitdir:", 1)[1].strip()).resolve()
+    elif dotgit.is_dir():
+        gitdir = dotgit
+    else:
+        return None
+    head = (gitdir / "HEAD").read_text().strip()
+    if not head.startswith("ref:"):
+        return head  # detached
+    ref = head[4:].strip()
+    common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve() if (gitdir / "commondir").exists() \
+        else gitdir
+    for base in (gitdir, common):
+        if (base / ref).exists():
+            return (base / ref).read_text().strip()
+    packed = common / "packed-refs"
+    lines = packed.read_text().splitlines() if packed.exists() else []
+    return next((ln.split()[0] for ln in lines if ln.endswith(" " + ref)), None)
+
+
 def _drop_seconds(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
@@ -81,15 +108,16 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         assert (out / name).exists()
     record = json.loads((out / "experiment.json").read_text())
     assert record["notes"] == ["[TD] a test grid"] and record["profile"] == "quick"
-    assert "commit" in (record["git"] or {"commit": None})
+    want = _head_commit(ROOT) if shutil.which("git") else None
+    assert (record["git"] or {}).get("commit") == want and (want is None) == (record["git"] is None)
     data = load_data("mnist1d", n_samples=160)
     X, y = experiment.probe_set(data, 64)
     for cell in ("plain", "res"):
         run = out / cell / "seed0"
         for name in ("cell.json", "config.json", "metrics.jsonl", "checkpoint.pt", "ckpt_epoch000.pt",
                      "ckpt_epoch001.pt", "ckpt_epoch002.pt", "probes.jsonl", "spectrum.jsonl", "epoch_probes.jsonl",
-                     "result.json", "done.json", "measure/epoch000.json", "measure/epoch000.npz",
-                     "measure/epoch002.npz"):
+                     "result.json", "done.json", "measure/epoch000.json", "measure/epoch000/spectrum.json",
+                     "measure/epoch000/spectrum.npz", "measure/epoch002/spectrum.npz", "measure/epoch002.npz"):
             assert (run / name).exists(), f"{cell}: {name} missing"
         # the epoch-end checkpoint holds the weights train() saved after that epoch
         last = load_training_state(run / "checkpoint.pt")["model_state"]
@@ -100,7 +128,9 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         H = exact_hessian(model, F.cross_entropy, [(X[:48], y[:48])])
         with np.load(run / "measure" / "epoch002.npz") as npz:
             eigs = npz["exact_eigenvalues"]
-            assert npz["slq_nodes"].shape == (2, 6) and npz["density"].shape == npz["grid"].shape
+        spec = read_spectrum(run / "measure" / "epoch002")  # the one spectrum format
+        assert spec["nodes"].shape == (2, 6) and spec["density"].shape == spec["grid"].shape
+        assert spec["vectors"] == 2 and spec["epoch"] == 2 and spec["dim"] == eigs.size
         np.testing.assert_allclose(eigs, torch.linalg.eigvalsh(H).numpy(), rtol=1e-8, atol=1e-10)
         spectrum = _lines(run / "spectrum.jsonl")
         assert [s["epoch"] for s in spectrum] == [0, 2] and "exact" in spectrum[1] and "exact" not in spectrum[0]
@@ -118,8 +148,12 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
         assert result["status"] == "completed" and result["measured_epochs"] == [0, 1, 2]
         assert result["final"]["train_acc"] == metrics[-1]["train_acc"]
         assert result["final"]["exact_degenerate_ratio"] == spectrum[1]["exact"]["degenerate_ratio"]
-        ratios = [r["value"] for r in probes if r["epoch"] == 2 and r["metric"] == "grad_ratio"]
-        assert result["final"]["grad_ratio_max"] == pytest.approx(max(ratios))
+        # norm preservation over the residual blocks; the 40 -> 6 input block is a transition, reported apart
+        assert json.loads((run / "measure" / "epoch002.json").read_text())["transitions"] == ["blocks.0"]
+        ratios = {r["block"]: r["value"] for r in probes if r["epoch"] == 2 and r["metric"] == "grad_ratio"}
+        assert result["final"]["grad_ratio_max"] == pytest.approx(ratios["blocks.1"])
+        assert result["final"]["grad_ratio_transition_max"] == pytest.approx(ratios["blocks.0"])
+        assert result["final"]["grad_dev_max"] == pytest.approx(abs(np.log10(ratios["blocks.1"])))
         assert result["final"]["epoch_to_target"] == 1 and "slq_lambda_max" in result["init"]
         cell_json = json.loads((run / "cell.json").read_text())
         assert cell_json["train"]["model_config"]["kind"] == ("plain" if cell == "plain" else "residual")
@@ -139,8 +173,8 @@ def test_finished_runs_are_skipped_and_summary_aggregates_seeds(tmp_path, monkey
     config.write_text(config.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
     stamp = (out / "res" / "seed0" / "result.json").stat().st_mtime_ns
     trained = []
-    real_train = experiment.train
-    monkeypatch.setattr(experiment, "train", lambda cfg, **kw: trained.append(cfg.seed) or real_train(cfg, **kw))
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: trained.append(cfg.seed) or real_train(cfg, **kw))
     assert _run(config, out, "--only", "res") == 0
     assert trained == [1]  # seed 0 was finished and skipped
     assert (out / "res" / "seed0" / "result.json").stat().st_mtime_ns == stamp
@@ -175,7 +209,7 @@ def test_unfinished_run_recomputes_only_what_is_missing(tmp_path, monkeypatch):
 def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     config = _config(tmp_path, epochs=3)
     assert _run(config, tmp_path / "straight", "--only", "res") == 0
-    real_train = experiment.train
+    real_train = runner.train
 
     def interrupting(cfg, *, step_callbacks=(), handle_signals=False):
         def stop(step, *args):
@@ -184,11 +218,11 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monk
         return real_train(cfg, step_callbacks=[*step_callbacks, stop], handle_signals=handle_signals)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(experiment, "train", interrupting)
+    monkeypatch.setattr(runner, "train", interrupting)
     assert _run(config, out, "--only", "res") == 130
     run = out / "res" / "seed0"
     assert not (run / "done.json").exists() and len(_lines(run / "metrics.jsonl")) == 1
-    monkeypatch.setattr(experiment, "train", real_train)
+    monkeypatch.setattr(runner, "train", real_train)
     assert _run(config, out, "--only", "res") == 0
     ref = tmp_path / "straight" / "res" / "seed0"
     for name in ("metrics.jsonl", "probes.jsonl", "epoch_probes.jsonl", "spectrum.jsonl"):
@@ -219,6 +253,7 @@ def test_shipped_configs_validate_and_build_every_model(paper):
         assert exp.runs and set(counts) == {r.cell for r in exp.runs}
         assert exp.notes and exp.citations and exp.profile_description
         assert all(any(tag in n for tag in ("[R", "[TD", "[V")) for n in exp.notes)
+        assert exp.claims, f"{paper} {profile}: no claim declared (each claim's primary metric is fixed before the run)"
         if profile == "quick":
             assert {r.train.data for r in exp.runs} == {"mnist1d"} and exp.device == "cpu"
         else:
@@ -291,3 +326,45 @@ def test_cli_errors(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert _run(config, tmp_path / "runs", "--list") == 0
     assert "res/seed0\tfc\t" in capsys.readouterr().out
+
+
+CLAIM = """
+[claims.res_beats_plain]
+text = "residual reaches a higher training accuracy"
+metric = "train_acc"
+cells = ["res", "plain"]
+direction = "greater"
+secondary = ["grad_dev_max", "init.grad_gain"]
+"""
+
+
+def test_results_module_reads_a_finished_grid_for_the_notebooks(tmp_path):
+    from landscape.experiment.results import Grid, spectrum_curves
+
+    config, out = _config(tmp_path, extra=CLAIM), tmp_path / "runs"
+    config.write_text(config.read_text().replace("seeds = [0]", "seeds = [0, 1]"))
+    assert _run(config, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    claim = summary["claims"][0]
+    assert claim["name"] == "res_beats_plain" and claim["primary"]["n"] == 2
+    assert claim["verdict"] in ("agrees", "disagrees", "inconclusive")
+    assert [s["key"] for s in claim["secondary"]] == ["grad_dev_max", "init.grad_gain"]
+    grid = Grid(out)
+    acc = {c: [json.loads((out / c / f"seed{s}" / "result.json").read_text())["final"]["train_acc"] for s in (0, 1)]
+           for c in ("plain", "res")}
+    assert grid.values("res", "train_acc") == acc["res"] and grid.mean("plain", "train_acc") == pytest.approx(
+        np.mean(acc["plain"]))
+    assert grid.compare("train_acc", "res", "plain")["diff"] == pytest.approx(np.mean(acc["res"]) - np.mean(acc["plain"]))
+    assert "| res | 2 | 2 completed |" in grid.table(["train_acc"]) and "res − plain" in grid.claims_table()
+    assert [len(h) for h in grid.histories(["plain", "nothing"])["plain"]] == [2, 2]  # two seeds, two epochs
+    assert grid.model_config("res") == {"depth": 2, "width": 6, "kind": "residual"}
+    spec = grid.spectrum("res", seed=1)
+    with np.load(out / "res" / "seed1" / "measure" / "epoch002" / "spectrum.npz") as npz:
+        np.testing.assert_array_equal(spec["nodes"], npz["nodes"])
+    assert spec["dim"] == grid.exact_eigenvalues("res", seed=1).size and grid.spectrum_epochs("res") == [0, 2]
+    curves = grid.curves(["plain", "res"])
+    assert set(curves) == {"plain", "residual"}
+    assert curves["residual"]["negative_ratio"] == pytest.approx(spectrum_curves(grid.spectrum("res"))["negative_ratio"])
+    assert curves["residual"]["negative_ratio"] == pytest.approx(grid.spectrum("res")["negative_ratio"])
+    steps = grid.records("res", kind="step")
+    assert steps and grid.transition("res") == experiment.step_keys(steps)["transition_step"]

@@ -32,6 +32,24 @@ def test_notebook_is_valid_and_has_no_outputs(path):
     assert "SMOKE = os.environ.get(\"LANDSCAPE_SMOKE\") == \"1\"" in first_code.source
 
 
+def test_notebooks_share_no_copied_helpers():
+    """Helpers live in landscape.experiment.results: no function is defined in two notebooks, and the paper
+    notebooks (those with a grid in experiments/) open their grid through it."""
+    import ast
+
+    defined: dict[str, list[str]] = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.setdefault(node.name, []).append(path.stem)
+        if (ROOT / "experiments" / f"{path.stem}.toml").exists():  # a paper grid's notebook
+            assert "open_grid(" in code, f"{path.name} does not open its grid with the results module"
+    copied = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not copied, f"helpers defined in several notebooks (move them to the results module): {copied}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes_in_smoke_mode(path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_SMOKE", "1")

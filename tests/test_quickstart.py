@@ -24,7 +24,7 @@ def test_plot_training_curves_draws_one_line_per_run(tmp_path):
     fig = plot_training_curves(hist, tmp_path / "curves.png", title="t")
     loss_ax, acc_ax = fig.axes
     assert [list(line.get_ydata()) for line in acc_ax.get_lines()] == [[0.1, 0.5], [0.2]]
-    assert [line.get_label() for line in loss_ax.get_lines()] == ["a", "b"]
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["a (n=1)", "b (n=1)"]
     assert loss_ax.get_yscale() == "log" and acc_ax.get_ylabel() == "training accuracy"
     assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.pdf").stat().st_size > 0
 
@@ -56,3 +56,29 @@ def test_quickstart_runs_end_to_end_and_reuses_finished_runs(tmp_path, capsys):
     assert (tmp_path / "runs" / "plain" / "checkpoint.pt").read_bytes() == before
     with pytest.raises(LandscapeError, match="unknown net"):
         quickstart.main([*argv, "--nets", "dense"])
+
+
+def test_hyperparameters_have_one_source():
+    """quickstart.SETUP is the only place the quickstart's sizes and optimizer are written: the CLI defaults are
+    SETUP, the notebook builds its nets with quickstart.train_config from SMALL / SMOKE, and the README
+    states SETUP's values."""
+    from pathlib import Path
+
+    import nbformat
+
+    args = quickstart.build_parser().parse_args([])
+    for key in ("depth", "width", "n_samples", "epochs", "seed", "measure_samples", "slq_iters", "slq_vectors"):
+        assert getattr(args, key) == quickstart.SETUP[key], key
+    cfg = quickstart.train_config(quickstart.SMALL, {"kind": "plain"})
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == tuple(quickstart.SETUP[k] for k in
+                                                                        ("optimizer", "lr", "batch_size", "epochs"))
+    assert cfg.model_config == {"kind": "plain", "depth": quickstart.SMALL["depth"], "width": quickstart.SMALL["width"]}
+    root = Path(__file__).resolve().parents[1]
+    nb = nbformat.read(root / "notebooks" / "00_quickstart.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "quickstart.train_config(" in code and "quickstart.SMOKE" in code and "quickstart.SMALL" in code
+    for typed in ("lr=", "batch_size=", "optimizer=", "depth=", "width=", "epochs="):
+        assert typed not in code, f"the notebook types {typed!r} instead of reading quickstart.SETUP"
+    s = quickstart.SETUP
+    readme = (root / "README.md").read_text()
+    assert f"depth {s['depth']} × width {s['width']}" in readme and f"{s['epochs']} epochs" in readme

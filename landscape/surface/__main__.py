@@ -114,9 +114,9 @@ def _check_args(args: argparse.Namespace) -> None:
 def _weights(path: str, args: argparse.Namespace, device: torch.device, model) -> dict:
     """The parameters of another checkpoint of the same model (one-line error when they do not fit)."""
     from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.hessian.__main__ import _user_model
+    from landscape.hessian.cli_inputs import user_model
 
-    other = _user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
+    other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
     problem = state_mismatch(model.state_dict(), other.state_dict())
     if problem:
         raise LandscapeError(f"{path} does not match {args.ckpt}: {problem}")
@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from landscape.cli import Interrupted
-    from landscape.hessian.__main__ import _load
+    from landscape.hessian.cli_inputs import load_inputs
     from landscape.surface import evaluate_grid, mesh_coords
 
-    model, X, y, spec = distributed.main_first(lambda: _load(args, device))
+    model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))
     dirs, meta, traj, other = _directions(args, model, X, y, device)
     xs = args.grid
     if xs is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from landscape.errors import LandscapeError
-from landscape.plots import plot_grad_ratio, plot_singularity, plot_stream
+from landscape.plots import LABELS, plot_grad_ratio, plot_singularity, plot_stream
 from landscape.probes import make_record
 
 
@@ -30,7 +30,7 @@ def test_grad_ratio_log_axis_one_line_per_step_and_bounds(tmp_path):
 def test_stream_panels_and_lines():
     records = recs("x_norm2") + recs("cos_x_out")
     fig = plot_stream(records, metrics=("x_norm2", "cos_x_out"), blocks=["blocks.0", "blocks.2"])
-    assert [a.get_title() for a in fig.axes] == ["x_norm2", "cos_x_out"]
+    assert [a.get_title() for a in fig.axes] == [LABELS["x_norm2"], LABELS["cos_x_out"]]  # readable, not raw keys
     assert len(fig.axes[0].lines) == 2
     np.testing.assert_allclose(fig.axes[0].lines[1].get_xdata(), [0, 10, 20])
 

@@ -1,0 +1,143 @@
+"""Result keys of one run: the numbers `result.json` holds, computed from its plain records.
+
+Pure functions of plain data (metrics.jsonl rows, probe records, measurement dicts); no model, no file.
+Every definition the notebooks, summaries and RESULTS.md use lives here once:
+
+    train_keys          train_acc, train_loss, test_acc, test_loss (last epoch), best_train_acc,
+                        epoch_to_target (first epoch with train accuracy ≥ target), train_seconds
+    measurement_keys    slq_* and exact_* (lambda_max, lambda_min, trace, degenerate_ratio, negative_ratio),
+                        plus probe_keys of the measurement's records
+    probe_keys          norm preservation (docs/methods.md §C): the gradient-norm ratio r_l =
+                        ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ over the *residual* blocks only —
+                            grad_ratio_min / _max / _gmean   (min, max, geometric mean of r_l)
+                            grad_dev_max = max_l |log10 r_l| (0 = every block preserves the norm)
+                        and separately over the transitions (dimension-changing blocks, e.g. an FC net's
+                        40 → width input block, which has no skip): grad_ratio_transition_min / _max,
+                        grad_dev_transition_max. Mixing the two lets a transition's deviation pass for
+                        the residual blocks' (Zaeemzadeh et al.'s Theorem 1 is about residual blocks; the
+                        transitions are where their ProcResNet acts).
+                        grad_gain = ‖∂L/∂x_first‖ / ‖∂L/∂x_last‖ (end to end, transitions included);
+                        <metric>_mean: block means of the stream and singularity metrics; x_norm2_last.
+    step_keys           x_norm2_peak (largest ‖x‖² at the last stream site over the step probes) and
+                        transition_step: its step when the peak is interior — a rise, then a decay
+                        (docs/methods.md §B.3); null when the largest value is the first or last record
+                        (still rising at the end, or never rising: no transition point).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+TRAIN_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "best_train_acc", "epoch_to_target",
+              "train_seconds")
+SPECTRUM_KEYS = ("lambda_max", "lambda_min", "trace", "degenerate_ratio", "negative_ratio")
+PROBE_KEYS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", "grad_dev_max", "grad_ratio_transition_min",
+              "grad_ratio_transition_max", "grad_dev_transition_max", "grad_gain", "x_norm2_last")
+STEP_KEYS = ("transition_step", "x_norm2_peak")
+MEAN_METRICS = ("x_norm2", "f_par_norm2", "f_ortho_norm2", "rho_par", "rho_ortho", "cos_x_out", "dead_frac",
+                "overlap_act", "overlap_act_frac", "overlap_weight", "overlap_weight_frac", "eff_rank",
+                "small_sv_frac")
+
+
+def check_key(key: str) -> str | None:
+    """None when `key` names a result key ("init.KEY" for the value at initialization), else the problem."""
+    base = key[5:] if key.startswith("init.") else key
+    known = {*TRAIN_KEYS, *PROBE_KEYS, *STEP_KEYS, *(f"{m}_mean" for m in MEAN_METRICS),
+             *(p + k for p in ("slq_", "exact_") for k in SPECTRUM_KEYS)}
+    if base in known or re.fullmatch(r"[a-z0-9_]+_mean", base):
+        return None
+    return f"unknown result key {key!r}; known: {', '.join(sorted(known))}"
+
+
+def train_keys(history: Sequence[Mapping], target: float | None) -> dict:
+    if not history:
+        return {}
+    last = history[-1]
+    out = {k: last[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss")}
+    out["best_train_acc"] = max(h["train_acc"] for h in history)
+    out["train_seconds"] = sum(h["seconds"] for h in history)
+    if target is not None:
+        out["epoch_to_target"] = next((h["epoch"] for h in history if h["train_acc"] >= target), None)
+    return out
+
+
+def _ratio_keys(ratio: np.ndarray, suffix: str) -> dict:
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    if not ratio.size:
+        return {}
+    dev = np.abs(np.log10(ratio))
+    if suffix:
+        return {f"grad_ratio{suffix}_min": float(ratio.min()), f"grad_ratio{suffix}_max": float(ratio.max()),
+                f"grad_dev{suffix}_max": float(dev.max())}
+    return {"grad_ratio_min": float(ratio.min()), "grad_ratio_max": float(ratio.max()),
+            "grad_ratio_gmean": float(np.exp(np.log(ratio).mean())), "grad_dev_max": float(dev.max())}
+
+
+def norm_preservation(records: Iterable[Mapping], transitions: Iterable[str] = ()) -> dict:
+    """Gradient-norm ratio statistics over the residual blocks, and over the `transitions` separately
+    (see the module docstring); {} without grad_ratio records."""
+    transitions = set(transitions)
+    rows = [(r["block"], r["value"]) for r in records if r["metric"] == "grad_ratio"]
+    value = lambda v: math.nan if v is None else float(v)  # noqa: E731
+    residual = np.array([value(v) for b, v in rows if b not in transitions], dtype=float)
+    trans = np.array([value(v) for b, v in rows if b in transitions], dtype=float)
+    return {**_ratio_keys(residual, ""), **_ratio_keys(trans, "_transition")}
+
+
+def probe_keys(records: Sequence[Mapping], transitions: Iterable[str] = ()) -> dict:
+    """Headline numbers of one measurement's probe records (see the module docstring)."""
+    by: dict[str, list[float]] = {}
+    for r in records:
+        by.setdefault(r["metric"], []).append(math.nan if r["value"] is None else float(r["value"]))
+
+    def vals(metric: str) -> np.ndarray:
+        return np.array(by.get(metric, []), dtype=float)
+
+    out = norm_preservation(records, transitions)
+    g_in, g_out = vals("grad_norm_in"), vals("grad_norm_out")
+    if g_in.size and g_out.size and g_out[-1] > 0:
+        out["grad_gain"] = float(g_in[0] / g_out[-1])
+    for metric in MEAN_METRICS:
+        v = vals(metric)
+        if v.size:
+            out[f"{metric}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+    if vals("x_norm2").size:
+        out["x_norm2_last"] = float(vals("x_norm2")[-1])
+    return out
+
+
+def transition_point(records: Iterable[Mapping], metric: str = "x_norm2") -> dict:
+    """The peak of `metric` at the last site over steps: {"step", "value", "interior", "block"}, or {} when
+    there is no finite value. `interior` is False when the peak is the first or the last record."""
+    rows = [r for r in records if r["metric"] == metric]
+    if not rows:
+        return {}
+    last = rows[-1]["block"]
+    series = sorted((r["step"], float(r["value"])) for r in rows
+                    if r["block"] == last and r["value"] is not None and math.isfinite(float(r["value"])))
+    if not series:
+        return {}
+    i = max(range(len(series)), key=lambda k: series[k][1])  # the first of equal maxima
+    return {"step": series[i][0], "value": series[i][1], "interior": 0 < i < len(series) - 1, "block": last}
+
+
+def step_keys(records: Sequence[Mapping]) -> dict:
+    """transition_step (null unless the peak is interior) and x_norm2_peak of the step probes."""
+    peak = transition_point(records)
+    if not peak:
+        return {}
+    return {"transition_step": peak["step"] if peak["interior"] else None, "x_norm2_peak": peak["value"]}
+
+
+def measurement_keys(m: Mapping) -> dict:
+    """Result keys of one measure/epochNNN.json."""
+    out: dict = {}
+    for section, prefix in (("spectrum", "slq_"), ("exact", "exact_")):
+        for k in SPECTRUM_KEYS:
+            if k in m.get(section, {}):
+                out[prefix + k] = m[section][k]
+    return {**out, **probe_keys(m.get("probes", []), m.get("transitions", ()))}

@@ -1,0 +1,237 @@
+"""Probe-record figures: gradient-norm ratio per block, stream statistics over steps, unit singularities.
+
+Probe records are dicts {"block", "metric", "value", "step"[, "epoch"]} (`landscape.probes`); a missing
+metric is a `LandscapeError` naming it. A run is one list of records, or a list of such lists (one per
+seed): every seed is drawn (thin, in the run's colour) and n is in the legend or the row label. Marks
+such as the transition point are drawn where they are given, never computed here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from landscape.errors import LandscapeError
+from landscape.plots.style import (
+    LABELS,
+    PathLike,
+    finish,
+    grid,
+    is_seeds,
+    label_of,
+    line_styles,
+    plain_log_ticks,
+    ramp,
+    styled,
+    with_n,
+)
+
+
+def _select(records: Iterable[dict], metric: str) -> list[dict]:
+    rows = [r for r in records if r["metric"] == metric]
+    if not rows:
+        raise LandscapeError(f"no {metric!r} records to plot")
+    return rows
+
+
+def _seeds(run) -> list[list[dict]]:
+    run = list(run)
+    return [list(s) for s in run] if is_seeds(run) else [run]
+
+
+def _series(rows: list[dict], x: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """block → (x values, values), sorted by x, blocks in first-seen order."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get(x) is not None:
+            value = r["value"]
+            out.setdefault(r["block"], []).append((float(r[x]), math.nan if value is None else float(value)))
+    return {b: tuple(np.array(v) for v in zip(*sorted(pts))) for b, pts in out.items()}
+
+
+def _block_mean(records: list[dict], metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x grid, mean over blocks at each x)."""
+    series = _series(_select(records, metric), x)
+    xs = sorted({v for xv, _ in series.values() for v in xv.tolist()})
+    with np.errstate(all="ignore"):
+        mean = [np.nanmean([ys[xv == g][0] for xv, ys in series.values() if (xv == g).any()]) for g in xs]
+    return np.array(xs), np.array(mean)
+
+
+def _draw_grad_ratio(ax, records: list[dict], at: Sequence | None, key: str, legend: bool) -> None:
+    rows = _select(records, "grad_ratio")
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    at = list(dict.fromkeys(r.get(key) for r in rows)) if at is None else list(at)
+    pos = {b: i for i, b in enumerate(blocks)}
+    for color, when in zip(ramp(len(at)), at):
+        pts = sorted((pos[r["block"]], r["value"]) for r in rows if r.get(key) == when)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, color=color, label=f"{key} {when:g}" if isinstance(when, float)
+                    else f"{key} {when}")
+        for metric, style in (("jac_sigma_max", "--"), ("jac_sigma_min", ":")):
+            bound = sorted((pos[r["block"]], r["value"]) for r in records
+                           if r["metric"] == metric and r.get(key) == when and r["block"] in pos)
+            if bound:
+                ax.plot(*zip(*bound), ls=style, color=color, lw=1, label=f"{metric[4:]} ({key} {when})")
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
+    every = max(1, math.ceil(len(blocks) / 12))  # at most ~12 labelled blocks
+    ax.set_xticks(range(0, len(blocks), every))
+    ax.set_xticklabels(blocks[::every], rotation=90, fontsize=7)
+    ax.set_xlabel("block")
+    if legend and len(at) <= 8:
+        ax.legend(fontsize=7)
+
+
+@styled
+def plot_grad_ratio(records: Iterable[dict], steps: Sequence | None = None, title: str | None = None, *,
+                    key: str = "step", path: PathLike | None = None) -> Figure:
+    """Gradient-norm ratio per block (log y, 1 = norm preserved), one line per step or epoch (`key`),
+    with the Jacobian bounds [σ_min, σ_max] (docs/methods.md §C.1) when the records hold them.
+
+    steps: the values of `key` to draw (default: all, in first-seen order).
+    """
+    records = list(records)
+    n_blocks = len({r["block"] for r in _select(records, "grad_ratio")})
+    fig = Figure(figsize=(max(5.0, 0.18 * n_blocks + 3), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_grad_ratio(ax, records, steps, key, legend=True)
+    ax.set_ylabel(LABELS["grad_ratio"])
+    ax.set_title(title or "gradient-norm ratio per block")
+    return finish(fig, path, None)
+
+
+@styled
+def plot_grad_ratio_grid(runs: Mapping[str, Iterable[dict]], at: Sequence | None = None, *, key: str = "epoch",
+                         ncols: int = 4, path: PathLike | None = None, title: str | None = None) -> Figure:
+    """`plot_grad_ratio` for several runs: one panel per run (shared log y), one line per `key` value in `at`
+    (colour from early, dark, to late, yellow)."""
+    if not runs:
+        raise LandscapeError("no runs to plot")
+    fig, axes = grid(len(runs), ncols, 3.4, 3.0, sharey=True)
+    for i, (ax, (name, records)) in enumerate(zip(axes, runs.items())):
+        _draw_grad_ratio(ax, list(records), at, key, legend=i == 0)
+        ax.set_title(name, fontsize=9)
+    for ax in axes[:: max(1, min(ncols, len(axes)))]:
+        ax.set_ylabel(LABELS["grad_ratio"])
+    return finish(fig, path, title)
+
+
+def _draw_stream(axes, seeds: list[list[dict]], metrics: Sequence[str], blocks: Sequence[str] | None, logy: bool,
+                 transition: float | None) -> None:
+    for ax, metric in zip(axes, metrics):
+        for s, records in enumerate(seeds):
+            series = _series(_select(records, metric), "step")
+            names = [b for b in series if blocks is None or b in blocks]
+            for color, name in zip(ramp(len(names), "plasma"), names):
+                ax.plot(*series[name], color=color, lw=1.2 if len(seeds) == 1 else 0.8,
+                        alpha=1.0 if len(seeds) == 1 else 0.6, label=name if s == 0 else None)
+        if logy:
+            ax.set_yscale("log")
+        if transition is not None:
+            ax.axvline(transition, color="k", ls="--", lw=0.9, label=f"transition point (step {transition:g})")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label_of(metric))
+
+
+@styled
+def plot_stream(records: Iterable, metrics: Sequence[str] = ("x_norm2", "f_par_norm2", "f_ortho_norm2", "cos_x_out"),
+                blocks: Sequence[str] | None = None, logy: bool = False, *, transition: float | None = None,
+                path: PathLike | None = None, title: str | None = None) -> Figure:
+    """Stream statistics (docs/methods.md §B.3) against step, one panel per metric, one line per site
+    (colour = depth); records of several seeds are all drawn. transition: the step to mark (dashed)."""
+    seeds = _seeds(records)
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    _draw_stream(axes, seeds, metrics, blocks, logy, transition)
+    for ax, metric in zip(axes, metrics):
+        ax.set_title(label_of(metric) + (f" (n={len(seeds)} seeds)" if len(seeds) > 1 else ""), fontsize=9)
+    if len(axes[0].lines) <= 12:
+        axes[0].legend(fontsize=7)
+    return finish(fig, path, title)
+
+
+@styled
+def plot_stream_compare(runs: Mapping[str, Iterable], metrics: Sequence[str] = ("x_norm2", "f_par_norm2",
+                                                                                "f_ortho_norm2"),
+                        blocks: Sequence[str] | None = None, logy: bool = True, *,
+                        transitions: Mapping[str, float | None] | None = None,
+                        path: PathLike | None = None, title: str | None = None) -> Figure:
+    """Stream statistics for several runs: one row per run (n seeds in its label), one column per metric
+    (shared y per column), one line per site and seed; `transitions`: run → step to mark (None: none)."""
+    if not runs:
+        raise LandscapeError("no runs to plot")
+    fig = Figure(figsize=(4.0 * len(metrics), 2.8 * len(runs)), layout="constrained")
+    axes = fig.subplots(len(runs), len(metrics), squeeze=False, sharex=True, sharey="col")
+    for row, (name, records) in zip(axes, runs.items()):
+        seeds = _seeds(records)
+        _draw_stream(row, seeds, metrics, blocks, logy, (transitions or {}).get(name))
+        for ax in row[1:]:
+            ax.set_ylabel("")
+        row[0].set_ylabel(f"{with_n(name, len(seeds))}\n{label_of(metrics[0])}")
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_title(label_of(metric))
+    axes[0][-1].legend(fontsize=6, loc="best")
+    return finish(fig, path, title)
+
+
+@styled
+def plot_singularity(records: Iterable[dict], metrics: Sequence[str] = ("dead_frac", "overlap_act", "eff_rank",
+                                                                        "small_sv_frac"),
+                     x: str = "epoch", *, path: PathLike | None = None, title: str | None = None) -> Figure:
+    """Singularity statistics (docs/methods.md §A.2) against `x` ("epoch" when the records carry it, else
+    "step"), per block (thin, colour = depth) and averaged over blocks (black)."""
+    records = list(records)
+    if x == "epoch" and not any("epoch" in r for r in records):
+        x = "step"
+    fig = Figure(figsize=(4.0 * len(metrics), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        series = _series(_select(records, metric), x)
+        for color, (xs, ys) in zip(ramp(len(series)), series.values()):
+            ax.plot(xs, ys, color=color, lw=0.8, alpha=0.7)
+        ax.plot(*_block_mean(records, metric, x), color="k", lw=2, label="mean over blocks")
+        ax.set_xlabel(x)
+        ax.set_ylabel(label_of(metric))
+        ax.set_title(label_of(metric), fontsize=9)
+    axes[0].legend(fontsize=7)
+    return finish(fig, path, title)
+
+
+@styled
+def plot_singularity_compare(runs: Mapping[str, Iterable],
+                             metrics: Sequence[str] = ("dead_frac", "overlap_act", "eff_rank", "small_sv_frac"),
+                             x: str = "epoch", *, path: PathLike | None = None, title: str | None = None,
+                             colors: Mapping[str, Any] | None = None, styles: Mapping[str, Mapping] | None = None
+                             ) -> Figure:
+    """Unit statistics (docs/methods.md §A.2), averaged over blocks, against `x`: one panel per metric, one
+    line per run (the mean over its seeds, with a min-max band and n in the legend)."""
+    if not runs:
+        raise LandscapeError("no runs to plot")
+    fig = Figure(figsize=(3.6 * len(metrics), 3.3), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    style = line_styles(runs, styles, colors)
+    for name, records in runs.items():
+        seeds = _seeds(records)
+        for ax, metric in zip(axes, metrics):
+            curves = [_block_mean(s, metric, x) for s in seeds]
+            xs = np.array(sorted({v for c in curves for v in c[0].tolist()}))
+            vals = np.full((len(curves), xs.size), np.nan)
+            for i, (cx, cy) in enumerate(curves):
+                vals[i, np.searchsorted(xs, cx)] = cy
+            with np.errstate(all="ignore"):
+                ax.plot(xs, np.nanmean(vals, axis=0), lw=1.6, label=with_n(name, len(seeds)),
+                        **{"marker": "o", "ms": 3, **style[name]})
+                if len(seeds) > 1:
+                    ax.fill_between(xs, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0), color=style[name]["color"],
+                                    alpha=0.15, lw=0)
+    for ax, metric in zip(axes, metrics):
+        ax.set(xlabel=x, ylabel=label_of(metric))
+        ax.set_title(label_of(metric), fontsize=9)
+    axes[0].legend(fontsize=7)
+    return finish(fig, path, title)

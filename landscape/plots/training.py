@@ -1,0 +1,148 @@
+"""Figures over runs: training curves (mean over seeds with a min-max band, n in the legend), a final value
+against a swept setting, and one metric against others across runs with Spearman's ρ and its interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from landscape import stats
+from landscape.errors import LandscapeError
+from landscape.plots.style import (
+    PathLike,
+    finish,
+    is_seeds,
+    label_of,
+    line_styles,
+    mean_sd,
+    plain_log_ticks,
+    seed_stack,
+    styled,
+    with_n,
+)
+
+
+@styled
+def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike | None = None, *,
+                         title: str | None = None, log_loss: bool = True, test: bool = False,
+                         colors: Mapping[str, Any] | None = None, styles: Mapping[str, Mapping] | None = None
+                         ) -> Figure:
+    """Training loss and training accuracy against epoch, one line per label with n (seeds) in the legend.
+
+    histories: label → per-epoch records with "epoch", "train_loss", "train_acc" (metrics.jsonl lines), or
+    label → a list of such lists (one per seed): drawn as the mean over seeds with a min–max band.
+    test: also draw "test_acc" (thin, dotted, the label's colour) in the accuracy panel.
+    styles: label → {"color", "ls"} (e.g. `family_styles`: family by colour, variant by line style).
+    """
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    style = line_styles(histories, styles, colors)
+    for name, runs in histories.items():
+        runs = runs if is_seeds(runs) else [runs]
+        for ax, key in ((ax_loss, "train_loss"), (ax_acc, "train_acc"), (ax_acc, "test_acc")):
+            if key == "test_acc" and not test:
+                continue
+            epochs, vals = seed_stack(runs, key)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(vals, axis=0) if len(runs) > 1 else vals[0]
+            label = with_n(name, len(runs)) if key != "test_acc" else f"{name} (test)"
+            kw = dict(lw=1.8, **style[name]) if key != "test_acc" else dict(lw=1.0, ls=":", color=style[name]["color"])
+            ax.plot(epochs, mean, label=label, **kw)
+            if len(runs) > 1:
+                with np.errstate(all="ignore"):
+                    ax.fill_between(epochs, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0),
+                                    color=style[name]["color"], alpha=0.15, lw=0)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+    if log_loss:
+        ax_loss.set_yscale("log")
+        plain_log_ticks(ax_loss.yaxis)
+    top = max((float(np.nanmax(ln.get_ydata())) for ln in ax_acc.lines if np.isfinite(ln.get_ydata()).any()),
+              default=1.0)
+    ax_acc.set(xlabel="epoch", ylabel="training accuracy" if not test else "accuracy (dotted: test)",
+               title="accuracy", ylim=(0, min(1.02, 1.1 * top + 0.02)))
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=7,
+               title="mean over n seeds,\nband: min–max", title_fontsize=7)
+    return finish(fig, path, title)
+
+
+@styled
+def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: PathLike | None = None, *,
+               ylabel: str, xlabel: str | Sequence[str] = "setting", logx: bool = False, logy: bool = False,
+               hline: float | None = None, reference: Mapping[str, tuple[Sequence, Sequence]] | None = None,
+               title: str | None = None, colors: Mapping[str, Any] | None = None,
+               styles: Mapping[str, Mapping] | None = None) -> Figure:
+    """A final value against a swept setting: one panel per entry of `panels` (title → lines), one line per
+    label (label → {x: value}); a value is a number or per-seed numbers (mean ± sample SD error bars, n in
+    the legend).
+
+    Settings whose runs left no finite value (diverged) are marked × at the top of the panel. `xlabel` is
+    one label or one per panel; `hline` draws a reference level (e.g. 1 for a norm-preserving ratio);
+    `reference`: panel title → (xs, ys) of a reference curve drawn dashed grey (e.g. λ^L).
+    """
+    if not panels:
+        raise LandscapeError("no sweep to plot")
+    xlabels = [xlabel] * len(panels) if isinstance(xlabel, str) else list(xlabel)
+    fig = Figure(figsize=(4.4 * len(panels), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    style = line_styles(dict.fromkeys(lab for lines in panels.values() for lab in lines), styles, colors)
+    for ax, (panel, lines), xl in zip(axes, panels.items(), xlabels):
+        for label, points in lines.items():
+            xs = np.array(sorted(points), dtype=float)
+            st = np.array([mean_sd(points[x]) for x in sorted(points)]).reshape(-1, 3)
+            ok = np.isfinite(st[:, 0])
+            n = int(st[:, 2].max()) if st.size else 0
+            kw = {"marker": "o", "ms": 4, **style[label]}
+            kw.pop("markevery", None)
+            ax.errorbar(xs[ok], st[ok, 0], yerr=st[ok, 1], lw=1.5, capsize=3, label=with_n(label, n), **kw)
+            if (~ok).any():
+                ax.plot(xs[~ok], np.ones((~ok).sum()), ls="none", marker="x", ms=8, mew=2,
+                        color=style[label]["color"], transform=ax.get_xaxis_transform(), clip_on=False,
+                        label=f"{label}: diverged")
+        if reference and panel in reference:
+            rx, ry = reference[panel]
+            ax.plot(rx, ry, color="0.4", ls="--", lw=1.0, label="reference")
+        if hline is not None:
+            ax.axhline(hline, color="0.5", lw=0.8)
+        ax.set(xlabel=xl, title=panel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+        ticks = sorted({float(x) for points in lines.values() for x in points})
+        if len(ticks) <= 12:  # label the swept values themselves
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(ylabel)
+    return finish(fig, path, title)
+
+
+@styled
+def plot_metric_scatter(points: Mapping[str, Mapping[str, float | None]], x: str, ys: Sequence[str],
+                        path: PathLike | None = None, *, xlabel: str | None = None, title: str | None = None,
+                        annotate: bool | None = None) -> Figure:
+    """One panel per metric in `ys` against `x` across runs (label → {metric: value}), each panel titled
+    with Spearman's ρ, its 95% interval and n over the runs that have both values (docs/methods.md §A.4).
+    annotate: write each point's label (default: only with at most 8 points, where labels stay legible)."""
+    if not points:
+        raise LandscapeError("no runs to plot")
+    fig = Figure(figsize=(3.6 * len(ys), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(ys), squeeze=False)[0]
+    for ax, metric in zip(axes, ys):
+        pts = [(label, p.get(x), p.get(metric)) for label, p in points.items()]
+        pts = [(lab, float(a), float(b)) for lab, a, b in pts
+               if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+        if pts:
+            xs, vs = np.array([p[1] for p in pts]), np.array([p[2] for p in pts])
+            ax.scatter(xs, vs, s=22, color="#0072B2", zorder=3)
+            if annotate or (annotate is None and len(pts) <= 8):
+                for i, (lab, a, b) in enumerate(pts):
+                    ax.annotate(lab, (a, b), fontsize=6, xytext=(3, 2 if i % 2 else -8), textcoords="offset points")
+            s = stats.spearman(xs, vs)
+            interval = f" [{s['low']:+.2f}, {s['high']:+.2f}]" if math.isfinite(s["low"]) else ""
+            ax.set_title(f"Spearman ρ = {s['rho']:+.2f}{interval} (n = {s['n']})", fontsize=8)
+        else:
+            ax.set_title(f"{label_of(metric)}: no data", fontsize=8)
+        ax.set(xlabel=xlabel or label_of(x), ylabel=label_of(metric))
+    return finish(fig, path, title)

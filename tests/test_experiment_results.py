@@ -1,0 +1,157 @@
+"""landscape.experiment's result definitions on constructed cases where the old definitions gave the wrong
+answer (norm preservation over all blocks, a transition point at the last step), and the declared claims:
+schema errors, paired differences and intervals against scipy, and the verdict from the interval."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from landscape.errors import LandscapeError
+from landscape.experiment import config, keys, summary
+
+
+def ratios(values: dict[str, float]) -> list[dict]:
+    return [{"step": None, "epoch": 5, "block": b, "metric": "grad_ratio", "value": v} for b, v in values.items()]
+
+
+def test_norm_preservation_leaves_the_transition_out_of_the_residual_blocks():
+    # a depth-4 and a depth-16 residual net whose 40 -> width input block (a transition, no skip) has r = 0.7
+    # and whose residual blocks deviate less when deeper (Theorem 1's direction)
+    shallow = ratios({"blocks.0": 0.7, **{f"blocks.{i}": 1.05 for i in range(1, 4)}})
+    deep = ratios({"blocks.0": 0.7, **{f"blocks.{i}": 1.01 for i in range(1, 16)}})
+    old = [max(abs(math.log10(r["value"])) for r in recs) for recs in (shallow, deep)]
+    assert old[0] == old[1] == pytest.approx(-math.log10(0.7))  # the old statistic: block 0's value, no trend
+    new = [keys.norm_preservation(recs, transitions=["blocks.0"]) for recs in (shallow, deep)]
+    assert new[0]["grad_dev_max"] == pytest.approx(math.log10(1.05))
+    assert new[1]["grad_dev_max"] == pytest.approx(math.log10(1.01))
+    assert new[1]["grad_dev_max"] < new[0]["grad_dev_max"]
+    for n in new:  # the transition is reported separately
+        assert n["grad_ratio_transition_min"] == n["grad_ratio_transition_max"] == 0.7
+        assert n["grad_dev_transition_max"] == pytest.approx(-math.log10(0.7))
+    assert new[1]["grad_ratio_min"] == new[1]["grad_ratio_max"] == pytest.approx(1.01)
+    assert new[1]["grad_ratio_gmean"] == pytest.approx(1.01)
+    # without a transition list every block counts (a net with no dimension change)
+    assert keys.norm_preservation(deep)["grad_ratio_min"] == 0.7
+
+
+def stream(values, block="blocks.3", every=10):
+    return [{"step": every * (i + 1), "block": b, "metric": "x_norm2", "value": v * (1 if b == block else 0.5)}
+            for i, v in enumerate(values) for b in ("blocks.0", block)]
+
+
+def test_transition_point_only_for_an_interior_peak():
+    rising = stream([1.0, 2.0, 3.0, 4.0])
+    # the old definition (argmax over steps) put the transition at the last step, where there is no peak
+    assert keys.transition_point(rising) == {"step": 40, "value": 4.0, "interior": False, "block": "blocks.3"}
+    assert keys.step_keys(rising) == {"transition_step": None, "x_norm2_peak": 4.0}
+    assert keys.step_keys(stream([4.0, 3.0, 2.0]))["transition_step"] is None  # decaying from the start
+    peaked = stream([1.0, 5.0, 3.0, 2.0])
+    assert keys.step_keys(peaked) == {"transition_step": 20, "x_norm2_peak": 5.0}
+    nan_last = stream([1.0, 5.0, 3.0, float("nan")])  # a diverged last record is not the peak
+    assert keys.step_keys(nan_last)["transition_step"] == 20
+    assert keys.step_keys([]) == {}
+
+
+RAW = {"name": "c", "cells": {"a": {"model_config": {"kind": "residual"}}, "b": {"model_config": {"kind": "plain"}}},
+       "profiles": {"quick": {"model_config": {"depth": 2, "width": 4}, "train": {"epochs": 1}},
+                    "other": {"model_config": {"depth": 2, "width": 4}, "train": {"epochs": 1},
+                              "cells": {"a": {"skip": True}}}},
+       "claims": {"faster": {"text": "residual trains better", "metric": "train_acc", "cells": ["a", "b"],
+                             "direction": "greater", "secondary": ["test_acc", "init.grad_gain"]}}}
+
+
+def test_claims_are_declared_validated_and_resolved_per_profile():
+    exp = config.resolve(RAW, "quick")
+    assert exp.claims == [{"name": "faster", "text": "residual trains better", "metric": "train_acc",
+                           "cells": ["a", "b"], "direction": "greater", "secondary": ["test_acc", "init.grad_gain"]}]
+    assert config.resolve(RAW, "other").claims == []  # the profile does not run cell a: not its claim
+    assert exp.record()["claims"] == exp.claims
+    bad = [({"direction": "up"}, "direction must be"), ({"metric": "train_accuracy"}, "unknown result key"),
+           ({"cells": ["a"]}, "two different cells"), ({"secondary": ["nope"]}, "unknown result key 'nope'"),
+           ({"profiles": ["other"]}, "profile 'other' has no cell(s) ['a']"), ({"typo": 1}, "unknown key(s)")]
+    for change, message in bad:
+        raw = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], **change}}}
+        with pytest.raises(LandscapeError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            config.resolve(raw, "other" if "profiles" in change else "quick")
+
+
+def fake_summary(a: list, b: list, key: str = "train_acc") -> dict:
+    def row(name, values):
+        return {"cell": name, "seeds": list(range(len(values))),
+                "final": {key: summary.seed_stats(values)}, "init": {}}
+    return {"cells": [row("a", a), row("b", b)]}
+
+
+def test_claim_paired_difference_interval_and_verdict_match_scipy():
+    a, b = [0.80, 0.85, 0.83, 0.90, 0.86], [0.75, 0.78, 0.80, 0.84, 0.85]
+    s = fake_summary(a, b)
+    claim = {"name": "x", "text": "t", "metric": "train_acc", "cells": ["a", "b"], "direction": "greater",
+             "secondary": []}
+    got = summary.evaluate_claim(s, claim)
+    d = np.subtract(a, b)
+    lo, hi = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+    p = got["primary"]
+    assert p["diff"] == pytest.approx(d.mean()) and p["sd"] == pytest.approx(d.std(ddof=1)) and p["n"] == 5
+    assert (p["low"], p["high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert p["p"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert lo > 0 and got["verdict"] == "agrees"
+    assert summary.evaluate_claim(s, {**claim, "direction": "less"})["verdict"] == "disagrees"
+    noisy = fake_summary([0.8, 0.7, 0.9], [0.75, 0.8, 0.82])  # differences of both signs
+    assert summary.evaluate_claim(noisy, claim)["verdict"] == "inconclusive"
+    one = fake_summary([0.9], [0.1])  # one seed: no interval, so no verdict either way
+    assert summary.evaluate_claim(one, claim)["verdict"] == "inconclusive"
+    # seeds are paired by seed number; a diverged seed (None) drops out of the pairs
+    s = fake_summary([0.9, None, 0.8], [0.5, 0.6, 0.4])
+    assert summary.evaluate_claim(s, claim)["primary"]["n"] == 2
+    table = summary.claims_table([got])
+    assert "| t | train_acc | a − b |" in table and "| 5 |" in table and "agrees" in table
+
+
+def test_seed_stats_sample_sd_and_t_interval():
+    v = [1.0, 2.0, 4.0, None]
+    s = summary.seed_stats(v)
+    assert s["n"] == 3 and s["std"] == pytest.approx(np.std([1, 2, 4], ddof=1)) and s["values"] == v
+    lo, hi = sps.t.interval(0.95, 2, loc=np.mean([1, 2, 4]), scale=sps.sem([1, 2, 4]))
+    assert (s["low"], s["high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert summary.seed_stats([3.0])["std"] is None and summary.seed_stats([None])["mean"] is None
+
+
+def test_spectrum_curves_integrate_to_the_spectral_masses():
+    from landscape.experiment.results import spectrum_curves
+
+    rng = np.random.default_rng(0)
+    nodes = np.sort(np.concatenate([rng.normal(0, 1e-5, (3, 8)), rng.uniform(0.1, 10, (3, 4)),
+                                    -rng.uniform(0.05, 0.5, (3, 2))], axis=1), axis=1)
+    w = rng.random(nodes.shape)
+    w /= w.sum(axis=1, keepdims=True)
+    c = spectrum_curves({"nodes": nodes, "weights": w, "dim": 100, "eps": 1e-3})
+    # the linear view integrates to 1 on its grid (σ at least 1.5 grid steps: no node falls between points)
+    assert np.trapezoid(c["density"], c["grid"]) == pytest.approx(1.0, abs=0.01)
+    # the log view: each part integrates to the mass of that sign above the floor 1e-6 λmax
+    floor = 1e-6 * nodes.max()
+    pos_mass = (w * (nodes > floor)).sum(axis=1).mean()
+    neg_mass = (w * (nodes < -floor)).sum(axis=1).mean()
+    assert np.trapezoid(c["log_positive"], c["log_grid"]) == pytest.approx(pos_mass, abs=0.01)
+    assert np.trapezoid(c["log_negative"], c["log_grid"]) == pytest.approx(neg_mass, abs=0.01)
+    # the legend's masses are at the reported threshold ε λmax, computed directly here
+    assert c["negative_ratio"] == pytest.approx((w * (nodes < -1e-3 * nodes.max())).sum(axis=1).mean())
+    assert c["degenerate_ratio"] == pytest.approx((w * (np.abs(nodes) < 1e-3 * nodes.max())).sum(axis=1).mean())
+    assert c["eps"] == 1e-3
+
+
+def test_published_numbers_sit_beside_the_grid_and_are_validated():
+    pub = {"a": 0.9061, "b": 0.8982, "source": "the paper's table", "setup": "ViT-S on CIFAR-10"}
+    raw = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], "published": pub}}}
+    claim = config.resolve(raw, "quick").claims[0]
+    assert claim["published"] == pub
+    got = summary.evaluate_claim(fake_summary([0.8, 0.85, 0.83], [0.75, 0.78, 0.80]), claim)
+    table = summary.papers_table([got])
+    assert "| 0.906 vs 0.898 (0.0079) |" in table and "the paper's table; ViT-S on CIFAR-10" in table
+    assert summary.papers_table([{**got, "published": None}]) == ""
+    bad = {**raw, "claims": {"faster": {**raw["claims"]["faster"], "published": {"a": 1.0, "b": 0.5}}}}
+    with pytest.raises(LandscapeError, match="published: missing required key 'source'"):
+        config.resolve(bad, "quick")
