@@ -24,7 +24,9 @@ def test_gpu_check_dry_run_writes_every_step(tmp_path, module_cache):
         assert json.loads((tmp_path / f"{name}_time.json").read_text())["seconds"] > 0
     summary = _lines(tmp_path / "hessian_summary.json")[-1]
     assert summary["lambda_max"] > 0 and len(summary["top_eigenvalues"]) == 1
-    assert {r["measure"] for r in _lines(tmp_path / "real_scale.jsonl")} >= {"gradient"}
+    real = _lines(tmp_path / "real_scale.jsonl")
+    assert {r["what"] for r in real} >= {"problem", "gradient", "hvp", "top1", "slq"}
+    assert next(r for r in real if r["what"] == "top1")["converged"]
     hvp = _lines(tmp_path / "hvp_vs_gradient.jsonl")
     assert {r["measure"] for r in hvp} == {"gradient", "hvp_func", "hvp_landscape", "published"}
     assert all(r["ratio"] > 0 for r in hvp if "ratio" in r)
