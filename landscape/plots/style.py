@@ -58,7 +58,8 @@ LABELS = {
     "x_norm2_last": r"final $\|x\|^2$ (last block)",
 }
 _SPECTRUM = {"degenerate_ratio": "degenerate mass", "negative_ratio": "negative mass", "lambda_max": r"$\lambda_{max}$",
-             "lambda_min": r"$\lambda_{min}$", "trace": "Hessian trace"}
+             "lambda_min": r"$\lambda_{min}$", "trace": "Hessian trace",
+             "bulk_degenerate_ratio": "degenerate mass relative to the bulk", "effective_rank": "effective rank"}
 
 
 def label_of(key: str) -> str:
