@@ -18,8 +18,16 @@ job each:
 File formats: docs/formats.md; command line: docs/cli.md.
 """
 
-from landscape.experiment.config import (DATA_SHAPES, Experiment, Run, build_models, load_experiment, parse_epochs,
-                                         resolve, select_params)
+from landscape.experiment.config import (
+    DATA_SHAPES,
+    Experiment,
+    Run,
+    build_models,
+    load_experiment,
+    parse_epochs,
+    resolve,
+    select_params,
+)
 from landscape.experiment.keys import measurement_keys, probe_keys, step_keys, train_keys, transition_point
 from landscape.experiment.measure import measure_epoch, measure_exact, measure_spectrum, probe_set
 from landscape.experiment.runner import run_experiment, run_one

@@ -24,6 +24,7 @@ from landscape.checkpoint import load_checkpoint
 from landscape.data import TensorData
 from landscape.experiment.config import Run, select_params
 
+
 def probe_set(data: TensorData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed probe set: n training samples drawn once with seed 0 (the same for every run)."""
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: min(n, len(data))]
@@ -58,7 +59,8 @@ def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dic
     H = exact_hessian(model, F.cross_entropy, batches, names, max_params=cfg["max_params"], chunk_size=64)
     eigs = torch.linalg.eigvalsh(H).cpu().numpy()
     sd = SpectralDensity(eigs[None, :], np.full((1, eigs.size), 1.0 / eigs.size), eigs.size)
-    summary = {k: v for k, v in sd.summary(cfg["eps"]).items() if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
+    summary = {k: v for k, v in sd.summary(cfg["eps"]).items()
+               if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
     return summary, {"exact_eigenvalues": eigs}
 
 

@@ -16,8 +16,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from landscape.errors import LandscapeError
-from landscape.plots.style import (LABELS, PathLike, finish, grid, is_seeds, label_of, line_styles,
-                                   plain_log_ticks, ramp, styled, with_n)
+from landscape.plots.style import (
+    LABELS,
+    PathLike,
+    finish,
+    grid,
+    is_seeds,
+    label_of,
+    line_styles,
+    plain_log_ticks,
+    ramp,
+    styled,
+    with_n,
+)
 
 
 def _select(records: Iterable[dict], metric: str) -> list[dict]:

@@ -43,7 +43,8 @@ def _legend(label: str, s: Mapping) -> str:
     return f"{label}: {deg}negative {s['negative_ratio']:.3f} (ε = {eps:g})"
 
 
-_THRESHOLD = r"mass at $|\lambda| < \varepsilon\lambda_{max}$ (degenerate), $\lambda < -\varepsilon\lambda_{max}$ (negative)"
+_THRESHOLD = (r"mass at $|\lambda| < \varepsilon\lambda_{max}$ (degenerate), "
+              r"$\lambda < -\varepsilon\lambda_{max}$ (negative)")
 
 
 @styled

@@ -13,8 +13,18 @@ from matplotlib.ticker import NullFormatter
 
 from landscape import stats
 from landscape.errors import LandscapeError
-from landscape.plots.style import (PathLike, finish, is_seeds, label_of, line_styles, mean_sd, plain_log_ticks,
-                                   seed_stack, styled, with_n)
+from landscape.plots.style import (
+    PathLike,
+    finish,
+    is_seeds,
+    label_of,
+    line_styles,
+    mean_sd,
+    plain_log_ticks,
+    seed_stack,
+    styled,
+    with_n,
+)
 
 
 @styled
