@@ -36,7 +36,7 @@ from landscape.checkpoint import save_checkpoint
 from landscape.cli import Interrupted, prepare_out_dir
 from landscape.cli import progress as progress_bar
 from landscape.data import load_data
-from landscape.errors import LandscapeError, resolve_device
+from landscape.errors import LandscapeError, first_line, resolve_device
 from landscape.experiment.config import Experiment, Run
 from landscape.experiment.keys import measurement_keys, step_keys, train_keys
 from landscape.experiment.measure import measure_epoch, probe_set
@@ -118,7 +118,7 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
             raise Interrupted(result.get("signal") or signal.SIGINT)
         history = result["history"]
     except NonFiniteLoss as e:
-        state, message = "diverged", str(e)
+        state, message = "diverged", first_line(e)
         history = _jsonl(rdir / "metrics.jsonl")
     trained = history[-1]["epoch"] if history else 0
     for e in keep:  # a diverged epoch's checkpoint holds non-finite weights
