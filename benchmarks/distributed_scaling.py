@@ -96,7 +96,7 @@ def _slq(args: argparse.Namespace, cache: str) -> None:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                             str(world), "-m", "landscape.hessian", str(run / "checkpoint.pt"), "--iters", "80",
-                            "--probes", "4", "--top-k", "0", "--batch-size", "500", "--device", "cpu",
+                            "--vectors", "4", "--top-k", "0", "--batch-size", "500", "--device", "cpu",
                             "--no-progress", "--out", str(out)], env=env, check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - t

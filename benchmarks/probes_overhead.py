@@ -12,7 +12,9 @@ the reductions and reading `records` included); and the training callback that `
 grad_norm,stream` runs after every K-th step (its own forward and backward on the step's batch,
 with state saved and restored). A `--probe-every K` run pays callback / (K · step), reported for
 `--every` (default 50, B.3's log interval). Variants alternate in rounds and each reports its
-median, so drift on a shared machine hits all alike. (b) times `run_probes(..., "singularity")` and,
+median, so drift on a shared machine hits all alike. probe_own_ms is the time spent inside the probe's own
+methods per probed step (hooks, reductions, records; `_OwnClock`), the overhead measured directly, and
+overhead_probe_own its ratio to the plain step. (b) times `run_probes(..., "singularity")` and,
 separately, the forward passes alone. Prints one JSON line per measurement.
 """
 
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from landscape.cli import run_cli
 from landscape.errors import resolve_device
 from landscape.models import build
-from landscape.probes import find_blocks, make_probe_callback, probe, run_probes
+from landscape.probes import Probe, find_blocks, make_probe_callback, probe, run_probes
 
 
 def _sync(device: torch.device) -> None:
@@ -46,6 +48,60 @@ def _model(name: str, device: torch.device, kind: str = "residual"):
         model = build("resnetv2", depth=18, n_classes=10)
         shape = (3, 32, 32)
     return model.to(device), shape
+
+
+class _OwnClock:
+    """Seconds spent inside the probe's own code (hooks, reductions, records), outermost calls only.
+
+    A shared machine inflates whole-step times by tens of percent between rounds, more than a probe costs
+    on a large model; timing the probe's own methods directly measures its overhead with the same noise
+    on numerator and denominator. Not counted: PyTorch's hook dispatch and the C-level gradient stores."""
+
+    NAMES = ("attach", "detach", "flush", "_on_model_start", "_on_model_end", "_on_connect", "_capture",
+             "_capture_input", "_on_block", "_on_units")
+
+    def __init__(self):
+        self.seconds, self._depth, self._saved = 0.0, 0, {}
+
+    def _wrap(self, fn):
+        def timed(*a, **kw):
+            self._depth += 1
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += time.perf_counter() - t
+        return timed
+
+    def __enter__(self):
+        for name in self.NAMES:
+            self._saved[name] = getattr(Probe, name)
+            setattr(Probe, name, self._wrap(self._saved[name]))
+        self._saved["records"] = Probe.records
+        Probe.records = property(self._wrap(Probe.records.fget))
+        return self
+
+    def __exit__(self, *exc):
+        for name, fn in self._saved.items():
+            setattr(Probe, name, fn)
+
+
+def own_time(model, X, y, args, blocks) -> float:
+    """Median seconds of the probe's own code per probed step (see `_OwnClock`)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = []
+    for i in range(args.warmup + args.rounds * args.steps):
+        with _OwnClock() as clock:
+            with probe(model, blocks, ("grad_norm", "stream")) as p:
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(X), y).backward()
+                opt.step()
+            _ = p.records
+        if i >= args.warmup:
+            out.append(clock.seconds)
+    return statistics.median(out)
 
 
 def time_steps(model, X, y, args, device: torch.device) -> dict[str, float]:
@@ -88,11 +144,14 @@ def bench_step(args, device: torch.device) -> None:
             X = torch.randn(batch, *shape, device=device)
             y = torch.randint(0, 10, (batch,), device=device)
             t = time_steps(model, X, y, args, device)
+            own = own_time(model, X, y, args, find_blocks(model))
             print(json.dumps({"bench": "probe_step", "model": args.model, "kind": kind, "device": str(device),
                               "batch": batch, "threads": torch.get_num_threads(),
                               "plain_ms": round(1e3 * t["plain"], 3), "probed_ms": round(1e3 * t["probed"], 3),
                               "callback_ms": round(1e3 * t["callback"], 3),
                               "overhead_probed_step": round(t["probed"] / t["plain"] - 1, 4),
+                              "probe_own_ms": round(1e3 * own, 3),
+                              "overhead_probe_own": round(own / t["plain"], 4),
                               f"overhead_train_every_{args.every}": round(t["callback"] / (args.every * t["plain"]),
                                                                           5)}), flush=True)
 
@@ -110,7 +169,7 @@ def bench_singularity(args, device: torch.device) -> None:
         _sync(device)
         forward = time.perf_counter() - t
         t = time.perf_counter()
-        records = run_probes(model, X, metrics="singularity", batch_size=batch_size)
+        records = run_probes(model, None, X, metrics="singularity", batch_size=batch_size)
         _sync(device)
         total = time.perf_counter() - t
         print(json.dumps({"bench": "singularity", "device": str(device), "samples": args.samples,

@@ -65,21 +65,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict,
 def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read and validate a checkpoint's full payload (meta, model/optimizer state, rng, extra)."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path}: is a directory, not a file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path}: file is empty")
-    try:
-        with warnings.catch_warnings():  # torch warns about unusual pickle protocols before refusing them
-            warnings.simplefilter("ignore", UserWarning)
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"checkpoint {path}: {_unpickling_problem(str(e))}") from None
-    except Exception as e:  # noqa: BLE001 - any parse failure of a file on disk means a damaged file
-        raise CheckpointError(f"checkpoint {path}: corrupt or truncated file "
-                              f"({type(e).__name__}: {first_line(e)})") from None
+    payload = read_file(path, map_location)
     if not isinstance(payload, dict) or not _is(payload.get("format"), FORMAT):
         what = f"a {type(payload).__name__}"
         if isinstance(payload, dict):
@@ -101,6 +87,27 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
     if not isinstance(payload.get("model_state"), dict):
         raise CheckpointError(f"checkpoint {path}: model_state is missing")
     return payload
+
+
+def read_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+    """`torch.load(weights_only=True)` of any file (a checkpoint or a bare state_dict) with one-line
+    `CheckpointError`s: missing, a directory, empty, refused (a pickle that imports code), corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: file is empty")
+    try:
+        with warnings.catch_warnings():  # torch warns about unusual pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"checkpoint {path}: {_unpickling_problem(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure of a file on disk means a damaged file
+        raise CheckpointError(f"checkpoint {path}: corrupt or truncated file "
+                              f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
@@ -203,10 +210,12 @@ def _is(value: object, expected: str | int) -> bool:
 
 def _unpickling_problem(message: str) -> str:
     """One line from torch's multi-line weights_only refusal."""
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    # torch's wordings: "Unsupported global: GLOBAL x.y" and (blocked modules, torch ≥ 2.13)
+    # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+    m = re.search(r"unsupported (?:global: )?GLOBAL (\S+?)\.?(?:\s|$)", message, re.IGNORECASE)
     if m:
-        return (f"refused to load: the file imports {m.group(1)} when unpickled "
-                "(only tensors and plain containers are allowed)")
+        return (f"refused to load: the file imports {m.group(1)} when unpickled, which can result in "
+                "arbitrary code execution (only tensors and plain containers are allowed)")
     m = re.search(r"WeightsUnpickler error:\s*(.*\S)", message)
     detail = m.group(1) if m else first_line(message)
     return f"corrupt or not a torch checkpoint file ({detail})"

@@ -135,8 +135,8 @@ def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
     `measure_samples` training samples (the same fixed set for every net)."""
     from landscape.experiment.keys import probe_keys
     from landscape.experiment.measure import transition_blocks
-    from landscape.experiment.results import spectrum_curves
     from landscape.hessian import HessianOperator, slq_density
+    from landscape.hessian.curves import spectrum_curves
     from landscape.probes import run_probes
 
     data = load_data("mnist1d", n_samples=setup["n_samples"], device=device)
@@ -144,7 +144,7 @@ def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
     model.eval()
     op = HessianOperator(model, F.cross_entropy, (X, y))
     sd = slq_density(op, setup["slq_iters"], setup["slq_vectors"], seed=setup["seed"])  # (op, iters, vectors)
-    records = run_probes(model, data=(X, y), loss_fn=F.cross_entropy, metrics=("grad_norm", "singularity"))
+    records = run_probes(model, F.cross_entropy, (X, y), metrics=("grad_norm", "singularity"))
     blocks = list(dict.fromkeys(r["block"] for r in records if r["metric"] == "grad_ratio"))
     keys = probe_keys(records, transition_blocks(model, X[:2], blocks))
     summary = sd.summary(setup["eps"])

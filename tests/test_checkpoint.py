@@ -179,3 +179,17 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(saved, tmp_path, kind):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: checkpoint ") and "checkpoint.pt" in lines[0]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_blocked_module_wording_is_recognised(tmp_path):
+    """torch ≥ 2.13 refuses os.system with "unsupported GLOBAL posix.system whose module posix is blocked"."""
+    class _System:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _System()}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    msg = str(e.value)
+    assert "refused to load" in msg and "system" in msg and "arbitrary code execution" in msg

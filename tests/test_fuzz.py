@@ -9,11 +9,13 @@ loads or raises `CheckpointError` with a one-line message naming the file, and n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -257,7 +259,7 @@ _ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(m
 
 
 @FUZZ
-@given(d=st.dictionaries(st.sampled_from([f.name for f in T.dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
+@given(d=st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(T.TrainConfig)] + ["nope"]), _ANY,
                          max_size=5))
 def test_fuzz_config_tables_validate_or_fail_in_one_line(d):
     """What a TOML file may hold: any key, any type."""
@@ -436,3 +438,81 @@ def test_fuzz_mutated_payloads_load_resume_or_fail_in_one_line(data, trained, tm
                  "model_config": {"depth": 2, "width": 8}, "out": str(run), "resume": True})
     except LandscapeError as e:
         assert "\n" not in str(e)
+
+
+# ---- the hessian CLI: any argv and any weights file end in exit 0 or a one-line exit 2 ----
+
+def _hessian_flags():
+    from landscape.hessian.__main__ import _parser
+
+    flags = [a.option_strings[-1] for a in _parser()._actions if a.option_strings and a.dest != "help"]
+    value = st.one_of(_NUMBERS.map(str), st.text(max_size=8), st.sampled_from(["hessian", "ggn", "cpu", "2G", "0"]))
+    return st.lists(st.tuples(st.sampled_from([*flags, "--probes", "--bogus"]), st.one_of(st.none(), value)),
+                    max_size=6)
+
+
+@FUZZ
+@given(pairs=_hessian_flags())
+def test_fuzz_hessian_argv_exits_0_or_one_line_2(pairs, tmp_path, monkeypatch, capsys):
+    """Flags are checked before any compute (the run itself is stubbed): exit 0, or 2 with one line."""
+    from landscape.hessian import __main__ as H
+
+    monkeypatch.setattr(H, "_run", lambda args, out, device, states: 0)
+    argv = [str(tmp_path / "ckpt.pt"), *_argv(pairs), "--out", str(tmp_path / "out")]
+    code = run_cli(H.main, argv)
+    err = capsys.readouterr().err.strip()
+    if code == 2:
+        assert err.splitlines() == [err] and err.startswith("error: ") and "Traceback" not in err, err
+    else:
+        assert code == 0, (code, err)
+
+
+_USER_MODULE = "from landscape.models import build\n\ndef make():\n    return build('fc', depth=2, width=8)\n"
+
+
+@pytest.fixture(scope="module")
+def user_weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hcli_fuzz")
+    (d / "hcli_fuzz_models.py").write_text(_USER_MODULE)
+    sys.path.insert(0, str(d))
+    model = build("fc", depth=2, width=8)
+    torch.save(model.state_dict(), d / "weights.pt")
+    yield d, (d / "weights.pt").read_bytes(), model.state_dict()
+    sys.path.remove(str(d))
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_hessian_weight_files_load_or_fail_in_one_line(data, user_weights, tmp_path):
+    """`--model module:function` weights: random bytes, truncations, byte flips, junk or NaN tensors and
+    malicious pickles load or give one `LandscapeError` line naming the file; no code ever runs."""
+    from landscape.hessian.cli_inputs import user_model
+
+    d, blob, state = user_weights
+    path, marker = tmp_path / "w.pt", tmp_path / "pwned"
+    kind = data.draw(st.sampled_from(["bytes", "truncate", "flip", "junk", "nan", "evil"]), label="kind")
+    if kind == "bytes":
+        path.write_bytes(data.draw(st.binary(max_size=400)))
+    elif kind == "truncate":
+        path.write_bytes(blob[: data.draw(st.integers(0, len(blob) - 1))])
+    elif kind == "flip":
+        at = data.draw(st.integers(0, len(blob) - 1))
+        path.write_bytes(blob[:at] + bytes([blob[at] ^ data.draw(st.integers(1, 255))]) + blob[at + 1:])
+    else:
+        mutated = dict(state)
+        key = data.draw(st.sampled_from(sorted(mutated)))
+        if kind == "junk":
+            mutated[key] = data.draw(_JUNK)
+        elif kind == "nan":
+            mutated[key] = torch.full_like(mutated[key], float("nan"))
+        else:
+            mutated[key] = _Evil(marker)
+        torch.save(mutated, path)
+    try:
+        model, _ = user_model("hcli_fuzz_models:make", path, torch.device("cpu"))
+    except LandscapeError as e:
+        msg = str(e)
+        assert "\n" not in msg and str(path) in msg, msg
+    else:
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not marker.exists()

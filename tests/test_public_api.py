@@ -1,18 +1,76 @@
-"""`import landscape` exposes the documented public API, each name the object its module defines."""
+"""`import landscape` exposes the documented public API.
+
+The reference is written out here, independently of landscape/__init__.py's table: each public name and
+the module that defines it, and the names `landscape.probes` promises. A renamed, re-pointed, missing or
+extra export fails, as does `landscape.train` changing meaning when the package is imported.
+"""
 
 import importlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import landscape
 
+ROOT = Path(__file__).resolve().parents[1]
 
-@pytest.mark.parametrize("name", landscape.__all__)
-def test_every_export_resolves_to_its_module_object(name):
-    module = importlib.import_module(landscape._EXPORTS[name])
-    assert getattr(landscape, name) is getattr(module, name)
+# public name -> (the package that defines it, the object's own name there)
+DEFINED_IN = {
+    "fit": ("landscape.train", "train"),
+    "TrainConfig": ("landscape.train", "TrainConfig"),
+    "load_checkpoint": ("landscape.checkpoint", "load_checkpoint"),
+    "save_checkpoint": ("landscape.checkpoint", "save_checkpoint"),
+    "load_data": ("landscape.data", "load_data"),
+    "build": ("landscape.models", "build"),
+    "HessianOperator": ("landscape.hessian", "HessianOperator"),
+    "GGNOperator": ("landscape.hessian", "GGNOperator"),
+    "slq_density": ("landscape.hessian", "slq_density"),
+    "top_eigenpairs": ("landscape.hessian", "top_eigenpairs"),
+    "hutchinson_trace": ("landscape.hessian", "hutchinson_trace"),
+    "hutchpp_trace": ("landscape.hessian", "hutchpp_trace"),
+    "exact_hessian": ("landscape.hessian", "exact_hessian"),
+    "probe": ("landscape.probes", "probe"),
+    "run_probes": ("landscape.probes", "run_probes"),
+    "LandscapeError": ("landscape.errors", "LandscapeError"),
+}
+PROBES_API = {"METRICS", "TRAIN_PROBES", "ProbeCallback", "find_blocks", "make_probe_callback", "probe",
+              "read_records", "records_by_block", "records_to_table", "run_probes", "to_csv", "to_json"}
+
+
+def test_exports_are_exactly_the_documented_names():
+    assert set(landscape.__all__) == set(DEFINED_IN)
+    for name in DEFINED_IN:
+        assert name in landscape.__doc__, f"{name} missing from the package docstring"
+
+
+@pytest.mark.parametrize("name", sorted(DEFINED_IN))
+def test_every_export_is_the_object_its_package_defines(name):
+    package, own_name = DEFINED_IN[name]
+    obj = getattr(landscape, name)
+    assert obj is getattr(importlib.import_module(package), own_name)
+    assert obj.__module__ == package or obj.__module__.startswith(package + "."), obj.__module__
+    assert obj.__qualname__ == own_name
+
+
+def test_probes_all_lists_what_users_call():
+    import landscape.probes as P
+
+    assert set(P.__all__) == PROBES_API
+    for name in P.__all__:
+        assert getattr(P, name) is not None
+
+
+def test_fit_and_the_train_package_do_not_flip_on_import():
+    """A function and a subpackage with one name flip when the subpackage is imported; fit never does."""
+    code = ("import landscape; f = landscape.fit; p = landscape.train; import landscape.train, landscape.train.loop; "
+            "import types; assert isinstance(landscape.train, types.ModuleType) and landscape.train is p; "
+            "assert landscape.fit is f is landscape.train.train and callable(f)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         landscape.nope  # noqa: B018
+    assert not hasattr(landscape, "nope")

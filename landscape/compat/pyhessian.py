@@ -14,9 +14,12 @@ eigenvectors, each a list of per-parameter tensors); `trace` → list of per-pro
 purpose:
 - Eigenpairs come from restarted block Krylov iteration to a residual tolerance instead of power
   iteration with deflation, so they are accurate (largest magnitude first, as power iteration finds
-  them); `tol` is accepted and ignored, `maxIter` caps the data passes per requested eigenvalue.
-- Lanczos runs all `n_v` probes in one batch with full reorthogonalization and a symmetric
+  them); `tol` is accepted and ignored, `maxIter` caps the data passes per requested eigenvalue, and a
+  warning says so when that cap stops the solver before every residual is small.
+- Lanczos runs all `n_v` vectors in one batch with full reorthogonalization and a symmetric
   tridiagonal solver (PyHessian calls `torch.eig`, removed in torch 1.9); Ritz values are ascending.
+  As in PyHessian, the vectors are Rademacher draws from torch's global RNG, and `iter` is clamped to
+  the number of parameters (a Krylov space cannot be larger), so a small model gets its exact spectrum.
 - `trace` stops by PyHessian's rule (relative change of the running mean below `tol`) but with
   |mean| in the denominator, so a negative trace does not stop it at the second sample.
 - `cuda` does not move anything: the model's device is used (a warning says so when `cuda` disagrees
@@ -27,8 +30,6 @@ purpose:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,17 +39,7 @@ from torch import Tensor, nn
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, lanczos, top_eigenpairs
 from landscape.hessian.lanczos import rademacher
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
+from landscape.modes import preserved_modes
 
 
 class hessian:  # noqa: N801 - PyHessian's name
@@ -69,7 +60,7 @@ class hessian:  # noqa: N801 - PyHessian's name
                 f"hessian: cuda={cuda} but the model is on {self.device}; computing on {self.device}",
                 stacklevel=2,
             )
-        with _eval_mode(model):
+        with preserved_modes(model, train=False):
             self.op = HessianOperator(model, criterion, self.data, params=self.params)
 
     def _to_params(self, v: Tensor) -> list[Tensor]:
@@ -86,12 +77,19 @@ class hessian:  # noqa: N801 - PyHessian's name
         if top_n < 1:
             raise LandscapeError(f"eigenvalues: top_n must be at least 1, got {top_n}")
         pairs = top_eigenpairs(self.op, k=top_n, which="LM", max_matmats=max(1, maxIter) * top_n)
+        if not pairs.converged:
+            worst = float(np.max(np.asarray(pairs.residuals) / np.maximum(np.abs(pairs.eigenvalues), 1e-30)))
+            warnings.warn(
+                f"eigenvalues: not converged within maxIter={maxIter} data passes per eigenvalue (largest "
+                f"relative residual {worst:.1e}); the values are Ritz estimates: raise maxIter",
+                stacklevel=2,
+            )
         vectors = [self._to_params(pairs.eigenvectors[:, i]) for i in range(top_n)]
         return [float(e) for e in pairs.eigenvalues], vectors
 
     def trace(self, maxIter: int = 100, tol: float = 1e-3) -> list[float]:  # noqa: N803
         """Hutchinson samples vᵀHv (Rademacher v) until the running mean changes by less than tol
-        (relative) or maxIter samples; 10 probes share each data pass."""
+        (relative) or maxIter samples; 10 vectors share each data pass."""
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         samples: list[float] = []
         mean = 0.0
@@ -107,7 +105,11 @@ class hessian:  # noqa: N801 - PyHessian's name
         return samples
 
     def density(self, iter: int = 100, n_v: int = 1) -> tuple[list, list]:  # noqa: A002
-        """SLQ: per probe, the `iter` Ritz values and their weights (squared first eigenvector components)."""
-        seed = int(torch.randint(0, 2**62, (1,)).item())
-        nodes, weights = lanczos(self.op, iters=iter, probes=n_v, seed=seed).ritz()
+        """SLQ: per vector, the min(iter, dim) Ritz values and their weights (squared first eigenvector
+        components); the n_v Rademacher vectors [dim, n_v] come from torch's global RNG."""
+        if iter < 1 or n_v < 1:
+            raise LandscapeError(f"density: iter and n_v must be at least 1, got iter={iter}, n_v={n_v}")
+        start = torch.randint(0, 2, (self.op.dim, n_v), dtype=torch.float64).mul_(2).sub_(1)
+        seed = int(torch.randint(0, 2**62, (1,)).item())  # fresh vectors after a breakdown
+        nodes, weights = lanczos(self.op, iters=min(iter, self.op.dim), start=start, seed=seed).ritz()
         return nodes.tolist(), weights.tolist()

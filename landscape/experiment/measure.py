@@ -67,7 +67,7 @@ def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dic
 def _probe_records(model: nn.Module, X, y, metrics: list[str], batch_size: int, **extra) -> list[dict]:
     from landscape.probes import run_probes
 
-    records = run_probes(model, data=(X, y), loss_fn=F.cross_entropy, metrics=metrics, batch_size=batch_size)
+    records = run_probes(model, F.cross_entropy, (X, y), metrics=metrics, batch_size=batch_size)
     return [{**extra, **{k: v for k, v in r.items() if k != "step"}} for r in records]
 
 

@@ -28,6 +28,7 @@ from landscape.experiment.config import load_experiment, resolve
 from landscape.experiment.keys import transition_point
 from landscape.experiment.runner import run_experiment
 from landscape.experiment.summary import claims_table, compare, fmt, headline_table, papers_table
+from landscape.hessian.curves import spectrum_curves  # noqa: F401 - the notebooks import it from here
 from landscape.io import read_jsonl
 from landscape.train import load_toml
 
@@ -59,27 +60,6 @@ def shrink(raw: dict, seeds: int = 1) -> dict:
         if "exact" in cell.get("measure", {}):
             cell["measure"]["exact"]["n_samples"] = 64
     return raw
-
-
-def spectrum_curves(spectrum: Mapping, *, n_grid: int = 2000, log_sigma: float = 0.05) -> dict:
-    """Plot curves of one SLQ spectrum (a plain dict with "nodes", "weights" [vectors, iters] and "dim", plus
-    its summary keys): the log10|λ| view ("log_grid", "log_positive", "log_negative", broadened by
-    `log_sigma` decades) and the linear view ("grid", "density", broadened by σ = max(default σ, 1.5 grid
-    steps) so no Ritz node falls between grid points), with "degenerate_ratio", "negative_ratio" and "eps"
-    at the threshold the spectrum reports."""
-    from landscape.hessian import SpectralDensity
-
-    nodes = np.atleast_2d(np.asarray(spectrum["nodes"], dtype=np.float64))
-    weights = np.atleast_2d(np.asarray(spectrum["weights"], dtype=np.float64))
-    sd = SpectralDensity(nodes, weights, int(spectrum.get("dim") or spectrum.get("n_params") or nodes.shape[1]))
-    eps = float(spectrum.get("eps", 1e-3))
-    pad = 0.02 * (sd.lambda_max - sd.lambda_min) or 1.0
-    grid = np.linspace(sd.lambda_min - pad, sd.lambda_max + pad, n_grid)
-    _, density = sd.density(grid, max(sd.default_sigma(), 1.5 * (grid[1] - grid[0])))
-    u, pos, neg = sd.log_density(sigma=log_sigma)
-    return {"grid": grid, "density": density, "log_grid": u, "log_positive": pos, "log_negative": neg,
-            "degenerate_ratio": sd.degenerate_ratio(eps), "negative_ratio": sd.negative_ratio(eps), "eps": eps,
-            "lambda_max": sd.lambda_max}
 
 
 def open_grid(config: str | os.PathLike, runs: str | os.PathLike | None = None, *, smoke: bool | None = None,

@@ -2,8 +2,8 @@
 batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact small-model matrices.
 
     op = HessianOperator(model, loss_fn, data)            # data: (X, y), [(X, y), ...] or a DataLoader
-    sd = slq_density(op, iters=80, probes=4)              # SpectralDensity: .density(), .summary()
-    top = top_eigenpairs(op, k=5)                         # Eigenpairs
+    sd = slq_density(op, iters=80, vectors=4, top_k=5)   # SpectralDensity: .density(), .summary(), .top
+    top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
 """
 
@@ -12,6 +12,7 @@ from landscape.hessian.exact import exact_ggn, exact_hessian
 from landscape.hessian.ggn import GGNOperator
 from landscape.hessian.lanczos import LanczosResult, lanczos, tridiag_to_ritz
 from landscape.hessian.operator import CurvatureOperator, HessianOperator
+from landscape.hessian.protocol import LinearOperator
 from landscape.hessian.spectrum import SpectralDensity, slq_density
 from landscape.hessian.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
 
@@ -21,6 +22,7 @@ __all__ = [
     "GGNOperator",
     "HessianOperator",
     "LanczosResult",
+    "LinearOperator",
     "SpectralDensity",
     "TraceEstimate",
     "exact_ggn",

@@ -1,37 +1,65 @@
-"""Extreme eigenpairs to a tolerance by restarted block Krylov iteration (thick restart, explicit A·Q).
+"""Extreme eigenpairs of a symmetric operator: thick-restart block Lanczos in Rayleigh-Ritz form.
 
-The search basis Q (orthonormal, dim × m) is kept together with A·Q, so Rayleigh-Ritz is exact:
-H = Qᵀ(AQ) is grown by one block per data pass, Ritz pairs (θ, u = Q y) and residuals
-r = (AQ) y − θ u come without extra products. The next block is the residuals of the wanted,
-unconverged Ritz pairs (orthogonalized: the same space block Lanczos would add); when the basis is full
-it restarts from the best Ritz vectors (Q ← Q Y, AQ ← AQ Y; Wu & Simon's thick restart, Stathopoulos &
-Saad's block variant). Stops when every wanted pair has ‖r‖ ≤ tol·max|θ|, which bounds the eigenvalue
-error by the same amount (|θ − λ| ≤ ‖r‖ for a symmetric A).
+The search basis Q (orthonormal rows, m × dim) is stored with A·Q, so the projected matrix
+H = Q (AQ)ᵀ (m × m, float64) is exact, not a three-term recurrence that drifts in float32. Each round:
+
+    θ, Y = eigh(H);   U = Yᵀ Q,   AU = Yᵀ (AQ),   R = AU − θ U,   ‖r_i‖ ≥ min_j |θ_i − λ_j|
+
+The next block is the residuals of the wanted pairs that have not converged, at most `block_size`
+(converged pairs are locked: kept in the basis, never expanded again). Residuals of Ritz pairs of a block Krylov space
+span the space block Lanczos would add next, so this is block Lanczos with full reorthogonalization.
+The block is orthogonalized against Q by iterated classical Gram-Schmidt, as matmuls: another pass
+whenever the last one removed more than 1 − 1/√2 of the norm (Kahan-Parlett "twice is enough"),
+then Cholesky QR twice inside the block; a direction that vanishes (already in
+the span) is replaced by a random one. When the basis is full it restarts from the best Ritz vectors
+(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Stathopoulos & Saad).
+Gram products over dim are summed in float64 over float32 pieces of 1024 terms, so H and the
+orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3). Bookkeeping per round is a few dim × m × block matmuls.
+
+Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
+`init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
+`init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product: one
+Rayleigh-Ritz step on them, then the best k Ritz vectors get real products, which both verify them
+and restart the iteration from them if they are not yet converged (docs/methods.md §E.1).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.hessian._linalg import gram
+from landscape.hessian._linalg import row_norms as _norms
+from landscape.hessian.protocol import LinearOperator, check_operator
 
 WHICH = ("LA", "SA", "LM")
 
 
 @dataclass
 class Eigenpairs:
-    """eigenvalues [k] (float64, in `which` order), eigenvectors [dim, k] (unit), residual norms [k]."""
+    """eigenvalues [k] (float64, in `which` order), eigenvectors [dim, k] (unit), residual norms
+    ‖A v − λ v‖ [k], converged (every pair within tol), products (matrix-vector products used),
+    matmats (calls of `matmat`), seconds (wall) and matmat_seconds (inside `matmat`)."""
 
     eigenvalues: np.ndarray
     eigenvectors: Tensor
     residuals: np.ndarray
     converged: bool
     n_products: int
+    matmats: int = 0
+    tol: float = float("nan")
+    seconds: float = 0.0
+    matmat_seconds: float = 0.0
+
+    @property
+    def relative_residuals(self) -> np.ndarray:
+        """‖A v − λ v‖ / max|λ| per pair."""
+        return self.residuals / max(float(np.abs(self.eigenvalues).max()), np.finfo(np.float64).tiny)
 
     def to_dict(self) -> dict:
         return {
@@ -39,6 +67,8 @@ class Eigenpairs:
             "residuals": self.residuals.tolist(),
             "converged": self.converged,
             "n_products": self.n_products,
+            "matmats": self.matmats,
+            "tol": self.tol,
         }
 
 
@@ -47,31 +77,98 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _orth_block(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
-    """Columns of X made orthonormal and orthogonal to Q (two Gram-Schmidt passes); a column that
-    vanishes (already in the span) is replaced by a random one."""
-    tiny = torch.finfo(X.dtype).eps ** 0.75
-    cols = []
-    for i in range(X.shape[1]):
-        x = X[:, i]
-        for _attempt in range(3):
-            ref = torch.linalg.vector_norm(x)
-            for _ in range(2):
-                for B in (Q, torch.stack(cols, 1) if cols else None):
-                    if B is not None and B.shape[1]:
-                        x = x - B @ (B.T @ x)
-            nrm = torch.linalg.vector_norm(x)
-            if nrm > tiny * ref and nrm > 0:
-                cols.append(x / nrm)
+def _chol_qr(X: Tensor) -> tuple[Tensor, np.ndarray]:
+    """Cholesky QR of the rows of X with a float64 Gram matrix: (L⁻¹X, diag L). A row's diag entry is its
+    norm after projecting out the rows before it, so a tiny one marks a dependent row."""
+    G = gram(X, X)
+    L = torch.linalg.cholesky_ex(G + 1e-300 * torch.eye(G.shape[0], dtype=G.dtype))[0]
+    d = L.diagonal().numpy().copy()
+    if not np.isfinite(d).all() or (d <= 0).any():
+        return X, np.zeros_like(d)
+    Linv = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
+    return Linv.to(device=X.device, dtype=X.dtype) @ X, d
+
+
+def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
+    """Rows of X made orthonormal and orthogonal to the orthonormal rows of Q: iterated classical
+    Gram-Schmidt against Q, then Cholesky QR twice inside the block (all Gram sums in float64: a float32
+    Householder QR at 10⁶ dims is only orthonormal to ~1e-5). Rows that vanish (numerically inside the
+    span of Q and the rows before them) are replaced by random ones."""
+    dim = X.shape[1]
+    if Q.shape[0] + X.shape[0] > dim:
+        X = X[: dim - Q.shape[0]]
+    eps = torch.finfo(X.dtype).eps
+    floor = 100 * eps * max(1, Q.shape[0] + X.shape[0]) ** 0.5
+    for _attempt in range(4):
+        X = X / _norms(X).clamp_min(np.finfo(np.float64).tiny).to(X.dtype)[:, None]
+        before = np.ones(X.shape[0])
+        for _pass in range(4):
+            if Q.shape[0]:
+                X.addmm_(gram(X, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
+            after = _norms(X).cpu().numpy()
+            if (after >= before / 2**0.5).all():  # Kahan-Parlett: this pass kept most of the norm
                 break
-            x = torch.randn(X.shape[0], generator=gen, dtype=torch.float64).to(X)
-        else:
-            raise LandscapeError("top_eigenpairs: could not extend the search space (dimension exhausted)")
-    return torch.stack(cols, 1)
+            before = after
+        Xo, d = _chol_qr(X)
+        lost = (after < floor) | (d < 1e-3 * np.maximum(after, 1e-300))
+        if not lost.any():
+            if Q.shape[0] and d.min() < 0.5:  # Cholesky QR amplified what was left of span(Q)
+                Xo.addmm_(gram(Xo, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
+            return _chol_qr(Xo)[0].contiguous()
+        fresh = _randn(int(lost.sum()), dim, gen, X.dtype, X.device)
+        X = X.clone()
+        X[torch.from_numpy(lost).to(X.device)] = fresh
+    raise LandscapeError("top_eigenpairs: could not extend the search space (dimension exhausted)")
+
+
+def _randn(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """n random rows from the CPU generator (the same on every device), in float32 unless float64."""
+    draw = torch.float64 if dtype == torch.float64 else torch.float32
+    return torch.randn(n, dim, generator=gen, dtype=draw).to(device=device, dtype=dtype)
+
+
+class _Counted:
+    """op.matmat on row blocks, counting calls, columns and seconds."""
+
+    def __init__(self, op: LinearOperator):
+        self.op, self.calls, self.products, self.seconds = op, 0, 0, 0.0
+
+    def __call__(self, X: Tensor) -> Tensor:
+        t0 = time.perf_counter()
+        out = torch.as_tensor(self.op.matmat(X.T)).to(device=X.device, dtype=X.dtype).T.contiguous()
+        if out.device.type == "cuda":
+            torch.cuda.synchronize(out.device)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.products += X.shape[0]
+        return out
+
+
+def _start(
+    init: Tensor | None, init_product: Tensor | None, b: int, dim: int, dtype, device, gen, mm: _Counted
+) -> tuple[Tensor, Tensor]:
+    """The first basis block and its product: orthonormalized `init` (padded with random rows to b
+    when its product must be computed anyway), or b random rows."""
+    if init_product is not None:
+        V = torch.as_tensor(init).to(device=device, dtype=dtype).reshape(dim, -1).T
+        AV = torch.as_tensor(init_product).to(device=device, dtype=dtype).reshape(dim, -1).T
+        if AV.shape != V.shape:
+            raise LandscapeError(f"top_eigenpairs: init_product {tuple(AV.shape)} must match init {tuple(V.shape)}")
+        # symmetric orthonormalization M V (M = G^-1/2 on the well-conditioned part): A(MV) = M(AV)
+        g, W = torch.linalg.eigh(gram(V, V))
+        keep = g > 1e-6 * g.max()
+        M = (W[:, keep] / g[keep].sqrt()).T.to(device=device, dtype=dtype)
+        return M @ V, M @ AV
+    rows = _randn(b, dim, gen, dtype, device)
+    if init is not None:
+        V = torch.as_tensor(init).to(device=device, dtype=dtype).reshape(dim, -1).T
+        rows = torch.cat([V, rows[: max(0, b - V.shape[0])]])
+    Q = orthonormalize(rows, rows[:0], gen)
+    return Q, mm(Q)
 
 
 def top_eigenpairs(
-    op: Any,
+    op: LinearOperator,
     k: int = 1,
     *,
     which: str = "LA",
@@ -80,55 +177,103 @@ def top_eigenpairs(
     max_basis: int | None = None,
     max_matmats: int = 500,
     seed: int = 0,
+    init: Tensor | None = None,
+    init_product: Tensor | None = None,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of a symmetric operator (`.matmat`, `.dim`, `.dtype`, `.device`).
+    """The k extreme eigenpairs of a symmetric operator (dim, dtype, device, matmat: see protocol).
 
-    which: "LA" largest, "SA" smallest (algebraic), "LM" largest magnitude. tol: relative residual
-    (default 1e-6 in float64, 1e-4 in lower precision, where products carry ~1e-6 relative rounding).
-    block_size: vectors per data pass (default max(k, 4)); max_basis: search-space size before a
-    restart (default max(k + 3·block, 10·block)); max_matmats: data passes before giving up
-    (`converged` False).
+    which: "LA" largest, "SA" smallest (algebraic), "LM" largest magnitude.
+    tol: residual ‖Av − θv‖ ≤ tol·max|θ| (default 1e-6 in float64, 1e-4 in lower precision).
+    block_size: vectors per matmat (default min(k, 4)); max_basis: basis size before a thick
+    restart (default max(2k + 2·block, 20)); max_matmats: calls of matmat before giving up.
+    init: [dim, j] start vectors (warm start, e.g. last step's eigenvectors); init_product: A·init
+    if already known (e.g. SLQ's Lanczos relation, see spectrum.slq_density(top_k=...)), saving
+    that product; the result is then verified with one product of the final k vectors.
     """
+    check_operator(op, "top_eigenpairs")
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
-    dim, dtype, device = int(op.dim), op.dtype, op.device
+    dim, dtype, device = int(op.dim), op.dtype, torch.device(op.device)
     if not 1 <= k <= dim:
         raise LandscapeError(f"top_eigenpairs: k must be in 1..{dim}, got {k}")
+    if init_product is not None and init is None:
+        raise LandscapeError("top_eigenpairs: init_product needs init")
     tol = tol if tol is not None else (1e-6 if dtype == torch.float64 else 1e-4)
-    b = min(dim, block_size or max(k, 4))
-    m_max = min(dim, max_basis or max(k + 3 * b, 10 * b))
+    b = max(1, min(dim, block_size or min(k, 4)))
+    m_max = min(dim, max_basis or max(2 * k + 2 * b, 20))
     if m_max < min(dim, k + b):
         raise LandscapeError(f"top_eigenpairs: max_basis must be at least k + block_size = {k + b}")
+    t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    X = torch.randn(dim, b, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    Q = _orth_block(X, X[:, :0], gen)
-    AQ = op.matmat(Q)
-    H = (Q.T @ AQ).double().cpu()
-    products, matmats = b, 1
+    mm = _Counted(op)
+    Q0, AQ0 = _start(init, init_product, b, dim, dtype, device, gen, mm)
+    trusted = init_product is None
+    cap = max(m_max, Q0.shape[0] + b, k + b)
+    Q = torch.empty(cap, dim, dtype=dtype, device=device)
+    AQ = torch.empty_like(Q)
+    m = Q0.shape[0]
+    Q[:m], AQ[:m] = Q0, AQ0
+    del Q0, AQ0
+    H = gram(Q[:m], AQ[:m]).numpy()
     while True:
-        H = (H + H.T) / 2
-        theta, Y = np.linalg.eigh(H.cpu().numpy())
-        idx = _order(theta, which)
-        idx = idx[: min(len(theta), max(k, min(k + b, m_max - b)))]
-        Yr = torch.from_numpy(Y[:, idx]).to(device=device, dtype=dtype)
-        U, AU = Q @ Yr, AQ @ Yr
-        th = theta[idx]
-        R = AU - U * torch.from_numpy(th).to(device=device, dtype=dtype)
-        res = torch.linalg.vector_norm(R, dim=0, dtype=torch.float64).cpu().numpy()
+        theta, Y = np.linalg.eigh((H + H.T) / 2)
+        order = _order(theta, which)
+        p = min(m, k)
+        Yp = torch.from_numpy(np.ascontiguousarray(Y[:, order[:p]].T)).to(device=device, dtype=dtype)
+        th = theta[order[:p]]
+        thY = torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * Yp
+        R = torch.addmm(Yp @ AQ[:m], thY, Q[:m], alpha=-1)  # (AQ − θQ)ᵀy without forming U
+        res = _norms(R).cpu().numpy()
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
-        if done[:k].all() or Q.shape[1] >= dim or matmats >= max_matmats:
-            break
-        pick = [i for i in range(len(idx)) if not done[i]][:b]
-        if Q.shape[1] + len(pick) > m_max:
-            Q, AQ = U, AU
-            H = torch.diag(torch.from_numpy(th))
-        X = _orth_block(R[:, pick], Q, gen)
-        AX = op.matmat(X)
-        C = (torch.cat([Q, X], 1).T @ AX).double().cpu()
-        m = Q.shape[1]
-        H = torch.cat([torch.cat([H, C[:m].T], 0), C], 1)
-        Q, AQ = torch.cat([Q, X], 1), torch.cat([AQ, AX], 1)
-        products += X.shape[1]
-        matmats += 1
-    return Eigenpairs(th[:k], U[:, :k], res[:k], bool(done[:k].all()), products)
+        full = m >= dim
+        if not trusted or (p == k and done.all()) or full or mm.calls >= max_matmats:
+            U = Yp @ Q[:m]
+            if trusted or mm.calls >= max_matmats:
+                break
+            # the products came from init_product: the best k Ritz vectors get real ones, and the
+            # iteration continues from them (or stops if they are converged)
+            trusted = True
+            AU = mm(U)
+            th = torch.sum(U * AU, dim=1, dtype=torch.float64).cpu().numpy()
+            R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
+            res = _norms(R).cpu().numpy()
+            done = res <= limit
+            if (p == k and done.all()) or mm.calls >= max_matmats:
+                break
+            m = p
+            Q[:m], AQ[:m] = U, AU
+            H = gram(Q[:m], AQ[:m]).numpy()
+            continue
+        pick = np.flatnonzero(~done)[:b]
+        if m + len(pick) > m_max:
+            keep = max(p, min(m_max - b, m_max // 2 + k))
+            Yk = torch.from_numpy(np.ascontiguousarray(Y[:, order[:keep]].T)).to(device=device, dtype=dtype)
+            Q[:keep], AQ[:keep] = Yk @ Q[:m], Yk @ AQ[:m]
+            m = keep
+            H = np.diag(theta[order[:keep]])
+        rows = R[torch.from_numpy(pick).to(device)]
+        if m < k:  # a warm start with fewer than k directions: add random ones
+            rows = torch.cat([rows, _randn(k - m, dim, gen, dtype, device)])
+        X = orthonormalize(rows, Q[:m], gen)
+        AX = mm(X)
+        n = X.shape[0]
+        Q[m : m + n], AQ[m : m + n] = X, AX
+        C = gram(Q[: m + n], AX).numpy()  # [m + n, n]
+        H2 = np.zeros((m + n, m + n))
+        H2[:m, :m] = H
+        H2[:, m:] = C
+        H2[m:, :m] = C[:m].T
+        H = H2
+        m += n
+    return Eigenpairs(
+        eigenvalues=th[:k].copy(),
+        eigenvectors=U[:k].T,
+        residuals=res[:k].copy(),
+        converged=bool(len(done) == k and done.all()),
+        n_products=mm.products,
+        matmats=mm.calls,
+        tol=tol,
+        seconds=time.perf_counter() - t0,
+        matmat_seconds=mm.seconds,
+    )

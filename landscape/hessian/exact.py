@@ -7,7 +7,13 @@
 
 Both refuse (LandscapeError) above `max_params` parameters: a dense dim×dim float64 matrix takes
 8·dim² bytes (20,000 parameters: 3.2 GB). Parameters, buffers and floating inputs are cast to float64
-copies; the model is untouched.
+copies; the model is untouched. Attention runs through the math SDPA kernel (the reference kernel, with
+every derivative). Checks, as the operators make them: a fixed model (no train-mode BatchNorm/dropout),
+a deterministic one (the first batch's loss gradient computed twice must agree to 1e3·eps: functional
+dropout would otherwise give one random mask's Hessian), and a symmetric result (‖H − Hᵀ‖_F ≤
+10·√eps·‖H‖_F before symmetrizing: a wrong double backward is refused, not averaged away).
+
+This is the test oracle of `HessianOperator` / `GGNOperator` and imports nothing from them.
 """
 
 from __future__ import annotations
@@ -20,15 +26,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, hessian, jacrev, jvp, vmap
 
 from landscape.errors import LandscapeError
-from landscape.hessian import _data
+from landscape.hessian import _checks, _data
 from landscape.hessian._flat import FlatLayout, select_params, snapshot
-from landscape.hessian.operator import check_fixed
 
 MAX_PARAMS = 20_000
 
 
 def _setup(model: nn.Module, params: Iterable[str | Tensor] | None, max_params: int):
-    check_fixed(model)
+    _checks.check_fixed(model)
     names = select_params(model, params)
     all_params, buffers = snapshot(model, torch.float64)
     layout = FlatLayout(names, [all_params[n].shape for n in names])
@@ -78,13 +83,43 @@ def exact_hessian(
     layout, flat, forward = _setup(model, params, max_params)
     total = torch.zeros(layout.dim, layout.dim, dtype=torch.float64, device=flat.device)
     count = 0
-    for batch in _data.DataSource(data):
-        batch = _data.to_device(batch, flat.device, torch.float64)
-        n = _data.batch_size(batch[0])
-        total += n * _hessian_columns(lambda t, b=batch: loss_fn(forward(t, b[0]), b[1]), flat, chunk_size)
-        count += n
+    with _checks.math_attention():
+        for i, batch in enumerate(_data.DataSource(data)):
+            batch = _data.to_device(batch, flat.device, torch.float64)
+            n = _data.batch_size(batch[0])
+
+            def f(t: Tensor, b: _data.Batch = batch) -> Tensor:
+                return loss_fn(forward(t, b[0]), b[1])
+
+            if i == 0:
+                _check_deterministic(f, flat)
+            total += n * _hessian_columns(f, flat, chunk_size)
+            count += n
     H = _data.sample_average(total, count)
+    _check_symmetric(H)
     return (H + H.T) / 2
+
+
+def _check_deterministic(f, flat: Tensor) -> None:
+    """The loss gradient at `flat`, computed twice, must agree (else the model or loss is random)."""
+    def gradient() -> Tensor:
+        theta = flat.detach().requires_grad_()
+        with torch.enable_grad():
+            return torch.autograd.grad(f(theta), theta)[0]
+
+    g1, g2 = gradient(), gradient()
+    _checks.check_finite(g1, "the loss gradients")
+    _checks.check_same(g1, g2, "loss gradients")
+
+
+def _check_symmetric(M: Tensor) -> None:
+    """‖M − Mᵀ‖_F ≤ 10·√eps·‖M‖_F, else a wrong second derivative (see `_checks`)."""
+    _checks.check_finite(M, "the exact curvature entries")
+    ratio = float((M - M.T).norm() / M.norm().clamp_min(1e-300))
+    tol = _checks.symmetry_tolerance(M.dtype)
+    if not ratio <= tol:
+        raise LandscapeError(f"the exact Hessian is not symmetric (‖H − Hᵀ‖/‖H‖ = {ratio:.1e}): some operation's "
+                             f"second derivative is wrong")
 
 
 def exact_ggn(
@@ -100,13 +135,17 @@ def exact_ggn(
     layout, flat, forward = _setup(model, params, max_params)
     total = torch.zeros(layout.dim, layout.dim, dtype=torch.float64, device=flat.device)
     count = 0
-    for batch in _data.DataSource(data):
-        batch = _data.to_device(batch, flat.device, torch.float64)
-        n = _data.batch_size(batch[0])
-        out = forward(flat, batch[0])
-        J = jacrev(lambda t, b=batch: forward(t, b[0]))(flat).reshape(out.numel(), layout.dim)
-        H_out = hessian(lambda o, b=batch: loss_fn(o, b[1]))(out).reshape(out.numel(), out.numel())
-        total += n * (J.T @ H_out @ J)
-        count += n
+    with _checks.math_attention():
+        for i, batch in enumerate(_data.DataSource(data)):
+            batch = _data.to_device(batch, flat.device, torch.float64)
+            n = _data.batch_size(batch[0])
+            out = forward(flat, batch[0])
+            if i == 0:
+                _checks.check_finite(out, "the model outputs")
+                _checks.check_same(out, forward(flat, batch[0]), "model outputs")
+            J = jacrev(lambda t, b=batch: forward(t, b[0]))(flat).reshape(out.numel(), layout.dim)
+            H_out = hessian(lambda o, b=batch: loss_fn(o, b[1]))(out).reshape(out.numel(), out.numel())
+            total += n * (J.T @ H_out @ J)
+            count += n
     G = _data.sample_average(total, count)
     return (G + G.T) / 2

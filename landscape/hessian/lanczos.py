@@ -1,13 +1,13 @@
-"""Lanczos tridiagonalization with k probe vectors run as one batch: one `matmat` per iteration.
+"""Lanczos tridiagonalization with k random vectors run as one batch: one `matmat` per iteration.
 
-For each probe q₀ (Rademacher entries ±1/√dim, from a CPU generator seeded with `seed`, so the run
+For each vector q₀ (Rademacher entries ±1/√dim, from a CPU generator seeded with `seed`, so the run
 is the same on every device):
 
     w = A q_j − α_j q_j − β_{j−1} q_{j−1},   α_j = q_jᵀ A q_j,   β_j = ‖w‖ (after reorthogonalization),
     q_{j+1} = w / β_j
 
 and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
-of its probe with two matrix-vector products (classical Gram-Schmidt); a second pass runs only when the
+of its chain (classical Gram-Schmidt, its inner products summed in float64 over float32 pieces); a second pass runs only when the
 first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough" test of Daniel, Gragg,
 Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace found) records β_j = 0
 and continues with a fresh random vector orthogonal to the basis; T is then block diagonal, the first
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,19 +34,23 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.hessian._linalg import gram
+from landscape.hessian.protocol import LinearOperator
 
 
 @dataclass
 class LanczosResult:
-    """Tridiagonal coefficients per probe: alpha [k, m], beta [k, m−1] (float64); basis [k, m, dim] if kept."""
+    """Tridiagonal coefficients per vector: alpha [k, m], beta [k, m−1] (float64); basis [k, m, dim] and the
+    final residuals [k, dim] (A Q_m = Q_m T_m + residual e_mᵀ per chain) if kept."""
 
     alpha: np.ndarray
     beta: np.ndarray
     basis: Tensor | None = None
     breakdowns: int = 0
+    residual: Tensor | None = None
 
     @property
-    def probes(self) -> int:
+    def vectors(self) -> int:
         return self.alpha.shape[0]
 
     @property
@@ -55,10 +58,36 @@ class LanczosResult:
         return self.alpha.shape[1]
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (nodes) and SLQ weights [k, m]: per probe, T's eigenvalues and the squared first
+        """Ritz values (nodes) and SLQ weights [k, m]: per vector, T's eigenvalues and the squared first
         components of its eigenvectors (Golub & Meurant's Gauss quadrature)."""
         pairs = [tridiag_to_ritz(a, b) for a, b in zip(self.alpha, self.beta)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    def top_ritz(self, count: int) -> tuple[np.ndarray, Tensor, Tensor]:
+        """The `count` largest Ritz values over all chains, their vectors U [count, dim] and the products
+        A U = θ U + y_m · residual from the Lanczos relation (no matmat). Needs return_basis=True.
+        These seed `top_eigenpairs(op, k, init=U.T, init_product=AU.T)`, which checks them."""
+        if self.basis is None or self.residual is None:
+            raise LandscapeError("top_ritz: run lanczos with return_basis=True")
+        cands = []  # (θ, chain, Ritz vector in the chain's Lanczos basis)
+        for p, (a, b) in enumerate(zip(self.alpha, self.beta)):
+            if a.size == 1:
+                theta, Y = a.copy(), np.ones((1, 1))
+            else:
+                theta, Y = eigh_tridiagonal(a, b)
+            cands += [(theta[i], p, Y[:, i]) for i in range(len(theta) - 1, max(-1, len(theta) - 1 - count), -1)]
+        cands.sort(key=lambda c: -c[0])
+        cands = cands[:count]
+        U, AU, values = [], [], []
+        for p in sorted({c[1] for c in cands}):
+            mine = [c for c in cands if c[1] == p]
+            values += [c[0] for c in mine]
+            Yp = torch.from_numpy(np.stack([c[2] for c in mine])).to(self.basis)
+            th = torch.tensor([c[0] for c in mine], dtype=torch.float64).to(self.basis)
+            Up = Yp @ self.basis[p]
+            U.append(Up)
+            AU.append(th[:, None] * Up + Yp[:, -1:] * self.residual[p].to(self.basis))
+        return np.array(values), torch.cat(U), torch.cat(AU)
 
 
 def tridiag_to_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,14 +105,15 @@ def rademacher(k: int, dim: int, generator: torch.Generator) -> Tensor:
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
-    """w − B (Bᵀ w) per probe: w [k, dim], basis [k, j, dim] (any device; w returns on its own).
+    """w − B (Bᵀ w) per chain: w [k, dim], basis [k, j, dim] (any device; w returns on its own).
 
-    One matrix-vector product pair per probe: batched bmm with a single column runs at a fraction of
-    the memory bandwidth on CPUs.
+    The coefficients Bᵀw are summed in float64 over float32 pieces (`_linalg.gram`): a plain float32
+    sum over 10⁶ entries loses orthogonality at 1e-5. One product pair per chain (k ≤ a few dozen).
     """
     wb = w.to(basis.device, copy=True)
     for p in range(wb.shape[0]):
-        wb[p].addmv_(basis[p].T, torch.mv(basis[p], wb[p]), alpha=-1)
+        c = gram(basis[p], wb[p : p + 1])[:, 0].to(device=wb.device, dtype=wb.dtype)
+        wb[p].addmv_(basis[p].T, c, alpha=-1)
     return wb.to(w.device)
 
 
@@ -91,7 +121,7 @@ def _norms(w: Tensor) -> Tensor:
     return torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
 
 
-FINGERPRINT = ("dim", "probes", "iters", "seed", "reorth", "dtype")
+FINGERPRINT = ("dim", "vectors", "iters", "seed", "reorth", "dtype")
 _STATE_KEYS = ("done", "alpha", "beta", "q", "q_prev", "scale", "breakdowns", "rng")
 
 
@@ -113,10 +143,10 @@ def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
 
 
 def lanczos(
-    matmat: Callable[[Tensor], Tensor] | Any,
+    matmat: Callable[[Tensor], Tensor] | LinearOperator,
     dim: int | None = None,
     iters: int = 80,
-    probes: int = 1,
+    vectors: int = 1,
     seed: int = 0,
     *,
     reorth: str = "full",
@@ -130,14 +160,14 @@ def lanczos(
     on_state: Callable[[dict], None] | None = None,
     state_every: int = 10,
 ) -> LanczosResult:
-    """Run `iters` Lanczos steps for `probes` vectors at once.
+    """Run `iters` Lanczos steps for `vectors` random start vectors at once (one matmat per step).
 
     matmat: a callable [dim, k] → [dim, k], or an operator with `.matmat`, `.dim`, `.dtype`, `.device`
     (which then supply the defaults of dim, dtype and device). start: optional [dim, k] start vectors.
     callback(j) runs after iteration j (j = 1..iters), e.g. to advance a progress bar.
     on_state(state) runs after every `state_every`-th iteration but the last, with a fresh dict of CPU
     tensors, ints and strings (fit for `torch.save` / `torch.load(weights_only=True)`); `state` resumes
-    from such a dict (start is then ignored). Its fingerprint (dim, probes, iters, seed, reorth, dtype)
+    from such a dict (start is then ignored). Its fingerprint (dim, vectors, iters, seed, reorth, dtype)
     must match this run's.
     """
     if hasattr(matmat, "matmat"):
@@ -160,23 +190,23 @@ def lanczos(
         raise LandscapeError(f"lanczos: state_every must be at least 1, got {state_every}")
     gen = torch.Generator().manual_seed(seed)
     if start is None:
-        if probes < 1:
-            raise LandscapeError(f"lanczos: probes must be at least 1, got {probes}")
-        q = rademacher(probes, dim, gen)
+        if vectors < 1:
+            raise LandscapeError(f"lanczos: vectors must be at least 1, got {vectors}")
+        q = rademacher(vectors, dim, gen)
     else:
         q = torch.as_tensor(start).to(torch.float64).cpu().reshape(dim, -1).T
-        probes = q.shape[0]
+        vectors = q.shape[0]
     keep = reorth == "full" or return_basis
-    fingerprint = {"dim": int(dim), "probes": int(probes), "iters": int(iters), "seed": int(seed)}
+    fingerprint = {"dim": int(dim), "vectors": int(vectors), "iters": int(iters), "seed": int(seed)}
     fingerprint.update(reorth=reorth, dtype=str(dtype).removeprefix("torch."))
     bdev = torch.device(basis_device) if basis_device is not None else device
-    basis = torch.empty(probes, iters, dim, dtype=dtype, device=bdev) if keep else None
+    basis = torch.empty(vectors, iters, dim, dtype=dtype, device=bdev) if keep else None
     tiny = torch.finfo(dtype).eps ** 0.75
     if state is None:
         q = (q / _norms(q)[:, None]).to(device=device, dtype=dtype)
         alphas, betas = [], []
         q_prev, beta_prev = None, None
-        scale = torch.zeros(probes, dtype=torch.float64, device=device)
+        scale = torch.zeros(vectors, dtype=torch.float64, device=device)
         breakdowns, first = 0, 0
     else:
         _check_state(state, fingerprint, keep)
@@ -213,7 +243,7 @@ def lanczos(
         broken = beta <= tiny * scale
         if bool(broken.any()):
             breakdowns += int(broken.sum())
-            fresh = rademacher(probes, dim, gen).to(device=device, dtype=dtype)
+            fresh = rademacher(vectors, dim, gen).to(device=device, dtype=dtype)
             if keep:
                 for _ in range(2):
                     fresh = _orthogonalize(fresh, basis[:, : j + 1])
@@ -241,5 +271,6 @@ def lanczos(
                 }
             )
     alpha_np = torch.stack(alphas, 1).cpu().numpy()
-    beta_np = torch.stack(betas, 1).cpu().numpy() if betas else np.zeros((probes, 0))
-    return LanczosResult(alpha_np, beta_np, basis if return_basis else None, breakdowns)
+    beta_np = torch.stack(betas, 1).cpu().numpy() if betas else np.zeros((vectors, 0))
+    residual = w if return_basis and keep else None
+    return LanczosResult(alpha_np, beta_np, basis if return_basis else None, breakdowns, residual)

@@ -1,14 +1,21 @@
 """Eigenvalue density by stochastic Lanczos quadrature (SLQ), and its summary statistics.
 
-For a unit probe v, vᵀ f(A) v = Σ_i w_i f(θ_i) with Ritz values θ_i (the nodes) and weights
+For a unit vector v, vᵀ f(A) v = Σ_i w_i f(θ_i) with Ritz values θ_i (the nodes) and weights
 w_i = (first component of T's i-th eigenvector)² (Golub & Meurant; Lin, Saad & Yang 2016). Averaged
-over k probes this is the spectral measure μ = (1/dim) Σ_j δ(λ_j) seen through k·m weighted nodes:
+over k random vectors this is the spectral measure μ = (1/dim) Σ_j δ(λ_j) seen through k·m weighted nodes:
 
-    density(t) = (1/k) Σ_probes Σ_i w_i N(t; θ_i, σ²)                 (linear grid; plotted with a
+    density(t) = (1/k) Σ_vectors Σ_i w_i N(t; θ_i, σ²)                 (linear grid; plotted with a
                                                                        log y-axis by Ghorbani et al. 2019)
     density over u = log10|λ|, positive and negative parts separately (log-x plots, Papyan 2020)
-    trace ≈ dim · (1/k) Σ_probes Σ_i w_i θ_i
-    negative mass = μ(λ < −ε·λmax), degenerate (near-zero) mass = μ(|λ| < ε·λmax)   (SPEC A.2: ε = 1e-3)
+    trace ≈ dim · (1/k) Σ_vectors Σ_i w_i θ_i
+    negative mass = μ(λ < −ε·λmax), degenerate (near-zero) mass = μ(|λ| < ε·λmax)  (docs/methods.md §A.2)
+
+Every number is an average over the k vectors of that vector's own quadrature estimate, so its vector
+(probe) noise is sd/√k over them (`*_stderr`). Scale-free degeneracy measures beside the λmax-relative
+one: mass below absolute thresholds, mass below ε·median|λ| (the bulk's own scale) and the effective
+rank dim·S·exp(−T/S), S = ∫|λ|dμ, T = ∫|λ|log|λ|dμ (Roy & Vetterli 2007), docs/methods.md §E.3.
+With top_k, the top eigenpairs are refined from the same Krylov run and λmax gets its data-noise
+stderr from per-batch Rayleigh quotients (landscape.hessian.errorbars).
 
 Default broadening: σ² = 1e-5 · max(1, λmax − λmin), the default of PyHessian's density plot.
 """
@@ -24,7 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
+from landscape.hessian.errorbars import rayleigh_stderr
 from landscape.hessian.lanczos import lanczos
+from landscape.hessian.protocol import LinearOperator, check_operator
+
+NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 
 
 def _gauss(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -34,21 +46,28 @@ def _gauss(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: floa
 
 @dataclass
 class SpectralDensity:
-    """SLQ nodes and weights per probe (rows of [k, m]; each row's weights sum to 1) over a dim-sized matrix."""
+    """SLQ nodes and weights per vector (rows of [k, m]; each row's weights sum to 1) over a dim-sized matrix;
+    `top`: refined top eigenpairs, `lambda_max_noise`: {"value", "stderr", "batches"} of λmax's data noise."""
 
     nodes: np.ndarray
     weights: np.ndarray
     dim: int
     meta: dict = field(default_factory=dict)
+    top: Eigenpairs | None = None
+    lambda_max_noise: dict | None = None
 
     @property
-    def probes(self) -> int:
+    def vectors(self) -> int:
         return self.nodes.shape[0]
 
     @property
     def lambda_max(self) -> float:
-        """Largest Ritz value (a lower bound on λmax that converges fastest of all)."""
-        return float(self.nodes.max())
+        """Largest Ritz value, or the refined top eigenvalue when larger (both are Rayleigh quotients,
+        lower bounds on λmax)."""
+        best = float(self.nodes.max())
+        if self.top is not None and len(self.top.eigenvalues):
+            best = max(best, float(self.top.eigenvalues[0]))
+        return best
 
     @property
     def lambda_min(self) -> float:
@@ -59,37 +78,96 @@ class SpectralDensity:
         """λmax for ε-thresholds (max |λ| when no eigenvalue is positive)."""
         return self.lambda_max if self.lambda_max > 0 else float(np.abs(self.nodes).max())
 
-    def _per_probe(self, values: np.ndarray) -> np.ndarray:
+    def _per_vector(self, values: np.ndarray) -> np.ndarray:
         return (self.weights * values).sum(axis=1)
+
+    def _stderr(self, per_vector: np.ndarray) -> float:
+        """sd/√k of per-vector estimates (nan with one vector)."""
+        if self.vectors < 2:
+            return float("nan")
+        return float(np.std(per_vector, ddof=1) / math.sqrt(self.vectors))
 
     @property
     def trace(self) -> float:
-        """dim · mean over probes of Σ w θ (each probe's vᵀAv)."""
-        return float(self.dim * self._per_probe(self.nodes).mean())
+        """dim · mean over vectors of Σ w θ (each vector's vᵀAv)."""
+        return float(self.dim * self._per_vector(self.nodes).mean())
 
     @property
     def trace_stderr(self) -> float:
-        """Standard error of `trace` over probes (nan with one probe)."""
-        if self.probes < 2:
-            return float("nan")
-        return float(self.dim * self._per_probe(self.nodes).std(ddof=1) / math.sqrt(self.probes))
+        """Standard error of `trace` over vectors (nan with one vector)."""
+        return self.dim * self._stderr(self._per_vector(self.nodes))
 
     def mass(self, lo: float = -math.inf, hi: float = math.inf) -> float:
         """Spectral mass in [lo, hi)."""
-        return float(self._per_probe((self.nodes >= lo) & (self.nodes < hi)).mean())
+        return float(self._per_vector((self.nodes >= lo) & (self.nodes < hi)).mean())
+
+    def _ratio(self, inside: np.ndarray) -> tuple[float, float]:
+        per = self._per_vector(inside)
+        return float(per.mean()), self._stderr(per)
 
     def negative_ratio(self, eps: float = 1e-3) -> float:
         """μ(λ < −ε·λmax)."""
         return self.mass(hi=-eps * self.scale)
 
+    def negative_ratio_stderr(self, eps: float = 1e-3) -> float:
+        return self._ratio(self.nodes < -eps * self.scale)[1]
+
     def degenerate_ratio(self, eps: float = 1e-3) -> float:
         """μ(|λ| < ε·λmax): the near-zero (degenerate) fraction of the spectrum."""
-        return float(self._per_probe(np.abs(self.nodes) < eps * self.scale).mean())
+        return self._ratio(np.abs(self.nodes) < eps * self.scale)[0]
+
+    def degenerate_ratio_stderr(self, eps: float = 1e-3) -> float:
+        return self._ratio(np.abs(self.nodes) < eps * self.scale)[1]
+
+    def mass_below(self, threshold: float) -> tuple[float, float]:
+        """(μ(|λ| < threshold), stderr over vectors): an absolute, λmax-free degeneracy measure."""
+        return self._ratio(np.abs(self.nodes) < threshold)
+
+    def median_abs(self) -> float:
+        """The median of |λ| under the spectral measure (weighted median of all vectors' nodes)."""
+        a = np.abs(self.nodes).ravel()
+        order = np.argsort(a, kind="stable")
+        cdf = np.cumsum(self.weights.ravel()[order]) / self.vectors
+        return float(a[order][min(int(np.searchsorted(cdf, 0.5)), a.size - 1)])
+
+    def bulk_degenerate_ratio(self, eps: float = 1e-2) -> tuple[float, float]:
+        """(μ(|λ| < ε·median|λ|), stderr): near-zero mass relative to the bulk's own scale, blind to
+        outliers (the threshold's own noise is not in the stderr)."""
+        return self._ratio(np.abs(self.nodes) < eps * self.median_abs())
+
+    def effective_rank(self) -> tuple[float, float]:
+        """(effective rank, jackknife stderr over vectors): exp of the entropy of |λ_i| / Σ|λ_j|, i.e.
+        dim·S·exp(−T/S) with S = ∫|λ|dμ, T = ∫|λ| log|λ| dμ (Roy & Vetterli 2007). Between 1 and dim,
+        invariant to scaling the matrix, no threshold."""
+        a = np.abs(self.nodes)
+        S = self._per_vector(a)
+        T = self._per_vector(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0))
+
+        def erank(s: float, t: float) -> float:
+            return float(self.dim * s * math.exp(-t / s)) if s > 0 else 0.0
+
+        value = erank(S.mean(), T.mean())
+        k = self.vectors
+        if k < 2:
+            return value, float("nan")
+        loo = np.array([erank((S.sum() - S[i]) / (k - 1), (T.sum() - T[i]) / (k - 1)) for i in range(k)])
+        return value, float(math.sqrt((k - 1) / k * ((loo - loo.mean()) ** 2).sum()))
 
     def outliers(self, ratio: float = 0.1) -> int:
-        """Eigenvalues above ratio·λmax, counted as converged Ritz values: the median over probes of
-        how many nodes exceed ratio·λmax (isolated top eigenvalues appear once in every probe)."""
+        """Eigenvalues above ratio·λmax, counted as converged Ritz values: the median over vectors of
+        how many nodes exceed ratio·λmax (isolated top eigenvalues appear once in every vector)."""
         return int(np.median((self.nodes > ratio * self.scale).sum(axis=1)))
+
+    @property
+    def lambda_max_stderr(self) -> float:
+        """Data-noise stderr of λmax (per-batch Rayleigh quotients of the top Ritz vector; nan if unknown)."""
+        return float(self.lambda_max_noise["stderr"]) if self.lambda_max_noise else float("nan")
+
+    @property
+    def lambda_max_noisy(self) -> bool:
+        """λmax's data stderr exceeds 5% of |λmax|: the estimate rests on too few samples."""
+        se = self.lambda_max_stderr
+        return bool(math.isfinite(se) and se > NOISY * abs(self.lambda_max))
 
     def default_sigma(self) -> float:
         return math.sqrt(1e-5 * max(1.0, self.lambda_max - self.lambda_min))
@@ -103,7 +181,7 @@ class SpectralDensity:
         if grid is None:
             grid = np.linspace(self.lambda_min - 5 * sigma, self.lambda_max + 5 * sigma, n_grid)
         grid = np.asarray(grid, dtype=np.float64)
-        return grid, _gauss(grid, self.nodes.ravel(), self.weights.ravel() / self.probes, sigma)
+        return grid, _gauss(grid, self.nodes.ravel(), self.weights.ravel() / self.vectors, sigma)
 
     def log_density(
         self, grid: np.ndarray | None = None, sigma: float = 0.05, n_grid: int = 500, floor: float | None = None
@@ -112,7 +190,7 @@ class SpectralDensity:
         and below 0, broadened by σ in u. Nodes with |λ| ≤ floor (default 1e-6·λmax) are left out; so
         ∫pos + ∫neg = 1 − μ(|λ| ≤ floor)."""
         floor = floor if floor is not None else 1e-6 * self.scale
-        nodes, w = self.nodes.ravel(), self.weights.ravel() / self.probes
+        nodes, w = self.nodes.ravel(), self.weights.ravel() / self.vectors
         keep = np.abs(nodes) > floor
         u = np.log10(np.abs(nodes[keep]))
         w = w[keep]
@@ -123,22 +201,59 @@ class SpectralDensity:
         grid = np.asarray(grid, dtype=np.float64)
         return grid, _gauss(grid, u[pos], w[pos], sigma), _gauss(grid, u[~pos], w[~pos], sigma)
 
-    def summary(self, eps: float = 1e-3, outlier_ratio: float = 0.1) -> dict[str, Any]:
-        """λmax, λmin, trace (± stderr), negative / degenerate ratios at ε, outlier count."""
-        return {
+    def summary(
+        self,
+        eps: float = 1e-3,
+        outlier_ratio: float = 0.1,
+        thresholds: tuple[float, ...] = (1e-3, 1e-5),
+        bulk_eps: float = 1e-2,
+    ) -> dict[str, Any]:
+        """Every number with its error bar: λmax (± data stderr, solver residual), λmin, trace, negative
+        and degenerate ratios at ε·λmax (± vector stderr), mass below absolute `thresholds`, mass below
+        bulk_eps·median|λ|, effective rank, outlier count, and the refined top-k when computed."""
+        neg, neg_se = self._ratio(self.nodes < -eps * self.scale)
+        deg, deg_se = self._ratio(np.abs(self.nodes) < eps * self.scale)
+        bulk, bulk_se = self.bulk_degenerate_ratio(bulk_eps)
+        erank, erank_se = self.effective_rank()
+        out: dict[str, Any] = {
             "lambda_max": self.lambda_max,
+            "lambda_max_stderr": self.lambda_max_stderr,
+            "lambda_max_residual": float(self.top.residuals[0]) if self.top is not None else float("nan"),
+            "lambda_max_batches": int(self.lambda_max_noise["batches"]) if self.lambda_max_noise else 0,
+            "lambda_max_noisy": self.lambda_max_noisy,
             "lambda_min": self.lambda_min,
             "trace": self.trace,
             "trace_stderr": self.trace_stderr,
-            "negative_ratio": self.negative_ratio(eps),
-            "degenerate_ratio": self.degenerate_ratio(eps),
+            "negative_ratio": neg,
+            "negative_ratio_stderr": neg_se,
+            "degenerate_ratio": deg,
+            "degenerate_ratio_stderr": deg_se,
             "eps": eps,
-            "outliers": self.outliers(outlier_ratio),
-            "outlier_ratio": outlier_ratio,
-            "n_params": self.dim,
-            "probes": self.probes,
-            "iters": int(self.nodes.shape[1]),
         }
+        for t in thresholds:
+            m, se = self.mass_below(t)
+            out[f"mass_below_{t:.0e}"], out[f"mass_below_{t:.0e}_stderr"] = m, se
+        out.update(
+            median_abs_eigenvalue=self.median_abs(),
+            bulk_degenerate_ratio=bulk,
+            bulk_degenerate_ratio_stderr=bulk_se,
+            bulk_eps=bulk_eps,
+            effective_rank=erank,
+            effective_rank_stderr=erank_se,
+            outliers=self.outliers(outlier_ratio),
+            outlier_ratio=outlier_ratio,
+            n_params=self.dim,
+            vectors=self.vectors,
+            iters=int(self.nodes.shape[1]),
+        )
+        if self.top is not None:
+            out.update(
+                top_eigenvalues=self.top.eigenvalues.tolist(),
+                top_residuals=self.top.residuals.tolist(),
+                top_converged=self.top.converged,
+                top_products=self.top.n_products,
+            )
+        return out
 
     def to_dict(self, eps: float = 1e-3, grid: np.ndarray | None = None, sigma: float | None = None) -> dict:
         """Summary, meta, the density on a grid, and nodes/weights as nested lists (JSON-able)."""
@@ -164,11 +279,15 @@ class SpectralDensity:
 
 
 def slq_density(
-    op: Any,
+    op: LinearOperator,
     iters: int = 80,
-    probes: int = 4,
+    vectors: int = 4,
     seed: int = 0,
     *,
+    top_k: int = 0,
+    top_tol: float | None = None,
+    top_max_matmats: int = 100,
+    data_stderr: bool = True,
     reorth: str = "full",
     basis_device: torch.device | str | None = None,
     callback=None,
@@ -176,14 +295,23 @@ def slq_density(
     on_state=None,
     state_every: int = 10,
 ) -> SpectralDensity:
-    """SLQ of an operator (anything `lanczos` accepts with `.dim`): `probes` Lanczos runs of `iters`
-    steps, batched into one matmat per step. state / on_state / state_every checkpoint and resume the
-    Lanczos run (see `lanczos`); a resumed run gives the same nodes and weights as an uninterrupted one."""
+    """SLQ of an operator (dim, dtype, device, matmat): `vectors` Lanczos runs of `iters` steps, batched
+    into one matmat per step. state / on_state / state_every checkpoint and resume the Lanczos run (see
+    `lanczos`); a resumed run gives the same nodes and weights as an uninterrupted one.
+
+    top_k > 0 also computes the top_k largest eigenpairs (`.top`) from the same Krylov run: the best
+    Ritz vectors of all chains, with their products from the Lanczos relation, seed `top_eigenpairs`
+    (tol `top_tol`, at most `top_max_matmats` further matmats), which verifies them with one product
+    of k vectors and iterates further only if they are not yet converged. data_stderr then adds λmax's
+    data-noise stderr from per-batch Rayleigh quotients (one more pass with one vector; operators
+    without batches give nan). Needs reorth="full".
+    """
+    check_operator(op, "slq_density")
     t0 = time.perf_counter()
     res = lanczos(
         op,
         iters=iters,
-        probes=probes,
+        vectors=vectors,
         seed=seed,
         reorth=reorth,
         basis_device=basis_device,
@@ -191,7 +319,20 @@ def slq_density(
         state=state,
         on_state=on_state,
         state_every=state_every,
+        return_basis=top_k > 0,
     )
     nodes, weights = res.ritz()
     meta = {"seed": seed, "reorth": reorth, "breakdowns": res.breakdowns, "seconds": time.perf_counter() - t0}
-    return SpectralDensity(nodes, weights, int(op.dim), meta)
+    sd = SpectralDensity(nodes, weights, int(op.dim), meta)
+    if top_k > 0:
+        t1 = time.perf_counter()
+        _, U, AU = res.top_ritz(min(res.vectors * res.iters, 2 * top_k + 2))
+        res.basis = res.residual = None
+        sd.top = top_eigenpairs(
+            op, top_k, init=U.T, init_product=AU.T, tol=top_tol, max_matmats=top_max_matmats, seed=seed
+        )
+        del U, AU
+        if data_stderr:
+            sd.lambda_max_noise = rayleigh_stderr(op, sd.top.eigenvectors[:, 0])
+        meta["top_seconds"] = time.perf_counter() - t1
+    return sd

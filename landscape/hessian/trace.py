@@ -1,8 +1,8 @@
-"""Stochastic trace estimates with standard errors; Rademacher probes go through `matmat` in batches.
+"""Stochastic trace estimates with standard errors; Rademacher vectors go through `matmat` in batches.
 
 Hutchinson (1989):  tr(A) ≈ (1/n) Σ_i z_iᵀ A z_i,   z_i ∈ {±1}^dim,   stderr = std(z_iᵀAz_i)/√n
 Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Alg. 1), m products split in thirds:
-    Q = orth(A S)  (S: m/3 probes),   tr(A) ≈ tr(Qᵀ A Q) + (3/m) Σ_i g_iᵀ (I−QQᵀ) A (I−QQᵀ) g_i
+    Q = orth(A S)  (S: m/3 vectors),   tr(A) ≈ tr(Qᵀ A Q) + (3/m) Σ_i g_iᵀ (I−QQᵀ) A (I−QQᵀ) g_i
 The low-rank part is exact for the top of the spectrum, so Hutch++ wins when a few eigenvalues
 dominate; its standard error is that of the Hutchinson part on the deflated matrix.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,11 +18,12 @@ from torch import Tensor
 
 from landscape.errors import LandscapeError
 from landscape.hessian.lanczos import rademacher
+from landscape.hessian.protocol import LinearOperator, check_operator
 
 
 @dataclass
 class TraceEstimate:
-    """trace ± stderr from `samples` (the per-probe Hutchinson terms) plus an exact low-rank part."""
+    """trace ± stderr from `samples` (the per-vector Hutchinson terms) plus an exact low-rank part."""
 
     trace: float
     stderr: float
@@ -42,7 +42,7 @@ class TraceEstimate:
         }
 
 
-def _quadratic_forms(op: Any, Z: Tensor, batch: int) -> np.ndarray:
+def _quadratic_forms(op: LinearOperator, Z: Tensor, batch: int) -> np.ndarray:
     """z_iᵀ A z_i for the columns of Z, `batch` columns per matmat."""
     out = []
     for Zb in Z.split(batch, dim=1):
@@ -54,19 +54,21 @@ def _stderr(samples: np.ndarray) -> float:
     return float(samples.std(ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
 
 
-def hutchinson_trace(op: Any, probes: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
-    """Hutchinson's estimate with `probes` Rademacher vectors (`batch` per data pass)."""
-    if probes < 1:
-        raise LandscapeError(f"hutchinson_trace: probes must be at least 1, got {probes}")
+def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
+    """Hutchinson's estimate with `vectors` Rademacher vectors (`batch` per data pass)."""
+    check_operator(op, "hutchinson_trace")
+    if vectors < 1:
+        raise LandscapeError(f"hutchinson_trace: vectors must be at least 1, got {vectors}")
     gen = torch.Generator().manual_seed(seed)
-    Z = rademacher(probes, op.dim, gen).T.to(device=op.device, dtype=op.dtype)
+    Z = rademacher(vectors, op.dim, gen).T.to(device=op.device, dtype=op.dtype)
     s = _quadratic_forms(op, Z, batch)
-    return TraceEstimate(float(s.mean()), _stderr(s), s, 0.0, probes, "hutchinson")
+    return TraceEstimate(float(s.mean()), _stderr(s), s, 0.0, vectors, "hutchinson")
 
 
-def hutchpp_trace(op: Any, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
+def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutch++ with `products` matrix-vector products in all (a third each for the sketch, the
     low-rank trace and the Hutchinson residual)."""
+    check_operator(op, "hutchpp_trace")
     third = products // 3
     if third < 1:
         raise LandscapeError(f"hutchpp_trace: products must be at least 3, got {products}")

@@ -4,6 +4,11 @@
     build("resnetv2", depth=18, connect="ortho_feature")   # SPEC B.2
     build("vit", preset="s", connect="ortho_feature")      # SPEC B.2
     build("resnet_zaeemzadeh", depth=164); build("procresnet", depth=166)   # SPEC C.2
+    build("fc", block="preact", init="he", branch_scale="inv_sqrt_depth")   # zero-mean branches
+    build("resnet1d", n_blocks=2); build("procresnet1d", n_blocks=2)         # MNIST-1D stand-ins, C
+    build("vit1d", patch=5, connect="ortho_feature")                        # MNIST-1D stand-in, B / D
+
+`block_roles(model)` names each block "input", "transition", "plain" or "residual" (models/roles.py).
 
 `build` records `model.build_spec = {"name": ..., "config": {...}}`: every constructor
 keyword (defaults filled in) plus `seed`, plain JSON, so `build(**model.build_spec)` rebuilds
@@ -25,7 +30,10 @@ from landscape.models.connect import Connect
 from landscape.models.fc import FCNet
 from landscape.models.procresnet import ProcResNet, ZaeemzadehResNet
 from landscape.models.resnet import ResNetV2
+from landscape.models.resnet1d import ProcResNet1D, ResNet1D
+from landscape.models.roles import block_roles
 from landscape.models.vit import ViT
+from landscape.models.vit1d import ViT1D
 
 _REGISTRY: dict[str, type[nn.Module]] = {
     "fc": FCNet,
@@ -33,9 +41,13 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "resnet_zaeemzadeh": ZaeemzadehResNet,
     "procresnet": ProcResNet,
     "vit": ViT,
+    "resnet1d": ResNet1D,
+    "procresnet1d": ProcResNet1D,
+    "vit1d": ViT1D,
 }
 
-__all__ = ["Connect", "FCNet", "ProcResNet", "ResNetV2", "ViT", "ZaeemzadehResNet", "available", "build"]
+__all__ = ["Connect", "FCNet", "ProcResNet", "ProcResNet1D", "ResNet1D", "ResNetV2", "ViT", "ViT1D",
+           "ZaeemzadehResNet", "available", "block_roles", "build"]
 
 
 def available() -> list[str]:

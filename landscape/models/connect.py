@@ -9,19 +9,23 @@ Modes (one string, optionally `name:value`, or the name plus a keyword):
 | `scaled:λ`                | λ·x + f                               | xSkip, SPEC D.1   |
 | `scaled_ln:λ`             | LN(λ·x + f)                           | xSkip+LN, D.1     |
 | `recursive_ln:K`          | y₁ = LN₁(x+f), y_k = LN_k(x+y_{k−1})  | rSkip+LN, D.1     |
+| `scaled_bn:λ`             | BN(λ·x + f)                           | D.1 BN ablation   |
+| `recursive_bn:K`          | rSkip with BN in place of LN          | D.1 BN ablation   |
 | `ortho_feature[:π]`       | x + f − (⟨x,f⟩/(‖x‖²+ε))·x per vector | SPEC B.1          |
 | `ortho_global[:π]`        | same, one projection per sample       | SPEC B.1          |
 | `dense_orthogonal[:ρ]`    | Q x + f, Q fixed (a buffer)           | SPEC A.1          |
 
 Aliases: `plain`→none, `linear`→identity, `xskip`→scaled, `xskip_ln`→scaled_ln,
-`rskip_ln`→recursive_ln, `dense_orth`→dense_orthogonal.
+`rskip_ln`→recursive_ln, `xskip_bn`→scaled_bn, `rskip_bn`→recursive_bn, `dense_orth`→dense_orthogonal.
 
 The vectors: `kind="fc"` ([B, d]) and `"tokens"` ([B, T, d]) reduce over the last dim;
-`kind="conv"` ([B, C, H, W]) reduces feature-wise over the channel dim 1, i.e. one
-vector per pixel (SPEC B.1, HEAD). `ortho_global` reduces over all but the batch dim
+`kind="conv"` ([B, C, H, W]) and `"conv1d"` ([B, C, L]) reduce feature-wise over the channel
+dim 1, i.e. one vector per pixel / position (SPEC B.1, HEAD). `ortho_global` reduces over all but the batch dim
 (the reference's `x.flatten(1)`; note the reference ViT forces feature-wise instead).
 LN is `LayerNorm(d)` for fc/tokens and `GroupNorm(1, C)` (LN over C, H, W per sample,
 per-channel affine; SPEC D.1 [R]) for conv; each recursion step has its own LN [TD].
+BN (the ablation) normalizes each feature / channel over everything but that dim: BatchNorm1d
+over [B, d] (fc), over batch × tokens (tokens), over batch × positions (conv1d), BatchNorm2d (conv).
 
 Orthogonal update (SPEC B.1): ε = 1e-6 is ADDED to ‖x‖², which is accumulated in at
 least float32 (the reference casts to float32; float64 inputs stay float64 so gradcheck
@@ -58,17 +62,21 @@ MODES = (
     "scaled",
     "scaled_ln",
     "recursive_ln",
+    "scaled_bn",
+    "recursive_bn",
     "ortho_feature",
     "ortho_global",
     "dense_orthogonal",
 )
-KINDS = ("fc", "tokens", "conv")
+KINDS = ("fc", "tokens", "conv", "conv1d")
 _ALIASES = {
     "plain": "none",
     "linear": "identity",
     "xskip": "scaled",
     "xskip_ln": "scaled_ln",
     "rskip_ln": "recursive_ln",
+    "xskip_bn": "scaled_bn",
+    "rskip_bn": "recursive_bn",
     "dense_orth": "dense_orthogonal",
 }
 # the keyword each parameterised mode takes, and its default
@@ -76,10 +84,28 @@ _PARAM = {
     "scaled": ("scale", 1.0),
     "scaled_ln": ("scale", 1.0),
     "recursive_ln": ("steps", 1),
+    "scaled_bn": ("scale", 1.0),
+    "recursive_bn": ("steps", 1),
     "ortho_feature": ("prob", 1.0),
     "ortho_global": ("prob", 1.0),
     "dense_orthogonal": ("degenerate", None),
 }
+
+
+_NORMED = ("scaled_ln", "recursive_ln", "scaled_bn", "recursive_bn")
+
+
+class ChannelBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d over the feature dim of [B, d] (fc), [B, T, d] (tokens) or [B, C, L] (conv1d)."""
+
+    def __init__(self, features: int, kind: str):
+        super().__init__(features)
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "tokens":
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return super().forward(x)
 
 
 @dataclass(frozen=True)
@@ -119,9 +145,9 @@ def parse_mode(mode: str | ConnectMode, **param: float | int | None) -> ConnectM
         value = float(value)
     except (TypeError, ValueError):
         raise LandscapeError(f"connection mode {mode!r}: {key} must be a number, got {value!r}") from None
-    if name == "recursive_ln":
+    if name in ("recursive_ln", "recursive_bn"):
         if value != int(value) or value < 1:
-            raise LandscapeError(f"recursive_ln needs an integer number of steps >= 1, got {value:g}")
+            raise LandscapeError(f"{name} needs an integer number of steps >= 1, got {value:g}")
         value = int(value)
     elif name.startswith("ortho") or name == "dense_orthogonal":
         if not 0.0 <= value <= 1.0:
@@ -136,8 +162,8 @@ def reduce_dims_for(kind: str, globally: bool = False) -> tuple[int, ...]:
     if kind not in KINDS:
         raise LandscapeError(f"unknown stream kind {kind!r}; known: {', '.join(KINDS)}")
     if globally:
-        return {"fc": (1,), "tokens": (1, 2), "conv": (1, 2, 3)}[kind]
-    return (1,) if kind == "conv" else (-1,)
+        return {"fc": (1,), "tokens": (1, 2), "conv": (1, 2, 3), "conv1d": (1, 2)}[kind]
+    return (1,) if kind in ("conv", "conv1d") else (-1,)
 
 
 def orthogonal_split(x: Tensor, f: Tensor, dims: tuple[int, ...], eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -195,12 +221,12 @@ class Connect(nn.Module):
         self.eps = float(eps)
         self.reduce_dims = reduce_dims_for(kind, globally=self.name == "ortho_global")
         self.last_orthogonal: bool | None = None
-        needs_features = self.name in ("scaled_ln", "recursive_ln", "dense_orthogonal")
+        needs_features = self.name in (*_NORMED, "dense_orthogonal")
         if needs_features and (features is None or int(features) < 1):
             raise LandscapeError(f"connection mode {self.mode!r} needs the feature count (features=...)")
         self.features = features
-        if self.name in ("scaled_ln", "recursive_ln"):
-            steps_ = self.value if self.name == "recursive_ln" else 1
+        if self.name in _NORMED:
+            steps_ = self.value if self.name.startswith("recursive") else 1
             self.norms = nn.ModuleList(self._norm(features) for _ in range(steps_))
         if self.name == "dense_orthogonal":
             q = (
@@ -211,14 +237,16 @@ class Connect(nn.Module):
             self.register_buffer("Q", q)
 
     def _norm(self, features: int) -> nn.Module:
-        return nn.GroupNorm(1, features) if self.kind == "conv" else nn.LayerNorm(features)
+        if self.name.endswith("_bn"):
+            return nn.BatchNorm2d(features) if self.kind == "conv" else ChannelBatchNorm(features, self.kind)
+        return nn.GroupNorm(1, features) if self.kind in ("conv", "conv1d") else nn.LayerNorm(features)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, kind={self.kind!r}, reduce_dims={self.reduce_dims}"
 
     def skip(self, x: Tensor) -> Tensor:
         """Q x over the feature dim (dense_orthogonal only)."""
-        if self.kind == "conv":
+        if self.kind in ("conv", "conv1d"):
             return torch.einsum("oc,bc...->bo...", self.Q.to(x.dtype), x)
         return F.linear(x, self.Q.to(x.dtype))
 
@@ -242,9 +270,9 @@ class Connect(nn.Module):
             return x + f
         if name == "scaled":
             return self.value * x + f
-        if name == "scaled_ln":
+        if name in ("scaled_ln", "scaled_bn"):
             return self.norms[0](self.value * x + f)
-        if name == "recursive_ln":
+        if name in ("recursive_ln", "recursive_bn"):
             y = self.norms[0](x + f)
             for norm in self.norms[1:]:
                 y = norm(x + y)

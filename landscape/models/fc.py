@@ -1,8 +1,8 @@
-"""Fully connected nets of SPEC A.1 (Orhan & Pitkow 2018, a reconstruction [R]).
+"""Fully connected nets of docs/methods.md §A.1 (Orhan & Pitkow 2018, a reconstruction) and §B.5.
 
 Streams s_0 = input, s_{j+1} = block_j(s_j), j = 0..depth−1, then a linear classifier.
-Block j computes the branch activation ("units") z_j = ReLU(W_j s_j + b_j) and joins it
-to the stream with its `Connect`:
+`block="postact"` (default): block j computes the branch activation ("units")
+z_j = ReLU(W_j s_j + b_j) and joins it to the stream with its `Connect`:
 
     block 0 (input → width):   s_1 = z_0                                  (never a skip)
     plain:                     s_{j+1} = z_j
@@ -17,6 +17,18 @@ a_j = 1/(j−1) by default (SPEC [TD]) or the constant `hyper_scale`; the input 
 width and is not a source. The long skip is added inside block j (its `long_skip` argument),
 so a block's output is always the next block's input.
 
+`block="preact"` (zero-mean pre-activation branches, the transformer / ResNetV2 ordering):
+    block 0:  s_1 = W_0 s_0 + b_0                    (a linear embedding: the stream is not ReLU'd)
+    block j:  f_j = W_j ReLU(N_j(s_j)) + b_j,   s_{j+1} = connect_j(s_j, c·f_j)
+    head:     Linear(N(s_depth))
+N is `norm` ("ln": LayerNorm(width), "bn": BatchNorm1d(width), "none"). With zero-mean weights
+f_j has mean 0 over the weight draw and no sign, so cos(s_j, f_j) is not positive by construction
+(in the postact net both z_j ≥ 0 and, after block 0, s_j ≥ 0, so cos(s_j, z_j) ≥ 0 always).
+The branch output f_j is what the singularity probe sees as units here (there is no ReLU after W_j);
+`dead_fraction` and `init="cancel_skip"` are postact-only.
+
+Depth-scaled branches: `branch_scale="inv_sqrt_depth"` sets c = 1/√L, L = depth − 1 hidden blocks.
+
 Initialization (SPEC A.3 [R]): Glorot-normal weights, std = gain·√(2/(fan_in+fan_out)) for
 the branch linears (gain 1 for the classifier), zero biases. Malicious inits (SPEC A.2 [TD]):
   - `init="cancel_skip"`: W_j ← W_j − S_j / c for the hidden blocks, S_j the linear skip map
@@ -27,6 +39,7 @@ the branch linears (gain 1 for the classifier), zero biases. Malicious inits (SP
     inputs, so they are dead on such inputs (on real data the fraction is approximate).
 Weights come from a generator seeded by one draw of the global RNG, so the same seed gives
 the same weights for every kind (a plain and a cancel_skip residual net share their draws).
+`init="he"`: std = gain·√(2/fan_in) for the branch linears (He et al. 2015), zero biases.
 Stream-scale control (SPEC A.3 note): `branch_scale` c multiplies z_j in the hidden blocks,
 `gain` scales the init; LN-based modes (`connect="scaled_ln:1"`) normalize the stream.
 """
@@ -41,7 +54,10 @@ from landscape.errors import LandscapeError
 from landscape.models.connect import Connect, haar_orthogonal, modes_per_block
 
 KINDS = {"plain": "none", "residual": "identity", "hyper": "identity", "dense_orthogonal": "dense_orthogonal"}
-INITS = ("glorot", "cancel_skip")
+INITS = ("glorot", "he", "cancel_skip")
+BLOCKS = ("postact", "preact")
+NORMS = ("ln", "bn", "none")
+DEPTH_SCALE = "inv_sqrt_depth"
 
 
 class FCBranch(nn.Module):
@@ -55,12 +71,41 @@ class FCBranch(nn.Module):
         return F.relu(self.linear(x))
 
 
+def make_norm(norm: str, width: int) -> nn.Module:
+    """LayerNorm, BatchNorm1d or Identity over the width."""
+    return {"ln": lambda: nn.LayerNorm(width), "bn": lambda: nn.BatchNorm1d(width), "none": nn.Identity}[norm]()
+
+
+class PreActBranch(nn.Module):
+    """f = W ReLU(N(x)) + b: a zero-mean pre-activation branch (N: `make_norm`)."""
+
+    def __init__(self, width: int, norm: str = "ln"):
+        super().__init__()
+        self.norm = make_norm(norm, width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(F.relu(self.norm(x)))
+
+
+class Embed(nn.Module):
+    """f = W x + b (the preact net's input layer: no nonlinearity, so the stream starts zero-mean)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
 class FCBlock(nn.Module):
     """x_{l+1} = connect(x_l, c·branch(x_l)) [+ long_skip]."""
 
-    def __init__(self, in_dim: int, width: int, connect: Connect, branch_scale: float = 1.0):
+    def __init__(self, in_dim: int, width: int, connect: Connect, branch_scale: float = 1.0,
+                 branch: nn.Module | None = None):
         super().__init__()
-        self.branch = FCBranch(in_dim, width)
+        self.branch = FCBranch(in_dim, width) if branch is None else branch
         self.connect = connect
         self.branch_scale = float(branch_scale)
 
@@ -93,9 +138,11 @@ class FCNet(nn.Module):
         width: int = 128,
         in_dim: int = 40,
         n_classes: int = 10,
+        block: str = "postact",
+        norm: str = "ln",
         init: str = "glorot",
         gain: float = 1.0,
-        branch_scale: float = 1.0,
+        branch_scale: float | str = 1.0,
         hyper_scale: float | None = None,
         dead_fraction: float = 0.0,
         dead_margin: float = 3.0,
@@ -105,17 +152,31 @@ class FCNet(nn.Module):
             raise LandscapeError(f"fc: unknown kind {kind!r}; known: {', '.join(KINDS)}")
         if init not in INITS:
             raise LandscapeError(f"fc: unknown init {init!r}; known: {', '.join(INITS)}")
+        if block not in BLOCKS:
+            raise LandscapeError(f"fc: unknown block {block!r}; known: {', '.join(BLOCKS)}")
+        if norm not in NORMS:
+            raise LandscapeError(f"fc: unknown norm {norm!r}; known: {', '.join(NORMS)}")
+        if block == "preact" and (init == "cancel_skip" or dead_fraction > 0):
+            raise LandscapeError("fc: init='cancel_skip' and dead_fraction need block='postact' (ReLU branch units)")
         for key, val in (("depth", depth), ("width", width), ("in_dim", in_dim), ("n_classes", n_classes)):
             if not isinstance(val, int) or val < 1:
                 raise LandscapeError(f"fc: {key} must be a positive integer, got {val!r}")
         if not 0.0 <= dead_fraction <= 1.0:
             raise LandscapeError(f"fc: dead_fraction must lie in [0, 1], got {dead_fraction!r}")
+        if branch_scale == DEPTH_SCALE:
+            branch_scale = 1.0 / max(depth - 1, 1) ** 0.5
+        elif isinstance(branch_scale, str) or not isinstance(branch_scale, (int, float)) or branch_scale <= 0:
+            raise LandscapeError(f"fc: branch_scale must be a positive number or {DEPTH_SCALE!r}, got {branch_scale!r}")
         self.kind, self.hyper, self.hyper_scale = kind, kind == "hyper", hyper_scale
+        self.block_type, self.init = block, init
         wgen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         modes = modes_per_block(KINDS[kind] if connect is None else connect, depth - 1, "hidden block")
-        blocks = [FCBlock(in_dim, width, Connect("none", width, "fc"))]
-        blocks += [FCBlock(width, width, Connect(m, width, "fc"), branch_scale) for m in modes]
+        pre = block == "preact"
+        blocks = [FCBlock(in_dim, width, Connect("none", width, "fc"), branch=Embed(in_dim, width) if pre else None)]
+        blocks += [FCBlock(width, width, Connect(m, width, "fc"), branch_scale,
+                           branch=PreActBranch(width, norm) if pre else None) for m in modes]
         self.blocks = nn.ModuleList(blocks)
+        self.head_norm = make_norm(norm, width) if pre else nn.Identity()
         self.head = nn.Linear(width, n_classes)
         n_long = max(depth - 2, 0) if self.hyper else 0
         self.register_buffer(
@@ -124,16 +185,20 @@ class FCNet(nn.Module):
             if n_long
             else torch.zeros(0, width, width),
         )
-        self._glorot(wgen, gain)
+        self._init_weights(wgen, gain, he=init == "he")
         if init == "cancel_skip":
             self._cancel_skips()
         if dead_fraction > 0:
             self._kill_units(dead_fraction, dead_margin, wgen)
 
-    def _glorot(self, gen: torch.Generator, gain: float) -> None:
+    def _init_weights(self, gen: torch.Generator, gain: float, he: bool = False) -> None:
+        """Glorot-normal (or He-normal for the branches when `he`) weights, zero biases; head Glorot."""
         with torch.no_grad():
             for lin, g in [(b.branch_linear, gain) for b in self.blocks] + [(self.head, 1.0)]:
-                std = g * (2.0 / (lin.in_features + lin.out_features)) ** 0.5
+                if he and lin is not self.head:
+                    std = g * (2.0 / lin.in_features) ** 0.5
+                else:
+                    std = g * (2.0 / (lin.in_features + lin.out_features)) ** 0.5
                 lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * std)
                 lin.bias.zero_()
 
@@ -192,4 +257,4 @@ class FCNet(nn.Module):
                 term = F.linear(x, self.hyper_q[j - 1].to(x.dtype))
                 acc = term if acc is None else acc + term
             x = out
-        return self.head(x)
+        return self.head(self.head_norm(x))

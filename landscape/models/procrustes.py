@@ -11,6 +11,9 @@ makes one step approximate, and repeating it converges. `legacy_conj=True` repro
 reference code, which rebuilds A' as R' − iI', i.e. conj of the polar factor: the result is
 the crop of a circularly flipped copy of the exact projection (equal for 1×1). The reference's
 10-step Newton–Schulz inverse square root is replaced by the exact SVD in both variants.
+
+1-D convolutions (weights [out, in, k], e.g. ProcResNet-1D) work the same way with a 1-D FFT
+over a length-L grid: A(u) = FFT of the zero-padded kernel, one out×in matrix per frequency.
 """
 
 from __future__ import annotations
@@ -21,38 +24,46 @@ from torch import Tensor, nn
 from landscape.errors import LandscapeError
 
 
-def _grid(weight: Tensor, grid: int | tuple[int, int]) -> tuple[int, int]:
-    if weight.ndim != 4:
-        raise LandscapeError(f"expected a conv weight [out, in, kh, kw], got shape {tuple(weight.shape)}")
-    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
-    if h < weight.shape[2] or w < weight.shape[3]:
-        raise LandscapeError(f"grid {h}x{w} is smaller than the kernel {weight.shape[2]}x{weight.shape[3]}")
-    return h, w
+def _grid(weight: Tensor, grid: int | tuple[int, ...]) -> tuple[int, ...]:
+    if weight.ndim not in (3, 4):
+        raise LandscapeError(
+            f"expected a conv weight [out, in, k] or [out, in, kh, kw], got shape {tuple(weight.shape)}"
+        )
+    spatial = weight.ndim - 2
+    size = (grid,) * spatial if isinstance(grid, int) else tuple(grid)
+    kernel = tuple(weight.shape[2:])
+    if len(size) != spatial or any(g < k for g, k in zip(size, kernel)):
+        raise LandscapeError(f"grid {'x'.join(map(str, size))} is smaller than the kernel {'x'.join(map(str, kernel))}")
+    return size
 
 
-def kernel_spectrum(weight: Tensor, grid: int | tuple[int, int]) -> Tensor:
-    """A(u,v) = FFT₂ of the zero-padded kernel, as [H, W, out, in] complex matrices (float64 precision)."""
-    h, w = _grid(weight, grid)
-    return torch.fft.fft2(weight.detach().to(torch.float64), s=(h, w)).permute(2, 3, 0, 1)
+def kernel_spectrum(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
+    """A = FFT of the zero-padded kernel: [H, W, out, in] (2-D) or [L, out, in] (1-D) complex, float64."""
+    size = _grid(weight, grid)
+    dims = tuple(range(2, weight.ndim))
+    spec = torch.fft.fftn(weight.detach().to(torch.float64), s=size, dim=dims)
+    return spec.movedim((0, 1), (-2, -1))
 
 
-def conv_singular_values(weight: Tensor, grid: int | tuple[int, int]) -> Tensor:
-    """Singular values of the circular conv on an H×W grid: [H, W, min(out, in)], descending."""
+def conv_singular_values(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
+    """Singular values of the circular conv on the grid: [H, W, min(out, in)] (or [L, ...]), descending."""
     return torch.linalg.svdvals(kernel_spectrum(weight, grid))
 
 
 def procrustes_project(
-    weight: Tensor, grid: int | tuple[int, int], target: float | None = None, legacy_conj: bool = False
+    weight: Tensor, grid: int | tuple[int, ...], target: float | None = None, legacy_conj: bool = False
 ) -> Tensor:
-    """The kernel whose per-frequency matrices are target·(polar factor of A(u,v)), cropped to k×k."""
-    out_c, in_c, kh, kw = weight.shape
+    """The kernel whose per-frequency matrices are target·(polar factor of A), cropped to the kernel support."""
+    out_c, in_c, *kernel = weight.shape
     c = (out_c / in_c) ** 0.5 if target is None else float(target)
     u, _, vh = torch.linalg.svd(kernel_spectrum(weight, grid), full_matrices=False)
     polar = c * (u @ vh)
     if legacy_conj:
         polar = polar.conj()
-    full = torch.fft.ifft2(polar.permute(2, 3, 0, 1)).real
-    return full[..., :kh, :kw].to(dtype=weight.dtype, device=weight.device).contiguous()
+    spatial = len(kernel)
+    full = torch.fft.ifftn(polar.movedim((-2, -1), (0, 1)), dim=tuple(range(2, 2 + spatial))).real
+    crop = full[(..., *[slice(0, k) for k in kernel])]
+    return crop.to(dtype=weight.dtype, device=weight.device).contiguous()
 
 
 class ProcrustesRegularizer:
@@ -69,7 +80,7 @@ class ProcrustesRegularizer:
         p: float = 0.5,
         generator: torch.Generator | None = None,
         *,
-        targets: list[tuple[nn.Conv2d, int]] | None = None,
+        targets: list[tuple[nn.Module, int]] | None = None,
         target: float | None = None,
         legacy_conj: bool = False,
     ):

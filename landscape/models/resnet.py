@@ -30,22 +30,30 @@ IMAGENET = {
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
-def preact(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True) -> list[nn.Module]:
-    """BN-ReLU-Conv k×k (padding k//2)."""
-    return [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias)]
+def conv_layers(dim: int = 2) -> tuple[type[nn.Module], type[nn.Module]]:
+    """(Conv, BatchNorm) classes for 1-D ([B, C, L]) or 2-D ([B, C, H, W]) feature maps."""
+    if dim not in (1, 2):
+        raise LandscapeError(f"conv nets are 1-D or 2-D, got dim={dim!r}")
+    return (nn.Conv1d, nn.BatchNorm1d) if dim == 1 else (nn.Conv2d, nn.BatchNorm2d)
+
+
+def preact(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True, dim: int = 2) -> list[nn.Module]:
+    """BN-ReLU-Conv k×k (padding k//2); `dim=1` for 1-D signals."""
+    conv, bn = conv_layers(dim)
+    return [bn(cin), nn.ReLU(), conv(cin, cout, k, stride, k // 2, bias=bias)]
 
 
 def branch(
-    block: str, cin: int, planes: int, stride: int, bias: bool = True, stride_on_3x3: bool = False
+    block: str, cin: int, planes: int, stride: int, bias: bool = True, stride_on_3x3: bool = False, dim: int = 2
 ) -> nn.Sequential:
     """Pre-activation residual function F; the bottleneck outputs 4·planes channels."""
     if block == "basic":
-        return nn.Sequential(*preact(cin, planes, 3, stride, bias), *preact(planes, planes, 3, 1, bias))
+        return nn.Sequential(*preact(cin, planes, 3, stride, bias, dim), *preact(planes, planes, 3, 1, bias, dim))
     s1, s3 = (1, stride) if stride_on_3x3 else (stride, 1)
     return nn.Sequential(
-        *preact(cin, planes, 1, s1, bias),
-        *preact(planes, planes, 3, s3, bias),
-        *preact(planes, 4 * planes, 1, 1, bias),
+        *preact(cin, planes, 1, s1, bias, dim),
+        *preact(planes, planes, 3, s3, bias, dim),
+        *preact(planes, 4 * planes, 1, 1, bias, dim),
     )
 
 
@@ -73,18 +81,20 @@ def make_block(
     bias: bool = True,
     preact_shortcut: bool = False,
     stride_on_3x3: bool = False,
+    dim: int = 2,
 ) -> ResBlock:
     """One residual block; a 1×1-conv shortcut (optionally BN-ReLU first) when the shape changes."""
     cout = planes * EXPANSION[block]
-    connect = Connect(mode, cout, "conv")
+    conv_cls, bn_cls = conv_layers(dim)
+    connect = Connect(mode, cout, "conv" if dim == 2 else "conv1d")
     shortcut = None
     if connect.name != "none":
         if stride != 1 or cin != cout:
-            conv = nn.Conv2d(cin, cout, 1, stride, bias=bias)
-            shortcut = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), conv) if preact_shortcut else conv
+            conv = conv_cls(cin, cout, 1, stride, bias=bias)
+            shortcut = nn.Sequential(bn_cls(cin), nn.ReLU(), conv) if preact_shortcut else conv
         else:
             shortcut = nn.Identity()
-    return ResBlock(branch(block, cin, planes, stride, bias, stride_on_3x3), shortcut, connect)
+    return ResBlock(branch(block, cin, planes, stride, bias, stride_on_3x3, dim), shortcut, connect)
 
 
 def resolve_layout(depth: int, block: str | None, style: str | None) -> tuple[str, str, list[int]]:

@@ -57,20 +57,39 @@ class Mlp(nn.Module):
 
 
 class ViTBlock(nn.Module):
-    """Pre-LN block with its own Connect for the attention and the MLP update."""
+    """Pre-LN block with its own Connect for the attention and the MLP update.
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, attn_mode, mlp_mode, attn_impl: str = "math"):
+    `prenorm=False` drops the two pre-LNs (norm1/norm2 become identities): the sublayers see the raw
+    stream, so any normalization comes from the Connect (post-LN `scaled_ln:1`, Liu et al.'s variants).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, attn_mode, mlp_mode, attn_impl: str = "math",
+                 prenorm: bool = True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        norm = (lambda: nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)) if prenorm else nn.Identity
+        self.norm1 = norm()
         self.attn = Attention(dim, heads, attn_impl)
         self.connect_attn = Connect(attn_mode, dim, "tokens")
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = norm()
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.connect_mlp = Connect(mlp_mode, dim, "tokens")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.connect_attn(x, self.attn(self.norm1(x)))
         return self.connect_mlp(x, self.mlp(self.norm2(x)))
+
+
+def mode_pairs(connect, depth: int, name: str = "vit") -> list[tuple]:
+    """One (attn, mlp) mode pair per block from one mode, or one entry per block (a mode or [attn, mlp])."""
+    pairs = []
+    for m in modes_per_block(connect, depth, "block"):
+        if isinstance(m, (list, tuple)):
+            if len(m) != 2:
+                raise LandscapeError(f"{name}: a block's connect entry is a mode or [attn, mlp], got {m!r}")
+            pairs.append(tuple(m))
+        else:
+            pairs.append((m, m))
+    return pairs
 
 
 class ViT(nn.Module):
@@ -106,14 +125,7 @@ class ViT(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, patch)
         self.pos_embed = nn.Parameter(torch.randn(1, n_patches, dim) * 0.02)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        pairs = []
-        for m in modes_per_block(connect, depth, "block"):
-            if isinstance(m, (list, tuple)):
-                if len(m) != 2:
-                    raise LandscapeError(f"vit: a block's connect entry is a mode or [attn, mlp], got {m!r}")
-                pairs.append(tuple(m))
-            else:
-                pairs.append((m, m))
+        pairs = mode_pairs(connect, depth)
         self.blocks = nn.ModuleList(ViTBlock(dim, heads, mlp_ratio, a, m, attn_impl) for a, m in pairs)
         self.head_norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_classes)

@@ -21,6 +21,11 @@ Recognised without help, outermost match first, in registration (= forward) orde
   sites `attn` and `mlp`, f the output of `drop_path<k>` / `ls<k>` / the sublayer, stream the input of
   the norm in front of it. `nn.TransformerEncoderLayer`: f = `dropout1` / `dropout2` output, stream
   the input of `norm1` / `norm2` when `norm_first`, else the block input / `norm1` output (post-LN).
+- HF BERT-style post-LN layers (`bert.encoder.layer.*`: children `attention`, `intermediate`, `output`,
+  with `attention.output` and `output` each a dense → dropout → LayerNorm(· + stream) module): site
+  `attn` with f the output of `attention.output.dropout` and the layer input as stream; site `mlp` with
+  f the output of `output.dropout` and the input of `intermediate` (the attention sublayer's output)
+  as stream. RoBERTa, ELECTRA and other BERT copies share the structure.
 
 Anything else: pass `blocks=` (exact qualified names or glob patterns, matched segment by segment
 with `fnmatch`, so `layer*.*` is `layer1.0, layer1.1, ...` but not `layer1.0.conv1`) and, for stream
@@ -120,6 +125,20 @@ def _transformer_sites(name: str, module: nn.Module, children: dict) -> tuple[Si
     return tuple(sites)
 
 
+def _is_bert_layer(children: dict) -> bool:
+    if not all(c in children for c in ("attention", "intermediate", "output")):
+        return False
+    attn_out = _children(children["attention"]).get("output")
+    parts = ("dense", "dropout", "LayerNorm")
+    return (attn_out is not None and all(c in _children(attn_out) for c in parts)
+            and all(c in _children(children["output"]) for c in parts))
+
+
+def _bert_sites(name: str) -> tuple[Site, ...]:
+    return (Site("attn", branch=_join(name, "attention.output.dropout"), stream="input"),
+            Site("mlp", branch=_join(name, "output.dropout"), stream=_join(name, "intermediate") + ":in"))
+
+
 def _recognise(name: str, module: nn.Module) -> tuple[str, tuple[Site, ...]] | None:
     """(kind, sites) when `module` is a block we know by structure, else None."""
     children = _children(module)
@@ -129,6 +148,8 @@ def _recognise(name: str, module: nn.Module) -> tuple[str, tuple[Site, ...]] | N
     if all(c in children for c in ("conv1", "bn1", "conv2", "bn2")):
         kind = "resnet_bottleneck" if "conv3" in children and "bn3" in children else "resnet_basic"
         return kind, _resnet_sites(name, children)
+    if _is_bert_layer(children):
+        return "bert", _bert_sites(name)
     is_encoder_layer = all(c in children for c in ("self_attn", "linear1", "linear2", "norm1", "norm2"))
     has_norms = any(all(n in children for n in p) for p in _NORM_PAIRS)
     if is_encoder_layer or (has_norms and _first(children, _ATTN) and _first(children, _MLP)):

@@ -1,4 +1,4 @@
-"""Extreme singular values of a block's input-output Jacobian (the bounds of SPEC C.1).
+"""Extreme singular values of a block's input-output Jacobian (the bounds of docs/methods.md §C.1).
 
 The whole batch is one vector: J = ∂ vec(x_{l+1}) / ∂ vec(x_l). Since ∂L/∂x_l = Jᵀ ∂L/∂x_{l+1},
 the measured ratio r_l = ‖Jᵀg‖ / ‖g‖ lies in [sqrt(λ_min(J Jᵀ)), sqrt(λ_max(J Jᵀ))] — these are what
@@ -6,14 +6,14 @@ we return as (σ_max, σ_min). For a square J they are its extreme singular valu
 widens (more outputs than inputs) σ_min is 0. Per-sample blocks (eval-mode BN, no attention across
 samples) have a block-diagonal J, so the batch values are the max / min over samples.
 
-Method: Lanczos with full reorthogonalization on u ↦ J Jᵀ u, with one forward pass for all steps:
-Jᵀu is a backward pass through the retained graph, and J w a JVP by the double-backward trick
+Method: `landscape.hessian.lanczos` (full reorthogonalization) on u ↦ J Jᵀ u, with one forward pass for
+all steps: Jᵀu is a backward pass through the retained graph, and J w a JVP by the double-backward trick
 (J w = ∂⟨Jᵀu₀, w⟩/∂u₀ on the graph of g = Jᵀu₀, built once with create_graph). On CPU this is far
-faster than `torch.func.jvp`, whose convolution rule falls back to a slow path. Lanczos is power
-iteration that keeps its Krylov basis, so both ends of the spectrum converge together (power
-iteration for σ_min on c − J Jᵀ needs ~1/gap steps); the Ritz values bracket inward (σ_max from
-below, σ_min from above) and are exact once `steps` reaches the output dimension. Memory: the
-block's graph plus `steps` vectors of the output's size. Since the block runs once, a stochastic
+faster than `torch.func.jvp`, whose convolution rule falls back to a slow path. Both ends of the
+spectrum converge together; the Ritz values bracket inward (σ_max from below, σ_min from above) and are
+exact once `steps` reaches the output dimension. Memory: the block's graph plus `steps` vectors of the
+output's size. Fused attention kernels (PyTorch's default SDPA) have no double backward: when one
+stops the probe, it runs again through the math SDPA kernel. Since the block runs once, a stochastic
 block (dropout, drop-path, stochastic Connect in training mode) is linearized at the draw that
 forward made, which is not the draw of the training pass it was called from: use eval mode.
 """
@@ -27,36 +27,42 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape.hessian._checks import is_attention_error, math_attention
+from landscape.hessian.lanczos import lanczos, tridiag_to_ritz
 from landscape.probes.grad_norm import tensors_in
 
 
 def lanczos_extremes(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[float, float]:
-    """(λ_max, λ_min) Ritz values of a symmetric PSD operator on flat vectors after `steps` Lanczos steps."""
-    basis = (start / start.norm()).unsqueeze(0)
-    alphas: list[float] = []
-    betas: list[float] = []
-    for _ in range(steps):
-        q = basis[-1]
-        w = matvec(q)
-        alphas.append(float(w @ q))
-        for _ in range(2):  # full reorthogonalization, twice is enough
-            w = w - basis.T @ (basis @ w)
-        beta = float(w.norm())
-        if len(alphas) == steps or beta <= 1e-12 * max(max(abs(a) for a in alphas), 1e-300):
-            break
-        betas.append(beta)
-        basis = torch.cat([basis, (w / beta).unsqueeze(0)])
-    t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        t += torch.diag(off, 1) + torch.diag(off, -1)
-    ritz = torch.linalg.eigvalsh(t)
+    """(λ_max, λ_min) Ritz values of a symmetric operator on flat vectors after `steps` Lanczos steps."""
+    dim = start.numel()
+
+    def matmat(V: Tensor) -> Tensor:
+        return torch.stack([matvec(v) for v in V.T], 1)
+
+    res = lanczos(matmat, dim, min(steps, dim), start=start.reshape(dim, 1), dtype=start.dtype,
+                  device=start.device)
+    ritz, _ = tridiag_to_ritz(res.alpha[0], res.beta[0])
     return float(ritz[-1]), float(ritz[0])
 
 
 def jacobian_extremes(fn: Callable[[Tensor], Tensor], x: Tensor, steps: int = 20,
                       generator: torch.Generator | None = None) -> tuple[float, float]:
-    """(σ_max, σ_min) of J = ∂fn(x)/∂x, batch as one vector; see the module docstring for σ_min."""
+    """(σ_max, σ_min) of J = ∂fn(x)/∂x, batch as one vector; see the module docstring for σ_min.
+    Fused attention without a double backward is retried through the math SDPA kernel."""
+    saved = generator.get_state() if generator is not None else None
+    try:
+        return _extremes(fn, x, steps, generator)
+    except (RuntimeError, NotImplementedError) as e:
+        if not is_attention_error([str(e)]):
+            raise
+    if saved is not None:
+        generator.set_state(saved)
+    with math_attention():
+        return _extremes(fn, x, steps, generator)
+
+
+def _extremes(fn: Callable[[Tensor], Tensor], x: Tensor, steps: int,
+              generator: torch.Generator | None) -> tuple[float, float]:
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         y = tensors_in(fn(xg))[0]

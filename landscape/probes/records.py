@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
+from landscape.io import read_jsonl, write_json, write_jsonl
 
 FIELDS = ("step", "block", "metric", "value")
 
@@ -30,10 +31,6 @@ def make_record(step: int | None, block: str, metric: str, value: float) -> dict
 def _columns(records: list[dict]) -> list[str]:
     extra = sorted({k for r in records for k in r} - set(FIELDS))
     return [*FIELDS, *extra]
-
-
-def _json_value(v):
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def to_csv(records: Iterable[dict], path: str | Path) -> Path:
@@ -49,14 +46,9 @@ def to_csv(records: Iterable[dict], path: str | Path) -> Path:
 
 
 def to_json(records: Iterable[dict], path: str | Path, lines: bool = False) -> Path:
-    """Write records as one JSON array, or as JSON lines (`lines=True`); NaN and ±inf become null."""
-    clean = [{k: _json_value(v) for k, v in r.items()} for r in records]
-    path = Path(path)
-    if lines:
-        path.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in clean))
-    else:
-        path.write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
-    return path
+    """Write records as one JSON array, or as JSON lines (`lines=True`); NaN and ±inf become null (atomic)."""
+    records = list(records)
+    return write_jsonl(path, records) if lines else write_json(path, records, indent=1)
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -75,13 +67,26 @@ def read_records(path: str | Path) -> list[dict]:
             out.append(r)
         return out
     try:
-        rows = json.loads(text) if path.suffix == ".json" else [json.loads(s) for s in text.splitlines() if s]
-    except json.JSONDecodeError as e:
-        raise LandscapeError(f"records file {path} is not valid JSON: {e}") from None
+        rows = json.loads(text) if path.suffix == ".json" else read_jsonl(path)
+    except ValueError as e:  # json.JSONDecodeError is one
+        raise LandscapeError(f"records file {path} is not valid JSON: {first_line(e)}") from None
     for r in rows:
         if r.get("value") is None:
             r["value"] = math.nan
     return rows
+
+
+def drop_records_after(path: str | Path, step: int) -> None:
+    """Keep only the records of steps ≤ `step` in a JSON-lines records file (atomic rewrite; no file, no-op):
+    what a resumed run does before appending the steps it recomputes."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        kept = [r for r in read_jsonl(path) if r["step"] is not None and r["step"] <= step]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LandscapeError(f"{path} is not a records file ({first_line(e)}); move it away") from None
+    write_jsonl(path, kept)
 
 
 def records_by_block(records: Iterable[dict]) -> dict[str, dict[str, float]]:

@@ -1,8 +1,8 @@
-"""`run_probes`: probe a model over a whole data set (or one fixed batch) and return aggregated records.
+"""`run_probes(model, loss_fn, data, metrics)`: probe a model over a whole data set (or one fixed batch).
 
 Gradient norms are those of the data-set mean loss L = (1/N) Σ_i ℓ_i with respect to the block
-streams of all N samples (SPEC C.4's fixed minibatch when the data is one batch): each batch's
-mean loss is scaled by its size n_b, the backward runs as `torch.autograd.grad` with respect to the
+streams of all N samples (the fixed minibatch of docs/methods.md §C.4 when the data is one batch): each
+batch's mean loss is scaled by its size n_b, the backward runs as `torch.autograd.grad` with respect to the
 input (or, for integer inputs, the parameters), so no `.grad` appears anywhere, and the summed
 squared norms are divided by N². The result does not depend on the batch size when `loss_fn` averages over its
 batch (the default, cross-entropy, does) and the model treats samples independently (eval mode).
@@ -43,14 +43,17 @@ def iter_batches(data, batch_size: int | None = None) -> Iterable[tuple[Tensor, 
     return (tuple(b) if isinstance(b, (tuple, list)) else (b, None) for b in it)
 
 
-def run_probes(model: nn.Module, data, loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+def run_probes(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None, data,
                metrics: Sequence[str] = ("grad_norm", "stream"), *, blocks=None,
                batch_size: int | None = None, step: int | None = None, **options) -> list[dict]:
     """Run `metrics` over `data` (see `iter_batches`) and return the records (see `probe` for options).
 
     `loss_fn(output, y)` must return the batch-mean loss; it is needed only for "grad_norm"
-    (default: cross-entropy). Without "grad_norm" the passes run under `torch.no_grad()`.
+    (None: cross-entropy). Without "grad_norm" the passes run under `torch.no_grad()`.
     """
+    if loss_fn is not None and not callable(loss_fn):
+        raise LandscapeError(f"run_probes(model, loss_fn, data, ...): loss_fn must be callable or None, got "
+                             f"{type(loss_fn).__name__} (the data comes third)")
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     needs_grad = "grad_norm" in metrics
     loss_fn = loss_fn or F.cross_entropy

@@ -65,10 +65,19 @@ def test_values_against_the_exact_hessian():
     samples = comp.trace(maxIter=200, tol=0.0)
     assert len(samples) == 200
     assert abs(np.mean(samples) - eigs.sum()) < 3 * np.std(samples, ddof=1) / math.sqrt(200)
+    # SLQ: each vector's quadrature reproduces its moments zᵀHᵖz/‖z‖² of the exact Hessian (Gauss
+    # quadrature with m nodes is exact to degree 2m − 1); z is PyHessian's draw from the global RNG
+    torch.manual_seed(11)
+    Z = torch.randint(0, 2, (H.shape[0], 3), dtype=torch.float64).mul_(2).sub_(1)
+    torch.manual_seed(11)
     nodes, weights = comp.density(iter=60, n_v=3)
     assert len(nodes) == 3 and all(len(n) == 60 for n in nodes)
-    est = np.mean([np.dot(n, w) for n, w in zip(nodes, weights)]) * len(eigs)
-    assert abs(est - eigs.sum()) < 0.5 * np.abs(eigs).sum()
+    nodes, weights = np.array(nodes), np.array(weights)
+    HZ = H @ Z
+    for p, ref in ((1, (Z * HZ).sum(0)), (2, (HZ * HZ).sum(0)), (3, (HZ * (H @ HZ)).sum(0))):
+        np.testing.assert_allclose((weights * nodes**p).sum(1), ref.numpy() / H.shape[0], rtol=2e-5)
+    est = float((weights * nodes).sum(1).mean()) * H.shape[0]
+    assert est == pytest.approx(float((Z * HZ).sum(0).mean()), rel=2e-5)  # the Hutchinson estimate of tr H
     v = [torch.randn_like(p) for p in comp.params]
     vhv, hv = comp.dataloader_hv_product(v)
     flat = torch.cat([t.reshape(-1) for t in v]).double()
@@ -90,6 +99,30 @@ def test_dataloader_mode_equals_single_batch_and_train_mode_bn_is_evaluated_in_e
     np.testing.assert_allclose(a, b, rtol=1e-5)
     np.testing.assert_allclose(a, eigs[np.argsort(-np.abs(eigs))[:2]], rtol=1e-5)
     assert model.training and model[2].training  # flags restored, unlike PyHessian
+
+
+def test_density_clamps_iter_to_a_small_model_and_gives_its_exact_spectrum():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))  # 26 parameters < iter=100
+    inputs, targets = torch.randn(10, 3), torch.randint(0, 2, (10,))
+    eigs = torch.linalg.eigvalsh(exact_hessian(model, nn.CrossEntropyLoss(), (inputs, targets))).numpy()
+    comp = hessian(model, nn.CrossEntropyLoss(), data=(inputs, targets), cuda=False)
+    nodes, weights = comp.density()
+    assert len(nodes[0]) == 26 and sum(weights[0]) == pytest.approx(1.0, rel=1e-5)
+    big = np.array(nodes[0])[np.array(weights[0]) > 1e-6]  # nodes that carry weight are eigenvalues
+    assert np.abs(big[:, None] - eigs[None, :]).min(1).max() < 1e-4 * np.abs(eigs).max()
+
+
+def test_eigenvalues_warn_when_not_converged():
+    model, inputs, targets, eigs, _ = _setup()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        comp = hessian(model, nn.CrossEntropyLoss(), data=(inputs, targets), cuda=False)
+    with pytest.warns(UserWarning, match="not converged within maxIter=1"):
+        comp.eigenvalues(maxIter=1, top_n=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        comp.eigenvalues(top_n=1)
 
 
 def test_bad_arguments():

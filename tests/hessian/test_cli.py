@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 from landscape.cli import run_cli
 from landscape.hessian import exact_ggn, exact_hessian
 from landscape.hessian.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KEYS = (
     "lambda_max",
@@ -26,7 +30,7 @@ KEYS = (
     "n_params",
     "n_samples",
     "iters",
-    "probes",
+    "vectors",
     "seconds",
     "device",
     "torch_version",
@@ -68,7 +72,7 @@ def test_outputs_match_the_exact_spectrum(ckpt):
         "64",
         "--iters",
         "60",
-        "--probes",
+        "--vectors",
         "4",
         "--top-k",
         "3",
@@ -79,7 +83,7 @@ def test_outputs_match_the_exact_spectrum(ckpt):
     assert run_cli(main, argv) == 0
     s = json.loads((out / "spectrum.json").read_text())
     assert all(k in s for k in KEYS)
-    assert s["n_params"] == 490 and s["n_samples"] == 150 and s["iters"] == 60 and s["probes"] == 4
+    assert s["n_params"] == 490 and s["n_samples"] == 150 and s["iters"] == 60 and s["vectors"] == 4
     assert s["lambda_max"] == pytest.approx(eigs.max(), rel=1e-5)
     np.testing.assert_allclose(s["top_eigenvalues"], eigs[::-1][:3], rtol=1e-4)
     assert abs(s["trace"] - eigs.sum()) < 4 * s["trace_stderr"]
@@ -101,7 +105,7 @@ def test_ggn_operator(ckpt):
         "ggn",
         "--iters",
         "40",
-        "--probes",
+        "--vectors",
         "2",
         "--top-k",
         "1",
@@ -136,7 +140,7 @@ def test_user_model_from_a_state_dict(ckpt, monkeypatch):
         "150",
         "--iters",
         "30",
-        "--probes",
+        "--vectors",
         "2",
         "--top-k",
         "1",
@@ -161,7 +165,7 @@ def test_user_model_from_a_state_dict(ckpt, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--iters", "0"], "--iters must be at least 1"),
+        (["--iters", "0"], "argument --iters: must be a positive integer"),
         (["--iters", "491"], "cannot exceed the number of parameters"),
         (["--data", "imagenet"], "unknown data set"),
         (["--device", "cuda:0"], "CUDA is not available"),
@@ -192,7 +196,7 @@ def test_max_memory_cap_chunks_without_changing_the_answer(ckpt):
     spectra = {}
     for name, extra in (("free", []), ("capped", ["--max-memory", "64K"])):
         out = tmp / f"mem_{name}"
-        argv = [str(path), "--n-samples", "150", "--operator", "ggn", "--iters", "30", "--probes", "2",
+        argv = [str(path), "--n-samples", "150", "--operator", "ggn", "--iters", "30", "--vectors", "2",
                 "--top-k", "1", "--out", str(out), "--no-progress", *extra]
         assert run_cli(main, argv) == 0
         spectra[name] = json.loads((out / "spectrum.json").read_text())
@@ -203,6 +207,176 @@ def test_max_memory_cap_chunks_without_changing_the_answer(ckpt):
 @pytest.mark.parametrize("size", ["banana", "0", "-5M"])
 def test_bad_max_memory_is_a_usage_error(ckpt, size, capsys):
     path, tmp, _, _, _ = ckpt
-    with pytest.raises(SystemExit) as exc:
-        main([str(path), "--out", str(tmp / "bad_mem"), "--max-memory", size])
-    assert exc.value.code == 2 and "--max-memory" in capsys.readouterr().err
+    assert run_cli(main, [str(path), "--out", str(tmp / "bad_mem"), "--max-memory", size]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("error: argument --max-memory")
+
+
+# ---- bad input: exit 2, one line, before any compute, nothing lost ----
+
+_MODELS = '''
+import torch
+from torch import nn
+from landscape.models import build
+
+def make():
+    return build("fc", kind="residual", depth=2, width=8)
+
+def other():
+    return nn.Sequential(nn.Linear(40, 5), nn.ReLU(), nn.Linear(5, 10))
+
+def dict_out():
+    model = build("fc", kind="residual", depth=2, width=8)
+    plain = model.forward
+    model.forward = lambda x: {"logits": plain(x)}
+    return model
+
+def wrong_input():
+    return nn.Sequential(nn.Linear(7, 10))
+
+def not_a_module():
+    return 3
+'''
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def user(ckpt):
+    """A module of user model builders beside the checkpoint, and weight files good and bad."""
+    path, tmp, _, _, model = ckpt
+    d = tmp / "user_files"
+    d.mkdir(exist_ok=True)
+    (d / "hcli_user_models.py").write_text(_MODELS)
+    sys.path.insert(0, str(d))
+    good = d / "good.pt"
+    torch.save(model.state_dict(), good)
+    (d / "empty.pt").write_bytes(b"")
+    (d / "truncated.pt").write_bytes(good.read_bytes()[:300])
+    nan = {k: v.clone() for k, v in model.state_dict().items()}
+    first = next(k for k, v in nan.items() if v.is_floating_point() and v.numel())
+    nan[first].view(-1)[0] = float("nan")
+    torch.save(nan, d / "nan.pt")
+    torch.save({"x": _Evil(d / "pwned")}, d / "evil.pt")
+    (d / "folder.pt").mkdir(exist_ok=True)
+    yield d, first
+    sys.path.remove(str(d))
+
+
+def _refused(capsys, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.splitlines() == [err] and err.startswith("error: ") and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+BAD_USER = [
+    ("make", "empty.pt", ["file is empty"]),
+    ("make", "folder.pt", ["is a directory"]),
+    ("make", "truncated.pt", ["corrupt or truncated"]),
+    ("make", "nan.pt", ["non-finite weights in", "1 of"]),
+    ("other", "good.pt", ["do not fit --model", "missing: 0.weight", "unexpected:"]),
+    ("make", "evil.pt", ["refused to load", "arbitrary code execution"]),
+    ("dict_out", "good.pt", ["model hcli_user_models:dict_out on mnist1d inputs of shape [40]", "returns a dict"]),
+    ("not_a_module", "good.pt", ["returned int, not an nn.Module"]),
+]
+
+
+@pytest.mark.parametrize(("fn", "weights", "fragments"), BAD_USER, ids=[f"{a}-{b}" for a, b, _ in BAD_USER])
+def test_bad_user_models_and_weight_files(user, tmp_path, capsys, fn, weights, fragments):
+    d, _ = user
+    out = tmp_path / "out"
+    argv = [str(d / weights), "--model", f"hcli_user_models:{fn}", "--data", "mnist1d", "--n-samples", "40",
+            "--iters", "5", "--vectors", "1", "--top-k", "0", "--out", str(out), "--no-progress"]
+    _refused(capsys, run_cli(main, argv), *fragments)
+    assert not (d / "pwned").exists() and not (out / "spectrum.json").exists()
+
+
+def test_wrong_input_shape_names_model_shape_and_torch_message(user, tmp_path, capsys):
+    """The weights of a Linear(7, 10) on 40-feature inputs: the model's own error, in one line."""
+    d, _ = user
+    torch.save(torch.nn.Sequential(torch.nn.Linear(7, 10)).state_dict(), d / "wrong_input.pt")
+    argv = [str(d / "wrong_input.pt"), "--model", "hcli_user_models:wrong_input", "--data", "mnist1d",
+            "--out", str(tmp_path / "o"), "--no-progress"]
+    _refused(capsys, run_cli(main, argv), "model hcli_user_models:wrong_input on mnist1d inputs of shape [40] "
+             "fails: RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+
+
+@pytest.mark.parametrize(("extra", "fragment"), [
+    (["--sigma", "-1"], "argument --sigma: must be positive"),
+    (["--sigma", "0"], "argument --sigma: must be positive"),
+    (["--eps", "-1"], "argument --eps: must be positive"),
+    (["--eps", "nan"], "argument --eps: must be positive"),
+    (["--vectors", "0"], "argument --vectors: must be a positive integer"),
+    (["--top-k", "-1"], "argument --top-k: must be a non-negative integer"),
+    (["--probes", "4"], "unrecognized arguments: --probes"),
+])
+def test_bad_numbers_are_refused_before_loading(ckpt, monkeypatch, capsys, extra, fragment):
+    from landscape.hessian import cli_inputs
+
+    path, tmp, *_ = ckpt
+    monkeypatch.setattr(cli_inputs, "load_inputs", lambda *a: pytest.fail("loaded before checking the flags"))
+    _refused(capsys, run_cli(main, [str(path), "--out", str(tmp / "nums"), "--no-progress", *extra]), fragment)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_bad_out_is_refused_before_any_compute(ckpt, tmp_path, monkeypatch, capsys, where):
+    from landscape.hessian import cli_inputs
+
+    path, *_ = ckpt
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    out = blocker / "sub" if where == "under_a_file" else blocker
+    monkeypatch.setattr(cli_inputs, "load_inputs", lambda *a: pytest.fail("computed before checking --out"))
+    _refused(capsys, run_cli(main, [str(path), "--out", str(out), "--no-progress"]), f"--out {out}")
+    assert blocker.read_text() == "keep me"
+
+
+def test_summary_line_error_bars_and_the_spectrum_file_round_trip(ckpt, capsys):
+    from landscape.hessian.spectrum_file import SCHEMA, read_spectrum
+
+    path, tmp, eigs, _, _ = ckpt
+    out = tmp / "summary"
+    argv = [str(path), "--n-samples", "60", "--iters", "30", "--vectors", "2", "--top-k", "2", "--out", str(out),
+            "--no-progress"]
+    assert run_cli(main, argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("lambda_max", "lambda_max_stderr", "lambda_max_residual", "top_residuals", "top_converged"):
+        assert key in line, key
+    assert line["top_converged"] is True and 0 <= line["lambda_max_residual"] <= 1e-3 * line["lambda_max"]
+    s = read_spectrum(out)
+    assert s["schema"] == SCHEMA and s["vectors"] == 2 and s["dim"] == 490
+    assert s["nodes"].shape == (2, 30) and isinstance(s["nodes"], np.ndarray)
+    np.testing.assert_allclose(s["top_eigenvalues"], line["top_eigenvalues"])
+    assert all(type(v).__module__ in ("builtins", "numpy") for v in s.values())  # plain data, no engine object
+
+
+def test_too_few_samples_note(ckpt, monkeypatch, capsys):
+    """When the solver reports λmax's data stderr above 5% of λmax, one line says what to do."""
+    from landscape.hessian.spectrum import SpectralDensity
+
+    path, tmp, *_ = ckpt
+    to_dict = SpectralDensity.to_dict
+    monkeypatch.setattr(SpectralDensity, "to_dict",
+                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max})
+    argv = [str(path), "--n-samples", "50", "--iters", "10", "--vectors", "1", "--top-k", "0", "--out",
+            str(tmp / "noisy"), "--no-progress"]
+    assert run_cli(main, argv) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "too few samples" in ln]
+    assert len(notes) == 1 and "use --n-samples 800 or more" in notes[0]
+
+
+def test_import_of_the_engine_loads_no_data_or_checkpoint_code():
+    code = ("import sys, landscape.hessian; bad = [m for m in ('landscape.data', 'landscape.checkpoint', "
+            "'landscape.plots', 'landscape.probes') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr

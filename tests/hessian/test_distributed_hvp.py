@@ -57,7 +57,7 @@ def _worker(out: Path) -> None:
         result[name] = op.matmat(V)
         result[f"{name}_n"] = torch.tensor(op.n_samples)
         result[f"{name}_distributed"] = torch.tensor(op.distributed)
-    sd = slq_density(HessianOperator(model, F.cross_entropy, batches), iters=ITERS, probes=PROBES, seed=3)
+    sd = slq_density(HessianOperator(model, F.cross_entropy, batches), iters=ITERS, vectors=PROBES, seed=3)
     result["nodes"], result["weights"] = torch.from_numpy(sd.nodes), torch.from_numpy(sd.weights)
     torch.save(result, out / f"rank{distributed.rank()}.pt")
     distributed.shutdown()
@@ -84,7 +84,7 @@ def test_two_ranks_with_unequal_shares_equal_one_process(tmp_path):
             assert bool(res[f"{name}_distributed"]) and int(res[f"{name}_n"]) == N
             torch.testing.assert_close(res[name], ref, rtol=0, atol=1e-10 * float(ref.abs().max()),
                                        msg=f"{name} rank {r}")
-    sd = slq_density(HessianOperator(model, F.cross_entropy, _batches(X, y)), iters=ITERS, probes=PROBES, seed=3)
+    sd = slq_density(HessianOperator(model, F.cross_entropy, _batches(X, y)), iters=ITERS, vectors=PROBES, seed=3)
     for res in ranks:
         np.testing.assert_allclose(res["nodes"].numpy(), sd.nodes, rtol=0, atol=1e-6)
         np.testing.assert_allclose(res["weights"].numpy(), sd.weights, rtol=0, atol=1e-6)
@@ -112,7 +112,7 @@ def test_cli_under_two_ranks_writes_the_single_process_spectrum(tmp_path, monkey
     model = build("fc", kind="plain", depth=1, width=6)
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(ckpt, model, meta={"model": model.build_spec, "data": data.spec, "epoch": 0})
-    flags = ["--n-samples", "101", "--batch-size", "30", "--iters", "12", "--probes", "2", "--top-k", "0",
+    flags = ["--n-samples", "101", "--batch-size", "30", "--iters", "12", "--vectors", "2", "--top-k", "0",
              "--device", "cpu", "--no-progress"]
     ranks = _launch(["-m", "landscape.hessian", str(ckpt), *flags, "--out", str(tmp_path / "two")])
     assert ranks[0].stdout.strip() and not ranks[1].stdout.strip()

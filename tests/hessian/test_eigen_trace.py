@@ -79,7 +79,7 @@ def test_float32_operator_reaches_its_default_tolerance(problem):
 
 def test_hutchinson_within_three_standard_errors(problem):
     op, _, eigs = problem
-    est = hutchinson_trace(op, probes=200, seed=0, batch=50)
+    est = hutchinson_trace(op, vectors=200, seed=0, batch=50)
     assert est.n_products == 200 and len(est.samples) == 200
     assert abs(est.trace - eigs.sum()) < 3 * est.stderr
     assert est.stderr < 0.2 * abs(eigs).sum()
@@ -87,7 +87,7 @@ def test_hutchinson_within_three_standard_errors(problem):
 
 def test_hutchinson_is_exact_on_diagonal_matrices():
     A = torch.diag(torch.linspace(-2, 5, 50, dtype=D))  # zᵀAz = Σ a_ii for every ±1 vector z
-    est = hutchinson_trace(Dense(A), probes=5)
+    est = hutchinson_trace(Dense(A), vectors=5)
     assert est.trace == pytest.approx(float(A.trace()), rel=1e-12)
     assert est.stderr == pytest.approx(0.0, abs=1e-12)
 
@@ -101,7 +101,7 @@ def test_hutchpp_beats_hutchinson_on_a_low_rank_dominated_matrix():
     op = Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
     err_h, err_pp = [], []
     for seed in range(5):
-        h = hutchinson_trace(op, probes=30, seed=seed)
+        h = hutchinson_trace(op, vectors=30, seed=seed)
         pp = hutchpp_trace(op, products=30, seed=seed)
         assert pp.n_products == 30
         err_h.append(abs(h.trace - eigs.sum()))

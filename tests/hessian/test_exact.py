@@ -30,12 +30,50 @@ def _flat_loss(model, X, y):
     return f, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def test_exact_hessian_matches_autograd_functional():
-    model, shape = MODELS["residual"]
-    X, y = tiny.data(shape)
+ALL = {**MODELS, "no_forward_ad": (tiny.NoForwardAD().double().eval(), (5,))}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_exact_hessian_matches_autograd_functional(name):
+    """The oracle (vmap(jvp(grad)), or batched double backward) against torch.autograd.functional.hessian
+    (reverse-over-reverse, row by row, no symmetrization): every tiny model."""
+    model, shape = ALL[name]
+    X, y = tiny.data(shape, n=6)
     f, flat = _flat_loss(model, X, y)
     ref = torch.autograd.functional.hessian(f, flat)
-    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y)), (ref + ref.T) / 2, rtol=1e-10, atol=1e-12)
+    assert float((ref - ref.T).abs().max()) <= 1e-12 * float(ref.abs().max())
+    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y)), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_random_models_are_refused():
+    """Functional dropout (not a module, so check_fixed cannot see it) would give one mask's Hessian."""
+
+    class Dropped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.b(torch.nn.functional.dropout(torch.tanh(self.a(x)), 0.5, training=True))
+
+    X, y = tiny.data((5,), n=6)
+    for fn in (exact_hessian, exact_ggn):
+        with pytest.raises(LandscapeError, match="random"):
+            fn(Dropped().double(), tiny.loss, (X, y))
+
+
+def test_asymmetric_second_derivatives_and_nan_weights_are_refused():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(5, 4)),
+                                torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    X, y = tiny.data((5,), n=6)
+    with pytest.raises(LandscapeError, match="not symmetric"):
+        exact_hessian(model, tiny.loss, (X, y))
+    bad = tiny.mlp()
+    with torch.no_grad():
+        bad[0].weight[0, 0] = float("nan")
+    with pytest.raises(LandscapeError, match="not finite"):
+        exact_hessian(bad, tiny.loss, (X, y))
 
 
 def test_batches_weighted_by_size():
@@ -53,7 +91,7 @@ def test_double_backward_path_when_forward_ad_is_missing():
     X, y = tiny.data((4,), n=6)
     f, flat = _flat_loss(model, X, y)
     ref = torch.autograd.functional.hessian(f, flat)
-    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y), chunk_size=7), (ref + ref.T) / 2)
+    torch.testing.assert_close(exact_hessian(model, tiny.loss, (X, y), chunk_size=7), ref, rtol=1e-10, atol=1e-12)
 
 
 def test_size_limit_refused():

@@ -33,7 +33,7 @@ def test_extremes_match_eigh_and_one_matmat_per_iteration():
     eigs = torch.cat([torch.linspace(-1, 1, 197, dtype=D), torch.tensor([6.0, 9.0, 30.0], dtype=D)])
     A = _sym(eigs)
     mm = Counting(A)
-    res = lanczos(mm, 200, iters=50, probes=3, seed=4, dtype=D)
+    res = lanczos(mm, 200, iters=50, vectors=3, seed=4, dtype=D)
     assert mm.calls == 50 and set(mm.widths) == {3}
     nodes, weights = res.ritz()
     exact = torch.linalg.eigvalsh(A).numpy()
@@ -45,7 +45,7 @@ def test_extremes_match_eigh_and_one_matmat_per_iteration():
 
 def test_lanczos_relation_and_orthonormal_basis():
     A = _sym(torch.randn(80, dtype=D, generator=torch.Generator().manual_seed(1)))
-    res = lanczos(lambda V: A @ V, 80, iters=30, probes=2, seed=0, dtype=D, return_basis=True)
+    res = lanczos(lambda V: A @ V, 80, iters=30, vectors=2, seed=0, dtype=D, return_basis=True)
     for p in range(2):
         Q = res.basis[p].T  # [dim, m]
         torch.testing.assert_close(Q.T @ Q, torch.eye(30, dtype=D), rtol=0, atol=1e-12)
@@ -56,13 +56,13 @@ def test_lanczos_relation_and_orthonormal_basis():
         assert R[:, :-1].abs().max() < 1e-10
 
 
-def test_batched_probes_equal_separate_runs_and_seed_determinism():
+def test_batched_vectors_equal_separate_runs_and_seed_determinism():
     A = _sym(torch.linspace(0, 3, 60, dtype=D) ** 2)
-    res = lanczos(lambda V: A @ V, 60, iters=20, probes=3, seed=7, dtype=D)
-    again = lanczos(lambda V: A @ V, 60, iters=20, probes=3, seed=7, dtype=D)
+    res = lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=7, dtype=D)
+    again = lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=7, dtype=D)
     np.testing.assert_array_equal(res.alpha, again.alpha)
     np.testing.assert_array_equal(res.beta, again.beta)
-    other = lanczos(lambda V: A @ V, 60, iters=20, probes=3, seed=8, dtype=D)
+    other = lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=8, dtype=D)
     assert np.abs(other.alpha - res.alpha).max() > 1e-3
     starts = rademacher(3, 60, torch.Generator().manual_seed(7))
     for p in range(3):
@@ -75,7 +75,7 @@ def test_batched_probes_equal_separate_runs_and_seed_determinism():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_breakdown_on_few_distinct_eigenvalues(reorth, dtype):
     A = _sym(torch.tensor([1.0, 2.0, 3.0], dtype=D).repeat(20)).to(dtype)
-    res = lanczos(lambda V: A @ V, 60, iters=10, probes=2, seed=1, reorth=reorth, dtype=dtype)
+    res = lanczos(lambda V: A @ V, 60, iters=10, vectors=2, seed=1, reorth=reorth, dtype=dtype)
     assert res.breakdowns >= 2
     assert np.isfinite(res.alpha).all() and np.isfinite(res.beta).all()
     nodes, weights = res.ritz()
@@ -105,7 +105,7 @@ def test_operator_input_and_bad_arguments():
         def matmat(self, V):
             return 2 * V
 
-    res = lanczos(Op(), iters=1, probes=2)
+    res = lanczos(Op(), iters=1, vectors=2)
     np.testing.assert_allclose(res.alpha, 2.0)
     with pytest.raises(LandscapeError, match="cannot exceed"):
         lanczos(Op(), iters=11)

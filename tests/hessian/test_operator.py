@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, exact_hessian
-from landscape.hessian.operator import _DoubleBackwardHessian, _FuncHessian
+from landscape.hessian._backends import DoubleBackwardHessian as _DoubleBackwardHessian
+from landscape.hessian._backends import FuncHessian as _FuncHessian
 
 from . import tiny
 

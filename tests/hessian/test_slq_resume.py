@@ -55,7 +55,7 @@ def test_resume_is_bit_identical(reorth, dtype):
     A = _matrix(torch.cat([torch.linspace(-1, 1, 57, dtype=D), torch.tensor([4.0, 9.0, 20.0], dtype=D)])).to(dtype)
 
     def run(**kw):
-        return lanczos(lambda V: A @ V, 60, iters=20, probes=3, seed=5, reorth=reorth, dtype=dtype, **kw)
+        return lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=5, reorth=reorth, dtype=dtype, **kw)
 
     full = run()
     state = _saved_after(lambda **kw: run(state_every=7, **kw), 7)
@@ -68,11 +68,11 @@ def test_resume_is_bit_identical(reorth, dtype):
 
 
 def test_resume_across_a_breakdown_keeps_the_random_stream_and_basis():
-    """Five distinct eigenvalues: each probe breaks down after five steps and restarts from the generator."""
+    """Five distinct eigenvalues: each vector breaks down after five steps and restarts from the generator."""
     A = _matrix(torch.tensor([1.0, 2.0, 3.0, 5.0, 8.0], dtype=D).repeat_interleave(8))
 
     def run(**kw):
-        return lanczos(lambda V: A @ V, 40, iters=20, probes=2, seed=3, dtype=D, return_basis=True, **kw)
+        return lanczos(lambda V: A @ V, 40, iters=20, vectors=2, seed=3, dtype=D, return_basis=True, **kw)
 
     full = run()
     assert full.breakdowns > 0
@@ -91,19 +91,19 @@ def test_slq_density_resumes():
         def matmat(self, V):
             return A @ V
 
-    full = slq_density(Op(), iters=15, probes=2, seed=2)
-    state = _saved_after(lambda **kw: slq_density(Op(), iters=15, probes=2, seed=2, state_every=5, **kw), 10)
-    resumed = slq_density(Op(), iters=15, probes=2, seed=2, state=state)
+    full = slq_density(Op(), iters=15, vectors=2, seed=2)
+    state = _saved_after(lambda **kw: slq_density(Op(), iters=15, vectors=2, seed=2, state_every=5, **kw), 10)
+    resumed = slq_density(Op(), iters=15, vectors=2, seed=2, state=state)
     assert np.array_equal(resumed.nodes, full.nodes) and np.array_equal(resumed.weights, full.weights)
 
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"iters": 12}, "iters"), ({"seed": 1}, "seed"), ({"reorth": "none"}, "reorth"), ({"probes": 3}, "probes")],
+    [({"iters": 12}, "iters"), ({"seed": 1}, "seed"), ({"reorth": "none"}, "reorth"), ({"vectors": 3}, "vectors")],
 )
 def test_fingerprint_mismatch_names_the_field(change, field):
     A = _matrix(torch.linspace(0, 1, 30, dtype=D))
-    kw = {"iters": 10, "probes": 2, "seed": 0, "reorth": "full", "dtype": D}
+    kw = {"iters": 10, "vectors": 2, "seed": 0, "reorth": "full", "dtype": D}
     state = _saved_after(lambda **k: lanczos(lambda V: A @ V, 30, state_every=3, **kw, **k), 3)
     with pytest.raises(LandscapeError, match=f"state is for {field}="):
         lanczos(lambda V: A @ V, 30, **{**kw, **change}, state=state)
@@ -114,7 +114,7 @@ def test_fingerprint_mismatch_names_the_field(change, field):
 
 
 def _argv(path, out, *extra):
-    base = ["--n-samples", "120", "--iters", "24", "--probes", "3", "--top-k", "1", "--no-progress"]
+    base = ["--n-samples", "120", "--iters", "24", "--vectors", "3", "--top-k", "1", "--no-progress"]
     return [str(path), *base, "--out", str(out), *extra]
 
 
@@ -129,28 +129,29 @@ def _same_outputs(a, b):
 
 
 def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(ckpt, monkeypatch, capsys):  # noqa: F811
-    from landscape.hessian import __main__ as cli
+    from landscape.hessian._cli_state import StateFile
 
     path, tmp, *_ = ckpt
+    handler = signal.getsignal(signal.SIGTERM)
     ref, out = tmp / "resume_ref", tmp / "resume_out"
     assert run_cli(main, _argv(path, ref)) == 0
     assert not (ref / "lanczos_state.pt").exists()
 
-    on_state = cli._StateFile.on_state
+    on_state = StateFile.on_state
 
     def on_state_then_sigterm(self, state):
         on_state(self, state)
         if state["done"] == 10:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(cli._StateFile, "on_state", on_state_then_sigterm)
+    monkeypatch.setattr(StateFile, "on_state", on_state_then_sigterm)
     assert run_cli(main, _argv(path, out, "--state-every", "5")) == 143
     assert "resume with --resume" in capsys.readouterr().err
     saved = torch.load(out / "lanczos_state.pt", weights_only=True)
     assert saved["done"] == 10 and not (out / "spectrum.json").exists()
-    assert signal.getsignal(signal.SIGTERM) is not cli._raise_interrupted  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is handler  # handlers restored
 
-    monkeypatch.setattr(cli._StateFile, "on_state", on_state)
+    monkeypatch.setattr(StateFile, "on_state", on_state)
     assert run_cli(main, _argv(path, out, "--state-every", "5", "--resume")) == 0
     assert not (out / "lanczos_state.pt").exists()
     _same_outputs(ref, out)

@@ -22,6 +22,9 @@ TINY = {
         "patch": 4,
         "connect": ["ortho_feature", ["identity", "scaled:2"]],
     },
+    "resnet1d": {"n_blocks": 1, "width": 2, "connect": "ortho_global"},
+    "procresnet1d": {"n_blocks": 1, "width": 2, "block": "bottleneck"},
+    "vit1d": {"dim": 8, "depth": 2, "heads": 2, "signal_len": 10, "connect": ["ortho_global", "recursive_bn:2"]},
 }
 
 

@@ -246,3 +246,24 @@ def test_stochastic_orthogonal_updates():
     never = Connect("ortho_feature:0").train()
     torch.testing.assert_close(never(x, f), lin)
     torch.testing.assert_close(never.eval()(x, f), lin)
+
+
+@pytest.mark.parametrize("kind,shape", [("fc", (6, 4)), ("tokens", (3, 5, 4)), ("conv1d", (3, 4, 5)),
+                                        ("conv", (2, 4, 3, 3))])
+def test_bn_ablation_modes_normalize_each_feature_over_everything_else(kind, shape):
+    """scaled_bn: BN(λx + f); recursive_bn: y_k = BN_k(x + y_{k-1}); features on the last dim (fc/tokens) or dim 1."""
+    torch.manual_seed(0)
+    x, f = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    feat = -1 if kind in ("fc", "tokens") else 1
+
+    def bn(v):
+        dims = tuple(d for d in range(v.dim()) if d != v.dim() + feat and d != feat)
+        mu = v.mean(dims, keepdim=True)
+        var = v.var(dims, keepdim=True, unbiased=False)
+        return (v - mu) / torch.sqrt(var + 1e-5)
+
+    c = Connect("xskip_bn:0.5", 4, kind).double()
+    torch.testing.assert_close(c(x, f), bn(0.5 * x + f))
+    r = Connect("rskip_bn:2", 4, kind).double()
+    torch.testing.assert_close(r(x, f), bn(x + bn(x + f)))
+    assert len(r.norms) == 2 and c.mode == "scaled_bn:0.5"

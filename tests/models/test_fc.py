@@ -183,3 +183,92 @@ def test_dead_fraction_on_fresh_random_inputs():
 def test_bad_config(bad):
     with pytest.raises(LandscapeError):
         build("fc", **{**TINY, **bad})
+
+
+# ---- zero-mean pre-activation branches (block="preact") ----
+
+def _preact_manual(model: FCNet, x: torch.Tensor) -> torch.Tensor:
+    """s_1 = W_0 x + b_0; s_{j+1} = s_j + c (W_j ReLU(LN(s_j)) + b_j); head(LN(s_L)), written out."""
+    lins = [b.branch_linear for b in model.blocks]
+    s = F.linear(x, lins[0].weight, lins[0].bias)
+    for j in range(1, len(lins)):
+        n = model.blocks[j].branch.norm
+        f = F.linear(F.relu(F.layer_norm(s, s.shape[-1:], n.weight, n.bias)), lins[j].weight, lins[j].bias)
+        s = s + model.blocks[j].branch_scale * f
+    n = model.head_norm
+    return F.linear(F.layer_norm(s, s.shape[-1:], n.weight, n.bias), model.head.weight, model.head.bias)
+
+
+def test_preact_matches_the_written_out_formula():
+    model = build("fc", kind="residual", block="preact", init="he", depth=5, width=7, in_dim=5, n_classes=3,
+                  branch_scale="inv_sqrt_depth").double()
+    with torch.no_grad():  # non-trivial biases and LN affine parameters
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(4, 5, dtype=torch.float64)
+    torch.testing.assert_close(model(x), _preact_manual(model, x))
+    assert model.blocks[1].branch_scale == pytest.approx(0.5)  # 1/sqrt(4 hidden blocks)
+
+
+def _connect_inputs(model, x):
+    seen = []
+    hooks = [b.connect.register_forward_hook(lambda m, i, o: seen.append((i[0], i[1])) and None)
+             for b in model.blocks[1:]]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_preact_branch_is_zero_mean_and_not_aligned_with_the_stream():
+    """Postact: ReLU branches on a non-negative stream give cos(x, f) > 0 for every sample (Oh et al.'s
+    parallel component is forced); preact: mean f ≈ 0 and cos(x, f) takes both signs with mean ≈ 0."""
+    x = torch.randn(512, 40, generator=torch.Generator().manual_seed(0))
+    post = _connect_inputs(build("fc", kind="residual", depth=9, width=128, seed=1), x)
+    assert min(F.cosine_similarity(s, f, dim=1).min().item() for s, f in post) > 0
+    pre = _connect_inputs(build("fc", kind="residual", block="preact", init="he", depth=9, width=128, seed=1), x)
+    cos = torch.stack([F.cosine_similarity(s, f, dim=1) for s, f in pre])
+    f = torch.stack([f for _, f in pre])
+    assert abs(f.mean().item()) < 0.05 * f.std().item()
+    assert abs(cos.mean().item()) < 0.05 and (cos < 0).float().mean().item() > 0.25
+
+
+@pytest.mark.parametrize("scale,expect", [(1.0, 9.0), ("inv_sqrt_depth", 1.5)])
+def test_preact_stream_growth_matches_the_variance_recursion(scale, expect):
+    """He init: Var f_j = (2/n) Σ_k E[ReLU(LN s)_k²] = 1 per coordinate, the embedding gives Var s_1 = 2 on
+    unit-variance inputs, so ‖s_L‖²/‖s_1‖² = (2 + L c²)/2: 9 for c = 1, 1.5 for c = 1/√L (L = 16).
+    The postact residual net grows by orders of magnitude over the same depth."""
+    x = torch.randn(512, 40, generator=torch.Generator().manual_seed(0))
+    seen = _connect_inputs(build("fc", kind="residual", block="preact", init="he", depth=17, width=128,
+                                 branch_scale=scale, seed=2), x)
+    last = seen[-1][0] + seen[-1][1]
+    ratio = last.square().sum(1).mean() / seen[0][0].square().sum(1).mean()
+    assert ratio.item() == pytest.approx(expect, rel=0.15)
+    post = _connect_inputs(build("fc", kind="residual", depth=17, width=128, seed=2), x)
+    assert (post[-1][0].square().sum(1).mean() / post[0][0].square().sum(1).mean()).item() > 100
+
+
+def test_he_init():
+    model = build("fc", block="preact", init="he", depth=3, width=400, in_dim=200, gain=1.0)
+    assert abs(model.blocks[1].branch_linear.weight.std().item() / (2 / 400) ** 0.5 - 1) < 0.02
+    assert abs(model.blocks[0].branch_linear.weight.std().item() / (2 / 200) ** 0.5 - 1) < 0.02
+    assert abs(model.head.weight.std().item() / ((2 / 410) ** 0.5) - 1) < 0.05
+
+
+@pytest.mark.parametrize("norm,connect", [("ln", None), ("bn", "ortho_feature"), ("none", "scaled:0.5")])
+def test_preact_gradients(norm, connect, gradcheck_model, every_param_gets_grad):
+    torch.manual_seed(0)
+    model = build("fc", kind="residual", block="preact", norm=norm, connect=connect, init="he", **TINY)
+    x = torch.randn(4, 5)
+    assert model(x).shape == (4, 2)
+    every_param_gets_grad(model, x)
+    gradcheck_model(model.eval(), x[:3])
+
+
+@pytest.mark.parametrize("bad", [{"block": "pre"}, {"norm": "gn"}, {"branch_scale": "sqrt"}, {"branch_scale": 0},
+                                 {"block": "preact", "init": "cancel_skip"},
+                                 {"block": "preact", "dead_fraction": 0.2}])
+def test_bad_preact_config(bad):
+    with pytest.raises(LandscapeError):
+        build("fc", **{**TINY, **bad})

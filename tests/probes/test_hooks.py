@@ -80,7 +80,7 @@ def test_probe_alone_creates_no_grad_and_keeps_no_graph():
     with probe(model, metrics=("stream", "singularity", "jacobian")):
         model(X)
     assert X.grad is None and all(p.grad is None for p in model.parameters())
-    run_probes(model, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
+    run_probes(model, None, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
     assert all(p.grad is None for p in model.parameters())
     seen = []
     handle = model.blocks[1].register_forward_hook(lambda m, a, o: seen.append(weakref.ref(o)))
@@ -117,9 +117,9 @@ def test_bad_input_is_a_one_line_landscape_error():
     with pytest.raises(LandscapeError, match="no residual blocks"):
         find_blocks(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
     with pytest.raises(LandscapeError, match="targets"):
-        run_probes(model, torch.randn(3, 6), metrics="grad_norm")
+        run_probes(model, None, torch.randn(3, 6), metrics="grad_norm")
     with pytest.raises(LandscapeError, match="no data"):
-        run_probes(model, [], metrics="stream")
+        run_probes(model, None, [], metrics="stream")
 
 
 class InPlaceConnect(nn.Module):
@@ -170,3 +170,104 @@ def test_glob_patterns_match_one_depth():
     assert [b.name for b in find_blocks(model, "layer*.*")] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
     assert [b.name for b in find_blocks(model, ["layer2.?", "layer1.0"])] == ["layer1.0", "layer2.0", "layer2.1"]
     assert [b.kind for b in find_blocks(model, "layer1")] == ["module"]
+
+
+def _reference_stream(x, f, eps=1e-6):
+    """B.3's six statistics over the last dim, written out here (independent of landscape.probes.stream)."""
+    x, f = x.double(), f.double()
+    n2 = (x * x).sum(-1).clamp_min(eps)
+    s = (x * f).sum(-1) / n2
+    par = s[..., None] * x
+    perp = f - par
+    par2, perp2 = (par * par).sum(-1).clamp_min(eps), (perp * perp).sum(-1).clamp_min(eps)
+    cos = (x * f).sum(-1) / (n2 * (f * f).sum(-1).clamp_min(eps)).sqrt()
+    stats = {"x_norm2": n2, "f_par_norm2": par2, "f_ortho_norm2": perp2, "rho_par": par2 / n2,
+             "rho_ortho": perp2 / n2, "cos_x_out": cos}
+    return {k: float(v.mean()) for k, v in stats.items()}
+
+
+def _tiny_bert(transformers):
+    cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=24, max_position_embeddings=12, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = transformers.BertModel(cfg, add_pooling_layer=False)  # random init, no download
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, ids):
+            return self.head(self.bert(input_ids=ids).last_hidden_state[:, 0])
+
+    return Classifier()
+
+
+def test_bert_layers_are_found_without_blocks_and_match_a_hand_written_reference():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = _tiny_bert(transformers)
+    blocks = find_blocks(model)
+    assert [(b.name, b.kind) for b in blocks] == [("bert.encoder.layer.0", "bert"), ("bert.encoder.layer.1", "bert")]
+    assert [s.tag for s in blocks[0].sites] == ["attn", "mlp"]
+    ids, y = torch.randint(0, 40, (4, 10)), torch.randint(0, 3, (4,))
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name, pre):
+        def hook(module, args, *rest):
+            t = args[0] if pre else rest[0]
+            t = t[0] if isinstance(t, tuple) else t
+            if not pre:
+                t.retain_grad()
+            seen[name] = t
+        return hook
+
+    handles = []
+    for i, layer in enumerate(model.bert.encoder.layer):
+        handles += [layer.register_forward_pre_hook(keep(f"x{i}", True)),
+                    layer.register_forward_hook(keep(f"out{i}", False)),
+                    layer.attention.output.dropout.register_forward_hook(keep(f"fa{i}", False)),
+                    layer.intermediate.register_forward_pre_hook(keep(f"xm{i}", True)),
+                    layer.output.dropout.register_forward_hook(keep(f"fm{i}", False))]
+    with probe(model, metrics=("grad_norm", "stream")) as p:
+        out = model(ids)
+        seen["x0"].retain_grad()
+        F.cross_entropy(out, y).backward()
+    for h in handles:
+        h.remove()
+    got = {(r["block"], r["metric"]): r["value"] for r in p.records}
+    for i in range(2):
+        name = f"bert.encoder.layer.{i}"
+        for tag, x, f in (("attn", f"x{i}", f"fa{i}"), ("mlp", f"xm{i}", f"fm{i}")):
+            for m, v in _reference_stream(seen[x].detach(), seen[f].detach()).items():
+                assert got[(f"{name}:{tag}", m)] == pytest.approx(v, rel=1e-6, abs=1e-9), (name, tag, m)
+        g_in = seen["x0"].grad if i == 0 else seen[f"out{i - 1}"].grad
+        assert got[(name, "grad_norm_in")] == pytest.approx(float(g_in.double().norm()), rel=1e-6)
+        assert got[(name, "grad_norm_out")] == pytest.approx(float(seen[f"out{i}"].grad.double().norm()), rel=1e-6)
+
+
+def test_gpt2_blocks_are_found_without_blocks():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=30, n_positions=8, n_embd=8, n_layer=2, n_head=2)
+    model = transformers.GPT2Model(cfg)
+    assert [b.name for b in find_blocks(model)] == ["h.0", "h.1"]
+    assert [s.tag for s in find_blocks(model)[0].sites] == ["attn", "mlp"]
+
+
+@pytest.mark.parametrize("name", ["resnet", "vit"])
+def test_timm_models_are_found_without_blocks(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    if name == "resnet":
+        model = timm.create_model("resnet18", pretrained=False, num_classes=3)
+        X, expect = torch.randn(2, 3, 32, 32), [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    else:
+        from timm.models.vision_transformer import VisionTransformer
+        model = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3)
+        X, expect = torch.randn(2, 3, 16, 16), ["blocks.0", "blocks.1"]
+    assert [b.name for b in find_blocks(model)] == expect
+    with probe(model.eval(), metrics=("grad_norm", "stream")) as p:
+        F.cross_entropy(model(X), torch.tensor([0, 1])).backward()
+    metrics = {r["metric"] for r in p.records}
+    assert {"grad_ratio", "rho_ortho", "cos_x_out"} <= metrics
+    assert all(torch.isfinite(torch.tensor(r["value"])) for r in p.records)

@@ -77,3 +77,18 @@ def test_probe_bounds_the_measured_ratio():
         s = exact(b, x.detach())
         assert col["jac_sigma_max"][i] == pytest.approx(s[0].item(), rel=1e-9)
         x = b(x)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+def test_default_attention_block_runs_through_the_math_kernel():
+    """nn.TransformerEncoderLayer with PyTorch's default (fused, no double backward) attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(4)
+    block = nn.TransformerEncoderLayer(6, 2, dim_feedforward=8, batch_first=True).eval()
+    x = torch.randn(2, 3, 6)
+    with sdpa_kernel(SDPBackend.MATH):
+        s = exact(block, x)
+    smax, smin = block_jacobian_extremes(block, x, steps=x.numel())
+    assert smax == pytest.approx(s[0].item(), rel=1e-4)
+    assert smin == pytest.approx(s[-1].item(), rel=1e-3, abs=1e-5)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.errors import LandscapeError
+from landscape.models import build  # a failing import is a failure here, never a skip
 from landscape.probes import make_record, probe, read_records, records_by_block, records_to_table, to_csv, to_json
 
 RECS = [make_record(0, "blocks.0", "grad_ratio", 1.5), make_record(0, "blocks.1", "grad_ratio", float("nan")),
@@ -63,8 +64,7 @@ def test_bad_files(tmp_path):
      ("grad_norm", "stream")),
 ])
 def test_landscape_models(name, cfg, shape, metrics, tmp_path):
-    models = pytest.importorskip("landscape.models")
-    model = models.build(name, **cfg).double()
+    model = build(name, **cfg).double()
     X, y = torch.randn(*shape), torch.randint(0, 3, (shape[0],))
     with probe(model, metrics=metrics, step=3) as p:
         F.cross_entropy(model(X), y).backward()
@@ -80,3 +80,16 @@ def test_landscape_models(name, cfg, shape, metrics, tmp_path):
         got = {r["metric"]: r["value"] for r in p.records if r["block"] == "blocks.1"}
         assert got["dead_frac"] == dead
     same(p.records, read_records(p.to_json(tmp_path / "r.json")))
+
+
+def test_drop_records_after_keeps_earlier_steps_and_refuses_other_files(tmp_path):
+    from landscape.probes.records import drop_records_after
+
+    path = to_json(RECS, tmp_path / "r.jsonl", lines=True)
+    drop_records_after(path, 9)
+    same(read_records(path), RECS[:2])
+    drop_records_after(tmp_path / "missing.jsonl", 0)             # nothing to drop
+    assert not (tmp_path / "missing.jsonl").exists()
+    (tmp_path / "other.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(LandscapeError, match="not a records file"):
+        drop_records_after(tmp_path / "other.jsonl", 0)

@@ -16,21 +16,28 @@ from landscape.probes import ACT_METRICS, WEIGHT_METRICS, records_by_block, run_
 from .lookalikes import FCNet
 
 
-def reference(Z: np.ndarray, W: np.ndarray | None = None, thr=0.99, small=1e-3) -> dict:
+def reference(Z: np.ndarray, W: np.ndarray | None = None, thr=0.99, small=1e-3, pair_thr=0.95) -> dict:
     """A.2 statistics by brute force: loops over unit pairs, numpy SVD of the centered activations."""
     n = Z.shape[1]
     alive = [i for i in range(n) if np.abs(Z[:, i]).max() > 0]
+    Zc = Z - Z.mean(0)
+    varies = [i for i in alive if Zc[:, i].std() > 1e-6 * np.sqrt((Z[:, i] ** 2).mean())]
+
+    def cos(V, i, j):
+        return V[:, i] @ V[:, j] / np.sqrt((V[:, i] @ V[:, i]) * (V[:, j] @ V[:, j]))
 
     def overlap(V, units):
-        best = []
-        for i in units:
-            cos = [V[:, i] @ V[:, j] / np.sqrt((V[:, i] @ V[:, i]) * (V[:, j] @ V[:, j])) for j in units if j != i]
-            best.append(max(cos))
+        best = [max(cos(V, i, j) for j in units if j != i) for i in units]
         return np.mean(best), np.mean(np.array(best) > thr)
 
-    s = np.linalg.svd(Z - Z.mean(0), compute_uv=False)
+    def pairs(V, units):
+        return np.mean([cos(V, i, j) > pair_thr for i, j in itertools.combinations(units, 2)])
+
+    s = np.linalg.svd(Zc, compute_uv=False)
     out = {"dead_frac": 1 - len(alive) / n}
     out["overlap_act"], out["overlap_act_frac"] = overlap(Z, alive)
+    out["overlap_act_centered"], out["overlap_act_centered_frac"] = overlap(Zc, varies)
+    out["overlap_act_pairs"], out["overlap_act_centered_pairs"] = pairs(Z, alive), pairs(Zc, varies)
     out["eff_rank"] = (s**2).sum() ** 2 / (s**4).sum() / n
     out["small_sv_frac"] = np.mean(s / s[0] < small) if len(s) == n else np.nan
     if W is not None:
@@ -38,7 +45,9 @@ def reference(Z: np.ndarray, W: np.ndarray | None = None, thr=0.99, small=1e-3) 
         out.update({"weight_norm_mean": norms.mean(), "weight_norm_min": norms.min(),
                     "weight_norm_median": np.median(norms), "weight_norm_max": norms.max(),
                     "weight_norm_q25": np.quantile(norms, 0.25), "weight_norm_q75": np.quantile(norms, 0.75)})
-        out["overlap_weight"], out["overlap_weight_frac"] = overlap(W.T, [i for i in range(n) if norms[i] > 0])
+        nonzero = [i for i in range(n) if norms[i] > 0]
+        out["overlap_weight"], out["overlap_weight_frac"] = overlap(W.T, nonzero)
+        out["overlap_weight_pairs"] = pairs(W.T, nonzero)
     return out
 
 
@@ -53,8 +62,8 @@ def test_fc_probe_set_matches_brute_force_for_any_batching():
     with torch.no_grad():
         model.blocks[1].branch_linear.bias[[2, 5]] = -1e3  # two dead units
     X = torch.randn(40, 6)
-    whole = records_by_block(run_probes(model, X, metrics="singularity"))
-    batched = records_by_block(run_probes(model, (X, None), metrics="singularity", batch_size=7))
+    whole = records_by_block(run_probes(model, None, X, metrics="singularity"))
+    batched = records_by_block(run_probes(model, None, (X, None), metrics="singularity", batch_size=7))
     x = F.relu(model.inp(X))
     for i, b in enumerate(model.blocks):
         z = b.branch(x)
@@ -129,3 +138,49 @@ def test_batched_layers_of_different_widths_match_one_at_a_time():
         one = singularity_stats(layer(X).detach(), layer)
         check({**got[i], **ws[i]}, one)
     assert list(itertools.chain(got)) == [0, 2, 1]
+
+
+def test_independent_relu_units_overlap_only_uncentered():
+    """Old artifact: independent ReLU units have uncentered cosine 1/pi, so overlap_act reports ~0.33 with no
+    overlap at all. The centered overlap is ~0 and no pair passes 0.95 in either definition."""
+    torch.manual_seed(5)
+    Z = F.relu(torch.randn(40_000, 12, dtype=torch.float64))
+    got = singularity_stats(Z)
+    assert got["overlap_act"] > 1 / np.pi  # the max over 11 partners of cosines centred on 1/pi
+    assert got["overlap_act"] == pytest.approx(1 / np.pi, abs=0.02)
+    assert got["overlap_act_centered"] < 0.03
+    assert got["overlap_act_pairs"] == 0.0 and got["overlap_act_centered_pairs"] == 0.0
+
+
+def test_duplicated_units_are_found_by_centered_activation_and_weight_pairs():
+    """A layer whose units come in duplicated pairs (w_i = w_j): every centered / weight cosine of a pair is 1,
+    so the pair fractions equal 4 duplicated pairs / 28 pairs, and the centered overlap is 1."""
+    torch.manual_seed(6)
+    lin = nn.Linear(10, 8)
+    with torch.no_grad():
+        lin.weight[4:], lin.bias[4:] = lin.weight[:4], lin.bias[:4]
+    Z = F.relu(lin(torch.randn(5000, 10)))
+    got = singularity_stats(Z.detach(), lin)
+    assert got["overlap_act_centered"] == pytest.approx(1.0) and got["overlap_weight"] == pytest.approx(1.0)
+    assert got["overlap_act_centered_pairs"] == pytest.approx(4 / 28)
+    assert got["overlap_weight_pairs"] == pytest.approx(4 / 28)
+    # positively shifted ReLU units with unrelated weights look overlapping to the uncentered cosine only
+    shifted = F.relu(torch.randn(5000, 6, dtype=torch.float64) + 6.0)  # cos ≈ 36/37
+    s = singularity_stats(shifted)
+    assert s["overlap_act_pairs"] == 1.0 and s["overlap_act_centered_pairs"] == 0.0
+
+
+def test_each_linear_dependence_statistic_sees_what_the_other_misses():
+    """Exact dependence (u39 = (u0 + u1)/sqrt 2) moves eff_rank by ~0.05 (population value 40/42 vs 1) but
+    sets small_sv_frac = 1/40; a strongly anisotropic but full-rank layer has a low eff_rank and
+    small_sv_frac = 0."""
+    torch.manual_seed(7)
+    base = torch.randn(4000, 40, dtype=torch.float64)
+    dep = base.clone()
+    dep[:, 39] = (dep[:, 0] + dep[:, 1]) / 2**0.5
+    a, b = singularity_stats(base), singularity_stats(dep)
+    assert a["small_sv_frac"] == 0.0 and b["small_sv_frac"] == pytest.approx(1 / 40)
+    assert a["eff_rank"] - b["eff_rank"] == pytest.approx(1 - 40 / 42, abs=0.02)
+    aniso = base * torch.logspace(0, -2, 40, dtype=torch.float64)
+    c = singularity_stats(aniso)
+    assert c["eff_rank"] < 0.3 and c["small_sv_frac"] == 0.0

@@ -166,8 +166,8 @@ def test_data_set_means_are_over_all_vectors():
     torch.manual_seed(7)
     model = FCNet(depth=2, mode="ortho")
     X = torch.randn(9, 6)
-    whole = run_probes(model, X, metrics="stream")
-    parts = run_probes(model, X, metrics="stream", batch_size=4)
+    whole = run_probes(model, None, X, metrics="stream")
+    parts = run_probes(model, None, X, metrics="stream", batch_size=4)
     assert [r["value"] for r in whole] == pytest.approx([r["value"] for r in parts], rel=1e-12)
     x = F.relu(model.inp(X))
     expect = reference([(x, model.blocks[0].branch(x))], (1,))
@@ -194,3 +194,21 @@ def test_float32_inputs_agree_with_float64_formulas():
     got = stream_stats(x, f)
     for m in STREAM_METRICS:
         assert got[m] == pytest.approx(expect[m], rel=1e-5), m
+
+
+@pytest.mark.parametrize(("shape", "dims"), [((6, 5, 4, 3), (1,)), ((3, 4, 5), (2,)), ((7, 9), (1,)),
+                                             ((4, 3, 5, 5), (1, 2, 3)), ((2, 3, 4, 5), (1, 3)),
+                                             ((64, 8, 9, 9), (1,))])   # the last: ≥ 4096 vectors, batched GEMV
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_vector_products_equal_the_per_site_reference(shape, dims, dtype):
+    from landscape.probes.stream import vector_products
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    f = 0.01 * torch.randn(shape, generator=gen, dtype=torch.float64) + 0.3 * x   # small, partly parallel
+    ref = ((x * f).sum(dims), (x * x).sum(dims), (f * f).sum(dims))
+    got = vector_products(x.to(dtype), f.to(dtype), dims)
+    rel = 1e-12 if dtype == torch.float64 else 2e-5
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.dtype == dtype
+        assert torch.allclose(g.double(), r, rtol=rel, atol=rel * float(r.abs().max()))

@@ -14,7 +14,7 @@ from torch import nn
 
 from landscape import train as T
 from landscape.probes import make_probe_callback, run_probes
-from landscape.probes.training import preserved
+from landscape.probes.training import side_effect_free
 
 TINY = {"model": "fc", "n_samples": 200, "batch_size": 50, "epochs": 2, "device": "cpu", "progress": False,
         "model_config": {"kind": "plain", "connect": "ortho_feature:0.5", "depth": 3, "width": 16}}
@@ -56,7 +56,7 @@ def test_probed_run_trains_exactly_like_an_unprobed_one(tmp_path):
     assert sing == {3, 6}                                            # first probed step of epochs 1 and 2
     assert {r["epoch"] for r in records if r["step"] == 6} == {1.5}
     torch.set_rng_state(seen["rng"])  # the stochastic orthogonal connects draw in the probe's forward too
-    expect = run_probes(seen["model"], seen["batch"], metrics=("grad_norm", "stream"), step=6)
+    expect = run_probes(seen["model"], None, seen["batch"], metrics=("grad_norm", "stream"), step=6)
     got = {(r["block"], r["metric"]): r["value"] for r in records if r["step"] == 6}
     for r in expect:
         assert got[(r["block"], r["metric"])] == pytest.approx(r["value"], rel=1e-6), r
@@ -87,7 +87,7 @@ def test_callback_for_step_callbacks_and_preserved_state():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Linear(4, 2)).train()
     state = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    with preserved(model, train=False):
+    with side_effect_free(model, train=False):
         assert not model.training
         model(torch.randn(8, 3))
         torch.rand(3)

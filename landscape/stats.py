@@ -1,0 +1,262 @@
+"""Seed statistics and the one verdict rule every claim uses (docs/methods.md §H).
+
+One convention throughout: the spread of n seeds is the SAMPLE standard deviation (ddof = 1);
+with fewer than two finite values it is NaN. Non-finite values (a diverged run's NaN, JSON null)
+are dropped and the count that remains is reported as n.
+
+    mean_sd(v)                 (mean, sd, n)
+    t_ci(v)                    mean ± t_{n−1, (1+level)/2} · sd/√n           (Student t interval)
+    bootstrap_ci(v)            percentile interval of the mean over `resamples` resamples
+    paired(a, b)               d_i = a_i − b_i over seeds present in both: mean, sd, n, interval of
+                               the mean difference, and the two-sided paired t-test p-value
+                               p = 2·(1 − F_{t,n−1}(|d̄| / (sd/√n)))
+    verdict(ci, direction)     "agrees" when the whole interval lies on the predicted side of the null
+                               value (strictly), "disagrees" when it lies wholly on the other side,
+                               otherwise (or with no interval) "inconclusive"
+    compare(a, b, direction)   paired(a, b) plus its verdict, as one JSON-able dict (a claim's row)
+    spearman(x, y)             rank correlation with a Fisher-z interval, SE = √(1.06/(n−3))
+                               (Fieller, Hartley & Pearson 1957), and its t-approximation p-value
+
+Everything returns plain floats (NaN where undefined), so results JSON-encode with landscape.io.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import special
+
+from landscape.errors import LandscapeError
+
+VERDICTS = ("agrees", "disagrees", "inconclusive")
+_DIRECTIONS = {">": 1, "greater": 1, "higher": 1, "increase": 1, "+": 1, 1: 1,
+               "<": -1, "less": -1, "lower": -1, "decrease": -1, "-": -1, -1: -1}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval for `estimate` (low ≤ high; NaN bounds when it cannot be formed)."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float = 0.95
+    method: str = "t"
+    n: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired difference a − b over seeds: mean, sample sd, n, interval, paired t-test p-value."""
+
+    mean: float
+    sd: float
+    n: int
+    ci: Interval
+    t: float
+    p: float
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["ci"] = self.ci.as_dict()
+        return out
+
+
+def finite(values: Iterable) -> np.ndarray:
+    """The finite entries of `values` as float64 (None and NaN/inf dropped)."""
+    arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def mean_sd(values: Iterable) -> tuple[float, float, int]:
+    """(mean, sample sd with ddof = 1, n) of the finite values; sd is NaN for n < 2, mean NaN for n = 0."""
+    v = finite(values)
+    n = v.size
+    mean = float(v.mean()) if n else math.nan
+    sd = float(v.std(ddof=1)) if n >= 2 else math.nan
+    return mean, sd, n
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise LandscapeError(f"confidence level must lie in (0, 1), got {level}")
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with df degrees of freedom."""
+    return float(special.stdtrit(df, q))
+
+
+def t_ci(values: Iterable, level: float = 0.95) -> Interval:
+    """Student-t interval of the mean: x̄ ± t_{n−1,(1+level)/2} · sd/√n (NaN bounds for n < 2)."""
+    _check_level(level)
+    mean, sd, n = mean_sd(values)
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, level, "t", n)
+    half = t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, level, "t", n)
+
+
+def bootstrap_ci(values: Iterable, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Interval:
+    """Percentile bootstrap interval of the mean: one [resamples, n] index draw, row means, quantiles.
+
+    With very few seeds (n ≤ 5) the percentile bootstrap under-covers; prefer `t_ci` there.
+    """
+    _check_level(level)
+    v = finite(values)
+    n = v.size
+    mean = float(v.mean()) if n else math.nan
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, level, "bootstrap", n)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, n, size=(int(resamples), n))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(mean, float(lo), float(hi), level, "bootstrap", n)
+
+
+def ci(values: Iterable, level: float = 0.95, method: str = "t", **kw) -> Interval:
+    """`t_ci` or `bootstrap_ci` by name."""
+    if method == "t":
+        return t_ci(values, level)
+    if method == "bootstrap":
+        return bootstrap_ci(values, level, **kw)
+    raise LandscapeError(f"unknown interval method {method!r}; use 't' or 'bootstrap'")
+
+
+def _pairs(a, b) -> np.ndarray:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in a if k in b]
+        a, b = [a[k] for k in keys], [b[k] for k in keys]
+    a = np.array([np.nan if v is None else v for v in a], dtype=np.float64)
+    b = np.array([np.nan if v is None else v for v in b], dtype=np.float64)
+    if a.shape != b.shape:
+        raise LandscapeError(f"paired: the two samples differ in length ({a.size} vs {b.size})")
+    d = a - b
+    return d[np.isfinite(d)]
+
+
+def paired(a, b, level: float = 0.95, method: str = "t", **kw) -> Paired:
+    """Paired difference a − b: sequences aligned by position, or dicts {seed: value} aligned by key.
+
+    Pairs with a non-finite member are dropped. p is the two-sided paired t-test p-value
+    (NaN for n < 2; 0 when every difference is equal and nonzero, 1 when all are zero).
+    """
+    d = _pairs(a, b)
+    mean, sd, n = mean_sd(d)
+    interval = ci(d, level, method, **kw)
+    if n < 2:
+        t, p = math.nan, math.nan
+    elif sd == 0:
+        t, p = (math.copysign(math.inf, mean), 0.0) if mean != 0 else (math.nan, 1.0)
+    else:
+        t = mean / (sd / math.sqrt(n))
+        p = float(2 * special.stdtr(n - 1, -abs(t)))
+    return Paired(mean, sd, n, interval, float(t), p)
+
+
+def _sign(direction) -> int:
+    key = direction.strip().lower() if isinstance(direction, str) else direction
+    if key not in _DIRECTIONS:
+        raise LandscapeError(f"verdict: direction must be '>' or '<' (greater / less), got {direction!r}")
+    return _DIRECTIONS[key]
+
+
+def verdict(interval: Interval | Sequence[float], direction, null: float = 0.0) -> str:
+    """"agrees" | "disagrees" | "inconclusive" from an interval and the predicted side of `null`.
+
+    direction ">" predicts the quantity is above `null` (e.g. a − b > 0), "<" below. The whole
+    interval must lie strictly on one side; an interval touching or containing `null`, or one
+    with a NaN bound, is inconclusive.
+    """
+    sign = _sign(direction)
+    if isinstance(interval, Interval):
+        low, high = interval.low, interval.high
+    else:
+        low, high = interval
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    if low > high:
+        raise LandscapeError(f"verdict: interval bounds out of order ({low} > {high})")
+    above, below = low > null, high < null
+    if above or below:
+        return "agrees" if (above if sign > 0 else below) else "disagrees"
+    return "inconclusive"
+
+
+def compare(a, b, direction, null: float = 0.0, level: float = 0.95, method: str = "t", **kw) -> dict:
+    """A paired claim "a − b is `direction` `null`": {"mean", "sd", "n", "low", "high", "level", "method",
+    "t", "p", "direction", "null", "verdict"} with the verdict taken from the interval."""
+    res = paired(a, b, level, method, **kw)
+    return {"mean": res.mean, "sd": res.sd, "n": res.n, "low": res.ci.low, "high": res.ci.high, "level": level,
+            "method": method, "t": res.t, "p": res.p, "direction": "greater" if _sign(direction) > 0 else "less",
+            "null": null, "verdict": verdict(res.ci, direction, null)}
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank), 1-based, vectorized."""
+    order = np.argsort(v, kind="mergesort")
+    sorted_v = v[order]
+    first = np.r_[True, sorted_v[1:] != sorted_v[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], v.size]
+    avg = (starts + ends + 1) / 2.0
+    ranks = np.empty(v.size)
+    ranks[order] = avg[group]
+    return ranks
+
+
+def spearman(x: Iterable, y: Iterable, level: float = 0.95) -> dict:
+    """Spearman's ρ over pairs with both members finite: {"rho", "low", "high", "p", "n"}.
+
+    Interval: tanh(atanh ρ ± z_{(1+level)/2} √(1.06/(n−3))) (NaN for n < 4); p from
+    t = ρ √((n−2)/(1−ρ²)) with n − 2 degrees of freedom (scipy.stats.spearmanr's default).
+    """
+    _check_level(level)
+    x = np.array([np.nan if v is None else v for v in x], dtype=np.float64)
+    y = np.array([np.nan if v is None else v for v in y], dtype=np.float64)
+    if x.shape != y.shape:
+        raise LandscapeError(f"spearman: x and y differ in length ({x.size} vs {y.size})")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = int(x.size)
+    out = {"rho": math.nan, "low": math.nan, "high": math.nan, "p": math.nan, "n": n, "level": level}
+    if n < 3:
+        return out
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt((rx @ rx) * (ry @ ry))
+    if denom == 0:
+        return out
+    rho = float(np.clip((rx @ ry) / denom, -1.0, 1.0))
+    out["rho"] = rho
+    if abs(rho) < 1:
+        t = rho * math.sqrt((n - 2) / (1 - rho**2))
+        out["p"] = float(2 * special.stdtr(n - 2, -abs(t)))
+    else:
+        out["p"] = 0.0
+    if n > 3:
+        z = float(special.ndtri((1 + level) / 2))
+        half = z * math.sqrt(1.06 / (n - 3))
+        zr = math.atanh(np.clip(rho, -1 + 1e-15, 1 - 1e-15))
+        out["low"], out["high"] = math.tanh(zr - half), math.tanh(zr + half)
+    return out
+
+
+def summarize(values: Iterable, level: float = 0.95) -> dict:
+    """{"mean", "sd", "n", "low", "high", "level", "method": "t"}: the one way a metric is reported."""
+    v = finite(values)
+    interval = t_ci(v, level)
+    mean, sd, n = mean_sd(v)
+    return {"mean": mean, "sd": sd, "n": n, "low": interval.low, "high": interval.high, "level": level,
+            "method": "t"}

@@ -1,0 +1,139 @@
+"""Mode connectivity: the loss along the straight line and along a trained quadratic Bézier curve
+between two sets of weights, and the barrier height along each.
+
+Line: θ(t) = (1 − t)·θ_A + t·θ_B. Quadratic Bézier (Garipov et al. 2018, §3.2):
+    θ(t) = (1 − t)²·θ_A + 2t(1 − t)·θ_C + t²·θ_B
+         = θ_A + 2t(1 − t)·(θ_C − θ_A) + t²·(θ_B − θ_A),
+so every curve point is a grid point with directions (θ_C − θ_A, θ_B − θ_A) and coordinates
+(2t(1 − t), t²) and is evaluated by `evaluate_grid`. The control point θ_C starts at the midpoint and
+is trained to minimize E_{t∼U(0,1)} L(θ(t)) (Garipov's objective with the uniform parametrization):
+each step draws a minibatch and `t_per_step` values of t and follows the gradient of their mean loss,
+the t values evaluated together through `vmap`.
+
+Barrier (docs/methods.md §F.4): with L(t) on a grid of t including 0 and 1,
+    barrier = max_t [L(t) − ((1 − t)·L(0) + t·L(1))]
+(the rise over the straight interpolation of the endpoint losses; 0 for identical endpoints and for
+any convex path), and barrier_max = max_t L(t) − max(L(0), L(1)) (the rise over the worse endpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from landscape.errors import LandscapeError
+from landscape.modes import preserved_modes
+from landscape.surface.directions import Direction, difference, parameters_of
+from landscape.surface.grid import evaluate_grid, pick_backend
+
+
+@dataclass
+class PathValues:
+    """t [n], loss [n], accuracy [n] along a path, with its barrier heights."""
+
+    t: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+    kind: str
+
+    @property
+    def barrier(self) -> float:
+        return barrier_height(self.t, self.loss)
+
+    @property
+    def barrier_max(self) -> float:
+        return float(np.max(self.loss) - max(self.loss[0], self.loss[-1]))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "t": self.t.tolist(), "loss": self.loss.tolist(),
+                "accuracy": self.accuracy.tolist(), "barrier": self.barrier, "barrier_max": self.barrier_max}
+
+
+def barrier_height(t: Any, loss: Any) -> float:
+    """max_t [L(t) − ((1 − t)L(t₀) + tL(t₁))] on a sorted grid t from t₀ = 0 to t₁ = 1."""
+    t, loss = np.asarray(t, dtype=np.float64), np.asarray(loss, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 2 or t.shape != loss.shape:
+        raise LandscapeError("barrier: need matching 1-D t and loss with at least 2 points")
+    if not (t[0] == 0 and t[-1] == 1 and np.all(np.diff(t) > 0)):
+        raise LandscapeError("barrier: t must increase from 0 to 1")
+    return float(np.max(loss - ((1 - t) * loss[0] + t * loss[-1])))
+
+
+def _t_grid(n: int) -> np.ndarray:
+    if n < 2:
+        raise LandscapeError(f"a path needs at least 2 points, got {n}")
+    return np.linspace(0.0, 1.0, n)
+
+
+def linear_path(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str, Tensor], b: Mapping[str, Tensor],
+                n: int = 21, **grid_kw) -> PathValues:
+    """Loss and accuracy at n evenly spaced points of the segment from weights `a` to `b`."""
+    a, b = parameters_of(a), parameters_of(b)
+    t = _t_grid(n)
+    vals = evaluate_grid(model, loss_fn, data, [difference(a, b)], t[:, None], origin=a, **grid_kw)
+    return PathValues(t, vals.loss, vals.accuracy, "linear")
+
+
+def bezier_point(a: Mapping[str, Tensor], c: Mapping[str, Tensor], b: Mapping[str, Tensor], t: float) -> Direction:
+    """θ(t) of the quadratic Bézier curve with endpoints a, b and control point c."""
+    return {k: (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * c[k] + t ** 2 * b[k] for k in a}
+
+
+def bezier_path(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str, Tensor], c: Mapping[str, Tensor],
+                b: Mapping[str, Tensor], n: int = 21, **grid_kw) -> PathValues:
+    """Loss and accuracy at n evenly spaced t along the quadratic Bézier curve a → (c) → b."""
+    a, b, c = parameters_of(a), parameters_of(b), parameters_of(c)
+    t = _t_grid(n)
+    coords = np.stack([2 * t * (1 - t), t ** 2], 1)
+    vals = evaluate_grid(model, loss_fn, data, [difference(a, c), difference(a, b)], coords, origin=a, **grid_kw)
+    return PathValues(t, vals.loss, vals.accuracy, "bezier")
+
+
+def train_bezier(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str, Tensor], b: Mapping[str, Tensor], *,
+                 steps: int = 500, lr: float = 0.01, batch_size: int = 128, t_per_step: int = 4,
+                 weight_decay: float = 0.0, seed: int = 0, train_mode: bool = False,
+                 progress: Callable[[int, float], None] | None = None) -> Direction:
+    """The control point θ_C of a quadratic Bézier curve from `a` to `b` trained to minimize the mean loss
+    along the curve (Garipov et al. 2018): Adam on θ_C, initialized at (a + b)/2.
+
+    Each step: a minibatch drawn with `seed`'s generator and `t_per_step` values of t ∼ U(0, 1)
+    (vmapped). `train_mode` runs the model in train mode (BatchNorm on batch statistics; the model's
+    buffers are not updated); otherwise eval mode. progress(step, loss) after each step. The model is
+    not modified."""
+    a, b = parameters_of(a), parameters_of(b)
+    difference(a, b)
+    if steps < 0 or t_per_step < 1 or batch_size < 1:
+        raise LandscapeError("train_bezier: steps ≥ 0, t_per_step ≥ 1 and batch_size ≥ 1 are required")
+    X, y = (data.X, data.y) if hasattr(data, "X") else tuple(data)
+    gen = torch.Generator().manual_seed(int(seed))
+    c = {k: ((a[k] + b[k]) / 2).clone().requires_grad_(True) for k in a}
+    opt = torch.optim.Adam(list(c.values()), lr=lr, weight_decay=weight_decay)
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+
+    def loss_at(t: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        p = {k: (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * c[k] + t ** 2 * b[k] for k in a}
+        return loss_fn(functional_call(model, (p, buffers), (xb,)), yb)
+
+    use_vmap = not train_mode and pick_backend(model, a[next(iter(a))].device) == "vmap"
+    with preserved_modes(model, train_mode):
+        for step in range(steps):
+            idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=gen).to(y.device)
+            ts = torch.rand(t_per_step, generator=gen, dtype=torch.float64).to(a[next(iter(a))])
+            xb, yb = X[idx], y[idx]
+            if use_vmap:
+                loss = vmap(loss_at, in_dims=(0, None, None), randomness="different")(ts, xb, yb).mean()
+            else:  # BatchNorm's batch statistics update buffers in place; convolutions run faster unbatched
+                loss = torch.stack([loss_at(t, xb, yb) for t in ts]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            loss = loss.detach()
+            opt.step()
+            if progress is not None:
+                progress(step, loss.item())
+    return {k: v.detach() for k, v in c.items()}
