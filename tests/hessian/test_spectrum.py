@@ -85,7 +85,7 @@ def test_to_dict_density_matches_the_exact_spectrum_after_a_json_round_trip():
     written statistics agree with the exact ones within their stated error bars."""
     eigs = _known()
     sd = slq_density(Dense(eigs), iters=60, vectors=16, seed=0)
-    grid = np.linspace(-1, 51, 52001)
+    grid = np.linspace(-1, 51, 10401)
     d = json.loads(json.dumps(sd.to_dict(grid=grid, sigma=0.01)))
     g, dens = np.asarray(d["grid"]), np.asarray(d["density"])
     cdf = np.concatenate([[0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(g))])

@@ -198,7 +198,7 @@ def test_float32_inputs_agree_with_float64_formulas():
 
 @pytest.mark.parametrize(("shape", "dims"), [((6, 5, 4, 3), (1,)), ((3, 4, 5), (2,)), ((7, 9), (1,)),
                                              ((4, 3, 5, 5), (1, 2, 3)), ((2, 3, 4, 5), (1, 3)),
-                                             ((64, 8, 9, 9), (1,))])   # the last: ≥ 4096 vectors, batched GEMV
+                                             ((64, 8, 9, 9), (1,))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fast_vector_products_equal_the_per_site_reference(shape, dims, dtype):
     from landscape.probes.stream import vector_products
