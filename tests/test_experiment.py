@@ -211,11 +211,11 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(tmp_path, monk
     assert _run(config, tmp_path / "straight", "--only", "res") == 0
     real_train = runner.train
 
-    def interrupting(cfg, *, step_callbacks=(), handle_signals=False):
+    def interrupting(cfg, *, step_callbacks=(), **kw):
         def stop(step, *args):
             if step == 6:  # mid epoch 2: checkpoint.pt holds epoch 1
                 signal.raise_signal(signal.SIGINT)
-        return real_train(cfg, step_callbacks=[*step_callbacks, stop], handle_signals=handle_signals)
+        return real_train(cfg, step_callbacks=[*step_callbacks, stop], **kw)
 
     out = tmp_path / "resumed"
     monkeypatch.setattr(runner, "train", interrupting)
