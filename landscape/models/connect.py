@@ -20,8 +20,8 @@ Aliases: `plain`→none, `linear`→identity, `xskip`→scaled, `xskip_ln`→sca
 
 The vectors: `kind="fc"` ([B, d]) and `"tokens"` ([B, T, d]) reduce over the last dim;
 `kind="conv"` ([B, C, H, W]) and `"conv1d"` ([B, C, L]) reduce feature-wise over the channel
-dim 1, i.e. one vector per pixel / position (docs/methods.md §B.1, HEAD). `ortho_global` reduces over all but the batch dim
-(the reference's `x.flatten(1)`; note the reference ViT forces feature-wise instead).
+dim 1, i.e. one vector per pixel / position (docs/methods.md §B.1, HEAD). `ortho_global` reduces
+over all but the batch dim (the reference's `x.flatten(1)`; note the reference ViT forces feature-wise instead).
 LN is `LayerNorm(d)` for fc/tokens and `GroupNorm(1, C)` (LN over C, H, W per sample,
 per-channel affine; docs/methods.md §D.1 [R]) for conv; each recursion step has its own LN [TD].
 BN (the ablation) normalizes each feature / channel over everything but that dim: BatchNorm1d
