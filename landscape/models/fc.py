@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from landscape.errors import LandscapeError
 from landscape.models.connect import Connect, haar_orthogonal, modes_per_block
+from landscape.modes import preserved_modes
 
 KINDS = {"plain": "none", "residual": "identity", "hyper": "identity", "dense_orthogonal": "dense_orthogonal"}
 INITS = ("glorot", "he", "cancel_skip")
@@ -223,9 +224,7 @@ class FCNet(nn.Module):
 
     def _kill_units(self, fraction: float, margin: float, gen: torch.Generator, n_probe: int = 2048) -> None:
         probe = torch.randn(n_probe, self.blocks[0].branch_linear.in_features, generator=gen)
-        was_training = self.training
-        self.eval()
-        try:
+        with preserved_modes(self, train=False):
             for block in self.blocks:
                 lin = block.branch_linear
                 k = round(fraction * lin.out_features)
@@ -240,8 +239,6 @@ class FCNet(nn.Module):
                 units = torch.randperm(lin.out_features, generator=gen)[:k]
                 with torch.no_grad():
                     lin.bias[units] = -(pre[:, units].amax(0) + margin * pre[:, units].std(0))
-        finally:
-            self.train(was_training)
 
     def long_scale(self, j: int) -> float:
         """a_j of the hyper-residual long skip into block j (j ≥ 2)."""

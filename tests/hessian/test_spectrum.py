@@ -113,10 +113,14 @@ def test_log_density_masses():
     assert u[np.argmax(pos)] > -1.5  # the positive bulk sits at 0.1..1, outliers at 10..50
 
 
-def test_npz_round_trip(tmp_path):
+def test_spectrum_file_round_trip(tmp_path):
+    """The one on-disk format (spectrum.json + spectrum.npz) gives back the nodes, weights and summary."""
+    from landscape.hessian.spectrum_file import read_spectrum, write_spectrum
+
     sd = slq_density(tiny.dense_with_eigenvalues(_known()), iters=10, vectors=2)
-    sd.save_npz(tmp_path / "s.npz")
-    back = SpectralDensity.load_npz(tmp_path / "s.npz")
+    write_spectrum(tmp_path, sd)
+    data = read_spectrum(tmp_path)
+    back = SpectralDensity(data["nodes"], data["weights"], data["dim"])
     np.testing.assert_array_equal(back.nodes, sd.nodes)
     np.testing.assert_array_equal(back.weights, sd.weights)
     assert back.dim == 400
