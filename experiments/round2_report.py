@@ -206,12 +206,55 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
     return lines, {"name": name, "claims": claims, **extra}
 
 
+def round1_rejudged() -> list[str]:
+    """Round 1's verdicts re-judged with the one rule, from the per-seed values (or means and sample SDs, n = 3)
+    printed in the round-1 section of RESULTS.md."""
+    from scipy import stats as sst
+
+    lines = ["| round-1 comparison | Δ [95% CI] | n | p | verdict (one rule) |", "|---|---|---|---|---|"]
+    rows = [("Oh: Orthogonal-F − linear test acc (FC postact stand-in)", [0.581, 0.553, 0.559], [0.540, 0.563, 0.531],
+             "greater"),
+            ("Orhan: exact mass below 1e-7 λmax, plain − residual", [0.230, 0.272, 0.197], [0.160, 0.104, 0.092],
+             "greater"),
+            ("Orhan: exact mass below 1e-7 λmax, plain − hyper", [0.230, 0.272, 0.197], [0.071, 0.123, 0.124],
+             "greater")]
+    for text, a, b, direction in rows:
+        p = stats.paired(a, b)
+        lines.append(f"| {text} (paired by seed) | {fmt(p.mean)} [{fmt(p.ci.low)}, {fmt(p.ci.high)}] | {p.n} | "
+                     f"{_p(p.p)} | {stats.verdict(p.ci, direction)} |")
+    # only means and SDs were kept for the exact degenerate mass at 1e-3: Welch interval from them
+    for name, (m, s) in (("residual", (0.945, 0.005)), ("hyper", (0.941, 0.004))):
+        m1, s1, n = 0.902, 0.039, 3
+        se = math.sqrt(s1 ** 2 / n + s ** 2 / n)
+        df = se ** 4 / ((s1 ** 2 / n) ** 2 / (n - 1) + (s ** 2 / n) ** 2 / (n - 1))
+        q = stats.t_quantile(0.975, df) if float(df).is_integer() else float(sst.t.ppf(0.975, df))
+        d = m1 - m
+        pval = float(2 * sst.t.sf(abs(d / se), df))
+        lines.append(f"| Orhan: exact mass below 1e-3 λmax, plain − {name} (Welch, from means ± SD) | {fmt(d)} "
+                     f"[{fmt(d - q * se)}, {fmt(d + q * se)}] | 3 + 3 | {_p(pval)} | "
+                     f"{stats.verdict((d - q * se, d + q * se), 'greater')} |")
+    # Spearman over the 14 cells' 3-seed means: Fisher-z interval as landscape.stats.spearman
+    for stat, rho, direction in (("dead fraction", 0.29, "less"), ("overlap (raw)", 0.53, "less"),
+                                 ("effective rank", -0.12, "greater"), ("SLQ degenerate mass", -0.30, "less")):
+        n = 14
+        half = 1.959964 * math.sqrt(1.06 / (n - 3))
+        lo, hi = math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+        t = rho * math.sqrt((n - 2) / (1 - rho ** 2))
+        lines.append(f"| Orhan: Spearman ρ(train acc, {stat}) over 14 cell means | ρ = {fmt(rho)} [{fmt(lo)}, "
+                     f"{fmt(hi)}] | 14 | {_p(float(2 * sst.t.sf(abs(t), n - 2)))} | "
+                     f"{stats.verdict((lo, hi), direction)} |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("grids", nargs="*", default=list(GRIDS))
     ap.add_argument("--json", help="also write every number to this JSON file")
     ap.add_argument("--runs", default=str(ROOT / "runs"), help="the directory holding runs/<name> (default runs/)")
+    ap.add_argument("--round1", action="store_true", help="also print round 1's verdicts re-judged with the one rule")
     args = ap.parse_args(argv)
+    if args.round1:
+        print("\n".join(round1_rejudged()) + "\n")
     everything = []
     for name in args.grids:
         lines, data = report(name, Path(args.runs))
