@@ -167,8 +167,10 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
     for claim in exp.claims:
         claim = {**claim, "secondary": claim["secondary"] + extra_secondary(name)}
         claims.append(evaluate_claim(summary, claim))
+    git = summary.get("git") or {}
+    commit = f"{git.get('commit', '?')[:7]}{' (dirty)' if git.get('dirty') else ''}" if isinstance(git, dict) else git
     lines = [f"### {name}", "",
-             f"{exp.profile_description}. {n_runs} of {len(exp.runs)} runs finished; git {summary.get('git')}.", ""]
+             f"{exp.profile_description}. {n_runs} of {len(exp.runs)} runs finished; summarized at git {commit}.", ""]
     status = {s: 0 for r in summary["cells"] for s in r["status"]}
     for r in summary["cells"]:
         for s, k in r["status"].items():
