@@ -36,7 +36,7 @@ from landscape.experiment.summary import evaluate_claim, fmt, seed_stats
 from landscape.io import jsonable
 
 GRIDS = ("zaeemzadeh2018_transitions", "oh2025_mechanism", "liu2020_transformer", "orhan2018_mechanism",
-         "orhan2018_biasreg", "orhan2018_size")
+         "orhan2018_biasreg", "orhan2018_size", "zaeemzadeh2018")  # the last: round 1's FC grid, re-run
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,10 +79,16 @@ def augmented(runs: Path, summary: dict) -> dict:
             rdir = runs / row["cell"] / f"seed{seed}"
             result = json.loads((rdir / "result.json").read_text())
             epochs = result.get("measured_epochs") or []
-            for part, epoch in (("final", max(epochs, default=None)), ("init", 0 if 0 in epochs else None)):
-                extra = _epoch_keys(rdir, epoch) if epoch is not None else {}
-                for k, v in extra.items():
-                    per_seed[part].setdefault(k, [None] * len(row["seeds"]))[i] = v
+            # final: the last measured epoch; a key it lacks (e.g. unit statistics measured every 10 epochs
+            # of a 15-epoch run) comes from the latest epoch that has it, recorded in row["from_epoch"]
+            for part, order in (("final", sorted(epochs, reverse=True)), ("init", [0] if 0 in epochs else [])):
+                for epoch in order:
+                    for k, v in _epoch_keys(rdir, epoch).items():
+                        vals = per_seed[part].setdefault(k, [None] * len(row["seeds"]))
+                        if vals[i] is None:
+                            vals[i] = v
+                            if part == "final" and epoch != order[0]:
+                                row.setdefault("from_epoch", {})[k] = epoch
         for part in ("final", "init"):
             for k, values in per_seed[part].items():
                 row[part].setdefault(k, seed_stats(values))
@@ -118,6 +124,7 @@ def claim_rows(claims: list[dict]) -> list[str]:
 def extra_secondary(name: str) -> list[str]:
     """Keys added to every claim's secondary list for this grid (computed here, see the module docstring)."""
     return {"zaeemzadeh2018_transitions": ["grad_absdev_mean", "init.grad_absdev_mean"],
+            "zaeemzadeh2018": ["grad_absdev_mean", "init.grad_absdev_mean"],
             "orhan2018_mechanism": ["slq_bulk_degenerate_ratio", "overlap_weight_frac_mean",
                                     "overlap_act_centered_frac_mean"],
             "orhan2018_size": ["slq_bulk_degenerate_ratio", "overlap_weight_frac_mean",
@@ -177,6 +184,13 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
             status[s] += k
     lines += [f"Run status: {', '.join(f'{k} {v}' for k, v in sorted(status.items()))}.", ""]
     lines += claim_rows(claims) + [""]
+    shown = {k.removeprefix("init.") for c in claims for k in [c["metric"], *(s["key"] for s in c["secondary"])]}
+    shown |= set(exp.headline)
+    earlier = sorted({f"{k} (epoch {e})" for r in summary["cells"] for k, e in r.get("from_epoch", {}).items()
+                      if k in shown})
+    if earlier:
+        lines += ["Not measured at the last epoch, so taken from the latest epoch that has them: " + ", ".join(earlier)
+                  + ".", ""]
     extra: dict = {}
     if name == "liu2020_transformer":
         extra["liu_gain"] = liu_gain(summary)
@@ -189,6 +203,21 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
             lines.append(f"| {g['cell']} | {g['lambda']} | {g['L']} | {fmt(gain['mean'])} ± {fmt(gain['std'])} | "
                          f"{fmt(g['lambda_L'])} | {fmt(f['mean'])} [{fmt(f['low'])}, {fmt(f['high'])}] "
                          f"(n = {f['n']}) | {g['lambda']} |")
+        lines.append("")
+    if name == "zaeemzadeh2018":
+        keys = ["init.grad_dev_max", "grad_dev_max", "init.grad_absdev_mean", "grad_absdev_mean",
+                "init.grad_dev_transition_max", "grad_dev_transition_max"]
+        lines += ["Per depth, residual blocks only (the input layer, 40 → width without a skip, is the transition), "
+                  "mean [95% t CI] over seeds:", "", "| cell | " + " | ".join(keys) + " |",
+                  "|" + "---|" * (len(keys) + 1)]
+        for row in summary["cells"]:
+            vals = []
+            for k in keys:
+                part, key = ("init", k[5:]) if k.startswith("init.") else ("final", k)
+                st = row[part].get(key) or {}
+                vals.append("—" if st.get("mean") is None else
+                            f"{fmt(st['mean'])} [{fmt(st['low'])}, {fmt(st['high'])}] (n = {st['n']})")
+            lines.append(f"| {row['cell']} | " + " | ".join(vals) + " |")
         lines.append("")
     if name == "orhan2018_mechanism":
         sp = orhan_spearman(summary)
