@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from landscape.cli import run_cli
 from landscape.data import load_data
+from landscape.hessian.eigen import top_eigenpairs
 from landscape.hessian.monitor import CurvatureMonitor, GradientGraphOperator
-from landscape.hessian.warm import warm_eigenpairs
 from landscape.models import build
 from landscape.modes import preserved_modes
 
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_cold:
                     with preserved_modes(model, train=False):
                         op = GradientGraphOperator(model, F.cross_entropy, [probe])
-                        cold = warm_eigenpairs(op, args.k, None, tol=args.tol, max_matmats=200,
-                                               generator=torch.Generator().manual_seed(step))
+                        cold = top_eigenpairs(op, args.k, tol=args.tol, max_matmats=200, seed=step)
                     row["cold_products"] = cold.n_products
                     row["cold_lambda_max"] = float(cold.eigenvalues[0])
                 rows.append(row)

@@ -55,11 +55,11 @@ def run_one(net: str, lr: float, seed: int, args, data) -> list[dict]:
             loss.backward()
             opt.step()
             step += 1
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 rows.append({"step": step, "block": "model", "metric": "diverged", "value": 1.0})
                 return mon.records + rows
             if step % args.every == 0:
-                rows.append({"step": step, "block": "model", "metric": "train_loss", "value": float(loss)})
+                rows.append({"step": step, "block": "model", "metric": "train_loss", "value": float(loss.detach())})
             mon(step, model)
             if step >= args.steps:
                 break

@@ -155,3 +155,25 @@ def test_published_numbers_sit_beside_the_grid_and_are_validated():
     bad = {**raw, "claims": {"faster": {**raw["claims"]["faster"], "published": {"a": 1.0, "b": 0.5}}}}
     with pytest.raises(LandscapeError, match="published: missing required key 'source'"):
         config.resolve(bad, "quick")
+
+
+def test_transition_blocks_from_roles_and_shapes():
+    import torch
+    from torch import nn
+
+    from landscape.experiment.measure import transition_blocks
+    from landscape.models import build
+
+    fc = build("fc", {"kind": "residual", "depth": 4, "width": 8, "in_dim": 40, "n_classes": 10})
+    names = [f"blocks.{i}" for i in range(4)]
+    assert transition_blocks(fc, torch.randn(2, 40), names) == ["blocks.0"]  # the 40 -> 8 input block
+
+    class Net(nn.Module):  # a third-party model without `blocks`: found by shape
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(5, 5), nn.Linear(5, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x)))
+
+    assert transition_blocks(Net(), torch.randn(2, 5), ["a", "b", "c"]) == ["b"]

@@ -16,25 +16,33 @@ import landscape
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# public name -> (the package that defines it, the object's own name there)
-DEFINED_IN = {
-    "fit": ("landscape.train", "train"),
-    "TrainConfig": ("landscape.train", "TrainConfig"),
-    "load_checkpoint": ("landscape.checkpoint", "load_checkpoint"),
-    "save_checkpoint": ("landscape.checkpoint", "save_checkpoint"),
-    "load_data": ("landscape.data", "load_data"),
-    "build": ("landscape.models", "build"),
-    "HessianOperator": ("landscape.hessian", "HessianOperator"),
-    "GGNOperator": ("landscape.hessian", "GGNOperator"),
-    "slq_density": ("landscape.hessian", "slq_density"),
-    "top_eigenpairs": ("landscape.hessian", "top_eigenpairs"),
-    "hutchinson_trace": ("landscape.hessian", "hutchinson_trace"),
-    "hutchpp_trace": ("landscape.hessian", "hutchpp_trace"),
-    "exact_hessian": ("landscape.hessian", "exact_hessian"),
-    "probe": ("landscape.probes", "probe"),
-    "run_probes": ("landscape.probes", "run_probes"),
-    "LandscapeError": ("landscape.errors", "LandscapeError"),
-}
+# the package each public name comes from, and its own name there when it differs (fit=train)
+REFERENCE = """
+landscape.train        fit=train TrainConfig
+landscape.checkpoint   load_checkpoint save_checkpoint
+landscape.data         load_data
+landscape.models       build
+landscape.hessian      HessianOperator GGNOperator slq_density top_eigenpairs hutchinson_trace hutchpp_trace
+                       exact_hessian
+landscape.probes       probe run_probes
+landscape.surface      random_directions evaluate_grid linear_path Surface
+landscape.errors       LandscapeError
+"""
+
+
+def _reference() -> dict[str, tuple[str, str]]:
+    out, package = {}, None
+    for line in REFERENCE.strip().splitlines():
+        words = line.split()
+        if line[0] != " ":
+            package, words = words[0], words[1:]
+        for word in words:
+            name, _, own = word.partition("=")
+            out[name] = (package, own or name)
+    return out
+
+
+DEFINED_IN = _reference()
 PROBES_API = {"METRICS", "TRAIN_PROBES", "ProbeCallback", "find_blocks", "make_probe_callback", "probe",
               "read_records", "records_by_block", "records_to_table", "run_probes", "to_csv", "to_json"}
 

@@ -161,3 +161,32 @@ def test_tensorboard_dir_that_is_a_file_is_refused_before_any_compute(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err == f"error: --tensorboard {blocker} exists and is not a directory"
     assert blocker.read_text() == "keep me" and not (tmp_path / "run").exists()
+
+
+def test_curvature_probe_matches_the_exact_hessian_and_leaves_training_unchanged(tmp_path):
+    pytest.importorskip("landscape.hessian.monitor", reason="the curvature monitor is not in this checkout")
+    from landscape.hessian import exact_hessian
+
+    seen = {}
+
+    def keep(step, model, batch, loss):                 # step callbacks run before the probes
+        if step == 4:
+            seen["model"] = copy.deepcopy(model)
+
+    cfg = {**TINY, "model_config": {"kind": "residual", "depth": 2, "width": 8}, "optimizer": "sgd", "lr": 0.05,
+           "momentum": 0.0}
+    probed = T.train({**cfg, "out": str(tmp_path), "probes": ["curvature"], "probe_every": 4, "probe_samples": 64},
+                     step_callbacks=[keep])
+    plain = T.train(cfg)
+    for (k, a), b in zip(plain["model"].state_dict().items(), probed["model"].state_dict().values()):
+        assert torch.equal(a, b), k                      # the monitor's RNG and passes leave training alone
+    records = read(tmp_path / "probes.jsonl")
+    lam = {r["step"]: r for r in records if r["metric"] == "lambda_max"}
+    assert sorted(lam) == [4, 8] and lam[8]["epoch"] == 2.0
+    data = load_data(n_samples=200)
+    model = seen["model"].double().eval()
+    H = exact_hessian(model, torch.nn.functional.cross_entropy, [(data.X[:64].double(), data.y[:64])])
+    top = torch.linalg.eigvalsh(H)[-1].item()
+    assert lam[4]["value"] == pytest.approx(top, rel=1e-3)
+    eos = {r["step"]: r["value"] for r in records if r["metric"] == "eos_ratio"}
+    assert eos[4] == pytest.approx(lam[4]["value"] * 0.05 / 2, rel=1e-6)   # plain SGD: λ·η/2

@@ -318,7 +318,8 @@ def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> l
         if missing:
             if listed is None:
                 continue  # a claim about cells of another profile
-            raise LandscapeError(f"{w}: profile {profile!r} has no cell(s) {missing}; cells: {', '.join(sorted(cells))}")
+            raise LandscapeError(f"{w}: profile {profile!r} has no cell(s) {missing}; "
+                                 f"cells: {', '.join(sorted(cells))}")
         out.append({"name": name, "text": claim["text"], "metric": claim["metric"], "cells": list(claim["cells"]),
                     "direction": claim["direction"], "secondary": list(claim.get("secondary", [])),
                     **({"published": dict(claim["published"])} if "published" in claim else {})})

@@ -5,8 +5,9 @@ Every definition the notebooks, summaries and RESULTS.md use lives here once:
 
     train_keys          train_acc, train_loss, test_acc, test_loss (last epoch), best_train_acc,
                         epoch_to_target (first epoch with train accuracy ≥ target), train_seconds
-    measurement_keys    slq_* and exact_* (lambda_max, lambda_min, trace, degenerate_ratio, negative_ratio),
-                        plus probe_keys of the measurement's records
+    measurement_keys    slq_* and exact_* (lambda_max, lambda_min, trace, degenerate_ratio, negative_ratio at
+                        ε·λmax, and where the engine reports them the scale-free bulk_degenerate_ratio and
+                        effective_rank), plus probe_keys of the measurement's records
     probe_keys          norm preservation (docs/methods.md §C): the gradient-norm ratio r_l =
                         ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ over the *residual* blocks only —
                             grad_ratio_min / _max / _gmean   (min, max, geometric mean of r_l)
@@ -34,7 +35,8 @@ import numpy as np
 
 TRAIN_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "best_train_acc", "epoch_to_target",
               "train_seconds")
-SPECTRUM_KEYS = ("lambda_max", "lambda_min", "trace", "degenerate_ratio", "negative_ratio")
+SPECTRUM_KEYS = ("lambda_max", "lambda_min", "trace", "degenerate_ratio", "negative_ratio", "bulk_degenerate_ratio",
+                 "effective_rank")
 PROBE_KEYS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", "grad_dev_max", "grad_ratio_transition_min",
               "grad_ratio_transition_max", "grad_dev_transition_max", "grad_gain", "x_norm2_last")
 STEP_KEYS = ("transition_step", "x_norm2_peak")

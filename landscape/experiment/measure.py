@@ -2,7 +2,7 @@
 probes, on the run's fixed probe set; returns plain JSON-able dicts and arrays (written by the runner).
 
     measure/epochNNN.json  {"epoch", "step", "seconds", "spectrum": {...}, "exact": {...}, "probes": [records],
-                            "transitions": [block names whose output shape differs from their input's]}
+                            "transitions": [the input and dimension-changing blocks, reported apart]}
     measure/epochNNN.npz   exact_eigenvalues (ascending)
     measure/epochNNN/      spectrum.json + spectrum.npz: the SLQ spectrum in the one spectrum format
                            (`landscape.hessian.spectrum_file`; read it back with `read_spectrum`)
@@ -59,7 +59,8 @@ def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dic
     H = exact_hessian(model, F.cross_entropy, batches, names, max_params=cfg["max_params"], chunk_size=64)
     eigs = torch.linalg.eigvalsh(H).cpu().numpy()
     sd = SpectralDensity(eigs[None, :], np.full((1, eigs.size), 1.0 / eigs.size), eigs.size)
-    summary = {k: v for k, v in sd.summary(cfg["eps"]).items() if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
+    summary = {k: v for k, v in sd.summary(cfg["eps"]).items()
+               if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
     return summary, {"exact_eigenvalues": eigs}
 
 
@@ -71,11 +72,19 @@ def _probe_records(model: nn.Module, X, y, metrics: list[str], batch_size: int, 
 
 
 def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> list[str]:
-    """The blocks (qualified module names) whose output shape differs from their input's on a forward of X:
-    the dimension-changing transitions, reported apart from the residual blocks (`keys.norm_preservation`)."""
-    changed: list[str] = []
+    """The blocks (qualified module names) without an identity skip that change the stream's dimension: the
+    "input" and "transition" entries of `landscape.models.roles.block_roles` (structural: an FC net's input
+    block, ProcResNet transitions, projection shortcuts, strided convs), plus any other block whose output
+    shape differs from its input's on a forward of X. Norm preservation is reported over the rest
+    (`keys.norm_preservation`)."""
+    from landscape.models.roles import block_roles
+
+    roles = block_roles(model)
+    changed: list[str] = [b for b in blocks if roles.get(b) in ("input", "transition")]
     handles = []
     for name in blocks:
+        if name in roles:
+            continue
         try:
             module = model.get_submodule(name)
         except AttributeError:
@@ -86,13 +95,14 @@ def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> l
             if torch.is_tensor(x) and torch.is_tensor(output) and x.shape != output.shape:
                 changed.append(name)
         handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(X)
-    finally:
-        for h in handles:
-            h.remove()
-    return list(dict.fromkeys(changed))
+    if handles:
+        try:
+            with torch.no_grad():
+                model(X)
+        finally:
+            for h in handles:
+                h.remove()
+    return [b for b in blocks if b in set(changed)]
 
 
 def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> tuple[dict, dict]:

@@ -36,7 +36,7 @@ from landscape.checkpoint import save_checkpoint
 from landscape.cli import Interrupted, prepare_out_dir
 from landscape.cli import progress as progress_bar
 from landscape.data import load_data
-from landscape.errors import LandscapeError, resolve_device
+from landscape.errors import LandscapeError, first_line, resolve_device
 from landscape.experiment.config import Experiment, Run
 from landscape.experiment.keys import measurement_keys, step_keys, train_keys
 from landscape.experiment.measure import measure_epoch, probe_set
@@ -93,19 +93,17 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
         save(build(cfg.model, resolved_model_config(cfg, data)), 0, 0)
     ckpt = rdir / "checkpoint.pt"
 
-    def at_epoch_end(step: int, model: nn.Module, batch, loss) -> None:
-        if step % steps_per_epoch == 0:
-            epoch = step // steps_per_epoch
-            if epoch in keep:
-                save(model, epoch, step)
-            status(f"train {epoch}/{cfg.epochs}")
+    def at_epoch_end(epoch: int, model: nn.Module, record: dict) -> None:
+        if epoch in keep:
+            save(model, epoch, epoch * steps_per_epoch)
+        status(f"train {epoch}/{cfg.epochs}")
 
-    callbacks = [at_epoch_end]
+    callbacks = []
     if "steps" in m:  # landscape.probes' training callback: the step's batch, train mode, OUT/probes.jsonl
         from landscape.probes import make_probe_callback
 
         metrics = m["steps"]["metrics"]
-        callbacks.insert(0, make_probe_callback(
+        callbacks.append(make_probe_callback(
             metrics, m["steps"]["every"], out=rdir, steps_per_epoch=steps_per_epoch, batch_size=m["batch_size"],
             loss_fn=partial(F.cross_entropy, label_smoothing=cfg.label_smoothing),
             probe_set=probe[0] if "singularity" in metrics else None))
@@ -113,12 +111,12 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
     state, message = "completed", ""
     status("train")
     try:
-        result = train(cfg, step_callbacks=callbacks, handle_signals=True)
+        result = train(cfg, step_callbacks=callbacks, epoch_callbacks=[at_epoch_end], handle_signals=True)
         if result["status"] == "interrupted":
             raise Interrupted(result.get("signal") or signal.SIGINT)
         history = result["history"]
     except NonFiniteLoss as e:
-        state, message = "diverged", str(e)
+        state, message = "diverged", first_line(e)
         history = _jsonl(rdir / "metrics.jsonl")
     trained = history[-1]["epoch"] if history else 0
     for e in keep:  # a diverged epoch's checkpoint holds non-finite weights

@@ -132,7 +132,8 @@ def _interval(c: Mapping) -> str:
 def claims_table(claims: Sequence[Mapping]) -> str:
     """Markdown: one row per claim (primary metric) and one per secondary metric, with the paired
     difference A − B, its 95% interval, n and p; the verdict on the primary row."""
-    lines = ["| claim | metric | A − B | mean A vs B | Δ [95% CI] | n | p | verdict |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| claim | metric | A − B | mean A vs B | Δ [95% CI] | n | p | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in claims:
         rows = [(c["primary"], c["verdict"], c["text"])]
         rows += [(s, "(secondary)", "") for s in c["secondary"]]

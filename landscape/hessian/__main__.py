@@ -24,7 +24,6 @@ state file on --resume, so OUT must be on a file system all ranks share.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import sys
 import time
@@ -100,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Counted:
-    """The operator, counting its products on a progress bar."""
+    """The operator, counting its products on a progress bar (every other attribute is the operator's,
+    e.g. the per-batch forms behind λmax's data error bar)."""
 
     def __init__(self, op, bar):
         self.op, self.bar = op, bar
@@ -110,6 +110,9 @@ class _Counted:
         out = self.op.matmat(V)
         self.bar.update(V.shape[1])
         return out
+
+    def __getattr__(self, name):
+        return getattr(self.op, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,17 +138,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _slq(op, args, state, sf):
-    """slq_density with the random-vector count under its current keyword (`vectors`; `probes` before)."""
+    """SLQ with the top-k refined from the same Krylov run (and λmax's data error bar)."""
     from landscape.hessian import slq_density
 
-    count = "vectors" if "vectors" in inspect.signature(slq_density).parameters else "probes"
-    return slq_density(op, iters=args.iters, seed=args.seed, state=state, on_state=sf.on_state,
-                       state_every=args.state_every, **{count: args.vectors})
+    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k, state=state,
+                       on_state=sf.on_state, state_every=args.state_every)
 
 
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:
     from landscape.data import part_slice
-    from landscape.hessian import GGNOperator, HessianOperator, top_eigenpairs
+    from landscape.hessian import GGNOperator, HessianOperator
     from landscape.hessian.cli_inputs import load_inputs
 
     model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
@@ -169,10 +171,7 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     with progress(total=args.iters * args.vectors, initial=done * args.vectors, desc="SLQ", unit="HVP",
                   enabled=show) as bar:
         sd = _slq(_Counted(op, bar), args, state, sf)
-    top = None
-    if args.top_k:
-        with progress(desc=f"top-{args.top_k}", unit="HVP", enabled=show) as bar:
-            top = top_eigenpairs(_Counted(op, bar), k=args.top_k, seed=args.seed)
+    top = sd.top
     seconds = time.perf_counter() - t0
     if not distributed.is_main():
         return 0
@@ -196,11 +195,7 @@ def _write(args, out: Path, sd, top, op, meta: dict) -> None:
     s = write_spectrum(out, sd, eps=args.eps, sigma=args.sigma, top=top, meta=meta)
     curves = spectrum_curves({"nodes": sd.nodes, "weights": sd.weights, "dim": sd.dim, "eps": args.eps})
     plot_spectral_density({args.operator: curves}, out / "density")
-    residual = s.get("lambda_max_residual")
-    if residual is None and s["top_residuals"]:
-        residual = s["top_residuals"][0]
-    line = {k: s.get(k) for k in ("lambda_max", "lambda_max_stderr")}
-    line["lambda_max_residual"] = residual
+    line = {k: s.get(k) for k in ("lambda_max", "lambda_max_stderr", "lambda_max_residual")}
     line.update({k: s.get(k) for k in ("lambda_min", "trace", "trace_stderr", "negative_ratio",
                                        "degenerate_ratio", "top_eigenvalues", "top_residuals",
                                        "top_converged", "seconds")})

@@ -115,6 +115,12 @@ def likely_asymmetry_cause(model: nn.Module) -> str:
         wn_hook = any(type(h).__name__ == "WeightNorm" for h in getattr(m, "_forward_pre_hooks", {}).values())
         if wn_param or wn_hook:
             normed.append(repr(name) if name else "the model")
+    padded = [repr(name) if name else "the model" for name, m in model.named_modules()
+              if isinstance(m, nn.Embedding) and m.padding_idx is not None]
+    if padded and not normed:
+        return (f"nn.Embedding with padding_idx ({', '.join(padded[:3])}): its gradient skips the padding row "
+                "but its forward-mode derivative does not, so forward-over-reverse products mix the two; "
+                "use backend='double_backward' (the padding row then counts as constant)")
     if normed:
         more = f" (+{len(normed) - 3} more)" if len(normed) > 3 else ""
         return (

@@ -42,35 +42,57 @@ _FAILURES = (RuntimeError, NotImplementedError)
 
 def plan(op: CurvatureOperator, check_deterministic: bool, seed: int) -> None:
     """Pick the backend, run the checks and choose the merged batch size (sets op._impl, op._backend_name,
-    op._merge_samples, op._math_attention, op._asymmetry)."""
+    op._merge_samples, op._math_attention, op._asymmetry, op._rejected)."""
+    auto = op._backend_name == "auto"
     trials, v, first = collective(op, lambda: try_backends(op, seed))
-    op._backend_name = agree_backend(op, trials)
+    chosen = agree_backend(op, trials)
     v2 = [t[:2] for t in v]  # the two trial vectors, per parameter
 
-    def check() -> int | None:
-        if op._backend_name not in trials:  # another rank's timing chose a backend skipped here
-            impl = op._backends[op._backend_name](op)
+    def validate(name: str) -> float:
+        """Finite, deterministic and symmetric products of `name` (the first two model properties raise
+        at once; an asymmetry raises for the caller to try the other backend)."""
+        if name not in trials:  # skipped or chosen by another rank's timing
+            impl = op._backends[name](op)
             try:
-                trials[op._backend_name] = (impl, *trial(op, impl, first[0], v2, timed=False))
+                trials[name] = (impl, *trial(op, impl, first[0], v2, timed=False))
             except _FAILURES as e:
-                raise LandscapeError(f"backend {op._backend_name!r} cannot differentiate this model: "
-                                     f"{first_line(e)}") from e
-        op._impl, p1, _ = trials[op._backend_name]
+                raise LandscapeError(f"backend {name!r} cannot differentiate this model: {first_line(e)}") from e
+        impl, p1, _ = trials[name]
         _checks.check_finite(p1, "the curvature products")
         V, HV = op.layout.join(v2), p1
         if check_deterministic:
             with torch.enable_grad(), op.kernel():
-                p2 = op.layout.join(op._impl.apply(op._impl.prepare(first[0]), v))
+                p2 = op.layout.join(impl.apply(impl.prepare(first[0]), v))
             _checks.check_same(p1, p2[:2], "products")
             V, HV = op.layout.join(v), p2
-        op._asymmetry = _checks.check_symmetric(V, HV, op.model, op.dtype)
-        return merge_target(op, first)
+        return _checks.check_symmetric(V, HV, op.model, op.dtype)
 
-    merge = collective(op, check)
+    def check() -> tuple[str, int | None]:
+        # with backend="auto", a backend whose products are not symmetric (a wrong rule in its autodiff
+        # path, e.g. forward-over-reverse on HF BERT in torch 2.13) gives way to the other one
+        candidates = [chosen, *([n for n in op._backends if n != chosen] if auto else [])]
+        failures: list[LandscapeError] = []
+        for name in candidates:
+            try:
+                op._asymmetry = validate(name)
+            except LandscapeError as e:
+                if "not symmetric" not in str(e) and not (failures and "cannot differentiate" in str(e)):
+                    raise
+                failures.append(e)
+                op._rejected[name] = str(e)
+                continue
+            op._backend_name, op._impl = name, trials[name][0]
+            return name, merge_target(op, first)
+        raise failures[0]
+
+    name, merge = collective(op, check)
     if op.distributed:
-        flags = torch.tensor([merge is None, -(merge or 0)], dtype=torch.float64, device=_dist.comm_device())
+        flags = torch.tensor([merge is None, -(merge or 0), name == "func", -(name == "func")],
+                             dtype=torch.float64, device=_dist.comm_device())
         _dist.all_reduce_max(flags)
         merge = None if flags[0] else int(-flags[1])
+        if flags[2] != -flags[3]:
+            raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
     op._merge_samples = merge
 
 

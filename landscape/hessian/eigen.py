@@ -12,15 +12,16 @@ The block is orthogonalized against Q by iterated classical Gram-Schmidt, as mat
 whenever the last one removed more than 1 − 1/√2 of the norm (Kahan-Parlett "twice is enough"),
 then Cholesky QR twice inside the block; a direction that vanishes (already in
 the span) is replaced by a random one. When the basis is full it restarts from the best Ritz vectors
-(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Stathopoulos & Saad).
+(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Zhou & Saad 2008).
 Gram products over dim are summed in float64 over float32 pieces of 1024 terms, so H and the
-orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3). Bookkeeping per round is a few dim × m × block matmuls.
+orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3).
+Bookkeeping per round is a few dim × m × block matmuls.
 
 Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
 `init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product: one
 Rayleigh-Ritz step on them, then the best k Ritz vectors get real products, which both verify them
-and restart the iteration from them if they are not yet converged (docs/methods.md §E.1).
+and restart the iteration from them if they are not yet converged (docs/methods.md §E.2).
 """
 
 from __future__ import annotations
@@ -77,30 +78,35 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _chol_qr(X: Tensor) -> tuple[Tensor, np.ndarray]:
-    """Cholesky QR of the rows of X with a float64 Gram matrix: (L⁻¹X, diag L). A row's diag entry is its
-    norm after projecting out the rows before it, so a tiny one marks a dependent row."""
+def _chol_qr_(X: Tensor, work: Tensor) -> np.ndarray:
+    """Cholesky QR of the rows of X in place (X ← L⁻¹X, via `work` of X's shape), the Gram matrix in
+    float64; returns diag L. A row's diagonal entry is its norm after projecting out the rows before it,
+    so a tiny one marks a dependent row (X is then left as it was and zeros are returned)."""
     G = gram(X, X)
-    L = torch.linalg.cholesky_ex(G + 1e-300 * torch.eye(G.shape[0], dtype=G.dtype))[0]
+    L, info = torch.linalg.cholesky_ex(G)
     d = L.diagonal().numpy().copy()
-    if not np.isfinite(d).all() or (d <= 0).any():
-        return X, np.zeros_like(d)
+    if int(info) != 0 or not np.isfinite(d).all() or (d <= 0).any():
+        return np.zeros_like(d)
     Linv = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
-    return Linv.to(device=X.device, dtype=X.dtype) @ X, d
+    torch.matmul(Linv.to(device=X.device, dtype=X.dtype), X, out=work)
+    X.copy_(work)
+    return d
 
 
-def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
-    """Rows of X made orthonormal and orthogonal to the orthonormal rows of Q: iterated classical
-    Gram-Schmidt against Q, then Cholesky QR twice inside the block (all Gram sums in float64: a float32
-    Householder QR at 10⁶ dims is only orthonormal to ~1e-5). Rows that vanish (numerically inside the
-    span of Q and the rows before them) are replaced by random ones."""
+def orthonormalize_(X: Tensor, Q: Tensor, gen: torch.Generator, work: Tensor | None = None) -> Tensor:
+    """Rows of X (contiguous, changed in place) made orthonormal and orthogonal to the orthonormal rows of
+    Q: iterated classical Gram-Schmidt against Q, then Cholesky QR twice inside the block (all Gram sums
+    in float64: a float32 Householder QR at 10⁶ dims is only orthonormal to ~1e-5). Rows that vanish
+    (numerically inside the span of Q and the rows before them) are replaced by random ones. `work`: a
+    scratch tensor of X's shape (fresh memory costs page faults at 10⁷ dims: reuse it)."""
     dim = X.shape[1]
     if Q.shape[0] + X.shape[0] > dim:
         X = X[: dim - Q.shape[0]]
+    work = torch.empty_like(X) if work is None else work[: X.shape[0]]
     eps = torch.finfo(X.dtype).eps
     floor = 100 * eps * max(1, Q.shape[0] + X.shape[0]) ** 0.5
     for _attempt in range(4):
-        X = X / _norms(X).clamp_min(np.finfo(np.float64).tiny).to(X.dtype)[:, None]
+        X.mul_((1 / _norms(X).clamp_min(1e-300)).to(device=X.device, dtype=X.dtype)[:, None])
         before = np.ones(X.shape[0])
         for _pass in range(4):
             if Q.shape[0]:
@@ -109,16 +115,23 @@ def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
             if (after >= before / 2**0.5).all():  # Kahan-Parlett: this pass kept most of the norm
                 break
             before = after
-        Xo, d = _chol_qr(X)
+        d = _chol_qr_(X, work)
         lost = (after < floor) | (d < 1e-3 * np.maximum(after, 1e-300))
         if not lost.any():
             if Q.shape[0] and d.min() < 0.5:  # Cholesky QR amplified what was left of span(Q)
-                Xo.addmm_(gram(Xo, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
-            return _chol_qr(Xo)[0].contiguous()
-        fresh = _randn(int(lost.sum()), dim, gen, X.dtype, X.device)
-        X = X.clone()
-        X[torch.from_numpy(lost).to(X.device)] = fresh
+                X.addmm_(gram(X, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
+            if X.shape[0] > 1 or d.min() < 0.5:
+                _chol_qr_(X, work)
+            else:
+                X.mul_((1 / _norms(X)).to(device=X.device, dtype=X.dtype)[:, None])
+            return X
+        X[torch.from_numpy(lost).to(X.device)] = _randn(int(lost.sum()), dim, gen, X.dtype, X.device)
     raise LandscapeError("top_eigenpairs: could not extend the search space (dimension exhausted)")
+
+
+def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
+    """`orthonormalize_` on a copy of X."""
+    return orthonormalize_(X.clone(memory_format=torch.contiguous_format), Q, gen)
 
 
 def _randn(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -188,7 +201,8 @@ def top_eigenpairs(
     restart (default max(2k + 2·block, 20)); max_matmats: calls of matmat before giving up.
     init: [dim, j] start vectors (warm start, e.g. last step's eigenvectors); init_product: A·init
     if already known (e.g. SLQ's Lanczos relation, see spectrum.slq_density(top_k=...)), saving
-    that product; the result is then verified with one product of the final k vectors.
+    that product: after one Rayleigh-Ritz step on them the best k Ritz vectors get real products,
+    which verify them or restart the iteration from them.
     """
     check_operator(op, "top_eigenpairs")
     if which not in WHICH:
@@ -209,8 +223,12 @@ def top_eigenpairs(
     Q0, AQ0 = _start(init, init_product, b, dim, dtype, device, gen, mm)
     trusted = init_product is None
     cap = max(m_max, Q0.shape[0] + b, k + b)
+    # every big buffer is allocated once: at 10⁷ dims fresh memory costs more in page faults than the
+    # arithmetic done in it
     Q = torch.empty(cap, dim, dtype=dtype, device=device)
     AQ = torch.empty_like(Q)
+    Rbuf = torch.empty(k, dim, dtype=dtype, device=device)
+    work = torch.empty(k + b, dim, dtype=dtype, device=device)
     m = Q0.shape[0]
     Q[:m], AQ[:m] = Q0, AQ0
     del Q0, AQ0
@@ -222,7 +240,8 @@ def top_eigenpairs(
         Yp = torch.from_numpy(np.ascontiguousarray(Y[:, order[:p]].T)).to(device=device, dtype=dtype)
         th = theta[order[:p]]
         thY = torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * Yp
-        R = torch.addmm(Yp @ AQ[:m], thY, Q[:m], alpha=-1)  # (AQ − θQ)ᵀy without forming U
+        R = torch.matmul(Yp, AQ[:m], out=Rbuf[:p])
+        R.addmm_(thY, Q[:m], alpha=-1)  # (AQ − θQ)ᵀy without forming U
         res = _norms(R).cpu().numpy()
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
@@ -234,6 +253,7 @@ def top_eigenpairs(
             # the products came from init_product: the best k Ritz vectors get real ones, and the
             # iteration continues from them (or stops if they are converged)
             trusted = True
+            U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
             AU = mm(U)
             th = torch.sum(U * AU, dim=1, dtype=torch.float64).cpu().numpy()
             R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
@@ -249,17 +269,21 @@ def top_eigenpairs(
         if m + len(pick) > m_max:
             keep = max(p, min(m_max - b, m_max // 2 + k))
             Yk = torch.from_numpy(np.ascontiguousarray(Y[:, order[:keep]].T)).to(device=device, dtype=dtype)
-            Q[:keep], AQ[:keep] = Yk @ Q[:m], Yk @ AQ[:m]
+            tmp = Yk @ Q[:m]
+            Q[:keep] = tmp
+            AQ[:keep] = torch.matmul(Yk, AQ[:m], out=tmp)
+            del tmp
             m = keep
             H = np.diag(theta[order[:keep]])
-        rows = R[torch.from_numpy(pick).to(device)]
-        if m < k:  # a warm start with fewer than k directions: add random ones
-            rows = torch.cat([rows, _randn(k - m, dim, gen, dtype, device)])
-        X = orthonormalize(rows, Q[:m], gen)
-        AX = mm(X)
+        n = len(pick) + max(0, k - m)  # a warm start with fewer than k directions: add random ones
+        X = Q[m : m + n]
+        torch.index_select(R, 0, torch.from_numpy(pick).to(device), out=X[: len(pick)])
+        if n > len(pick):
+            X[len(pick) :] = _randn(n - len(pick), dim, gen, dtype, device)
+        X = orthonormalize_(X, Q[:m], gen, work)
         n = X.shape[0]
-        Q[m : m + n], AQ[m : m + n] = X, AX
-        C = gram(Q[: m + n], AX).numpy()  # [m + n, n]
+        AQ[m : m + n] = mm(X)
+        C = gram(Q[: m + n], AQ[m : m + n]).numpy()  # [m + n, n]
         H2 = np.zeros((m + n, m + n))
         H2[:m, :m] = H
         H2[:, m:] = C

@@ -1,4 +1,5 @@
-"""Data-noise error bars: how much a curvature number would move if the samples were drawn again.
+"""Data-noise error bars: how much a curvature number would move if the samples were drawn again
+(docs/methods.md §E.4).
 
 The operator averages per-batch matrices, H = Σ_b w_b H_b with w_b = n_b / N. To first order a
 perturbation δH moves a simple eigenvalue by vᵀ δH v (v its unit eigenvector), so λmax inherits the

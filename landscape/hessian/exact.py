@@ -1,7 +1,8 @@
 """Exact float64 curvature matrices of small models: the test oracle, and exact spectra of small nets.
 
     exact_hessian: H = (1/N) Σ_b n_b ∇²L_b, column blocks H[:, j:j+c] = vmap over identity columns of
-                   jvp(grad(L_b)) (double backward with batched grad_outputs when forward AD is missing)
+                   jvp(grad(L_b)) (double backward with batched grad_outputs when forward AD is missing
+                   or its result is not symmetric)
     exact_ggn:     G = (1/N) Σ_b n_b J_bᵀ (∇²_f L_b) J_b from the explicit Jacobian J_b (jacrev) and the
                    explicit output-space loss Hessian (torch.func.hessian): brute force by design.
 
@@ -53,20 +54,30 @@ def _setup(model: nn.Module, params: Iterable[str | Tensor] | None, max_params: 
 
 
 def _hessian_columns(f, flat: Tensor, chunk_size: int) -> Tensor:
-    """∇²f(flat) as a dense matrix, built from Hessian-vector products with identity columns."""
+    """∇²f(flat) as a dense matrix, built from Hessian-vector products with identity columns:
+    forward-over-reverse (vmap of jvp(grad f)); reverse-over-reverse (batched double backward) when
+    forward-mode AD is missing or its result is not symmetric (an op whose gradient follows a convention
+    its forward derivative does not, e.g. nn.Embedding's padding_idx)."""
     eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
     try:
         g = grad(f)
-        return vmap(lambda e: jvp(g, (flat,), (e,))[1], chunk_size=chunk_size)(eye)
+        H = vmap(lambda e: jvp(g, (flat,), (e,))[1], chunk_size=chunk_size)(eye)
+        if _asymmetry(H) <= _checks.symmetry_tolerance(H.dtype):
+            return H
     except (RuntimeError, NotImplementedError):
-        theta = flat.detach().requires_grad_()
-        with torch.enable_grad():
-            (gr,) = torch.autograd.grad(f(theta), theta, create_graph=True)
-            cols = [
-                torch.autograd.grad(gr, theta, e, retain_graph=True, is_grads_batched=True)[0]
-                for e in eye.split(chunk_size)
-            ]
-        return torch.cat(cols)
+        pass
+    theta = flat.detach().requires_grad_()
+    with torch.enable_grad():
+        (gr,) = torch.autograd.grad(f(theta), theta, create_graph=True)
+        cols = [
+            torch.autograd.grad(gr, theta, e, retain_graph=True, is_grads_batched=True)[0]
+            for e in eye.split(chunk_size)
+        ]
+    return torch.cat(cols)
+
+
+def _asymmetry(M: Tensor) -> float:
+    return float((M - M.T).norm() / M.norm().clamp_min(1e-300))
 
 
 def exact_hessian(
@@ -115,7 +126,7 @@ def _check_deterministic(f, flat: Tensor) -> None:
 def _check_symmetric(M: Tensor) -> None:
     """‖M − Mᵀ‖_F ≤ 10·√eps·‖M‖_F, else a wrong second derivative (see `_checks`)."""
     _checks.check_finite(M, "the exact curvature entries")
-    ratio = float((M - M.T).norm() / M.norm().clamp_min(1e-300))
+    ratio = _asymmetry(M)
     tol = _checks.symmetry_tolerance(M.dtype)
     if not ratio <= tol:
         raise LandscapeError(f"the exact Hessian is not symmetric (‖H − Hᵀ‖/‖H‖ = {ratio:.1e}): some operation's "

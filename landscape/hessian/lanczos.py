@@ -7,11 +7,12 @@ is the same on every device):
     q_{j+1} = w / β_j
 
 and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
-of its chain (classical Gram-Schmidt, its inner products summed in float64 over float32 pieces); a second pass runs only when the
-first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough" test of Daniel, Gragg,
-Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace found) records β_j = 0
-and continues with a fresh random vector orthogonal to the basis; T is then block diagonal, the first
-block's Ritz values are eigenvalues of A, and the later blocks get zero quadrature weight.
+of its chain (classical Gram-Schmidt, its inner products summed in float64 over float32 pieces); a
+second pass runs only when the first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough"
+test of Daniel, Gragg, Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace
+found) records β_j = 0 and continues with a fresh random vector orthogonal to the basis; T is then block
+diagonal, the first block's Ritz values are eigenvalues of A, and the later blocks get zero quadrature
+weight.
 
 The basis [k, m, dim] is stored in the operator's dtype (on `basis_device` if given, e.g. the CPU to
 spare GPU memory); α and β accumulate in float64.
@@ -129,6 +130,8 @@ def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
     """A state must hold every field and match this run's fingerprint (a LandscapeError names the difference)."""
     if not isinstance(state, dict):
         raise LandscapeError(f"lanczos: a state is a dict, got {type(state).__name__}")
+    if "vectors" not in state and "probes" in state:  # saved before the rename of probes to vectors
+        state = {**state, "vectors": state["probes"]}
     missing = [k for k in (*FINGERPRINT, *_STATE_KEYS, *(("basis",) if keep else ())) if k not in state]
     if missing:
         raise LandscapeError(f"lanczos: the state lacks {', '.join(missing)}")

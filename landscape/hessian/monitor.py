@@ -8,8 +8,9 @@ measured on a fixed probe set every K steps, each measurement warm-started from 
 One measurement at parameters θ (docs/methods.md §G), with H the Hessian of the probe-set loss
 L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 
-- lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: block Krylov iteration with
-  Rayleigh-Ritz (`warm_eigenpairs`) started from the previous measurement's Ritz vectors;
+- lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: the engine's block Krylov
+  solver (`top_eigenpairs(init=...)`) started from the previous measurement's Ritz vectors, the first
+  one plus the unit gradient (a guard against a stale top vector; `_start`);
 - grad_top_fraction = ‖U_kᵀ g‖² / ‖g‖² with U_k the k Ritz vectors (Gur-Ari, Roberts & Dyer 2018);
 - eos_ratio: the sharpness over the optimizer's stability limit, 1 at the edge of stability
   (Cohen et al. 2021): SGD λ·η(1−d)/(2+2β) (momentum β, dampening d; Nesterov λ·η(1+2β)/(2+2β)),
@@ -17,7 +18,8 @@ L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
   λ includes a coupled L2 weight decay (H + wd·I), which the optimizer's iteration sees;
 - preconditioned_lambda_max (Adam / AdamW): λmax of P⁻¹H = λmax of P^{-1/2} H P^{-1/2},
   P = (1 − β1^t)·(√(v_t / (1 − β2^t)) + ε) from the optimizer's state (the denominator of its last step);
-- trace ± trace_stderr (Hutch++) and negative_ratio ± stderr (few-vector SLQ) when enabled.
+- trace ± trace_stderr (Hutch++) and negative_ratio ± stderr (few-vector SLQ) when enabled, at every
+  `full_every`-th measurement.
 
 The products H V come from one gradient graph of the probe set kept for the whole measurement
 (`GradientGraphOperator`), so a measurement pays one forward and backward plus about two gradients'
@@ -34,12 +36,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.errors import LandscapeError
 from landscape.hessian import _data
+from landscape.hessian.eigen import top_eigenpairs
 from landscape.hessian.spectrum import slq_density
 from landscape.hessian.trace import hutchpp_trace
-from landscape.hessian.warm import warm_eigenpairs
 from landscape.modes import preserved_modes
 
 CURVATURE_METRICS = ("lambda_max", "top_eigenvalues", "trace", "negative_ratio", "grad_top_fraction",
@@ -52,7 +55,8 @@ class GradientGraphOperator:
     """H V for the probe-set loss from one kept gradient graph (double backward); a `LinearOperator`.
 
     Built at the model's current parameters (those with requires_grad, `named_parameters` order); the
-    gradient g = ∇L is `self.gradient`. Products never write `.grad`.
+    gradient g = ∇L is `self.gradient`. Products never write `.grad`. The forward runs with PyTorch's math
+    attention kernel, the one whose second derivatives exist (default attention works).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batches: Sequence[tuple[Any, Any]]):
@@ -65,7 +69,8 @@ class GradientGraphOperator:
         self.dim = sum(p.numel() for p in self.params)
         total = sum(_data.batch_size(b[0]) for b in batches)
         grads: list[Tensor] | None = None
-        with torch.enable_grad():
+        # the math attention kernel: fused SDPA kernels have no double backward (the graph is built here)
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             for inputs, targets in batches:
                 loss = loss_fn(model(*_data.as_args(inputs)), targets)
                 if not isinstance(loss, Tensor) or loss.dim() != 0:
@@ -201,8 +206,10 @@ class CurvatureMonitor:
         k: eigenpairs tracked (top_eigenvalues λ1..k, grad_top_fraction's subspace).
         metrics: a subset of CURVATURE_METRICS (default: all but trace and negative_ratio).
         tol: relative residual of every tracked Ritz pair (‖Hu − θu‖ ≤ tol·|θ1|).
-        max_matmats: data passes per eigen solve before it stops unconverged.
+        max_matmats: calls of the operator per eigen solve before it stops unconverged.
         trace_products: Hutch++ products for "trace"; slq_iters / slq_vectors: the SLQ of "negative_ratio".
+        full_every: measure "trace" and "negative_ratio" (tens of products each) only at every
+            `full_every`-th measurement, the first included (1: at every one).
         eps: negative_ratio counts the mass below −eps·λmax.
         warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
         guard: add the unit gradient to the first start vector (see `_start`); False starts from the
@@ -217,6 +224,7 @@ class CurvatureMonitor:
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
                  max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
+                 full_every: int = 1,
                  eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -226,7 +234,7 @@ class CurvatureMonitor:
                                  f"known: {', '.join(CURVATURE_METRICS)}")
         for name, value, low in (("every", every, 1), ("k", k, 1), ("max_matmats", max_matmats, 1),
                                  ("trace_products", trace_products, 3), ("slq_iters", slq_iters, 2),
-                                 ("slq_vectors", slq_vectors, 1)):
+                                 ("slq_vectors", slq_vectors, 1), ("full_every", full_every, 1)):
             if not isinstance(value, int) or value < low:
                 raise LandscapeError(f"{name} must be an integer ≥ {low}, got {value!r}")
         if not (tol > 0 and eps > 0):
@@ -234,6 +242,7 @@ class CurvatureMonitor:
         self.loss_fn, self.optimizer, self.every, self.k, self.metrics = loss_fn, optimizer, every, k, metrics
         self.tol, self.max_matmats, self.eps, self.warm, self.guard = tol, max_matmats, eps, warm, guard
         self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
+        self.full_every = full_every
         self.batches = list(_data.DataSource(data))
         if batch_size is not None:
             if not isinstance(batch_size, int) or batch_size < 1:
@@ -306,10 +315,12 @@ class CurvatureMonitor:
         want = set(self.metrics)
         kind = optimizer_kind(self.optimizer)
         groups = _group_of(self.optimizer, op.params) if kind else []
+        if not bool(torch.isfinite(op.gradient).all()):   # a diverged model: say so, leave the stop to training
+            return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in want], {"finite": False}
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
-            pairs = warm_eigenpairs(op, self.k, self._start(self._vectors, op.gradient), tol=self.tol,
-                                    max_matmats=self.max_matmats, generator=self._gen)
+            pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, op.gradient), tol=self.tol,
+                                   max_matmats=self.max_matmats, seed=self._seed())
             self._vectors = pairs.eigenvectors.detach()
             lam = float(pairs.eigenvalues[0])
             info.update(products=pairs.n_products, converged=pairs.converged,
@@ -330,6 +341,8 @@ class CurvatureMonitor:
                 out.append(("eos_ratio", (lam + wd) * lr * sgd_threshold_factor(group), {}))
         if kind == "adam" and want & {"preconditioned_lambda_max", "eos_ratio"}:
             out += self._adam(op, groups, want, info)
+        if len(self.history) % self.full_every:
+            want -= {"trace", "negative_ratio"}
         if "trace" in want:
             tr = hutchpp_trace(op, products=self.trace_products, seed=self._seed())
             out += [("trace", tr.trace, {}), ("trace_stderr", tr.stderr, {})]
@@ -352,8 +365,8 @@ class CurvatureMonitor:
         wd = 0.0 if decoupled else _scalar(group.get("weight_decay", 0.0))
         d = P.rsqrt()
         start = self._start(self._pvectors, d.to(op.gradient) * op.gradient)
-        pairs = warm_eigenpairs(ScaledOperator(op, d, wd), 1, start, tol=self.tol, max_matmats=self.max_matmats,
-                                generator=self._gen)
+        pairs = top_eigenpairs(ScaledOperator(op, d, wd), 1, init=start, tol=self.tol,
+                               max_matmats=self.max_matmats, seed=self._seed())
         self._pvectors = pairs.eigenvectors.detach()
         lam = float(pairs.eigenvalues[0])
         info.update(preconditioned_products=pairs.n_products, preconditioned_converged=pairs.converged)

@@ -110,6 +110,7 @@ class CurvatureOperator:
         self._merge_samples: int | None = None
         self._math_attention = False
         self._asymmetry: float | None = None
+        self._rejected: dict[str, str] = {}
         _plan.plan(self, check_deterministic, seed)
 
     # ---- public interface -------------------------------------------------------------------------
@@ -140,7 +141,8 @@ class CurvatureOperator:
     def info(self) -> dict:
         """How the operator runs: backend, merged batch size, whether graphs are cached, the budget;
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
-        kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `_checks`)."""
+        kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `_checks`); rejected,
+        {backend: why} for an "auto" candidate whose products failed the symmetry check."""
         return {
             "backend": self.backend,
             "merge_samples": self._merge_samples,
@@ -152,6 +154,7 @@ class CurvatureOperator:
             "device": str(self.device),
             "attention_kernel": "math" if self._math_attention else None,
             "asymmetry": self._asymmetry,
+            "rejected": dict(self._rejected),
         }
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -182,7 +185,7 @@ class CurvatureOperator:
         the samples), for data-noise error bars (landscape.hessian.errorbars). One extra data pass."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, sizes, forms = self.layout.split(rows), [], []
-        with torch.enable_grad(), self._modes_as_built():
+        with torch.enable_grad(), self._modes_as_built(), self.kernel():
             for batch in self.data:
                 batch = _data.to_device(batch, self.device, self.dtype)
                 split = pieces > 1 and all(isinstance(t, Tensor) for t in batch)

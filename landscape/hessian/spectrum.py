@@ -13,7 +13,7 @@ over k random vectors this is the spectral measure μ = (1/dim) Σ_j δ(λ_j) se
 Every number is an average over the k vectors of that vector's own quadrature estimate, so its vector
 (probe) noise is sd/√k over them (`*_stderr`). Scale-free degeneracy measures beside the λmax-relative
 one: mass below absolute thresholds, mass below ε·median|λ| (the bulk's own scale) and the effective
-rank dim·S·exp(−T/S), S = ∫|λ|dμ, T = ∫|λ|log|λ|dμ (Roy & Vetterli 2007), docs/methods.md §E.3.
+rank dim·S·exp(−T/S), S = ∫|λ|dμ, T = ∫|λ|log|λ|dμ (Roy & Vetterli 2007), docs/methods.md §E.3-E.5.
 With top_k, the top eigenpairs are refined from the same Krylov run and λmax gets its data-noise
 stderr from per-batch Rayleigh quotients (landscape.hessian.errorbars).
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -267,15 +266,6 @@ class SpectralDensity:
             "nodes": self.nodes.tolist(),
             "weights": self.weights.tolist(),
         }
-
-    def save_npz(self, path: str | Path) -> None:
-        """nodes, weights [k, m] and dim in an .npz file."""
-        np.savez(path, nodes=self.nodes, weights=self.weights, dim=np.int64(self.dim))
-
-    @classmethod
-    def load_npz(cls, path: str | Path) -> SpectralDensity:
-        with np.load(path) as f:
-            return cls(f["nodes"], f["weights"], int(f["dim"]))
 
 
 def slq_density(

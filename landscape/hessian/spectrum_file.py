@@ -4,7 +4,8 @@ spectrum.json (strict JSON; a non-finite number is written as null):
     "schema": 1, the summary of `SpectralDensity.to_dict` (lambda_max, lambda_min, trace, trace_stderr,
     negative_ratio, degenerate_ratio, eps, outliers, n_params, iters, "vectors" (SLQ random vectors),
     and the error bars when the solver reports them: lambda_max_stderr, negative_ratio_stderr, ...),
-    top_eigenvalues / top_residuals / top_converged (empty / null when no top-k ran), sigma, grid,
+    top_eigenvalues / top_residuals / top_converged (empty / null when no top-k ran), lambda_max_residual
+    (the top Ritz pair's residual norm, bounding |θ − λmax|; null without top-k), sigma, grid,
     density, and whatever run metadata the writer passes (operator, n_samples, data, seconds, ...).
 spectrum.npz:
     schema (int), nodes and weights [vectors, iters] (SLQ Ritz values and quadrature weights), dim,
@@ -16,6 +17,7 @@ object), so plotting code can take it without importing any engine. docs/formats
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ def spectrum_record(sd: Any, *, eps: float = 1e-3, sigma: float | None = None, t
     summary = dict(sd.to_dict(eps, sigma=sigma))
     nodes = np.asarray(summary.pop("nodes", sd.nodes), dtype=np.float64)
     weights = np.asarray(summary.pop("weights", sd.weights), dtype=np.float64)
-    summary["vectors"] = int(summary.pop("probes", summary.get("vectors", nodes.shape[0])))
+    summary["vectors"] = int(summary.get("vectors", nodes.shape[0]))
     if top is not None:
         summary["top_eigenvalues"] = np.asarray(top.eigenvalues, dtype=np.float64).tolist()
         summary["top_residuals"] = np.asarray(top.residuals, dtype=np.float64).tolist()
@@ -47,6 +49,9 @@ def spectrum_record(sd: Any, *, eps: float = 1e-3, sigma: float | None = None, t
         summary.setdefault("top_eigenvalues", [])
         summary.setdefault("top_residuals", [])
         summary.setdefault("top_converged", None)
+    residual = summary.get("lambda_max_residual")
+    if summary["top_residuals"] and not (isinstance(residual, float) and math.isfinite(residual)):
+        summary["lambda_max_residual"] = summary["top_residuals"][0]  # the top Ritz pair's ‖Hu − θu‖
     record = {"schema": SCHEMA, **summary, **(meta or {})}
     arrays = {
         "schema": np.int64(SCHEMA),

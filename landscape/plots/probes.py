@@ -110,7 +110,7 @@ def plot_grad_ratio(records: Iterable[dict], steps: Sequence | None = None, titl
 def plot_grad_ratio_grid(runs: Mapping[str, Iterable[dict]], at: Sequence | None = None, *, key: str = "epoch",
                          ncols: int = 4, path: PathLike | None = None, title: str | None = None) -> Figure:
     """`plot_grad_ratio` for several runs: one panel per run (shared log y), one line per `key` value in `at`
-    (colour from early, dark, to late, yellow)."""
+    (colour from early, dark, to late, light)."""
     if not runs:
         raise LandscapeError("no runs to plot")
     fig, axes = grid(len(runs), ncols, 3.4, 3.0, sharey=True)

@@ -1,7 +1,7 @@
 """Hessian spectrum figures from plain data: density curves, mass over training, exact eigenvalue histograms.
 
-A spectrum is drawn from the curves it is given, one plain dict per label (the experiment's results module,
-`landscape.experiment.results.spectrum_curves`, computes them from a spectrum file's nodes and weights):
+A spectrum is drawn from the curves it is given, one plain dict per label (`landscape.hessian.curves.
+spectrum_curves` computes them from a spectrum file's nodes and weights):
 
     log view      "log_grid" (u = log10|λ|), "log_positive", "log_negative" (densities per unit u)
     linear view   "grid" (λ), "density"
@@ -43,7 +43,8 @@ def _legend(label: str, s: Mapping) -> str:
     return f"{label}: {deg}negative {s['negative_ratio']:.3f} (ε = {eps:g})"
 
 
-_THRESHOLD = r"mass at $|\lambda| < \varepsilon\lambda_{max}$ (degenerate), $\lambda < -\varepsilon\lambda_{max}$ (negative)"
+_THRESHOLD = (r"mass at $|\lambda| < \varepsilon\lambda_{max}$ (degenerate), "
+              r"$\lambda < -\varepsilon\lambda_{max}$ (negative)")
 
 
 @styled

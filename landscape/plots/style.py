@@ -58,7 +58,8 @@ LABELS = {
     "x_norm2_last": r"final $\|x\|^2$ (last block)",
 }
 _SPECTRUM = {"degenerate_ratio": "degenerate mass", "negative_ratio": "negative mass", "lambda_max": r"$\lambda_{max}$",
-             "lambda_min": r"$\lambda_{min}$", "trace": "Hessian trace"}
+             "lambda_min": r"$\lambda_{min}$", "trace": "Hessian trace",
+             "bulk_degenerate_ratio": "degenerate mass relative to the bulk", "effective_rank": "effective rank"}
 
 
 def label_of(key: str) -> str:
@@ -155,9 +156,10 @@ def plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def ramp(n: int, cmap: str = "viridis") -> list:
-    """n colours from dark (early, shallow) to light (late, deep) of a perceptually uniform map."""
-    return [colormaps[cmap](i / max(n - 1, 1)) for i in range(n)]
+def ramp(n: int, cmap: str = "viridis", stop: float = 0.85) -> list:
+    """n colours from dark (early, shallow) to light (late, deep) of a perceptually uniform map, stopping at
+    `stop` of the map so the lightest line keeps its contrast on white (the maps end in pale yellow)."""
+    return [colormaps[cmap](stop * i / max(n - 1, 1)) for i in range(n)]
 
 
 def grid(n: int, ncols: int, width: float, height: float, **kw) -> tuple[Figure, list]:

@@ -4,6 +4,8 @@
     --directions hessian  the top-1/top-2 Hessian eigenvectors (unit norm: coordinates are distances)
     --directions pca      PCA of the checkpoints in --trajectory RUN_DIR (RUN_DIR/epochs/epoch_*.pt),
                           the trajectory projected and overlaid
+    --directions file     your own: --direction-file PATH (torch.save of a list of {name: tensor} dicts,
+                          or a [k, n_params] tensor of flat directions in named_parameters() order)
     --directions interp   the segment CKPT → --to CKPT2 (t = 0 at CKPT, 1 at CKPT2), 1-D, with its barrier;
                           --path bezier also trains a quadratic Bézier curve between them (Garipov et al. 2018)
 
@@ -29,10 +31,10 @@ import torch.nn.functional as F
 
 from landscape import distributed
 from landscape.cli import interrupts, memory_size, positive_float, positive_int, prepare_out_dir, progress, run_cli
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
 from landscape.io import dumps, write_json, write_npz
 
-KINDS = ("random", "hessian", "pca", "interp")
+KINDS = ("random", "hessian", "pca", "interp", "file")
 
 
 def parse_grid(text: str) -> np.ndarray:
@@ -57,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                    "CKPT (and --to, --trajectory files) then hold its state_dict")
     p.add_argument("--directions", choices=KINDS, default="random", help="direction kind (default random)")
     p.add_argument("--to", metavar="CKPT2", help="the other end of the interp path")
+    p.add_argument("--direction-file", metavar="PATH", help="directions file: a list of {parameter name: tensor} "
+                   "dicts or a [k, n_params] tensor (torch.save; read with weights_only)")
     p.add_argument("--trajectory", metavar="RUN_DIR", help="run directory whose epochs/epoch_*.pt give the PCA")
     p.add_argument("--path", choices=("linear", "bezier"), default="linear",
                    help="interp: also train and evaluate a quadratic Bézier curve (default linear only)")
@@ -100,6 +104,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise LandscapeError("--directions pca needs --trajectory RUN_DIR")
     if args.to and kind != "interp":
         raise LandscapeError("--to is only used with --directions interp")
+    if (kind == "file") != bool(args.direction_file):
+        raise LandscapeError("--directions file and --direction-file PATH go together")
     if args.trajectory and kind != "pca":
         raise LandscapeError("--trajectory is only used with --directions pca")
     if kind == "interp" and args.dims == 2:
@@ -133,6 +139,22 @@ def _trajectory_files(run_dir: str) -> list[Path]:
     return files
 
 
+def _file_directions(args, model) -> list:
+    from landscape.surface import as_direction
+
+    path = Path(args.direction_file)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise LandscapeError(f"--direction-file {path}: cannot read it ({first_line(e)})") from None
+    items = list(raw) if isinstance(raw, (list, tuple)) or (isinstance(raw, torch.Tensor) and raw.dim() == 2) \
+        else [raw]
+    if len(items) != args.dims or not all(isinstance(d, (dict, torch.Tensor)) for d in items):
+        raise LandscapeError(f"--direction-file {path}: expected {args.dims} direction(s) (dicts or flat tensors) "
+                             f"for --dims {args.dims}, got {len(items)}")
+    return [as_direction(model, d, f"--direction-file {path}: direction {j}") for j, d in enumerate(items)]
+
+
 def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | None, dict | None]:
     """(directions, metadata, projected trajectory or None, the second endpoint for interp or None)."""
     from landscape.surface import eigen_directions, parameters_of, pca_directions, random_directions
@@ -160,6 +182,8 @@ def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | Non
 
         meta.update(to=str(args.to))
         return [difference(parameters_of(model), b)], meta, None, b
+    if kind == "file":
+        return _file_directions(args, model), {**meta, "file": str(args.direction_file)}, None, None
     files = _trajectory_files(args.trajectory)
     final = parameters_of(model)
     points = [_weights(str(f), args, device, model) for f in files]
@@ -285,7 +309,7 @@ def _paths(args, model, X, y, other, device) -> dict:
 
 
 def _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device) -> None:
-    from landscape.plots_surface import plot_surface_1d, plot_surface_3d, plot_surface_contour
+    from landscape.plots import plot_surface_1d, plot_surface_3d, plot_surface_contour
     from landscape.surface import Surface
 
     shape = (len(xs),) if ys is None else (len(ys), len(xs))

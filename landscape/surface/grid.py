@@ -75,7 +75,7 @@ def _activation_bytes(model: nn.Module, params: dict, buffers: dict, X: Tensor) 
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), preserved_modes(model, False):  # eval: a BatchNorm must not update its buffers
             functional_call(model, (params, buffers), (X,))
     finally:
         for h in handles:

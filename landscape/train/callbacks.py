@@ -37,6 +37,7 @@ StepCallback = Callable[[int, nn.Module, tuple[Tensor, Tensor], Tensor], None]
 EpochCallback = Callable[[int, nn.Module, dict], None]
 RECORDS_FILE = "probes.jsonl"
 DEFAULT_PROBE_SAMPLES = 10_000   # the fixed probe set of the singularity probe (docs/methods.md §A.2)
+DEFAULT_CURVATURE_SAMPLES = 1_000  # ... and of the curvature monitor (one kept gradient graph holds it all)
 
 
 @dataclass
@@ -70,8 +71,22 @@ def _hook_probes(ctx: ProbeContext):
                          on_records=ctx.emit)
 
 
+def _curvature(ctx: ProbeContext):
+    """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the fixed probe set, with the
+    run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
+    try:
+        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
+    except ImportError as e:
+        raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
+    # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
+    return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(DEFAULT_CURVATURE_SAMPLES), optimizer=ctx.optimizer,
+                            metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
+                            batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
+
+
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
     "grad_norm": _hook_probes, "stream": _hook_probes, "jacobian": _hook_probes, "singularity": _hook_probes,
+    "curvature": _curvature,
 }
 
 
@@ -119,6 +134,7 @@ class RecordSink:
     out: Path | None
     tensorboard: str | None
     start_step: int = 0
+    steps_per_epoch: int | None = None
     _writer: object = field(default=None, repr=False)
 
     def open(self) -> RecordSink:
@@ -139,14 +155,20 @@ class RecordSink:
         return None if self.out is None else self.out / RECORDS_FILE
 
     def emit(self, records: list[dict]) -> None:
-        """Append probe records (`{"step", "block", "metric", "value", ...}`)."""
+        """Append probe records (`{"step", "block", "metric", "value", ...}`; `epoch` = step / steps per epoch
+        is added where missing)."""
         if not records:
             return
+        if self.steps_per_epoch:
+            for r in records:
+                if "epoch" not in r and isinstance(r.get("step"), int):
+                    r["epoch"] = r["step"] / self.steps_per_epoch
         if self.path is not None:
             append_jsonl(self.path, records)
         if self._writer is not None:
             for r in records:
                 tag = "probes/" + r["metric"] + ("" if r.get("block") is None else "/" + str(r["block"]))
+                tag += "" if r.get("index") is None else f"/{r['index']}"   # top_eigenvalues: one tag per λ_i
                 self._scalars(tag.replace(":", "/"), r.get("value"), r.get("step"))
 
     def epoch(self, epoch: int, model: nn.Module, record: dict) -> None:

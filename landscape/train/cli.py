@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this value")
     g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
     g.add_argument("--bias-reg", type=float, metavar="STRENGTH",
-                   help="BiasReg strength λ_b: adds λ_b Σ (b − β)² (docs/methods.md §A.2, a reconstruction)")
+                   help="BiasReg strength λ_b: adds λ_b Σ (b − β)² (docs/methods.md §A.3, a reconstruction)")
     g.add_argument("--bias-target", type=float, metavar="BETA", help="BiasReg target β (default 0)")
     g.add_argument("--bias-targets", help="which biases BiasReg covers: branch (default) or linear")
     g.add_argument("--procrustes-p", type=float, metavar="P",
@@ -83,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar on stderr (default: when stderr is a terminal)")
     g = p.add_argument_group("probes and logging")
     g.add_argument("--probes", type=_str_list, metavar="A,B",
-                   help="diagnostics run during training (grad_norm, stream, jacobian, singularity, ...); "
+                   help="diagnostics run during training (grad_norm, stream, jacobian, singularity, curvature); "
                         "records in OUT/probes.jsonl")
     g.add_argument("--probe-every", type=int, metavar="K", help="run the probes every K steps (default 100)")
     g.add_argument("--probe-samples", type=int, metavar="N",
-                   help="fixed probe set: the first N training samples (default: each probe's own, 10000 for "
-                        "singularity)")
+                   help="fixed probe set: the first N training samples (default: 10000 for singularity, 1000 "
+                        "for curvature)")
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also write training metrics and probe records as TensorBoard scalars to DIR "
                         "(needs the tensorboard extra)")

@@ -167,7 +167,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
         error = None
         if main_rank:
             try:
-                sink = RecordSink(out, cfg.tensorboard, start_step=step).open()
+                sink = RecordSink(out, cfg.tensorboard, start_step=step, steps_per_epoch=steps_per_epoch).open()
                 owned.append(sink)
                 ctx = ProbeContext(model, optimizer, train_data, test_data, cfg, out, steps_per_epoch,
                                    emit=sink.emit, loss_fn=probe_loss(cfg))

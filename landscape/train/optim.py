@@ -40,7 +40,7 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int, cf
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """sgd (momentum, coupled L2), adam (coupled L2, as the ViT recipe of docs/methods.md §B) or adamw
+    """sgd (momentum, coupled L2), adam (coupled L2, as the ViT recipe of docs/methods.md §B.4) or adamw
     (decoupled)."""
     params = model.parameters()
     if cfg.optimizer == "sgd":

@@ -236,6 +236,22 @@ def wrong_input():
 
 def not_a_module():
     return 3
+
+class _Tokens(nn.Module):
+    """MNIST-1D's 40 values as 10 tokens of 4, a default-settings nn.TransformerEncoder, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.head(self.enc(x.view(-1, 10, 4)).mean(1))
+
+def transformer():
+    return _Tokens()
 '''
 
 
@@ -298,6 +314,28 @@ def test_bad_user_models_and_weight_files(user, tmp_path, capsys, fn, weights, f
             "--iters", "5", "--vectors", "1", "--top-k", "0", "--out", str(out), "--no-progress"]
     _refused(capsys, run_cli(main, argv), *fragments)
     assert not (d / "pwned").exists() and not (out / "spectrum.json").exists()
+
+
+def test_default_attention_model_through_the_cli(user, tmp_path, capsys):
+    """Fused SDPA attention has no double backward: the CLI runs it through the math kernel and says so."""
+    d, _ = user
+    sys.modules.pop("hcli_user_models", None)
+    from hcli_user_models import transformer
+
+    model = transformer().eval()
+    torch.save(model.state_dict(), d / "transformer.pt")
+    out = tmp_path / "tf"
+    argv = [str(d / "transformer.pt"), "--model", "hcli_user_models:transformer", "--data", "mnist1d",
+            "--n-samples", "16", "--iters", "20", "--vectors", "2", "--top-k", "1", "--out", str(out), "--no-progress"]
+    assert run_cli(main, argv) == 0, capsys.readouterr().err
+    s = json.loads((out / "spectrum.json").read_text())
+    assert s["attention_kernel"] == "math" and s["model"] == "hcli_user_models:transformer"
+    from landscape.data import load_data
+
+    data = load_data("mnist1d", n_samples=s["data"].get("n_samples"))
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        H = exact_hessian(model.double(), F.cross_entropy, (data.X[:16].double(), data.y[:16]))
+    assert s["top_eigenvalues"][0] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-4)
 
 
 def test_wrong_input_shape_names_model_shape_and_torch_message(user, tmp_path, capsys):
@@ -366,7 +404,8 @@ def test_too_few_samples_note(ckpt, monkeypatch, capsys):
     path, tmp, *_ = ckpt
     to_dict = SpectralDensity.to_dict
     monkeypatch.setattr(SpectralDensity, "to_dict",
-                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max})
+                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max,
+                                               "lambda_max_noisy": True})
     argv = [str(path), "--n-samples", "50", "--iters", "10", "--vectors", "1", "--top-k", "0", "--out",
             str(tmp / "noisy"), "--no-progress"]
     assert run_cli(main, argv) == 0

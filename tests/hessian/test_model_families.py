@@ -133,6 +133,83 @@ def test_tiny_gpt2_from_a_config_with_tied_embeddings():
     with sdpa_kernel(SDPBackend.MATH):
         fd = _fd_hvp(model, F.cross_entropy, ids, y, V[:, 0])
     assert _rel(HV[:, 0], fd) < 1e-7
+    # λmax's data error bar runs per-batch products through the same math kernel
+    from landscape.hessian import slq_density
+
+    batched = HessianOperator(model, F.cross_entropy, list(zip(ids.split(1), y.split(1))), merge_batches=False)
+    sd = slq_density(batched, 12, 2, top_k=1)
+    assert sd.top.converged and math.isfinite(sd.to_dict()["lambda_max_stderr"])
+
+
+def test_tiny_bert_from_a_config_falls_back_from_an_asymmetric_backend(monkeypatch):
+    """BERT's word embeddings have padding_idx: autograd's gradient skips the padding row, forward-mode AD
+    does not, so forward-over-reverse products are not symmetric. "auto" must notice and use double
+    backward even when func is the faster; pinning func is refused, naming the cause."""
+    from landscape.hessian import _plan
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=13, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=8, num_labels=3)
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(cfg).double().eval()
+
+    class Logits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids):
+            return self.bert(input_ids=ids).logits
+
+    model = Logits().eval()
+    g = torch.Generator().manual_seed(4)
+    ids, y = torch.randint(0, 13, (4, 6), generator=g), torch.randint(0, 3, (4,), generator=g)
+    ids[:, -1] = cfg.pad_token_id
+    monkeypatch.setattr(_plan, "pick", lambda op, trials: "func" if "func" in trials else "double_backward")
+    monkeypatch.setattr(_plan, "func_trial_pointless", lambda *a: False)
+    op = HessianOperator(model, F.cross_entropy, (ids, y))
+    assert op.backend == "double_backward" and "padding_idx" in op.info()["rejected"]["func"]
+    assert op.info()["attention_kernel"] == "math"
+    V = torch.randn(op.dim, 2, dtype=D, generator=g)
+    assert _rel(op.matmat(V), _torch_hvp(model, F.cross_entropy, ids, y, V)) < 1e-10
+    with pytest.raises(LandscapeError, match="not symmetric.*padding_idx"):
+        HessianOperator(model, F.cross_entropy, (ids, y), backend="func")
+
+
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(6, 3, padding_idx=0), nn.Parameter(torch.randn(4, 3))
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.emb(ids) + self.pos).mean(1))
+
+
+_IDS, _Y = torch.tensor([[1, 0, 2, 5], [0, 1, 1, 4], [3, 3, 0, 2]]), torch.tensor([0, 1, 1])
+
+
+def test_exact_oracle_with_padding_idx_matches_reverse_over_reverse():
+    torch.manual_seed(0)
+    model = _Embed().double()
+    H = exact_hessian(model, F.cross_entropy, (_IDS, _Y))
+    eye = torch.eye(H.shape[0], dtype=D)
+    torch.testing.assert_close(H, _torch_hvp(model, F.cross_entropy, _IDS, _Y, eye), rtol=1e-10, atol=1e-12)
+
+
+def test_ggn_with_padding_idx_falls_back_like_the_hessian(monkeypatch):
+    """J v by forward mode moves the padding row, Jᵀu by reverse mode does not: func's GGN products are not
+    symmetric either, and auto falls back to the double-vjp backend, which matches the brute-force GGN."""
+    from landscape.hessian import GGNOperator, _plan, exact_ggn
+
+    torch.manual_seed(0)
+    model = _Embed().double()
+    monkeypatch.setattr(_plan, "pick", lambda op, trials: "func" if "func" in trials else "double_backward")
+    monkeypatch.setattr(_plan, "func_trial_pointless", lambda *a: False)
+    op = GGNOperator(model, F.cross_entropy, (_IDS, _Y))
+    assert op.backend == "double_backward" and "not symmetric" in op.info()["rejected"]["func"]
+    V = torch.randn(op.dim, 2, dtype=D)
+    torch.testing.assert_close(op.matmat(V), exact_ggn(model, F.cross_entropy, (_IDS, _Y)) @ V, rtol=1e-9, atol=1e-11)
 
 
 def test_zoo_resnet_at_cifar_size_in_float32():

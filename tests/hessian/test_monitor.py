@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.hessian import exact_hessian
+from landscape.hessian import exact_hessian, top_eigenpairs
 from landscape.hessian.monitor import (
     CurvatureMonitor,
     GradientGraphOperator,
     adam_preconditioner,
     sgd_threshold_factor,
 )
-from landscape.hessian.warm import warm_eigenpairs
 
 from . import tiny
 
@@ -226,30 +225,10 @@ def test_warm_start_reaches_the_tolerance_in_fewer_products():
     rec = mon.measure(model, 1)
     warm = mon.history[-1]["products"]
     op = GradientGraphOperator(model, F.cross_entropy, [(X, y)])
-    cold = warm_eigenpairs(op, 2, None, tol=1e-8, max_matmats=100, generator=torch.Generator().manual_seed(1))
+    cold = top_eigenpairs(op, 2, tol=1e-8, max_matmats=100, seed=1)
     assert cold.converged and mon.history[-1]["converged"]
     assert _values(rec, "lambda_max")[0] == pytest.approx(cold.eigenvalues[0], rel=1e-9)
     assert warm <= 0.75 * cold.n_products   # residual 1e-3 → 1e-8 instead of 1 → 1e-8
-
-
-def test_float32_diagonal_operator_at_large_dim():
-    dim = 200_000
-    gen = torch.Generator().manual_seed(0)
-    diag = 0.01 * torch.randn(dim, generator=gen)
-    diag[:5] = torch.tensor([130.0, 120.0, 110.0, 100.0, 90.0])
-
-    class Diag:
-        dtype, device = torch.float32, torch.device("cpu")
-
-        def __init__(self):
-            self.dim = dim
-
-        def matmat(self, V):
-            return diag[:, None] * V
-
-    pairs = warm_eigenpairs(Diag(), 3, tol=1e-5, max_matmats=60)  # residual 1e-5·λ1 bounds the error
-    assert pairs.converged
-    assert pairs.eigenvalues == pytest.approx([130.0, 120.0, 110.0], rel=1e-4)
 
 
 def test_bad_options_are_one_line_errors():
@@ -280,3 +259,71 @@ def test_the_gradient_guard_finds_a_new_top_eigenvalue_that_the_old_vector_canno
         mon._vectors = Q[:, 1:2].clone()    # as if the last measurement's top vector is now the 2nd eigenvector
         rec = mon.measure(model, 1)
         assert _values(rec, "lambda_max")[0] == pytest.approx(expect, rel=1e-9)
+
+
+def test_default_attention_models_are_measured_like_the_exact_hessian():
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(self.layer(x).mean(1))
+
+    model = Encoder().to(D)
+    X, y = torch.randn(6, 5, 4, dtype=D), torch.randint(0, 3, (6,))
+    rec = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-9,
+                           metrics=("lambda_max", "top_eigenvalues")).measure(model.train(), 0)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):   # the reference needs the math kernel too
+        H = exact_hessian(model.eval(), F.cross_entropy, (X, y)).numpy()
+    assert _values(rec, "top_eigenvalues") == pytest.approx(np.linalg.eigvalsh(H)[::-1][:2], rel=1e-7)
+
+
+def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_steps(tmp_path, monkeypatch):
+    """`landscape.train --probes curvature`: λmax at the last step of epochs 1 and 2 equals the hessian CLI on
+    the kept checkpoints of those epochs, on the same first 100 samples, to 1e-3 (both CLIs run in-process)."""
+    import json
+
+    from landscape.hessian.__main__ import main as hessian_main
+    from landscape.io import read_jsonl
+    from landscape.train.cli import main as train_main
+
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    run = tmp_path / "run"
+    try:
+        assert train_main(["--model", "fc", "--model-config", '{"kind": "residual", "depth": 2, "width": 16}',
+                           "--n-samples", "200", "--batch-size", "50", "--epochs", "2", "--optimizer", "sgd",
+                           "--lr", "0.1", "--device", "cpu", "--no-progress", "--probes", "curvature",
+                           "--probe-every", "4", "--probe-samples", "100", "--keep-epochs", "--out", str(run)]) == 0
+        records = read_jsonl(run / "probes.jsonl")
+        lam = {r["step"]: r["value"] for r in records if r["metric"] == "lambda_max"}
+        assert sorted(lam) == [4, 8] and {r["epoch"] for r in records} == {1.0, 2.0}
+        for metric in ("trace", "trace_stderr", "negative_ratio", "negative_ratio_stderr"):   # 1st of every 10
+            assert [r["step"] for r in records if r["metric"] == metric] == [4]
+        assert {"top_eigenvalues", "grad_top_fraction", "lambda_max_residual"} <= {r["metric"] for r in records}
+        eos = {r["step"]: r["value"] for r in records if r["metric"] == "eos_ratio"}
+        assert eos[8] == pytest.approx(lam[8] * 0.1 / (2 + 2 * 0.9))       # SGD with the CLI's momentum 0.9
+        for epoch, step in ((1, 4), (2, 8)):
+            out = tmp_path / f"hessian{epoch}"
+            assert hessian_main([str(run / "epochs" / f"epoch_{epoch:04d}.pt"), "--n-samples", "100",
+                                 "--top-k", "1", "--iters", "10", "--vectors", "1", "--device", "cpu",
+                                 "--no-progress", "--out", str(out)]) == 0
+            spectrum = json.loads((out / "spectrum.json").read_text())
+            assert lam[step] == pytest.approx(spectrum["top_eigenvalues"][0], rel=1e-3)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_diverged_model_gets_nan_records_not_an_exception():
+    model, X, y = _setup()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    rec = CurvatureMonitor(F.cross_entropy, (X, y)).measure(model, 3)
+    assert [r["metric"] for r in rec] == ["lambda_max", "grad_top_fraction"]
+    assert all(np.isnan(r["value"]) for r in rec)

@@ -1,4 +1,4 @@
-"""Stream-vs-update probes equal SPEC B.3's projection formulas evaluated vector by vector on (x, f)
+"""Stream-vs-update probes equal docs/methods.md §B.3's projection formulas evaluated vector by vector on (x, f)
 pairs recomputed by a hook-free manual forward: landscape Connect sites (fc, tokens, conv; feature
 and global), torchvision-style blocks (f = bn2 output, later overwritten in place by `out += x`),
 timm-style and torch pre-LN transformer layers (stream = input of the norm)."""
@@ -198,7 +198,7 @@ def test_float32_inputs_agree_with_float64_formulas():
 
 @pytest.mark.parametrize(("shape", "dims"), [((6, 5, 4, 3), (1,)), ((3, 4, 5), (2,)), ((7, 9), (1,)),
                                              ((4, 3, 5, 5), (1, 2, 3)), ((2, 3, 4, 5), (1, 3)),
-                                             ((64, 8, 9, 9), (1,))])   # the last: ≥ 4096 vectors, batched GEMV
+                                             ((64, 8, 9, 9), (1,))])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fast_vector_products_equal_the_per_site_reference(shape, dims, dtype):
     from landscape.probes.stream import vector_products

@@ -142,13 +142,17 @@ def test_two_gloo_ranks_give_the_same_grid_as_one(ckpts):
     (["--directions", "pca", "--trajectory", "EMPTY"], "at least 2 checkpoints"),
     (["--directions", "interp", "--to", "CK1", "--dims", "2"], "1-D path"),
     (["--out", "FILE"], "not a directory"),
+    (["--directions", "file", "--direction-file", "BADDIR", "--dims", "1"], "has shape"),
+    (["--directions", "file", "--direction-file", "BADDIR"], "expected 2 direction(s)"),
     (["--n-samples", "100000"], "--n-samples must be in"),
 ])
 def test_bad_input_exits_2_with_one_line(ckpts, capsys, extra, message):
     tmp, (ck0, ck1), _ = ckpts
     (tmp / "empty" / "epochs").mkdir(parents=True, exist_ok=True)
     (tmp / "a_file").write_text("x")
-    subst = {"WIDE": str(tmp / "wide.pt"), "EMPTY": str(tmp / "empty"), "CK1": str(ck1), "FILE": str(tmp / "a_file")}
+    torch.save([{"blocks.0.branch.linear.weight": torch.zeros(3, 3)}], tmp / "bad_dir.pt")
+    subst = {"BADDIR": str(tmp / "bad_dir.pt"),
+             "WIDE": str(tmp / "wide.pt"), "EMPTY": str(tmp / "empty"), "CK1": str(ck1), "FILE": str(tmp / "a_file")}
     extra = [subst.get(a, a) for a in extra]
     out = [] if "--out" in extra else ["--out", str(tmp / "bad")]
     try:
@@ -157,6 +161,21 @@ def test_bad_input_exits_2_with_one_line(ckpts, capsys, extra, message):
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1], err
+
+
+def test_directions_from_a_file_equal_the_same_random_directions(ckpts):
+    from landscape.checkpoint import load_checkpoint
+    from landscape.surface import random_directions
+
+    tmp, (ck0, _), _ = ckpts
+    model, _ = load_checkpoint(ck0)
+    torch.save(random_directions(model, 2, seed=3), tmp / "dirs.pt")
+    common = ["--grid", "-1:1:3", "--n-samples", "30", "--no-progress"]
+    assert run_cli(main, [str(ck0), *common, "--seed", "3", "--out", str(tmp / "r3")]) == 0
+    assert run_cli(main, [str(ck0), *common, "--directions", "file", "--direction-file", str(tmp / "dirs.pt"),
+                          "--out", str(tmp / "f3")]) == 0
+    with np.load(tmp / "r3" / "surface.npz") as a, np.load(tmp / "f3" / "surface.npz") as b:
+        np.testing.assert_array_equal(a["loss"], b["loss"])
 
 
 def test_parse_grid():

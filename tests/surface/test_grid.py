@@ -146,3 +146,15 @@ def test_float32_zoo_model_at_realistic_width_agrees_with_the_loop():
     vals = evaluate_grid(model, F.cross_entropy, (X, y), dirs, coords)
     ref, _ = _loop(model, X, y, dirs, coords, batch=64)
     np.testing.assert_allclose(vals.loss, ref, rtol=2e-5)
+
+
+def test_a_model_in_train_mode_keeps_its_buffers_and_mode():
+    model = conv_bn().train()
+    X, y = classification(n=12, image=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dirs = random_directions(model, 1, seed=0)
+    for bn in ("eval", "recompute"):
+        evaluate_grid(model, F.cross_entropy, (X, y), dirs, [[0.0], [0.5]], bn=bn)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert model.training and model.bn.training

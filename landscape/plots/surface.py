@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.errors import LandscapeError
-from landscape.plots import PathLike, _finish, _styled
+from landscape.plots.style import PathLike, finish, styled
 
 
 def _grid2(x: Any, y: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,7 +29,7 @@ def _grid2(x: Any, y: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return x, y, z
 
 
-@_styled
+@styled
 def plot_surface_1d(curves: Mapping[str, Mapping[str, Any]], path: PathLike | None = None, *,
                     xlabel: str = "coordinate", log: bool = False, title: str | None = None) -> Figure:
     """curves: label → {"x": [n], "loss": [n], optional "accuracy": [n]} (solid loss, dashed accuracy)."""
@@ -54,10 +54,10 @@ def plot_surface_1d(curves: Mapping[str, Mapping[str, Any]], path: PathLike | No
         acc_ax.set_ylim(0, 100)
         acc_ax.grid(False)
     ax.legend(loc="upper center")
-    return _finish(fig, path, title)
+    return finish(fig, path, title)
 
 
-@_styled
+@styled
 def plot_surface_contour(x: Any, y: Any, loss: Any, path: PathLike | None = None, *,
                          trajectory: Sequence[Sequence[float]] | None = None, levels: int = 30, log: bool = True,
                          labels: tuple[str, str] = ("direction 1", "direction 2"), title: str | None = None) -> Figure:
@@ -80,10 +80,10 @@ def plot_surface_contour(x: Any, y: Any, loss: Any, path: PathLike | None = None
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.set_aspect("auto")
-    return _finish(fig, path, title)
+    return finish(fig, path, title)
 
 
-@_styled
+@styled
 def plot_surface_3d(x: Any, y: Any, loss: Any, path: PathLike | None = None, *, log: bool = False,
                     clip: float | None = None, title: str | None = None) -> Figure:
     """3-D mesh of loss[i, j] at (x[j], y[i]); `clip` caps the loss drawn (Li et al. clip at 10), `log`
@@ -99,4 +99,4 @@ def plot_surface_3d(x: Any, y: Any, loss: Any, path: PathLike | None = None, *, 
     ax.set_xlabel("direction 1")
     ax.set_ylabel("direction 2")
     ax.set_zlabel("log10 loss" if log else "loss")
-    return _finish(fig, path, title)
+    return finish(fig, path, title)
