@@ -9,6 +9,7 @@ Public API (imported lazily so `import landscape` stays fast):
   top_eigenpairs, hutchinson_trace, hutchpp_trace,
   exact_hessian                                         landscape.hessian
   probe, run_probes                                     landscape.probes
+  random_directions, evaluate_grid, linear_path, Surface landscape.surface
   LandscapeError                                        landscape.errors
 
 `landscape.train` is the training package (its `train` function is `landscape.fit`), so that the name
@@ -38,6 +39,10 @@ _EXPORTS = {
     "exact_hessian": ("landscape.hessian", "exact_hessian"),
     "probe": ("landscape.probes", "probe"),
     "run_probes": ("landscape.probes", "run_probes"),
+    "random_directions": ("landscape.surface", "random_directions"),
+    "evaluate_grid": ("landscape.surface", "evaluate_grid"),
+    "linear_path": ("landscape.surface", "linear_path"),
+    "Surface": ("landscape.surface", "Surface"),
     "LandscapeError": ("landscape.errors", "LandscapeError"),
 }
 # subpackages reachable as attributes before they are imported (`landscape.train.TrainConfig`)

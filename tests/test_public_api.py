@@ -25,6 +25,7 @@ landscape.models       build
 landscape.hessian      HessianOperator GGNOperator slq_density top_eigenpairs hutchinson_trace hutchpp_trace
                        exact_hessian
 landscape.probes       probe run_probes
+landscape.surface      random_directions evaluate_grid linear_path Surface
 landscape.errors       LandscapeError
 """
 

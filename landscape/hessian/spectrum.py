@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -267,15 +266,6 @@ class SpectralDensity:
             "nodes": self.nodes.tolist(),
             "weights": self.weights.tolist(),
         }
-
-    def save_npz(self, path: str | Path) -> None:
-        """nodes, weights [k, m] and dim in an .npz file."""
-        np.savez(path, nodes=self.nodes, weights=self.weights, dim=np.int64(self.dim))
-
-    @classmethod
-    def load_npz(cls, path: str | Path) -> SpectralDensity:
-        with np.load(path) as f:
-            return cls(f["nodes"], f["weights"], int(f["dim"]))
 
 
 def slq_density(

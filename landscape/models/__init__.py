@@ -1,9 +1,9 @@
 """The skip-connection model zoo, built on `Connect`, and its registry.
 
-    build("fc", kind="residual", depth=20, width=128)      # SPEC A.1
-    build("resnetv2", depth=18, connect="ortho_feature")   # SPEC B.2
-    build("vit", preset="s", connect="ortho_feature")      # SPEC B.2
-    build("resnet_zaeemzadeh", depth=164); build("procresnet", depth=166)   # SPEC C.2
+    build("fc", kind="residual", depth=20, width=128)      # docs/methods.md §A.1
+    build("resnetv2", depth=18, connect="ortho_feature")   # docs/methods.md §B.2
+    build("vit", preset="s", connect="ortho_feature")      # docs/methods.md §B.2
+    build("resnet_zaeemzadeh", depth=164); build("procresnet", depth=166)   # docs/methods.md §C.2
     build("fc", block="preact", init="he", branch_scale="inv_sqrt_depth")   # zero-mean branches
     build("resnet1d", n_blocks=2); build("procresnet1d", n_blocks=2)         # MNIST-1D stand-ins, C
     build("vit1d", patch=5, connect="ortho_feature")                        # MNIST-1D stand-in, B / D

@@ -1,4 +1,4 @@
-"""BiasReg of SPEC A.2: L = λ_b Σ_l Σ_i (b_{l,i} − β)².
+"""BiasReg of docs/methods.md §A.2: L = λ_b Σ_l Σ_i (b_{l,i} − β)².
 
 A reconstruction [TD]: Orhan & Pitkow name a bias regularizer, but its formula, the target
 biases and the strength are unverified; add the penalty to the cross-entropy yourself.

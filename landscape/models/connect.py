@@ -6,28 +6,28 @@ Modes (one string, optionally `name:value`, or the name plus a keyword):
 |---------------------------|---------------------------------------|-------------------|
 | `none`                    | f (no skip)                           | plain nets        |
 | `identity`                | x + f                                 | ResNet            |
-| `scaled:λ`                | λ·x + f                               | xSkip, SPEC D.1   |
+| `scaled:λ`                | λ·x + f                               | xSkip, docs/methods.md §D.1   |
 | `scaled_ln:λ`             | LN(λ·x + f)                           | xSkip+LN, D.1     |
 | `recursive_ln:K`          | y₁ = LN₁(x+f), y_k = LN_k(x+y_{k−1})  | rSkip+LN, D.1     |
 | `scaled_bn:λ`             | BN(λ·x + f)                           | D.1 BN ablation   |
 | `recursive_bn:K`          | rSkip with BN in place of LN          | D.1 BN ablation   |
-| `ortho_feature[:π]`       | x + f − (⟨x,f⟩/(‖x‖²+ε))·x per vector | SPEC B.1          |
-| `ortho_global[:π]`        | same, one projection per sample       | SPEC B.1          |
-| `dense_orthogonal[:ρ]`    | Q x + f, Q fixed (a buffer)           | SPEC A.1          |
+| `ortho_feature[:π]`       | x + f − (⟨x,f⟩/(‖x‖²+ε))·x per vector | docs/methods.md §B.1          |
+| `ortho_global[:π]`        | same, one projection per sample       | docs/methods.md §B.1          |
+| `dense_orthogonal[:ρ]`    | Q x + f, Q fixed (a buffer)           | docs/methods.md §A.1          |
 
 Aliases: `plain`→none, `linear`→identity, `xskip`→scaled, `xskip_ln`→scaled_ln,
 `rskip_ln`→recursive_ln, `xskip_bn`→scaled_bn, `rskip_bn`→recursive_bn, `dense_orth`→dense_orthogonal.
 
 The vectors: `kind="fc"` ([B, d]) and `"tokens"` ([B, T, d]) reduce over the last dim;
 `kind="conv"` ([B, C, H, W]) and `"conv1d"` ([B, C, L]) reduce feature-wise over the channel
-dim 1, i.e. one vector per pixel / position (SPEC B.1, HEAD). `ortho_global` reduces over all but the batch dim
-(the reference's `x.flatten(1)`; note the reference ViT forces feature-wise instead).
+dim 1, i.e. one vector per pixel / position (docs/methods.md §B.1, HEAD). `ortho_global` reduces
+over all but the batch dim (the reference's `x.flatten(1)`; note the reference ViT forces feature-wise instead).
 LN is `LayerNorm(d)` for fc/tokens and `GroupNorm(1, C)` (LN over C, H, W per sample,
-per-channel affine; SPEC D.1 [R]) for conv; each recursion step has its own LN [TD].
+per-channel affine; docs/methods.md §D.1 [R]) for conv; each recursion step has its own LN [TD].
 BN (the ablation) normalizes each feature / channel over everything but that dim: BatchNorm1d
 over [B, d] (fc), over batch × tokens (tokens), over batch × positions (conv1d), BatchNorm2d (conv).
 
-Orthogonal update (SPEC B.1): ε = 1e-6 is ADDED to ‖x‖², which is accumulated in at
+Orthogonal update (docs/methods.md §B.1): ε = 1e-6 is ADDED to ‖x‖², which is accumulated in at
 least float32 (the reference casts to float32; float64 inputs stay float64 so gradcheck
 is exact); s is cast back to x's dtype; gradients flow through the projection.
 Stochastic orthogonal updates (`ortho_*:π`, reference `--orthogonal_prob`): in training
@@ -36,8 +36,8 @@ success, linear (x + f) otherwise; `last_orthogonal` records the draw. In eval m
 update is deterministic: orthogonal when π > 0 (the reference keeps whatever was last
 drawn; we choose the mode the run was configured for, so evaluation is reproducible).
 
-Dense orthogonal (SPEC A.1 [R]): Q is Haar-random orthogonal. With a degenerate
-fraction ρ (`dense_orthogonal:ρ`) the skip is instead the SPEC's ablation
+Dense orthogonal (docs/methods.md §A.1 [R]): Q is Haar-random orthogonal. With a degenerate
+fraction ρ (`dense_orthogonal:ρ`) the skip is instead the the ablation of docs/methods.md §A.1
 Q = U diag(λ) Uᵀ with U Haar-random, λ_i ∈ {0, 1} and round(ρ·d) of them zero; ρ = 0
 gives Q = I. Random draws use `generator` (or the global RNG).
 
@@ -167,7 +167,7 @@ def reduce_dims_for(kind: str, globally: bool = False) -> tuple[int, ...]:
 
 
 def orthogonal_split(x: Tensor, f: Tensor, dims: tuple[int, ...], eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """(f_par, f_perp) with f_par = s·x, s = ⟨x,f⟩_D / (‖x‖²_D + ε) (SPEC B.1), f_perp = f − f_par."""
+    """(f_par, f_perp) with f_par = s·x, s = ⟨x,f⟩_D / (‖x‖²_D + ε) (docs/methods.md §B.1), f_perp = f − f_par."""
     acc = torch.promote_types(x.dtype, torch.float32)
     dot = (x * f).sum(dims, keepdim=True)
     n2 = (x * x).sum(dims, keepdim=True).to(acc) + eps
@@ -182,7 +182,7 @@ def haar_orthogonal(n: int, generator: torch.Generator | None = None, dtype=torc
 
 
 def degenerate_projection(n: int, fraction: float, generator: torch.Generator | None = None) -> Tensor:
-    """U diag(λ) Uᵀ, U Haar-random, λ ∈ {0,1} with round(fraction·n) zeros (SPEC A.1 ablation)."""
+    """U diag(λ) Uᵀ, U Haar-random, λ ∈ {0,1} with round(fraction·n) zeros (docs/methods.md §A.1 ablation)."""
     u = haar_orthogonal(n, generator, torch.float64)
     lam = torch.ones(n, dtype=torch.float64)
     lam[: round(fraction * n)] = 0.0

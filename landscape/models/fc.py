@@ -12,8 +12,8 @@ z_j = ReLU(W_j s_j + b_j) and joins it to the stream with its `Connect`:
     any Connect mode:          s_{j+1} = connect_j(s_j, c·z_j)
 
 Hyper-residual long skips [R/TD]: Q_k fixed Haar-random orthogonal buffers, one per source
-stream k (the SPEC text's Q_k; its sketch's per-pair Q_{l,k} would cost O(depth²) matrices),
-a_j = 1/(j−1) by default (SPEC [TD]) or the constant `hyper_scale`; the input s_0 has another
+stream k (the methods text's Q_k; its sketch's per-pair Q_{l,k} would cost O(depth²) matrices),
+a_j = 1/(j−1) by default (a toolkit default) or the constant `hyper_scale`; the input s_0 has another
 width and is not a source. The long skip is added inside block j (its `long_skip` argument),
 so a block's output is always the next block's input.
 
@@ -29,8 +29,8 @@ The branch output f_j is what the singularity probe sees as units here (there is
 
 Depth-scaled branches: `branch_scale="inv_sqrt_depth"` sets c = 1/√L, L = depth − 1 hidden blocks.
 
-Initialization (SPEC A.3 [R]): Glorot-normal weights, std = gain·√(2/(fan_in+fan_out)) for
-the branch linears (gain 1 for the classifier), zero biases. Malicious inits (SPEC A.2 [TD]):
+Initialization (docs/methods.md §A.3 [R]): Glorot-normal weights, std = gain·√(2/(fan_in+fan_out)) for
+the branch linears (gain 1 for the classifier), zero biases. Malicious inits (docs/methods.md §A.2 [TD]):
   - `init="cancel_skip"`: W_j ← W_j − S_j / c for the hidden blocks, S_j the linear skip map
     (I for identity/hyper, λI for scaled:λ, Q for dense_orthogonal, 0 for none), so the net
     linearized at init (ReLU → identity) equals the plain net with the same draws;
@@ -40,7 +40,7 @@ the branch linears (gain 1 for the classifier), zero biases. Malicious inits (SP
 Weights come from a generator seeded by one draw of the global RNG, so the same seed gives
 the same weights for every kind (a plain and a cancel_skip residual net share their draws).
 `init="he"`: std = gain·√(2/fan_in) for the branch linears (He et al. 2015), zero biases.
-Stream-scale control (SPEC A.3 note): `branch_scale` c multiplies z_j in the hidden blocks,
+Stream-scale control (docs/methods.md §A.3 note): `branch_scale` c multiplies z_j in the hidden blocks,
 `gain` scales the init; LN-based modes (`connect="scaled_ln:1"`) normalize the stream.
 """
 
@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from landscape.errors import LandscapeError
 from landscape.models.connect import Connect, haar_orthogonal, modes_per_block
+from landscape.modes import preserved_modes
 
 KINDS = {"plain": "none", "residual": "identity", "hyper": "identity", "dense_orthogonal": "dense_orthogonal"}
 INITS = ("glorot", "he", "cancel_skip")
@@ -61,7 +62,7 @@ DEPTH_SCALE = "inv_sqrt_depth"
 
 
 class FCBranch(nn.Module):
-    """z = ReLU(W x + b): the branch activations, i.e. the units of SPEC A.2."""
+    """z = ReLU(W x + b): the branch activations, i.e. the units of docs/methods.md §A.2."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
@@ -122,7 +123,7 @@ class FCBlock(nn.Module):
 
 
 class FCNet(nn.Module):
-    """FC net of SPEC A.1; `depth` = number of hidden layers (blocks), each of `width` ReLU units.
+    """FC net of docs/methods.md §A.1; `depth` = number of hidden layers (blocks), each of `width` ReLU units.
 
     `kind` picks the hidden blocks' default connection (plain: none, residual/hyper: identity,
     dense_orthogonal: a Haar Q) and, for `hyper`, the long skips; `connect` (one mode or one
@@ -223,9 +224,7 @@ class FCNet(nn.Module):
 
     def _kill_units(self, fraction: float, margin: float, gen: torch.Generator, n_probe: int = 2048) -> None:
         probe = torch.randn(n_probe, self.blocks[0].branch_linear.in_features, generator=gen)
-        was_training = self.training
-        self.eval()
-        try:
+        with preserved_modes(self, train=False):
             for block in self.blocks:
                 lin = block.branch_linear
                 k = round(fraction * lin.out_features)
@@ -240,8 +239,6 @@ class FCNet(nn.Module):
                 units = torch.randperm(lin.out_features, generator=gen)[:k]
                 with torch.no_grad():
                     lin.bias[units] = -(pre[:, units].amax(0) + margin * pre[:, units].std(0))
-        finally:
-            self.train(was_training)
 
     def long_scale(self, j: int) -> float:
         """a_j of the hyper-residual long skip into block j (j ≥ 2)."""

@@ -1,4 +1,4 @@
-"""ResNet-164-style and ProcResNet of SPEC C.2 (Zaeemzadeh et al. 2020, PyTorch repo `models/`).
+"""ResNet-164-style and ProcResNet of docs/methods.md §C.2 (Zaeemzadeh et al. 2020, PyTorch repo `models/`).
 
 ResNet (depth 9n+2: 164, 272, 632, 1001 for n = 18, 30, 70, 111):
     stem  = Conv3×3(in → w, no bias) → BN → ReLU

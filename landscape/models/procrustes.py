@@ -1,4 +1,4 @@
-"""Norm-preserving projection of conv operators (SPEC C.3, Zaeemzadeh et al. 2020).
+"""Norm-preserving projection of conv operators (docs/methods.md §C.3, Zaeemzadeh et al. 2020).
 
 Singular values of a stride-1 convolution with circular padding on an H×W grid (Sedghi,
 Gupta & Long 2019): with A(u,v) = FFT₂ of the kernel zero-padded to H×W, an out×in complex
@@ -68,7 +68,7 @@ def procrustes_project(
 
 class ProcrustesRegularizer:
     """Call `.step()` after every optimizer step: with probability p (one Bernoulli draw per step)
-    every target conv is replaced by its Procrustes projection (SPEC C.3).
+    every target conv is replaced by its Procrustes projection (docs/methods.md §C.3).
 
     Targets default to `model.procrustes_targets()` ((conv, grid) pairs; ProcResNet: stem at 32,
     transitions at 16 and 8); `target` overrides c = √(n_out/n_in).

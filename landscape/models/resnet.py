@@ -1,4 +1,4 @@
-"""Pre-activation ResNetV2 of SPEC B.2 (Oh et al. 2025, `preactresnet.py`), any `Connect` mode per block.
+"""Pre-activation ResNetV2 of docs/methods.md §B.2 (Oh et al. 2025, `preactresnet.py`), any `Connect` mode per block.
 
     block:    out = connect(shortcut(x), F(x))            (projection against the SHORTCUT output)
     basic:    F = BN-ReLU-Conv3×3(stride)-BN-ReLU-Conv3×3

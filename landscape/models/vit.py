@@ -1,4 +1,4 @@
-"""Pre-LN ViT of SPEC B.2 (Oh et al. 2025, `ortho_models.OrthoBlock` + `base.Classifier`).
+"""Pre-LN ViT of docs/methods.md §B.2 (Oh et al. 2025, `ortho_models.OrthoBlock` + `base.Classifier`).
 
     tokens = Conv2d(in, d, p, stride p)(img) + pos (randn·0.02, patch tokens only); CLS (zeros) prepended
     block:   a = attn(LN₁(x));  x = connect_attn(x, a)        LN: LayerNorm(d, no affine, eps 1e-6)

@@ -47,14 +47,33 @@ from landscape.plots.style import (
                                     save_figure,
                                     styled,
 )
+from landscape.plots.surface import plot_surface_1d, plot_surface_3d, plot_surface_contour
 from landscape.plots.training import plot_metric_scatter, plot_sweep, plot_training_curves
 
-_finish, _styled = finish, styled  # the names plot modules outside this package used before the split
-
 __all__ = [
-    "LABELS", "OKABE_ITO", "PathLike", "family_styles", "finish", "label_of", "line_styles",
-    "plot_eigenvalue_histogram", "plot_grad_ratio", "plot_grad_ratio_grid", "plot_log_spectral_density",
-    "plot_metric_scatter", "plot_singularity", "plot_singularity_compare", "plot_spectral_density",
-    "plot_spectrum_mass", "plot_stream", "plot_stream_compare", "plot_sweep", "plot_training_curves", "save_figure",
+    "LABELS",
+    "OKABE_ITO",
+    "PathLike",
+    "family_styles",
+    "finish",
+    "label_of",
+    "line_styles",
+    "plot_eigenvalue_histogram",
+    "plot_grad_ratio",
+    "plot_grad_ratio_grid",
+    "plot_log_spectral_density",
+    "plot_metric_scatter",
+    "plot_singularity",
+    "plot_singularity_compare",
+    "plot_spectral_density",
+    "plot_spectrum_mass",
+    "plot_stream",
+    "plot_stream_compare",
+    "plot_surface_1d",
+    "plot_surface_3d",
+    "plot_surface_contour",
+    "plot_sweep",
+    "plot_training_curves",
+    "save_figure",
     "styled",
 ]

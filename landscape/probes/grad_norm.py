@@ -1,4 +1,4 @@
-"""Gradient-norm preservation per block (SPEC C.4): ‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖ and r_l = their ratio.
+"""Gradient-norm preservation per block (docs/methods.md §C.4): ‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖ and r_l = their ratio.
 
 Norms are Frobenius norms over the whole batch tensor. Gradients are read by backward hooks on the
 block's input and output (registered in the block's forward hook), so they are exactly the

@@ -10,8 +10,8 @@ probe never calls backward, never creates `.grad`, never retains a graph, and ne
 model's parameters or buffers. Metrics:
 
 - "grad_norm": ‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖, r_l (`grad_norm`); needs a backward inside the block.
-- "stream": SPEC B.3 statistics per site (`stream`); `reduce` = "feature" | "global".
-- "singularity": SPEC A.2 unit statistics of each block's `units` module (`singularity`).
+- "stream": docs/methods.md §B.3 statistics per site (`stream`); `reduce` = "feature" | "global".
+- "singularity": docs/methods.md §A.2 unit statistics of each block's `units` module (`singularity`).
 - "jacobian": (σ_max, σ_min) of each block's Jacobian on the block's actual input (`jacobian`),
   computed during the forward pass; over several passes the max of σ_max and min of σ_min.
 

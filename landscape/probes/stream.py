@@ -1,4 +1,4 @@
-"""Stream-vs-update geometry (SPEC B.3): how a block's raw update f sits relative to its stream x.
+"""Stream-vs-update geometry (docs/methods.md §B.3): how a block's raw update f sits relative to its stream x.
 
 Per vector (one per token / pixel / sample, reduced over dims D), with ε = 1e-6:
     n2 = max(‖x‖², ε),  s = ⟨x,f⟩ / n2,  f_par = s·x,  f_perp = f − f_par
@@ -72,7 +72,7 @@ def sums_from_products(products: Tensor, eps: float = 1e-6) -> Tensor:
 
 def stream_stats(x: Tensor, f: Tensor, reduce: str = "feature", dims: Sequence[int] | None = None,
                  eps: float = 1e-6) -> dict[str, float]:
-    """The six SPEC B.3 statistics of one (stream, update) pair, as a dict of floats."""
+    """The six docs/methods.md §B.3 statistics of one (stream, update) pair, as a dict of floats."""
     with torch.no_grad():
         products = torch.stack(vector_products(x, f, stream_dims(x, reduce, dims))).flatten(1)
         sums = sums_from_products(products.unsqueeze(0), eps)[0]

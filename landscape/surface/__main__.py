@@ -309,7 +309,7 @@ def _paths(args, model, X, y, other, device) -> dict:
 
 
 def _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device) -> None:
-    from landscape.plots_surface import plot_surface_1d, plot_surface_3d, plot_surface_contour
+    from landscape.plots import plot_surface_1d, plot_surface_3d, plot_surface_contour
     from landscape.surface import Surface
 
     shape = (len(xs),) if ys is None else (len(ys), len(xs))

@@ -14,16 +14,6 @@ from . import tiny
 D = torch.float64
 
 
-class Dense:
-    def __init__(self, A: torch.Tensor):
-        self.A, self.dim, self.dtype, self.device = A, A.shape[0], A.dtype, A.device
-        self.calls = 0
-
-    def matmat(self, V):
-        self.calls += 1
-        return self.A @ V
-
-
 @pytest.fixture(scope="module")
 def problem():
     torch.manual_seed(0)
@@ -57,11 +47,11 @@ def test_top_k_and_smallest_and_magnitude(problem):
 
 def test_tiny_dimension_and_budget_limits():
     A = torch.diag(torch.tensor([3.0, -1.0, 2.0], dtype=D))
-    top = top_eigenpairs(Dense(A), k=2)  # block size 4 > dim 3: the basis fills the space
+    top = top_eigenpairs(tiny.Dense(A), k=2)  # block size 4 > dim 3: the basis fills the space
     np.testing.assert_allclose(top.eigenvalues, [3.0, 2.0], rtol=1e-12)
     eigs = np.concatenate([np.linspace(0, 1, 300), [1.001]])
     Q, _ = torch.linalg.qr(torch.randn(301, 301, dtype=D, generator=torch.Generator().manual_seed(0)))
-    op = Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
+    op = tiny.Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
     capped = top_eigenpairs(op, k=1, max_matmats=2)
     assert not capped.converged and op.calls == 2
     with pytest.raises(LandscapeError, match="k must be"):
@@ -72,7 +62,7 @@ def test_tiny_dimension_and_budget_limits():
 
 def test_float32_operator_reaches_its_default_tolerance(problem):
     _, H, eigs = problem
-    top = top_eigenpairs(Dense(H.float()), k=3)
+    top = top_eigenpairs(tiny.Dense(H.float()), k=3)
     assert top.converged
     np.testing.assert_allclose(top.eigenvalues, eigs[::-1][:3], rtol=1e-5)
 
@@ -87,7 +77,7 @@ def test_hutchinson_within_three_standard_errors(problem):
 
 def test_hutchinson_is_exact_on_diagonal_matrices():
     A = torch.diag(torch.linspace(-2, 5, 50, dtype=D))  # zᵀAz = Σ a_ii for every ±1 vector z
-    est = hutchinson_trace(Dense(A), vectors=5)
+    est = hutchinson_trace(tiny.Dense(A), vectors=5)
     assert est.trace == pytest.approx(float(A.trace()), rel=1e-12)
     assert est.stderr == pytest.approx(0.0, abs=1e-12)
 
@@ -98,7 +88,7 @@ def test_hutchpp_beats_hutchinson_on_a_low_rank_dominated_matrix():
         [[400.0, 300.0, 200.0, 150.0, 100.0], 0.1 * np.abs(np.random.default_rng(0).standard_normal(n - 5))]
     )
     Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(1)))
-    op = Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
+    op = tiny.Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
     err_h, err_pp = [], []
     for seed in range(5):
         h = hutchinson_trace(op, vectors=30, seed=seed)

@@ -19,6 +19,8 @@ from landscape.hessian import (
     top_eigenpairs,
 )
 
+from . import tiny
+
 D = torch.float64
 OUTLIERS = np.array([130.0, 120.0, 110.0, 100.0, 90.0])
 
@@ -40,20 +42,6 @@ def outlier_diag(dim: int, dtype=torch.float32, seed: int = 0) -> Diag:
     d = 0.01 * torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     d[:5] = torch.from_numpy(OUTLIERS).to(dtype)
     return Diag(d)
-
-
-class Dense:
-    def __init__(self, A: torch.Tensor):
-        self.A, self.dim, self.dtype, self.device = A, A.shape[0], A.dtype, A.device
-
-    def matmat(self, V):
-        return self.A @ V
-
-
-def _dense(eigs: np.ndarray, seed: int = 0) -> Dense:
-    n = len(eigs)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
-    return Dense(Q @ torch.diag(torch.from_numpy(eigs)) @ Q.T)
 
 
 def _check_top(r, k: int, rel: float) -> None:
@@ -96,7 +84,7 @@ def test_float32_1e7_top1_and_top5():
 def test_float64_dense_against_eigh_and_arpack(which):
     rng = np.random.default_rng(3)
     eigs = np.concatenate([rng.normal(0, 1, 290), [-9.0, -7.5, 8.0, 12.0, 15.0, 15.5, -14.0, 6.0, 7.0, 5.5]])
-    op = _dense(eigs)
+    op = tiny.dense_with_eigenvalues(eigs)
     r = top_eigenpairs(op, k=4, which=which)
     assert r.converged and r.residuals.max() <= 1e-6 * np.abs(eigs).max()
     ref = {"LA": np.sort(eigs)[::-1], "SA": np.sort(eigs), "LM": eigs[np.argsort(-np.abs(eigs))]}[which][:4]
@@ -111,7 +99,7 @@ def test_float64_dense_against_eigh_and_arpack(which):
 
 def test_clustered_and_degenerate_top_eigenvalues():
     eigs = np.concatenate([np.linspace(-1, 1, 196), [5.0, 5.0, 5.0, 4.999]])
-    r = top_eigenpairs(_dense(eigs, seed=4), k=4)
+    r = top_eigenpairs(tiny.dense_with_eigenvalues(eigs, seed=4), k=4)
     assert r.converged
     np.testing.assert_allclose(r.eigenvalues, [5.0, 5.0, 5.0, 4.999], atol=1e-9)
 
@@ -142,7 +130,7 @@ def test_slq_top_k_costs_a_fraction_of_the_density():
     vectors (plus a few rounds at most) instead of a cold solve."""
     rng = np.random.default_rng(5)
     eigs = np.concatenate([rng.normal(0, 0.05, 395), [3.0, 4.0, 6.0, 8.0, 11.0]])
-    op = _dense(eigs)
+    op = tiny.dense_with_eigenvalues(eigs)
     sd = slq_density(op, iters=40, vectors=4, seed=0, top_k=3)
     assert sd.top is not None and sd.top.converged
     np.testing.assert_allclose(sd.top.eigenvalues, [11.0, 8.0, 6.0], rtol=1e-9)
@@ -156,7 +144,7 @@ def test_slq_top_k_costs_a_fraction_of_the_density():
 def test_plain_user_class_works_with_every_solver():
     rng = np.random.default_rng(6)
     eigs = np.concatenate([rng.uniform(-1, 1, 95), [4.0, 5.0, 6.0, 7.0, 9.0]])
-    A = _dense(eigs).A
+    A = tiny.dense_with_eigenvalues(eigs).A
 
     class Mine:  # four members, nothing inherited
         dim, dtype, device = 100, D, torch.device("cpu")
@@ -192,7 +180,6 @@ def test_missing_member_is_a_one_line_error():
 def test_slq_top_k_on_a_float32_hessian_matches_the_exact_one():
     from landscape.hessian import HessianOperator, exact_hessian
 
-    from . import tiny
 
     torch.manual_seed(0)
     model = tiny.mlp(5, 10, 3).eval()

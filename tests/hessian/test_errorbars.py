@@ -17,17 +17,6 @@ from . import tiny
 D = torch.float64
 
 
-class Dense:
-    def __init__(self, eigs: np.ndarray, seed: int = 0):
-        n = len(eigs)
-        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
-        self.A = Q @ torch.diag(torch.as_tensor(eigs, dtype=D)) @ Q.T
-        self.dim, self.dtype, self.device = n, D, torch.device("cpu")
-
-    def matmat(self, V):
-        return self.A @ V
-
-
 def test_weighted_stderr_equal_weights_is_sd_over_root_n():
     x = np.array([1.0, 3.0, 2.0, 7.0, 4.0])
     mean, se = weighted_stderr(x, np.full(5, 32))
@@ -91,7 +80,7 @@ def test_one_batch_is_cut_into_pieces(batched):
 
 
 def test_operator_without_batches_gives_nan():
-    sd = slq_density(Dense(np.linspace(-1, 5, 60)), iters=30, vectors=2, top_k=1)
+    sd = slq_density(tiny.dense_with_eigenvalues(np.linspace(-1, 5, 60)), iters=30, vectors=2, top_k=1)
     s = sd.summary()
     assert math.isnan(s["lambda_max_stderr"]) and s["lambda_max_noisy"] is False and s["lambda_max_batches"] == 0
 
@@ -103,7 +92,7 @@ def _known() -> np.ndarray:
 
 def test_vector_stderrs_match_the_spread_over_seeds():
     eigs = _known()
-    op = Dense(eigs)
+    op = tiny.dense_with_eigenvalues(eigs)
     rows = [slq_density(op, iters=30, vectors=4, seed=s).summary() for s in range(40)]
     for key in ("negative_ratio", "degenerate_ratio", "trace", "mass_below_1e-03"):
         values = np.array([r[key] for r in rows])
@@ -113,7 +102,7 @@ def test_vector_stderrs_match_the_spread_over_seeds():
 
 def test_scale_free_degeneracy_measures_against_the_exact_spectrum():
     eigs = np.concatenate([np.zeros(150), 1e-4 * np.ones(100), np.linspace(0.1, 1.0, 146), [10.0, 20.0, 30.0, 50.0]])
-    op = Dense(eigs)
+    op = tiny.dense_with_eigenvalues(eigs)
     sd = slq_density(op, iters=60, vectors=32, seed=0)
     s = sd.summary(thresholds=(1e-3, 1e-5), bulk_eps=1e-2)
     exact_mass = {t: np.mean(np.abs(eigs) < t) for t in (1e-3, 1e-5)}
@@ -126,6 +115,6 @@ def test_scale_free_degeneracy_measures_against_the_exact_spectrum():
     erank = math.exp(-(p[p > 0] * np.log(p[p > 0])).sum())
     assert abs(s["effective_rank"] - erank) < 4 * s["effective_rank_stderr"] + 0.02 * erank
     # scaling the matrix moves λmax-relative and absolute measures' thresholds, not these two
-    scaled = slq_density(Dense(1e3 * eigs), iters=60, vectors=32, seed=0).summary(bulk_eps=1e-2)
+    scaled = slq_density(tiny.dense_with_eigenvalues(1e3 * eigs), iters=60, vectors=32, seed=0).summary(bulk_eps=1e-2)
     assert scaled["effective_rank"] == pytest.approx(s["effective_rank"], rel=1e-6)
     assert scaled["bulk_degenerate_ratio"] == pytest.approx(s["bulk_degenerate_ratio"], abs=1e-9)

@@ -16,17 +16,6 @@ from . import tiny
 D = torch.float64
 
 
-class Dense:
-    def __init__(self, eigs: np.ndarray, seed: int = 0):
-        n = len(eigs)
-        Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
-        self.A = Q @ torch.diag(torch.as_tensor(eigs, dtype=D)) @ Q.T
-        self.dim, self.dtype, self.device = n, D, torch.device("cpu")
-
-    def matmat(self, V):
-        return self.A @ V
-
-
 def _known() -> np.ndarray:
     """400 eigenvalues: 300 exact zeros, 40 negative, 57 bulk, 3 outliers (λmax = 50)."""
     return np.concatenate([np.zeros(300), -np.linspace(0.1, 0.5, 40), np.linspace(0.1, 1, 57), [10.0, 20.0, 50.0]])
@@ -69,7 +58,7 @@ def test_extremes_and_trace_on_a_hessian(mlp_problem):
 
 def test_statistics_on_a_known_spectrum():
     eigs = _known()
-    sd = slq_density(Dense(eigs), iters=60, vectors=16, seed=0)
+    sd = slq_density(tiny.dense_with_eigenvalues(eigs), iters=60, vectors=16, seed=0)
     assert sd.lambda_max == pytest.approx(50.0, rel=1e-10)
     assert sd.lambda_min == pytest.approx(-0.5, rel=1e-6)
     assert sd.degenerate_ratio(1e-3) == pytest.approx(0.75, abs=0.04)
@@ -84,7 +73,7 @@ def test_to_dict_density_matches_the_exact_spectrum_after_a_json_round_trip():
     """The written density's CDF follows the exact eigenvalues' CDF (an independent reference), and the
     written statistics agree with the exact ones within their stated error bars."""
     eigs = _known()
-    sd = slq_density(Dense(eigs), iters=60, vectors=16, seed=0)
+    sd = slq_density(tiny.dense_with_eigenvalues(eigs), iters=60, vectors=16, seed=0)
     grid = np.linspace(-1, 51, 10401)
     d = json.loads(json.dumps(sd.to_dict(grid=grid, sigma=0.01)))
     g, dens = np.asarray(d["grid"]), np.asarray(d["density"])
@@ -99,7 +88,8 @@ def test_to_dict_density_matches_the_exact_spectrum_after_a_json_round_trip():
 
 
 def test_density_integrates_to_one_and_peaks_at_eigenvalues():
-    sd = slq_density(Dense(np.array([-1.0, 0.0, 0.0, 2.0, 2.0, 2.0, 5.0])), iters=7, vectors=64, seed=0)
+    op = tiny.dense_with_eigenvalues(np.array([-1.0, 0.0, 0.0, 2.0, 2.0, 2.0, 5.0]))
+    sd = slq_density(op, iters=7, vectors=64, seed=0)
     grid, dens = sd.density()
     assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-6)
     grid, dens = sd.density(np.linspace(-3, 7, 20001), sigma=0.05)
@@ -113,7 +103,7 @@ def test_density_integrates_to_one_and_peaks_at_eigenvalues():
 
 def test_log_density_masses():
     eigs = _known()
-    sd = slq_density(Dense(eigs), iters=60, vectors=8, seed=1)
+    sd = slq_density(tiny.dense_with_eigenvalues(eigs), iters=60, vectors=8, seed=1)
     floor = 1e-4
     u, pos, neg = sd.log_density(sigma=0.02, n_grid=4000, floor=floor)
     near_zero = sd.mass(-floor, floor)
@@ -123,10 +113,14 @@ def test_log_density_masses():
     assert u[np.argmax(pos)] > -1.5  # the positive bulk sits at 0.1..1, outliers at 10..50
 
 
-def test_npz_round_trip(tmp_path):
-    sd = slq_density(Dense(_known()), iters=10, vectors=2)
-    sd.save_npz(tmp_path / "s.npz")
-    back = SpectralDensity.load_npz(tmp_path / "s.npz")
+def test_spectrum_file_round_trip(tmp_path):
+    """The one on-disk format (spectrum.json + spectrum.npz) gives back the nodes, weights and summary."""
+    from landscape.hessian.spectrum_file import read_spectrum, write_spectrum
+
+    sd = slq_density(tiny.dense_with_eigenvalues(_known()), iters=10, vectors=2)
+    write_spectrum(tmp_path, sd)
+    data = read_spectrum(tmp_path)
+    back = SpectralDensity(data["nodes"], data["weights"], data["dim"])
     np.testing.assert_array_equal(back.nodes, sd.nodes)
     np.testing.assert_array_equal(back.weights, sd.weights)
     assert back.dim == 400

@@ -136,3 +136,23 @@ def data(shape: tuple[int, ...], n: int = 12, n_out: int = 3, seed: int = 1) -> 
 
 
 loss = F.cross_entropy
+
+
+class Dense:
+    """A plain operator object (dim, dtype, device, matmat; no base class) around a dense symmetric matrix,
+    counting its matmat calls: the reference every solver test measures against."""
+
+    def __init__(self, A: Tensor):
+        self.A, self.dim, self.dtype, self.device = A, A.shape[0], A.dtype, A.device
+        self.calls = 0
+
+    def matmat(self, V: Tensor) -> Tensor:
+        self.calls += 1
+        return self.A @ V
+
+
+def dense_with_eigenvalues(eigs, seed: int = 0) -> Dense:
+    """Q diag(eigs) Qᵀ in float64 with Q Haar-random (QR of a seeded Gaussian matrix)."""
+    n = len(eigs)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
+    return Dense(Q @ torch.diag(torch.as_tensor(eigs, dtype=D)) @ Q.T)

@@ -1,4 +1,4 @@
-"""FC nets of SPEC A.1: brute-force forward passes, gradients, the block contract, the malicious inits."""
+"""FC nets of docs/methods.md §A.1: brute-force forward passes, gradients, the block contract, the malicious inits."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TINY = {"depth": 4, "width": 3, "in_dim": 5, "n_classes": 2}
 
 
 def _manual_forward(model: FCNet, x: torch.Tensor) -> torch.Tensor:
-    """SPEC A.1 written out with the model's weights, no module calls."""
+    """docs/methods.md §A.1 written out with the model's weights, no module calls."""
     lins = [b.branch_linear for b in model.blocks]
     streams = [x, F.relu(F.linear(x, lins[0].weight, lins[0].bias))]
     for j in range(1, len(lins)):

@@ -1,4 +1,4 @@
-"""Procrustes projection of conv operators (SPEC C.3) against dense operators and a numpy reference."""
+"""Procrustes projection of conv operators (docs/methods.md §C.3) against dense operators and a numpy reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ResNetV2 (SPEC B.2), the ResNet-164-style net and ProcResNet (SPEC C.2): layout, connections, gradients."""
+"""ResNetV2 (docs/methods.md §B.2), the ResNet-164-style net and ProcResNet (§C.2): layout, connections,
+gradients."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pre-LN ViT (SPEC B.2): structure, every connection mode, float64 gradcheck, and landscape's Hessian
+"""Pre-LN ViT (docs/methods.md §B.2): structure, every connection mode, float64 gradcheck, and landscape's Hessian
 products on it against finite differences."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""grad_norm probes equal retain_grad on a hook-free manual forward (SPEC C.4), on landscape-style and
+"""grad_norm probes equal retain_grad on a hook-free manual forward (docs/methods.md §C.4), on landscape-style and
 torchvision-style blocks; norms combine like clip_grad; data-set norms do not depend on the batching."""
 
 from __future__ import annotations

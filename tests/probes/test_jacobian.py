@@ -1,4 +1,4 @@
-"""Jacobian extremes (SPEC C.1 bounds) equal jacrev + SVD on tiny blocks, bound the measured gradient
+"""Jacobian extremes (docs/methods.md §C.1 bounds) equal jacrev + SVD on tiny blocks, bound the measured gradient
 ratio, and leave the block's state (BatchNorm running statistics, RNG) unchanged."""
 
 from __future__ import annotations

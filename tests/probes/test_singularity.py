@@ -1,4 +1,4 @@
-"""Singularity probes (SPEC A.2) equal explicit loops over unit pairs and numpy's SVD, do not depend on
+"""Singularity probes (docs/methods.md §A.2) equal explicit loops over unit pairs and numpy's SVD, do not depend on
 how the probe set is batched, and count dead, duplicated and linearly dependent units exactly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stream-vs-update probes equal SPEC B.3's projection formulas evaluated vector by vector on (x, f)
+"""Stream-vs-update probes equal docs/methods.md §B.3's projection formulas evaluated vector by vector on (x, f)
 pairs recomputed by a hook-free manual forward: landscape Connect sites (fc, tokens, conv; feature
 and global), torchvision-style blocks (f = bn2 output, later overwritten in place by `out += x`),
 timm-style and torch pre-LN transformer layers (stream = input of the norm)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from landscape.errors import LandscapeError
-from landscape.plots_surface import plot_surface_1d, plot_surface_3d, plot_surface_contour
+from landscape.plots import plot_surface_1d, plot_surface_3d, plot_surface_contour
 
 
 def test_figures_are_written_from_plain_arrays(tmp_path):

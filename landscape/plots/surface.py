@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.errors import LandscapeError
-from landscape.plots import PathLike, finish, styled
+from landscape.plots.style import PathLike, finish, styled
 
 
 def _grid2(x: Any, y: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
