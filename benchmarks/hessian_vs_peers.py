@@ -223,7 +223,7 @@ def _landscape(model, X, y, iters, probes, backend):
     t = time.perf_counter()
     op = HessianOperator(model, nn.CrossEntropyLoss(), loader(X, y), backend=backend)
     built = time.perf_counter() - t
-    sd = slq_density(op, iters=iters, probes=probes, seed=1)
+    sd = slq_density(op, iters=iters, vectors=probes, seed=1)
     return sd.nodes, sd.weights, {"build_seconds": built, **op.info(), "products": op.n_products}
 
 
