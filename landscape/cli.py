@@ -110,6 +110,21 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
     return out
 
 
+def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
+    """`path` must be a directory or creatable as one, and writable: `prepare_out_dir` without creating
+    anything, for a CLI that must leave no empty directory behind when it later refuses bad input."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LandscapeError(f"{flag} {path} exists and is not a directory")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LandscapeError(f"cannot create {flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LandscapeError(f"{flag} {path}: {parent} is not writable")
+
+
 def _number(text: str, kind: type, low: float, strict: bool, what: str):
     try:
         value = kind(text)

@@ -111,3 +111,13 @@ def test_preserved_modes_restores_a_mixed_state_exactly():
     with preserved_modes(model, train=False):
         assert not any(m.training for m in model.modules())
     assert [m.training for m in model.modules()] == before   # model.train(True) would have lost model[1]
+
+
+def test_check_writable_refuses_like_prepare_out_dir_but_creates_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LandscapeError, match="exists and is not a directory"):
+        cli.check_writable(tmp_path / "file")
+    with pytest.raises(LandscapeError, match="file is not a directory"):
+        cli.check_writable(tmp_path / "file" / "sub", "--tensorboard")
+    cli.check_writable(tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()

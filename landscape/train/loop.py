@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from landscape import distributed
-from landscape.cli import interrupts, progress
+from landscape.cli import check_writable, interrupts, progress
 from landscape.data import TensorData, shard
 from landscape.errors import LandscapeError
 from landscape.io import append_jsonl, write_json, write_jsonl
@@ -54,7 +54,7 @@ from landscape.train.callbacks import (
 )
 from landscape.train.config import TrainConfig
 from landscape.train.optim import set_lr
-from landscape.train.setup import autocast, check_writable, prepare, run_record
+from landscape.train.setup import autocast, prepare, run_record
 from landscape.train.state import epoch_path, keep_copy, save_state
 
 

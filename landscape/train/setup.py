@@ -9,7 +9,6 @@ the regularizers and generators, restores a resumed state, and finally creates t
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import distributed
-from landscape.cli import prepare_out_dir
+from landscape.cli import check_writable, prepare_out_dir
 from landscape.data import TensorData, load_data
 from landscape.errors import LandscapeError, first_line
 from landscape.io import remove_stale_temp_files
@@ -152,20 +151,6 @@ def git_version() -> dict | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)}
-
-
-def check_writable(path: Path, flag: str = "--out") -> None:
-    """`path` must be a directory or creatable as one, and writable; checked before the data is loaded and
-    without creating it, so a run refused for bad input leaves no empty directory behind."""
-    if path.exists() and not path.is_dir():
-        raise LandscapeError(f"{flag} {path} exists and is not a directory")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise LandscapeError(f"cannot create {flag} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise LandscapeError(f"{flag} {path}: {parent} is not writable")
 
 
 def _check_world(n: int, batch_size: int, world: int) -> None:
