@@ -8,14 +8,11 @@ Each grid's claims are the ones declared in its TOML (primary metric, cells A an
 keys). The paired difference A − B over seeds, its 95% Student-t interval, n, the paired t-test p and the
 verdict come from `landscape.experiment.summary.evaluate_claim` (one rule, `landscape.stats.verdict`).
 
-Before judging, per-run keys that the results module does not (yet) put in result.json are added from the
-run files at the same epochs (last measured epoch, and init), so every secondary statistic is reported:
-    <metric>_mean                 block mean of every probe metric of epoch_probes.jsonl (e.g. the centered
-                                  overlap and the pair fractions of landscape.probes.singularity)
-    grad_absdev_mean              mean over the residual blocks of |log10 r_l| (transitions excluded, as in
-                                  landscape.experiment.keys.norm_preservation)
-    slq_bulk_degenerate_ratio     the scale-free degenerate mass of the SLQ spectrum (mass below 1e-2 ×
-                                  the median |λ|, landscape.hessian.spectrum), beside the λmax-relative one
+Every per-run key comes from result.json, derived by landscape.experiment.keys (the results module): the
+block mean of every probe metric (e.g. overlap_act_centered_frac_mean), grad_absdev_mean (mean |log10 r_l|
+over the residual blocks, transitions apart), the slq_/exact_ spectrum statistics; a key not measured at
+the last epoch comes from the latest epoch that has it (keys.final_keys, listed under the table).
+Secondary keys added after the runs (beside those the TOMLs declared): `extra_secondary`.
 Extra checks: Liu's per-connection skip-path factor gain^(1/L) against λ; Spearman's ρ over runs between
 the degenerate fraction ρ and train accuracy (Orhan's mechanism grid).
 """
@@ -28,8 +25,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from landscape import stats
 from landscape.experiment.config import load_experiment
 from landscape.experiment.summary import evaluate_claim, fmt, seed_stats
@@ -38,61 +33,6 @@ from landscape.io import jsonable
 GRIDS = ("zaeemzadeh2018_transitions", "oh2025_mechanism", "liu2020_transformer", "orhan2018_mechanism",
          "orhan2018_biasreg", "orhan2018_size", "zaeemzadeh2018")  # the last: round 1's FC grid, re-run
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _epoch_keys(rdir: Path, epoch: int) -> dict:
-    """The extra keys of one run at one measured epoch (see the module docstring)."""
-    out: dict = {}
-    path = rdir / "measure" / f"epoch{epoch:03d}.json"
-    if not path.exists():
-        return out
-    m = json.loads(path.read_text())
-    recs = m.get("probes", [])
-    by: dict[str, list[float]] = {}
-    for r in recs:
-        by.setdefault(r["metric"], []).append(math.nan if r["value"] is None else float(r["value"]))
-    for metric, vals in by.items():
-        v = np.array(vals, dtype=float)
-        if np.isfinite(v).any():
-            out[f"{metric}_mean"] = float(np.nanmean(v))
-    trans = set(m.get("transitions", ()))
-    ratios = np.array([math.nan if r["value"] is None else float(r["value"]) for r in recs
-                       if r["metric"] == "grad_ratio" and r["block"] not in trans], dtype=float)
-    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
-    if ratios.size:
-        out["grad_absdev_mean"] = float(np.abs(np.log10(ratios)).mean())
-        out["n_residual_blocks"] = int(ratios.size)
-    n_conn = sum(1 for r in recs if r["metric"] == "grad_ratio")
-    if n_conn:
-        out["n_blocks"] = n_conn
-    spec = m.get("spectrum", {})
-    if "bulk_degenerate_ratio" in spec:
-        out["slq_bulk_degenerate_ratio"] = spec["bulk_degenerate_ratio"]
-    return out
-
-
-def augmented(runs: Path, summary: dict) -> dict:
-    """The summary with the extra keys added to each cell (never overwriting the results module's keys)."""
-    for row in summary["cells"]:
-        per_seed: dict[str, dict[str, list]] = {"final": {}, "init": {}}
-        for i, seed in enumerate(row["seeds"]):
-            rdir = runs / row["cell"] / f"seed{seed}"
-            result = json.loads((rdir / "result.json").read_text())
-            epochs = result.get("measured_epochs") or []
-            # final: the last measured epoch; a key it lacks (e.g. unit statistics measured every 10 epochs
-            # of a 15-epoch run) comes from the latest epoch that has it, recorded in row["from_epoch"]
-            for part, order in (("final", sorted(epochs, reverse=True)), ("init", [0] if 0 in epochs else [])):
-                for epoch in order:
-                    for k, v in _epoch_keys(rdir, epoch).items():
-                        vals = per_seed[part].setdefault(k, [None] * len(row["seeds"]))
-                        if vals[i] is None:
-                            vals[i] = v
-                            if part == "final" and epoch != order[0]:
-                                row.setdefault("from_epoch", {})[k] = epoch
-        for part in ("final", "init"):
-            for k, values in per_seed[part].items():
-                row[part].setdefault(k, seed_stats(values))
-    return summary
 
 
 def _p(v) -> str:
@@ -168,7 +108,7 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
         return [f"### {name}: NOT RUN", "", f"`nice -n 15 python -m landscape.experiment experiments/{name}.toml "
                 f"--out runs/{name}`", ""], {"name": name, "status": "not run"}
     exp = load_experiment(toml)
-    summary = augmented(runs, json.loads((runs / "summary.json").read_text()))
+    summary = json.loads((runs / "summary.json").read_text())
     n_runs = sum(len(r["seeds"]) for r in summary["cells"])
     claims = []
     for claim in exp.claims:

@@ -38,6 +38,64 @@ def test_norm_preservation_leaves_the_transition_out_of_the_residual_blocks():
     assert keys.norm_preservation(deep)["grad_ratio_min"] == 0.7
 
 
+def test_probe_keys_report_every_probe_metric_and_the_mean_deviation():
+    # the centered-overlap and pair statistics of the singularity probe were computed by the probe but left
+    # out of result.json (only a fixed list of metrics was averaged); every metric's block mean is kept now
+    recs = [{"block": f"blocks.{i}", "metric": m, "value": v}
+            for i in range(3) for m, v in (("overlap_act", 0.4), ("overlap_act_centered", 0.1 * i),
+                                           ("overlap_act_centered_frac", 0.5), ("overlap_weight_pairs", 3.0))]
+    recs += ratios({"blocks.0": 0.7, "blocks.1": 10.0, "blocks.2": 0.1})
+    out = keys.probe_keys(recs, transitions=["blocks.0"])
+    assert out["overlap_act_centered_mean"] == pytest.approx(0.1)
+    assert out["overlap_act_centered_frac_mean"] == 0.5
+    assert out["overlap_weight_pairs_mean"] == 3.0
+    assert out["grad_absdev_mean"] == pytest.approx(1.0)  # |log10 10| and |log10 0.1|: the transition left out
+    assert out["n_residual_blocks"] == 2 and out["n_blocks"] == 3
+    assert keys.check_key("overlap_act_centered_frac_mean") is None and keys.check_key("init.grad_absdev_mean") is None
+
+
+def test_final_keys_take_a_statistic_from_the_latest_epoch_that_measured_it():
+    # unit statistics every 10 epochs of a 15-epoch run: the old result took epoch 15 alone and lost them
+    unit = [{"block": "blocks.1", "metric": "dead_frac", "value": v} for v in (0.2,)]
+    measured = {0: {"probes": [{**unit[0], "value": 0.0}]}, 10: {"probes": unit},
+                15: {"spectrum": {"lambda_max": 7.0}, "probes": []}}
+    final, earlier = keys.final_keys(measured)
+    assert final["slq_lambda_max"] == 7.0 and final["dead_frac_mean"] == 0.2
+    assert earlier == {"dead_frac_mean": 10}
+    assert keys.final_keys({}) == ({}, {})
+
+
+def test_a_finished_run_is_re_derived_from_its_files(tmp_path):
+    # a run finished under an older definition (no centered overlap in result.json) gets today's keys
+    from types import SimpleNamespace
+
+    from landscape.experiment.runner import refresh_result
+    from landscape.io import write_json, write_jsonl
+
+    run = SimpleNamespace(cell="a", base="a", label="A", note="", setting={}, seed=0, target_acc=None)
+    write_jsonl(tmp_path / "metrics.jsonl", [{"epoch": 1, "train_acc": 0.5, "train_loss": 1.0, "test_acc": 0.4,
+                                              "test_loss": 1.2, "seconds": 2.0}])
+    # an SLQ spectrum whose summary predates the quadrature brackets: they come from the stored nodes
+    from landscape.hessian.spectrum import SpectralDensity
+    from landscape.hessian.spectrum_file import write_spectrum
+
+    sd = SpectralDensity(np.array([[1e-6, 0.5, 10.0]]), np.array([[0.8, 0.1, 0.1]]), dim=100)
+    write_spectrum(tmp_path / "measure" / "epoch001", sd)
+    old_summary = {k: v for k, v in sd.summary().items() if not k.endswith(("_low", "_high"))}
+    write_json(tmp_path / "measure" / "epoch001.json",
+               {"spectrum": old_summary,
+                "probes": [{"block": "blocks.1", "metric": "overlap_act_centered_frac", "value": 0.25}]})
+    write_json(tmp_path / "result.json", {"status": "completed", "message": "", "epochs_trained": 1,
+                                          "measured_epochs": [1], "final": {"train_acc": 0.5}, "init": {}})
+    result = refresh_result(run, tmp_path)
+    assert result["final"]["overlap_act_centered_frac_mean"] == 0.25 and result["final"]["test_acc"] == 0.4
+    # mass below 1e-3·10 = 0.01: the node at 1e-6 (0.8) is in; the bracket allows 0 to 0.9 (the next node)
+    assert result["final"]["slq_degenerate_ratio"] == 0.8
+    assert (result["final"]["slq_degenerate_ratio_low"], result["final"]["slq_degenerate_ratio_high"]) == \
+        pytest.approx((0.0, 0.9))
+    assert (tmp_path / "result.json").read_text().count("overlap_act_centered_frac_mean") == 1
+
+
 def stream(values, block="blocks.3", every=10):
     return [{"step": every * (i + 1), "block": b, "metric": "x_norm2", "value": v * (1 if b == block else 0.5)}
             for i, v in enumerate(values) for b in ("blocks.0", block)]

@@ -7,18 +7,27 @@ Every definition the notebooks, summaries and RESULTS.md use lives here once:
                         epoch_to_target (first epoch with train accuracy ≥ target), train_seconds
     measurement_keys    slq_* and exact_* (lambda_max, lambda_min, trace, degenerate_ratio, negative_ratio at
                         ε·λmax, and where the engine reports them the scale-free bulk_degenerate_ratio and
-                        effective_rank), plus probe_keys of the measurement's records
+                        effective_rank, and the quadrature's guaranteed brackets *_low / *_high of the
+                        thresholded masses, `SpectralDensity.mass_bounds`), plus probe_keys of the records
     probe_keys          norm preservation (docs/methods.md §C): the gradient-norm ratio r_l =
                         ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ over the *residual* blocks only —
                             grad_ratio_min / _max / _gmean   (min, max, geometric mean of r_l)
                             grad_dev_max = max_l |log10 r_l| (0 = every block preserves the norm)
+                            grad_absdev_mean = mean_l |log10 r_l|, n_residual_blocks
                         and separately over the transitions (dimension-changing blocks, e.g. an FC net's
                         40 → width input block, which has no skip): grad_ratio_transition_min / _max,
                         grad_dev_transition_max. Mixing the two lets a transition's deviation pass for
                         the residual blocks' (Zaeemzadeh et al.'s Theorem 1 is about residual blocks; the
                         transitions are where their ProcResNet acts).
-                        grad_gain = ‖∂L/∂x_first‖ / ‖∂L/∂x_last‖ (end to end, transitions included);
-                        <metric>_mean: block means of the stream and singularity metrics; x_norm2_last.
+                        grad_gain = ‖∂L/∂x_first‖ / ‖∂L/∂x_last‖ (end to end, transitions included),
+                        n_blocks (connections with a grad_ratio record);
+                        <metric>_mean: the block mean of EVERY probe metric in the records (stream and
+                        singularity metrics, e.g. the centered activation overlap and its pair fraction
+                        overlap_act_centered_frac_mean, the weight overlap, both linear-dependence
+                        statistics), so a statistic a probe defines is never left out; x_norm2_last.
+    final_keys          the result keys at the end of a run: each key from the LAST measured epoch that has
+                        it (unit statistics measured every 10 epochs of a 15-epoch run come from epoch 10),
+                        and which keys came from an earlier epoch.
     step_keys           x_norm2_peak (largest ‖x‖² at the last stream site over the step probes) and
                         transition_step: its step when the peak is interior — a rise, then a decay
                         (docs/methods.md §B.3); null when the largest value is the first or last record
@@ -36,13 +45,17 @@ import numpy as np
 TRAIN_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "best_train_acc", "epoch_to_target",
               "train_seconds")
 SPECTRUM_KEYS = ("lambda_max", "lambda_min", "trace", "degenerate_ratio", "negative_ratio", "bulk_degenerate_ratio",
-                 "effective_rank")
-PROBE_KEYS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", "grad_dev_max", "grad_ratio_transition_min",
-              "grad_ratio_transition_max", "grad_dev_transition_max", "grad_gain", "x_norm2_last")
+                 "effective_rank", "degenerate_ratio_low", "degenerate_ratio_high", "negative_ratio_low",
+                 "negative_ratio_high", "bulk_degenerate_ratio_low", "bulk_degenerate_ratio_high")
+PROBE_KEYS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", "grad_dev_max", "grad_absdev_mean",
+              "n_residual_blocks", "grad_ratio_transition_min", "grad_ratio_transition_max", "grad_dev_transition_max",
+              "grad_gain", "n_blocks", "x_norm2_last")
 STEP_KEYS = ("transition_step", "x_norm2_peak")
+# the probe metrics whose block means are named in check_key's list (any other probe metric's mean is
+# accepted by pattern, since probe_keys averages every metric it finds)
 MEAN_METRICS = ("x_norm2", "f_par_norm2", "f_ortho_norm2", "rho_par", "rho_ortho", "cos_x_out", "dead_frac",
-                "overlap_act", "overlap_act_frac", "overlap_weight", "overlap_weight_frac", "eff_rank",
-                "small_sv_frac")
+                "overlap_act", "overlap_act_frac", "overlap_act_centered", "overlap_act_centered_frac",
+                "overlap_weight", "overlap_weight_frac", "eff_rank", "small_sv_frac")
 
 
 def check_key(key: str) -> str | None:
@@ -76,7 +89,8 @@ def _ratio_keys(ratio: np.ndarray, suffix: str) -> dict:
         return {f"grad_ratio{suffix}_min": float(ratio.min()), f"grad_ratio{suffix}_max": float(ratio.max()),
                 f"grad_dev{suffix}_max": float(dev.max())}
     return {"grad_ratio_min": float(ratio.min()), "grad_ratio_max": float(ratio.max()),
-            "grad_ratio_gmean": float(np.exp(np.log(ratio).mean())), "grad_dev_max": float(dev.max())}
+            "grad_ratio_gmean": float(np.exp(np.log(ratio).mean())), "grad_dev_max": float(dev.max()),
+            "grad_absdev_mean": float(dev.mean()), "n_residual_blocks": int(ratio.size)}
 
 
 def norm_preservation(records: Iterable[Mapping], transitions: Iterable[str] = ()) -> dict:
@@ -103,10 +117,11 @@ def probe_keys(records: Sequence[Mapping], transitions: Iterable[str] = ()) -> d
     g_in, g_out = vals("grad_norm_in"), vals("grad_norm_out")
     if g_in.size and g_out.size and g_out[-1] > 0:
         out["grad_gain"] = float(g_in[0] / g_out[-1])
-    for metric in MEAN_METRICS:
+    if by.get("grad_ratio"):
+        out["n_blocks"] = len(by["grad_ratio"])
+    for metric in by:
         v = vals(metric)
-        if v.size:
-            out[f"{metric}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+        out[f"{metric}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
     if vals("x_norm2").size:
         out["x_norm2_last"] = float(vals("x_norm2")[-1])
     return out
@@ -133,6 +148,21 @@ def step_keys(records: Sequence[Mapping]) -> dict:
     if not peak:
         return {}
     return {"transition_step": peak["step"] if peak["interior"] else None, "x_norm2_peak": peak["value"]}
+
+
+def final_keys(measured: Mapping[int, Mapping]) -> tuple[dict, dict]:
+    """(keys, from_epoch): measurement_keys of the last measured epoch, each key it lacks taken from the latest
+    earlier epoch that has it; from_epoch names those keys and their epoch."""
+    out: dict = {}
+    earlier: dict = {}
+    order = sorted(measured, reverse=True)
+    for epoch in order:
+        for k, v in measurement_keys(measured[epoch]).items():
+            if k not in out:
+                out[k] = v
+                if epoch != order[0]:
+                    earlier[k] = epoch
+    return out, earlier
 
 
 def measurement_keys(m: Mapping) -> dict:

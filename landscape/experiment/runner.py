@@ -8,7 +8,8 @@ measure them, and write its result; resumable at every level.
                           (spectrum.json + spectrum.npz, `landscape.hessian.spectrum_file`), spectrum.jsonl,
                           epoch_probes.jsonl, result.json, done.json (written last: the run is finished)
 
-Resuming: a run with done.json is skipped; otherwise training resumes from checkpoint.pt (bit-exact on
+Resuming: a run with done.json is not trained again (its result.json is re-derived from its files, so a
+changed key definition reaches every finished run); otherwise training resumes from checkpoint.pt (bit-exact on
 CPU), measurement epochs with a measure/epochNNN.json are kept and the rest measured. A non-finite
 training loss ends the run as "diverged": the epochs trained so far are still measured. A signal stops
 training at the next step boundary and raises `landscape.cli.Interrupted` (the CLI exits 128 + signum).
@@ -38,10 +39,11 @@ from landscape.cli import progress as progress_bar
 from landscape.data import load_data
 from landscape.errors import LandscapeError, first_line, resolve_device
 from landscape.experiment.config import Experiment, Run
-from landscape.experiment.keys import measurement_keys, step_keys, train_keys
+from landscape.experiment.keys import final_keys, measurement_keys, step_keys, train_keys
 from landscape.experiment.measure import measure_epoch, probe_set
 from landscape.experiment.summary import headline_table, summarize
-from landscape.hessian.spectrum_file import write_spectrum
+from landscape.hessian.spectrum import SpectralDensity
+from landscape.hessian.spectrum_file import read_spectrum, write_spectrum
 from landscape.io import read_jsonl, write_json, write_jsonl, write_npz
 from landscape.train import NonFiniteLoss, git_version, resolved_model_config, train
 
@@ -143,18 +145,47 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
     for name, rows in (("spectrum.jsonl", spectra), ("epoch_probes.jsonl", records)):
         if rows:
             write_jsonl(rdir / name, rows)
+    result = write_result(run, rdir, history, state, message, trained, measured)
+    write_json(rdir / "done.json", {"status": state, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return result
+
+
+def write_result(run: Run, rdir: Path, history: list[dict], state: str, message: str, trained: int,
+                 measured: dict[int, dict]) -> dict:
+    """result.json of one run from its plain records (keys.py's definitions), written atomically."""
     final = train_keys(history, run.target_acc)
-    if measured:
-        final.update(measurement_keys(measured[max(measured)]))
+    measured_final, from_epoch = final_keys(measured)
+    final.update(measured_final)
     final.update(step_keys(_jsonl(rdir / "probes.jsonl")))
     result = {"cell": run.cell, "base": run.base, "label": run.label, "note": run.note, "setting": run.setting,
               "seed": run.seed,
               "status": state, "message": message, "epochs_trained": trained,
-              "measured_epochs": sorted(measured), "final": final,
+              "measured_epochs": sorted(measured), "final": final, "from_epoch": from_epoch,
               "init": measurement_keys(measured[0]) if 0 in measured else {}}
     write_json(rdir / "result.json", result)
-    write_json(rdir / "done.json", {"status": state, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return result
+
+
+def _with_quadrature_bounds(m: dict, spectrum_dir: Path) -> dict:
+    """A measurement from before the SLQ summary had its quadrature brackets (`SpectralDensity.mass_bounds`,
+    the *_low / *_high keys) gets them from its stored nodes and weights (spectrum.npz); the rest is kept."""
+    spec = m.get("spectrum")
+    if not spec or "degenerate_ratio_low" in spec or not (spectrum_dir / "spectrum.npz").is_file():
+        return m
+    f = read_spectrum(spectrum_dir)
+    new = SpectralDensity(f["nodes"], f["weights"], f["dim"]).summary(eps=spec.get("eps", 1e-3),
+                                                                      bulk_eps=spec.get("bulk_eps", 1e-2))
+    return {**m, "spectrum": {**spec, **{k: v for k, v in new.items() if k.endswith(("_low", "_high"))}}}
+
+
+def refresh_result(run: Run, rdir: Path) -> dict:
+    """Re-derive a finished run's result.json from its files (metrics.jsonl, measure/epochNNN.json,
+    probes.jsonl) with today's key definitions; training and measurement are not repeated."""
+    old = json.loads((rdir / "result.json").read_text())
+    measured = {int(p.stem[5:]): _with_quadrature_bounds(json.loads(p.read_text()), p.with_suffix(""))
+                for p in sorted((rdir / "measure").glob("epoch*.json"))}
+    return write_result(run, rdir, _jsonl(rdir / "metrics.jsonl"), old["status"], old.get("message", ""),
+                        old["epochs_trained"], {e: m for e, m in measured.items() if e in old["measured_epochs"]})
 
 
 def run_experiment(exp: Experiment, out: Path, *, only: str | None = None, device: str | None = None,
@@ -183,6 +214,8 @@ def run_experiment(exp: Experiment, out: Path, *, only: str | None = None, devic
         for run in bar:
             if (out / run.path / "done.json").exists():
                 bar.set_postfix_str(f"{run.path} done")
+                if (out / run.path / "result.json").exists():
+                    refresh_result(run, out / run.path)
                 continue
             run_one(run, out, exp, dev, lambda s, run=run: bar.set_postfix_str(f"{run.path}: {s}"))
     finally:

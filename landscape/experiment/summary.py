@@ -55,6 +55,9 @@ def summarize(exp: Experiment, out: Path) -> dict:
         for part in ("final", "init"):
             keys = list(dict.fromkeys(k for r in results for k in r[part]))
             row[part] = {k: seed_stats([r[part].get(k) for r in results]) for k in keys}
+        earlier = {k: e for r in results for k, e in r.get("from_epoch", {}).items()}
+        if earlier:  # final keys measured before the last epoch (keys.final_keys), and from which epoch
+            row["from_epoch"] = earlier
         rows.append(row)
     summary = {"experiment": exp.name, "profile": exp.profile, "description": exp.description,
                "profile_description": exp.profile_description, "notes": exp.notes, "citations": exp.citations,

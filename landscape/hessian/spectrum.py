@@ -120,6 +120,33 @@ class SpectralDensity:
     def degenerate_ratio_stderr(self, eps: float = 1e-3) -> float:
         return self._ratio(np.abs(self.nodes) < eps * self.scale)[1]
 
+    def _cdf_bounds(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per vector, bounds on F(t⁻) = μ((−∞, t)) from the Chebyshev-Markov-Stieltjes inequalities of
+        Gauss quadrature: Σ_{θ_i < θ_j} w_i ≤ F(θ_j⁻) and F(θ_j) ≤ Σ_{θ_i ≤ θ_j} w_i for every node θ_j
+        (Akhiezer 1965; Golub & Meurant 2010, §6.1). So F(t⁻) lies between the nodes' mass below t less the
+        weight of the last node below t, and that mass plus the weight of the first node at or above t."""
+        below = self.nodes < t
+        mass = self._per_vector(below)
+        masked_lo = np.where(below, self.nodes, -np.inf)
+        masked_hi = np.where(~below, self.nodes, np.inf)
+        rows = np.arange(self.vectors)
+        last = np.where(below.any(axis=1), self.weights[rows, masked_lo.argmax(axis=1)], 0.0)
+        first = np.where((~below).any(axis=1), self.weights[rows, masked_hi.argmin(axis=1)], 0.0)
+        return mass - last, mass + first
+
+    def mass_bounds(self, lo: float, hi: float) -> tuple[float, float]:
+        """(lower, upper) bounds on μ([lo, hi)) that the quadrature can guarantee (`_cdf_bounds`), averaged
+        over vectors. The point estimates (`mass`, `degenerate_ratio`, ...) lie inside; a wide bracket says
+        the Krylov run has too few nodes near the thresholds to resolve the mass (e.g. a near-zero cluster
+        holding most of the spectrum is represented by a few nodes at its centre, so the mass below a
+        threshold inside the cluster reads 0 with a bracket [0, cluster mass]). Exact in exact arithmetic;
+        with the loss of orthogonality of a long unreorthogonalized run it holds approximately."""
+        f_hi_low, f_hi_up = self._cdf_bounds(hi)
+        f_lo_low, f_lo_up = self._cdf_bounds(lo)
+        low = np.clip(f_hi_low - f_lo_up, 0.0, 1.0)
+        up = np.clip(f_hi_up - f_lo_low, 0.0, 1.0)
+        return float(low.mean()), float(up.mean())
+
     def mass_below(self, threshold: float) -> tuple[float, float]:
         """(μ(|λ| < threshold), stderr over vectors): an absolute, λmax-free degeneracy measure."""
         return self._ratio(np.abs(self.nodes) < threshold)
@@ -231,11 +258,19 @@ class SpectralDensity:
             "degenerate_ratio_stderr": deg_se,
             "eps": eps,
         }
+        # what the quadrature can guarantee about each thresholded mass (`mass_bounds`): [low, high]
+        out["negative_ratio_low"], out["negative_ratio_high"] = self.mass_bounds(-math.inf, -eps * self.scale)
+        out["degenerate_ratio_low"], out["degenerate_ratio_high"] = self.mass_bounds(-eps * self.scale,
+                                                                                     eps * self.scale)
         for t in thresholds:
             m, se = self.mass_below(t)
             out[f"mass_below_{t:.0e}"], out[f"mass_below_{t:.0e}_stderr"] = m, se
+            out[f"mass_below_{t:.0e}_low"], out[f"mass_below_{t:.0e}_high"] = self.mass_bounds(-t, t)
+        median = self.median_abs()
+        out["bulk_degenerate_ratio_low"], out["bulk_degenerate_ratio_high"] = self.mass_bounds(-bulk_eps * median,
+                                                                                               bulk_eps * median)
         out.update(
-            median_abs_eigenvalue=self.median_abs(),
+            median_abs_eigenvalue=median,
             bulk_degenerate_ratio=bulk,
             bulk_degenerate_ratio_stderr=bulk_se,
             bulk_eps=bulk_eps,

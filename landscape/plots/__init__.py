@@ -14,6 +14,7 @@ module computes from them (spectrum curves, transition points):
                 plot_log_spectral_density   the log view
                 plot_spectrum_mass          degenerate / negative mass and λmax over training
                 plot_eigenvalue_histogram   exact eigenvalues on a symlog axis
+    curvature   plot_eos                    λmax against 2/η over training, gradient top-k share, negative mass
     probes      plot_grad_ratio             r_l = ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ per block, log axis
                 plot_grad_ratio_grid        the same, one panel per run
                 plot_stream, plot_stream_compare   stream statistics vs step, with a given transition point
@@ -22,6 +23,7 @@ module computes from them (spectrum curves, transition points):
                 modules: styled (decorator: the shared style), finish (title, save), PathLike
 """
 
+from landscape.plots.curvature import plot_eos
 from landscape.plots.probes import (
                                     plot_grad_ratio,
                                     plot_grad_ratio_grid,
@@ -58,6 +60,7 @@ __all__ = [
     "finish",
     "label_of",
     "line_styles",
+    "plot_eos",
     "plot_eigenvalue_histogram",
     "plot_grad_ratio",
     "plot_grad_ratio_grid",

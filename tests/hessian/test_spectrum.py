@@ -69,6 +69,33 @@ def test_statistics_on_a_known_spectrum():
     assert s["n_params"] == 400 and s["vectors"] == 16 and s["iters"] == 60
 
 
+def test_quadrature_brackets_hold_the_true_mass_where_the_point_estimate_reads_zero():
+    # a near-zero cluster holding 90% of the spectrum, log-spread over [1e-5, 1e-2], beside 10% in [1, 20]:
+    # a short Krylov run puts a few nodes at the cluster's centre, so the mass below 1e-4 (inside the
+    # cluster) reads 0 although it is 0.3; the Chebyshev-Markov-Stieltjes bracket must contain the truth
+    rng = np.random.default_rng(0)
+    eigs = np.concatenate([10 ** rng.uniform(-5, -2, 360), rng.uniform(1, 20, 40)])
+    sd = slq_density(tiny.dense_with_eigenvalues(eigs), iters=20, vectors=8, seed=0)
+    truth = float(np.mean(np.abs(eigs) < 1e-4))
+    assert truth == pytest.approx(0.3, abs=0.06)
+    point = sd.mass(-1e-4, 1e-4)
+    low, high = sd.mass_bounds(-1e-4, 1e-4)
+    assert point < 0.1 and low <= truth <= high and high - low > 0.5  # the old number was 0, and unresolved
+    s = sd.summary(thresholds=(1e-4,))
+    assert (s["mass_below_1e-04_low"], s["mass_below_1e-04_high"]) == (low, high)
+    # every threshold, every statistic: the bracket holds the exact mass (the tolerance is the vectors' noise)
+    for lo, hi in ((-np.inf, 1e-3), (-1e-2, 1e-2), (0.5, 5.0), (-np.inf, 0.0), (1e-6, 1e-3)):
+        exact = float(np.mean((eigs >= lo) & (eigs < hi)))
+        b_low, b_high = sd.mass_bounds(lo, hi)
+        assert b_low - 0.05 <= exact <= b_high + 0.05
+        assert b_low <= sd.mass(lo, hi) <= b_high
+    # a run as long as the dimension resolves every eigenvalue: the bracket closes on the exact mass
+    full = slq_density(tiny.dense_with_eigenvalues(eigs[::8]), iters=50, vectors=4, seed=0)
+    b_low, b_high = full.mass_bounds(-1e-4, 1e-4)
+    exact = float(np.mean(np.abs(eigs[::8]) < 1e-4))
+    assert b_high - b_low < 0.2 and b_low - 0.05 <= exact <= b_high + 0.05
+
+
 def test_to_dict_density_matches_the_exact_spectrum_after_a_json_round_trip():
     """The written density's CDF follows the exact eigenvalues' CDF (an independent reference), and the
     written statistics agree with the exact ones within their stated error bars."""
