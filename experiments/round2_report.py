@@ -65,11 +65,35 @@ def extra_secondary(name: str) -> list[str]:
     """Keys added to every claim's secondary list for this grid (computed here, see the module docstring)."""
     return {"zaeemzadeh2018_transitions": ["grad_absdev_mean", "init.grad_absdev_mean"],
             "zaeemzadeh2018": ["grad_absdev_mean", "init.grad_absdev_mean"],
-            "orhan2018_mechanism": ["slq_bulk_degenerate_ratio", "overlap_weight_frac_mean",
-                                    "overlap_act_centered_frac_mean"],
-            "orhan2018_size": ["slq_bulk_degenerate_ratio", "overlap_weight_frac_mean",
-                               "overlap_act_centered_frac_mean"],
+            "orhan2018_mechanism": ["overlap_weight_frac_mean", "overlap_act_centered_frac_mean"],
+            "orhan2018_size": ["overlap_weight_frac_mean", "overlap_act_centered_frac_mean"],
+            "orhan2018": ["exact_bulk_degenerate_ratio", "exact_effective_rank", "overlap_act_centered_mean",
+                          "overlap_weight_frac_mean", "small_sv_frac_mean"],
             "orhan2018_biasreg": ["overlap_weight_frac_mean", "overlap_act_centered_frac_mean"]}.get(name, [])
+
+
+def degeneracy_rows(summary: dict) -> list[str]:
+    """Per cell: each degeneracy statistic as mean over seeds with the mean of the quadrature's guaranteed
+    bracket [low, high] (SLQ, `SpectralDensity.mass_bounds`), and the exact spectrum's where it was computed."""
+    def val(row: dict, key: str) -> str:
+        s = row["final"].get(key) or {}
+        return "—" if s.get("mean") is None else fmt(s["mean"])
+
+    def bracket(row: dict, key: str) -> str:
+        lo, hi = (row["final"].get(f"{key}_{e}") or {} for e in ("low", "high"))
+        if lo.get("mean") is None:
+            return val(row, key)
+        return f"{val(row, key)} [{fmt(lo['mean'])}, {fmt(hi['mean'])}]"
+
+    lines = ["| cell | n | SLQ μ(abs(λ) < 10⁻³ λmax) [bracket] | SLQ μ(abs(λ) < 10⁻² median abs(λ)) [bracket] | "
+             "SLQ effective rank | exact μ(abs(λ) < 10⁻³ λmax) | exact μ(abs(λ) < 10⁻² median abs(λ)) | "
+             "exact effective rank |", "|---|---|---|---|---|---|---|---|"]
+    for row in summary["cells"]:
+        lines.append(f"| {row['cell']} | {len(row['seeds'])} | {bracket(row, 'slq_degenerate_ratio')} | "
+                     f"{bracket(row, 'slq_bulk_degenerate_ratio')} | {val(row, 'slq_effective_rank')} | "
+                     f"{val(row, 'exact_degenerate_ratio')} | {val(row, 'exact_bulk_degenerate_ratio')} | "
+                     f"{val(row, 'exact_effective_rank')} |")
+    return lines
 
 
 def liu_gain(summary: dict, per_block: int = 2) -> list[dict]:
@@ -159,6 +183,11 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
                             f"{fmt(st['mean'])} [{fmt(st['low'])}, {fmt(st['high'])}] (n = {st['n']})")
             lines.append(f"| {row['cell']} | " + " | ".join(vals) + " |")
         lines.append("")
+    if name.startswith("orhan2018") and any("slq_degenerate_ratio" in r["final"] for r in summary["cells"]):
+        lines += ["Degenerate mass at the last epoch, λmax-relative and scale-free (mass below 10⁻² × the median "
+                  "|λ|), mean over seeds; SLQ values with the mean bracket that the quadrature guarantees "
+                  "(a bracket as wide as [0, 0.8] means the Krylov run cannot resolve that mass):", ""]
+        lines += degeneracy_rows(summary) + [""]
     if name == "orhan2018_mechanism":
         sp = orhan_spearman(summary)
         extra["spearman_rho_train_acc"] = sp
