@@ -65,9 +65,11 @@ def test_a_tiny_full_batch_run_measures_the_sharpness_of_the_loss_it_descends():
     assert all(ratio[s] == pytest.approx(lam[s] * lr / 2, rel=1e-9) for s in lam)
     assert sorted(r["step"] for r in recs if r["metric"] == "train_loss") == [2, 4]
     assert [r["step"] for r in recs if r["metric"] == "negative_ratio"] == [0, 4]  # every full_every-th
+    # another seed is another initialization (full-batch GD has no other randomness)
+    other = eos.run_one("residual_preact", lr, 1, cfg, X, y)
+    assert next(r["value"] for r in other if r["metric"] == "lambda_max") != pytest.approx(lam[0], rel=1e-3)
     # λmax at step 0: the dense float64 Hessian of the full-batch training loss at initialization
-    torch.manual_seed(0)
-    model = eos.build("fc", depth=3, width=6, **eos.NETS["residual_preact"]).double()
+    model = eos.build("fc", depth=3, width=6, seed=0, **eos.NETS["residual_preact"]).double()
     names = [n for n, _ in model.named_parameters()]
     params = tuple(p.detach() for p in model.parameters())
 

@@ -73,7 +73,7 @@ def run_one(net: str, lr: float, seed: int, cfg: EosConfig, X: torch.Tensor, y: 
     """Full-batch gradient descent on (X, y) with the monitor on the same samples; the monitor's records plus
     a train_loss record at each measured step (the loss before that step's update) and `diverged`."""
     torch.manual_seed(seed)
-    model = build("fc", depth=cfg.depth, width=cfg.width, **NETS[net])
+    model = build("fc", depth=cfg.depth, width=cfg.width, seed=seed, **NETS[net])
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     mon = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, every=cfg.every, k=cfg.k, tol=1e-3,
                            metrics=("lambda_max", "grad_top_fraction", "eos_ratio", "negative_ratio"),
