@@ -43,6 +43,7 @@ def test_summary_statistics_on_constructed_series():
     assert row["late_eos_ratio"]["mean"] == pytest.approx(np.mean(late))
     assert row["late_eos_ratio"]["n"] == 3
     assert row["late_eos_ratio"]["low"] == pytest.approx(stats.t_ci(late).low)
+    assert row["late_median_eos_ratio"]["mean"] == pytest.approx(np.mean([1.1, 1.0, 1.0]))
     assert row["late_within_10pct"]["mean"] == pytest.approx(np.mean([2 / 3, 1.0, 2 / 3]))
     assert row["max_eos_ratio"]["mean"] == pytest.approx(np.mean([1.3, 1.05, 1.15]))
     assert row["first_step_at_0.9"]["mean"] == pytest.approx(np.mean([20, 30, 40]))

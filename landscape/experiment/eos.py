@@ -24,7 +24,9 @@ eos_ratio over the measurements in the last third of training, one value per see
 interval over seeds decides "at the edge" (interval inside [0.8, 1.25]), "below" (upper end < 0.8),
 "above" (lower end > 1.25), otherwise "inconclusive". Secondary, all reported: the fraction of late
 measurements within 10% of 2/η, the largest eos_ratio, the first step with eos_ratio ≥ 0.9, the late
-gradient share and negative mass, the final training loss, and diverged runs.
+gradient share and negative mass, the final training loss, and diverged runs. Added after the first grid
+ran (post hoc, so never a verdict): the late *median* eos_ratio, which a few catapult spikes (λmax jumping
+to 10-70 × 2/η for one measurement) do not drag the way they drag the mean.
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def summarize_eos(runs: Mapping[tuple[str, float], Sequence[Sequence[Mapping]]],
     for (net, lr), seeds in sorted(runs.items()):
         last = steps or max((r["step"] for recs in seeds for r in recs), default=0)
         late = 2 * last / 3
-        per: dict[str, list[float]] = {k: [] for k in ("late_eos_ratio", "late_within_10pct", "max_eos_ratio",
+        per: dict[str, list[float]] = {k: [] for k in ("late_eos_ratio", "late_median_eos_ratio",
+                                                     "late_within_10pct", "max_eos_ratio",
                                                      "first_step_at_0.9", "late_grad_top_fraction",
                                                      "late_negative_ratio", "final_train_loss")}
         diverged = 0
@@ -173,6 +176,7 @@ def summarize_eos(runs: Mapping[tuple[str, float], Sequence[Sequence[Mapping]]],
             s, e = _series(recs, "eos_ratio")
             tail = e[s > late]
             per["late_eos_ratio"].append(float(tail.mean()) if tail.size else math.nan)
+            per["late_median_eos_ratio"].append(float(np.median(tail)) if tail.size else math.nan)
             per["late_within_10pct"].append(float(np.mean(np.abs(tail - 1) <= 0.1 + 1e-12)) if tail.size else math.nan)
             per["max_eos_ratio"].append(float(e.max()) if e.size else math.nan)
             hit = s[e >= 0.9]
@@ -198,7 +202,8 @@ def eos_table(rows: Sequence[Mapping]) -> str:
         ci = f" [{s['low']:.{digits}g}, {s['high']:.{digits}g}]" if math.isfinite(s.get("low", math.nan)) else ""
         return f"{s['mean']:.{digits}g}{ci}"
 
-    keys = ("late_eos_ratio", "late_within_10pct", "max_eos_ratio", "first_step_at_0.9", "late_grad_top_fraction",
+    keys = ("late_eos_ratio", "late_median_eos_ratio", "late_within_10pct", "max_eos_ratio", "first_step_at_0.9",
+            "late_grad_top_fraction",
             "late_negative_ratio", "final_train_loss")
     lines = ["| net | η | 2/η | n | " + " | ".join(keys) + " | diverged | verdict |",
              "|" + "---|" * (len(keys) + 6)]
