@@ -1,6 +1,6 @@
 """Edge of stability on the FC zoo (landscape.experiment.eos): run the grid, print the table, draw the figure.
 
-    nice -n 10 python experiments/edge_of_stability.py --out runs/eos       # 3 nets × 2 η × 3 seeds, resumable
+    nice -n 10 python experiments/edge_of_stability.py --out runs/eos       # 3 nets × 2 η × 5 seeds, resumable
     python experiments/edge_of_stability.py --out runs/eos --plot-only     # table and figure from finished runs
 
 Writes OUT/<net>_lr<η>_seed<s>.jsonl (monitor records + training loss), OUT/config.json, OUT/summary.json

@@ -1,6 +1,6 @@
 """Edge of stability on the FC zoo: does the sharpness rise to 2/η and stay there, plain vs residual?
 
-    runs = run_eos("runs/eos")             # 3 nets × 2 learning rates × 3 seeds, resumable (one JSONL per run)
+    runs = run_eos("runs/eos")             # 3 nets × 2 learning rates × 5 seeds, resumable (one JSONL per run)
     rows = summarize_eos(load_eos("runs/eos"))                 # per (net, η): the statistics below
     plot_eos(load_eos("runs/eos"), "figures/eos_fc_mnist1d")   # λmax vs 2/η, gradient share, negative mass
 
@@ -68,7 +68,7 @@ class EosConfig:
     full_every: int = 4
     slq_iters: int = 30
     slq_vectors: int = 2
-    seeds: int = 3
+    seeds: int = 5
 
 
 def run_one(net: str, lr: float, seed: int, cfg: EosConfig, X: torch.Tensor, y: torch.Tensor) -> list[dict]:
