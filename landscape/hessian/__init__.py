@@ -5,18 +5,21 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     sd = slq_density(op, iters=80, vectors=4, top_k=5)   # SpectralDensity: .density(), .summary(), .top
     top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
+    mon = CurvatureMonitor(loss_fn, probe_set, optimizer=opt, every=50)   # a training step callback (§G)
 """
 
 from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
 from landscape.hessian.exact import exact_ggn, exact_hessian
 from landscape.hessian.ggn import GGNOperator
 from landscape.hessian.lanczos import LanczosResult, lanczos, tridiag_to_ritz
+from landscape.hessian.monitor import CurvatureMonitor
 from landscape.hessian.operator import CurvatureOperator, HessianOperator
 from landscape.hessian.protocol import LinearOperator
 from landscape.hessian.spectrum import SpectralDensity, slq_density
 from landscape.hessian.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
 
 __all__ = [
+    "CurvatureMonitor",
     "CurvatureOperator",
     "Eigenpairs",
     "GGNOperator",
