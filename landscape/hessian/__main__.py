@@ -151,6 +151,7 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     from landscape.hessian.cli_inputs import load_inputs
 
     model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
+    split_samples = spec.pop("split_samples", None)
     world = distributed.world_size()
     if len(y) < world:
         raise LandscapeError(f"{len(y)} samples cannot be shared by {world} ranks")
@@ -176,7 +177,8 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     if not distributed.is_main():
         return 0
     _write(args, out, sd, top, op, {
-        "operator": args.operator, "n_samples": len(y), "data": spec, "checkpoint": str(args.ckpt),
+        "operator": args.operator, "n_samples": len(y), "split_samples": split_samples, "data": spec,
+        "checkpoint": str(args.ckpt),
         "model": label, "seed": args.seed, "seconds": seconds, "seconds_slq": sd.meta.get("seconds"),
         "backend": op.backend, "attention_kernel": op.info().get("attention_kernel"), "device": str(device),
         "ranks": world, "torch_version": torch.__version__,
@@ -206,9 +208,12 @@ def _write(args, out: Path, sd, top, op, meta: dict) -> None:
     if known and (bool(noisy) if isinstance(noisy, bool) else stderr > NOISY * abs(lmax)):
         n = meta["n_samples"]
         need = max(n + 1, math.ceil(n * (stderr / (NOISY * abs(lmax))) ** 2))
-        print(f"note: estimate rests on too few samples: use --n-samples {need} or more (λmax = {lmax:.4g} "
-              f"± {stderr:.2g}, data stderr {100 * stderr / abs(lmax):.0f}% of λmax on {n} samples)",
-              file=sys.stderr)
+        have = meta.get("split_samples")
+        advice = (f"use --n-samples {need} or more" if not isinstance(have, int) or need <= have else
+                  f"the split holds only {have} samples (about {need} needed for 5%): quote the error bar, "
+                  f"or measure on a larger split")
+        print(f"note: estimate rests on too few samples: {advice} (λmax = {lmax:.4g} ± {stderr:.2g}, data "
+              f"stderr {100 * stderr / abs(lmax):.0f}% of λmax on {n} samples)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def user_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, 
 
 
 def load_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Tensor, Tensor, dict, str]:
-    """(model, X, y, data spec, model name) from the command line."""
+    """(model, X, y, data spec, model name) from the command line; the spec's "split_samples" is the size of
+    the whole split (what --n-samples can reach)."""
     from landscape.checkpoint import load_checkpoint
     from landscape.data import load_data
 
@@ -88,7 +89,7 @@ def load_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Modu
             raise LandscapeError(f"--n-samples must be in 1..{len(y)} for this split, got {args.n_samples}")
         X, y = X[: args.n_samples], y[: args.n_samples]
     check_model_on_data(model, X, y, label, spec["name"])
-    return model, X, y, spec, label
+    return model, X, y, {**spec, "split_samples": len(data.y)}, label
 
 
 def check_model_on_data(model: nn.Module, X: Tensor, y: Tensor, label: str, data_name: str) -> None:

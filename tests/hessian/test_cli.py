@@ -400,17 +400,29 @@ def test_summary_line_error_bars_and_the_spectrum_file_round_trip(ckpt, capsys):
 def test_too_few_samples_note(ckpt, monkeypatch, capsys):
     """When the solver reports λmax's data stderr above 5% of λmax, one line says what to do."""
     from landscape.hessian.spectrum import SpectralDensity
+    from landscape.hessian.spectrum_file import read_spectrum
 
     path, tmp, *_ = ckpt
     to_dict = SpectralDensity.to_dict
     monkeypatch.setattr(SpectralDensity, "to_dict",
-                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max,
+                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.06 * self.lambda_max,
                                                "lambda_max_noisy": True})
     argv = [str(path), "--n-samples", "50", "--iters", "10", "--vectors", "1", "--top-k", "0", "--out",
             str(tmp / "noisy"), "--no-progress"]
     assert run_cli(main, argv) == 0
     notes = [ln for ln in capsys.readouterr().err.splitlines() if "too few samples" in ln]
-    assert len(notes) == 1 and "use --n-samples 800 or more" in notes[0]
+    assert len(notes) == 1 and "use --n-samples 72 or more" in notes[0]  # 50 · (0.06 / 0.05)²
+    split = read_spectrum(tmp / "noisy")["split_samples"]
+    assert split == 200
+    # more noise asks for more samples than the split holds (the old note said "use --n-samples 800"): it says so
+    monkeypatch.setattr(SpectralDensity, "to_dict",
+                        lambda self, *a, **k: {**to_dict(self, *a, **k), "lambda_max_stderr": 0.2 * self.lambda_max,
+                                               "lambda_max_noisy": True})
+    argv[argv.index("--out") + 1] = str(tmp / "noisier")
+    assert run_cli(main, argv) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "too few samples" in ln]
+    assert len(notes) == 1 and f"the split holds only {split} samples (about 800 needed" in notes[0], notes
+    assert "--n-samples" not in notes[0]
 
 
 def test_import_of_the_engine_loads_no_data_or_checkpoint_code():
