@@ -23,7 +23,6 @@ Default broadening: σ² = 1e-5 · max(1, λmax − λmin), the default of PyHes
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,9 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from landscape.hessian._slq_chains import chains_per_group, grouped_lanczos
 from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
 from landscape.hessian.errorbars import rayleigh_stderr
-from landscape.hessian.lanczos import LanczosResult, lanczos, rademacher
+from landscape.hessian.lanczos import lanczos
 from landscape.hessian.protocol import LinearOperator, check_operator
 
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
@@ -305,48 +305,6 @@ class SpectralDensity:
         }
 
 
-def chains_per_group(op: LinearOperator, iters: int, vectors: int, reorth: str, keep: bool,
-                     basis_device=None, max_basis_bytes: int | None = None) -> int:
-    """How many Lanczos chains fit in `max_basis_bytes` at once (all of them without reorthogonalization
-    or a kept basis, which store only a few vectors per chain)."""
-    if reorth != "full" and not keep:
-        return vectors
-    device = torch.device(basis_device if basis_device is not None else op.device)
-    budget = _free_bytes(device) // 2 if max_basis_bytes is None else int(max_basis_bytes)
-    per_chain = (iters + 1) * int(op.dim) * torch.empty((), dtype=op.dtype).element_size()
-    return max(1, min(vectors, budget // per_chain))
-
-
-def _free_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):  # not POSIX: no limit known
-        return 1 << 62
-
-
-def _grouped_lanczos(op: LinearOperator, vectors: int, group: int, count: int, kw: dict):
-    """`lanczos` over consecutive groups of chains from the start vectors one batched run would draw;
-    returns the joined coefficients and, when count > 0, the `count` best Ritz seeds over all groups."""
-    starts = rademacher(vectors, int(op.dim), torch.Generator().manual_seed(kw["seed"]))
-    parts, best = [], None
-    for g in range(0, vectors, group):
-        r = lanczos(op, start=starts[g : g + group].T, **kw)
-        if count:
-            values, U, AU = r.top_ritz(min(count, r.vectors * r.iters))
-            if best is not None:
-                values, U, AU = np.concatenate([best[0], values]), torch.cat([best[1], U]), torch.cat([best[2], AU])
-            keep = np.argsort(-values, kind="stable")[:count]
-            idx = torch.from_numpy(keep.copy())
-            best = (values[keep], U[idx], AU[idx])
-        r.basis = r.residual = None
-        parts.append(r)
-    joined = LanczosResult(np.concatenate([r.alpha for r in parts]), np.concatenate([r.beta for r in parts]),
-                           breakdowns=sum(r.breakdowns for r in parts))
-    return joined, best
-
-
 def slq_density(
     op: LinearOperator,
     iters: int = 80,
@@ -399,7 +357,7 @@ def slq_density(
         seeds = res.top_ritz(count) if top_k > 0 else None
         res.basis = res.residual = None
     else:
-        res, seeds = _grouped_lanczos(op, vectors, group, count if top_k > 0 else 0, kw)
+        res, seeds = grouped_lanczos(op, vectors, group, count if top_k > 0 else 0, kw)
     nodes, weights = res.ritz()
     meta = {"seed": seed, "reorth": reorth, "breakdowns": res.breakdowns, "seconds": time.perf_counter() - t0,
             "chains_per_group": group}

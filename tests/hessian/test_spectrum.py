@@ -157,18 +157,18 @@ def test_spectrum_file_round_trip(tmp_path):
 def test_chains_in_groups_equal_one_batched_run_and_bound_the_basis(monkeypatch):
     """Over a memory budget the chains run in groups from the same start vectors: same nodes, weights and
     top-k as one batched run, with no group's basis above the budget (the 26.7 GiB ResNet-18 case, scaled)."""
-    import landscape.hessian.spectrum as spectrum
+    import landscape.hessian._slq_chains as chains
 
     op = tiny.dense_with_eigenvalues(_known())
     whole = slq_density(op, iters=12, vectors=5, seed=3, top_k=2, data_stderr=False)
     per_chain = 13 * op.dim * 8  # (iters + 1) float64 vectors of the basis and residual
     sizes = []
-    real = spectrum.lanczos
-    monkeypatch.setattr(spectrum, "lanczos", lambda *a, **k: sizes.append(k["start"].shape[1]) or real(*a, **k))
+    real = chains.lanczos
+    monkeypatch.setattr(chains, "lanczos", lambda *a, **k: sizes.append(k["start"].shape[1]) or real(*a, **k))
     parts = slq_density(op, iters=12, vectors=5, seed=3, top_k=2, data_stderr=False, max_basis_bytes=2 * per_chain)
     assert sizes == [2, 2, 1] and parts.meta["chains_per_group"] == 2
     np.testing.assert_allclose(parts.nodes, whole.nodes, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(parts.weights, whole.weights, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(parts.top.eigenvalues, whole.top.eigenvalues, rtol=1e-10)
-    assert spectrum.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=10 * per_chain) == 5
-    assert spectrum.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=1) == 1
+    assert chains.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=10 * per_chain) == 5
+    assert chains.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=1) == 1
