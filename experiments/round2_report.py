@@ -27,23 +27,12 @@ from pathlib import Path
 
 from landscape import stats
 from landscape.experiment.config import load_experiment
-from landscape.experiment.summary import evaluate_claim, fmt, seed_stats
+from landscape.experiment.summary import diff_cell, evaluate_claim, fmt, seed_stats
 from landscape.io import jsonable
 
 GRIDS = ("zaeemzadeh2018_transitions", "oh2025_mechanism", "liu2020_transformer", "orhan2018_mechanism",
          "orhan2018_biasreg", "orhan2018_size", "zaeemzadeh2018")  # the last: round 1's FC grid, re-run
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _p(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2g}"
-
-
-def _delta(c: dict) -> str:
-    if c["diff"] is None:
-        return "—"
-    ci = f" [{fmt(c['low'])}, {fmt(c['high'])}]" if c["low"] is not None else " [—]"
-    return f"{fmt(c['diff'])}{ci}"
 
 
 def claim_rows(claims: list[dict]) -> list[str]:
@@ -53,11 +42,11 @@ def claim_rows(claims: list[dict]) -> list[str]:
         a, b = c["cells"]
         p = c["primary"]
         lines.append(f"| **{c['text']}** (`{a}` − `{b}`, predicted {'>' if c['direction'] == 'greater' else '<'} 0) "
-                     f"| {p['key']} | {fmt(p['mean_a'])} / {fmt(p['mean_b'])} | {_delta(p)} | {p['n']} | "
-                     f"{_p(p['p'])} | **{c['verdict']}** |")
+                     f"| {p['key']} | {fmt(p['mean_a'])} / {fmt(p['mean_b'])} | {diff_cell(p)} | {p['n']} | "
+                     f"{fmt(p['p'], 2)} | **{c['verdict']}** |")
         for s in c["secondary"]:
-            lines.append(f"| ↳ secondary | {s['key']} | {fmt(s['mean_a'])} / {fmt(s['mean_b'])} | {_delta(s)} | "
-                         f"{s['n']} | {_p(s['p'])} | (secondary) |")
+            lines.append(f"| ↳ secondary | {s['key']} | {fmt(s['mean_a'])} / {fmt(s['mean_b'])} | {diff_cell(s)} | "
+                         f"{s['n']} | {fmt(s['p'], 2)} | (secondary) |")
     return lines
 
 
@@ -192,7 +181,8 @@ def report(name: str, root: Path = ROOT / "runs") -> tuple[list[str], dict]:
         sp = orhan_spearman(summary)
         extra["spearman_rho_train_acc"] = sp
         lines += [f"Spearman's ρ between the degenerate fraction ρ and final train accuracy over all degenerate "
-                  f"runs: {fmt(sp['rho'])} [{fmt(sp['low'])}, {fmt(sp['high'])}] (n = {sp['n']}, p = {_p(sp['p'])}); "
+                  f"runs: {fmt(sp['rho'])} [{fmt(sp['low'])}, {fmt(sp['high'])}] (n = {sp['n']}, "
+                  f"p = {fmt(sp['p'], 2)}); "
                   f"predicted < 0: **{stats.verdict((sp['low'], sp['high']), 'less')}**.", ""]
     cells = ["| cell | seeds | " + " | ".join(exp.headline) + " |", "|" + "---|" * (len(exp.headline) + 2)]
     for row in summary["cells"]:
@@ -222,7 +212,7 @@ def round1_rejudged() -> list[str]:
     for text, a, b, direction in rows:
         p = stats.paired(a, b)
         lines.append(f"| {text} (paired by seed) | {fmt(p.mean)} [{fmt(p.ci.low)}, {fmt(p.ci.high)}] | {p.n} | "
-                     f"{_p(p.p)} | {stats.verdict(p.ci, direction)} |")
+                     f"{fmt(p.p, 2)} | {stats.verdict(p.ci, direction)} |")
     # only means and SDs were kept for the exact degenerate mass at 1e-3: Welch interval from them
     for name, (m, s) in (("residual", (0.945, 0.005)), ("hyper", (0.941, 0.004))):
         m1, s1, n = 0.902, 0.039, 3
@@ -232,7 +222,7 @@ def round1_rejudged() -> list[str]:
         d = m1 - m
         pval = float(2 * sst.t.sf(abs(d / se), df))
         lines.append(f"| Orhan: exact mass below 1e-3 λmax, plain − {name} (Welch, from means ± SD) | {fmt(d)} "
-                     f"[{fmt(d - q * se)}, {fmt(d + q * se)}] | 3 + 3 | {_p(pval)} | "
+                     f"[{fmt(d - q * se)}, {fmt(d + q * se)}] | 3 + 3 | {fmt(pval, 2)} | "
                      f"{stats.verdict((d - q * se, d + q * se), 'greater')} |")
     # Spearman over the 14 cells' 3-seed means: Fisher-z interval as landscape.stats.spearman
     for stat, rho, direction in (("dead fraction", 0.29, "less"), ("overlap (raw)", 0.53, "less"),
@@ -242,7 +232,7 @@ def round1_rejudged() -> list[str]:
         lo, hi = math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
         t = rho * math.sqrt((n - 2) / (1 - rho ** 2))
         lines.append(f"| Orhan: Spearman ρ(train acc, {stat}) over 14 cell means | ρ = {fmt(rho)} [{fmt(lo)}, "
-                     f"{fmt(hi)}] | 14 | {_p(float(2 * sst.t.sf(abs(t), n - 2)))} | "
+                     f"{fmt(hi)}] | 14 | {fmt(float(2 * sst.t.sf(abs(t), n - 2)), 2)} | "
                      f"{stats.verdict((lo, hi), direction)} |")
     return lines
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from landscape import stats
 from landscape.data import load_data
+from landscape.experiment.summary import fmt
 from landscape.hessian.monitor import CurvatureMonitor
 from landscape.io import read_jsonl, write_json, write_jsonl
 from landscape.models import build
@@ -196,11 +197,10 @@ def summarize_eos(runs: Mapping[tuple[str, float], Sequence[Sequence[Mapping]]],
 
 def eos_table(rows: Sequence[Mapping]) -> str:
     """Markdown: one line per (net, η), mean [95% CI] (n) of each statistic."""
-    def cell(s: Mapping, digits: int = 3) -> str:
+    def cell(s: Mapping) -> str:
         if s["n"] == 0 or not math.isfinite(s["mean"]):
             return "—"
-        ci = f" [{s['low']:.{digits}g}, {s['high']:.{digits}g}]" if math.isfinite(s.get("low", math.nan)) else ""
-        return f"{s['mean']:.{digits}g}{ci}"
+        return fmt(s["mean"]) + (f" [{fmt(s['low'])}, {fmt(s['high'])}]" if math.isfinite(s["low"]) else "")
 
     keys = ("late_eos_ratio", "late_median_eos_ratio", "late_within_10pct", "max_eos_ratio", "first_step_at_0.9",
             "late_grad_top_fraction",

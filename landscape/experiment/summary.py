@@ -111,7 +111,7 @@ def papers_table(claims: Sequence[Mapping]) -> str:
             continue
         p = c["primary"]
         lines.append(f"| {c['text']} | {p['key']} | {fmt(pub['a'])} vs {fmt(pub['b'])} ({fmt(pub['a'] - pub['b'])}) | "
-                     f"{fmt(p['mean_a'])} vs {fmt(p['mean_b'])}, {_interval(p)} ({p['n']}) | {c['verdict']} | "
+                     f"{fmt(p['mean_a'])} vs {fmt(p['mean_b'])}, {diff_cell(p)} ({p['n']}) | {c['verdict']} | "
                      f"{pub['source']}; {pub['setup']} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -125,7 +125,8 @@ def fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _interval(c: Mapping) -> str:
+def diff_cell(c: Mapping) -> str:
+    """A paired difference as a table cell: "Δ [low, high]" ("—" without one)."""
     if c["diff"] is None:
         return "—"
     ci = f" [{fmt(c['low'])}, {fmt(c['high'])}]" if c["low"] is not None else " [—]"
@@ -142,7 +143,7 @@ def claims_table(claims: Sequence[Mapping]) -> str:
         rows += [(s, "(secondary)", "") for s in c["secondary"]]
         for cmp, verdict, text in rows:
             lines.append(f"| {text} | {cmp['key']} | {cmp['a']} − {cmp['b']} | {fmt(cmp['mean_a'])} vs "
-                         f"{fmt(cmp['mean_b'])} | {_interval(cmp)} | {cmp['n']} | {fmt(cmp['p'], 2)} | {verdict} |")
+                         f"{fmt(cmp['mean_b'])} | {diff_cell(cmp)} | {cmp['n']} | {fmt(cmp['p'], 2)} | {verdict} |")
     return "\n".join(lines)
 
 

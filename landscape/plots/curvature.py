@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from landscape.plots.style import OKABE_ITO, PathLike, finish, grid, styled, with_n
+from landscape.plots.style import LINE_STYLES, OKABE_ITO, PathLike, finish, grid, styled, with_n
 
 ROWS = (("lambda_max", r"$\lambda_{max}$ (log)"), ("grad_top_fraction", r"$\|P_{10}\,g\|^2 / \|g\|^2$"),
         ("negative_ratio", "negative mass"))
@@ -27,7 +27,6 @@ def plot_eos(panels: Mapping[str, tuple[float, Sequence[Sequence[Mapping]]]], pa
     and the negative mass μ(λ < −eps·λmax). Seeds share the column's colour, one line style each."""
     cols = len(panels)
     fig, axes = grid(3 * cols, cols, 2.6, 2.1, sharex="col")
-    styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
     for j, (name, (limit, seeds)) in enumerate(panels.items()):
         color = OKABE_ITO[j % len(OKABE_ITO)]
         for i, (metric, label) in enumerate(ROWS):
@@ -35,7 +34,7 @@ def plot_eos(panels: Mapping[str, tuple[float, Sequence[Sequence[Mapping]]]], pa
             for s, recs in enumerate(seeds):
                 x, y = _series(recs, metric)
                 if x:
-                    ax.plot(x, y, color=color, ls=styles[s % len(styles)], lw=1,
+                    ax.plot(x, y, color=color, ls=LINE_STYLES[s % len(LINE_STYLES)], lw=1,
                             marker="o" if metric == "negative_ratio" else None, ms=2,
                             label=with_n("seeds", len(seeds)) if s == 0 else None)
             if metric == "lambda_max":
