@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.hessian.eigen import top_eigenpairs
 from landscape.hessian.monitor import CurvatureMonitor, GradientGraphOperator
+from landscape.hessian.solvers.eigen import top_eigenpairs
 from landscape.models import build
 from landscape.modes import preserved_modes
 

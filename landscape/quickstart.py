@@ -136,7 +136,7 @@ def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
     from landscape.experiment.keys import probe_keys
     from landscape.experiment.measure import transition_blocks
     from landscape.hessian import HessianOperator, slq_density
-    from landscape.hessian.curves import spectrum_curves
+    from landscape.hessian.cli.curves import spectrum_curves
     from landscape.probes import run_probes
 
     data = load_data("mnist1d", n_samples=setup["n_samples"], device=device)

@@ -20,7 +20,7 @@ from landscape.data import load_data
 from landscape.errors import LandscapeError
 from landscape.experiment import runner
 from landscape.hessian import exact_hessian
-from landscape.hessian.spectrum_file import read_spectrum
+from landscape.hessian.cli.spectrum_file import read_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERS = ("orhan2018", "oh2025", "zaeemzadeh2018", "liu2020")

@@ -76,8 +76,8 @@ def test_a_finished_run_is_re_derived_from_its_files(tmp_path):
     write_jsonl(tmp_path / "metrics.jsonl", [{"epoch": 1, "train_acc": 0.5, "train_loss": 1.0, "test_acc": 0.4,
                                               "test_loss": 1.2, "seconds": 2.0}])
     # an SLQ spectrum whose summary predates the quadrature brackets: they come from the stored nodes
-    from landscape.hessian.spectrum import SpectralDensity
-    from landscape.hessian.spectrum_file import write_spectrum
+    from landscape.hessian.cli.spectrum_file import write_spectrum
+    from landscape.hessian.solvers.spectrum import SpectralDensity
 
     sd = SpectralDensity(np.array([[1e-6, 0.5, 10.0]]), np.array([[0.8, 0.1, 0.1]]), dim=100)
     write_spectrum(tmp_path / "measure" / "epoch001", sd)

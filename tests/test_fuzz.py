@@ -486,7 +486,7 @@ def user_weights(tmp_path_factory):
 def test_fuzz_hessian_weight_files_load_or_fail_in_one_line(data, user_weights, tmp_path):
     """`--model module:function` weights: random bytes, truncations, byte flips, junk or NaN tensors and
     malicious pickles load or give one `LandscapeError` line naming the file; no code ever runs."""
-    from landscape.hessian.cli_inputs import user_model
+    from landscape.inputs import user_model
 
     d, blob, state = user_weights
     path, marker = tmp_path / "w.pt", tmp_path / "pwned"

@@ -1,8 +1,9 @@
-"""The package imports one way: foundation ← engines ← orchestration, with no cycle (docs/architecture).
+"""The package imports one way: foundation ← engines ← orchestration, with no cycle (README, Layout).
 
-The test parses every module's imports with `ast` (top-level and function-level alike: a lazy import is
-still a dependency) and fails on any edge that points up a layer, on an engine importing plots or plots
-importing an engine, and on any import cycle between modules.
+The test parses every module's imports with `ast` (top-level, function-level and `if TYPE_CHECKING:` alike: a
+lazy or annotation-only import is still a dependency) and fails on any edge that points up a layer, on an
+engine importing plots or plots importing an engine, on an import of another package's underscore module, and
+on any import cycle between files.
 """
 
 import ast
@@ -12,11 +13,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "landscape"
 
-FOUNDATION = ("landscape", "landscape.errors", "landscape.io", "landscape.cli", "landscape.modes",
-              "landscape.stats", "landscape.distributed", "landscape.data", "landscape.checkpoint",
-              "landscape.models")
-ENGINES = ("landscape.hessian", "landscape.probes", "landscape.surface", "landscape.plots", "landscape.compat")
-ORCHESTRATION = ("landscape.train", "landscape.experiment", "landscape.quickstart")
+# Every module's role, declared: the longest matching prefix decides (0 foundation, 1 engine,
+# 2 orchestration). A module that matches no entry fails, so a new package is placed here on purpose.
+ROLES = {
+    "landscape.errors": 0, "landscape.io": 0, "landscape.cli": 0, "landscape.modes": 0, "landscape.stats": 0,
+    "landscape.distributed": 0, "landscape.data": 0, "landscape.checkpoint": 0, "landscape.models": 0,
+    "landscape.memory": 0, "landscape.inputs": 0, "landscape.objective": 0,
+    "landscape.hessian": 1, "landscape.probes": 1, "landscape.surface": 1, "landscape.plots": 1,
+    "landscape.compat": 1,
+    "landscape.hessian.cli": 2, "landscape.hessian.__main__": 2, "landscape.surface.__main__": 2,
+    "landscape.train": 2, "landscape.experiment": 2, "landscape.quickstart": 2,
+}
+
+
+def layer(name: str) -> int:
+    """The declared role of `name` (the longest prefix in ROLES); -1 for the package root."""
+    if name == "landscape":
+        return -1  # the package root re-exports lazily; it is checked on its own below
+    prefixes = [p for p in ROLES if name == p or name.startswith(p + ".")]
+    if not prefixes:
+        raise AssertionError(f"{name} has no declared role: add it to ROLES in tests/test_layers.py")
+    return ROLES[max(prefixes, key=len)]
 
 
 def _module_name(path: Path) -> str:
@@ -24,21 +41,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_cli(name: str) -> bool:
-    return name.endswith("__main__") or name.rsplit(".", 1)[-1].startswith("cli")
-
-
-def layer(name: str) -> int:
-    """0 foundation, 1 engine, 2 orchestration (every CLI module counts as orchestration)."""
-    if name == "landscape":
-        return -1  # the package root re-exports lazily; it is checked on its own below
-    if _is_cli(name) and name != "landscape.cli" or name.startswith(ORCHESTRATION):
-        return 2
-    if name.startswith(ENGINES):
-        return 1
-    if name.startswith(FOUNDATION):
-        return 0
-    raise AssertionError(f"{name} is in no layer: add it to tests/test_layers.py")
+def _is_package(module: str) -> bool:
+    return (ROOT.parent / module.replace(".", "/") / "__init__.py").exists()
 
 
 def _resolve(module: str, node: ast.ImportFrom) -> str:
@@ -46,10 +50,6 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
         return node.module or ""
     base = module.split(".")[: len(module.split(".")) - node.level + (1 if _is_package(module) else 0)]
     return ".".join(base + ([node.module] if node.module else []))
-
-
-def _is_package(module: str) -> bool:
-    return (ROOT.parent / module.replace(".", "/") / "__init__.py").exists()
 
 
 def _known(target: str, names: set[str]) -> str | None:
@@ -61,22 +61,19 @@ def _known(target: str, names: set[str]) -> str | None:
     return None
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def import_graph() -> dict[str, set[str]]:
+    """{module: the landscape modules it imports}, every import statement counted."""
     files = {_module_name(p): p for p in ROOT.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges: set[str] = set()
         tree = ast.parse(path.read_text(), str(path))
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and getattr(block.test, "id", None) == "TYPE_CHECKING"
                        for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
             if id(node) in typing_only:
-                continue  # `if TYPE_CHECKING:` imports are for annotations and never run
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -94,9 +91,18 @@ def import_graph() -> dict[str, set[str]]:
 GRAPH = import_graph()
 
 
+def _package(module: str) -> str:
+    return module if _is_package(module) else module.rpartition(".")[0]
+
+
 def test_the_graph_sees_the_known_modules():
-    assert {"landscape.errors", "landscape.hessian.operator", "landscape.probes.hooks"} <= set(GRAPH)
+    assert {"landscape.errors", "landscape.hessian.operators.operator", "landscape.probes.hooks"} <= set(GRAPH)
     assert "landscape.errors" in GRAPH["landscape.checkpoint"]
+
+
+def test_every_module_has_a_declared_role():
+    missing = [m for m in GRAPH if m != "landscape" and not any(m == p or m.startswith(p + ".") for p in ROLES)]
+    assert not missing, f"modules without a role in ROLES: {missing}"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m != "landscape"))
@@ -119,32 +125,54 @@ def test_hessian_never_imports_probes_or_surface():
             assert not [t for t in targets if t.startswith(("landscape.probes", "landscape.surface"))], module
 
 
-def test_no_import_cycle():
-    graph = {m: {t for t in ts if t != "landscape"} for m, ts in GRAPH.items() if m != "landscape"}
-    # a package's __init__ importing its own submodules is the package assembling itself, not a cycle
-    for m in graph:
-        graph[m] = {t for t in graph[m] if not (_is_package(m) and t.startswith(m + "."))}
+def test_no_import_of_another_packages_underscore_module():
+    bad = []
+    for module, targets in GRAPH.items():
+        for t in targets:
+            private = t.rsplit(".", 1)[-1].startswith("_") and not t.endswith("__main__")
+            if private and _package(t) != _package(module):
+                bad.append(f"{module} -> {t}")
+    assert not bad, bad
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle between files (a package's __init__ assembling its own submodules excepted), or None."""
+    graph = {m: {t for t in ts if t != "landscape" and not (_is_package(m) and t.startswith(m + "."))}
+             for m, ts in graph.items() if m != "landscape"}
     state: dict[str, int] = {}
     stack: list[str] = []
 
-    def visit(m: str) -> None:
+    def visit(m: str) -> list[str] | None:
         state[m] = 1
         stack.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
-            if t not in state:
-                visit(t)
+                return stack[stack.index(t):] + [t]
+            if t not in state and (found := visit(t)):
+                return found
         stack.pop()
         state[m] = 2
+        return None
 
     for m in sorted(graph):
-        if m not in state:
-            visit(m)
+        if m not in state and (found := visit(m)):
+            return found
+    return None
 
 
-def test_the_checker_catches_an_upward_edge_and_a_cycle():
+def test_no_import_cycle():
+    cycle = find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_checker_catches_an_upward_edge_a_cycle_and_an_undeclared_module():
     assert layer("landscape.probes.training") == 1 and layer("landscape.train.loop") == 2
     assert layer("landscape.hessian.__main__") == 2 and layer("landscape.cli") == 0
+    assert layer("landscape.hessian.cli.state") == 2 and layer("landscape.hessian.operators.plan") == 1
+    with pytest.raises(AssertionError, match="no declared role"):
+        layer("landscape.newpackage.thing")
     node = ast.parse("from ..train import loop").body[0]
     assert _resolve("landscape.probes.training", node) == "landscape.train"
+    assert find_cycle({"landscape.a": {"landscape.b"}, "landscape.b": {"landscape.a"}}) == [
+        "landscape.a", "landscape.b", "landscape.a"]
+    assert find_cycle({"landscape.a": {"landscape.b"}, "landscape.b": set()}) is None

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, lanczos, top_eigenpairs
-from landscape.hessian.lanczos import rademacher
+from landscape.hessian.solvers.lanczos import rademacher
 from landscape.modes import preserved_modes
 
 

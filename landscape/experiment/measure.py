@@ -5,7 +5,7 @@ probes, on the run's fixed probe set; returns plain JSON-able dicts and arrays (
                             "transitions": [the input and dimension-changing blocks, reported apart]}
     measure/epochNNN.npz   exact_eigenvalues (ascending)
     measure/epochNNN/      spectrum.json + spectrum.npz: the SLQ spectrum in the one spectrum format
-                           (`landscape.hessian.spectrum_file`; read it back with `read_spectrum`)
+                           (`landscape.hessian.cli.spectrum_file`; read it back with `read_spectrum`)
 
 The probe set is the same `probe_samples` training samples (a fixed random subset, seed 0) for every run.
 """
@@ -39,7 +39,7 @@ def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[
 
 def measure_spectrum(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dict]:
     """SLQ estimate of the Hessian spectrum over `batches` (`landscape.hessian`): (summary, {"spectrum": the
-    `SpectralDensity`}), written by the runner in the one spectrum format (`landscape.hessian.spectrum_file`)."""
+    `SpectralDensity`}), written by the runner in the one spectrum format (`landscape.hessian.cli.spectrum_file`)."""
     from landscape.hessian import HessianOperator, slq_density
 
     op = HessianOperator(model, F.cross_entropy, batches, params=select_params(model, cfg.get("params")))

@@ -28,7 +28,7 @@ from landscape.experiment.config import load_experiment, resolve
 from landscape.experiment.keys import transition_point
 from landscape.experiment.runner import run_experiment
 from landscape.experiment.summary import claims_table, compare, fmt, headline_table, papers_table
-from landscape.hessian.curves import spectrum_curves  # noqa: F401 - the notebooks import it from here
+from landscape.hessian.cli.curves import spectrum_curves  # noqa: F401 - the notebooks import it from here
 from landscape.io import read_jsonl
 from landscape.train import load_toml
 
@@ -206,9 +206,9 @@ class Grid:
         return max(epochs) if epoch == "last" else epoch
 
     def spectrum(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> dict | None:
-        """One SLQ spectrum as plain data (`landscape.hessian.spectrum_file.read_spectrum`: the summary keys,
+        """One SLQ spectrum as plain data (`landscape.hessian.cli.spectrum_file.read_spectrum`: the summary keys,
         "nodes", "weights", "dim", ...); None when the run has none."""
-        from landscape.hessian.spectrum_file import read_spectrum
+        from landscape.hessian.cli.spectrum_file import read_spectrum
 
         epoch = self._epoch(cell, epoch, seed, "spectrum")
         return None if epoch is None else read_spectrum(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}")

@@ -5,7 +5,7 @@ measure them, and write its result; resumable at every level.
     OUT/CELL/seedS/       cell.json (resolved config and its hash: a changed config refuses to resume),
                           config.json, metrics.jsonl, checkpoint.pt (landscape.train), ckpt_epochNNN.pt,
                           probes.jsonl (step probes), measure/epochNNN.{json,npz}, measure/epochNNN/
-                          (spectrum.json + spectrum.npz, `landscape.hessian.spectrum_file`), spectrum.jsonl,
+                          (spectrum.json + spectrum.npz, `landscape.hessian.cli.spectrum_file`), spectrum.jsonl,
                           epoch_probes.jsonl, result.json, done.json (written last: the run is finished)
 
 Resuming: a run with done.json is not trained again (its result.json is re-derived from its files, so a
@@ -42,8 +42,8 @@ from landscape.experiment.config import Experiment, Run
 from landscape.experiment.keys import final_keys, measurement_keys, step_keys, train_keys
 from landscape.experiment.measure import measure_epoch, probe_set
 from landscape.experiment.summary import headline_table, summarize
-from landscape.hessian.spectrum import SpectralDensity
-from landscape.hessian.spectrum_file import read_spectrum, write_spectrum
+from landscape.hessian.cli.spectrum_file import read_spectrum, write_spectrum
+from landscape.hessian.solvers.spectrum import SpectralDensity
 from landscape.io import read_jsonl, write_json, write_jsonl, write_npz
 from landscape.train import NonFiniteLoss, git_version, resolved_model_config, train
 

@@ -8,15 +8,15 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     mon = CurvatureMonitor(loss_fn, probe_set, optimizer=opt, every=50)   # a training step callback (§G)
 """
 
-from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
-from landscape.hessian.exact import exact_ggn, exact_hessian
-from landscape.hessian.ggn import GGNOperator
-from landscape.hessian.lanczos import LanczosResult, lanczos, tridiag_to_ritz
 from landscape.hessian.monitor import CurvatureMonitor
-from landscape.hessian.operator import CurvatureOperator, HessianOperator
-from landscape.hessian.protocol import LinearOperator
-from landscape.hessian.spectrum import SpectralDensity, slq_density
-from landscape.hessian.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+from landscape.hessian.operators.exact import exact_ggn, exact_hessian
+from landscape.hessian.operators.ggn import GGNOperator
+from landscape.hessian.operators.operator import CurvatureOperator, HessianOperator
+from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
+from landscape.hessian.solvers.lanczos import LanczosResult, lanczos, tridiag_to_ritz
+from landscape.hessian.solvers.protocol import LinearOperator
+from landscape.hessian.solvers.spectrum import SpectralDensity, slq_density
+from landscape.hessian.solvers.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
 
 __all__ = [
     "CurvatureMonitor",

@@ -1,6 +1,6 @@
 """`python -m landscape.hessian CKPT`: the Hessian (or GGN) spectrum of a checkpoint's model on its data.
 
-Writes OUT/spectrum.json + OUT/spectrum.npz (`landscape.hessian.spectrum_file`, documented in
+Writes OUT/spectrum.json + OUT/spectrum.npz (`landscape.hessian.cli.spectrum_file`, documented in
 docs/formats.md) and OUT/density.png + .pdf (log-density plot); prints a one-line JSON summary (λmax with
 its error bar and Ritz residual, λmin, trace, ratios, top eigenvalues with residuals). Exit 0 on success,
 2 on bad input (one line on stderr, checked before any compute: --out must be a writable directory),
@@ -12,7 +12,7 @@ data set, --n-samples keeps the first N samples. For any other model, `--model m
 The loss is the mean cross-entropy.
 
 Under `torchrun --nproc_per_node W -m landscape.hessian CKPT ...` each rank takes its contiguous share of
-the samples and every product costs one all_reduce (see `landscape.hessian.operator`); all ranks run the
+the samples and every product costs one all_reduce (see `landscape.hessian.operators.operator`); all ranks run the
 same seeded iterations, rank 0 shows progress and writes the outputs.
 
 Long runs: every --state-every iterations rank 0 writes the Lanczos state to OUT/lanczos_state.pt
@@ -45,8 +45,8 @@ from landscape.cli import (
     run_cli,
 )
 from landscape.errors import LandscapeError
-from landscape.hessian._cli_state import NAME as STATE_NAME
-from landscape.hessian._cli_state import StateFile
+from landscape.hessian.cli.state import NAME as STATE_NAME
+from landscape.hessian.cli.state import StateFile
 
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 
@@ -148,7 +148,7 @@ def _slq(op, args, state, sf):
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:
     from landscape.data import part_slice
     from landscape.hessian import GGNOperator, HessianOperator
-    from landscape.hessian.cli_inputs import load_inputs
+    from landscape.inputs import load_inputs
 
     model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
     split_samples = spec.pop("split_samples", None)
@@ -189,8 +189,8 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
 
 def _write(args, out: Path, sd, top, op, meta: dict) -> None:
     """spectrum.json/.npz, the density plot, the summary line on stdout and the too-few-samples note."""
-    from landscape.hessian.curves import spectrum_curves
-    from landscape.hessian.spectrum_file import write_spectrum
+    from landscape.hessian.cli.curves import spectrum_curves
+    from landscape.hessian.cli.spectrum_file import write_spectrum
     from landscape.io import dumps
     from landscape.plots import plot_spectral_density
 

@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.errors import LandscapeError
-from landscape.hessian import _data
-from landscape.hessian.eigen import top_eigenpairs
-from landscape.hessian.spectrum import slq_density
-from landscape.hessian.trace import hutchpp_trace
+from landscape.hessian.operators import data as _data
+from landscape.hessian.solvers.eigen import top_eigenpairs
+from landscape.hessian.solvers.spectrum import slq_density
+from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
 
 CURVATURE_METRICS = ("lambda_max", "top_eigenvalues", "trace", "negative_ratio", "grad_top_fraction",

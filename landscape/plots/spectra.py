@@ -1,6 +1,6 @@
 """Hessian spectrum figures from plain data: density curves, mass over training, exact eigenvalue histograms.
 
-A spectrum is drawn from the curves it is given, one plain dict per label (`landscape.hessian.curves.
+A spectrum is drawn from the curves it is given, one plain dict per label (`landscape.hessian.cli.curves.
 spectrum_curves` computes them from a spectrum file's nodes and weights):
 
     log view      "log_grid" (u = log10|λ|), "log_positive", "log_negative" (densities per unit u)

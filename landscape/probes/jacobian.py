@@ -6,7 +6,7 @@ we return as (σ_max, σ_min). For a square J they are its extreme singular valu
 widens (more outputs than inputs) σ_min is 0. Per-sample blocks (eval-mode BN, no attention across
 samples) have a block-diagonal J, so the batch values are the max / min over samples.
 
-Method: `landscape.hessian.lanczos` (full reorthogonalization) on u ↦ J Jᵀ u, with one forward pass for
+Method: `landscape.hessian.solvers.lanczos` (full reorthogonalization) on u ↦ J Jᵀ u, with one forward pass for
 all steps: Jᵀu is a backward pass through the retained graph, and J w a JVP by the double-backward trick
 (J w = ∂⟨Jᵀu₀, w⟩/∂u₀ on the graph of g = Jᵀu₀, built once with create_graph). On CPU this is far
 faster than `torch.func.jvp`, whose convolution rule falls back to a slow path. Both ends of the
@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.hessian._checks import is_attention_error, math_attention
-from landscape.hessian.lanczos import lanczos, tridiag_to_ritz
+from landscape.hessian.operators.checks import is_attention_error, math_attention
+from landscape.hessian.solvers.lanczos import lanczos, tridiag_to_ritz
 from landscape.probes.grad_norm import tensors_in
 
 

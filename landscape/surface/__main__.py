@@ -120,7 +120,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def _weights(path: str, args: argparse.Namespace, device: torch.device, model) -> dict:
     """The parameters of another checkpoint of the same model (one-line error when they do not fit)."""
     from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.hessian.cli_inputs import user_model
+    from landscape.inputs import user_model
 
     other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
     problem = state_mismatch(model.state_dict(), other.state_dict())
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from landscape.cli import Interrupted
-    from landscape.hessian.cli_inputs import load_inputs
+    from landscape.inputs import load_inputs
     from landscape.surface import evaluate_grid, mesh_coords
 
     model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))

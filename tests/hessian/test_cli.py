@@ -358,7 +358,7 @@ def test_wrong_input_shape_names_model_shape_and_torch_message(user, tmp_path, c
     (["--probes", "4"], "unrecognized arguments: --probes"),
 ])
 def test_bad_numbers_are_refused_before_loading(ckpt, monkeypatch, capsys, extra, fragment):
-    from landscape.hessian import cli_inputs
+    from landscape import inputs as cli_inputs
 
     path, tmp, *_ = ckpt
     monkeypatch.setattr(cli_inputs, "load_inputs", lambda *a: pytest.fail("loaded before checking the flags"))
@@ -367,7 +367,7 @@ def test_bad_numbers_are_refused_before_loading(ckpt, monkeypatch, capsys, extra
 
 @pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
 def test_bad_out_is_refused_before_any_compute(ckpt, tmp_path, monkeypatch, capsys, where):
-    from landscape.hessian import cli_inputs
+    from landscape import inputs as cli_inputs
 
     path, *_ = ckpt
     blocker = tmp_path / "a_file"
@@ -379,7 +379,7 @@ def test_bad_out_is_refused_before_any_compute(ckpt, tmp_path, monkeypatch, caps
 
 
 def test_summary_line_error_bars_and_the_spectrum_file_round_trip(ckpt, capsys):
-    from landscape.hessian.spectrum_file import SCHEMA, read_spectrum
+    from landscape.hessian.cli.spectrum_file import SCHEMA, read_spectrum
 
     path, tmp, eigs, _, _ = ckpt
     out = tmp / "summary"
@@ -399,8 +399,8 @@ def test_summary_line_error_bars_and_the_spectrum_file_round_trip(ckpt, capsys):
 
 def test_too_few_samples_note(ckpt, monkeypatch, capsys):
     """When the solver reports λmax's data stderr above 5% of λmax, one line says what to do."""
-    from landscape.hessian.spectrum import SpectralDensity
-    from landscape.hessian.spectrum_file import read_spectrum
+    from landscape.hessian.cli.spectrum_file import read_spectrum
+    from landscape.hessian.solvers.spectrum import SpectralDensity
 
     path, tmp, *_ = ckpt
     to_dict = SpectralDensity.to_dict

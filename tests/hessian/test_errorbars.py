@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from landscape.hessian import HessianOperator, exact_hessian, slq_density
-from landscape.hessian.errorbars import rayleigh_stderr, weighted_stderr
+from landscape.hessian.solvers.errorbars import rayleigh_stderr, weighted_stderr
 
 from . import tiny
 

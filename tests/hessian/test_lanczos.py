@@ -8,7 +8,7 @@ import torch
 
 from landscape.errors import LandscapeError
 from landscape.hessian import lanczos, tridiag_to_ritz
-from landscape.hessian.lanczos import rademacher
+from landscape.hessian.solvers.lanczos import rademacher
 
 D = torch.float64
 

@@ -145,7 +145,7 @@ def test_tiny_bert_from_a_config_falls_back_from_an_asymmetric_backend(monkeypat
     """BERT's word embeddings have padding_idx: autograd's gradient skips the padding row, forward-mode AD
     does not, so forward-over-reverse products are not symmetric. "auto" must notice and use double
     backward even when func is the faster; pinning func is refused, naming the cause."""
-    from landscape.hessian import _plan
+    from landscape.hessian.operators import plan as _plan
 
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(vocab_size=13, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
@@ -200,7 +200,8 @@ def test_exact_oracle_with_padding_idx_matches_reverse_over_reverse():
 def test_ggn_with_padding_idx_falls_back_like_the_hessian(monkeypatch):
     """J v by forward mode moves the padding row, Jᵀu by reverse mode does not: func's GGN products are not
     symmetric either, and auto falls back to the double-vjp backend, which matches the brute-force GGN."""
-    from landscape.hessian import GGNOperator, _plan, exact_ggn
+    from landscape.hessian import GGNOperator, exact_ggn
+    from landscape.hessian.operators import plan as _plan
 
     torch.manual_seed(0)
     model = _Embed().double()

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, exact_hessian
-from landscape.hessian._backends import DoubleBackwardHessian as _DoubleBackwardHessian
-from landscape.hessian._backends import FuncHessian as _FuncHessian
+from landscape.hessian.operators.backends import DoubleBackwardHessian as _DoubleBackwardHessian
+from landscape.hessian.operators.backends import FuncHessian as _FuncHessian
 
 from . import tiny
 

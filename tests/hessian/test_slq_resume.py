@@ -129,7 +129,7 @@ def _same_outputs(a, b):
 
 
 def test_cli_sigterm_then_resume_matches_an_uninterrupted_run(ckpt, monkeypatch, capsys):  # noqa: F811
-    from landscape.hessian._cli_state import StateFile
+    from landscape.hessian.cli.state import StateFile
 
     path, tmp, *_ = ckpt
     handler = signal.getsignal(signal.SIGTERM)

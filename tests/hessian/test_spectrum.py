@@ -142,7 +142,7 @@ def test_log_density_masses():
 
 def test_spectrum_file_round_trip(tmp_path):
     """The one on-disk format (spectrum.json + spectrum.npz) gives back the nodes, weights and summary."""
-    from landscape.hessian.spectrum_file import read_spectrum, write_spectrum
+    from landscape.hessian.cli.spectrum_file import read_spectrum, write_spectrum
 
     sd = slq_density(tiny.dense_with_eigenvalues(_known()), iters=10, vectors=2)
     write_spectrum(tmp_path, sd)
@@ -157,7 +157,7 @@ def test_spectrum_file_round_trip(tmp_path):
 def test_chains_in_groups_equal_one_batched_run_and_bound_the_basis(monkeypatch):
     """Over a memory budget the chains run in groups from the same start vectors: same nodes, weights and
     top-k as one batched run, with no group's basis above the budget (the 26.7 GiB ResNet-18 case, scaled)."""
-    import landscape.hessian._slq_chains as chains
+    import landscape.hessian.solvers.chains as chains
 
     op = tiny.dense_with_eigenvalues(_known())
     whole = slq_density(op, iters=12, vectors=5, seed=3, top_k=2, data_stderr=False)

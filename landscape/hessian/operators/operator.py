@@ -37,11 +37,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape import distributed as _dist
+from landscape import memory as _memory
 from landscape.errors import LandscapeError
-from landscape.hessian import _checks, _data, _memory, _plan
-from landscape.hessian._backends import DoubleBackwardHessian, FuncHessian
-from landscape.hessian._checks import check_fixed
-from landscape.hessian._flat import FlatLayout, select_params, snapshot
+from landscape.hessian.operators import checks as _checks
+from landscape.hessian.operators import data as _data
+from landscape.hessian.operators import plan as _plan
+from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
+from landscape.hessian.operators.checks import check_fixed
+from landscape.hessian.operators.flat import FlatLayout, select_params, snapshot
 from landscape.modes import preserved_modes
 
 __all__ = ["BACKENDS", "CurvatureOperator", "HessianOperator", "check_fixed"]
@@ -182,7 +185,7 @@ class CurvatureOperator:
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(n_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
-        the samples), for data-noise error bars (landscape.hessian.errorbars). One extra data pass."""
+        the samples), for data-noise error bars (landscape.hessian.solvers.errorbars). One extra data pass."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, sizes, forms = self.layout.split(rows), [], []
         with torch.enable_grad(), self._modes_as_built(), self.kernel():

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
 
-from landscape.hessian import _data
-from landscape.hessian.operator import CurvatureOperator
+from landscape.hessian.operators import data as _data
+from landscape.hessian.operators.operator import CurvatureOperator
 
 
 class _FuncGGN:
@@ -30,7 +30,7 @@ class _FuncGGN:
         return batch
 
     def state_bytes(self, state: _data.Batch, n: int) -> int:
-        from landscape.hessian._memory import tensor_bytes
+        from landscape.memory import tensor_bytes
 
         return tensor_bytes(state)
 

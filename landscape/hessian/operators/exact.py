@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, hessian, jacrev, jvp, vmap
 
 from landscape.errors import LandscapeError
-from landscape.hessian import _checks, _data
-from landscape.hessian._flat import FlatLayout, select_params, snapshot
+from landscape.hessian.operators import checks as _checks
+from landscape.hessian.operators import data as _data
+from landscape.hessian.operators.flat import FlatLayout, select_params, snapshot
 
 MAX_PARAMS = 20_000
 

@@ -15,7 +15,7 @@ Every number is an average over the k vectors of that vector's own quadrature es
 one: mass below absolute thresholds, mass below ε·median|λ| (the bulk's own scale) and the effective
 rank dim·S·exp(−T/S), S = ∫|λ|dμ, T = ∫|λ|log|λ|dμ (Roy & Vetterli 2007), docs/methods.md §E.3-E.5.
 With top_k, the top eigenpairs are refined from the same Krylov run and λmax gets its data-noise
-stderr from per-batch Rayleigh quotients (landscape.hessian.errorbars).
+stderr from per-batch Rayleigh quotients (landscape.hessian.solvers.errorbars).
 
 Default broadening: σ² = 1e-5 · max(1, λmax − λmin), the default of PyHessian's density plot.
 """
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape.hessian._slq_chains import chains_per_group, grouped_lanczos
-from landscape.hessian.eigen import Eigenpairs, top_eigenpairs
-from landscape.hessian.errorbars import rayleigh_stderr
-from landscape.hessian.lanczos import lanczos
-from landscape.hessian.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.chains import chains_per_group, grouped_lanczos
+from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
+from landscape.hessian.solvers.errorbars import rayleigh_stderr
+from landscape.hessian.solvers.lanczos import lanczos
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator
 
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 

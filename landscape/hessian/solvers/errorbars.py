@@ -27,7 +27,7 @@ import math
 import numpy as np
 from torch import Tensor
 
-from landscape.hessian.protocol import LinearOperator
+from landscape.hessian.solvers.protocol import LinearOperator
 
 
 def weighted_stderr(values: np.ndarray, sizes: np.ndarray) -> tuple[float, float]:

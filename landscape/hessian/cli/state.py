@@ -1,6 +1,6 @@
 """The hessian CLI's resumable SLQ: OUT/lanczos_state.pt, written by rank 0, readable by every rank.
 
-Orchestration layer (imported by `landscape.hessian.__main__` only). `lanczos` hands a state dict (CPU
+The hessian CLI's room (orchestration). `lanczos` hands a state dict (CPU
 tensors, ints and strings) to `on_state` every --state-every iterations; it is written atomically with the
 run's identity (operator, checkpoint, sample count), which `--resume` checks before continuing, so a
 resumed run reproduces the uninterrupted one. The file is removed once the outputs are written.

@@ -31,11 +31,13 @@ import torch
 from torch import Tensor
 
 from landscape import distributed as _dist
+from landscape import memory as _memory
 from landscape.errors import LandscapeError, first_line
-from landscape.hessian import _checks, _data, _memory
+from landscape.hessian.operators import checks as _checks
+from landscape.hessian.operators import data as _data
 
 if TYPE_CHECKING:
-    from landscape.hessian.operator import CurvatureOperator
+    from landscape.hessian.operators.operator import CurvatureOperator
 
 _FAILURES = (RuntimeError, NotImplementedError)
 

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.lanczos import rademacher
-from landscape.hessian.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.lanczos import rademacher
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator
 
 
 @dataclass

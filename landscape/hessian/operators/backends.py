@@ -19,10 +19,11 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
-from landscape.hessian import _data, _memory
+from landscape import memory as _memory
+from landscape.hessian.operators import data as _data
 
 if TYPE_CHECKING:
-    from landscape.hessian.operator import CurvatureOperator
+    from landscape.hessian.operators.operator import CurvatureOperator
 
 
 class FuncHessian:

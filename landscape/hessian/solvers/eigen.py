@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian._linalg import gram
-from landscape.hessian._linalg import row_norms as _norms
-from landscape.hessian.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.linalg import gram
+from landscape.hessian.solvers.linalg import row_norms as _norms
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator
 
 WHICH = ("LA", "SA", "LM")
 

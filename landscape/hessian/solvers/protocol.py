@@ -40,6 +40,6 @@ def check_operator(op: object, who: str) -> LinearOperator:
     if missing:
         raise LandscapeError(
             f"{who}: the operator ({type(op).__name__}) lacks {', '.join(missing)}; it needs dim, dtype, "
-            "device and matmat(V [dim, k]) -> [dim, k] (see landscape.hessian.protocol)"
+            "device and matmat(V [dim, k]) -> [dim, k] (see landscape.hessian.solvers.protocol)"
         )
     return op  # type: ignore[return-value]

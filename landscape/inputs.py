@@ -1,11 +1,12 @@
-"""The hessian CLI's inputs: the model (from a checkpoint, or `--model module:function` + its weights file),
-the data set, and a check that the model runs on that data — each failure one `LandscapeError` line.
+"""What a measuring CLI reads (`python -m landscape.hessian`, `python -m landscape.surface`): the model (from a
+checkpoint, or `--model module:function` + its weights file), the data set, and a check that the model runs
+on that data — each failure one `LandscapeError` line.
 
-Orchestration layer (imported by `landscape.hessian.__main__` only): it loads `landscape.data` and
-`landscape.checkpoint`, which the engine never imports. A weights file goes through the checkpoint
-loader's checks (`landscape.checkpoint.read_file`: missing, a directory, empty, truncated or corrupt, a
-pickle that would import code), then non-finite weights and a state_dict that does not fit the model
-(missing and unexpected keys, the first shape mismatches) are refused before any compute.
+Foundation layer: it loads `landscape.data` and `landscape.checkpoint`; the engines never import it. A weights
+file goes through the checkpoint loader's checks (`landscape.checkpoint.read_file`: missing, a directory,
+empty, truncated or corrupt, a pickle that would import code), then non-finite weights and a state_dict that
+does not fit the model (missing and unexpected keys, the first shape mismatches) are refused before any
+compute.
 """
 
 from __future__ import annotations

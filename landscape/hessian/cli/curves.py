@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from landscape.hessian.spectrum import SpectralDensity
+from landscape.hessian.solvers.spectrum import SpectralDensity
 
 
 def spectrum_curves(spectrum: Mapping, *, n_grid: int = 2000, log_sigma: float = 0.05) -> dict:

@@ -35,8 +35,8 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian._linalg import gram
-from landscape.hessian.protocol import LinearOperator
+from landscape.hessian.solvers.linalg import gram
+from landscape.hessian.solvers.protocol import LinearOperator
 
 
 @dataclass

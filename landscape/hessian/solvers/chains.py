@@ -14,8 +14,8 @@ import os
 import numpy as np
 import torch
 
-from landscape.hessian.lanczos import LanczosResult, lanczos, rademacher
-from landscape.hessian.protocol import LinearOperator
+from landscape.hessian.solvers.lanczos import LanczosResult, lanczos, rademacher
+from landscape.hessian.solvers.protocol import LinearOperator
 
 
 def chains_per_group(op: LinearOperator, iters: int, vectors: int, reorth: str, keep: bool,
