@@ -1,8 +1,13 @@
-"""Plumbing: memory budgets and measuring what a prepared batch holds.
+"""Memory: one budget rule for every engine, and measuring what a prepared batch keeps alive.
 
-Budget: `max_memory` bytes when given, else 80% of the free CUDA memory (torch.cuda.mem_get_info)
-or 50% of the host's available memory (/proc/meminfo MemAvailable) on a CPU. Half the budget may
-hold cached per-batch graphs; the other half is for one batch's products.
+`budget(device, share)` is the only place the project decides how many bytes it may use:
+
+    budget = share · free(device)      free = torch.cuda.mem_get_info (CUDA), MemAvailable (CPU, /proc/meminfo;
+                                              else free physical pages; else 8 GiB)
+
+with `share` chosen by the caller for its job: the curvature operator's batch merging and graph cache
+(`OPERATOR_SHARE`), SLQ's Lanczos bases (`BASIS_SHARE`), the loss-surface grid's stacked parameters and
+activations (`GRID_SHARE`). A caller's explicit byte cap (`max_memory=`) replaces the rule.
 """
 
 from __future__ import annotations
@@ -14,9 +19,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+OPERATOR_SHARE = 0.5
+"""The operator's share of free memory: half of it may hold cached per-batch graphs, half one batch's products."""
+BASIS_SHARE = 0.5
+"""The Lanczos bases' share (SLQ chains, top-k refinement), taken after the operator was built."""
+GRID_SHARE = 0.25
+"""The surface grid's share: stacked parameters of the points in flight plus their activations."""
+_FALLBACK = 8 << 30
 
-def available_bytes(device: torch.device) -> int:
-    """Free memory on `device` now (CUDA: mem_get_info; CPU: MemAvailable, else free physical pages)."""
+
+def available_bytes(device: torch.device | str) -> int:
+    """Free memory on `device` now, in bytes (CUDA: mem_get_info; CPU: MemAvailable, else free pages, else 8 GiB).
+
+    Args:
+        device: a CUDA or CPU device.
+
+    Returns:
+        The bytes a new allocation could take without swapping or failing.
+    """
+    device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     try:
@@ -29,18 +50,29 @@ def available_bytes(device: torch.device) -> int:
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        return 8 << 30
+        return _FALLBACK
 
 
-def budget(device: torch.device, max_memory: int | None) -> int:
-    """Bytes the operator may use on `device`."""
+def budget(device: torch.device | str, share: float, max_memory: int | None = None) -> int:
+    """Bytes a job may use on `device`: `max_memory` when given, else `share` of what is free now.
+
+    Args:
+        device: where the job allocates.
+        share: the fraction of free memory the job may take (one of the *_SHARE constants).
+        max_memory: an explicit cap in bytes that replaces the rule.
+
+    Returns:
+        The budget in bytes (at least 1).
+    """
     if max_memory is not None:
-        return int(max_memory)
-    return int(available_bytes(device) * (0.8 if device.type == "cuda" else 0.5))
+        return max(1, int(max_memory))
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    return max(1, int(available_bytes(device) * share))
 
 
 def tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors in a (nested) tuple/list/dict."""
+    """Bytes of the tensors in a (nested) tuple/list/dict; other objects count 0."""
     if isinstance(obj, Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, (tuple, list)):
@@ -55,6 +87,13 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, int]:
 
     CUDA: allocated memory after minus before. CPU: the storages autograd saved for backward while
     `fn` ran (each counted once), which is what a kept graph holds.
+
+    Args:
+        fn: the work to measure, e.g. a forward pass whose graph is kept.
+        device: where `fn` allocates.
+
+    Returns:
+        (fn's result, bytes kept alive by it).
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -22,7 +22,6 @@ whole grid. Blocks are the resumable unit: after each one `on_state` receives th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from landscape import distributed as dist
+from landscape import memory
 from landscape.data import part_slice
 from landscape.errors import LandscapeError
 from landscape.modes import preserved_modes
@@ -52,16 +52,6 @@ class GridValues:
     loss: np.ndarray
     accuracy: np.ndarray
     info: dict
-
-
-def _default_budget(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        free = 8 << 30
-    return int(min(2 << 30, free // 4))
 
 
 def _activation_bytes(model: nn.Module, params: dict, buffers: dict, X: Tensor) -> int:
@@ -160,7 +150,7 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     if accuracy is None:
         accuracy = not (y.is_floating_point() or y.is_complex())
 
-    budget = max_memory or _default_budget(device)
+    budget = memory.budget(device, memory.GRID_SHARE, max_memory)
     param_bytes = sum(t.numel() for t in base.values()) * first.element_size()
     probe = min(n, 8)
     act = _activation_bytes(model, base, buffers, X[:probe]) / probe          # bytes per sample

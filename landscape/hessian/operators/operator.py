@@ -98,7 +98,7 @@ class CurvatureOperator:
         self.layout = FlatLayout(names, [p.shape for p in self.params.values()])
         self.data = _data.DataSource(data)
         self.n_products = 0
-        self._budget = _memory.budget(self.device, max_memory)
+        self._budget = _memory.budget(self.device, _memory.OPERATOR_SHARE, max_memory)
         self._cache_wanted = cache
         self._merge_wanted = merge_batches
         self._backend_name = backend

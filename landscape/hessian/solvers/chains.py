@@ -9,11 +9,10 @@ equal a single batched run's.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
+from landscape import memory
 from landscape.hessian.solvers.lanczos import LanczosResult, lanczos, rademacher
 from landscape.hessian.solvers.protocol import LinearOperator
 
@@ -25,18 +24,9 @@ def chains_per_group(op: LinearOperator, iters: int, vectors: int, reorth: str, 
     if reorth != "full" and not keep:
         return vectors
     device = torch.device(basis_device if basis_device is not None else op.device)
-    budget = _free_bytes(device) // 2 if max_basis_bytes is None else int(max_basis_bytes)
+    budget = memory.budget(device, memory.BASIS_SHARE, max_basis_bytes)
     per_chain = (iters + 1) * int(op.dim) * torch.empty((), dtype=op.dtype).element_size()
     return max(1, min(vectors, budget // per_chain))
-
-
-def _free_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):  # not POSIX: no limit known
-        return 1 << 62
 
 
 def grouped_lanczos(op: LinearOperator, vectors: int, group: int, count: int, kw: dict):
