@@ -83,3 +83,10 @@ def test_vector_halves_give_the_estimators_own_noise():
     np.testing.assert_array_equal(second.weights, weights[2:])
     with pytest.raises(LandscapeError):
         vector_halves(_exact([1.0, 2.0]))
+
+
+def test_denormal_tails_do_not_overflow():
+    """A Gaussian tail at 5e-324 (whose half underflows to 0) contributes nothing instead of an infinite log."""
+    tiny = np.nextafter(0, 1)
+    p, q = np.array([0.5, 0.5, tiny]), np.array([0.5, 0.5, 0.0])
+    assert js_divergence(p, q) == pytest.approx(0.0, abs=1e-300)

@@ -54,7 +54,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     m = (p + q) / 2
 
     def kl(x: np.ndarray) -> float:
-        on = x > 0
+        on = (x > 0) & (m > 0)   # a denormal x whose half underflows contributes nothing
         return float(np.sum(x[on] * np.log(x[on] / m[on])))
 
     return min(max(0.5 * kl(p) + 0.5 * kl(q), 0.0), math.log(2))
