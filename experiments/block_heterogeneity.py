@@ -2,6 +2,7 @@
 
     nice -n 10 python experiments/block_heterogeneity.py --only resnet1d &   # the two models can run side by side
     nice -n 10 python experiments/block_heterogeneity.py --only vit1d
+    nice -n 10 python experiments/block_heterogeneity.py --only resnet1d --seeds 4 3     # a third process
     python experiments/block_heterogeneity.py --report                      # RESULTS.md block + figures from records
 
 Records: records/block_heterogeneity/<model>_seed<s>.json (committed; every number of the report is recomputed
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", default=str(ROOT / "figures"))
     ap.add_argument("--results", default=str(ROOT / "RESULTS.md"))
     ap.add_argument("--only", default=None, help="run only this model")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="run only these seeds, in this order")
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--report", action="store_true", help="no training: table and figures from the records")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings (smoke runs)")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         cfg = dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(value)})
     if not args.report:
-        run_blocks(args.records, cfg, args.only, log=lambda s: print(s, file=sys.stderr, flush=True))
+        run_blocks(args.records, cfg, args.only, args.seeds, log=lambda s: print(s, file=sys.stderr, flush=True))
         return 0
     results = Path(args.results)
     if not results.exists():

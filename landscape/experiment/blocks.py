@@ -98,14 +98,14 @@ def run_one(model_name: str, seed: int, cfg: BlocksConfig) -> dict:
             "load_average": {"start": load0, "end": _load_average()}, "threads": torch.get_num_threads()}
 
 
-def run_blocks(out: str | Path, cfg: BlocksConfig, only: str | None = None,
+def run_blocks(out: str | Path, cfg: BlocksConfig, only: str | None = None, seeds: Sequence[int] | None = None,
                log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Run every missing (model, seed) into OUT/<model>_seed<s>.json (finished records are kept; `only`: just this
-    model, so two processes can share the grid)."""
+    model, `seeds`: just these seeds in this order, so several processes can share the grid)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.seeds) if seeds is None else seeds:
         for name in (cfg.cnn, cfg.transformer) if only is None else (only,):
             path = record_path(out, name, seed)
             if not path.exists():
