@@ -75,7 +75,9 @@ class Probe:
         self._grad_on, self._stream_on = "grad_norm" in metrics, "stream" in metrics
         self._units_on, self._jac_on = "singularity" in metrics, "jacobian" in metrics
         if self._stream_on and not self.sites:
-            raise LandscapeError("no stream sites in the probed blocks: name the update's module (branch=)")
+            names = ", ".join(b.name for b in self.blocks[:3]) + (", ..." if len(self.blocks) > 3 else "")
+            raise LandscapeError(f"no stream sites in the probed blocks ({names}: structure not recognised); name "
+                                 "the update's module with branch= and where its stream comes from with stream=")
         if self._units_on and not self.unit_blocks:
             raise LandscapeError("no unit activations in the probed blocks: name their module with units=")
         self._connect_dims = [getattr(self.blocks[i].get(s.connect), "reduce_dims", None) if s.connect else None
