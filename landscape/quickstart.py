@@ -30,7 +30,7 @@ import time
 
 import torch.nn.functional as F
 
-from landscape.cli import Interrupted, prepare_out_dir
+from landscape.cli import Interrupted, Parser, cpu_threads, prepare_out_dir
 from landscape.data import load_data
 from landscape.errors import LandscapeError, resolve_device
 from landscape.io import write_json
@@ -62,7 +62,7 @@ def train_config(setup: dict, model_config: dict, **overrides) -> TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     from landscape.cli import positive_int
 
-    p = argparse.ArgumentParser(prog="python -m landscape.quickstart", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m landscape.quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/quickstart", help="directory of the runs (default runs/quickstart)")
     p.add_argument("--figures", default="figures", help="where the figure and summary go (default figures)")
     for flag, key, what in (("--epochs", "epochs", "epochs per net"), ("--depth", "depth", "hidden layers per net"),
@@ -84,14 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); torch's thread count is put back on return.
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status 0 (2 and 128 + signal come from `run_cli`).
+    """
     args = build_parser().parse_args(argv)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in nets if n not in NETS]
     if unknown or not nets:
         raise LandscapeError(f"unknown net(s) {unknown}; choose from {', '.join(NETS)}")
-    setup = {**SETUP, **{k: getattr(args, k) for k in SETUP if hasattr(args, k)}}
     device = resolve_device(args.device)
-    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
+    with cpu_threads(args.threads if args.threads is not None else (1 if device.type == "cpu" else None)) as threads:
+        return _main(args, nets, device, threads)
+
+
+def _main(args: argparse.Namespace, nets: list[str], device, threads: int) -> int:
+    setup = {**SETUP, **{k: getattr(args, k) for k in SETUP if hasattr(args, k)}}
     out, figures = prepare_out_dir(args.out), prepare_out_dir(args.figures)
     t0 = time.perf_counter()
     histories, rows, spectra, ratios = {}, [], {}, {}
