@@ -134,3 +134,32 @@ def test_surface_and_hessian_record_the_threads_they_used(tmp_path, foreign_stat
     main, argv = _surface(tmp_path)
     assert run_cli(main, [*argv, "--threads", "2"]) == 0
     assert json.loads((tmp_path / "s" / "surface.json").read_text())["threads"] == 2
+
+
+def test_train_help_is_written_for_the_command_line(capsys):
+    from landscape.train import cli, optim
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    assert e.value.code == 0
+    for fragment in (cli.__doc__.splitlines()[0], optim.__doc__.splitlines()[0], "(This module"):
+        assert fragment not in text
+    for section in ("examples:", "outputs (docs/formats.md):", "learning rate at optimizer step", "exit status:"):
+        assert section in text
+
+
+def test_train_resume_keeps_the_runs_thread_count(tmp_path, monkeypatch, foreign_state):
+    """Thread counts change float rounding: a resume without --threads uses the count the run used."""
+    import landscape.cli
+
+    main, argv = _train(tmp_path)
+    assert run_cli(main, argv) == 0                                     # --threads 1
+    monkeypatch.setattr(landscape.cli, "default_threads", lambda: 2)
+    at = argv.index("--threads")
+    resume = argv[:at] + argv[at + 2:]
+    resume[resume.index("--epochs") + 1] = "2"
+    assert run_cli(main, [*resume, "--resume"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["threads"] == 1
+    assert run_cli(main, [*resume[:-2], "--out", str(tmp_path / "fresh")]) == 0
+    assert json.loads((tmp_path / "fresh" / "config.json").read_text())["config"]["threads"] == 2
