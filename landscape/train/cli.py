@@ -110,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diagnostics run during training (grad_norm, stream, jacobian, singularity, curvature); "
                         "records in OUT/probes.jsonl")
     g.add_argument("--probe-every", type=int, metavar="K", help="run the probes every K steps (default 100)")
-    g.add_argument("--probe-samples", type=int, metavar="N",
-                   help="fixed probe set: the first N training samples (default: 10000 for singularity, 1000 "
-                        "for curvature)")
+    g.add_argument("--measure-samples", type=int, metavar="N",
+                   help="size of the measurement set the singularity probe and the curvature monitor use: N "
+                        "training samples drawn once with seed 0 (default: 10000 for singularity, 1000 for "
+                        "curvature)")
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also write training metrics and probe records as TensorBoard scalars to DIR "
                         "(needs the tensorboard extra)")
