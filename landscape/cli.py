@@ -41,10 +41,12 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal number: the shell's status for a process ended by that signal."""
         return 128 + self.signum
 
     @property
     def name(self) -> str:
+        """The signal's name, e.g. "SIGINT"."""
         return signal.Signals(self.signum).name
 
 
@@ -97,11 +99,17 @@ class _Signals:
 
 @contextmanager
 def interrupts(mode: str = "raise") -> Iterator[_Signals]:
-    """Turn SIGINT/SIGTERM into `Interrupted` for the body; the previous handlers come back after.
+    """Turn SIGINT/SIGTERM into `Interrupted` for the body; the handlers found (whatever they were, SIG_IGN
+    under nohup or cron included) come back after.
 
-    mode="raise": a signal raises `Interrupted` at once. mode="flag": the first signal only sets
-    `.received` (poll it at a safe point, e.g. a step boundary); a second raises. Off the main thread
-    (where Python cannot install handlers) this does nothing and `.received` stays None.
+    Off the main thread (where Python cannot install handlers) this does nothing and `.received` stays None.
+
+    Args:
+        mode: "raise": a signal raises `Interrupted` at once. "flag": the first signal only sets
+            `.received` (poll it at a safe point, e.g. a step boundary); a second raises.
+
+    Returns:
+        A context manager yielding the state, whose `.received` is the first signal's number or None.
     """
     if mode not in ("raise", "flag"):
         raise ValueError(f"mode must be 'raise' or 'flag', got {mode!r}")
@@ -197,15 +205,25 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:
-    """Create `path` (and parents) and prove it is a writable directory, before any compute is spent."""
+    """Create `path` (and parents) and prove it is a writable directory, before any compute is spent.
+
+    Args:
+        path: the output directory.
+
+    Returns:
+        `path` as a `Path`.
+
+    Raises:
+        LandscapeError: it is a file, or cannot be created or written.
+    """
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise LandscapeError(f"--out {out} exists and is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
-        probe.touch()
-        probe.unlink()
+        test_file = out / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
+        test_file.touch()
+        test_file.unlink()
     except OSError as e:
         raise LandscapeError(f"--out {out} is not a writable directory ({first_line(e)})") from None
     return out
@@ -213,7 +231,15 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
 
 def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
     """`path` must be a directory or creatable as one, and writable: `prepare_out_dir` without creating
-    anything, for a CLI that must leave no empty directory behind when it later refuses bad input."""
+    anything, for a CLI that must leave no empty directory behind when it later refuses bad input.
+
+    Args:
+        path: the directory.
+        flag: the flag named in the error.
+
+    Raises:
+        LandscapeError: it is a file, or its nearest existing ancestor is not a writable directory.
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LandscapeError(f"{flag} {path} exists and is not a directory")
@@ -237,14 +263,38 @@ def _number(text: str, kind: type, low: float, strict: bool, what: str):
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer > 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer (argparse.ArgumentTypeError otherwise).
+    """
     return _number(text, int, 0, True, "a positive integer")
 
 
 def nonneg_int(text: str) -> int:
+    """argparse type: an integer ≥ 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer (argparse.ArgumentTypeError otherwise).
+    """
     return _number(text, int, 0, False, "a non-negative integer")
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The number (argparse.ArgumentTypeError for anything else, NaN and infinity included).
+    """
     value = _number(text, float, 0.0, True, "positive")
     if value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
@@ -252,7 +302,14 @@ def positive_float(text: str) -> float:
 
 
 def memory_size(text: str) -> int:
-    """'2G', '500M', '64K' or a byte count → bytes (powers of 1024)."""
+    """argparse type: a memory size.
+
+    Args:
+        text: '2G', '500M', '64K' (powers of 1024, an optional trailing B) or a byte count.
+
+    Returns:
+        The size in bytes, > 0 (argparse.ArgumentTypeError otherwise).
+    """
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     t = text.strip().upper().removesuffix("B")
     try:

@@ -73,11 +73,25 @@ class Block:
     modules: dict[str, nn.Module] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: str) -> nn.Module:
-        """The module behind a qualified name used by this block (a `:in` suffix is ignored)."""
+        """The module behind a qualified name used by this block.
+
+        Args:
+            name: a qualified module name from this block's sites, units or weights (`:in` is ignored).
+
+        Returns:
+            The module.
+        """
         return self.modules[name.removesuffix(":in")]
 
     def site_label(self, site: Site) -> str:
-        """Record name of a site: the block name, plus `:tag` when the block has several sites."""
+        """The record name of a site.
+
+        Args:
+            site: one of this block's sites.
+
+        Returns:
+            The block name, plus `:tag` when the block has several sites.
+        """
         return f"{self.name}:{site.tag}" if len(self.sites) > 1 and site.tag else self.name
 
 
@@ -245,15 +259,21 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] 
     """The blocks of `model`, in forward order, with their stream sites and singularity units.
 
     Args:
+        model: the model.
         blocks: None (recognise; see the module docstring), qualified names / glob patterns, or
             `Block`s from an earlier call (returned unchanged).
         branch: block-relative name of the module whose output is the update f; replaces the
             recognised sites with one site per block.
         stream: with `branch`: `"input"`, a block-relative module name (its output is the stream) or
             `name:in` (its input); a list tries each in turn (`["downsample", "input"]`).
-        units: block-relative name of the module whose output are the unit activations z;
-            weights: the layer with their incoming weights. Default: the block's `branch` and
-            `branch_linear` (landscape FC blocks) when it has both, else none.
+        units: block-relative name of the module whose output are the unit activations z (default: the
+            block's `branch` when it also has `branch_linear`, as landscape FC blocks do; else none).
+        weights: block-relative name of the layer with the units' incoming weights (default: the block's
+            `branch_linear`, else none).
+
+    Returns:
+        One `Block` per block; a block whose structure is not recognised has kind "module" and no sites
+        unless `branch` is given.
     """
     if blocks is not None and not isinstance(blocks, str) and all(isinstance(b, Block) for b in blocks):
         return list(blocks)

@@ -25,7 +25,9 @@ in place; a kept tensor that is modified in place before it is reduced raises `L
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -50,26 +52,57 @@ def _first_tensor(obj) -> Tensor | None:
     return ts[0] if ts else None
 
 
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How a probe computes its metrics (which blocks it hooks is `find_blocks`' choice).
+
+    Args:
+        reduce: stream statistics per vector over the feature dims ("feature") or over everything but the
+            batch dim ("global"); docs/methods.md §B.3.
+        eps: B.3's ε, the clamp of the squared norms.
+        dead_tol: a unit is dead when max_x |z_i(x)| ≤ dead_tol (§A.2).
+        threshold: a unit overlaps when its largest cosine with another unit exceeds this (§A.2).
+        small_sv: singular values s_k / s_1 below this count as linearly dependent directions (§A.2).
+        jacobian_steps: Lanczos steps per extreme singular value of a block Jacobian (§C.1).
+        seed: seed of the Jacobian's start vectors.
+    """
+
+    reduce: str = "feature"
+    eps: float = 1e-6
+    dead_tol: float = 0.0
+    threshold: float = 0.99
+    small_sv: float = 1e-3
+    jacobian_steps: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.reduce not in REDUCTIONS:
+            raise LandscapeError(f"reduce must be one of {REDUCTIONS}, got {self.reduce!r}")
+
+
 class Probe:
-    """Hooks on a model's blocks; see the module docstring. Build with `probe(...)`."""
+    """Hooks on a model's blocks that turn what passes into records; see the module docstring.
+
+    Build it with `probe(...)`, which also takes `find_blocks`' keywords and the `ProbeOptions` fields.
+
+    Args:
+        model: the model.
+        blocks: None (recognise), qualified names / glob patterns, or `Block`s from `find_blocks`.
+        metrics: a subset of `METRICS`.
+        step: the step stored in every record.
+        options: how the metrics are computed (default `ProbeOptions()`).
+    """
 
     def __init__(self, model: nn.Module, blocks: str | Sequence | None = None,
-                 metrics: Sequence[str] = ("grad_norm", "stream"), *, reduce: str = "feature",
-                 step: int | None = None, branch: str | None = None, stream: str | Sequence[str] = "input",
-                 units: str | None = None, weights: str | None = None, eps: float = 1e-6,
-                 dead_tol: float = 0.0, threshold: float = 0.99, small_sv: float = 1e-3,
-                 jacobian_steps: int = 20, seed: int = 0):
+                 metrics: Sequence[str] = ("grad_norm", "stream"), *, step: int | None = None,
+                 options: ProbeOptions | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise LandscapeError(f"unknown probe metrics {unknown or metrics!r}; known: {', '.join(METRICS)}")
-        if reduce not in REDUCTIONS:
-            raise LandscapeError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-        self.model, self.metrics, self.reduce, self.step = model, metrics, reduce, step
-        self.eps, self.dead_tol, self.threshold, self.small_sv = eps, dead_tol, threshold, small_sv
-        self.jacobian_steps, self.seed = jacobian_steps, seed
-        self.blocks: list[Block] = find_blocks(model, blocks, branch=branch, stream=stream, units=units,
-                                               weights=weights)
+        self.model, self.metrics, self.step = model, metrics, step
+        self.options = ProbeOptions() if options is None else options
+        self.blocks: list[Block] = find_blocks(model, blocks)
         self.sites: list[tuple[int, Site]] = [(i, s) for i, b in enumerate(self.blocks) for s in b.sites]
         self.unit_blocks = [i for i, b in enumerate(self.blocks) if b.units]
         self._grad_on, self._stream_on = "grad_norm" in metrics, "stream" in metrics
@@ -93,7 +126,11 @@ class Probe:
         self.reset(step)
 
     def reset(self, step: int | None = None) -> None:
-        """Forget everything measured so far and set the step of the next records."""
+        """Forget everything measured so far.
+
+        Args:
+            step: the step of the next records.
+        """
         self.step = step
         self.grad_scale = 1.0
         self._grad = GradNormCollector(len(self.blocks))
@@ -111,7 +148,11 @@ class Probe:
         self._handles.append(register(fn, **kw))
 
     def attach(self) -> Probe:
-        """Register the hooks (done by `with`)."""
+        """Register the hooks (done by `with`).
+
+        Returns:
+            This probe.
+        """
         if self._attached:
             raise LandscapeError("this probe is already attached; use one `with probe(...)` at a time")
         self._attached = True
@@ -189,7 +230,7 @@ class Probe:
         """The per-vector products of one (stream, update) pair; the rest waits for `flush`."""
         dims = self._dims.get((k, x.dim()))
         if dims is None:
-            dims = self._dims[k, x.dim()] = stream_dims(x, self.reduce, self._connect_dims[k])
+            dims = self._dims[k, x.dim()] = stream_dims(x, self.options.reduce, self._connect_dims[k])
         self._pending_stream.append((k, *vector_products(x.detach(), f.detach(), dims)))
 
     def _capture(self, key: tuple[int, str], copy: bool, module, args, output) -> None:
@@ -221,8 +262,8 @@ class Probe:
             return
         self._paused = True
         try:
-            smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.jacobian_steps,
-                                                 seed=self.seed, **kwargs)
+            smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.options.jacobian_steps,
+                                                 seed=self.options.seed, **kwargs)
         finally:
             self._paused = False
         old = self._jac.get(i)
@@ -267,7 +308,7 @@ class Probe:
         self._pending_stream.clear()
         for (count, _, _), items in groups.items():
             products = torch.stack([t for item in items for t in item[1:]]).view(len(items), 3, count)
-            sums = sums_from_products(products, self.eps)
+            sums = sums_from_products(products, self.options.eps)
             idx = [item[0] for item in items]
             if self._stream_acc is None:
                 self._stream_acc = sums.new_zeros(len(self.sites), len(STREAM_METRICS))
@@ -309,10 +350,11 @@ class Probe:
                 if n:
                     out += [rec(label, m, v / n) for m, v in zip(STREAM_METRICS, means[k])]
         if self._units_on:
-            acts = self._units.compute(self.dead_tol, self.threshold, self.small_sv)
+            o = self.options
+            acts = self._units.compute(o.dead_tol, o.threshold, o.small_sv)
             with_w = [i for i in self.unit_blocks if self.blocks[i].weights]
             layers = [self.blocks[i].get(self.blocks[i].weights) for i in with_w]
-            wstats = dict(zip(with_w, weight_stats(layers, self.threshold)))
+            wstats = dict(zip(with_w, weight_stats(layers, o.threshold)))
             for i in self.unit_blocks:
                 for m, v in {**acts.get(i, {}), **wstats.get(i, {})}.items():
                     out.append(rec(self.blocks[i].name, m, v))
@@ -323,20 +365,57 @@ class Probe:
         return out
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write `records` as CSV."""
+        """Write `records` as CSV.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The path written.
+        """
         return to_csv(self.records, path)
 
     def to_json(self, path: str | Path, lines: bool = False) -> Path:
-        """Write `records` as JSON (an array, or JSON lines)."""
+        """Write `records` as JSON.
+
+        Args:
+            path: the file.
+            lines: JSON lines (one record per line) instead of one array.
+
+        Returns:
+            The path written.
+        """
         return to_json(self.records, path, lines)
 
 
 def probe(model: nn.Module, blocks: str | Sequence | None = None,
-          metrics: Sequence[str] = ("grad_norm", "stream"), **options) -> Probe:
+          metrics: Sequence[str] = ("grad_norm", "stream"), *, step: int | None = None, branch: str | None = None,
+          stream: str | Sequence[str] = "input", units: str | None = None, weights: str | None = None,
+          options: ProbeOptions | None = None, **fields) -> Probe:
     """A `Probe` on `model`'s blocks, to use as `with probe(model, ...) as p:`.
 
-    Options: reduce ("feature" | "global"), step (stored in every record), branch / stream / units /
-    weights (see `find_blocks`), eps (B.3's ε, 1e-6), dead_tol (0), threshold (overlap, 0.99),
-    small_sv (1e-3), jacobian_steps (20 Lanczos steps), seed.
+    Args:
+        model: the model.
+        blocks: None (recognise), qualified names / glob patterns, or `Block`s.
+        metrics: a subset of `METRICS`.
+        step: the step stored in every record.
+        branch: see `find_blocks`.
+        stream: see `find_blocks`.
+        units: see `find_blocks`.
+        weights: see `find_blocks`.
+        options: a `ProbeOptions`; or give its fields as keywords (reduce, eps, dead_tol, threshold,
+            small_sv, jacobian_steps, seed).
+        **fields: `ProbeOptions` fields (not together with `options`).
+
+    Returns:
+        The `Probe` (not yet attached: `with` attaches it).
     """
-    return Probe(model, blocks, metrics, **options)
+    if options is not None and fields:
+        raise LandscapeError(f"pass either options= or its fields, not both ({', '.join(fields)})")
+    unknown = [k for k in fields if k not in {f.name for f in dataclasses.fields(ProbeOptions)}]
+    if unknown:
+        raise LandscapeError(f"unknown probe option(s) {unknown}; options: "
+                             f"{', '.join(f.name for f in dataclasses.fields(ProbeOptions))}, branch, stream, units, "
+                             "weights, step")
+    found = find_blocks(model, blocks, branch=branch, stream=stream, units=units, weights=weights)
+    return Probe(model, found, metrics, step=step, options=options or ProbeOptions(**fields))

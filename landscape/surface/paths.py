@@ -69,7 +69,11 @@ class PathValues:
         return float(np.max(self.loss) - max(self.loss[0], self.loss[-1]))
 
     def to_dict(self) -> dict:
-        """JSON-able {kind, bn, t, loss, accuracy, barrier, barrier_max}."""
+        """The path as plain data.
+
+        Returns:
+            JSON-able {kind, bn, t, loss, accuracy, barrier, barrier_max}.
+        """
         return {"kind": self.kind, "bn": self.bn, "t": self.t.tolist(), "loss": self.loss.tolist(),
                 "accuracy": self.accuracy.tolist(), "barrier": self.barrier, "barrier_max": self.barrier_max}
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.probes import METRICS, find_blocks, probe, run_probes, stream_stats
+from landscape.probes import METRICS, ProbeOptions, find_blocks, probe, run_probes, stream_stats
 
 from .lookalikes import FCNet, TinyResNet, TinyViT
 
@@ -110,6 +110,7 @@ def test_bad_input_is_a_one_line_landscape_error():
     cases = [dict(metrics="hessian"), dict(reduce="pixel"), dict(blocks="nope.*"),
              dict(blocks="inp", metrics="stream"), dict(blocks="inp", metrics="singularity"),
              dict(blocks="blocks.*", branch="missing", metrics="stream")]
+    cases += [dict(epsilon=1e-3), dict(options=ProbeOptions(), eps=1e-3)]   # unknown option; options twice
     for kw in cases:
         with pytest.raises(LandscapeError) as e:
             probe(model, **kw)
@@ -163,6 +164,22 @@ def test_tensors_overwritten_in_place_are_read_before_or_reported():
         with probe(other, blocks="*", metrics="stream", branch="branch", stream="short"):
             other(X)
     assert hook_count(other) == 0
+
+
+def test_options_as_keywords_or_one_probe_options_give_the_same_records():
+    torch.manual_seed(0)
+    model, X = FCNet(depth=3), torch.randn(5, 6)
+    runs = []
+    for kw in (dict(reduce="global", eps=1e-3, threshold=0.5),
+               dict(options=ProbeOptions(reduce="global", eps=1e-3, threshold=0.5))):
+        with probe(model, metrics=("stream", "singularity"), step=7, **kw) as p:
+            model(X)
+        runs.append(p.records)
+        assert p.options == ProbeOptions(reduce="global", eps=1e-3, threshold=0.5)
+    assert runs[0] == runs[1] and {r["step"] for r in runs[0]} == {7}
+    with probe(model, metrics="stream") as p:                      # the defaults: another ε, reduce, threshold
+        model(X)
+    assert p.records != runs[0]
 
 
 def test_glob_patterns_match_one_depth():
