@@ -309,7 +309,7 @@ BAD = [
      "unknown metrics ['nope']"),
     ("[profiles.quick.cells.res2]\nmodel_config = { kind = 'weird' }", "unknown kind 'weird'"),
     ("[profiles.quick.cells.res2]\nmeasure = { exact = { epochs = 'last', params = ['nothing*'] } }",
-     "match no parameter"),
+     "matches no parameter"),
 ]
 
 

@@ -26,7 +26,6 @@ from landscape.experiment.config import (
     load_experiment,
     parse_epochs,
     resolve,
-    select_params,
 )
 from landscape.experiment.keys import measurement_keys, probe_keys, step_keys, train_keys, transition_point
 from landscape.experiment.measure import measure_epoch, measure_exact, measure_spectrum
@@ -35,7 +34,7 @@ from landscape.experiment.summary import claims_table, headline_table, summarize
 
 __all__ = ["DATA_SHAPES", "Experiment", "Run", "build_models", "claims_table", "headline_table", "load_experiment",
            "measure_epoch", "measure_exact", "measure_spectrum", "measurement_keys", "parse_epochs", "probe_keys",
-           "resolve", "run_experiment", "run_one", "select_params", "step_keys", "summarize",
+           "resolve", "run_experiment", "run_one", "step_keys", "summarize",
            "train_keys", "transition_point"]
 
 

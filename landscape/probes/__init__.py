@@ -24,7 +24,7 @@ from landscape.probes.grad_norm import GRAD_METRICS, combined_norm
 from landscape.probes.hooks import METRICS, Probe, ProbeOptions, probe
 from landscape.probes.jacobian import block_jacobian_extremes, jacobian_extremes
 from landscape.probes.records import make_record, read_records, records_by_block, records_to_table, to_csv, to_json
-from landscape.probes.run import iter_batches, run_probes
+from landscape.probes.run import run_probes
 from landscape.probes.singularity import (
     ACT_METRICS,
     WEIGHT_METRICS,

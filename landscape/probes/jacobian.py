@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.hessian.operators.checks import is_attention_error, math_attention
 from landscape.hessian.solvers.lanczos import lanczos, tridiag_to_ritz
+from landscape.objective import is_attention_error, math_attention
 from landscape.probes.grad_norm import tensors_in
 
 

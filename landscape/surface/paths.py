@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from landscape.errors import LandscapeError
 from landscape.modes import preserved_modes, tracks_running_stats
+from landscape.objective import Batch, Objective, concat
 from landscape.surface.directions import Direction, difference, parameters_of
 from landscape.surface.grid import BN_MODES, evaluate_grid, pick_backend
 
@@ -202,7 +203,7 @@ def train_bezier(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str,
     Args:
         model: as in `linear_path`.
         loss_fn: as in `linear_path`.
-        data: the sample set: (X, y) tensors or an object with `.X`, `.y`.
+        data: the sample set, in any form `evaluate_grid` takes.
         a: the endpoint at t = 0.
         b: the endpoint at t = 1.
         steps: Adam steps.
@@ -225,26 +226,29 @@ def train_bezier(model: nn.Module, loss_fn: Callable, data: Any, a: Mapping[str,
     difference(a, b)
     if steps < 0 or t_per_step < 1 or batch_size < 1:
         raise LandscapeError("train_bezier: steps ≥ 0, t_per_step ≥ 1 and batch_size ≥ 1 are required")
-    X, y = (data.X, data.y) if hasattr(data, "X") else tuple(data)
+    objective = Objective.of(model, loss_fn, data)
+    model = objective.model
+    first = a[next(iter(a))]
+    whole = concat(list(objective.batches(first.device, first.dtype)))
     gen = torch.Generator().manual_seed(int(seed))
     c = {k: ((a[k] + b[k]) / 2).clone().requires_grad_(True) for k in a}
     opt = torch.optim.Adam(list(c.values()), lr=lr, weight_decay=weight_decay)
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
 
-    def loss_at(t: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+    def loss_at(t: Tensor, batch: Batch) -> Tensor:
         p = {k: (1 - t) ** 2 * a[k] + 2 * t * (1 - t) * c[k] + t ** 2 * b[k] for k in a}
-        return loss_fn(functional_call(model, (p, buffers), (xb,)), yb)
+        return objective.loss(batch, (p, buffers))
 
-    use_vmap = not train_mode and pick_backend(model, a[next(iter(a))].device) == "vmap"
+    use_vmap = not train_mode and pick_backend(model, first.device) == "vmap"
     with preserved_modes(model, train_mode):
         for step in range(steps):
-            idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=gen).to(y.device)
-            ts = torch.rand(t_per_step, generator=gen, dtype=torch.float64).to(a[next(iter(a))])
-            xb, yb = X[idx], y[idx]
+            idx = torch.randint(0, whole.size, (min(batch_size, whole.size),), generator=gen).to(first.device)
+            ts = torch.rand(t_per_step, generator=gen, dtype=torch.float64).to(first)
+            batch = whole.select(idx)
             if use_vmap:
-                loss = vmap(loss_at, in_dims=(0, None, None), randomness="different")(ts, xb, yb).mean()
+                loss = vmap(loss_at, in_dims=(0, None), randomness="different")(ts, batch).mean()
             else:  # BatchNorm's batch statistics update buffers in place; convolutions run faster unbatched
-                loss = torch.stack([loss_at(t, xb, yb) for t in ts]).mean()
+                loss = torch.stack([loss_at(t, batch) for t in ts]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             loss = loss.detach()

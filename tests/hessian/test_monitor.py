@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.hessian import exact_hessian, top_eigenpairs
+from landscape.hessian import HessianOperator, exact_hessian, top_eigenpairs
 from landscape.hessian.monitor import (
     CurvatureMonitor,
-    GradientGraphOperator,
     adam_preconditioner,
     sgd_threshold_factor,
 )
@@ -224,7 +223,7 @@ def test_warm_start_reaches_the_tolerance_in_fewer_products():
             p.add_(1e-3 * torch.randn_like(p))
     rec = mon.measure(model, 1)
     warm = mon.history[-1]["products"]
-    op = GradientGraphOperator(model, F.cross_entropy, [(X, y)])
+    op = HessianOperator(model, F.cross_entropy, [(X, y)])
     cold = top_eigenpairs(op, 2, tol=1e-8, max_matmats=100, seed=1)
     assert cold.converged and mon.history[-1]["converged"]
     assert _values(rec, "lambda_max")[0] == pytest.approx(cold.eigenvalues[0], rel=1e-9)

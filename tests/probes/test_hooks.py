@@ -80,7 +80,7 @@ def test_probe_alone_creates_no_grad_and_keeps_no_graph():
     with probe(model, metrics=("stream", "singularity", "jacobian")):
         model(X)
     assert X.grad is None and all(p.grad is None for p in model.parameters())
-    run_probes(model, None, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
+    run_probes(model, F.cross_entropy, (torch.randn(4, 6), torch.randint(0, 3, (4,))), metrics=METRICS)
     assert all(p.grad is None for p in model.parameters())
     seen = []
     handle = model.blocks[1].register_forward_hook(lambda m, a, o: seen.append(weakref.ref(o)))
