@@ -17,6 +17,7 @@ from landscape.errors import LandscapeError
 from landscape.probes import METRICS, ProbeOptions, find_blocks, probe, run_probes, stream_stats
 
 from .lookalikes import FCNet, TinyResNet, TinyViT
+from .references import reference_stream
 
 
 def hook_count(model: nn.Module) -> int:
@@ -189,20 +190,6 @@ def test_glob_patterns_match_one_depth():
     assert [b.kind for b in find_blocks(model, "layer1")] == ["module"]
 
 
-def _reference_stream(x, f, eps=1e-6):
-    """B.3's six statistics over the last dim, written out here (independent of landscape.probes.stream)."""
-    x, f = x.double(), f.double()
-    n2 = (x * x).sum(-1).clamp_min(eps)
-    s = (x * f).sum(-1) / n2
-    par = s[..., None] * x
-    perp = f - par
-    par2, perp2 = (par * par).sum(-1).clamp_min(eps), (perp * perp).sum(-1).clamp_min(eps)
-    cos = (x * f).sum(-1) / (n2 * (f * f).sum(-1).clamp_min(eps)).sqrt()
-    stats = {"x_norm2": n2, "f_par_norm2": par2, "f_ortho_norm2": perp2, "rho_par": par2 / n2,
-             "rho_ortho": perp2 / n2, "cos_x_out": cos}
-    return {k: float(v.mean()) for k, v in stats.items()}
-
-
 def _tiny_bert(transformers):
     cfg = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                   intermediate_size=24, max_position_embeddings=12, hidden_dropout_prob=0.0,
@@ -256,7 +243,7 @@ def test_bert_layers_are_found_without_blocks_and_match_a_hand_written_reference
     for i in range(2):
         name = f"bert.encoder.layer.{i}"
         for tag, x, f in (("attn", f"x{i}", f"fa{i}"), ("mlp", f"xm{i}", f"fm{i}")):
-            for m, v in _reference_stream(seen[x].detach(), seen[f].detach()).items():
+            for m, v in reference_stream(seen[x].detach(), seen[f].detach()).items():
                 assert got[(f"{name}:{tag}", m)] == pytest.approx(v, rel=1e-6, abs=1e-9), (name, tag, m)
         g_in = seen["x0"].grad if i == 0 else seen[f"out{i - 1}"].grad
         assert got[(name, "grad_norm_in")] == pytest.approx(float(g_in.double().norm()), rel=1e-6)
