@@ -11,8 +11,9 @@
 
 Writes OUT/surface.npz (docs/formats.md), OUT/surface.json (settings, minimum, sharpness, barriers),
 OUT/surface_1d|contour|3d.png + .pdf, and with --h5 OUT/surface.h5 (loss-landscape's keys). BatchNorm
-statistics: the checkpoint's (--bn eval, the default) or each point's own (--bn recompute, the default and
-the only choice for interp: a path has no single checkpoint's statistics, docs/methods.md §F.4). Partial
+statistics: the checkpoint's (--bn eval; the default around one checkpoint) or each point's own (--bn
+recompute; interp's default and, for a model with running statistics, its only choice: a path has no single
+checkpoint's statistics, docs/methods.md §F.4). Partial
 results go to OUT/surface_state.npz after every block; SIGINT/SIGTERM stops with them saved (exit
 130/143) and --resume continues. Under torchrun the grid points are shared among the ranks. Exit 2 with
 one line on bad input. The model and data are loaded as by `python -m landscape.hessian`.
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="random directions also move biases and normalization parameters")
     p.add_argument("--bn", choices=("eval", "recompute"), default=None,
                    help="BatchNorm statistics: the checkpoint's (eval; the default) or recomputed at every point "
-                   "(recompute; the default and the only choice for interp)")
+                   "(recompute; interp's default, and its only choice for a model with running statistics)")
     p.add_argument("--data", metavar="NAME", help="data set (default: the checkpoint's, e.g. mnist1d)")
     p.add_argument("--data-root", metavar="DIR", help="directory of the image data sets")
     p.add_argument("--split", choices=("train", "test"), default=None, help="data split (default train)")
