@@ -21,8 +21,9 @@ During training: `python -m landscape.train ... --probes grad_norm,stream,singul
 # ruff: noqa: F401
 from landscape.probes.blocks import Block, Site, find_blocks
 from landscape.probes.grad_norm import GRAD_METRICS, combined_norm
-from landscape.probes.hooks import METRICS, Probe, ProbeOptions, probe
+from landscape.probes.hooks import METRICS, Probe, probe
 from landscape.probes.jacobian import block_jacobian_extremes, jacobian_extremes
+from landscape.probes.options import ProbeOptions
 from landscape.probes.records import make_record, read_records, records_by_block, records_to_table, to_csv, to_json
 from landscape.probes.run import run_probes
 from landscape.probes.singularity import (

@@ -45,8 +45,9 @@ from landscape.cli import (
     progress,
     run_cli,
 )
-from landscape.errors import LandscapeError, first_line
+from landscape.errors import LandscapeError
 from landscape.io import dumps, write_json, write_npz
+from landscape.surface.cli.directions import build_directions
 
 KINDS = ("random", "hessian", "pca", "interp", "file")
 
@@ -143,88 +144,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise LandscapeError("--ygrid needs --dims 2")
 
 
-def _weights(path: str, args: argparse.Namespace, device: torch.device, model) -> dict:
-    """The parameters of another checkpoint of the same model (one-line error when they do not fit)."""
-    from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.inputs import user_model
-
-    other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
-    problem = state_mismatch(model.state_dict(), other.state_dict())
-    if problem:
-        raise LandscapeError(f"{path} does not match {args.ckpt}: {problem}")
-    return {n: p.detach() for n, p in other.named_parameters()}
-
-
-def _trajectory_files(run_dir: str, dims: int) -> list[Path]:
-    """The trajectory's checkpoints: n PCA directions of the centred differences need n + 1 of them."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise LandscapeError(f"--trajectory {root}: not a directory")
-    files = sorted((root / "epochs").glob("epoch_*.pt")) or sorted(root.glob("epoch_*.pt"))
-    if len(files) < dims + 1:
-        raise LandscapeError(f"--trajectory {root}: {dims} PCA direction(s) need at least {dims + 1} checkpoints "
-                             f"epochs/epoch_*.pt that differ from CKPT, found {len(files)} files")
-    return files
-
-
-def _file_directions(args, model) -> list:
-    from landscape.surface import as_direction
-
-    path = Path(args.direction_file)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise LandscapeError(f"--direction-file {path}: cannot read it ({first_line(e)})") from None
-    items = list(raw) if isinstance(raw, (list, tuple)) or (isinstance(raw, torch.Tensor) and raw.dim() == 2) \
-        else [raw]
-    if len(items) != args.dims or not all(isinstance(d, (dict, torch.Tensor)) for d in items):
-        raise LandscapeError(f"--direction-file {path}: expected {args.dims} direction(s) (dicts or flat tensors) "
-                             f"for --dims {args.dims}, got {len(items)}")
-    return [as_direction(model, d, f"--direction-file {path}: direction {j}") for j, d in enumerate(items)]
-
-
-def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | None, dict | None]:
-    """(directions, metadata, projected trajectory or None, the second endpoint for interp or None)."""
-    from landscape.surface import eigen_directions, parameters_of, pca_directions, random_directions
-
-    kind, meta = args.directions, {"directions": args.directions}
-    if kind == "random":
-        dirs = random_directions(model, args.dims, seed=args.seed, norm=args.norm,
-                                 include_bias_norm=args.include_bias_norm)
-        meta.update(norm=args.norm, include_bias_norm=args.include_bias_norm, seed=args.seed)
-        return dirs, meta, None, None
-    if kind == "hessian":
-        from landscape.data import part_slice
-        from landscape.hessian import HessianOperator, top_eigenpairs
-
-        part = part_slice(len(y), distributed.rank(), distributed.world_size())
-        batches = list(zip(X[part].split(args.batch_size or 500), y[part].split(args.batch_size or 500)))
-        op = HessianOperator(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
-        top = top_eigenpairs(op, k=args.dims, seed=args.seed)
-        meta.update(eigenvalues=top.eigenvalues.tolist(), residuals=top.residuals.tolist(),
-                    converged=top.converged, seed=args.seed)
-        return eigen_directions(model, top.eigenvectors, op.param_names), meta, None, None
-    if kind == "interp":
-        b = _weights(args.to, args, device, model)
-        from landscape.surface import difference
-
-        meta.update(to=str(args.to))
-        return [difference(parameters_of(model), b)], meta, None, b
-    if kind == "file":
-        return _file_directions(args, model), {**meta, "file": str(args.direction_file)}, None, None
-    files = _trajectory_files(args.trajectory, args.dims)
-    final = parameters_of(model)
-    points = [_weights(str(f), args, device, model) for f in files]
-    moving = [p for p in points if any(not torch.equal(p[k], final[k]) for k in final)]
-    if len(moving) < args.dims + 1:
-        raise LandscapeError(f"--trajectory {args.trajectory}: {len(moving)} checkpoints differ from {args.ckpt}; "
-                             f"{args.dims} PCA direction(s) need at least {args.dims + 1}")
-    pca = pca_directions([*moving, final], n=args.dims)
-    meta.update(explained_variance_ratio=pca.explained_variance_ratio.tolist(),
-                trajectory_files=[f.name for f in files])
-    return pca.directions, meta, pca.coords, None
-
-
 def _join_grid_values(argv: list[str]) -> list[str]:
     """'--grid -1:1:51' → '--grid=-1:1:51': argparse would take a value starting with '-' for an option."""
     out, it = [], iter(argv)
@@ -264,7 +183,7 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     t_start = time.perf_counter()
     model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))
     args.bn = _bn_mode(args, model)
-    dirs, meta, traj, other = _directions(args, model, X, y, device)
+    dirs, meta, traj, other = build_directions(args, model, X, y, device)
     xs = args.grid
     if xs is None:
         if args.directions == "interp":
