@@ -74,7 +74,7 @@ def _train(tmp_path):
 
 
 def _hessian(tmp_path):
-    from landscape.hessian.__main__ import main
+    from landscape.hessian.cli.main import main
 
     return main, [str(_checkpoint(tmp_path)), "--n-samples", "40", "--iters", "5", "--vectors", "1", "--top-k", "0",
                   "--no-progress", "--threads", "1", "--out", str(tmp_path / "h")]

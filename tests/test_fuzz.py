@@ -474,7 +474,7 @@ def test_a_damaged_optimizer_state_is_named_before_loading(trained, tmp_path, ch
 # ---- the hessian CLI: any argv and any weights file end in exit 0 or a one-line exit 2 ----
 
 def _hessian_flags():
-    from landscape.hessian.__main__ import _parser
+    from landscape.hessian.cli.main import _parser
 
     flags = [a.option_strings[-1] for a in _parser()._actions if a.option_strings and a.dest != "help"]
     value = st.one_of(_NUMBERS.map(str), st.text(max_size=8), st.sampled_from(["hessian", "ggn", "cpu", "2G", "0"]))
@@ -486,7 +486,7 @@ def _hessian_flags():
 @given(pairs=_hessian_flags())
 def test_fuzz_hessian_argv_exits_0_or_one_line_2(pairs, tmp_path, monkeypatch, capsys):
     """Flags are checked before any compute (the run itself is stubbed): exit 0, or 2 with one line."""
-    from landscape.hessian import __main__ as H
+    from landscape.hessian.cli import main as H
 
     monkeypatch.setattr(H, "_run", lambda args, out, device, states: 0)
     argv = [str(tmp_path / "ckpt.pt"), *_argv(pairs), "--out", str(tmp_path / "out")]

@@ -288,7 +288,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
     the kept checkpoints of those epochs, on the same first 100 samples, to 1e-3 (both CLIs run in-process)."""
     import json
 
-    from landscape.hessian.__main__ import main as hessian_main
+    from landscape.hessian.cli.main import main as hessian_main
     from landscape.io import read_jsonl
     from landscape.train.cli import main as train_main
 
