@@ -53,7 +53,7 @@ def test_hf_trainer_callback_logs_exact_curvature_of_the_trained_block(tmp_path)
         p.requires_grad_(n in trained)
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(1, hf.VOCAB, (8, 6), generator=g)]
-    probe = hf.token_batches()   # the fixed sample set: padded dict batches, the model's own loss
+    probe = hf.token_batches()   # the measurement set: padded dict batches, the model's own loss
     cb = CurvatureCallback(probe, every=2, **TIGHT)
     snaps = {}
 

@@ -4,7 +4,7 @@ experiments/block_heterogeneity.toml declares the settings, the primary metric a
 §E.7); this module runs them and turns the records into the RESULTS.md table and the figures:
 
     run_blocks(records_dir, cfg)     train each (model, seed) on MNIST-1D, measure every block's spectrum on the
-                                     fixed sample set, write records_dir/<model>_seed<s>.json (compact: per block
+                                     measurement set, write records_dir/<model>_seed<s>.json (compact: per block
                                      its SLQ nodes and weights; both JS matrices; the vector-halves noise floor)
     summarize_blocks(records, cfg)   per model the heterogeneity over seeds (mean, 95% t interval, n) and the
                                      declared paired test transformer − CNN, with Bonferroni-adjusted intervals

@@ -26,7 +26,7 @@ class CurvatureCallback(TrainerCallback):
     """Log curvature every `every` optimizer steps of a `transformers.Trainer`.
 
     Args:
-        data: the fixed sample set (token dicts, (inputs, labels), a DataLoader...).
+        data: the measurement set (token dicts, (inputs, labels), a DataLoader...).
         loss_fn: None (the model's own loss) or `loss_fn(logits, labels)`.
         every: optimizer steps between measurements.
         metrics: CurvatureMonitor metrics to log.

@@ -30,7 +30,7 @@ class LightningCurvatureCallback(Callback):
     """Log curvature every `every` optimizer steps of a Lightning `Trainer`.
 
     Args:
-        data: the fixed sample set (tensors, (X, y), a DataLoader, dict batches...).
+        data: the measurement set (tensors, (X, y), a DataLoader, dict batches...).
         loss_fn: `loss_fn(outputs, targets)` (batch mean); None: the model's own loss (HF models).
         every: optimizer steps between measurements.
         model: `model(pl_module)` → the nn.Module measured (default: the LightningModule itself).

@@ -33,10 +33,10 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
 
 
 class CurvatureLog:
-    """A `CurvatureMonitor` on a fixed sample set, measured when a callback says so.
+    """A `CurvatureMonitor` on a measurement set, measured when a callback says so.
 
     Args:
-        data: the fixed sample set, any form `landscape.objective.Batches` accepts (token dicts included).
+        data: the measurement set, any form `landscape.objective.Batches` accepts (token dicts included).
         loss_fn: `loss_fn(outputs, targets)` (batch mean); None: the model's own loss (HF models).
         every: measure at optimizer steps divisible by `every`.
         metrics: CurvatureMonitor metrics (default λmax, eos_ratio, preconditioned λmax; eos_ratio needs SGD or
