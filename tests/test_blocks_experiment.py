@@ -57,6 +57,8 @@ def test_summary_table_and_study_from_known_records(records, tmp_path):
     (experiments / "block_heterogeneity.toml").write_text(toml)
     store = SimpleNamespace(records=out.parent, experiments=experiments)
     assert study.table(store) == table
+    assert cnn["without_top"]["estimate"] == 0.0 and cnn["top_blocks"] == ["a", "a", "a"]
+    assert math.isnan(vit["without_top"]["estimate"])   # two blocks: nothing left to compare after removing one
     assert set(study.FIGURES) == set(blocks.FIGURES) and study.TABLES == {"block_heterogeneity": study.table}
 
 

@@ -132,8 +132,28 @@ def measures(record: Mapping, cfg: BlocksConfig) -> dict:
     own = heterogeneity(spectra, cfg.bandwidth, cfg.n_grid, scale="own")
     halves = [js_distance(*pair_densities(*vector_halves(sd), cfg.bandwidth, cfg.n_grid)[1:])
               for sd in spectra.values() if sd.vectors >= 2]
+    lanczos = [i for i, row in enumerate(record["spectra"]["blocks"]) if row["method"] == "lanczos"]
+    drop, top = _most_influential(raw.matrix)
     return {"raw": raw.mean, "own": own.mean, "noise_floor": float(np.mean(halves)) if halves else math.nan,
+            "without_top": drop, "top_block": raw.names[top], "lanczos_only": _pair_mean(raw.matrix, lanczos),
             "blocks": len(spectra), "matrix_raw": raw, "matrix_own": own}
+
+
+def _pair_mean(D: np.ndarray, keep: Sequence[int]) -> float:
+    """Mean distance over the pairs of distinct blocks in `keep`."""
+    E = D[np.ix_(keep, keep)]
+    return float(E[np.triu_indices(len(keep), 1)].mean()) if len(keep) > 1 else math.nan
+
+
+def _most_influential(D: np.ndarray) -> tuple[float, int]:
+    """(the smallest mean pairwise distance left after removing one block, that block's index); (nan, 0) with fewer
+    than three blocks."""
+    n = D.shape[0]
+    if n < 3:
+        return math.nan, 0
+    means = [_pair_mean(D, [j for j in range(n) if j != i]) for i in range(n)]
+    i = int(np.nanargmin(means))
+    return means[i], i
 
 
 def load_records(out: str | Path) -> dict[str, dict[int, dict]]:
@@ -154,18 +174,27 @@ def summarize_blocks(runs: Mapping[str, Mapping[int, dict]], cfg: BlocksConfig, 
     per = {m: {s: measures(r, cfg) for s, r in sorted(seeds.items())} for m, seeds in runs.items()}
     models = {}
     for m, seeds in per.items():
+        recs = [runs[m][s] for s in seeds]
         models[m] = {"n_blocks": next(iter(seeds.values()))["blocks"],
+                     "compute": {k: float(sum(r.get("seconds", {}).get(k, math.nan) for r in recs))
+                                 for k in ("train", "measure")}
+                     | {"load_average": [min(min(r.get("load_average", {}).values(), default=math.nan) for r in recs),
+                                         max(max(r.get("load_average", {}).values(), default=math.nan) for r in recs)],
+                        "passes": [r["spectra"].get("meta", {}).get("matmats") for r in recs]},
                      "test_acc": stats.t_ci([runs[m][s]["train"]["test_acc"] for s in seeds], cfg.level).as_dict(),
                      **{k: {"values": {s: v[k] for s, v in seeds.items()},
                             **stats.t_ci([v[k] for v in seeds.values()], cfg.level).as_dict()}
-                        for k in ("raw", "own", "noise_floor")}}
+                        for k in ("raw", "own", "noise_floor", "without_top", "lanczos_only")},
+                     "top_blocks": [v["top_block"] for v in seeds.values()]}
     tests = {}
     level = 1 - (1 - cfg.level) / 2   # Bonferroni over the two declared tests
     for metric in (cfg.primary, cfg.secondary):
         a = models[cfg.transformer][metric]["values"]
         b = models[cfg.cnn][metric]["values"]
         tests[metric] = stats.compare(a, b, claim["direction"], level=level)
-    return {"models": models, "tests": tests, "primary": cfg.primary, "level": level,
+    exploratory = {k: stats.compare(models[cfg.transformer][k]["values"], models[cfg.cnn][k]["values"],
+                                    claim["direction"], level=cfg.level) for k in ("without_top", "lanczos_only")}
+    return {"models": models, "tests": tests, "exploratory": exploratory, "primary": cfg.primary, "level": level,
             "verdict": tests[cfg.primary]["verdict"], "per_seed": per}
 
 
@@ -188,6 +217,26 @@ def blocks_table(summary: Mapping, cfg: BlocksConfig) -> str:
         role = "primary" if metric == cfg.primary else "secondary"
         lines.append(f"| {metric} ({role}) | {t['mean']:+.3f} | [{t['low']:+.3f}, {t['high']:+.3f}] | {t['n']} | "
                      f"{t['p']:.2g} | {t['verdict']} |")
+    lines += ["", "Exploratory (post hoc, chosen after the primary result; no verdict): the heterogeneity without each "
+              "seed's most influential block (the one whose removal lowers the mean most) and over the blocks "
+              "measured by Lanczos only (one estimator for all pairs); mean [95% interval], the paired difference "
+              f"{cfg.transformer} − {cfg.cnn} at 95%.", "",
+              "| statistic | " + " | ".join((cfg.cnn, cfg.transformer)) + " | paired difference [95%] | n |",
+              "|---|---|---|---|---|"]
+    for k, label in (("without_top", "without the most influential block"), ("lanczos_only", "Lanczos blocks only")):
+        t = summary["exploratory"][k]
+        cells = " | ".join(_cell(summary["models"][m][k]) for m in (cfg.cnn, cfg.transformer))
+        lines.append(f"| {label} | {cells} | {t['mean']:+.3f} [{t['low']:+.3f}, {t['high']:+.3f}] | {t['n']} |")
+    for m in (cfg.cnn, cfg.transformer):
+        names = sorted(set(summary["models"][m]["top_blocks"]))
+        lines.append(f"| most influential block, {m} | {', '.join(names)} | | | |")
+    lines += ["", "| model | training, all seeds (s) | block spectra, all seeds (s) | data passes per seed | "
+              "1-min load average (min – max) |", "|---|---|---|---|---|"]
+    for m in (cfg.cnn, cfg.transformer):
+        c = summary["models"][m]["compute"]
+        lo, hi = c["load_average"]
+        lines.append(f"| {m} | {c['train']:.0f} | {c['measure']:.0f} | {', '.join(str(p) for p in c['passes'])} | "
+                     f"{lo:.1f} – {hi:.1f} |")
     return "\n".join(lines)
 
 
