@@ -67,3 +67,14 @@ def test_a_missing_seed_is_refused(records):
     blocks.record_path(out, cfg.cnn, 2).unlink()
     with pytest.raises(LandscapeError, match="lacks seeds"):
         blocks.check_seeds(blocks.load_records(out), cfg, (cfg.cnn, cfg.transformer))
+
+
+def test_results_md_block_is_what_the_committed_records_give():
+    import re
+
+    cfg, claim = blocks.load_config()
+    runs = blocks.load_records(ROOT / "records" / "block_heterogeneity")
+    table = blocks.blocks_table(blocks.summarize_blocks(runs, cfg, claim), cfg)
+    text = (ROOT / "RESULTS.md").read_text()
+    found = re.search(r"<!-- generated: block_heterogeneity -->\n(.*?)<!-- end: block_heterogeneity -->", text, re.S)
+    assert found and found.group(1) == table + "\n", "RESULTS.md: run python experiments/block_heterogeneity.py --report"
