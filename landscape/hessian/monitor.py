@@ -41,7 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from landscape.errors import LandscapeError
 from landscape.hessian.operators import data as _data
 from landscape.hessian.solvers.eigen import top_eigenpairs
-from landscape.hessian.solvers.spectrum import slq_density
+from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
 

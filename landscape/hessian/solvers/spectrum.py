@@ -1,4 +1,4 @@
-"""Eigenvalue density by stochastic Lanczos quadrature (SLQ), and its summary statistics.
+"""The spectral density of stochastic Lanczos quadrature (SLQ) and its summary statistics (slq.py computes it).
 
 For a unit vector v, vᵀ f(A) v = Σ_i w_i f(θ_i) with Ritz values θ_i (the nodes) and weights
 w_i = (first component of T's i-th eigenvector)² (Golub & Meurant; Lin, Saad & Yang 2016). Averaged
@@ -11,7 +11,9 @@ over k random vectors this is the spectral measure μ = (1/dim) Σ_j δ(λ_j) se
     negative mass = μ(λ < −ε·λmax), degenerate (near-zero) mass = μ(|λ| < ε·λmax)  (docs/methods.md §A.2)
 
 Every number is an average over the k vectors of that vector's own quadrature estimate, so its vector
-(probe) noise is sd/√k over them (`*_stderr`). Scale-free degeneracy measures beside the λmax-relative
+noise is sd/√k over them (`*_stderr`), reported from MIN_STDERR_VECTORS = 3 vectors on: with 2 the sample
+sd has one degree of freedom and falls below a tenth of the true sd 8% of the time (χ²₁), so it is nan.
+Scale-free degeneracy measures beside the λmax-relative
 one: mass below absolute thresholds, mass below ε·median|λ| (the bulk's own scale) and the effective
 rank dim·S·exp(−T/S), S = ∫|λ|dμ, T = ∫|λ|log|λ|dμ (Roy & Vetterli 2007), docs/methods.md §E.3-E.5.
 With top_k, the top eigenpairs are refined from the same Krylov run and λmax gets its data-noise
@@ -23,21 +25,17 @@ Default broadening: σ² = 1e-5 · max(1, λmax − λmin), the default of PyHes
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from landscape.hessian.solvers.chains import chains_per_group, grouped_lanczos
-from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
-from landscape.hessian.solvers.errorbars import rayleigh_stderr
-from landscape.hessian.solvers.lanczos import lanczos
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.eigen import Eigenpairs
 
-NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
+NOISY = 0.05
+"""λmax's data stderr above this fraction of λmax: too few samples."""
+MIN_STDERR_VECTORS = 3
+"""Vector-noise standard errors need at least this many vectors (two give one degree of freedom)."""
 
 
 def _gauss(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -84,7 +82,7 @@ class SpectralDensity:
 
     def _stderr(self, per_vector: np.ndarray) -> float:
         """sd/√k of per-vector estimates (nan with one vector)."""
-        if self.vectors < 2:
+        if self.vectors < MIN_STDERR_VECTORS:
             return float("nan")
         return float(np.std(per_vector, ddof=1) / math.sqrt(self.vectors))
 
@@ -176,7 +174,7 @@ class SpectralDensity:
 
         value = erank(S.mean(), T.mean())
         k = self.vectors
-        if k < 2:
+        if k < MIN_STDERR_VECTORS:
             return value, float("nan")
         loo = np.array([erank((S.sum() - S[i]) / (k - 1), (T.sum() - T[i]) / (k - 1)) for i in range(k)])
         return value, float(math.sqrt((k - 1) / k * ((loo - loo.mean()) ** 2).sum()))
@@ -303,73 +301,3 @@ class SpectralDensity:
             "nodes": self.nodes.tolist(),
             "weights": self.weights.tolist(),
         }
-
-
-def slq_density(
-    op: LinearOperator,
-    iters: int = 80,
-    vectors: int = 4,
-    seed: int = 0,
-    *,
-    top_k: int = 0,
-    top_tol: float | None = None,
-    top_max_matmats: int = 100,
-    data_stderr: bool = True,
-    reorth: str = "full",
-    basis_device: torch.device | str | None = None,
-    callback=None,
-    state: dict | None = None,
-    on_state=None,
-    state_every: int = 10,
-    max_basis_bytes: int | None = None,
-) -> SpectralDensity:
-    """SLQ of an operator (dim, dtype, device, matmat): `vectors` Lanczos runs of `iters` steps, batched
-    into one matmat per step.
-
-    Memory: full reorthogonalization keeps every chain's basis, vectors · iters · dim numbers (80 × 8 on an
-    11M-parameter ResNet-18 in float32 would be 26.7 GiB). When that exceeds `max_basis_bytes` (default:
-    half the free memory of the basis device), the chains run in consecutive groups that fit, from the
-    same start vectors, so the nodes and weights equal those of one batched run; each group still shares
-    its data passes. A grouped run cannot checkpoint mid-run (state / on_state need one group).
-    state / on_state / state_every checkpoint and resume the Lanczos run (see
-    `lanczos`); a resumed run gives the same nodes and weights as an uninterrupted one.
-
-    top_k > 0 also computes the top_k largest eigenpairs (`.top`) from the same Krylov run: the best
-    Ritz vectors of all chains, with their products from the Lanczos relation, seed `top_eigenpairs`
-    (tol `top_tol`, at most `top_max_matmats` further matmats), which verifies them with one product
-    of k vectors and iterates further only if they are not yet converged. data_stderr then adds λmax's
-    data-noise stderr from per-batch Rayleigh quotients (one more pass with one vector; operators
-    without batches give nan). Needs reorth="full".
-    """
-    check_operator(op, "slq_density")
-    t0 = time.perf_counter()
-    group = chains_per_group(op, iters, vectors, reorth, top_k > 0, basis_device, max_basis_bytes)
-    if group < vectors and state is not None:
-        group = vectors  # resuming a saved single-group run: keep its layout
-    if group < vectors and on_state is not None:
-        warnings.warn(f"slq_density: the Lanczos basis of {vectors} vectors exceeds the memory budget; running "
-                      f"{math.ceil(vectors / group)} groups of {group}, without mid-run checkpoints", stacklevel=2)
-    count = min(vectors * iters, 2 * top_k + 2)
-    kw = {"iters": iters, "seed": seed, "reorth": reorth, "basis_device": basis_device, "callback": callback,
-          "return_basis": top_k > 0}
-    if group >= vectors:
-        res = lanczos(op, vectors=vectors, state=state, on_state=on_state, state_every=state_every, **kw)
-        seeds = res.top_ritz(count) if top_k > 0 else None
-        res.basis = res.residual = None
-    else:
-        res, seeds = grouped_lanczos(op, vectors, group, count if top_k > 0 else 0, kw)
-    nodes, weights = res.ritz()
-    meta = {"seed": seed, "reorth": reorth, "breakdowns": res.breakdowns, "seconds": time.perf_counter() - t0,
-            "chains_per_group": group}
-    sd = SpectralDensity(nodes, weights, int(op.dim), meta)
-    if top_k > 0:
-        t1 = time.perf_counter()
-        _, U, AU = seeds
-        sd.top = top_eigenpairs(
-            op, top_k, init=U.T, init_product=AU.T, tol=top_tol, max_matmats=top_max_matmats, seed=seed
-        )
-        del U, AU
-        if data_stderr:
-            sd.lambda_max_noise = rayleigh_stderr(op, sd.top.eigenvectors[:, 0])
-        meta["top_seconds"] = time.perf_counter() - t1
-    return sd

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.lanczos import rademacher
+from landscape.hessian.solvers.linalg import rademacher
 from landscape.hessian.solvers.protocol import LinearOperator, check_operator
 
 
