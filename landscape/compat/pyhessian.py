@@ -9,7 +9,7 @@ Change one import and keep the rest of the script:
     density_eigen, density_weight = hessian_comp.density(iter=100, n_v=1)
 
 Same arguments and return formats as PyHessian 0.1: `eigenvalues` → (list of floats, list of
-eigenvectors, each a list of per-parameter tensors); `trace` → list of per-probe estimates;
+eigenvectors, each a list of per-parameter tensors); `trace` → list of per-vector estimates;
 `density` → (n_v lists of `iter` Ritz values, n_v lists of `iter` weights). Differences, all on
 purpose:
 - Eigenpairs come from restarted block Krylov iteration to a residual tolerance instead of power

@@ -55,7 +55,11 @@ class BasisPlan:
     bytes: int
 
     def info(self) -> dict:
-        """The plan as JSON-able values (recorded in SpectralDensity.meta and spectrum.json)."""
+        """The plan as JSON-able values (recorded in SpectralDensity.meta and spectrum.json).
+
+        Returns:
+            {reorth, device, ritz_rows, group, budget, bytes}.
+        """
         out = asdict(self)
         out["device"] = str(self.device)
         return out

@@ -82,7 +82,11 @@ class Eigenpairs:
         return self.residuals / max(float(np.abs(self.eigenvalues).max()), np.finfo(np.float64).tiny)
 
     def to_dict(self) -> dict:
-        """The numbers as JSON-able values."""
+        """The numbers as JSON-able values.
+
+        Returns:
+            Everything but the eigenvectors and timings.
+        """
         return {
             "eigenvalues": self.eigenvalues.tolist(),
             "residuals": self.residuals.tolist(),

@@ -46,7 +46,16 @@ class LinearOperator(Protocol):
     dtype: torch.dtype
     device: torch.device
 
-    def matmat(self, V: Tensor) -> Tensor: ...
+    def matmat(self, V: Tensor) -> Tensor:
+        """A V.
+
+        Args:
+            V: [dim, k] in `dtype` on `device`.
+
+        Returns:
+            [dim, k].
+        """
+        ...
 
 
 def check_operator(op: object, who: str) -> LinearOperator:
@@ -130,7 +139,14 @@ class MatmatOperator:
     device: torch.device = torch.device("cpu")
 
     def matmat(self, V: Tensor) -> Tensor:
-        """A V for V [dim, k]."""
+        """A V.
+
+        Args:
+            V: [dim, k].
+
+        Returns:
+            fn(V).
+        """
         return self.fn(V)
 
 

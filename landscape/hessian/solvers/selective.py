@@ -65,8 +65,15 @@ def converged_ritz(alpha: np.ndarray, beta: np.ndarray, last_beta: float, eps: f
 
 
 def lowdin_(Y: Tensor) -> Tensor:
-    """Rows of Y [n, dim] made orthonormal in place by Y ← G^{−1/2} Y (G = Y Yᵀ in float64), which moves each
-    row the least; rows in a numerically dependent direction become zero."""
+    """Rows made orthonormal in place by Y ← G^{−1/2} Y (G = Y Yᵀ in float64, Löwdin), which moves each row the
+    least; rows in a numerically dependent direction become zero.
+
+    Args:
+        Y: [n, dim].
+
+    Returns:
+        Y.
+    """
     if Y.shape[0] == 0:
         return Y
     g, W = torch.linalg.eigh(gram(Y, Y))
@@ -101,13 +108,25 @@ class Selective:
         self.regenerated, self.closed = 0, False
 
     def used(self, step: int | None = None) -> np.ndarray:
-        """Rows per chain in use (projected out from `step` on, when given)."""
+        """Rows in use per chain.
+
+        Args:
+            step: count only rows projected out at this step (None: all built so far).
+
+        Returns:
+            [k] counts.
+        """
         if step is None:
             return np.isfinite(self.values).sum(1)
         return (self.since <= step).sum(1)
 
     def project(self, w: Tensor, step: int) -> None:
-        """w_p ← w_p minus its components on chain p's rows in use at `step`."""
+        """w_p ← w_p minus its components on chain p's rows in use at `step`, in place.
+
+        Args:
+            w: [k, dim] vectors of the k chains.
+            step: the Lanczos step they belong to.
+        """
         if self.Y is None:
             return
         for p, n in enumerate(self.used(step)):
@@ -115,7 +134,12 @@ class Selective:
                 project_out_(w[p : p + 1], self.Y[p : p + 1, :n])
 
     def after_step(self, run, j: int) -> None:
-        """Check the chains after step j of `run` (a lanczos._Run); rebuild and apply new rows when due."""
+        """After step j: rebuild and apply new Ritz vectors when some chain has a new converged value.
+
+        Args:
+            run: the lanczos._Run (its α, β, q, q_prev and replay).
+            j: the step just done.
+        """
         if self.closed:
             return
         alpha, beta = torch.stack(run.alphas, 1).numpy(), torch.stack(run.betas, 1).numpy()
@@ -144,14 +168,24 @@ class Selective:
         self.project(run.q_prev, J)
 
     def state(self) -> dict:
-        """The checkpoint fields (CPU tensors and ints)."""
+        """The checkpoint fields.
+
+        Returns:
+            CPU tensors and ints under STATE_KEYS.
+        """
         Y = self.Y.to("cpu", copy=True) if self.Y is not None else torch.zeros(0, 0, 0)
         return {"ritz_vectors": Y, "ritz_values": torch.from_numpy(self.values.copy()),
                 "ritz_radius": torch.from_numpy(self.radius.copy()), "ritz_since": torch.from_numpy(self.since.copy()),
                 "regenerated": self.regenerated, "closed": self.closed}
 
     def restore(self, state: dict, device: torch.device, dtype: torch.dtype) -> None:
-        """Continue from the checkpoint fields."""
+        """Continue from the checkpoint fields.
+
+        Args:
+            state: a dict holding STATE_KEYS.
+            device: where the rows go.
+            dtype: the working dtype.
+        """
         self.regenerated, self.closed = int(state["regenerated"]), bool(state["closed"])
         self.values = state["ritz_values"].numpy().copy()
         self.radius = state["ritz_radius"].numpy().copy()

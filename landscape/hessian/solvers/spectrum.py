@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from landscape.hessian.solvers.eigen import Eigenpairs
+from landscape.hessian.solvers.summary import summarize
 
 NOISY = 0.05
 """λmax's data stderr above this fraction of λmax: too few samples."""
@@ -45,8 +46,16 @@ def _gauss(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: floa
 
 @dataclass
 class SpectralDensity:
-    """SLQ nodes and weights per vector (rows of [k, m]; each row's weights sum to 1) over a dim-sized matrix;
-    `top`: refined top eigenpairs, `lambda_max_noise`: {"value", "stderr", "batches"} of λmax's data noise."""
+    """The SLQ estimate of μ = (1/dim) Σ_j δ(λ_j): per vector v, the Gauss rule vᵀf(A)v ≈ Σ_i w_i f(θ_i).
+
+    Attributes:
+        nodes: [k, m] Ritz values θ per vector.
+        weights: [k, m] quadrature weights w (each row sums to 1; merged ghost copies carry 0).
+        dim: the matrix size.
+        meta: how the run went (seed, reorth, memory plan, seconds, ...).
+        top: refined top eigenpairs, when asked for.
+        lambda_max_noise: {"value", "stderr", "batches"} of λmax's data noise, when measured.
+    """
 
     nodes: np.ndarray
     weights: np.ndarray
@@ -57,6 +66,7 @@ class SpectralDensity:
 
     @property
     def vectors(self) -> int:
+        """Random vectors k."""
         return self.nodes.shape[0]
 
     @property
@@ -70,6 +80,7 @@ class SpectralDensity:
 
     @property
     def lambda_min(self) -> float:
+        """Smallest Ritz value (an upper bound on λmin)."""
         return float(self.nodes.min())
 
     @property
@@ -97,7 +108,15 @@ class SpectralDensity:
         return self.dim * self._stderr(self._per_vector(self.nodes))
 
     def mass(self, lo: float = -math.inf, hi: float = math.inf) -> float:
-        """Spectral mass in [lo, hi)."""
+        """μ([lo, hi)) = mean over vectors of Σ_i w_i [lo ≤ θ_i < hi].
+
+        Args:
+            lo: lower end (included).
+            hi: upper end (excluded).
+
+        Returns:
+            The mass in [0, 1].
+        """
         return float(self._per_vector((self.nodes >= lo) & (self.nodes < hi)).mean())
 
     def _ratio(self, inside: np.ndarray) -> tuple[float, float]:
@@ -105,17 +124,47 @@ class SpectralDensity:
         return float(per.mean()), self._stderr(per)
 
     def negative_ratio(self, eps: float = 1e-3) -> float:
-        """μ(λ < −ε·λmax)."""
+        """μ(λ < −ε·λmax).
+
+        Args:
+            eps: the threshold relative to λmax.
+
+        Returns:
+            The mass.
+        """
         return self.mass(hi=-eps * self.scale)
 
     def negative_ratio_stderr(self, eps: float = 1e-3) -> float:
+        """sd/√k over vectors of `negative_ratio` (nan below MIN_STDERR_VECTORS vectors).
+
+        Args:
+            eps: the threshold relative to λmax.
+
+        Returns:
+            The standard error.
+        """
         return self._ratio(self.nodes < -eps * self.scale)[1]
 
     def degenerate_ratio(self, eps: float = 1e-3) -> float:
-        """μ(|λ| < ε·λmax): the near-zero (degenerate) fraction of the spectrum."""
+        """μ(|λ| < ε·λmax): the near-zero (degenerate) fraction of the spectrum.
+
+        Args:
+            eps: the threshold relative to λmax.
+
+        Returns:
+            The mass.
+        """
         return self._ratio(np.abs(self.nodes) < eps * self.scale)[0]
 
     def degenerate_ratio_stderr(self, eps: float = 1e-3) -> float:
+        """sd/√k over vectors of `degenerate_ratio` (nan below MIN_STDERR_VECTORS vectors).
+
+        Args:
+            eps: the threshold relative to λmax.
+
+        Returns:
+            The standard error.
+        """
         return self._ratio(np.abs(self.nodes) < eps * self.scale)[1]
 
     def _cdf_bounds(self, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +187,15 @@ class SpectralDensity:
         the Krylov run has too few nodes near the thresholds to resolve the mass (e.g. a near-zero cluster
         holding most of the spectrum is represented by a few nodes at its centre, so the mass below a
         threshold inside the cluster reads 0 with a bracket [0, cluster mass]). Exact in exact arithmetic;
-        with the loss of orthogonality of a long unreorthogonalized run it holds approximately."""
+        with the loss of orthogonality of a long unreorthogonalized run it holds approximately.
+
+        Args:
+            lo: lower end of the interval.
+            hi: upper end.
+
+        Returns:
+            (lower bound, upper bound).
+        """
         f_hi_low, f_hi_up = self._cdf_bounds(hi)
         f_lo_low, f_lo_up = self._cdf_bounds(lo)
         low = np.clip(f_hi_low - f_lo_up, 0.0, 1.0)
@@ -146,25 +203,47 @@ class SpectralDensity:
         return float(low.mean()), float(up.mean())
 
     def mass_below(self, threshold: float) -> tuple[float, float]:
-        """(μ(|λ| < threshold), stderr over vectors): an absolute, λmax-free degeneracy measure."""
+        """μ(|λ| < threshold): an absolute, λmax-free degeneracy measure.
+
+        Args:
+            threshold: the absolute threshold.
+
+        Returns:
+            (mass, stderr over vectors).
+        """
         return self._ratio(np.abs(self.nodes) < threshold)
 
     def median_abs(self) -> float:
-        """The median of |λ| under the spectral measure (weighted median of all vectors' nodes)."""
+        """The median of |λ| under the spectral measure (weighted median of all vectors' nodes).
+
+        Returns:
+            median |λ|.
+        """
         a = np.abs(self.nodes).ravel()
         order = np.argsort(a, kind="stable")
         cdf = np.cumsum(self.weights.ravel()[order]) / self.vectors
         return float(a[order][min(int(np.searchsorted(cdf, 0.5)), a.size - 1)])
 
     def bulk_degenerate_ratio(self, eps: float = 1e-2) -> tuple[float, float]:
-        """(μ(|λ| < ε·median|λ|), stderr): near-zero mass relative to the bulk's own scale, blind to
-        outliers (the threshold's own noise is not in the stderr)."""
+        """μ(|λ| < ε·median|λ|): near-zero mass relative to the bulk's own scale, blind to outliers (the
+        threshold's own noise is not in the stderr).
+
+        Args:
+            eps: the threshold relative to median|λ|.
+
+        Returns:
+            (mass, stderr over vectors).
+        """
         return self._ratio(np.abs(self.nodes) < eps * self.median_abs())
 
     def effective_rank(self) -> tuple[float, float]:
         """(effective rank, jackknife stderr over vectors): exp of the entropy of |λ_i| / Σ|λ_j|, i.e.
         dim·S·exp(−T/S) with S = ∫|λ|dμ, T = ∫|λ| log|λ| dμ (Roy & Vetterli 2007). Between 1 and dim,
-        invariant to scaling the matrix, no threshold."""
+        invariant to scaling the matrix, no threshold.
+
+        Returns:
+            (effective rank, its jackknife stderr; nan below MIN_STDERR_VECTORS vectors).
+        """
         a = np.abs(self.nodes)
         S = self._per_vector(a)
         T = self._per_vector(np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0))
@@ -180,9 +259,17 @@ class SpectralDensity:
         return value, float(math.sqrt((k - 1) / k * ((loo - loo.mean()) ** 2).sum()))
 
     def outliers(self, ratio: float = 0.1) -> int:
-        """Eigenvalues above ratio·λmax, counted as converged Ritz values: the median over vectors of
-        how many nodes exceed ratio·λmax (isolated top eigenvalues appear once in every vector)."""
-        return int(np.median((self.nodes > ratio * self.scale).sum(axis=1)))
+        """Eigenvalues above ratio·λmax, counted as converged Ritz values: the median over vectors of how many
+        nodes that carry weight exceed ratio·λmax (isolated top eigenvalues appear once in every vector; merged
+        ghost copies carry none).
+
+        Args:
+            ratio: the threshold relative to λmax.
+
+        Returns:
+            The count.
+        """
+        return int(np.median(((self.nodes > ratio * self.scale) & (self.weights > 0)).sum(axis=1)))
 
     @property
     def lambda_max_stderr(self) -> float:
@@ -196,13 +283,22 @@ class SpectralDensity:
         return bool(math.isfinite(se) and se > NOISY * abs(self.lambda_max))
 
     def default_sigma(self) -> float:
+        """σ = √(1e-5 · max(1, λmax − λmin)), PyHessian's density broadening."""
         return math.sqrt(1e-5 * max(1.0, self.lambda_max - self.lambda_min))
 
     def density(
         self, grid: np.ndarray | None = None, sigma: float | None = None, n_grid: int = 1000
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(grid, density) with Gaussian broadening σ; the default grid spans [λmin − 5σ, λmax + 5σ]
-        so the density integrates to 1 on it."""
+        """The density (1/k) Σ_vectors Σ_i w_i N(t; θ_i, σ²) on a grid.
+
+        Args:
+            grid: where to evaluate (default: n_grid points over [λmin − 5σ, λmax + 5σ], where it integrates to 1).
+            sigma: Gaussian broadening (default `default_sigma`).
+            n_grid: points of the default grid.
+
+        Returns:
+            (grid, density).
+        """
         sigma = sigma or self.default_sigma()
         if grid is None:
             grid = np.linspace(self.lambda_min - 5 * sigma, self.lambda_max + 5 * sigma, n_grid)
@@ -213,8 +309,17 @@ class SpectralDensity:
         self, grid: np.ndarray | None = None, sigma: float = 0.05, n_grid: int = 500, floor: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(u grid, positive part, negative part): densities over u = log10|λ| of the eigenvalues above 0
-        and below 0, broadened by σ in u. Nodes with |λ| ≤ floor (default 1e-6·λmax) are left out; so
-        ∫pos + ∫neg = 1 − μ(|λ| ≤ floor)."""
+        and below 0, broadened by σ in u. Nodes with |λ| ≤ floor are left out, so ∫pos + ∫neg = 1 − μ(|λ| ≤ floor).
+
+        Args:
+            grid: u values (default: n_grid points over the nodes' range ± 5σ).
+            sigma: broadening in u.
+            n_grid: points of the default grid.
+            floor: |λ| left out (default 1e-6·λmax).
+
+        Returns:
+            (u grid, density of the positive eigenvalues, density of the negative ones).
+        """
         floor = floor if floor is not None else 1e-6 * self.scale
         nodes, w = self.nodes.ravel(), self.weights.ravel() / self.vectors
         keep = np.abs(nodes) > floor
@@ -236,61 +341,30 @@ class SpectralDensity:
     ) -> dict[str, Any]:
         """Every number with its error bar: λmax (± data stderr, solver residual), λmin, trace, negative
         and degenerate ratios at ε·λmax (± vector stderr), mass below absolute `thresholds`, mass below
-        bulk_eps·median|λ|, effective rank, outlier count, and the refined top-k when computed."""
-        neg, neg_se = self._ratio(self.nodes < -eps * self.scale)
-        deg, deg_se = self._ratio(np.abs(self.nodes) < eps * self.scale)
-        bulk, bulk_se = self.bulk_degenerate_ratio(bulk_eps)
-        erank, erank_se = self.effective_rank()
-        out: dict[str, Any] = {
-            "lambda_max": self.lambda_max,
-            "lambda_max_stderr": self.lambda_max_stderr,
-            "lambda_max_residual": float(self.top.residuals[0]) if self.top is not None else float("nan"),
-            "lambda_max_batches": int(self.lambda_max_noise["batches"]) if self.lambda_max_noise else 0,
-            "lambda_max_noisy": self.lambda_max_noisy,
-            "lambda_min": self.lambda_min,
-            "trace": self.trace,
-            "trace_stderr": self.trace_stderr,
-            "negative_ratio": neg,
-            "negative_ratio_stderr": neg_se,
-            "degenerate_ratio": deg,
-            "degenerate_ratio_stderr": deg_se,
-            "eps": eps,
-        }
-        # what the quadrature can guarantee about each thresholded mass (`mass_bounds`): [low, high]
-        out["negative_ratio_low"], out["negative_ratio_high"] = self.mass_bounds(-math.inf, -eps * self.scale)
-        out["degenerate_ratio_low"], out["degenerate_ratio_high"] = self.mass_bounds(-eps * self.scale,
-                                                                                     eps * self.scale)
-        for t in thresholds:
-            m, se = self.mass_below(t)
-            out[f"mass_below_{t:.0e}"], out[f"mass_below_{t:.0e}_stderr"] = m, se
-            out[f"mass_below_{t:.0e}_low"], out[f"mass_below_{t:.0e}_high"] = self.mass_bounds(-t, t)
-        median = self.median_abs()
-        out["bulk_degenerate_ratio_low"], out["bulk_degenerate_ratio_high"] = self.mass_bounds(-bulk_eps * median,
-                                                                                               bulk_eps * median)
-        out.update(
-            median_abs_eigenvalue=median,
-            bulk_degenerate_ratio=bulk,
-            bulk_degenerate_ratio_stderr=bulk_se,
-            bulk_eps=bulk_eps,
-            effective_rank=erank,
-            effective_rank_stderr=erank_se,
-            outliers=self.outliers(outlier_ratio),
-            outlier_ratio=outlier_ratio,
-            n_params=self.dim,
-            vectors=self.vectors,
-            iters=int(self.nodes.shape[1]),
-        )
-        if self.top is not None:
-            out.update(
-                top_eigenvalues=self.top.eigenvalues.tolist(),
-                top_residuals=self.top.residuals.tolist(),
-                top_converged=self.top.converged,
-                top_products=self.top.n_products,
-            )
-        return out
+        bulk_eps·median|λ|, effective rank, outlier count, and the refined top-k when computed.
+
+        Args:
+            eps: ε of the λmax-relative masses.
+            outlier_ratio: the `outliers` threshold.
+            thresholds: absolute thresholds of `mass_below`.
+            bulk_eps: ε of `bulk_degenerate_ratio`.
+
+        Returns:
+            A flat dict of numbers (nan where a number has no estimate, e.g. stderrs of 2 vectors).
+        """
+        return summarize(self, eps, outlier_ratio, thresholds, bulk_eps)
 
     def to_dict(self, eps: float = 1e-3, grid: np.ndarray | None = None, sigma: float | None = None) -> dict:
-        """Summary, meta, the density on a grid, and nodes/weights as nested lists (JSON-able)."""
+        """Summary, meta, the density on a grid, and nodes/weights as nested lists (JSON-able).
+
+        Args:
+            eps: the ε of the thresholded masses.
+            grid: the density's grid (default as in `density`).
+            sigma: its broadening.
+
+        Returns:
+            The dict spectrum.json is written from.
+        """
         g, d = self.density(grid, sigma)
         return {
             **self.summary(eps),
