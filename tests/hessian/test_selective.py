@@ -144,8 +144,12 @@ def test_top_eigenpairs_basis_shrinks_to_the_budget_and_a_hopeless_budget_is_a_c
     tight = top_eigenpairs(op, k=2)
     assert free.max_basis == 20 and tight.max_basis == 6 and tight.memory_bytes == budget
     assert tight.converged and np.allclose(tight.eigenvalues, OUTLIERS[:2], rtol=1e-4)
+    least = (3 * 4 + 2 * 2 + 3 * 2) * per_vector  # the smallest basis, m = k + b = 4
+    monkeypatch.setattr(memory, "available_bytes", lambda device: least)  # over the budget, not over free memory
+    with pytest.warns(UserWarning, match="max_basis = k \\+ block_size = 4"):
+        assert top_eigenpairs(op, k=2).max_basis == 4
     monkeypatch.setattr(memory, "available_bytes", lambda device: per_vector)
-    with pytest.raises(LandscapeError, match="needs at least .* GiB .* memory budget"):
+    with pytest.raises(LandscapeError, match="needs at least .* GiB .* is free"):
         top_eigenpairs(op, k=2)
 
 

@@ -31,6 +31,7 @@ and restart the iteration from them if they are not yet converged (docs/methods.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,7 +160,8 @@ def basis_size(op: LinearOperator, k: int, b: int, max_basis: int | None) -> tup
         (m, (3m + 2k + 3b)·P·e bytes).
 
     Raises:
-        LandscapeError: when the budget cannot hold the smallest basis, k + b.
+        LandscapeError: when not even the free memory holds the smallest basis, k + b (a budget that holds less
+            than that but free memory that does runs at k + b with a warning).
     """
     dim = int(op.dim)
     e = torch.empty((), dtype=working_dtype(op.dtype)).element_size()
@@ -168,10 +170,15 @@ def basis_size(op: LinearOperator, k: int, b: int, max_basis: int | None) -> tup
         budget = memory.budget(torch.device(op.device), memory.BASIS_SHARE)
         fit = (budget // (dim * e) - 2 * k - 3 * b) // 3
         if fit < least:
-            need = (3 * least + 2 * k + 3 * b) * dim * e
-            raise LandscapeError(f"top_eigenpairs: k={k} with blocks of {b} needs at least {need / 2**30:.2f} GiB "
-                                 f"((3(k + b) + 2k + 3b) vectors of {dim} numbers); the memory budget is "
-                                 f"{budget / 2**30:.2f} GiB: free memory, or lower k or block_size")
+            need, free = (3 * least + 2 * k + 3 * b) * dim * e, memory.available_bytes(torch.device(op.device))
+            if need > free:
+                raise LandscapeError(f"top_eigenpairs: k={k} with blocks of {b} needs at least {need / 2**30:.2f} GiB "
+                                     f"((3(k + b) + 2k + 3b) vectors of {dim} numbers); {free / 2**30:.2f} GiB is "
+                                     "free: free memory, or lower k or block_size")
+            warnings.warn(f"top_eigenpairs: the memory budget ({budget / 2**30:.2f} GiB) holds less than the smallest "
+                          f"basis; running with max_basis = k + block_size = {least} in {need / 2**30:.2f} GiB of "
+                          f"{free / 2**30:.2f} GiB free", stacklevel=3)
+            fit = least
         max_basis = min(max(2 * k + 2 * b, 20), fit)
     m = min(dim, max_basis)
     return m, (3 * m + 2 * k + 3 * b) * dim * e

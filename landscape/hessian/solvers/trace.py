@@ -67,7 +67,8 @@ def _stderr(samples: np.ndarray) -> float:
 def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutchinson's estimate tr(A) ≈ (1/n) Σ zᵢᵀ A zᵢ with Rademacher zᵢ.
 
-    Memory: batch · P numbers of the operator's dtype besides the n × P vectors.
+    Memory: (n + 2·batch) · P numbers of the operator's dtype (the vectors, one product block and its
+    elementwise product), whatever the number of data passes.
 
     Args:
         op: the operator.
@@ -90,6 +91,8 @@ def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batc
 def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutch++ (module docstring) with `products` matrix-vector products in all: a third each for the sketch,
     the low-rank trace and the Hutchinson part on the deflated matrix.
+
+    Memory: about (4t + 2·batch) · P numbers, t = products // 3 (S, G, the sketch A S and its basis Q).
 
     Args:
         op: the operator.
