@@ -151,6 +151,29 @@ def all_reduce_max(tensor: Tensor) -> Tensor:
     return _all_reduce(tensor, "max")
 
 
+def all_reduce_with_count(total: Tensor, count: int) -> tuple[Tensor, int]:
+    """(Σ_r total_r, Σ_r count_r) over the ranks in one collective (identity in a single process).
+
+    The count (samples or tokens) travels in the same tensor as 8 base-16 digits, exact in any float dtype
+    up to 2³²: a data-set mean over shards costs one all_reduce of its sum and its weight.
+
+    Args:
+        total: this rank's sum (any shape).
+        count: this rank's weight.
+
+    Returns:
+        The summed total (a new tensor) and the summed count.
+    """
+    digits = torch.tensor([(count >> (4 * i)) & 15 for i in range(_COUNT_DIGITS)], dtype=total.dtype,
+                          device=total.device)
+    packed = all_reduce_sum(torch.cat([total.reshape(-1), digits]))
+    count = sum(round(d) << (4 * i) for i, d in enumerate(packed[total.numel():].tolist()))
+    return packed[: total.numel()].reshape(total.shape), count
+
+
+_COUNT_DIGITS = 8
+
+
 def barrier() -> None:
     """Wait until every rank arrives (no-op in a single process)."""
     if world_size() > 1:

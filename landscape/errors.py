@@ -11,6 +11,11 @@ class LandscapeError(Exception):
     """Bad input the user can fix: the message is one line that names the problem."""
 
 
+class NonFiniteError(LandscapeError):
+    """Weights, inputs, loss or products hold NaN or inf (a diverged model: callers measuring during training
+    record NaN instead of stopping)."""
+
+
 def first_line(e: BaseException | str, limit: int | None = 300) -> str:
     """The first non-empty line of an exception's message (or of a string), cut to `limit` characters.
 

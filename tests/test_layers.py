@@ -22,6 +22,7 @@ ROLES = {
     "landscape.hessian": 1, "landscape.probes": 1, "landscape.surface": 1, "landscape.plots": 1,
     "landscape.compat": 1,
     "landscape.hessian.cli": 2, "landscape.hessian.__main__": 2, "landscape.surface.__main__": 2,
+    "landscape.surface.cli": 2,
     "landscape.train": 2, "landscape.experiment": 2, "landscape.quickstart": 2,
 }
 
@@ -67,13 +68,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         edges: set[str] = set()
-        tree = ast.parse(path.read_text(), str(path))
-        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                       and getattr(block.test, "id", None) == "TYPE_CHECKING"
-                       for stmt in block.body for n in ast.walk(stmt)}
-        for node in ast.walk(tree):
-            if id(node) in typing_only:
-                continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

@@ -45,7 +45,6 @@ Models are not built here (`build_models` builds each cell's once, without data,
 from __future__ import annotations
 
 import copy
-import fnmatch
 import re
 from dataclasses import dataclass, field
 from itertools import product
@@ -53,9 +52,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch import nn
 
 from landscape.errors import LandscapeError
+from landscape.objective import select_params
 from landscape.train import TrainConfig, load_toml, resolved_model_config
 
 # input shape and class count per data set, so a config validates (and builds its models) without the data
@@ -368,16 +367,6 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
     if setting:
         label += " (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in setting.items()) + ")"
     return Run(name, base, label, cell.get("note", ""), setting, seed, cfg, resolved, prof.get("target_acc"))
-
-
-def select_params(model: nn.Module, globs: list[str] | None) -> list[str] | None:
-    """Names of the parameters matching any fnmatch pattern (None: all parameters)."""
-    if globs is None:
-        return None
-    names = [n for n, _ in model.named_parameters() if any(fnmatch.fnmatchcase(n, g) for g in globs)]
-    if not names:
-        raise LandscapeError(f"params {globs} match no parameter of the model")
-    return names
 
 
 def build_models(exp: Experiment) -> dict[str, int]:

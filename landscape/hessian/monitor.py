@@ -1,11 +1,11 @@
 """Curvature while training: sharpness, edge-of-stability ratio and the gradient's top-eigenspace share
-measured on a fixed probe set every K steps, each measurement warm-started from the previous one.
+measured on a fixed sample set every K steps, each measurement warm-started from the previous one.
 
-    monitor = CurvatureMonitor(loss_fn, (X_probe, y_probe), optimizer=opt, k=4, every=50)
+    monitor = CurvatureMonitor(loss_fn, (X_fixed, y_fixed), optimizer=opt, k=4, every=50)
     for step ...: ...; opt.step(); monitor(step, model, (X, y), loss)    # a training step callback
     monitor.records    # [{"step": 50, "block": "model", "metric": "lambda_max", "value": 41.3}, ...]
 
-One measurement at parameters θ (docs/methods.md §G), with H the Hessian of the probe-set loss
+One measurement at parameters θ (docs/methods.md §G), with H the Hessian of the sample-set loss
 L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 
 - lambda_max, top_eigenvalues λ1..k, lambda_max_residual ‖H u1 − λ1 u1‖: the engine's block Krylov
@@ -21,10 +21,13 @@ L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 - trace ± trace_stderr (Hutch++) and negative_ratio ± stderr (few-vector SLQ) when enabled, at every
   `full_every`-th measurement.
 
-The products H V come from one gradient graph of the probe set kept for the whole measurement
-(`GradientGraphOperator`), so a measurement pays one forward and backward plus about two gradients'
-arithmetic per vector. The model, its `.grad`, its buffers, its train/eval flags and the global RNG
-are left exactly as found: training with the monitor is bit-identical to training without it.
+The products H V come from a `HessianOperator` built once per measurement on the double-backward backend with
+its gradient graphs kept (`cache=True`), so a measurement pays one forward and backward plus about two
+gradients' arithmetic per vector; the gradient g is read from the same graphs (`HessianOperator.gradient`).
+The first measurement's operator runs the operator's symmetry and determinism checks; later ones skip them
+(the model is the same function, only its weights moved). The model, its `.grad`, its buffers, its train/eval
+flags and the global RNG are left exactly as found: training with the monitor is bit-identical to training
+without it.
 """
 
 from __future__ import annotations
@@ -36,87 +39,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.errors import LandscapeError
-from landscape.hessian.operators import data as _data
+from landscape.errors import LandscapeError, NonFiniteError
+from landscape.hessian.operators.operator import HessianOperator
 from landscape.hessian.solvers.eigen import top_eigenpairs
 from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
+from landscape.objective import Objective
 
 CURVATURE_METRICS = ("lambda_max", "top_eigenvalues", "trace", "negative_ratio", "grad_top_fraction",
                      "eos_ratio", "preconditioned_lambda_max")
 DEFAULT_METRICS = ("lambda_max", "top_eigenvalues", "grad_top_fraction", "eos_ratio", "preconditioned_lambda_max")
 BLOCK = "model"
-
-
-class GradientGraphOperator:
-    """H V for the probe-set loss from one kept gradient graph (double backward); a `LinearOperator`.
-
-    Built at the model's current parameters (those with requires_grad, `named_parameters` order); the
-    gradient g = ∇L is `self.gradient`. Products never write `.grad`. The forward runs with PyTorch's math
-    attention kernel, the one whose second derivatives exist (default attention works).
-    """
-
-    def __init__(self, model: nn.Module, loss_fn: Callable, batches: Sequence[tuple[Any, Any]]):
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise LandscapeError("the model has no parameters that require grad")
-        first = self.params[0]
-        self.dtype, self.device = first.dtype, first.device
-        self.shapes = [p.shape for p in self.params]
-        self.dim = sum(p.numel() for p in self.params)
-        total = sum(_data.batch_size(b[0]) for b in batches)
-        grads: list[Tensor] | None = None
-        # the math attention kernel: fused SDPA kernels have no double backward (the graph is built here)
-        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-            for inputs, targets in batches:
-                loss = loss_fn(model(*_data.as_args(inputs)), targets)
-                if not isinstance(loss, Tensor) or loss.dim() != 0:
-                    raise LandscapeError("loss_fn must return a scalar (the batch-mean loss)")
-                w = _data.batch_size(inputs) / total
-                gs = torch.autograd.grad(loss * w, self.params, create_graph=True, allow_unused=True)
-                gs = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, gs)]
-                grads = gs if grads is None else [a + b for a, b in zip(grads, gs)]
-        self._live = [i for i, g in enumerate(grads) if g.requires_grad]
-        self._grads = grads
-        self.gradient = torch.cat([g.detach().reshape(-1) for g in grads])
-        self.n_products = 0
-        self._batched: bool | None = None
-
-    def _split(self, rows: Tensor) -> list[Tensor]:
-        """[c, dim] rows → per-parameter [c, *shape] views."""
-        parts = rows.split([math.prod(s) for s in self.shapes], dim=1)
-        return [p.reshape(rows.shape[0], *s) for p, s in zip(parts, self.shapes)]
-
-    def _products(self, rows: list[Tensor], batched: bool) -> list[Tensor | None]:
-        outs = [self._grads[i] for i in self._live]
-        with torch.enable_grad():
-            return list(torch.autograd.grad(outs, self.params, [rows[i] if batched else rows[i][0] for i in self._live],
-                                            retain_graph=True, allow_unused=True, is_grads_batched=batched))
-
-    def matmat(self, V: Tensor) -> Tensor:
-        """H V for V [dim, c] (c columns in one vmapped backward when autograd can batch it)."""
-        rows = V.to(self.device, self.dtype).T.contiguous()
-        c = rows.shape[0]
-        self.n_products += c
-        if not self._live:
-            return torch.zeros_like(rows).T
-        parts = self._split(rows)
-        if self._batched is not False and c > 1:
-            try:
-                hv = self._products(parts, True)
-                self._batched = True
-                return self._join(hv, c).T
-            except RuntimeError:
-                self._batched = False
-        cols = [self._join(self._products([p[j:j + 1] for p in parts], False), 1) for j in range(c)]
-        return torch.cat(cols).T
-
-    def _join(self, hv: list[Tensor | None], c: int) -> Tensor:
-        return torch.cat([(torch.zeros(c, math.prod(s), dtype=self.dtype, device=self.device) if h is None
-                           else h.reshape(c, -1)) for h, s in zip(hv, self.shapes)], 1)
 
 
 class ScaledOperator:
@@ -181,13 +116,6 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor]) 
     return torch.cat(parts)
 
 
-def _split(batch: tuple[Any, Any], size: int) -> list[tuple[Any, Any]]:
-    X, y = batch
-    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
-        return [batch]
-    return [(X[i:i + size], y[i:i + size]) for i in range(0, len(X), size)]
-
-
 def _same(groups: list[dict], keys: Sequence[str]) -> dict | None:
     """The first group when every group agrees on `keys` (one step size, one momentum...), else None."""
     first = groups[0]
@@ -200,7 +128,8 @@ class CurvatureMonitor:
 
     Args:
         loss_fn: `loss_fn(outputs, targets)` → batch-mean loss (the training loss).
-        data: the fixed probe set: an (X, y) pair or a list of (X, y) batches (moved to the model's device).
+        data: the fixed sample set, in any form `landscape.objective.Batches` accepts (moved to the model's
+            device and dtype); loss_fn=None measures the model's own loss (HF models).
         optimizer: the training optimizer (for eos_ratio and the Adam preconditioner); None skips both.
         every: measure at steps divisible by `every` (1: whenever called).
         k: eigenpairs tracked (top_eigenvalues λ1..k, grad_top_fraction's subspace).
@@ -216,7 +145,7 @@ class CurvatureMonitor:
             previous Ritz vectors alone (fewer products when they are still accurate, but a solve can
             then stay on an eigenvector that is no longer the top one).
         seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
-        batch_size: split the probe set into batches of this many samples (the kept graph still holds all).
+        batch_size: split the sample set into batches of this many samples (the kept graphs still hold all).
         on_records: called with each measurement's new records (e.g. a run's probes.jsonl writer).
     `records` holds every record so far; `history` one dict per measurement (seconds, products, converged).
     """
@@ -243,13 +172,8 @@ class CurvatureMonitor:
         self.tol, self.max_matmats, self.eps, self.warm, self.guard = tol, max_matmats, eps, warm, guard
         self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
         self.full_every = full_every
-        self.batches = list(_data.DataSource(data))
-        if batch_size is not None:
-            if not isinstance(batch_size, int) or batch_size < 1:
-                raise LandscapeError(f"batch_size must be a positive integer, got {batch_size!r}")
-            self.batches = [part for b in self.batches for part in _split(b, batch_size)]
-        self._moved: list | None = None
-        self._moved_to: tuple | None = None
+        self._data, self._batch_size = data, batch_size
+        self._objective: Objective | None = None
         self._gen = torch.Generator().manual_seed(seed)
         self._vectors: Tensor | None = None
         self._pvectors: Tensor | None = None
@@ -285,23 +209,21 @@ class CurvatureMonitor:
     def measure(self, model: nn.Module, step: int | None = None) -> list[dict]:
         """Measure at the model's current parameters; returns (and appends to `records`) the new records."""
         t0 = time.perf_counter()
-        first = next((p for p in model.parameters() if p.requires_grad), None)
-        if first is None:
-            raise LandscapeError("the model has no parameters that require grad")
-        if self._moved is None or self._moved_to != (first.device, first.dtype):
-            self._moved = [_data.to_device(b, first.device, first.dtype) for b in self.batches]
-            self._moved_to = (first.device, first.dtype)
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        if self._objective is None or self._objective.model is not model:
+            self._objective = Objective(model, self.loss_fn, self._data, batch_size=self._batch_size)
         cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
-        try:
-            with torch.random.fork_rng(devices=cuda), preserved_modes(model, train=False):
-                op = GradientGraphOperator(model, self.loss_fn, self._moved)
-                values, info = self._measure(op)
-                del op
-        finally:
-            with torch.no_grad():
-                for b, saved in buffers:
-                    b.copy_(saved)
+        first = not self.history
+        with torch.random.fork_rng(devices=cuda), preserved_modes(model, train=False):
+            try:
+                op = HessianOperator(self._objective, backend="double_backward", cache=True, merge_batches=False,
+                                     check_deterministic=first, check_symmetric=first)
+            except NonFiniteError:  # a diverged model: say so, leave the stop to training
+                op = None
+                values, info = self._diverged(), {"finite": False}
+            if op is not None:
+                chosen = set(op.param_names)
+                values, info = self._measure(op, [p for n, p in model.named_parameters() if n in chosen])
+            del op
         new = [{"step": step, "block": BLOCK, "metric": m, "value": float(v), **extra} for m, v, extra in values]
         self.records += new
         if self.on_records is not None:
@@ -309,17 +231,18 @@ class CurvatureMonitor:
         self.history.append({"step": step, "seconds": time.perf_counter() - t0, **info})
         return new
 
-    def _measure(self, op: GradientGraphOperator) -> tuple[list[tuple[str, float, dict]], dict]:
+    def _measure(self, op: HessianOperator, params: list[Tensor]) -> tuple[list[tuple[str, float, dict]], dict]:
         out: list[tuple[str, float, dict]] = []
         info: dict = {}
         want = set(self.metrics)
         kind = optimizer_kind(self.optimizer)
-        groups = _group_of(self.optimizer, op.params) if kind else []
-        if not bool(torch.isfinite(op.gradient).all()):   # a diverged model: say so, leave the stop to training
-            return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in want], {"finite": False}
+        groups = _group_of(self.optimizer, params) if kind else []
+        gradient = op.gradient()
+        if not bool(torch.isfinite(gradient).all()):   # a diverged model: say so, leave the stop to training
+            return self._diverged(), {"finite": False}
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
-            pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, op.gradient), tol=self.tol,
+            pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, gradient), tol=self.tol,
                                    max_matmats=self.max_matmats, seed=self._seed())
             self._vectors = pairs.eigenvectors.detach()
             lam = float(pairs.eigenvalues[0])
@@ -330,7 +253,7 @@ class CurvatureMonitor:
             if "top_eigenvalues" in want:
                 out += [("top_eigenvalues", float(v), {"index": i + 1}) for i, v in enumerate(pairs.eigenvalues)]
             if "grad_top_fraction" in want:
-                g = op.gradient.double()
+                g = gradient.double()
                 proj = pairs.eigenvectors.double().T @ g
                 gg = float(g @ g)
                 out.append(("grad_top_fraction", float(proj @ proj) / gg if gg > 0 else math.nan, {}))
@@ -340,7 +263,7 @@ class CurvatureMonitor:
                 lr, wd = _scalar(group["lr"]), _scalar(group.get("weight_decay", 0.0))
                 out.append(("eos_ratio", (lam + wd) * lr * sgd_threshold_factor(group), {}))
         if kind == "adam" and want & {"preconditioned_lambda_max", "eos_ratio"}:
-            out += self._adam(op, groups, want, info)
+            out += self._adam(op, params, gradient, groups, want, info)
         if len(self.history) % self.full_every:
             want -= {"trace", "negative_ratio"}
         if "trace" in want:
@@ -348,23 +271,24 @@ class CurvatureMonitor:
             out += [("trace", tr.trace, {}), ("trace_stderr", tr.stderr, {})]
         if "negative_ratio" in want:
             sd = slq_density(op, min(self.slq_iters, op.dim), self.slq_vectors, self._seed())
-            below = sd.nodes < -self.eps * sd.scale
-            masses = (sd.weights * below).sum(axis=1)
-            n = len(masses)
-            err = float(masses.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-            out += [("negative_ratio", float(masses.mean()), {}), ("negative_ratio_stderr", err, {})]
+            out += [("negative_ratio", sd.negative_ratio(self.eps), {}),
+                    ("negative_ratio_stderr", sd.negative_ratio_stderr(self.eps), {})]
         info["total_products"] = op.n_products
         return out, info
 
-    def _adam(self, op: GradientGraphOperator, groups: list[dict], want: set, info: dict) -> list:
-        P = adam_preconditioner(self.optimizer, op.params)
+    def _diverged(self) -> list[tuple[str, float, dict]]:
+        return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in self.metrics]
+
+    def _adam(self, op: HessianOperator, params: list[Tensor], gradient: Tensor, groups: list[dict], want: set,
+              info: dict) -> list:
+        P = adam_preconditioner(self.optimizer, params)
         group = _same(groups, ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "amsgrad"))
         if P is None or group is None:
             return []
         decoupled = bool(group.get("decoupled_weight_decay")) or isinstance(self.optimizer, torch.optim.AdamW)
         wd = 0.0 if decoupled else _scalar(group.get("weight_decay", 0.0))
         d = P.rsqrt()
-        start = self._start(self._pvectors, d.to(op.gradient) * op.gradient)
+        start = self._start(self._pvectors, d.to(gradient) * gradient)
         pairs = top_eigenpairs(ScaledOperator(op, d, wd), 1, init=start, tol=self.tol,
                                max_matmats=self.max_matmats, seed=self._seed())
         self._pvectors = pairs.eigenvectors.detach()

@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.hessian.operators.checks import is_attention_error, math_attention
 from landscape.hessian.solvers.lanczos import lanczos
 from landscape.hessian.solvers.protocol import as_operator
 from landscape.hessian.solvers.tridiagonal import tridiag_to_ritz
+from landscape.objective import is_attention_error, math_attention
 from landscape.probes.grad_norm import tensors_in
 
 

@@ -29,14 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from landscape import distributed as dist
 from landscape import memory
 from landscape.data import part_slice
 from landscape.errors import LandscapeError
-from landscape.modes import preserved_modes
+from landscape.modes import preserved_modes, running_stats_modules
+from landscape.objective import Batch, Objective, concat
 from landscape.surface.directions import as_direction, parameters_of
 
 BN_MODES = ("eval", "recompute")
@@ -54,19 +55,19 @@ class GridValues:
     info: dict
 
 
-def _activation_bytes(model: nn.Module, params: dict, buffers: dict, X: Tensor) -> int:
-    """Largest module output for this input (bytes), from forward hooks on one plain forward."""
-    biggest = [X.numel() * X.element_size()]
+def _activation_bytes(objective: Objective, state: tuple[dict, dict], batch: Batch) -> int:
+    """Largest module output for this batch (bytes), from forward hooks on one plain forward."""
+    biggest = [max((t.numel() * t.element_size() for t in batch.tensors() if isinstance(t, Tensor)), default=0)]
 
     def hook(_m, _i, out):
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, Tensor):
                 biggest[0] = max(biggest[0], t.numel() * t.element_size())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    handles = [m.register_forward_hook(hook) for m in objective.model.modules()]
     try:
-        with torch.no_grad(), preserved_modes(model, False):  # eval: a BatchNorm must not update its buffers
-            functional_call(model, (params, buffers), (X,))
+        with torch.no_grad(), preserved_modes(objective.model, False):  # eval: BatchNorm must not update buffers
+            objective.call(batch, state)
     finally:
         for h in handles:
             h.remove()
@@ -105,108 +106,72 @@ def _map(fn: Callable, in_dims: tuple, backend: str) -> Callable:
     return looped
 
 
-def _bn_modules(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data: Any,
-                  directions: Sequence[Mapping[str, Tensor] | Tensor], coords: Any, *,
+def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any = None,
+                  directions: Sequence[Mapping[str, Tensor] | Tensor] = (), coords: Any = (), *,
                   origin: Mapping[str, Tensor] | None = None, bn: str = "eval", accuracy: bool | None = None,
                   batch_size: int | None = None, max_memory: int | None = None, points_per_pass: int | None = None,
                   backend: str = "auto", min_blocks: int = 1, state: dict | None = None,
                   on_state: Callable[[dict], None] | None = None,
                   progress: Callable[[int], None] | None = None) -> GridValues:
-    """Loss (mean of `loss_fn`, a batch-mean loss such as `F.cross_entropy`) and accuracy at each row of
-    `coords` [P, m] (or [P] for m = 1), for the points origin + Σ_j coords[:, j]·directions[j].
+    """Loss and accuracy at each row of `coords` [P, m] (or [P] for m = 1), for the points
+    origin + Σ_j coords[:, j]·directions[j].
 
-    data: (X, y) tensors or an object with `.X`, `.y` (every sample is used; split into `batch_size`
-    batches, default: as many as the memory budget allows). origin: parameters (default: the model's).
-    accuracy: compute argmax accuracy (default: when y holds integer labels). max_memory: bytes for one
-    chunk of points (default: half the free CUDA memory, or a quarter of free RAM up to 2 GiB).
-    points_per_pass: override the chunk size; min_blocks: cut the grid into at least this many blocks
-    (each a resumable unit and a progress step). backend: see `pick_backend`. progress(n): called with
-    the points finished per block. The model and its buffers are left as they were."""
+    The loss is the objective's data-set mean (`landscape.objective.Objective`: Σ_b w_b ℓ_b / Σ_b w_b, any
+    loss_fn, or the model's own loss of an HF model with loss_fn=None); accuracy is the fraction of correct
+    argmax predictions over the same samples or tokens.
+
+    Args:
+        model: an nn.Module, or an Objective (then leave loss_fn and data out).
+        loss_fn: batch-mean loss (None: the model's own).
+        data: any form `landscape.objective.Batches` accepts; in-memory data is cut into `batch_size` batches.
+        directions: m directions ({name: tensor} or flat vectors over all parameters).
+        coords: [P, m] coordinates.
+        origin: the center (default: the model's parameters).
+        bn: "eval" (the model's buffers at every point) or "recompute" (each point's own BatchNorm statistics).
+        accuracy: compute argmax accuracy (default: when the targets are integer labels).
+        batch_size: samples per batch (default: as many as the memory budget allows).
+        max_memory: bytes for one chunk of points (default: `landscape.memory.budget`'s grid share).
+        points_per_pass: override the chunk size.
+        backend: "auto", "vmap" or "loop" (see `pick_backend`).
+        min_blocks: cut the grid into at least this many blocks (each a resumable unit and a progress step).
+        state: a saved {"loss", "accuracy", "done"} to resume from; on_state(state) is called after each block.
+        progress: called with the points finished per block.
+
+    Returns:
+        GridValues with loss [P], accuracy [P] and how it ran. The model and its buffers are left as they were.
+    """
     if bn not in BN_MODES:
         raise LandscapeError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
-    X, y = (data.X, data.y) if hasattr(data, "X") else tuple(data)
-    n = len(y)
-    if n < 1:
-        raise LandscapeError("no samples to evaluate the surface on")
+    objective = Objective.of(model, loss_fn, data)
+    model = objective.model
     dirs = [as_direction(model, d, f"direction {j}") for j, d in enumerate(directions)]
     base = parameters_of(model) if origin is None else as_direction(model, origin, "origin")
-    names = list(base)
+    first = base[next(iter(base))]
     C = torch.as_tensor(np.asarray(coords, dtype=np.float64))
     C = C[:, None] if C.dim() == 1 else C
     if C.dim() != 2 or C.shape[1] != len(dirs):
         raise LandscapeError(f"coords must have shape [points, {len(dirs)}], got {list(C.shape)}")
     P, m = C.shape
-    first = base[names[0]]
-    dtype, device = first.dtype, first.device
-    backend = pick_backend(model, device, backend)
-    C = C.to(device=device, dtype=dtype)
-    D = {k: torch.stack([d[k] for d in dirs]).reshape(m, -1) for k in names}     # [m, numel]
-    buffers = {k: b.detach() for k, b in model.named_buffers()}
-    bns = _bn_modules(model) if bn == "recompute" else []
+    whole = concat(list(objective.batches(first.device, first.dtype))) if objective.data.materialized else None
+    sample = whole if whole is not None else objective.prepare(objective.data.first(1)[0], first.device, first.dtype)
+    objective.check(sample, {**base, **dict(model.named_buffers())})
     if accuracy is None:
-        accuracy = not (y.is_floating_point() or y.is_complex())
-
-    budget = memory.budget(device, memory.GRID_SHARE, max_memory)
-    param_bytes = sum(t.numel() for t in base.values()) * first.element_size()
-    probe = min(n, 8)
-    act = _activation_bytes(model, base, buffers, X[:probe]) / probe          # bytes per sample
-    if batch_size is None:
-        batch_size = int(max(1, min(n, (budget // 4) // max(1.0, 3 * act))))
-    per_point = param_bytes * (2 if bns else 1) + 3 * act * min(batch_size, n)
-    chunk = points_per_pass or int(max(1, min(P, budget // max(1.0, per_point))))
-    if points_per_pass is None and device.type == "cpu":  # bigger chunks only add memory traffic on a CPU
-        chunk = max(1, min(chunk, CPU_ROWS // min(batch_size, n)))
-    chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * dist.world_size()))))
-    if dist.world_size() > 1:  # every rank must cut the same blocks
-        t = torch.tensor([-chunk], dtype=torch.int64)
-        chunk = -int(dist.all_reduce_max(t)[0])
-    batches = list(zip(X.split(batch_size), y.split(batch_size)))
-
+        accuracy = isinstance(sample.targets, Tensor) and not (sample.targets.is_floating_point()
+                                                                or sample.targets.is_complex())
+    run = _Run(objective, base, {k: torch.stack([d[k] for d in dirs]).reshape(m, -1) for k in base},
+               C.to(device=first.device, dtype=first.dtype), pick_backend(model, first.device, backend),
+               running_stats_modules(model) if bn == "recompute" else [], accuracy)
+    batch_size, chunk = run.sizes(sample, whole, batch_size, max_memory, points_per_pass, min_blocks)
+    batches = whole.split(size=batch_size) if whole is not None else list(objective.batches(first.device, first.dtype))
     if state is None:
         state = {"loss": np.full(P, np.nan), "accuracy": np.full(P, np.nan), "done": np.zeros(P, dtype=bool)}
     elif any(len(np.asarray(state.get(k, ()))) != P for k in ("loss", "accuracy", "done")):
         raise LandscapeError(f"the saved grid state does not have {P} points")
     todo = np.flatnonzero(~np.asarray(state["done"], dtype=bool))
-    world, rank = dist.world_size(), dist.rank()
-    block = chunk * world
-
-    def stacked(idx: Tensor) -> dict[str, Tensor]:
-        c = C[idx]
-        return {k: base[k] + (c @ D[k]).reshape(len(idx), *base[k].shape) for k in names}
-
-    def point(p: dict, b: dict, ints: dict, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
-        out = functional_call(model, (p, b, ints), (xb,))
-        loss = loss_fn(out, yb).reshape(()) * yb.shape[0]
-        hit = (out.argmax(-1) == yb).sum().to(loss.dtype) if accuracy else loss.new_zeros(())
-        return loss, hit
-
-    floats = {k: b for k, b in buffers.items() if b.is_floating_point()}
-    ints = {k: b for k, b in buffers.items() if not b.is_floating_point()}
+    block = chunk * dist.world_size()
     for start in range(0, len(todo), block):
         ids = todo[start:start + block]
-        mine = torch.as_tensor(ids[part_slice(len(ids), rank, world)], device=device)
-        out = torch.zeros(len(ids), 2, dtype=torch.float64, device=device)
-        if len(mine):
-            params = stacked(mine)
-            with torch.no_grad(), preserved_modes(model, False):
-                if bns:
-                    bufs, ints_p = _recompute_bn(model, bns, params, floats, ints, batches, backend)
-                    b_dims: Any = 0
-                else:
-                    bufs, ints_p, b_dims = floats, ints, None
-                f = _map(point, (0, b_dims, None, None, None), backend)
-                lo = part_slice(len(ids), rank, world).start
-                for xb, yb in batches:
-                    loss, hit = f(params, bufs, ints_p, xb, yb)
-                    out[lo:lo + len(mine), 0] += loss.double()
-                    out[lo:lo + len(mine), 1] += hit.double()
-        if world > 1:
-            out = dist.all_reduce_sum(out.to(dist.comm_device())).to(device)
-        out = (out / n).cpu().numpy()
+        out = run.block(ids, batches)
         state["loss"][ids] = out[:, 0]
         state["accuracy"][ids] = out[:, 1] if accuracy else np.nan
         state["done"][ids] = True
@@ -214,33 +179,101 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
             on_state(state)
         if progress is not None:
             progress(len(ids))
-    info = {"backend": backend, "points_per_pass": chunk, "batch_size": batch_size, "bn": bn, "points": P}
+    info = {"backend": run.backend, "points_per_pass": chunk, "batch_size": batch_size, "bn": bn, "points": P}
     return GridValues(np.asarray(state["loss"], dtype=np.float64), np.asarray(state["accuracy"], dtype=np.float64),
                       info)
 
 
-def _recompute_bn(model: nn.Module, bns: list[_BatchNorm], params: dict, floats: dict, ints: dict,
-                  batches: list, backend: str) -> tuple[dict, dict]:
+class _Run:
+    """One grid evaluation: the points θ₀ + C D, how they are mapped over (vmap or a loop), and the
+    per-point loss and hit sums of a block of points over all batches."""
+
+    def __init__(self, objective: Objective, base: dict, D: dict, C: Tensor, backend: str, bns: list,
+                 accuracy: bool):
+        self.objective, self.base, self.D, self.C = objective, base, D, C
+        self.backend, self.bns, self.accuracy = backend, bns, accuracy
+        buffers = {k: b.detach() for k, b in objective.model.named_buffers()}
+        self.floats = {k: b for k, b in buffers.items() if b.is_floating_point()}
+        self.ints = {k: b for k, b in buffers.items() if not b.is_floating_point()}
+
+    def sizes(self, sample: Batch, whole: Batch | None, batch_size: int | None, max_memory: int | None,
+              points_per_pass: int | None, min_blocks: int) -> tuple[int, int]:
+        """(samples per batch, points per chunk) from the grid's memory budget (see the module docstring)."""
+        first = next(iter(self.base.values()))
+        P = self.C.shape[0]
+        n = whole.size if whole is not None else sample.size
+        budget = memory.budget(first.device, memory.GRID_SHARE, max_memory)
+        param_bytes = sum(t.numel() for t in self.base.values()) * first.element_size()
+        few = sample.select(slice(0, min(sample.size, 8)))
+        act = _activation_bytes(self.objective, (self.base, self.floats | self.ints), few) / few.size
+        if batch_size is None:
+            batch_size = int(max(1, min(n, (budget // 4) // max(1.0, 3 * act))))
+        per_point = param_bytes * (2 if self.bns else 1) + 3 * act * min(batch_size, n)
+        chunk = points_per_pass or int(max(1, min(P, budget // max(1.0, per_point))))
+        if points_per_pass is None and first.device.type == "cpu":  # bigger chunks only add memory traffic
+            chunk = max(1, min(chunk, CPU_ROWS // min(batch_size, n)))
+        chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * dist.world_size()))))
+        if dist.world_size() > 1:  # every rank must cut the same blocks
+            chunk = -int(dist.all_reduce_max(torch.tensor([-chunk], dtype=torch.int64))[0])
+        return batch_size, chunk
+
+    def point(self, p: dict, b: dict, ints: dict, batch: Batch, weight: int) -> tuple[Tensor, Tensor]:
+        """(w_b ℓ_b, correct predictions) of one point on one batch."""
+        out = self.objective.output(batch, (p, b, ints))
+        loss = self.objective.loss_of_output(out, batch).reshape(()) * weight
+        hit = self.objective.correct(out, batch).to(loss.dtype) if self.accuracy else loss.new_zeros(())
+        return loss, hit
+
+    def block(self, ids: np.ndarray, batches: list[Batch]) -> np.ndarray:
+        """[len(ids), 2]: mean loss and accuracy of the points `ids` (this rank's share, summed over ranks)."""
+        world, rank = dist.world_size(), dist.rank()
+        device = self.C.device
+        mine = torch.as_tensor(ids[part_slice(len(ids), rank, world)], device=device)
+        out = torch.zeros(len(ids), 2, dtype=torch.float64, device=device)
+        total = sum(self.objective.weight(b) for b in batches)
+        if len(mine):
+            c = self.C[mine]
+            params = {k: self.base[k] + (c @ self.D[k]).reshape(len(mine), *self.base[k].shape) for k in self.base}
+            with torch.no_grad(), preserved_modes(self.objective.model, False):
+                if self.bns:
+                    bufs, ints_p = _recompute_bn(self.objective, self.bns, params, self.floats, self.ints, batches,
+                                                 self.backend)
+                    b_dims: Any = 0
+                else:
+                    bufs, ints_p, b_dims = self.floats, self.ints, None
+                f = _map(self.point, (0, b_dims, None, None, None), self.backend)
+                lo = part_slice(len(ids), rank, world).start
+                for batch in batches:
+                    loss, hit = f(params, bufs, ints_p, batch, self.objective.weight(batch))
+                    out[lo:lo + len(mine), 0] += loss.double()
+                    out[lo:lo + len(mine), 1] += hit.double()
+        if world > 1:
+            out = dist.all_reduce_sum(out.to(dist.comm_device())).to(device)
+        return (out / total).cpu().numpy()
+
+
+def _recompute_bn(objective: Objective, bns: list[_BatchNorm], params: dict, floats: dict, ints: dict,
+                  batches: list[Batch], backend: str) -> tuple[dict, dict]:
     """Per-point running statistics: reset, then a train-mode pass with the cumulative average."""
     k = next(iter(params.values())).shape[0]
     stats = {}
     for name, b in floats.items():
-        mod_name, _, leaf = name.rpartition(".")
+        leaf = name.rpartition(".")[2]
         fresh = torch.ones_like(b) if leaf == "running_var" else torch.zeros_like(b)
         stats[name] = fresh.expand(k, *b.shape).clone() if leaf in ("running_mean", "running_var") else \
             b.expand(k, *b.shape).clone()
     counts = {k_: torch.zeros_like(v) if k_.endswith("num_batches_tracked") else v.clone() for k_, v in ints.items()}
     saved = [(m, m.momentum) for m in bns]
 
-    def run(p: dict, b: dict, i: dict, xb: Tensor) -> Tensor:
-        return functional_call(model, (p, b, i), (xb,))
+    def run(p: dict, b: dict, i: dict, batch: Batch) -> Tensor:
+        return objective.output(batch, (p, b, i))
 
     try:
-        with preserved_modes(model, True):
-            for step, (xb, _) in enumerate(batches):
+        with preserved_modes(objective.model, True):
+            for step, batch in enumerate(batches):
                 for m in bns:
                     m.momentum = 1.0 / (step + 1)
-                _map(run, (0, 0, None, None), backend)(params, stats, counts, xb)
+                _map(run, (0, 0, None, None), backend)(params, stats, counts, batch)
     finally:
         for m, mom in saved:
             m.momentum = mom

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from landscape.cli import run_cli
 from landscape.hessian import exact_ggn, exact_hessian
-from landscape.hessian.__main__ import main
+from landscape.hessian.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -104,7 +104,7 @@ def test_cli_under_two_ranks_writes_the_single_process_spectrum(tmp_path, monkey
     """`python -m landscape.hessian` on 2 ranks: rank 0 writes the outputs, equal to a 1-process run."""
     from landscape.checkpoint import save_checkpoint
     from landscape.data import load_data
-    from landscape.hessian.__main__ import main
+    from landscape.hessian.cli.main import main
     from landscape.models import build
 
     monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.hessian import exact_hessian, top_eigenpairs
+from landscape.hessian import HessianOperator, exact_hessian, top_eigenpairs
 from landscape.hessian.monitor import (
     CurvatureMonitor,
-    GradientGraphOperator,
     adam_preconditioner,
     sgd_threshold_factor,
 )
@@ -224,7 +223,7 @@ def test_warm_start_reaches_the_tolerance_in_fewer_products():
             p.add_(1e-3 * torch.randn_like(p))
     rec = mon.measure(model, 1)
     warm = mon.history[-1]["products"]
-    op = GradientGraphOperator(model, F.cross_entropy, [(X, y)])
+    op = HessianOperator(model, F.cross_entropy, [(X, y)])
     cold = top_eigenpairs(op, 2, tol=1e-8, max_matmats=100, seed=1)
     assert cold.converged and mon.history[-1]["converged"]
     assert _values(rec, "lambda_max")[0] == pytest.approx(cold.eigenvalues[0], rel=1e-9)
@@ -289,7 +288,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
     the kept checkpoints of those epochs, on the same first 100 samples, to 1e-3 (both CLIs run in-process)."""
     import json
 
-    from landscape.hessian.__main__ import main as hessian_main
+    from landscape.hessian.cli.main import main as hessian_main
     from landscape.io import read_jsonl
     from landscape.train.cli import main as train_main
 
@@ -300,7 +299,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
         assert train_main(["--model", "fc", "--model-config", '{"kind": "residual", "depth": 2, "width": 16}',
                            "--n-samples", "200", "--batch-size", "50", "--epochs", "2", "--optimizer", "sgd",
                            "--lr", "0.1", "--device", "cpu", "--no-progress", "--probes", "curvature",
-                           "--probe-every", "4", "--probe-samples", "100", "--keep-epochs", "--out", str(run)]) == 0
+                           "--probe-every", "4", "--measure-samples", "200", "--keep-epochs", "--out", str(run)]) == 0
         records = read_jsonl(run / "probes.jsonl")
         lam = {r["step"]: r["value"] for r in records if r["metric"] == "lambda_max"}
         assert sorted(lam) == [4, 8] and {r["epoch"] for r in records} == {1.0, 2.0}
@@ -311,7 +310,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
         assert eos[8] == pytest.approx(lam[8] * 0.1 / (2 + 2 * 0.9))       # SGD with the CLI's momentum 0.9
         for epoch, step in ((1, 4), (2, 8)):
             out = tmp_path / f"hessian{epoch}"
-            assert hessian_main([str(run / "epochs" / f"epoch_{epoch:04d}.pt"), "--n-samples", "100",
+            assert hessian_main([str(run / "epochs" / f"epoch_{epoch:04d}.pt"), "--n-samples", "200",
                                  "--top-k", "1", "--iters", "10", "--vectors", "1", "--device", "cpu",
                                  "--no-progress", "--out", str(out)]) == 0
             spectrum = json.loads((out / "spectrum.json").read_text())

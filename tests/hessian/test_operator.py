@@ -245,7 +245,7 @@ def test_small_memory_budget_chunks_vectors_and_skips_merging():
     batches = [(X[:8], y[:8]), (X[8:], y[8:])]
     ref = HessianOperator(model, tiny.loss, (X, y))
     op = HessianOperator(model, tiny.loss, batches, backend="func", max_memory=1)
-    assert op.lane_chunk(8) == 1 and op.info()["merge_samples"] is None
+    assert op.plan.sizing.lanes(8) == 1 and op.info()["merge_samples"] is None
     V = torch.randn(op.dim, 3, dtype=torch.float64)
     torch.testing.assert_close(op.matmat(V), ref.matmat(V), rtol=1e-10, atol=1e-12)
     assert not op.info()["cached"]
@@ -258,7 +258,7 @@ def test_bad_inputs():
         HessianOperator(model, tiny.loss, (X, y), backend="jax")
     with pytest.raises(LandscapeError, match="scalar"):
         HessianOperator(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), (X, y))
-    with pytest.raises(LandscapeError, match="not a parameter name"):
+    with pytest.raises(LandscapeError, match="matches no parameter"):
         HessianOperator(model, tiny.loss, (X, y), params=["nope"])
     with pytest.raises(LandscapeError, match="no batches"):
         HessianOperator(model, tiny.loss, [])

@@ -15,7 +15,7 @@ import torch
 from landscape.cli import run_cli
 from landscape.errors import LandscapeError
 from landscape.hessian import Checkpoint, as_operator, lanczos, slq_density
-from landscape.hessian.__main__ import main
+from landscape.hessian.cli.main import main
 
 from .test_cli import ckpt  # noqa: F401 - the module-scoped tiny checkpoint fixture
 

@@ -153,8 +153,8 @@ def test_run_probes_is_batch_size_invariant_and_creates_no_grad():
     torch.manual_seed(5)
     model = FCNet(depth=3)
     X, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    full = run_probes(model, None, (X, y), metrics=("grad_norm",))
-    parts = run_probes(model, None, (X, y), metrics=("grad_norm",), batch_size=3)
+    full = run_probes(model, F.cross_entropy, (X, y), metrics=("grad_norm",))
+    parts = run_probes(model, F.cross_entropy, (X, y), metrics=("grad_norm",), batch_size=3)
     assert all(p.grad is None for p in model.parameters())
     assert [r["block"] for r in full] == [r["block"] for r in parts]
     for a, b in zip(full, parts):

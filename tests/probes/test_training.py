@@ -56,7 +56,7 @@ def test_probed_run_trains_exactly_like_an_unprobed_one(tmp_path):
     assert sing == {3, 6}                                            # first probed step of epochs 1 and 2
     assert {r["epoch"] for r in records if r["step"] == 6} == {1.5}
     torch.set_rng_state(seen["rng"])  # the stochastic orthogonal connects draw in the probe's forward too
-    expect = run_probes(seen["model"], None, seen["batch"], metrics=("grad_norm", "stream"), step=6)
+    expect = run_probes(seen["model"], F.cross_entropy, seen["batch"], metrics=("grad_norm", "stream"), step=6)
     got = {(r["block"], r["metric"]): r["value"] for r in records if r["step"] == 6}
     for r in expect:
         assert got[(r["block"], r["metric"])] == pytest.approx(r["value"], rel=1e-6), r

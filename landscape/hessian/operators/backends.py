@@ -1,79 +1,145 @@
 """The two machineries for Hessian-vector products of one batch (the same matrix, different autodiff).
 
-For the batch-mean loss L_b(θ) and k tangents V (per parameter, [k, *shape]):
-- `FuncHessian`: H_b V = vmap over the k tangents of jvp(grad L_b) (forward-over-reverse, torch.func);
-  the primal is shared by the k lanes, chunked by `op.lane_chunk` to fit the memory budget.
-- `DoubleBackwardHessian`: g = ∇L_b with create_graph=True once per batch (`prepare`, kept between calls
-  when the operator caches), then H_b v = ∂(gᵀv)/∂θ by one backward of the gradient graph per vector.
+For the batch-mean loss ℓ_b(θ) and k tangents V (per parameter, [k, *shape]):
+- `FuncHessian`: H_b V = vmap over the k tangents of jvp(grad ℓ_b) (forward-over-reverse, torch.func);
+  the primal is shared by the k lanes, chunked by `Sizing.lanes` to fit the memory budget.
+- `DoubleBackwardHessian`: g = ∇ℓ_b with create_graph=True once per batch (`prepare`, kept between calls
+  when the operator caches), then H_b V = ∂(gᵀV)/∂θ by backward passes of the gradient graph: all k
+  vectors in one batched backward (autograd's `is_grads_batched`) where autograd can vmap it, else one
+  backward per vector.
 
 A backend has `prepare(batch) -> state` (work shared by all vectors), `state_bytes(state, n)` and
 `apply(state, tangents) -> list of [k, *shape]` (the batch-mean product, per parameter). The GGN's
-backends live in `ggn.py`; which backend runs is decided in `_plan.py`.
+backends live in `ggn.py`; which backend runs is decided in `plan.py`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
-from landscape import memory as _memory
-from landscape.hessian.operators import data as _data
+from landscape.hessian.operators.flat import Snapshot
+from landscape.memory import tensor_bytes
+from landscape.objective import Batch
 
-if TYPE_CHECKING:
-    from landscape.hessian.operators.operator import CurvatureOperator
+
+@dataclass(frozen=True)
+class Sizing:
+    """Memory facts a backend sizes its work by: bytes a kept per-sample state holds, and the budget.
+
+    Attributes:
+        state_bytes_per_sample: bytes of a kept gradient graph per sample (measured by the plan).
+        budget: bytes the operator may use (`landscape.memory.budget`).
+    """
+
+    state_bytes_per_sample: int
+    budget: int
+
+    def lanes(self, n: int) -> int | None:
+        """Vectors to process at once on a batch of n samples: the kept state plus about two states of
+        tangents per vector must fit in half the budget (None: all at once)."""
+        state = self.state_bytes_per_sample * n
+        return max(1, int((self.budget // 2 - state) // max(1, 2 * state)))
 
 
 class FuncHessian:
-    """vmap over tangents of jvp(grad(loss)): forward-over-reverse, the primal shared by the k lanes."""
+    """vmap over tangents of jvp(grad(loss)): forward-over-reverse, the primal shared by the k lanes.
 
-    def __init__(self, op: CurvatureOperator):
-        self.op = op
+    Args:
+        snap: the objective at θ.
+        sizing: memory facts (for the lane chunk).
+    """
 
-    def prepare(self, batch: _data.Batch) -> _data.Batch:
+    def __init__(self, snap: Snapshot, sizing: Sizing):
+        self.snap, self.sizing = snap, sizing
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Nothing is shared between calls but the batch itself."""
         return batch
 
-    def state_bytes(self, state: _data.Batch, n: int) -> int:
-        return _memory.tensor_bytes(state)
+    def state_bytes(self, state: Batch, n: int) -> int:
+        """Bytes the kept state holds (the batch's tensors)."""
+        return tensor_bytes(state.tensors())
 
-    def apply(self, batch: _data.Batch, tangents: list[Tensor]) -> list[Tensor]:
-        op = self.op
-        g = grad(lambda p: op.loss(p, batch))
-        names = op.layout.names
-        chunk = op.lane_chunk(_data.batch_size(batch[0]))
-        out = vmap(lambda t: jvp(g, (op.params,), (dict(zip(names, t)),))[1], chunk_size=chunk)(tangents)
+    def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
+        """H_b V for the tangents [k, *shape] per parameter."""
+        snap = self.snap
+        g = grad(lambda p: snap.loss(p, batch))
+        names = snap.layout.names
+        out = vmap(lambda t: jvp(g, (snap.params,), (dict(zip(names, t)),))[1],
+                   chunk_size=self.sizing.lanes(batch.size))(tangents)
         return [out[n] for n in names]
 
 
+@dataclass
+class GraphState:
+    """A batch's kept gradient graph: the leaves θ, the live gradients ∇ℓ_b (create_graph=True) and their
+    indices among the parameters, the detached flat gradient, and the batch's sample count."""
+
+    leaves: list[Tensor]
+    grads: list[Tensor]
+    live: list[int]
+    gradient: Tensor
+    n: int
+
+
 class DoubleBackwardHessian:
-    """autograd: the gradient graph (create_graph=True) once per batch, one backward of it per vector."""
+    """autograd: the gradient graph (create_graph=True) once per batch, then batched backwards of it.
 
-    def __init__(self, op: CurvatureOperator):
-        self.op = op
+    Args:
+        snap: the objective at θ.
+        sizing: memory facts (state size and lane chunk).
+    """
 
-    def prepare(self, batch: _data.Batch) -> tuple[list[Tensor], list[Tensor], list[int]]:
-        leaves = {n: p.detach().requires_grad_() for n, p in self.op.params.items()}
-        loss = self.op.loss(leaves, batch)
+    def __init__(self, snap: Snapshot, sizing: Sizing):
+        self.snap, self.sizing = snap, sizing
+        self._batched: bool | None = None
+
+    def prepare(self, batch: Batch) -> GraphState:
+        """The batch's gradient graph (see `GraphState`)."""
+        leaves = {n: p.detach().requires_grad_() for n, p in self.snap.params.items()}
+        loss = self.snap.loss(leaves, batch)
         grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        return list(leaves.values()), [grads[i] for i in live], live
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
+                          for p, g in zip(leaves.values(), grads)])
+        return GraphState(list(leaves.values()), [grads[i] for i in live], live, flat, batch.size)
 
-    def state_bytes(self, state: Any, n: int) -> int:
-        return (self.op._state_bytes_per_sample or 0) * n
+    def state_bytes(self, state: GraphState, n: int) -> int:
+        """Bytes a kept gradient graph holds (the plan's per-sample measurement × n)."""
+        return self.sizing.state_bytes_per_sample * n
 
-    def apply(self, state: Any, tangents: list[Tensor]) -> list[Tensor]:
-        leaves, grads, live = state
+    def apply(self, state: GraphState, tangents: list[Tensor]) -> list[Tensor]:
+        """H_b V: backwards of the kept gradient graph, `Sizing.lanes` vectors per batched backward."""
         k = tangents[0].shape[0]
         out = [torch.zeros_like(t) for t in tangents]
-        if not grads:
+        if not state.grads:
             return out
-        for i in range(k):
-            hv = torch.autograd.grad(
-                grads, leaves, [tangents[j][i] for j in live], retain_graph=True, allow_unused=True
-            )
-            for j, h in enumerate(hv):
-                if h is not None:
-                    out[j][i] = h
+        chunk = 1 if self._batched is False else min(k, self.sizing.lanes(state.n) or k)
+        for lo in range(0, k, chunk):
+            hi = min(k, lo + chunk)
+            if hi - lo > 1 and self._batched is not False:
+                try:
+                    hv = torch.autograd.grad(state.grads, state.leaves, [tangents[j][lo:hi] for j in state.live],
+                                             retain_graph=True, allow_unused=True, is_grads_batched=True)
+                    self._batched = True
+                    _write(out, hv, lo, hi)
+                    continue
+                except (RuntimeError, NotImplementedError):  # an op autograd cannot vmap: one vector at a time
+                    self._batched = False
+            for i in range(lo, hi):
+                hv = torch.autograd.grad(state.grads, state.leaves, [tangents[j][i] for j in state.live],
+                                         retain_graph=True, allow_unused=True)
+                _write(out, [None if h is None else h.unsqueeze(0) for h in hv], i, i + 1)
         return out
+
+
+def _write(out: list[Tensor], hv: Any, lo: int, hi: int) -> None:
+    """out[j][lo:hi] = hv[j] for the parameters that received a product."""
+    for j, h in enumerate(hv):
+        if h is not None:
+            out[j][lo:hi] = h

@@ -13,25 +13,18 @@ Shared by the operators and by the exact oracle (`exact.py`), which must not imp
   rounding of the products contributes about their relative error. tol = 10·√eps of the dtype (float32:
   3.5e-3, float64: 1.5e-7). A Hessian is symmetric by definition, so a failure means some operation's
   second derivative is wrong, and every eigenvalue computed from the products would be wrong too.
-- `math_attention` / `is_attention_error`: PyTorch's fused scaled-dot-product-attention kernels (the
-  default on CPU for `nn.MultiheadAttention`, `nn.TransformerEncoder`, HF models with SDPA) have no double
-  backward and no forward-mode AD; the same attention through the math kernel
-  (`torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`) is plain matmuls and softmax, differentiable any
-  number of times, and equal to the fused result to rounding.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, NonFiniteError
 
 
 def check_fixed(model: nn.Module) -> None:
@@ -51,7 +44,7 @@ def check_fixed(model: nn.Module) -> None:
 def check_finite(values: Tensor, what: str) -> None:
     """Refuse NaN/inf products: non-finite weights, inputs or loss make every later number meaningless."""
     if not bool(torch.isfinite(values).all()):
-        raise LandscapeError(
+        raise NonFiniteError(
             f"{what} are not finite: the model's weights, the inputs or the loss hold NaN or inf "
             "(a diverged checkpoint?)"
         )
@@ -131,20 +124,3 @@ def likely_asymmetry_cause(model: nn.Module) -> str:
         "a custom autograd.Function whose backward is not itself correctly differentiable, or an operation "
         "with a wrong double backward (torch._weight_norm is one)"
     )
-
-
-_ATTENTION_WORDS = ("scaled_dot_product", "attention")
-
-
-def is_attention_error(messages: Sequence[str]) -> bool:
-    """Does any failure message come from a fused attention kernel without higher derivatives?"""
-    return any(word in m.lower() for m in messages for word in _ATTENTION_WORDS)
-
-
-def math_attention(enabled: bool = True) -> AbstractContextManager:
-    """`sdpa_kernel(SDPBackend.MATH)` when enabled (the attention kernel every derivative exists for)."""
-    if not enabled:
-        return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)

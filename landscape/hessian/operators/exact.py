@@ -1,9 +1,9 @@
 """Exact float64 curvature matrices of small models: the test oracle, and exact spectra of small nets.
 
-    exact_hessian: H = (1/N) Σ_b n_b ∇²L_b, column blocks H[:, j:j+c] = vmap over identity columns of
-                   jvp(grad(L_b)) (double backward with batched grad_outputs when forward AD is missing
-                   or its result is not symmetric)
-    exact_ggn:     G = (1/N) Σ_b n_b J_bᵀ (∇²_f L_b) J_b from the explicit Jacobian J_b (jacrev) and the
+    exact_hessian: H = Σ_b w_b ∇²ℓ_b / Σ_b w_b (`landscape.objective`: w_b samples or tokens), column
+                   blocks H[:, j:j+c] = vmap over identity columns of jvp(grad(ℓ_b)) (double backward
+                   with batched grad_outputs when forward AD is missing or its result is not symmetric)
+    exact_ggn:     G = Σ_b w_b J_bᵀ (∇²_f ℓ_b) J_b / Σ_b w_b from the explicit Jacobian J_b (jacrev) and the
                    explicit output-space loss Hessian (torch.func.hessian): brute force by design.
 
 Both refuse (LandscapeError) above `max_params` parameters: a dense dim×dim float64 matrix takes
@@ -14,7 +14,8 @@ a deterministic one (the first batch's loss gradient computed twice must agree t
 dropout would otherwise give one random mask's Hessian), and a symmetric result (‖H − Hᵀ‖_F ≤
 10·√eps·‖H‖_F before symmetrizing: a wrong double backward is refused, not averaged away).
 
-This is the test oracle of `HessianOperator` / `GGNOperator` and imports nothing from them.
+This is the test oracle of `HessianOperator` / `GGNOperator`: it shares only the objective and its snapshot
+with them (what is differentiated), none of their product machinery.
 """
 
 from __future__ import annotations
@@ -24,34 +25,28 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, hessian, jacrev, jvp, vmap
+from torch.func import grad, hessian, jacrev, jvp, vmap
 
 from landscape.errors import LandscapeError
-from landscape.hessian.operators import checks as _checks
-from landscape.hessian.operators import data as _data
-from landscape.hessian.operators.flat import FlatLayout, select_params, snapshot
+from landscape.hessian.operators import checks
+from landscape.hessian.operators.flat import Snapshot
+from landscape.objective import Batch, Objective, math_attention
 
 MAX_PARAMS = 20_000
 
 
-def _setup(model: nn.Module, params: Iterable[str | Tensor] | None, max_params: int):
-    _checks.check_fixed(model)
-    names = select_params(model, params)
-    all_params, buffers = snapshot(model, torch.float64)
-    layout = FlatLayout(names, [all_params[n].shape for n in names])
+def _setup(objective: Objective, max_params: int) -> tuple[Snapshot, Tensor, Any]:
+    """The float64 snapshot, its flat parameter vector θ and `forward(θ, batch)` → predictions."""
+    checks.check_fixed(objective.model)
+    snap = Snapshot(objective, torch.float64)
+    layout = snap.layout
     if layout.dim > max_params:
         raise LandscapeError(
             f"exact curvature of {layout.dim:,} parameters needs {8 * layout.dim**2 / 1e9:.1f} GB; the limit "
             f"is max_params={max_params:,} (raise it, or use HessianOperator with Lanczos)"
         )
-    consts = {**{n: p for n, p in all_params.items() if n not in names}, **buffers}
-    flat = torch.cat([all_params[n].reshape(-1) for n in names])
-
-    def forward(theta: Tensor, inputs: Any) -> Tensor:
-        ps = layout.unflatten(theta)
-        return functional_call(model, {**consts, **ps}, _data.as_args(inputs))
-
-    return layout, flat, forward
+    flat = torch.cat([p.reshape(-1) for p in snap.params.values()])
+    return snap, flat, lambda theta, batch: snap.output(layout.unflatten(theta), batch)
 
 
 def _hessian_columns(f, flat: Tensor, chunk_size: int) -> Tensor:
@@ -63,7 +58,7 @@ def _hessian_columns(f, flat: Tensor, chunk_size: int) -> Tensor:
     try:
         g = grad(f)
         H = vmap(lambda e: jvp(g, (flat,), (e,))[1], chunk_size=chunk_size)(eye)
-        if _asymmetry(H) <= _checks.symmetry_tolerance(H.dtype):
+        if _asymmetry(H) <= checks.symmetry_tolerance(H.dtype):
             return H
     except (RuntimeError, NotImplementedError):
         pass
@@ -82,34 +77,53 @@ def _asymmetry(M: Tensor) -> float:
 
 
 def exact_hessian(
-    model: nn.Module,
-    loss_fn: Any,
-    data: Any,
+    model: nn.Module | Objective,
+    loss_fn: Any = None,
+    data: Any = None,
     params: Iterable[str | Tensor] | None = None,
     *,
     max_params: int = MAX_PARAMS,
     chunk_size: int = 256,
 ) -> Tensor:
     """The exact Hessian [dim, dim] (float64, symmetrized) of the data-set loss; flat order as in
-    `HessianOperator`. `data` takes every form `HessianOperator` accepts."""
-    layout, flat, forward = _setup(model, params, max_params)
-    total = torch.zeros(layout.dim, layout.dim, dtype=torch.float64, device=flat.device)
-    count = 0
-    with _checks.math_attention():
-        for i, batch in enumerate(_data.DataSource(data)):
-            batch = _data.to_device(batch, flat.device, torch.float64)
-            n = _data.batch_size(batch[0])
+    `HessianOperator`, which takes the same (model, loss_fn, data, params) or an Objective.
 
-            def f(t: Tensor, b: _data.Batch = batch) -> Tensor:
-                return loss_fn(forward(t, b[0]), b[1])
+    Args:
+        model: an nn.Module or an Objective.
+        loss_fn: batch-mean loss (None: the model's own).
+        data: any form `landscape.objective.Batches` accepts.
+        params: the differentiated parameters.
+        max_params: refuse above this many parameters (8·dim² bytes).
+        chunk_size: identity columns per vmapped product.
+
+    Returns:
+        H = Σ_b w_b ∇²ℓ_b / Σ_b w_b as a dense float64 tensor.
+    """
+    objective = Objective.of(model, loss_fn, data, params)
+    snap, flat, forward = _setup(objective, max_params)
+    total = torch.zeros(snap.layout.dim, snap.layout.dim, dtype=torch.float64, device=flat.device)
+    weight = 0
+    with math_attention():
+        for i, batch in enumerate(snap.batches()):
+            w = objective.weight(batch)
+
+            def f(t: Tensor, b: Batch = batch) -> Tensor:
+                return snap.loss(snap.layout.unflatten(t), b)
 
             if i == 0:
+                objective.check(batch, snap.state(snap.params))
                 _check_deterministic(f, flat)
-            total += n * _hessian_columns(f, flat, chunk_size)
-            count += n
-    H = _data.sample_average(total, count)
+            total += w * _hessian_columns(f, flat, chunk_size)
+            weight += w
+    H = _mean(total, weight)
     _check_symmetric(H)
     return (H + H.T) / 2
+
+
+def _mean(total: Tensor, weight: int) -> Tensor:
+    if weight == 0:
+        raise LandscapeError("data: no samples")
+    return total / weight
 
 
 def _check_deterministic(f, flat: Tensor) -> None:
@@ -120,44 +134,57 @@ def _check_deterministic(f, flat: Tensor) -> None:
             return torch.autograd.grad(f(theta), theta)[0]
 
     g1, g2 = gradient(), gradient()
-    _checks.check_finite(g1, "the loss gradients")
-    _checks.check_same(g1, g2, "loss gradients")
+    checks.check_finite(g1, "the loss gradients")
+    checks.check_same(g1, g2, "loss gradients")
 
 
 def _check_symmetric(M: Tensor) -> None:
     """‖M − Mᵀ‖_F ≤ 10·√eps·‖M‖_F, else a wrong second derivative (see `_checks`)."""
-    _checks.check_finite(M, "the exact curvature entries")
+    checks.check_finite(M, "the exact curvature entries")
     ratio = _asymmetry(M)
-    tol = _checks.symmetry_tolerance(M.dtype)
+    tol = checks.symmetry_tolerance(M.dtype)
     if not ratio <= tol:
         raise LandscapeError(f"the exact Hessian is not symmetric (‖H − Hᵀ‖/‖H‖ = {ratio:.1e}): some operation's "
                              f"second derivative is wrong")
 
 
 def exact_ggn(
-    model: nn.Module,
-    loss_fn: Any,
-    data: Any,
+    model: nn.Module | Objective,
+    loss_fn: Any = None,
+    data: Any = None,
     params: Iterable[str | Tensor] | None = None,
     *,
     max_params: int = MAX_PARAMS,
 ) -> Tensor:
-    """The exact generalized Gauss-Newton matrix [dim, dim] (float64): Jᵀ (∇²_f L) J per batch with the
-    Jacobian of all outputs and the full output-space loss Hessian formed explicitly (small problems)."""
-    layout, flat, forward = _setup(model, params, max_params)
-    total = torch.zeros(layout.dim, layout.dim, dtype=torch.float64, device=flat.device)
-    count = 0
-    with _checks.math_attention():
-        for i, batch in enumerate(_data.DataSource(data)):
-            batch = _data.to_device(batch, flat.device, torch.float64)
-            n = _data.batch_size(batch[0])
-            out = forward(flat, batch[0])
+    """The exact generalized Gauss-Newton matrix [dim, dim] (float64): Jᵀ (∇²_f ℓ) J per batch with the
+    Jacobian of all predictions and the full output-space loss Hessian formed explicitly (small problems).
+
+    Args:
+        model: an nn.Module or an Objective.
+        loss_fn: batch-mean loss (None: the model's own, as a function of its logits).
+        data: any form `landscape.objective.Batches` accepts.
+        params: the differentiated parameters.
+        max_params: refuse above this many parameters.
+
+    Returns:
+        G = Σ_b w_b J_bᵀ ∇²_f ℓ_b J_b / Σ_b w_b as a dense float64 tensor.
+    """
+    objective = Objective.of(model, loss_fn, data, params)
+    snap, flat, forward = _setup(objective, max_params)
+    dim = snap.layout.dim
+    total = torch.zeros(dim, dim, dtype=torch.float64, device=flat.device)
+    weight = 0
+    with math_attention():
+        for i, batch in enumerate(snap.batches()):
+            out = forward(flat, batch)
             if i == 0:
-                _checks.check_finite(out, "the model outputs")
-                _checks.check_same(out, forward(flat, batch[0]), "model outputs")
-            J = jacrev(lambda t, b=batch: forward(t, b[0]))(flat).reshape(out.numel(), layout.dim)
-            H_out = hessian(lambda o, b=batch: loss_fn(o, b[1]))(out).reshape(out.numel(), out.numel())
-            total += n * (J.T @ H_out @ J)
-            count += n
-    G = _data.sample_average(total, count)
+                objective.check(batch, snap.state(snap.params))
+                checks.check_finite(out, "the model outputs")
+                checks.check_same(out, forward(flat, batch), "model outputs")
+            J = jacrev(lambda t, b=batch: forward(t, b))(flat).reshape(out.numel(), dim)
+            H_out = hessian(lambda o, b=batch: objective.loss_of_output(o, b))(out).reshape(out.numel(), out.numel())
+            w = objective.weight(batch)
+            total += w * (J.T @ H_out @ J)
+            weight += w
+    G = _mean(total, weight)
     return (G + G.T) / 2

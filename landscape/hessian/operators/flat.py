@@ -1,54 +1,30 @@
-"""Plumbing: which parameters an operator differentiates, and the flat-vector layout over them.
+"""The objective frozen at θ (`Snapshot`) and the flat-vector layout over its differentiated parameters.
 
-Flat order: the chosen parameters in `model.named_parameters()` order, each flattened row-major
-(`p.reshape(-1)`), concatenated. `FlatLayout.split` / `join` convert between a batch of flat vectors
-[k, dim] and per-parameter tensors [k, *shape] without copies where possible.
+Flat order: the chosen parameters in `model.named_parameters()` order (`Objective.param_names`), each
+flattened row-major (`p.reshape(-1)`), concatenated. `FlatLayout.split` / `join` convert between a batch of
+flat vectors [k, dim] and per-parameter tensors [k, *shape] without copies where possible.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from landscape.errors import LandscapeError
-
-
-def select_params(model: nn.Module, params: Iterable[str | Tensor] | None) -> list[str]:
-    """Names of the differentiated parameters, in `named_parameters()` order.
-
-    `params=None` → every parameter with `requires_grad`; otherwise names or the parameter tensors
-    themselves (matched by identity), in any order.
-    """
-    named = list(model.named_parameters())
-    if params is None:
-        names = [n for n, p in named if p.requires_grad]
-    else:
-        wanted = list(params)
-        by_id = {id(p): n for n, p in named}
-        known = {n for n, _ in named}
-        chosen = set()
-        for w in wanted:
-            if isinstance(w, str):
-                if w not in known:
-                    raise LandscapeError(f"params: {w!r} is not a parameter name of the model")
-                chosen.add(w)
-            elif isinstance(w, Tensor):
-                if id(w) not in by_id:
-                    raise LandscapeError("params: a tensor passed is not a parameter of the model")
-                chosen.add(by_id[id(w)])
-            else:
-                raise LandscapeError(f"params: expected parameter names or tensors, got {type(w).__name__}")
-        names = [n for n, _ in named if n in chosen]
-    if not names:
-        raise LandscapeError("no parameters to differentiate (none selected or none requires grad)")
-    return names
+from landscape.objective import Batch, Objective
 
 
 class FlatLayout:
-    """Shapes of the chosen parameters and the maps between flat [k, dim] and per-parameter [k, *shape]."""
+    """Shapes of the chosen parameters and the maps between flat [k, dim] and per-parameter [k, *shape].
+
+    Args:
+        names: parameter names, in flat order.
+        shapes: their shapes.
+    """
 
     def __init__(self, names: Sequence[str], shapes: Sequence[torch.Size]):
         self.names = list(names)
@@ -71,19 +47,52 @@ class FlatLayout:
         return dict(zip(self.names, (t[0] for t in self.split(vector.reshape(1, -1)))))
 
 
-def snapshot(model: nn.Module, dtype: torch.dtype | None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Detached copies of all parameters and buffers (floating ones cast to `dtype`).
+class Snapshot:
+    """The objective at fixed parameter values: detached copies of every parameter and buffer (floating ones
+    in `dtype`), split into the differentiated `params` and the `constants`.
 
-    The operator is the Hessian at these values: later changes to the model do not affect it, and the
+    The curvature is that of the loss at these values: later changes to the model do not affect it, and the
     model is never written to.
+
+    Args:
+        objective: what is measured (its `param_names` are differentiated).
+        dtype: compute precision (None: the parameters' own).
     """
 
-    def copy(t: Tensor) -> Tensor:
-        t = t.detach()
-        if dtype is not None and t.is_floating_point():
-            return t.to(dtype=dtype, copy=True)
-        return t.clone()
+    def __init__(self, objective: Objective, dtype: torch.dtype | None = None):
+        self.objective = objective
+        model = objective.model
 
-    params = {n: copy(p) for n, p in model.named_parameters()}
-    buffers = {n: copy(b) for n, b in model.named_buffers()}
-    return params, buffers
+        def copy(t: Tensor) -> Tensor:
+            t = t.detach()
+            if dtype is not None and t.is_floating_point():
+                return t.to(dtype=dtype, copy=True)
+            return t.clone()
+
+        everything = {n: copy(p) for n, p in model.named_parameters()}
+        names = objective.param_names
+        self.params = {n: everything[n] for n in names}
+        self.constants = {**{n: p for n, p in everything.items() if n not in self.params},
+                          **{n: copy(b) for n, b in model.named_buffers()}}
+        first = self.params[names[0]]
+        self.dtype: torch.dtype = first.dtype
+        self.device: torch.device = first.device
+        if not self.dtype.is_floating_point:
+            raise LandscapeError(f"parameters must be floating point, got {self.dtype}")
+        self.layout = FlatLayout(names, [p.shape for p in self.params.values()])
+
+    def state(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The full state for `functional_call`: `params` (the differentiated ones) over the constants."""
+        return {**self.constants, **params}
+
+    def loss(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
+        """ℓ_b at `params` (the batch mean)."""
+        return self.objective.loss(batch, self.state(params))
+
+    def output(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
+        """The predictions on `batch` at `params`."""
+        return self.objective.output(batch, self.state(params))
+
+    def batches(self) -> Any:
+        """The objective's batches on this snapshot's device, floating tensors in its dtype."""
+        return self.objective.batches(self.device, self.dtype)

@@ -1,93 +1,126 @@
-"""The generalized Gauss-Newton matrix G = (1/N) Σ_b n_b J_bᵀ (∇²_f L_b) J_b, same interface as H.
+"""The generalized Gauss-Newton matrix G = Σ_b w_b J_bᵀ (∇²_f ℓ_b) J_b / Σ_b w_b, same interface as H.
 
-J_b is the Jacobian of the model's outputs f on batch b with respect to the parameters, and ∇²_f L_b
-the Hessian of the batch-mean loss with respect to those outputs (for cross-entropy the softmax
-Hessian diag(p) − p pᵀ per sample, for MSE a scaled identity). Both backends apply ∇²_f L_b as an
-exact Hessian-vector product of the loss in output space, so any loss works; G is positive
-semi-definite when the loss is convex in the outputs (cross-entropy, MSE). Per vector: a tangent
-forward pass (J v), the output-space product, and a backward pass (Jᵀ u).
+J_b is the Jacobian of the model's predictions f on batch b with respect to the parameters, and ∇²_f ℓ_b
+the Hessian of the batch-mean loss with respect to those predictions (for cross-entropy the softmax
+Hessian diag(p) − p pᵀ per sample, for MSE a scaled identity). Both backends apply ∇²_f ℓ_b as an
+exact Hessian-vector product of the loss in output space (`Objective.loss_of_output`), so any loss works,
+the model's own loss of an HF task included; G is positive semi-definite when the loss is convex in the
+predictions (cross-entropy, MSE). Per vector: a tangent forward pass (J v), the output-space product, and a
+backward pass (Jᵀ u).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
 
-from landscape.hessian.operators import data as _data
+from landscape.hessian.operators.backends import Sizing
+from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.operator import CurvatureOperator
+from landscape.memory import tensor_bytes
+from landscape.objective import Batch
 
 
-class _FuncGGN:
-    """torch.func: vmapped jvp of the model (J V), the output-space loss Hessian, a vmapped vjp (Jᵀ)."""
+class FuncGGN:
+    """torch.func: vmapped jvp of the model (J V), the output-space loss Hessian, a vmapped vjp (Jᵀ).
 
-    def __init__(self, op: CurvatureOperator):
-        self.op = op
+    Args:
+        snap: the objective at θ.
+        sizing: memory facts (for the lane chunk).
+    """
 
-    def prepare(self, batch: _data.Batch) -> _data.Batch:
+    def __init__(self, snap: Snapshot, sizing: Sizing):
+        self.snap, self.sizing = snap, sizing
+
+    def prepare(self, batch: Batch) -> Batch:
+        """Nothing is shared between calls but the batch itself."""
         return batch
 
-    def state_bytes(self, state: _data.Batch, n: int) -> int:
-        from landscape.memory import tensor_bytes
+    def state_bytes(self, state: Batch, n: int) -> int:
+        """Bytes the kept state holds (the batch's tensors)."""
+        return tensor_bytes(state.tensors())
 
-        return tensor_bytes(state)
-
-    def apply(self, batch: _data.Batch, tangents: list[Tensor]) -> list[Tensor]:
-        op = self.op
-        names = op.layout.names
-        chunk = op.lane_chunk(_data.batch_size(batch[0]))
+    def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
+        """G_b V for the tangents [k, *shape] per parameter."""
+        snap = self.snap
+        names = snap.layout.names
+        chunk = self.sizing.lanes(batch.size)
 
         def f(p: dict[str, Tensor]) -> Tensor:
-            return op.forward(p, batch[0])
+            return snap.output(p, batch)
 
-        out, pullback = vjp(f, op.params)
-        jv = vmap(lambda t: jvp(f, (op.params,), (dict(zip(names, t)),))[1], chunk_size=chunk)(tangents)
-        # output space: reverse-over-reverse (∇²_f L is symmetric), which also covers losses such as
+        out, pullback = vjp(f, snap.params)
+        jv = vmap(lambda t: jvp(f, (snap.params,), (dict(zip(names, t)),))[1], chunk_size=chunk)(tangents)
+        # output space: reverse-over-reverse (∇²_f ℓ is symmetric), which also covers losses such as
         # F.mse_loss whose forward-over-reverse fails in torch 2.13 ("ZeroTensors are immutable")
-        _, loss_hvp = vjp(grad(lambda o: op.loss_fn(o, batch[1])), out.detach())
+        _, loss_hvp = vjp(grad(lambda o: snap.objective.loss_of_output(o, batch)), out.detach())
         hjv = vmap(lambda u: loss_hvp(u)[0], chunk_size=chunk)(jv)
         res = vmap(lambda u: pullback(u)[0], chunk_size=chunk)(hjv)
         return [res[n] for n in names]
 
 
-class _DoubleBackwardGGN:
-    """autograd: J v by the double-vjp trick (d/du of Jᵀu), the loss Hessian in output space, then Jᵀ."""
+@dataclass
+class JacobianState:
+    """A batch's kept graphs: leaves θ, predictions f, the dummy u of Jᵀu, the live Jᵀu, their indices, the
+    detached predictions and the output-space gradient ∇_f ℓ_b (create_graph=True)."""
 
-    def __init__(self, op: CurvatureOperator):
-        self.op = op
+    leaves: list[Tensor]
+    out: Tensor
+    dummy: Tensor
+    jt: list[Tensor]
+    live: list[int]
+    out_d: Tensor
+    g_out: Tensor
 
-    def prepare(self, batch: _data.Batch) -> tuple:
-        leaves = {n: p.detach().requires_grad_() for n, p in self.op.params.items()}
-        out = self.op.forward(leaves, batch[0])
+
+class DoubleBackwardGGN:
+    """autograd: J v by the double-vjp trick (d/du of Jᵀu), the loss Hessian in output space, then Jᵀ.
+
+    Args:
+        snap: the objective at θ.
+        sizing: memory facts (state size).
+    """
+
+    def __init__(self, snap: Snapshot, sizing: Sizing):
+        self.snap, self.sizing = snap, sizing
+
+    def prepare(self, batch: Batch) -> JacobianState:
+        """The batch's graphs (see `JacobianState`)."""
+        leaves = {n: p.detach().requires_grad_() for n, p in self.snap.params.items()}
+        out = self.snap.output(leaves, batch)
         dummy = torch.zeros_like(out, requires_grad=True)
         jt = torch.autograd.grad(out, list(leaves.values()), dummy, create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(jt) if g is not None and g.requires_grad]
         out_d = out.detach().requires_grad_()
-        (g_out,) = torch.autograd.grad(self.op.loss_fn(out_d, batch[1]), out_d, create_graph=True)
-        return list(leaves.values()), out, dummy, [jt[i] for i in live], live, out_d, g_out
+        (g_out,) = torch.autograd.grad(self.snap.objective.loss_of_output(out_d, batch), out_d, create_graph=True)
+        return JacobianState(list(leaves.values()), out, dummy, [jt[i] for i in live], live, out_d, g_out)
 
-    def state_bytes(self, state: Any, n: int) -> int:
-        return (self.op._state_bytes_per_sample or 0) * n
+    def state_bytes(self, state: JacobianState, n: int) -> int:
+        """Bytes the kept graphs hold (the plan's per-sample measurement × n)."""
+        return self.sizing.state_bytes_per_sample * n
 
-    def apply(self, state: Any, tangents: list[Tensor]) -> list[Tensor]:
-        leaves, out, dummy, jt, live, out_d, g_out = state
+    def apply(self, state: JacobianState, tangents: list[Tensor]) -> list[Tensor]:
+        """G_b V, one vector at a time through the kept graphs."""
         k = tangents[0].shape[0]
         res = [torch.zeros_like(t) for t in tangents]
-        if not jt or not g_out.requires_grad:
+        if not state.jt or not state.g_out.requires_grad:
             return res
         for i in range(k):
-            (jv,) = torch.autograd.grad(jt, dummy, [tangents[j][i] for j in live], retain_graph=True)
-            (hjv,) = torch.autograd.grad(g_out, out_d, jv, retain_graph=True)
-            for j, r in enumerate(torch.autograd.grad(out, leaves, hjv, retain_graph=True, allow_unused=True)):
+            (jv,) = torch.autograd.grad(state.jt, state.dummy, [tangents[j][i] for j in state.live],
+                                        retain_graph=True)
+            (hjv,) = torch.autograd.grad(state.g_out, state.out_d, jv, retain_graph=True)
+            for j, r in enumerate(torch.autograd.grad(state.out, state.leaves, hjv, retain_graph=True,
+                                                      allow_unused=True)):
                 if r is not None:
                     res[j][i] = r
         return res
 
 
 class GGNOperator(CurvatureOperator):
-    """G = (1/N) Σ_b n_b J_bᵀ ∇²_f L_b J_b over `data`; the same constructor and methods as
-    `HessianOperator` (see there)."""
+    """G = Σ_b w_b J_bᵀ ∇²_f ℓ_b J_b / Σ_b w_b over the data; the same arguments and methods as
+    `HessianOperator` (see `CurvatureOperator`)."""
 
-    _backends = {"func": _FuncGGN, "double_backward": _DoubleBackwardGGN}
+    _backends = {"func": FuncGGN, "double_backward": DoubleBackwardGGN}

@@ -1,23 +1,21 @@
 """The public curvature-operator API: a data-set curvature matrix applied to k vectors per data pass.
 
-    H = (1/N) Σ_b n_b ∇²_θ L_b(θ),   L_b = loss_fn(model(X_b), y_b)  (a batch mean),  N = Σ_b n_b
+    H = Σ_b w_b ∇²_θ ℓ_b(θ) / Σ_b w_b     ℓ_b the batch-mean loss, w_b its samples or tokens
+                                           (`landscape.objective.Objective`: the data-set mean)
 
 over the chosen parameters θ (flattened in `named_parameters()` order). `matmat(V)` applies H to the
 k columns of V in one pass over the data: per batch one primal pass (forward and backward) is shared
 by all k vectors, then each vector costs a tangent pass (about two gradients of arithmetic).
 
-This module holds the operator's interface and its data pass; the rest lives beside it:
-- `_backends.py` (Hessian) and `ggn.py` (GGN): the per-batch product machineries, "func" (torch.func
-  forward-over-reverse, vmapped over the k vectors) and "double_backward" (autograd's gradient graph,
-  kept between calls when it fits in memory, so Lanczos pays the primal pass once per batch).
-- `_plan.py`: which backend runs ("auto" times both on the first batch), the construction-time checks
-  and batch merging. `_checks.py`: the checks themselves (fixed, deterministic, finite, symmetric
-  uᵀHv = vᵀHu, math attention kernel for fused SDPA). `_data.py`, `_flat.py`, `_memory.py`: plumbing.
+This module holds the operator's interface and its data pass; the rest lives beside it: `backends.py`
+(Hessian) and `ggn.py` (GGN): the per-batch product machineries; `plan.py`: the frozen `Plan` made at
+construction (backend, sizing, attention kernel, merging; the checks of `checks.py`); `flat.py`: the
+objective frozen at θ and the flat layout.
 
 Under torch.distributed (`distributed=None`: whenever a process group of several ranks is active) each
-rank passes its own shard of the samples as `data`: a product sums n_b·H_b V over the rank's batches,
-then one all_reduce per data pass adds the [k, dim] sums of all ranks together with the sample counts,
-and divides by the global N. Planning decisions are agreed across ranks and a failure on one rank is
+rank passes its own shard of the samples as `data`: a product sums w_b·H_b V over the rank's batches,
+then one all_reduce per data pass adds the [k, dim] sums of all ranks together with the weights,
+and divides by the global Σ w_b. Planning decisions are agreed across ranks and a failure on one rank is
 raised on all, so every rank applies the same matrix and runs the same (seeded) iterations.
 
 The model is never written to: parameters and buffers are snapshotted (in `dtype`), no `.grad` is
@@ -28,93 +26,83 @@ caller's flags afterwards. A model in train mode with BatchNorm or dropout is re
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from landscape import distributed as _dist
-from landscape import memory as _memory
+from landscape import memory
 from landscape.errors import LandscapeError
-from landscape.hessian.operators import checks as _checks
-from landscape.hessian.operators import data as _data
-from landscape.hessian.operators import plan as _plan
 from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
 from landscape.hessian.operators.checks import check_fixed
-from landscape.hessian.operators.flat import FlatLayout, select_params, snapshot
+from landscape.hessian.operators.flat import Snapshot
+from landscape.hessian.operators.plan import Request, make_plan
 from landscape.modes import preserved_modes
+from landscape.objective import Batch, Objective, concat
 
-__all__ = ["BACKENDS", "CurvatureOperator", "HessianOperator", "check_fixed"]
+__all__ = ["BACKENDS", "CurvatureOperator", "HessianOperator"]
 
 BACKENDS = ("auto", "func", "double_backward")
 
 
 class CurvatureOperator:
-    """A symmetric dim×dim curvature matrix averaged over `data`; subclasses define the per-batch product.
+    """A symmetric dim×dim curvature matrix averaged over the objective's data; subclasses set `_backends`.
 
-    Subclasses set `_backends = {"func": cls, "double_backward": cls}`; a backend has
-    `prepare(batch) -> state` (work shared by all vectors) and
+    A backend has `prepare(batch) -> state` (work shared by all vectors), `state_bytes(state, n)` and
     `apply(state, tangents) -> list of [k, *shape]` (the batch-mean product, per parameter).
+
+    Args:
+        model: an nn.Module, or an `Objective` (then leave loss_fn, data and params out).
+        loss_fn: `loss_fn(predictions, targets)` → batch mean; None: the model's own loss (HF models).
+        data: any form `landscape.objective.Batches` accepts (tensors, (X, y), DataLoader, dict batches).
+        params: the differentiated parameters (names, patterns or tensors; default: all with requires_grad).
+        backend: "auto" (timed on the first batch), "func" or "double_backward".
+        dtype: compute in this precision (e.g. torch.float64) without touching the model.
+        max_memory: bytes the operator may use (default: `landscape.memory.budget`'s operator share).
+        cache: keep per-batch states (gradient graphs) between calls (None: when they fit in half the budget).
+        merge_batches: concatenate batches (None: when samples are independent and memory allows).
+        check_deterministic: compute two products of one vector on the first batch and require equality.
+        check_symmetric: require uᵀHv = vᵀHu on trial products (with a named backend and both checks off,
+            no trial product is made: construction costs one prepared batch, kept for the first pass).
+        seed: the trial vectors' seed.
+        distributed: sum over the ranks of torch.distributed (None: when several ranks are active).
     """
 
     _backends: dict[str, type] = {}
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: Any,
-        data: Any,
-        params: Iterable[str | Tensor] | None = None,
-        *,
-        backend: str = "auto",
-        dtype: torch.dtype | None = None,
-        max_memory: int | None = None,
-        cache: bool | None = None,
-        merge_batches: bool | None = None,
-        check_deterministic: bool = True,
-        seed: int = 0,
-        distributed: bool | None = None,
-    ):
+    def __init__(self, model: nn.Module | Objective, loss_fn: Any = None, data: Any = None,
+                 params: Iterable[str | Tensor] | None = None, *, backend: str = "auto",
+                 dtype: torch.dtype | None = None, max_memory: int | None = None, cache: bool | None = None,
+                 merge_batches: bool | None = None, check_deterministic: bool = True,
+                 check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None):
         if distributed and not _dist.active():
             raise LandscapeError("distributed=True but torch.distributed is not initialized")
-        self.distributed: bool = _dist.world_size() > 1 if distributed is None else bool(distributed)
         if backend not in BACKENDS:
             raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        check_fixed(model)
-        self.model, self.loss_fn = model, loss_fn
-        self._modes = [(m, m.training) for m in model.modules()]
-        names = select_params(model, params)
-        all_params, buffers = snapshot(model, dtype)
-        first = all_params[names[0]]
-        self.dtype: torch.dtype = first.dtype
-        self.device: torch.device = first.device
-        if not self.dtype.is_floating_point:
-            raise LandscapeError(f"parameters must be floating point, got {self.dtype}")
-        self.params = {n: all_params[n] for n in names}
-        self.constants = {**{n: p for n, p in all_params.items() if n not in self.params}, **buffers}
-        self.layout = FlatLayout(names, [p.shape for p in self.params.values()])
-        self.data = _data.DataSource(data)
+        self.objective = Objective.of(model, loss_fn, data, params)
+        self.model = self.objective.model
+        check_fixed(self.model)
+        self.distributed: bool = _dist.world_size() > 1 if distributed is None else bool(distributed)
+        self._modes = [(m, m.training) for m in self.model.modules()]
+        self.snapshot = Snapshot(self.objective, dtype)
+        self.layout = self.snapshot.layout
+        self.dtype: torch.dtype = self.snapshot.dtype
+        self.device: torch.device = self.snapshot.device
         self.n_products = 0
-        self._budget = _memory.budget(self.device, _memory.OPERATOR_SHARE, max_memory)
+        self._weight: int | None = None
+        local = sum(b.size for b in self.objective.data) if self.objective.data.materialized else None
         self._cache_wanted = cache
-        self._merge_wanted = merge_batches
-        self._backend_name = backend
         self._cache: list[tuple[Any, int]] | None = None
         self._cache_off = cache is False
-        self._n_samples: int | None = None
-        self._n_local: int | None = None
-        if self.data.materialized:
-            self._n_local = sum(_data.batch_size(b[0]) for b in self.data)
-            self._n_samples = None if self.distributed else self._n_local
-        self._state_bytes_per_sample: int | None = None
-        self._merge_samples: int | None = None
-        self._math_attention = False
-        self._asymmetry: float | None = None
-        self._rejected: dict[str, str] = {}
-        _plan.plan(self, check_deterministic, seed)
+        with self._modes_as_built():
+            self.plan, warm = make_plan(self.snapshot, Request(
+                self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
+                check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local))
+        self._impl = self._backends[self.plan.backend](self.snapshot, self.plan.sizing)
+        self._warm = warm if self.objective.data.materialized else None
 
     # ---- public interface -------------------------------------------------------------------------
 
@@ -131,33 +119,36 @@ class CurvatureOperator:
     @property
     def backend(self) -> str:
         """The backend in use ("func" or "double_backward")."""
-        return self._backend_name
+        return self.plan.backend
 
     @property
     def n_samples(self) -> int:
-        """N, the number of samples the average runs over, all ranks together (known after the first pass;
-        under torch.distributed every rank must ask at the same point: the first pass is collective)."""
-        if self._n_samples is None:
+        """Σ_b w_b, the samples (or tokens) the average runs over, all ranks together (known after the first
+        pass; under torch.distributed every rank must ask at the same point: the first pass is collective)."""
+        if self._weight is None:
             self.matvec(torch.zeros(self.dim, dtype=self.dtype, device=self.device))
-        return int(self._n_samples)
+        return int(self._weight)
 
     def info(self) -> dict:
-        """How the operator runs: backend, merged batch size, whether graphs are cached, the budget;
+        """How the operator runs: backend, merged batch size, whether states are cached, the budget;
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
-        kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `_checks`); rejected,
+        kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `checks`); rejected,
         {backend: why} for an "auto" candidate whose products failed the symmetry check."""
+        plan = self.plan
         return {
-            "backend": self.backend,
-            "merge_samples": self._merge_samples,
+            "backend": plan.backend,
+            "merge_samples": plan.merge_samples,
             "cached": self._cache is not None,
-            "budget_bytes": self._budget,
-            "state_bytes_per_sample": self._state_bytes_per_sample,
+            "budget_bytes": plan.sizing.budget,
+            "state_bytes_per_sample": plan.sizing.state_bytes_per_sample,
             "dim": self.dim,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
-            "attention_kernel": "math" if self._math_attention else None,
-            "asymmetry": self._asymmetry,
-            "rejected": dict(self._rejected),
+            "attention_kernel": "math" if plan.math_attention else None,
+            "asymmetry": plan.asymmetry,
+            "rejected": dict(plan.rejected),
+            "checks": list(plan.checks),
+            "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
         }
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -165,39 +156,55 @@ class CurvatureOperator:
         return self.matmat(torch.as_tensor(v).reshape(-1, 1))[:, 0]
 
     def matmat(self, V: Tensor) -> Tensor:
-        """H V for V [dim, k]: all k columns in one pass over the data. Returns [dim, k] on `device`."""
+        """H V for V [dim, k]: all k columns in one pass over the data. Returns [dim, k] on `device`, in the
+        compute dtype (float32 for a half-precision model: batch products are summed in float32)."""
         V = torch.as_tensor(V)
         if V.dim() != 2 or V.shape[0] != self.dim:
             raise LandscapeError(f"matmat: expected a [{self.dim}, k] matrix, got shape {tuple(V.shape)}")
         rows = V.to(device=self.device, dtype=self.dtype).T.contiguous()
-        total = torch.zeros_like(rows)
-        count = 0
+        total = torch.zeros_like(rows, dtype=_accumulator(self.dtype))
+        weight = 0
         tangents = self.layout.split(rows)
-        with torch.enable_grad(), self._modes_as_built(), self.kernel():
-            for state, n in self._states():
-                total += self.layout.join(self._impl.apply(state, tangents)).mul_(n)
-                count += n
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+            for state, w in self._states():
+                total += self.layout.join(self._impl.apply(state, tangents)).mul_(w)
+                weight += w
         if self.distributed:
-            total, count = _data.reduce_samples(total, count)
-        self._n_samples = count
+            total, weight = _dist.all_reduce_with_count(total, weight)
+        if weight == 0:
+            raise LandscapeError("data: no samples")
+        self._weight = weight
         self.n_products += rows.shape[0]
-        return _data.sample_average(total, count).T
+        return (total / weight).T
+
+    def gradient(self) -> Tensor:
+        """∇L [dim], the data-set mean gradient at the snapshot: read from the kept gradient graphs of the
+        Hessian's double-backward backend (free once cached), else one extra pass over the data."""
+        total = torch.zeros(self.dim, dtype=_accumulator(self.dtype), device=self.device)
+        weight = 0
+        kept = isinstance(self._impl, DoubleBackwardHessian)
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+            for item, w in self._states() if kept else ((b, self.objective.weight(b)) for b in self._batches()):
+                total += w * (item.gradient if kept else self._batch_gradient(item))
+                weight += w
+        if self.distributed:
+            total, weight = _dist.all_reduce_with_count(total, weight)
+        return total / weight
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(n_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
-        the samples), for data-noise error bars (landscape.hessian.solvers.errorbars). One extra data pass."""
+        """(w_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
+        the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
-        tangents, sizes, forms = self.layout.split(rows), [], []
-        with torch.enable_grad(), self._modes_as_built(), self.kernel():
-            for batch in self.data:
-                batch = _data.to_device(batch, self.device, self.dtype)
-                split = pieces > 1 and all(isinstance(t, Tensor) for t in batch)
-                for b in zip(*(t.tensor_split(pieces) for t in batch)) if split else [batch]:
-                    if _data.batch_size(b[0]):
+        tangents, weights, forms = self.layout.split(rows), [], []
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+            for batch in self.snapshot.batches():
+                for b in batch.split(pieces=pieces) if pieces > 1 else [batch]:
+                    w = self.objective.weight(b)
+                    if w:
                         hv = self.layout.join(self._impl.apply(self._impl.prepare(b), tangents))
-                        sizes.append(_data.batch_size(b[0]))
+                        weights.append(w)
                         forms.append(torch.sum(hv * rows, dim=1, dtype=torch.float64).cpu())
-        return np.asarray(sizes), torch.stack(forms).numpy()
+        return np.asarray(weights), torch.stack(forms).numpy()
 
     def __matmul__(self, V: Tensor) -> Tensor:
         V = torch.as_tensor(V)
@@ -211,8 +218,7 @@ class CurvatureOperator:
 
         def mm(X: np.ndarray) -> np.ndarray:
             X = np.asarray(X)
-            cols = X.reshape(self.dim, -1)
-            out = self.matmat(torch.from_numpy(np.ascontiguousarray(cols))).detach().cpu().numpy()
+            out = self.matmat(torch.from_numpy(np.ascontiguousarray(X.reshape(self.dim, -1)))).detach().cpu().numpy()
             return out.reshape(X.shape)
 
         return LinearOperator((self.dim, self.dim), matvec=mm, rmatvec=mm, matmat=mm, dtype=np_dtype)
@@ -229,90 +235,67 @@ class CurvatureOperator:
                 m.training = flag
             yield
 
-    def kernel(self) -> AbstractContextManager:
-        """The attention-kernel context every product runs in (math SDPA when fused attention failed)."""
-        return _checks.math_attention(self._math_attention)
-
-    # ---- functional model -------------------------------------------------------------------------
-
-    def forward(self, params: dict[str, Tensor], inputs: Any) -> Tensor:
-        """The model's output with `params` (the differentiated ones) and the snapshotted rest."""
-        return functional_call(self.model, {**self.constants, **params}, _data.as_args(inputs))
-
-    def loss(self, params: dict[str, Tensor], batch: _data.Batch) -> Tensor:
-        """The batch-mean loss at `params`."""
-        return self.loss_fn(self.forward(params, batch[0]), batch[1])
-
     # ---- the data pass -----------------------------------------------------------------------------
 
-    def lane_chunk(self, n: int) -> int | None:
-        """Vectors to vmap at once for a batch of n samples: the kept state plus about two states of
-        tangents per vector must fit in half the budget (None: all at once)."""
-        if self._state_bytes_per_sample is None:
-            return None
-        state = self._state_bytes_per_sample * n
-        return max(1, int((self._budget // 2 - state) // (2 * state)))
-
-    def _batches(self) -> Iterator[_data.Batch]:
-        """Device batches, merged up to `_merge_samples` when merging is on."""
-        pending: list[_data.Batch] = []
+    def _batches(self) -> Iterator[Batch]:
+        """Prepared batches, merged up to the plan's `merge_samples` when merging is on."""
+        target = self.plan.merge_samples
+        pending: list[Batch] = []
         size = 0
-        for b in self.data:
-            b = _data.to_device(b, self.device, self.dtype)
-            if self._merge_samples is None:
+        for b in self.snapshot.batches():
+            if target is None:
                 yield b
                 continue
-            n = _data.batch_size(b[0])
-            if pending and size + n > self._merge_samples:
-                yield _data.concat(pending)
+            if pending and size + b.size > target:
+                yield concat(pending)
                 pending, size = [], 0
             pending.append(b)
-            size += n
+            size += b.size
         if pending:
-            yield _data.concat(pending)
+            yield concat(pending)
 
     def _states(self) -> Iterator[tuple[Any, int]]:
-        """(prepared state, samples) per batch; states are cached all-or-nothing within budget."""
+        """(prepared state, weight) per batch; states are cached all-or-nothing within half the budget."""
         if self._cache is not None:
             yield from self._cache
             return
         caching = not self._cache_off
         kept: list[tuple[Any, int]] = []
         used = 0
-        for batch in self._batches():
-            n = _data.batch_size(batch[0])
-            state = self._impl.prepare(batch)
+        for i, batch in enumerate(self._batches()):
+            w = self.objective.weight(batch)
+            state = self._warm if i == 0 and self._warm is not None else self._impl.prepare(batch)
+            self._warm = None
             if caching:
-                used += self._impl.state_bytes(state, n)
-                caching = used <= self._budget // 2 or self._cache_wanted is True
+                used += self._impl.state_bytes(state, batch.size)
+                caching = used <= self.plan.sizing.budget // 2 or self._cache_wanted is True
                 if caching:
-                    kept.append((state, n))
+                    kept.append((state, w))
                 else:
                     kept = []
-            yield state, n
+            yield state, w
         if caching:
             self._cache = kept
         else:
             self._cache_off = True
 
 
+def _accumulator(dtype: torch.dtype) -> torch.dtype:
+    """The dtype batch products are summed in: float32 for half precision (a bf16 sum of many batches loses
+    digits a float32 one keeps), else the compute dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 class HessianOperator(CurvatureOperator):
-    """H = (1/N) Σ_b n_b ∇²L_b over `data`, as a dim×dim symmetric matrix of flat vectors.
+    """H = Σ_b w_b ∇²ℓ_b / Σ_b w_b over the data, as a dim×dim symmetric matrix of flat vectors.
 
-    `HessianOperator(model, loss_fn, data, params=None, *, backend="auto", dtype=None,
-    max_memory=None, cache=None, merge_batches=None, check_deterministic=True, seed=0)`
+    Same arguments as `CurvatureOperator`. Always checked at construction (LandscapeError otherwise): finite
+    products, and symmetric ones (uᵀHv = vᵀHu for three random vectors to 10·√eps; a wrong double backward
+    such as weight_norm's fails it). Fused attention without a double backward runs through the math SDPA
+    kernel (`info()["attention_kernel"]`).
 
-    - data: an (X, y) pair, a list of (X, y) batches, or any iterable of them (DataLoader).
-    - params: names or parameter tensors to differentiate (default: all with requires_grad).
-    - dtype: compute in this precision (e.g. torch.float64) without touching the model.
-    - max_memory: bytes the operator may use (default: a share of the free memory, see _memory).
-    - cache: keep per-batch gradient graphs between calls (None: when they fit in half the budget).
-    - merge_batches: concatenate batches (None: when samples are independent and memory allows).
-    - check_deterministic: compute two products of one vector on the first batch and require equality.
-
-    Always checked at construction (LandscapeError otherwise): finite products, and symmetric ones
-    (uᵀHv = vᵀHu for three random vectors to 10·√eps; a wrong double backward such as weight_norm's
-    fails it). Fused attention without a double backward runs through the math SDPA kernel (`info()`).
+        op = HessianOperator(model, F.cross_entropy, (X, y))
+        op = HessianOperator(gpt2, None, [{"input_ids": ids, "attention_mask": mask}])   # the model's own loss
     """
 
     _backends = {"func": FuncHessian, "double_backward": DoubleBackwardHessian}

@@ -1,19 +1,22 @@
-"""How an operator runs: backend choice, construction-time checks, batch merging (one job: planning).
+"""How an operator runs, decided once at construction: `make_plan(...)` returns a frozen `Plan`.
 
-At construction `plan(op)` makes every decision once, on the first batch(es):
-1. Backend: trial products of two random vectors with each candidate ("double_backward", then "func");
+On the first batch(es):
+1. Sizing: the bytes a kept gradient graph holds per sample (`landscape.memory.measure` of one forward),
+   which bounds the lane chunk, the graph cache and batch merging (`backends.Sizing`).
+2. Backend: trial products of two random vectors with each candidate ("double_backward", then "func");
    with backend="auto" the faster is kept. Costs per data pass: double_backward counts its primal
    (`prepare`) only when the kept graphs will not fit the cache (half the budget); func must win by 20%
    on a CPU to displace double_backward, and vice versa on a GPU, so near-ties do not flip between
    runs. Timing func is skipped when a whole pass costs under ~30 ms and forward-mode AD is not loaded
    yet (its one-time setup, 0.4–2 s, could not pay for itself). A backend that raises is skipped.
    When no backend can differentiate the model and a failure names a fused attention kernel, the trials
-   are repeated under the math SDPA kernel (see `_checks`), which every later product then uses.
-2. Checks (see `_checks`): finite products; with `check_deterministic`, a second product of the same
+   are repeated under the math SDPA kernel (`landscape.objective.kernels`), which every product then uses.
+3. Checks (`checks.py`): finite products; with `check_deterministic`, a second product of the same
    vectors on the first batch reproduces the first to 1e3·eps; the products of three vectors are
-   symmetric (uᵀHv = vᵀHu) to 10·√eps.
-3. Merging: batches are concatenated up to `budget/2 / (per-sample state · lanes)` samples when the
-   first two batches give the same outputs and mean loss concatenated as separately (samples are
+   symmetric (uᵀHv = vᵀHu) to 10·√eps. With backend="auto", a backend that fails symmetry gives way to
+   the other (recorded in `Plan.rejected`).
+4. Merging: batches are concatenated up to `budget/2 / (per-sample state · lanes)` samples when the
+   first two batches give the same outputs and weighted mean loss concatenated as separately (samples are
    independent and the loss is a batch mean), so the merged operator is the same matrix.
 Under torch.distributed the ranks agree on each decision (backend by majority vote of the timings,
 merging by the smallest target) and a failure on one rank is raised on all.
@@ -25,82 +28,114 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from landscape import distributed as _dist
-from landscape import memory as _memory
+from landscape import memory
 from landscape.errors import LandscapeError, first_line
-from landscape.hessian.operators import checks as _checks
-from landscape.hessian.operators import data as _data
-
-if TYPE_CHECKING:
-    from landscape.hessian.operators.operator import CurvatureOperator
+from landscape.hessian.operators import checks
+from landscape.hessian.operators.backends import Sizing
+from landscape.hessian.operators.flat import Snapshot
+from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
 
 _FAILURES = (RuntimeError, NotImplementedError)
 
 
-def plan(op: CurvatureOperator, check_deterministic: bool, seed: int) -> None:
-    """Pick the backend, run the checks and choose the merged batch size (sets op._impl, op._backend_name,
-    op._merge_samples, op._math_attention, op._asymmetry, op._rejected)."""
-    auto = op._backend_name == "auto"
-    trials, v, first = collective(op, lambda: try_backends(op, seed))
-    chosen = agree_backend(op, trials)
-    v2 = [t[:2] for t in v]  # the two trial vectors, per parameter
+@dataclass(frozen=True)
+class Plan:
+    """What the operator decided at construction (immutable; `CurvatureOperator.info()` reports it).
 
-    def validate(name: str) -> float:
-        """Finite, deterministic and symmetric products of `name` (the first two model properties raise
-        at once; an asymmetry raises for the caller to try the other backend)."""
-        if name not in trials:  # skipped or chosen by another rank's timing
-            impl = op._backends[name](op)
-            try:
-                trials[name] = (impl, *trial(op, impl, first[0], v2, timed=False))
-            except _FAILURES as e:
-                raise LandscapeError(f"backend {name!r} cannot differentiate this model: {first_line(e)}") from e
-        impl, p1, _ = trials[name]
-        _checks.check_finite(p1, "the curvature products")
-        V, HV = op.layout.join(v2), p1
-        if check_deterministic:
-            with torch.enable_grad(), op.kernel():
-                p2 = op.layout.join(impl.apply(impl.prepare(first[0]), v))
-            _checks.check_same(p1, p2[:2], "products")
-            V, HV = op.layout.join(v), p2
-        return _checks.check_symmetric(V, HV, op.model, op.dtype)
+    Attributes:
+        backend: "func" or "double_backward".
+        sizing: per-sample state bytes and the budget.
+        merge_samples: samples per merged batch (None: batches as given).
+        math_attention: products run under the math SDPA kernel (fused attention had no derivative).
+        asymmetry: the measured |uᵀHv − vᵀHu| relative to its scale.
+        rejected: {backend: why} for an "auto" candidate that failed the symmetry check.
+        checks: what was checked at construction, and what was skipped.
+    """
 
-    def check() -> tuple[str, int | None]:
-        # with backend="auto", a backend whose products are not symmetric (a wrong rule in its autodiff
-        # path, e.g. forward-over-reverse on HF BERT in torch 2.13) gives way to the other one
-        candidates = [chosen, *([n for n in op._backends if n != chosen] if auto else [])]
-        failures: list[LandscapeError] = []
-        for name in candidates:
-            try:
-                op._asymmetry = validate(name)
-            except LandscapeError as e:
-                if "not symmetric" not in str(e) and not (failures and "cannot differentiate" in str(e)):
-                    raise
-                failures.append(e)
-                op._rejected[name] = str(e)
-                continue
-            op._backend_name, op._impl = name, trials[name][0]
-            return name, merge_target(op, first)
-        raise failures[0]
+    backend: str
+    sizing: Sizing
+    merge_samples: int | None = None
+    math_attention: bool = False
+    asymmetry: float | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
+    checks: tuple[str, ...] = ()
 
-    name, merge = collective(op, check)
-    if op.distributed:
-        flags = torch.tensor([merge is None, -(merge or 0), name == "func", -(name == "func")],
+    def kernel(self):
+        """The attention-kernel context every product runs in."""
+        return math_attention(self.math_attention)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked of the plan.
+
+    Attributes:
+        backends: {name: backend class} the operator offers.
+        backend: "auto" or one of them.
+        budget: bytes the operator may use.
+        check_deterministic: compare two products of the same vectors.
+        check_symmetric: check uᵀHv = vᵀHu on trial products (with check_deterministic off and a named
+            backend, no trial product is made at all: the "light" plan of the curvature monitor).
+        merge: None (when it fits and samples are independent), True or False.
+        cache: None (when it fits), True or False; only its False matters to planning.
+        seed: for the trial vectors.
+        distributed: agree across the ranks of torch.distributed.
+        local_samples: samples of this rank's data when known (held batches), else None.
+    """
+
+    backends: dict[str, type]
+    backend: str
+    budget: int
+    check_deterministic: bool = True
+    check_symmetric: bool = True
+    merge: bool | None = None
+    cache: bool | None = None
+    seed: int = 0
+    distributed: bool = False
+    local_samples: int | None = None
+
+
+def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
+    """Decide backend, sizing, kernel and merging for `snap` (see the module docstring).
+
+    Args:
+        snap: the objective at θ.
+        req: what the caller asked.
+
+    Returns:
+        The frozen Plan, and the chosen backend's prepared state of the first batch (None when there is
+        none to reuse), which the operator's first data pass takes instead of preparing it again.
+        LandscapeError when no backend yields finite, deterministic, symmetric products.
+    """
+    planner = _Planner(snap, req)
+    if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric):
+        return collective(req.distributed, planner.light)
+    trials, vectors, first = collective(req.distributed, planner.try_backends)
+    chosen = planner.agree_backend(trials)
+    backend, asymmetry = collective(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
+    merge = collective(req.distributed, lambda: planner.merge_target(first, backend))
+    if req.distributed:
+        flags = torch.tensor([merge is None, -(merge or 0), backend == "func", -(backend == "func")],
                              dtype=torch.float64, device=_dist.comm_device())
         _dist.all_reduce_max(flags)
         merge = None if flags[0] else int(-flags[1])
         if flags[2] != -flags[3]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
-    op._merge_samples = merge
+    done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric")
+    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
+    return plan, trials[backend][3] if merge is None else None
 
 
-def collective(op: CurvatureOperator, fn: Callable[[], Any]) -> Any:
+def collective(distributed: bool, fn: Callable[[], Any]) -> Any:
     """fn(); under torch.distributed a failure on any rank is raised on every rank."""
-    if not op.distributed:
+    if not distributed:
         return fn()
     result, error = None, None
     try:
@@ -111,137 +146,188 @@ def collective(op: CurvatureOperator, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def try_backends(op: CurvatureOperator, seed: int) -> tuple[dict, list[Tensor], list[_data.Batch]]:
-    """Trial products of the candidate backends on the first batch: ({name: (impl, product, times)},
-    three random vectors (per parameter, [3, *shape]; the trials use the first two), the first two
-    device batches). Retried under the math attention kernel when only fused attention stood in the way."""
-    first = [_data.to_device(b, op.device, op.dtype) for b in op.data.first(2)]
-    leaves = {n: p.detach().requires_grad_() for n, p in op.params.items()}
-    with torch.enable_grad(), op.kernel():
-        value, nbytes = _memory.measure(lambda: op.loss(leaves, first[0]), op.device)
-    if not isinstance(value, Tensor) or value.dim() != 0:
-        raise LandscapeError("loss_fn must return a scalar (the batch-mean loss)")
-    del value
-    # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
-    op._state_bytes_per_sample = max(1, 2 * nbytes // max(1, _data.batch_size(first[0][0])))
-    gen = torch.Generator().manual_seed(seed)
-    v = op.layout.split(torch.randn(3, op.dim, generator=gen, dtype=torch.float64).to(op.device, op.dtype))
-    trials, errors = _run_trials(op, first[0], [t[:2] for t in v])
-    if not trials and not op._math_attention and _checks.is_attention_error(errors):
-        op._math_attention = True
-        trials, errors = _run_trials(op, first[0], [t[:2] for t in v])
-    if not trials:
-        if op._backend_name != "auto":
-            raise LandscapeError(f"backend {op._backend_name!r} cannot differentiate this model: {errors[0]}")
-        raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
-    return trials, v, first
+class _Planner:
+    """The planning steps over one snapshot and request (state lives here, never in the operator)."""
 
+    def __init__(self, snap: Snapshot, req: Request):
+        self.snap, self.req = snap, req
+        self.math = False
+        self.rejected: dict[str, str] = {}
+        self.sizing = Sizing(1, req.budget)
 
-def _run_trials(op: CurvatureOperator, batch: _data.Batch, v: list[Tensor]) -> tuple[dict, list[str]]:
-    names = ["double_backward", "func"] if op._backend_name == "auto" else [op._backend_name]
-    trials, errors = {}, []
-    for name in names:
-        if name == "func" and func_trial_pointless(op, trials, batch):
-            continue
-        impl = op._backends[name](op)
-        try:
-            trials[name] = (impl, *trial(op, impl, batch, v, timed=len(names) > 1))
-        except _FAILURES as e:
-            errors.append(f"{name}: {first_line(e, limit=200)}" if len(names) > 1 else first_line(e, limit=200))
-    return trials, errors
+    def light(self) -> tuple[Plan, Any]:
+        """The named backend without trial products: its prepared first batch sizes the state (and is kept for
+        the first pass); only the loss checks of `Objective.check` run."""
+        snap = self.snap
+        batch = snap.objective.prepare(snap.objective.data.first(1)[0], snap.device, snap.dtype)
+        snap.objective.check(batch, snap.state(snap.params))
+        impl = self.req.backends[self.req.backend](snap, self.sizing)
+        with torch.enable_grad():
+            state, nbytes = memory.measure(lambda: impl.prepare(batch), snap.device)
+        self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
+        skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
+        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), state
 
+    def try_backends(self) -> tuple[dict, list[Tensor], list[Batch]]:
+        """Trial products of the candidates on the first batch: ({name: (impl, product, times)}, three random
+        vectors per parameter [3, *shape] (the trials use two), the first two prepared batches)."""
+        snap = self.snap
+        first = [snap.objective.prepare(b, snap.device, snap.dtype) for b in snap.objective.data.first(2)]
+        snap.objective.check(first[0], snap.state(snap.params))
+        leaves = {n: p.detach().requires_grad_() for n, p in snap.params.items()}
+        with torch.enable_grad():
+            value, nbytes = memory.measure(lambda: snap.loss(leaves, first[0]), snap.device)
+        del value
+        # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
+        self.sizing = Sizing(max(1, 2 * nbytes // max(1, first[0].size)), self.req.budget)
+        gen = torch.Generator().manual_seed(self.req.seed)
+        v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=torch.float64)
+                              .to(snap.device, snap.dtype))
+        trials, errors = self._run_trials(first[0], [t[:2] for t in v])
+        if not trials and is_attention_error(errors):
+            self.math = True
+            trials, errors = self._run_trials(first[0], [t[:2] for t in v])
+        if not trials:
+            if self.req.backend != "auto":
+                raise LandscapeError(f"backend {self.req.backend!r} cannot differentiate this model: {errors[0]}")
+            raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
+        return trials, v, first
 
-def agree_backend(op: CurvatureOperator, trials: dict) -> str:
-    """The locally faster backend; under torch.distributed, func only when most ranks' timings chose it
-    (one vote each), so every rank runs the same backend."""
-    local = pick(op, trials)
-    if not op.distributed:
-        return local
-    votes = torch.tensor([float(local == "func"), 1.0], dtype=torch.float64, device=_dist.comm_device())
-    _dist.all_reduce_sum(votes)
-    return "func" if 2 * votes[0] > votes[1] else "double_backward"
+    def _run_trials(self, batch: Batch, v: list[Tensor]) -> tuple[dict, list[str]]:
+        names = ["double_backward", "func"] if self.req.backend == "auto" else [self.req.backend]
+        trials, errors = {}, []
+        for name in names:
+            if name == "func" and self.func_trial_pointless(trials, batch):
+                continue
+            impl = self.req.backends[name](self.snap, self.sizing)
+            try:
+                trials[name] = (impl, *self.trial(impl, batch, v, timed=len(names) > 1))
+            except _FAILURES as e:
+                line = first_line(e, limit=200)
+                errors.append(f"{name}: {line}" if len(names) > 1 else line)
+        return trials, errors
 
+    def trial(self, impl: Any, batch: Batch, v: list[Tensor], timed: bool) -> tuple[Tensor, dict, Any]:
+        """Products of `batch` with the vectors v, with the seconds of `prepare` and of `apply` (with `timed`,
+        the best of two calls), and the prepared state."""
+        device = self.snap.device
 
-def trial(op: CurvatureOperator, impl: Any, batch: _data.Batch, v: list[Tensor],
-          timed: bool) -> tuple[Tensor, dict]:
-    """Products of the first batch with the vectors v; with `timed`, the seconds of `prepare` and of the
-    best of two `apply` calls."""
+        def clock() -> float:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return time.perf_counter()
 
-    def clock() -> float:
-        if op.device.type == "cuda":
-            torch.cuda.synchronize(op.device)
-        return time.perf_counter()
+        with torch.enable_grad(), math_attention(self.math):
+            t0 = clock()
+            state = impl.prepare(batch)
+            t1 = clock()
+            out = self.snap.layout.join(impl.apply(state, v))
+            t2 = clock()
+            times = {"prepare": t1 - t0, "apply": t2 - t1}
+            if timed:
+                impl.apply(state, v)
+                times["apply"] = min(times["apply"], clock() - t2)
+        return out, times, state
 
-    with torch.enable_grad(), op.kernel():
-        t0 = clock()
-        state = impl.prepare(batch)
-        t1 = clock()
-        out = op.layout.join(impl.apply(state, v))
-        t2 = clock()
-        times = {"prepare": t1 - t0, "apply": t2 - t1}
-        if timed:
-            impl.apply(state, v)
-            times["apply"] = min(times["apply"], clock() - t2)
-    return out, times
-
-
-def func_trial_pointless(op: CurvatureOperator, trials: dict, batch: _data.Batch) -> bool:
-    """Skip timing func when double_backward already makes a full 2-vector pass cheaper than ~30 ms
-    and forward-mode AD is not loaded yet: its one-time setup (torch scripts its jvp decompositions,
-    0.4-2 s) could not pay for itself over a few hundred passes."""
-    if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
-        return False
-    if not op._n_local:
-        return False
-    times = trials["double_backward"][2]
-    per_pass = times["apply"] + (0 if cache_expected(op) else times["prepare"])
-    return per_pass * op._n_local / _data.batch_size(batch[0]) < 0.03
-
-
-def cache_expected(op: CurvatureOperator) -> bool:
-    """Will the per-batch states of a pass over this rank's samples fit in the cache's half of the budget?"""
-    n = op._n_local or 0
-    return not op._cache_off and 0 < n * (op._state_bytes_per_sample or 0) <= op._budget // 2
-
-
-def pick(op: CurvatureOperator, trials: dict) -> str:
-    """The faster backend on the first batch (see the module docstring)."""
-    if len(trials) == 1:
-        return next(iter(trials))
-    db = trials["double_backward"][2]
-    cost_db = db["apply"] + (0 if cache_expected(op) else db["prepare"])
-    cost_func = trials["func"][2]["prepare"] + trials["func"][2]["apply"]
-    if op.device.type == "cpu":
-        return "func" if cost_func * 1.2 < cost_db else "double_backward"
-    return "double_backward" if cost_db * 1.2 < cost_func else "func"
-
-
-def merge_target(op: CurvatureOperator, first: list[_data.Batch]) -> int | None:
-    """Samples per merged batch, or None to keep the batches as given."""
-    if op._merge_wanted is False or len(first) < 2 or not _data.concatenable(first):
-        return None
-    # one batch's products may use half the budget: the kept state plus about one state of tangents
-    # per vector processed at a time (sequential vectors: 1; vmapped: assume 4)
-    per_sample = op._state_bytes_per_sample * (2 if op._backend_name == "double_backward" else 5)
-    target = int(op._budget // 2 // per_sample)
-    sizes = [_data.batch_size(b[0]) for b in first]
-    if target < sum(sizes) or not independent(op, first):
-        return None
-    return target
-
-
-def independent(op: CurvatureOperator, first: list[_data.Batch]) -> bool:
-    """Do the first two batches give the same outputs and mean loss when concatenated?"""
-    tol = 10 * math.sqrt(torch.finfo(op.dtype).eps)
-    with torch.no_grad(), op.kernel():
-        outs = [op.forward(op.params, b[0]) for b in first]
-        joined = _data.concat(first)
-        out = op.forward(op.params, joined[0])
-        if not isinstance(out, Tensor) or out.shape[0] != sum(o.shape[0] for o in outs):
+    def func_trial_pointless(self, trials: dict, batch: Batch) -> bool:
+        """Skip timing func when double_backward already makes a full 2-vector pass cheaper than ~30 ms and
+        forward-mode AD is not loaded yet: its one-time setup (torch scripts its jvp decompositions, 0.4–2 s)
+        could not pay for itself over a few hundred passes."""
+        if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
             return False
-        sep = torch.cat(outs)
-        if (out - sep).abs().max() > tol * max(float(sep.abs().max()), 1e-30):
+        if not self.req.local_samples:
             return False
-        n = [_data.batch_size(b[0]) for b in first]
-        mean = sum(ni * op.loss_fn(o, b[1]) for ni, o, b in zip(n, outs, first)) / sum(n)
-        return bool(abs(op.loss_fn(out, joined[1]) - mean) <= tol * max(float(abs(mean)), 1e-30))
+        times = trials["double_backward"][2]
+        per_pass = times["apply"] + (0 if self.cache_expected() else times["prepare"])
+        return per_pass * self.req.local_samples / batch.size < 0.03
+
+    def cache_expected(self) -> bool:
+        """Will the per-batch states of a pass over this rank's samples fit in the cache's half of the budget?"""
+        n = self.req.local_samples or 0
+        return self.req.cache is not False and 0 < n * self.sizing.state_bytes_per_sample <= self.req.budget // 2
+
+    def pick(self, trials: dict) -> str:
+        """The faster backend on the first batch (see the module docstring)."""
+        if len(trials) == 1:
+            return next(iter(trials))
+        db = trials["double_backward"][2]
+        cost_db = db["apply"] + (0 if self.cache_expected() else db["prepare"])
+        cost_func = trials["func"][2]["prepare"] + trials["func"][2]["apply"]
+        if self.snap.device.type == "cpu":
+            return "func" if cost_func * 1.2 < cost_db else "double_backward"
+        return "double_backward" if cost_db * 1.2 < cost_func else "func"
+
+    def agree_backend(self, trials: dict) -> str:
+        """The locally faster backend; under torch.distributed, func only when most ranks' timings chose it."""
+        local = self.pick(trials)
+        if not self.req.distributed:
+            return local
+        votes = torch.tensor([float(local == "func"), 1.0], dtype=torch.float64, device=_dist.comm_device())
+        _dist.all_reduce_sum(votes)
+        return "func" if 2 * votes[0] > votes[1] else "double_backward"
+
+    def validate(self, name: str, trials: dict, v: list[Tensor], first: list[Batch]) -> float:
+        """Finite, deterministic and symmetric products of `name`; returns the measured asymmetry."""
+        v2 = [t[:2] for t in v]
+        if name not in trials:  # skipped, or chosen by another rank's timing
+            impl = self.req.backends[name](self.snap, self.sizing)
+            try:
+                trials[name] = (impl, *self.trial(impl, first[0], v2, timed=False))
+            except _FAILURES as e:
+                raise LandscapeError(f"backend {name!r} cannot differentiate this model: {first_line(e)}") from e
+        impl, p1 = trials[name][:2]
+        checks.check_finite(p1, "the curvature products")
+        V, HV = self.snap.layout.join(v2), p1
+        if self.req.check_deterministic:
+            with torch.enable_grad(), math_attention(self.math):
+                p2 = self.snap.layout.join(impl.apply(impl.prepare(first[0]), v))
+            checks.check_same(p1, p2[:2], "products")
+            V, HV = self.snap.layout.join(v), p2
+        return checks.check_symmetric(V, HV, self.snap.objective.model, self.snap.dtype)
+
+    def validate_in_turn(self, chosen: str, trials: dict, v: list[Tensor], first: list[Batch]) -> tuple[str, float]:
+        """The chosen backend if it passes `validate`; with backend="auto" a backend whose products are not
+        symmetric (a wrong rule in its autodiff path) gives way to the other one."""
+        auto = self.req.backend == "auto"
+        candidates = [chosen, *([n for n in self.req.backends if n != chosen] if auto else [])]
+        failures: list[LandscapeError] = []
+        for name in candidates:
+            try:
+                return name, self.validate(name, trials, v, first)
+            except LandscapeError as e:
+                if "not symmetric" not in str(e) and not (failures and "cannot differentiate" in str(e)):
+                    raise
+                failures.append(e)
+                self.rejected[name] = str(e)
+        raise failures[0]
+
+    def merge_target(self, first: list[Batch], backend: str) -> int | None:
+        """Samples per merged batch, or None to keep the batches as given."""
+        if self.req.merge is False or len(first) < 2 or not concatenable(first):
+            return None
+        # one batch's products may use half the budget: the kept state plus about one state of tangents
+        # per vector processed at a time (sequential vectors: 1; vmapped: assume 4)
+        per_sample = self.sizing.state_bytes_per_sample * (2 if backend == "double_backward" else 5)
+        target = int(self.req.budget // 2 // per_sample)
+        if target < sum(b.size for b in first) or not self.independent(first):
+            return None
+        return target
+
+    def independent(self, first: list[Batch]) -> bool:
+        """Do the first two batches give the same outputs and weighted mean loss when concatenated?"""
+        snap, objective = self.snap, self.snap.objective
+        tol = 10 * math.sqrt(torch.finfo(snap.dtype).eps)
+        with torch.no_grad(), math_attention(self.math):
+            outs = [snap.output(snap.params, b) for b in first]
+            joined = concat(first)
+            out = snap.output(snap.params, joined)
+            if out.shape[0] != sum(o.shape[0] for o in outs) or out.shape[1:] != outs[0].shape[1:]:
+                return False
+            sep = torch.cat(outs)
+            if (out - sep).abs().max() > tol * max(float(sep.abs().max()), 1e-30):
+                return False
+            w = [objective.weight(b) for b in first]
+            if sum(w) == 0:
+                return False
+            mean = sum(wi * snap.loss(snap.params, b) for wi, b in zip(w, first)) / sum(w)
+            return bool(abs(snap.loss(snap.params, joined) - mean) <= tol * max(float(abs(mean)), 1e-30))
