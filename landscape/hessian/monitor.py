@@ -152,7 +152,7 @@ class CurvatureMonitor:
 
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
-                 max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
+                 max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 4,
                  full_every: int = 1,
                  eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
