@@ -36,6 +36,18 @@ def preserved_modes(model: nn.Module, train: bool | None = None) -> Iterator[nn.
             m.training = flag
 
 
+def running_stats_modules(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm submodules of `model` that keep running statistics (`track_running_stats`).
+
+    Args:
+        model: any module.
+
+    Returns:
+        Those `nn.BatchNorm*` / `SyncBatchNorm` modules, in `modules()` order.
+    """
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
 def tracks_running_stats(model: nn.Module) -> bool:
     """Whether any BatchNorm in `model` keeps running statistics (used in eval mode instead of batch statistics).
 
@@ -48,4 +60,4 @@ def tracks_running_stats(model: nn.Module) -> bool:
     Returns:
         True when some `nn.BatchNorm*` / `SyncBatchNorm` submodule has `track_running_stats`.
     """
-    return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
+    return bool(running_stats_modules(model))

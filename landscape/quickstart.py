@@ -87,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                             ("--slq-iters", "slq_iters", "Lanczos steps per SLQ vector"),
                             ("--slq-vectors", "slq_vectors", "SLQ random vectors, run as one batch")):
         p.add_argument(flag, type=positive_int, default=SETUP[key], help=f"{what} (default {SETUP[key]})")
-    p.add_argument("--slq-probes", dest="slq_vectors", type=positive_int, help=argparse.SUPPRESS)  # old name
     p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated subset of {', '.join(NETS)}")
     p.add_argument("--seed", type=int, default=SETUP["seed"],
                    help=f"seed of the weights and the shuffling (default {SETUP['seed']})")

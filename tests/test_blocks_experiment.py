@@ -77,4 +77,4 @@ def test_results_md_block_is_what_the_committed_records_give():
     table = blocks.blocks_table(blocks.summarize_blocks(runs, cfg, claim), cfg)
     text = (ROOT / "RESULTS.md").read_text()
     found = re.search(r"<!-- generated: block_heterogeneity -->\n(.*?)<!-- end: block_heterogeneity -->", text, re.S)
-    assert found and found.group(1) == table + "\n", "RESULTS.md: run python experiments/block_heterogeneity.py --report"
+    assert found and found.group(1) == table + "\n", "run python experiments/block_heterogeneity.py --report"

@@ -1,7 +1,7 @@
 """Curvature while training: sharpness, edge-of-stability ratio and the gradient's top-eigenspace share
 measured on a fixed sample set every K steps, each measurement warm-started from the previous one.
 
-    monitor = CurvatureMonitor(loss_fn, (X_probe, y_probe), optimizer=opt, k=4, every=50)
+    monitor = CurvatureMonitor(loss_fn, (X_fixed, y_fixed), optimizer=opt, k=4, every=50)
     for step ...: ...; opt.step(); monitor(step, model, (X, y), loss)    # a training step callback
     monitor.records    # [{"step": 50, "block": "model", "metric": "lambda_max", "value": 41.3}, ...]
 
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from landscape.errors import LandscapeError, NonFiniteError
 from landscape.hessian.operators.operator import HessianOperator
 from landscape.hessian.solvers.eigen import top_eigenpairs
-from landscape.hessian.solvers.spectrum import slq_density
+from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
 from landscape.objective import Objective
@@ -152,7 +152,7 @@ class CurvatureMonitor:
 
     def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
                  every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
-                 max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 2,
+                 max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 4,
                  full_every: int = 1,
                  eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
                  on_records: Callable[[list[dict]], None] | None = None):
