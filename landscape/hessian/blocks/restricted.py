@@ -19,8 +19,11 @@ principal submatrix
 
 Memory: the stacked columns take 3 · dim · Σ vectors numbers per pass (the embedded input, the operator's
 tangents and its output); when that exceeds `max_memory` (default: `landscape.memory.budget`'s basis share)
-the columns go through the operator in consecutive groups, one data pass each. The Lanczos bases take
-Σ_B vectors · iters · |B| ≤ vectors · iters · dim numbers with full reorthogonalization, as one SLQ run.
+the columns go through the operator in consecutive groups, one data pass each. The Lanczos bases take what
+`lanczos` states for k = vectors chains of |B| numbers, summed over blocks: with full reorthogonalization
+Σ_B k · (iters + 5) · |B| ≤ k · (iters + 5) · dim, as one SLQ run; each block's reorthogonalization ("auto")
+is chosen from its share |B| / Σ|B| of the budget. Selective orthogonalization replays products; a replaying
+block simply meets the others at the rendezvous more often.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from landscape import memory
 from landscape.errors import LandscapeError
 from landscape.hessian.blocks.grouping import ParamBlock, param_blocks
 from landscape.hessian.solvers.lanczos import lanczos
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.protocol import LinearOperator, as_operator, check_operator
 from landscape.hessian.solvers.spectrum import SpectralDensity
 
 Segments = tuple[tuple[int, int], ...]
@@ -279,7 +282,7 @@ def _exact(op: LinearOperator, blocks: dict[str, Segments], max_memory: int | No
 
 
 def block_spectra(op: LinearOperator, blocks: Mapping | Sequence | None = None, *, iters: int = 40,
-                  vectors: int = 4, seed: int = 0, exact_max: int | None = None, reorth: str = "full",
+                  vectors: int = 4, seed: int = 0, exact_max: int | None = None, reorth: str = "auto",
                   max_memory: int | None = None) -> BlockSpectra:
     """SLQ densities of every block's restricted Hessian H_BB, all blocks sharing each data pass.
 
@@ -290,8 +293,10 @@ def block_spectra(op: LinearOperator, blocks: Mapping | Sequence | None = None, 
         vectors: random vectors (chains) per block.
         seed: the i-th block's chains start from Rademacher vectors of seed + i.
         exact_max: blocks of at most this many coordinates are diagonalized exactly (default iters·vectors).
-        reorth: "full" or "none" (`lanczos`).
-        max_memory: bytes for the stacked columns in flight (default: the memory budget's basis share).
+        reorth: "auto", "full", "selective" or "none" (`lanczos`; "auto" chooses per block from its share of
+            the budget).
+        max_memory: bytes for the stacked columns in flight, and for all blocks' Lanczos bases together, each
+            block getting the share |B| / Σ|B| (default: the memory budget's basis share).
 
     Returns:
         A BlockSpectra; meta records matmats (data passes), columns (vector products), seconds.
@@ -330,12 +335,15 @@ def _lanczos_all(op: LinearOperator, blocks: dict[str, Segments], index: list[in
 
     meet = _Rendezvous(len(names), compute)
     results: dict[int, object] = {}
+    total = memory.budget(op.device, memory.BASIS_SHARE, max_memory)
+    dims = {name: _size(segs) for name, segs in blocks.items()}
 
     def run(i: int) -> None:
-        segs = blocks[names[i]]
+        d = dims[names[i]]
+        block_op = as_operator(lambda V: meet.call(i, V), d, op.dtype, op.device)
         try:
-            results[i] = lanczos(lambda V: meet.call(i, V), _size(segs), min(iters, _size(segs)), vectors,
-                                 seed + index[i], reorth=reorth, dtype=op.dtype, device=op.device)
+            results[i] = lanczos(block_op, min(iters, d), vectors, seed + index[i], reorth=reorth,
+                                 max_basis_bytes=max(1, total * d // sum(dims.values())))
         except _Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 - stops the other threads, re-raised below
