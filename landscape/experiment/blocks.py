@@ -90,7 +90,7 @@ def run_one(model_name: str, seed: int, cfg: BlocksConfig) -> dict:
     model = result["model"].eval()
     data = load_data("mnist1d", "train")
     op = HessianOperator(model, F.cross_entropy, (data.X[:cfg.samples], data.y[:cfg.samples]), seed=seed)
-    spec = block_spectra(op, iters=cfg.iters, vectors=cfg.vectors, seed=seed)
+    spec = block_spectra(op, iters=cfg.iters, vectors=cfg.vectors, seed=seed, reorth="full")
     final = result["final"]
     return {"model": model_name, "seed": seed, "dim": op.dim, "backend": op.backend,
             "train": {k: final[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
