@@ -6,8 +6,20 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
     mon = CurvatureMonitor(loss_fn, measurement_set(data, 1000), optimizer=opt, every=50)   # a step callback (§G)
+    spec = block_spectra(op)                              # per-block spectra (attention, MLP, norms...), §E.7
+    het = heterogeneity(spec.spectra)                     # pairwise JS distances between block densities
 """
 
+from landscape.hessian.blocks import (
+    BlockSpectra,
+    Heterogeneity,
+    ParamBlock,
+    RestrictedOperator,
+    block_spectra,
+    heterogeneity,
+    js_distance,
+    param_blocks,
+)
 from landscape.hessian.monitor import CurvatureMonitor
 from landscape.hessian.operators.exact import exact_ggn, exact_hessian
 from landscape.hessian.operators.ggn import GGNOperator
@@ -21,6 +33,14 @@ from landscape.hessian.solvers.trace import TraceEstimate, hutchinson_trace, hut
 from landscape.hessian.solvers.tridiagonal import LanczosResult, tridiag_to_ritz
 
 __all__ = [
+    "BlockSpectra",
+    "Heterogeneity",
+    "ParamBlock",
+    "RestrictedOperator",
+    "block_spectra",
+    "heterogeneity",
+    "js_distance",
+    "param_blocks",
     "Checkpoint",
     "CurvatureMonitor",
     "CurvatureOperator",

@@ -15,6 +15,8 @@ module computes from them (spectrum curves, transition points):
                 plot_spectrum_mass          degenerate / negative mass and λmax over training
                 plot_eigenvalue_histogram   exact eigenvalues on a symlog axis
     curvature   plot_eos                    λmax against 2/η over training, gradient top-k share, negative mass
+    blocks      plot_block_heterogeneity    pairwise JS distances of block spectra, heterogeneity per seed
+                plot_block_densities        every block's spectral density, coloured by block kind
     probes      plot_grad_ratio             r_l = ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ per block, log axis
                 plot_grad_ratio_grid        the same, one panel per run
                 plot_stream, plot_stream_compare   stream statistics vs step, with a given transition point
@@ -23,6 +25,7 @@ module computes from them (spectrum curves, transition points):
                 modules: styled (decorator: the shared style), finish (title, save), PathLike
 """
 
+from landscape.plots.blocks import plot_block_densities, plot_block_heterogeneity
 from landscape.plots.curvature import plot_eos
 from landscape.plots.probes import (
                                     plot_grad_ratio,
@@ -60,6 +63,8 @@ __all__ = [
     "finish",
     "label_of",
     "line_styles",
+    "plot_block_densities",
+    "plot_block_heterogeneity",
     "plot_eos",
     "plot_eigenvalue_histogram",
     "plot_grad_ratio",
