@@ -126,7 +126,8 @@ class CrossEntropyHessian:
         return out.reshape(U.shape)
 
 
-def cross_entropy_hessian(objective: Objective, logits: Tensor, batch: Batch, budget: int) -> CrossEntropyHessian | None:
+def cross_entropy_hessian(objective: Objective, logits: Tensor, batch: Batch,
+                          budget: int) -> CrossEntropyHessian | None:
     """The analytic output-space Hessian of `objective`'s loss on `batch`, or None when it is not a recognized
     cross-entropy (the caller then differentiates `Objective.loss_of_output` twice).
 
