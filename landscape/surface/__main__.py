@@ -13,7 +13,9 @@ Writes OUT/surface.npz (docs/formats.md), OUT/surface.json (settings, minimum, s
 OUT/surface_1d|contour|3d.png + .pdf, and with --h5 OUT/surface.h5 (loss-landscape's keys). Partial
 results go to OUT/surface_state.npz after every block; SIGINT/SIGTERM stops with them saved (exit
 130/143) and --resume continues. Under torchrun the grid points are shared among the ranks. Exit 2 with
-one line on bad input. The model and data are loaded as by `python -m landscape.hessian`.
+one line on bad input. The model and data are loaded as by `python -m landscape.hessian`: a checkpoint on its
+data set with the cross-entropy, or a local HF model directory on token rows (--tokens, or --text with
+--tokenizer) with the model's own loss (then --to is another HF directory; pca needs landscape checkpoints).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from landscape import distributed
 from landscape.cli import interrupts, memory_size, positive_float, positive_int, prepare_out_dir, progress, run_cli
 from landscape.errors import LandscapeError, first_line
+from landscape.inputs import add_lm_flags
 from landscape.io import dumps, write_json, write_npz
 
 KINDS = ("random", "hessian", "pca", "interp", "file")
@@ -54,7 +56,8 @@ def parse_grid(text: str) -> np.ndarray:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m landscape.surface",
                                 description="Loss surface (1-D or 2-D) of a checkpoint's training loss.")
-    p.add_argument("ckpt", help="checkpoint written by landscape.train (or a state_dict file with --model)")
+    p.add_argument("ckpt", help="checkpoint written by landscape.train, a state_dict file with --model, or a local "
+                   "HF model directory (save_pretrained) with --tokens or --text")
     p.add_argument("--model", metavar="MODULE:FUNCTION", help="build the model with this function (no arguments); "
                    "CKPT (and --to, --trajectory files) then hold its state_dict")
     p.add_argument("--directions", choices=KINDS, default="random", help="direction kind (default random)")
@@ -81,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default=None, help="data split (default train)")
     p.add_argument("--n-samples", type=int, metavar="N", help="use the first N samples of the split (default all)")
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="samples per forward (default: by memory)")
+    add_lm_flags(p)
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help="memory for one chunk of grid points, "
                    "e.g. 2G (default: a share of the free memory)")
     p.add_argument("--backend", choices=("auto", "vmap", "loop"), default="auto",
@@ -120,9 +124,14 @@ def _check_args(args: argparse.Namespace) -> None:
 def _weights(path: str, args: argparse.Namespace, device: torch.device, model) -> dict:
     """The parameters of another checkpoint of the same model (one-line error when they do not fit)."""
     from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.inputs import user_model
+    from landscape.inputs import hf_model, is_hf_dir, user_model
 
-    other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
+    if is_hf_dir(args.ckpt):
+        if not is_hf_dir(path):
+            raise LandscapeError(f"{path}: not an HF model directory like {args.ckpt}")
+        other = hf_model(path, device)
+    else:
+        other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
     problem = state_mismatch(model.state_dict(), other.state_dict())
     if problem:
         raise LandscapeError(f"{path} does not match {args.ckpt}: {problem}")
@@ -155,7 +164,7 @@ def _file_directions(args, model) -> list:
     return [as_direction(model, d, f"--direction-file {path}: direction {j}") for j, d in enumerate(items)]
 
 
-def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | None, dict | None]:
+def _directions(args, model, data, device) -> tuple[list, dict, np.ndarray | None, dict | None]:
     """(directions, metadata, projected trajectory or None, the second endpoint for interp or None)."""
     from landscape.surface import eigen_directions, parameters_of, pca_directions, random_directions
 
@@ -169,9 +178,8 @@ def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | Non
         from landscape.data import part_slice
         from landscape.hessian import HessianOperator, top_eigenpairs
 
-        part = part_slice(len(y), distributed.rank(), distributed.world_size())
-        batches = list(zip(X[part].split(args.batch_size or 500), y[part].split(args.batch_size or 500)))
-        op = HessianOperator(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
+        batches = data.batches(part_slice(data.n, distributed.rank(), distributed.world_size()), args.batch_size)
+        op = HessianOperator(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory)
         top = top_eigenpairs(op, k=args.dims, seed=args.seed)
         meta.update(eigenvalues=top.eigenvalues.tolist(), residuals=top.residuals.tolist(),
                     converged=top.converged, seed=args.seed)
@@ -184,6 +192,8 @@ def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | Non
         return [difference(parameters_of(model), b)], meta, None, b
     if kind == "file":
         return _file_directions(args, model), {**meta, "file": str(args.direction_file)}, None, None
+    if data.loss_fn is None:
+        raise LandscapeError("--directions pca reads landscape checkpoints (RUN_DIR/epochs), not HF model directories")
     files = _trajectory_files(args.trajectory)
     final = parameters_of(model)
     points = [_weights(str(f), args, device, model) for f in files]
@@ -222,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from landscape.cli import Interrupted
-    from landscape.inputs import load_inputs
+    from landscape.inputs import load_cli_inputs
     from landscape.surface import evaluate_grid, mesh_coords
 
-    model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))
-    dirs, meta, traj, other = _directions(args, model, X, y, device)
+    model, data, _ = distributed.main_first(lambda: load_cli_inputs(args, device))
+    spec = data.spec
+    dirs, meta, traj, other = _directions(args, model, data, device)
     xs = args.grid
     if xs is None:
         if args.directions == "interp":
@@ -239,7 +250,7 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     ys = (args.ygrid if args.ygrid is not None else xs) if args.dims == 2 else None
     coords = mesh_coords(xs, ys)
     settings = {"checkpoint": str(args.ckpt), "directions": args.directions, "dims": args.dims, "x": xs.tolist(),
-                "y": None if ys is None else ys.tolist(), "n_samples": len(y), "data": spec, "bn": args.bn,
+                "y": None if ys is None else ys.tolist(), "n_samples": data.n, "data": spec, "bn": args.bn,
                 "seed": args.seed, "norm": args.norm, "include_bias_norm": args.include_bias_norm,
                 "to": args.to, "trajectory": args.trajectory}
     signature = hashlib.sha256(dumps(settings).encode()).hexdigest()[:16]
@@ -257,9 +268,9 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     try:
         with progress(total=len(coords), initial=done0, desc=f"surface ({args.directions})", unit="pt",
                       enabled=not args.no_progress) as bar:
-            vals = evaluate_grid(model, F.cross_entropy, (X, y), dirs, coords, bn=args.bn, batch_size=args.batch_size,
-                                 max_memory=args.max_memory, backend=args.backend, min_blocks=20, state=state,
-                                 on_state=save, progress=bar.update)
+            vals = evaluate_grid(model, data.loss_fn, data.whole(), dirs, coords, bn=args.bn,
+                                 batch_size=args.batch_size, max_memory=args.max_memory, backend=args.backend,
+                                 min_blocks=20, state=state, on_state=save, progress=bar.update)
     except Interrupted as e:
         if distributed.is_main():
             done = int(latest["done"].sum()) if latest else 0
@@ -267,7 +278,7 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
                   file=sys.stderr)
         raise
     seconds = time.perf_counter() - t0
-    paths = _paths(args, model, X, y, other, device) if args.directions == "interp" else {}
+    paths = _paths(args, model, data, other) if args.directions == "interp" else {}
     if not distributed.is_main():
         return 0
     _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device)
@@ -293,18 +304,18 @@ def _read_state(path: Path, signature: str, points: int) -> dict | None:
     return st
 
 
-def _paths(args, model, X, y, other, device) -> dict:
+def _paths(args, model, data, other) -> dict:
     """Linear path barrier on t ∈ [0, 1] (21 points) and, with --path bezier, the trained curve."""
     from landscape.surface import bezier_path, linear_path, parameters_of, train_bezier
 
     a = parameters_of(model)
     kw = {"bn": args.bn, "batch_size": args.batch_size, "max_memory": args.max_memory, "backend": args.backend}
-    res = {"linear": linear_path(model, F.cross_entropy, (X, y), a, other, n=21, **kw).to_dict()}
+    res = {"linear": linear_path(model, data.loss_fn, data.whole(), a, other, n=21, **kw).to_dict()}
     if args.path == "bezier":
         with progress(total=args.bezier_steps, desc="Bézier", unit="step", enabled=not args.no_progress) as bar:
-            c = train_bezier(model, F.cross_entropy, (X, y), a, other, steps=args.bezier_steps, seed=args.seed,
+            c = train_bezier(model, data.loss_fn, data.whole(), a, other, steps=args.bezier_steps, seed=args.seed,
                              progress=lambda step, loss: bar.update(1))
-        res["bezier"] = bezier_path(model, F.cross_entropy, (X, y), a, c, other, n=21, **kw).to_dict()
+        res["bezier"] = bezier_path(model, data.loss_fn, data.whole(), a, c, other, n=21, **kw).to_dict()
     return res
 
 
