@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from landscape.errors import LandscapeError, NonFiniteError
 from landscape.hessian.operators.operator import HessianOperator
 from landscape.hessian.solvers.eigen import top_eigenpairs
-from landscape.hessian.solvers.spectrum import slq_density
+from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
 from landscape.objective import Objective

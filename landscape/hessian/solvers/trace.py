@@ -17,13 +17,22 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.lanczos import rademacher
+from landscape.hessian.solvers.linalg import rademacher
 from landscape.hessian.solvers.protocol import LinearOperator, check_operator
 
 
 @dataclass
 class TraceEstimate:
-    """trace ± stderr from `samples` (the per-vector Hutchinson terms) plus an exact low-rank part."""
+    """A stochastic trace estimate.
+
+    Attributes:
+        trace: the estimate (low-rank part + mean of the Hutchinson terms).
+        stderr: sd/√n of the Hutchinson terms (nan with one).
+        samples: the per-vector terms zᵢᵀ A zᵢ.
+        low_rank: the exact tr(QᵀAQ) part (Hutch++; 0 for Hutchinson).
+        n_products: matrix-vector products used.
+        method: "hutchinson" or "hutch++".
+    """
 
     trace: float
     stderr: float
@@ -33,6 +42,7 @@ class TraceEstimate:
     method: str
 
     def to_dict(self) -> dict:
+        """The numbers as JSON-able values (without the per-vector samples)."""
         return {
             "trace": self.trace,
             "stderr": self.stderr,
@@ -55,7 +65,20 @@ def _stderr(samples: np.ndarray) -> float:
 
 
 def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
-    """Hutchinson's estimate with `vectors` Rademacher vectors (`batch` per data pass)."""
+    """Hutchinson's estimate tr(A) ≈ (1/n) Σ zᵢᵀ A zᵢ with Rademacher zᵢ.
+
+    Memory: (n + 2·batch) · P numbers of the operator's dtype (the vectors, one product block and its
+    elementwise product), whatever the number of data passes.
+
+    Args:
+        op: the operator.
+        vectors: n.
+        seed: seed of the vectors.
+        batch: vectors per matmat.
+
+    Returns:
+        A `TraceEstimate`.
+    """
     check_operator(op, "hutchinson_trace")
     if vectors < 1:
         raise LandscapeError(f"hutchinson_trace: vectors must be at least 1, got {vectors}")
@@ -66,8 +89,20 @@ def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batc
 
 
 def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
-    """Hutch++ with `products` matrix-vector products in all (a third each for the sketch, the
-    low-rank trace and the Hutchinson residual)."""
+    """Hutch++ (module docstring) with `products` matrix-vector products in all: a third each for the sketch,
+    the low-rank trace and the Hutchinson part on the deflated matrix.
+
+    Memory: about (4t + 2·batch) · P numbers, t = products // 3 (S, G, the sketch A S and its basis Q).
+
+    Args:
+        op: the operator.
+        products: matrix-vector products in all (at least 3).
+        seed: seed of the vectors.
+        batch: vectors per matmat.
+
+    Returns:
+        A `TraceEstimate` whose stderr is the Hutchinson part's.
+    """
     check_operator(op, "hutchpp_trace")
     third = products // 3
     if third < 1:
