@@ -9,6 +9,8 @@ Subcommands (one JSON line per measurement on stdout, appended to --log when giv
     products  the HVP/gradient time ratio of each backend (double_backward, func, finite_difference; k = 1, 2)
     spectrum  λmax ± its data stderr, the top-5 with residuals, an SLQ density (--iters × --vectors)
     peers     hessian-eigenthings and curvlinops on the same model, data and loss (their λmax, time, RSS)
+    ggn       GGNOperator products with the analytic chunked cross-entropy output Hessian or (--generic) the
+              generic second-order path, at the full vocabulary: seconds and peak RSS of one k = 2 matmat
 
 The measured data is --batch × --seq tokens of the test split (seed 0), the loss the model's own (loss_fn=None:
 the shifted causal-LM cross-entropy over every token). Peak memory is `ru_maxrss` of the process (each
@@ -74,9 +76,9 @@ def build_model(args):
         return model.float().eval()
     torch.manual_seed(args.seed)
     if args.arch == "gpt2":
-        cfg = transformers.GPT2Config(**ARCHS["gpt2"])
+        cfg = transformers.GPT2Config(**{**ARCHS["gpt2"], **({"n_layer": args.layers} if args.layers else {})})
         return transformers.GPT2LMHeadModel(cfg).eval()
-    cfg = transformers.LlamaConfig(**ARCHS["llama"])
+    cfg = transformers.LlamaConfig(**{**ARCHS["llama"], **({"num_hidden_layers": args.layers} if args.layers else {})})
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
@@ -174,14 +176,27 @@ def cmd_products(args) -> None:
 
 
 def cmd_spectrum(args) -> None:
-    from landscape.hessian import HessianOperator, slq_density
+    from landscape.hessian import Checkpoint, HessianOperator, TopK, slq_density
 
     model, data = build_model(args), batches(args)
     before = rss_gb()
     t0 = time.perf_counter()
     op = HessianOperator(model, None, data, backend=args.backend)
     build = time.perf_counter() - t0
-    sd = slq_density(op, iters=args.iters, vectors=args.vectors, seed=0, top_k=args.top_k)
+    state_file = Path(args.state) if args.state else None
+    saved = torch.load(state_file, weights_only=True) if state_file and state_file.exists() else None
+
+    def on_state(state: dict) -> None:
+        torch.save(state, state_file.with_suffix(".tmp"))
+        state_file.with_suffix(".tmp").replace(state_file)
+
+    def progress(j: int) -> None:
+        print(json.dumps({"iteration": j, "seconds": time.perf_counter() - t0, "rss_gb": rss_gb()}),
+              file=sys.stderr, flush=True)
+
+    sd = slq_density(op, iters=args.iters, vectors=args.vectors, seed=0,
+                     top_k=TopK(args.top_k, max_matmats=args.top_matmats), callback=progress,
+                     checkpoint=Checkpoint(saved, on_state if state_file else None, every=10))
     seconds = time.perf_counter() - t0
     summary = sd.summary()
     top = sd.top
@@ -209,6 +224,23 @@ def cmd_peers(args) -> None:
                   "seconds": time.perf_counter() - t0, "rss_before_gb": before, "peak_rss_gb": peak_gb()}, args.log)
         except Exception as e:  # noqa: BLE001 - a peer that cannot run on this problem is a result
             emit({**base, "peer": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.log)
+
+
+def cmd_ggn(args) -> None:
+    from landscape.hessian import GGNOperator
+    from landscape.hessian.operators import ggn
+
+    if args.generic:
+        ggn.cross_entropy_hessian = lambda *a: None  # the generic path: the loss differentiated twice
+    model, data = build_model(args), batches(args)
+    op = GGNOperator(model, None, data, backend=args.backend if args.backend != "auto" else "func", cache=False)
+    V = torch.randn(op.dim, 2, generator=torch.Generator().manual_seed(0))
+    before, t0 = rss_gb(), time.perf_counter()
+    op.matmat(V)
+    emit({**machine(), "measure": "ggn", "path": "generic" if args.generic else "analytic", "params": op.dim,
+          "batch": args.batch, "seq": args.seq, "vocab": model.config.vocab_size, "backend": op.backend,
+          "seconds_k2": time.perf_counter() - t0, "rss_before_gb": before, "peak_rss_gb": peak_gb(),
+          "logits_gb": args.batch * args.seq * model.config.vocab_size * 4 / 2**30}, args.log)
 
 
 class _Logits(torch.nn.Module):
@@ -257,9 +289,11 @@ def _curvlinops(model, ids, args):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "build", "products", "spectrum", "peers"))
+    p.add_argument("command", choices=("train", "build", "products", "spectrum", "peers", "ggn"))
     p.add_argument("--arch", choices=tuple(ARCHS), default="gpt2", help="config when --model-dir holds no model")
     p.add_argument("--model-dir", help="save_pretrained directory (train: written; others: read when present)")
+    p.add_argument("--layers", type=int, help="override the config's layer count (a smaller model of the same width)")
+    p.add_argument("--generic", action="store_true", help="ggn: the generic output-space path")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -274,11 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iters", type=int, default=40, help="spectrum: Lanczos iterations per vector")
     p.add_argument("--vectors", type=int, default=2, help="spectrum: SLQ vectors")
     p.add_argument("--top-k", type=int, default=5, help="spectrum: top eigenvalues")
+    p.add_argument("--top-matmats", type=int, default=4, help="spectrum: matmats the top-k refinement may add")
+    p.add_argument("--state", help="spectrum: save the Lanczos state here every 10 iterations, resume from it")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     {"train": cmd_train, "build": cmd_build, "products": cmd_products, "spectrum": cmd_spectrum,
-     "peers": cmd_peers}[args.command](args)
+     "peers": cmd_peers, "ggn": cmd_ggn}[args.command](args)
 
 
 if __name__ == "__main__":

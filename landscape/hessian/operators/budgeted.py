@@ -86,17 +86,32 @@ def probe(snap: Snapshot) -> Probe:
         The `Probe`.
     """
     first = [snap.objective.prepare(b, snap.device, snap.dtype) for b in snap.objective.data.first(2)]
-    t0 = clock(snap.device)
-    snap.objective.check(first[0], snap.state(snap.params))
-    t1 = clock(snap.device)
+    t_check, seen = checked(snap, first[0])
     leaves = {n: p.detach().requires_grad_() for n, p in snap.params.items()}
-    spy = _AttentionSpy()
-    with torch.enable_grad(), spy:
+    t0 = clock(snap.device)
+    with torch.enable_grad():
         value, nbytes = memory.measure(lambda: snap.loss(leaves, first[0]), snap.device)
-    t2 = clock(snap.device)
     # the faster of two forwards (the loss check's and the graph's): a process descheduled once on a loaded
     # machine must not turn a small model's plan into a budgeted one
-    return Probe(first, min(t1 - t0, t2 - t1), nbytes, float(value.detach()), spy.seen)
+    return Probe(first, min(t_check, clock(snap.device) - t0), nbytes, float(value.detach()), seen)
+
+
+def checked(snap: Snapshot, batch: Batch) -> tuple[float, bool]:
+    """`Objective.check` of the first batch (its loss checks), timed, noting whether the forward called
+    scaled-dot-product attention (then exact products need the math kernel).
+
+    Args:
+        snap: the objective at θ.
+        batch: the prepared first batch.
+
+    Returns:
+        (seconds, attention seen).
+    """
+    spy = _AttentionSpy()
+    t0 = clock(snap.device)
+    with spy:
+        snap.objective.check(batch, snap.state(snap.params))
+    return clock(snap.device) - t0, spy.seen
 
 
 def affordable(p: Probe, budget: int) -> tuple[bool, str]:

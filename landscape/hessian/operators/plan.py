@@ -187,14 +187,15 @@ class _Planner:
 
     def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
-        the first pass); only the loss checks of `Objective.check` run."""
+        the first pass); only the loss checks of `Objective.check` run (they also see attention: exact
+        products then run under the math kernel)."""
         snap = self.snap
         batch = snap.objective.prepare(snap.objective.data.first(1)[0], snap.device, snap.dtype)
-        snap.objective.check(batch, snap.state(snap.params))
+        self.math = budgeted.checked(snap, batch)[1] and self.req.backend in EXACT
         state = self.measured_state(self.req.backend, batch)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
         impl = self.req.backends[self.req.backend](snap, self.sizing)
-        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), impl, state
+        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped), impl, state
 
     def measured_state(self, name: str, batch: Batch) -> Any:
         """`name`'s prepared state of `batch`, whose saved tensors set the sizing (per sample)."""
@@ -212,7 +213,7 @@ class _Planner:
         snap, name = self.snap, ("double_backward" if self.req.backend == "auto" else self.req.backend)
         if self.req.check_deterministic:
             budgeted.check_loss_twice(snap, probe)
-        self.math = probe.attention
+        self.math = probe.attention and name in EXACT
         state = self.measured_state(name, probe.first[0])
         default = "; double_backward by default" if self.req.backend == "auto" else ""
         done = (f"backend trial: skipped ({why}){default}",
