@@ -113,3 +113,13 @@ def test_small_models_keep_the_full_trial():
     X, y = tiny.data(shape)
     info = HessianOperator(model, tiny.loss, (X, y)).info()
     assert info["checks"][:3] == ["finite", "deterministic", "symmetric"] and info["asymmetry"] is not None
+
+
+def test_light_plan_runs_sdpa_models_under_the_math_kernel():
+    """A named backend with both checks off (the monitor's plan) on a GPT-2 with SDPA attention: exact products."""
+    model, batches = hf.gpt2(), hf.token_batches()
+    op = HessianOperator(model, None, batches, backend="double_backward", check_deterministic=False,
+                         check_symmetric=False)
+    assert op.info()["attention_kernel"] == "math"
+    V = torch.randn(op.dim, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(op.matmat(V), exact_hessian(model, None, batches) @ V, rtol=1e-8, atol=1e-10)
