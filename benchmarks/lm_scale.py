@@ -256,21 +256,24 @@ class _Logits(torch.nn.Module):
 
 
 def _eigenthings(model, ids, args):
+    """hessian-eigenthings' own HF path (`hf_lm_loss`: the model's .loss with labels = input_ids), autograd
+    HVPs, its Lanczos for the top eigenvalue; fused attention replaced by the math kernel (double backward)."""
+    import importlib.metadata
+
     import hessian_eigenthings as he
 
     from landscape.objective import math_attention
 
-    wrapped = _Logits(model)
-    targets = ids[:, 1:].reshape(-1)
-    loader = [(ids, targets)]
     with math_attention():
-        vals, _ = he.compute_hessian_eigenthings(wrapped, loader, torch.nn.functional.cross_entropy, 1,
-                                                 mode="lanczos", use_gpu=False, max_possible_gpu_samples=ids.shape[0])
-    return float(max(vals)), getattr(he, "__version__", "?")
+        op = he.HessianOperator(model, [{"input_ids": ids, "labels": ids}], he.hf_lm_loss())
+        res = he.lanczos(op, k=1, which="LA", max_iter=args.iters, seed=0)
+    return float(res.eigenvalues[0]), importlib.metadata.version("hessian-eigenthings")
 
 
 def _curvlinops(model, ids, args):
-    import curvlinops
+    """curvlinops' HessianLinearOperator of the shifted logits' cross-entropy, scipy eigsh for the top one."""
+    import importlib.metadata
+
     from curvlinops import HessianLinearOperator
 
     from landscape.objective import math_attention
@@ -284,7 +287,7 @@ def _curvlinops(model, ids, args):
 
         val = eigsh(H.to_scipy() if hasattr(H, "to_scipy") else H, k=1, which="LA", tol=1e-3,
                     return_eigenvectors=False)
-    return float(val[0]), getattr(curvlinops, "__version__", "?")
+    return float(val[0]), importlib.metadata.version("curvlinops-for-pytorch")
 
 
 def main(argv: list[str] | None = None) -> None:
