@@ -135,14 +135,19 @@ def cmd_train(args) -> None:
         emit(record, args.log)
 
 
-def cmd_build(args) -> None:
+def built(args, backend: str, **kw):
+    """(model, data, operator, construction seconds, resident GB before it)."""
     from landscape.hessian import HessianOperator
 
     model, data = build_model(args), batches(args)
     before = rss_gb()
     t0 = time.perf_counter()
-    op = HessianOperator(model, None, data, backend=args.backend)
-    seconds = time.perf_counter() - t0
+    op = HessianOperator(model, None, data, backend=backend, **kw)
+    return model, data, op, time.perf_counter() - t0, before
+
+
+def cmd_build(args) -> None:
+    model, data, op, seconds, before = built(args, args.backend)
     peak = peak_gb()
     grad_s = gradient_seconds(model, data)
     emit({**machine(), "measure": "build", "params": op.dim, "batch": args.batch, "seq": args.seq,
@@ -152,17 +157,12 @@ def cmd_build(args) -> None:
 
 
 def cmd_products(args) -> None:
-    from landscape.hessian import HessianOperator
-
-    model, data = build_model(args), batches(args)
-    grad_s = gradient_seconds(model, data)
-    base = {**machine(), "measure": "products", "batch": args.batch, "seq": args.seq, "gradient_seconds": grad_s}
+    base = {**machine(), "measure": "products", "batch": args.batch, "seq": args.seq}
     for backend in args.backends:
         try:
-            t0 = time.perf_counter()
-            op = HessianOperator(model, None, data, backend=backend, cache=True)
-            build = time.perf_counter() - t0
-            for k in (1, 2):
+            model, data, op, build, _ = built(args, backend, cache=True)
+            base["gradient_seconds"] = grad_s = gradient_seconds(model, data)
+            for k in args.ks:
                 V = torch.randn(op.dim, k, generator=torch.Generator().manual_seed(k))
                 op.matmat(V)  # warm: the kept graph is made once (cached), then every pass reuses it
                 t0 = time.perf_counter()
@@ -176,13 +176,10 @@ def cmd_products(args) -> None:
 
 
 def cmd_spectrum(args) -> None:
-    from landscape.hessian import Checkpoint, HessianOperator, TopK, slq_density
+    from landscape.hessian import Checkpoint, TopK, slq_density
 
-    model, data = build_model(args), batches(args)
-    before = rss_gb()
     t0 = time.perf_counter()
-    op = HessianOperator(model, None, data, backend=args.backend)
-    build = time.perf_counter() - t0
+    model, data, op, build, before = built(args, args.backend)
     state_file = Path(args.state) if args.state else None
     saved = torch.load(state_file, weights_only=True) if state_file and state_file.exists() else None
 
@@ -308,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save-every", type=int, default=25, help="train: save (and test) every N steps")
     p.add_argument("--backend", default="auto", help="build/spectrum: the operator's backend")
     p.add_argument("--backends", nargs="+", default=["double_backward", "func", "finite_difference"])
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2], help="products: vectors per matmat")
     p.add_argument("--iters", type=int, default=40, help="spectrum: Lanczos iterations per vector")
     p.add_argument("--vectors", type=int, default=2, help="spectrum: SLQ vectors")
     p.add_argument("--top-k", type=int, default=5, help="spectrum: top eigenvalues")

@@ -70,17 +70,9 @@ def test_budgeted_hf_gpt2_prepares_once_makes_no_product_and_is_exact(no_trial, 
 
 
 def test_budgeted_plan_refuses_a_random_model_at_construction(no_trial):
-    class Dropping(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(5, 3)
-
-        def forward(self, x):
-            return self.lin(F.dropout(x, 0.5, training=True))
-
     X, y = tiny.data((5,))
     with pytest.raises(LandscapeError, match="losses of the first batch"):
-        HessianOperator(Dropping().double(), tiny.loss, (X, y))
+        HessianOperator(tiny.Dropping().double(), tiny.loss, (X, y))
 
 
 def test_budgeted_plan_refuses_a_wrong_double_backward_on_the_first_pass(no_trial):
