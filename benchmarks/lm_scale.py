@@ -158,6 +158,7 @@ def cmd_build(args) -> None:
 
 def cmd_products(args) -> None:
     base = {**machine(), "measure": "products", "batch": args.batch, "seq": args.seq}
+    reference: dict[int, torch.Tensor] = {}  # the first backend's products, which the others are compared with
     for backend in args.backends:
         try:
             model, data, op, build, _ = built(args, backend, cache=True)
@@ -166,10 +167,13 @@ def cmd_products(args) -> None:
                 V = torch.randn(op.dim, k, generator=torch.Generator().manual_seed(k))
                 op.matmat(V)  # warm: the kept graph is made once (cached), then every pass reuses it
                 t0 = time.perf_counter()
-                op.matmat(V)
+                HV = op.matmat(V)
                 per = (time.perf_counter() - t0) / k
+                ref = reference.setdefault(k, HV)
+                diff = float((HV.double() - ref.double()).norm() / ref.double().norm())
                 emit({**base, "backend": backend, "k": k, "seconds_per_vector": per, "ratio": per / grad_s,
-                      "build_seconds": build, "peak_rss_gb": peak_gb(), "info": op.info()}, args.log)
+                      "relative_difference_to": [args.backends[0], diff], "build_seconds": build,
+                      "peak_rss_gb": peak_gb(), "info": op.info()}, args.log)
             del op
         except Exception as e:  # noqa: BLE001 - a backend that cannot run here is a result, recorded as such
             emit({**base, "backend": backend, "error": f"{type(e).__name__}: {str(e)[:300]}"}, args.log)
