@@ -115,3 +115,15 @@ def test_light_plan_runs_sdpa_models_under_the_math_kernel():
     assert op.info()["attention_kernel"] == "math"
     V = torch.randn(op.dim, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(op.matmat(V), exact_hessian(model, None, batches) @ V, rtol=1e-8, atol=1e-10)
+
+
+def test_info_says_whether_and_why_states_are_cached():
+    model, shape = tiny.models()["mlp"]
+    X, y = tiny.data(shape)
+    v = torch.ones(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    for max_memory, start in ((None, "kept: 1 batch state(s)"), (100, "skipped: the states exceed half the budget")):
+        op = HessianOperator(model, tiny.loss, (X, y), max_memory=max_memory, backend="double_backward")
+        assert op.info()["cache"].startswith("not decided")
+        op.matvec(v)
+        assert op.info()["cache"].startswith(start) and op.info()["cached"] == (max_memory is None)
+    assert HessianOperator(model, tiny.loss, (X, y), cache=False).info()["cache"] == "off (cache=False)"

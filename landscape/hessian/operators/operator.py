@@ -101,6 +101,7 @@ class CurvatureOperator:
         self._cache_wanted = cache
         self._cache: list[tuple[Any, int]] | None = None
         self._cache_off = cache is False
+        self._cache_note = "off (cache=False)" if cache is False else "not decided yet (at the first pass)"
         with self._modes_as_built():
             self.plan, self._impl, warm = make_plan(self.snapshot, Request(
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
@@ -135,7 +136,8 @@ class CurvatureOperator:
         return int(self._weight)
 
     def info(self) -> dict:
-        """How the operator runs: backend, merged batch size, whether states are cached, the budget;
+        """How the operator runs: backend, merged batch size, whether states are cached (and why: "cache"), the
+        budget;
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
         kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `checks`); rejected,
         {backend: why} for an "auto" candidate whose products failed the symmetry check; finite_difference (that
@@ -145,6 +147,7 @@ class CurvatureOperator:
             "backend": plan.backend,
             "merge_samples": plan.merge_samples,
             "cached": self._cache is not None,
+            "cache": self._cache_note,
             "budget_bytes": plan.sizing.budget,
             "state_bytes_per_sample": plan.sizing.state_bytes_per_sample,
             "dim": self.dim,
@@ -288,10 +291,13 @@ class CurvatureOperator:
                 else:
                     kept = []
             yield state, w
+        gib, half = used / 2**30, self.plan.sizing.budget / 2**31
         if caching:
             self._cache = kept
-        else:
+            self._cache_note = f"kept: {len(kept)} batch state(s), {gib:.3g} GiB (half the budget: {half:.3g} GiB)"
+        elif not self._cache_off:
             self._cache_off = True
+            self._cache_note = f"skipped: the states exceed half the budget ({half:.3g} GiB): re-prepared every pass"
 
 
 def _accumulator(dtype: torch.dtype) -> torch.dtype:
