@@ -6,6 +6,8 @@ Subcommands (one JSON line per measurement on stdout, appended to --log when giv
     train     a minimal AdamW loop (warm-up then constant lr) on `text.token_windows(split="train")`, saving
               the model with `save_pretrained` (safetensors) to --model-dir every --save-every steps
     build     HessianOperator construction: seconds and peak RSS, against one gradient of the same batch
+    graph     the reference: one hand-written double-backward graph (torch.autograd.grad with create_graph=True
+              under the math attention kernel) and one hand-written HVP through it, seconds and peak RSS
     products  the HVP/gradient time ratio of each backend (double_backward, func, finite_difference; k = 1, 2)
     spectrum  λmax ± its data stderr, the top-5 with residuals, an SLQ density (--iters × --vectors)
     peers     hessian-eigenthings and curvlinops on the same model, data and loss (their λmax, time, RSS)
@@ -156,6 +158,24 @@ def cmd_build(args) -> None:
           "rss_growth_gb": peak - before, "info": op.info()}, args.log)
 
 
+def cmd_graph(args) -> None:
+    from landscape.objective import math_attention
+
+    model, data = build_model(args), batches(args)
+    ids = data[0]["input_ids"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    before, t0 = rss_gb(), time.perf_counter()
+    with math_attention():
+        grads = torch.autograd.grad(model(input_ids=ids, labels=ids).loss, params, create_graph=True)
+        t_graph = time.perf_counter() - t0
+        peak_graph = peak_gb()
+        v = [torch.randn_like(p) for p in params]
+        torch.autograd.grad(grads, params, v)
+    emit({**machine(), "measure": "graph", "params": sum(p.numel() for p in params), "batch": args.batch,
+          "seq": args.seq, "graph_seconds": t_graph, "hvp_seconds": time.perf_counter() - t0,
+          "rss_before_gb": before, "peak_graph_rss_gb": peak_graph, "peak_hvp_rss_gb": peak_gb()}, args.log)
+
+
 def cmd_products(args) -> None:
     base = {**machine(), "measure": "products", "batch": args.batch, "seq": args.seq}
     reference: dict[int, torch.Tensor] = {}  # the first backend's products, which the others are compared with
@@ -293,7 +313,7 @@ def _curvlinops(model, ids, args):
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "build", "products", "spectrum", "peers", "ggn"))
+    p.add_argument("command", choices=("train", "build", "graph", "products", "spectrum", "peers", "ggn"))
     p.add_argument("--arch", choices=tuple(ARCHS), default="gpt2", help="config when --model-dir holds no model")
     p.add_argument("--model-dir", help="save_pretrained directory (train: written; others: read when present)")
     p.add_argument("--layers", type=int, help="override the config's layer count (a smaller model of the same width)")
@@ -318,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    {"train": cmd_train, "build": cmd_build, "products": cmd_products, "spectrum": cmd_spectrum,
+    {"train": cmd_train, "build": cmd_build, "graph": cmd_graph, "products": cmd_products, "spectrum": cmd_spectrum,
      "peers": cmd_peers, "ggn": cmd_ggn}[args.command](args)
 
 
