@@ -85,7 +85,11 @@ def build_model(args):
 
 
 def batches(args) -> list[dict]:
-    """The measured data: --batch × --seq test tokens, one batch."""
+    """The measured data: --batch × --seq test tokens, one batch (--random-tokens: uniform ids below 256, seed
+    0, so that the script also measures a checkout without `landscape.text`, e.g. the code before a change)."""
+    if args.random_tokens:
+        gen = torch.Generator().manual_seed(0)
+        return [{"input_ids": torch.randint(0, 256, (args.batch, args.seq), generator=gen)}]
     from landscape import text
 
     return [{"input_ids": text.token_windows(args.batch, args.seq, split="test", seed=0)}]
@@ -318,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-dir", help="save_pretrained directory (train: written; others: read when present)")
     p.add_argument("--layers", type=int, help="override the config's layer count (a smaller model of the same width)")
     p.add_argument("--generic", action="store_true", help="ggn: the generic output-space path")
+    p.add_argument("--random-tokens", action="store_true", help="measure on random ids instead of landscape.text")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
