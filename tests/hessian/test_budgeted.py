@@ -127,3 +127,15 @@ def test_info_says_whether_and_why_states_are_cached():
         op.matvec(v)
         assert op.info()["cache"].startswith(start) and op.info()["cached"] == (max_memory is None)
     assert HessianOperator(model, tiny.loss, (X, y), cache=False).info()["cache"] == "off (cache=False)"
+
+
+def test_finite_differences_at_scale_are_calibrated_without_a_second_product(no_trial):
+    model, shape = tiny.models()["mlp"]
+    X, y = tiny.data(shape)
+    op = HessianOperator(model, tiny.loss, (X, y), backend="finite_difference")
+    info = op.info()
+    assert info["finite_difference"]["step"] > 0
+    assert any(c.startswith("deterministic: the first batch's loss twice") for c in info["checks"])
+    V = torch.randn(op.dim, 2, dtype=torch.float64)
+    exact = HessianOperator(model, tiny.loss, (X, y), backend="double_backward")
+    torch.testing.assert_close(op.matmat(V), exact.matmat(V), rtol=1e-7, atol=1e-9)

@@ -138,6 +138,9 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
         why = why or "another rank could not afford the trial"
     if not full and not needs_trial:
         return collective(req.distributed, lambda: planner.budgeted(probe, why))
+    if not full and req.check_deterministic:  # a backend that must be tried (finite differences): no extra product
+        collective(req.distributed, lambda: budgeted.check_loss_twice(snap, probe))
+        planner.product_determinism = False
     trials, vectors, first = collective(req.distributed, lambda: planner.try_backends(probe))
     chosen = planner.agree_backend(trials)
     backend, asymmetry = collective(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
@@ -150,7 +153,9 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
         if flags[2] != -flags[3]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
     impl = trials[backend][0]
-    done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric", *_error_check(impl))
+    determinism = () if not req.check_deterministic else ("deterministic",) if planner.product_determinism else \
+        (f"deterministic: the first batch's loss twice (products: skipped: {why})",)
+    done = ("finite", *determinism, "symmetric", *_error_check(impl))
     plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
     return plan, impl, trials[backend][3] if merge is None else None
 
@@ -184,6 +189,7 @@ class _Planner:
         self.math = False
         self.rejected: dict[str, str] = {}
         self.sizing = Sizing(1, req.budget)
+        self.product_determinism = True
 
     def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
@@ -330,7 +336,7 @@ class _Planner:
         impl, p1 = trials[name][:2]
         checks.check_finite(p1, "the curvature products")
         V, HV = self.snap.layout.join(v2), p1
-        if self.req.check_deterministic:
+        if self.req.check_deterministic and self.product_determinism:
             with torch.enable_grad(), math_attention(self.math):
                 p2 = self.snap.layout.join(impl.apply(impl.prepare(first[0]), v))
             checks.check_same(p1, p2[:2], "products")
