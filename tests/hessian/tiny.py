@@ -156,3 +156,14 @@ def dense_with_eigenvalues(eigs, seed: int = 0) -> Dense:
     n = len(eigs)
     Q, _ = torch.linalg.qr(torch.randn(n, n, dtype=D, generator=torch.Generator().manual_seed(seed)))
     return Dense(Q @ torch.diag(torch.as_tensor(eigs, dtype=D)) @ Q.T)
+
+
+class Dropping(nn.Module):
+    """A linear model behind functional dropout that is always on: a random model, whatever its mode."""
+
+    def __init__(self, d_in: int = 5, n_out: int = 3):
+        super().__init__()
+        self.lin = nn.Linear(d_in, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin(F.dropout(x, 0.5, training=True))

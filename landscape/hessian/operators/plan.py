@@ -1,6 +1,9 @@
 """How an operator runs, decided once at construction: `make_plan(...)` returns a frozen `Plan`.
 
 On the first batch(es):
+0. Affordability (`budgeted.py`): one measured forward pass of the first batch decides whether the trial
+   below is affordable (time and memory); when it is not, the plan is budgeted: one prepared batch, the loss
+   computed twice, and the product checks made on the first data pass (`budgeted.FirstPassChecks`).
 1. Sizing: the bytes a kept gradient graph holds per sample (`landscape.memory.measure` of one forward),
    which bounds the lane chunk, the graph cache and batch merging (`backends.Sizing`).
 2. Backend: trial products of two random vectors with each candidate ("double_backward", then "func");
@@ -11,6 +14,8 @@ On the first batch(es):
    yet (its one-time setup, 0.4–2 s, could not pay for itself). A backend that raises is skipped.
    When no backend can differentiate the model and a failure names a fused attention kernel, the trials
    are repeated under the math SDPA kernel (`landscape.objective.kernels`), which every product then uses.
+   "auto" turns to the finite-difference backend (first-order gradients only) only when both exact
+   backends fail, or fail the symmetry check; their reasons are kept in `Plan.rejected`.
 3. Checks (`checks.py`): finite products; with `check_deterministic`, a second product of the same
    vectors on the first batch reproduces the first to 1e3·eps; the products of three vectors are
    symmetric (uᵀHv = vᵀHu) to 10·√eps. With backend="auto", a backend that fails symmetry gives way to
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +41,16 @@ from torch import Tensor
 from landscape import distributed as _dist
 from landscape import memory
 from landscape.errors import LandscapeError, first_line
-from landscape.hessian.operators import checks
+from landscape.hessian.operators import budgeted, checks
 from landscape.hessian.operators.backends import Sizing
 from landscape.hessian.operators.flat import Snapshot
 from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
 
 _FAILURES = (RuntimeError, NotImplementedError)
+EXACT = ("double_backward", "func")
+"""The exact backends "auto" chooses between, in trial order."""
+FALLBACK = "finite_difference"
+"""The approximate backend "auto" turns to only when no exact backend gives symmetric products."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,15 @@ class Plan:
     """What the operator decided at construction (immutable; `CurvatureOperator.info()` reports it).
 
     Attributes:
-        backend: "func" or "double_backward".
+        backend: "func", "double_backward" or "finite_difference".
         sizing: per-sample state bytes and the budget.
         merge_samples: samples per merged batch (None: batches as given).
         math_attention: products run under the math SDPA kernel (fused attention had no derivative).
         asymmetry: the measured |uᵀHv − vᵀHu| relative to its scale.
-        rejected: {backend: why} for an "auto" candidate that failed the symmetry check.
+        rejected: {backend: why} for an "auto" candidate that failed the symmetry check (or, when "auto" fell
+            back to finite differences, could not differentiate the model).
         checks: what was checked at construction, and what was skipped.
+        first_pass: the product checks left to the first data pass ("finite", "symmetric") by a budgeted plan.
     """
 
     backend: str
@@ -66,6 +76,7 @@ class Plan:
     asymmetry: float | None = None
     rejected: dict[str, str] = field(default_factory=dict)
     checks: tuple[str, ...] = ()
+    first_pass: tuple[str, ...] = ()
 
     def kernel(self):
         """The attention-kernel context every product runs in."""
@@ -102,7 +113,7 @@ class Request:
     local_samples: int | None = None
 
 
-def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
+def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
     """Decide backend, sizing, kernel and merging for `snap` (see the module docstring).
 
     Args:
@@ -110,14 +121,27 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
         req: what the caller asked.
 
     Returns:
-        The frozen Plan, and the chosen backend's prepared state of the first batch (None when there is
-        none to reuse), which the operator's first data pass takes instead of preparing it again.
+        The frozen Plan, the chosen backend (as tried: a finite-difference backend keeps its calibrated step),
+        and its prepared state of the first batch (None when there is none to reuse), which the operator's
+        first data pass takes instead of preparing it again.
         LandscapeError when no backend yields finite, deterministic, symmetric products.
     """
     planner = _Planner(snap, req)
-    if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric):
+    needs_trial = getattr(req.backends.get(req.backend), "needs_trial", False)
+    if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric or needs_trial):
         return collective(req.distributed, planner.light)
-    trials, vectors, first = collective(req.distributed, planner.try_backends)
+    probe = collective(req.distributed, lambda: budgeted.probe(snap))
+    full, why = budgeted.affordable(probe, req.budget)
+    if req.distributed:  # one rank that cannot afford the trial budgets them all
+        flag = torch.tensor([float(not full)], dtype=torch.float64, device=_dist.comm_device())
+        full = not bool(_dist.all_reduce_max(flag)[0])
+        why = why or "another rank could not afford the trial"
+    if not full and not needs_trial:
+        return collective(req.distributed, lambda: planner.budgeted(probe, why))
+    if not full and req.check_deterministic:  # a backend that must be tried (finite differences): no extra product
+        collective(req.distributed, lambda: budgeted.check_loss_twice(snap, probe))
+        planner.product_determinism = False
+    trials, vectors, first = collective(req.distributed, lambda: planner.try_backends(probe))
     chosen = planner.agree_backend(trials)
     backend, asymmetry = collective(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
     merge = collective(req.distributed, lambda: planner.merge_target(first, backend))
@@ -128,9 +152,20 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
         merge = None if flags[0] else int(-flags[1])
         if flags[2] != -flags[3]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
-    done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric")
+    impl = trials[backend][0]
+    determinism = () if not req.check_deterministic else ("deterministic",) if planner.product_determinism else \
+        (f"deterministic: the first batch's loss twice (products: skipped: {why})",)
+    done = ("finite", *determinism, "symmetric", *_error_check(impl))
     plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
-    return plan, trials[backend][3] if merge is None else None
+    return plan, impl, trials[backend][3] if merge is None else None
+
+
+def _error_check(impl: Any) -> tuple[str, ...]:
+    """The product-error check of an approximate backend (finite differences), as a `Plan.checks` entry."""
+    error = getattr(impl, "error_estimate", None)
+    if error is None:
+        return ()
+    return (f"product error ≤ {error:.1e} (Richardson estimate; tolerance {impl.describe()['tolerance']:.0e})",)
 
 
 def collective(distributed: bool, fn: Callable[[], Any]) -> Any:
@@ -154,48 +189,78 @@ class _Planner:
         self.math = False
         self.rejected: dict[str, str] = {}
         self.sizing = Sizing(1, req.budget)
+        self.product_determinism = True
 
-    def light(self) -> tuple[Plan, Any]:
+    def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
-        the first pass); only the loss checks of `Objective.check` run."""
+        the first pass); only the loss checks of `Objective.check` run (they also see attention: exact
+        products then run under the math kernel)."""
         snap = self.snap
         batch = snap.objective.prepare(snap.objective.data.first(1)[0], snap.device, snap.dtype)
-        snap.objective.check(batch, snap.state(snap.params))
-        impl = self.req.backends[self.req.backend](snap, self.sizing)
-        with torch.enable_grad():
-            state, nbytes = memory.measure(lambda: impl.prepare(batch), snap.device)
-        self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
+        self.math = budgeted.checked(snap, batch)[1] and self.req.backend in EXACT
+        state = self.measured_state(self.req.backend, batch)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
-        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), state
+        impl = self.req.backends[self.req.backend](snap, self.sizing)
+        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped), impl, state
 
-    def try_backends(self) -> tuple[dict, list[Tensor], list[Batch]]:
+    def measured_state(self, name: str, batch: Batch) -> Any:
+        """`name`'s prepared state of `batch`, whose saved tensors set the sizing (per sample)."""
+        impl = self.req.backends[name](self.snap, self.sizing)
+        with torch.enable_grad(), math_attention(self.math):
+            state, nbytes = memory.measure(lambda: impl.prepare(batch), self.snap.device)
+        self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
+        return state
+
+    def budgeted(self, probe: budgeted.Probe, why: str) -> tuple[Plan, Any, Any]:
+        """The plan when the trial is not affordable (`budgeted.py`): the requested backend ("auto":
+        double_backward) prepares the first batch once, measured; the loss is computed twice; finite and
+        symmetric products are checked on the first data pass; attention runs under the math kernel when the
+        probe saw it (exact backends)."""
+        snap, name = self.snap, ("double_backward" if self.req.backend == "auto" else self.req.backend)
+        if self.req.check_deterministic:
+            budgeted.check_loss_twice(snap, probe)
+        self.math = probe.attention and name in EXACT
+        state = self.measured_state(name, probe.first[0])
+        default = "; double_backward by default" if self.req.backend == "auto" else ""
+        done = (f"backend trial: skipped ({why}){default}",
+                "deterministic: the first batch's loss twice (products: skipped)" if self.req.check_deterministic
+                else "deterministic: skipped",
+                "finite: on the first pass",
+                "symmetric: on the first pass" if self.req.check_symmetric else "symmetric: skipped",
+                "merging: skipped")
+        later = ("finite", *(("symmetric",) if self.req.check_symmetric else ()))
+        plan = Plan(name, self.sizing, None, self.math, None, {}, done, later)
+        return plan, self.req.backends[name](snap, self.sizing), state
+
+    def try_backends(self, probe: budgeted.Probe) -> tuple[dict, list[Tensor], list[Batch]]:
         """Trial products of the candidates on the first batch: ({name: (impl, product, times)}, three random
         vectors per parameter [3, *shape] (the trials use two), the first two prepared batches)."""
-        snap = self.snap
-        first = [snap.objective.prepare(b, snap.device, snap.dtype) for b in snap.objective.data.first(2)]
-        snap.objective.check(first[0], snap.state(snap.params))
-        leaves = {n: p.detach().requires_grad_() for n, p in snap.params.items()}
-        with torch.enable_grad():
-            value, nbytes = memory.measure(lambda: snap.loss(leaves, first[0]), snap.device)
-        del value
+        snap, first = self.snap, probe.first
         # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
-        self.sizing = Sizing(max(1, 2 * nbytes // max(1, first[0].size)), self.req.budget)
+        self.sizing = Sizing(max(1, 2 * probe.forward_bytes // max(1, first[0].size)), self.req.budget)
         gen = torch.Generator().manual_seed(self.req.seed)
         v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=torch.float64)
                               .to(snap.device, snap.dtype))
-        trials, errors = self._run_trials(first[0], [t[:2] for t in v])
-        if not trials and is_attention_error(errors):
+        names = EXACT if self.req.backend == "auto" else (self.req.backend,)
+        trials, errors = self._run_trials(first[0], [t[:2] for t in v], names)
+        if not trials and is_attention_error(list(errors.values())):
             self.math = True
-            trials, errors = self._run_trials(first[0], [t[:2] for t in v])
+            trials, errors = self._run_trials(first[0], [t[:2] for t in v], names)
+        if not trials and self.req.backend == "auto" and FALLBACK in self.req.backends:
+            self.math = False  # first-order products need no math kernel
+            self.rejected.update(errors)
+            trials, more = self._run_trials(first[0], [t[:2] for t in v], (FALLBACK,))
+            errors.update(more)
         if not trials:
             if self.req.backend != "auto":
-                raise LandscapeError(f"backend {self.req.backend!r} cannot differentiate this model: {errors[0]}")
-            raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
+                raise LandscapeError(f"backend {self.req.backend!r} cannot differentiate this model: "
+                                     f"{errors[self.req.backend]}")
+            raise LandscapeError("no backend can differentiate this model ("
+                                 + "; ".join(f"{n}: {e}" for n, e in errors.items()) + ")")
         return trials, v, first
 
-    def _run_trials(self, batch: Batch, v: list[Tensor]) -> tuple[dict, list[str]]:
-        names = ["double_backward", "func"] if self.req.backend == "auto" else [self.req.backend]
-        trials, errors = {}, []
+    def _run_trials(self, batch: Batch, v: list[Tensor], names: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
+        trials, errors = {}, {}
         for name in names:
             if name == "func" and self.func_trial_pointless(trials, batch):
                 continue
@@ -203,30 +268,23 @@ class _Planner:
             try:
                 trials[name] = (impl, *self.trial(impl, batch, v, timed=len(names) > 1))
             except _FAILURES as e:
-                line = first_line(e, limit=200)
-                errors.append(f"{name}: {line}" if len(names) > 1 else line)
+                errors[name] = first_line(e, limit=200)
         return trials, errors
 
     def trial(self, impl: Any, batch: Batch, v: list[Tensor], timed: bool) -> tuple[Tensor, dict, Any]:
         """Products of `batch` with the vectors v, with the seconds of `prepare` and of `apply` (with `timed`,
         the best of two calls), and the prepared state."""
         device = self.snap.device
-
-        def clock() -> float:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return time.perf_counter()
-
         with torch.enable_grad(), math_attention(self.math):
-            t0 = clock()
+            t0 = budgeted.clock(device)
             state = impl.prepare(batch)
-            t1 = clock()
+            t1 = budgeted.clock(device)
             out = self.snap.layout.join(impl.apply(state, v))
-            t2 = clock()
+            t2 = budgeted.clock(device)
             times = {"prepare": t1 - t0, "apply": t2 - t1}
             if timed:
                 impl.apply(state, v)
-                times["apply"] = min(times["apply"], clock() - t2)
+                times["apply"] = min(times["apply"], budgeted.clock(device) - t2)
         return out, times, state
 
     def func_trial_pointless(self, trials: dict, batch: Batch) -> bool:
@@ -278,7 +336,7 @@ class _Planner:
         impl, p1 = trials[name][:2]
         checks.check_finite(p1, "the curvature products")
         V, HV = self.snap.layout.join(v2), p1
-        if self.req.check_deterministic:
+        if self.req.check_deterministic and self.product_determinism:
             with torch.enable_grad(), math_attention(self.math):
                 p2 = self.snap.layout.join(impl.apply(impl.prepare(first[0]), v))
             checks.check_same(p1, p2[:2], "products")
@@ -295,7 +353,8 @@ class _Planner:
             try:
                 return name, self.validate(name, trials, v, first)
             except LandscapeError as e:
-                if "not symmetric" not in str(e) and not (failures and "cannot differentiate" in str(e)):
+                fallback_failed = failures and (name == FALLBACK or "cannot differentiate" in str(e))
+                if "not symmetric" not in str(e) and not fallback_failed:
                     raise
                 failures.append(e)
                 self.rejected[name] = str(e)
