@@ -133,10 +133,12 @@ class CurvatureOperator:
         """How the operator runs: backend, merged batch size, whether states are cached, the budget;
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
         kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `checks`); rejected,
-        {backend: why} for an "auto" candidate whose products failed the symmetry check."""
+        {backend: why} for an "auto" candidate whose products failed the symmetry check; backend_choice,
+        what decided the backend (`Plan.choice`)."""
         plan = self.plan
         return {
             "backend": plan.backend,
+            "backend_choice": plan.choice,
             "merge_samples": plan.merge_samples,
             "cached": self._cache is not None,
             "budget_bytes": plan.sizing.budget,
