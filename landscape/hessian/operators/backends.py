@@ -126,6 +126,9 @@ class DoubleBackwardHessian:
     def apply(self, state: GraphState, tangents: list[Tensor]) -> list[Tensor]:
         """H_b V: backwards of the kept gradient graph, `Sizing.lanes` vectors per batched backward."""
         k = tangents[0].shape[0]
+        if k == 1 and state.grads:  # the products themselves, without a copy into an output buffer
+            hv = _hvp(state, tangents, 0)
+            return [torch.zeros_like(t) if h is None else h.unsqueeze(0) for t, h in zip(tangents, hv)]
         out = [torch.zeros_like(t) for t in tangents]
         if not state.grads:
             return out
@@ -143,10 +146,14 @@ class DoubleBackwardHessian:
                 except (RuntimeError, NotImplementedError):  # an op autograd cannot vmap: one vector at a time
                     self._batched = False
             for i in range(lo, hi):
-                hv = torch.autograd.grad(state.grads, state.leaves, [tangents[j][i] for j in state.live],
-                                         retain_graph=True, allow_unused=True)
-                _write(out, [None if h is None else h.unsqueeze(0) for h in hv], i, i + 1)
+                _write(out, [None if h is None else h.unsqueeze(0) for h in _hvp(state, tangents, i)], i, i + 1)
         return out
+
+
+def _hvp(state: GraphState, tangents: list[Tensor], i: int) -> tuple[Tensor | None, ...]:
+    """H_b v_i per parameter (None where the product does not reach): one backward of the kept graph."""
+    return torch.autograd.grad(state.grads, state.leaves, [tangents[j][i] for j in state.live],
+                               retain_graph=True, allow_unused=True)
 
 
 def _write(out: list[Tensor], hv: Any, lo: int, hi: int) -> None:

@@ -169,7 +169,8 @@ class CurvatureOperator:
         tangents = self.layout.split(rows)
         with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
             for state, w in self._states():
-                total += self.layout.join(self._impl.apply(state, tangents)).mul_(w)
+                for into, part in zip(self.layout.split(total), self._impl.apply(state, tangents)):
+                    into.add_(part, alpha=w)  # per parameter: no [k, dim] copy of the batch's products
                 weight += w
         if self.distributed:
             total, weight = _dist.all_reduce_with_count(total, weight)
@@ -177,7 +178,7 @@ class CurvatureOperator:
             raise LandscapeError("data: no samples")
         self._weight = weight
         self.n_products += rows.shape[0]
-        return (total / weight).T
+        return total.div_(weight).T
 
     def gradient(self) -> Tensor:
         """∇L [dim], the data-set mean gradient at the snapshot: read from the kept gradient graphs of the
