@@ -22,7 +22,8 @@ the spectrum; the numbers measured are times, products and memory. One JSON line
   median row per (tool, threads). Each row has wall and CPU seconds (user + system of the child: at one
   thread nearly immune to other processes' load) and the load average when the child started and ended.
   `--landscape-chains N` adds a landscape row whose Lanczos bases are capped at N chains at a time
-  (`slq_density(max_basis_bytes=...)`); landscape rows report the operator's backend and `backend_choice`.
+  (`slq_density(max_basis_bytes=...)`), `--compare-root DIR` one from another checkout of landscape (the
+  code before a change); landscape rows report the operator's backend and `backend_choice`.
 
 PyHessian 0.1 calls `torch.eig`, removed in torch 1.9: it is shimmed with `torch.linalg.eigh` (the tridiagonal
 is symmetric). Peers missing from the environment give a `skipped` row.
@@ -271,7 +272,7 @@ def slq_child(args, device) -> dict:
         extra = {"products": args.iters * args.vectors, "lambda_max": float(max(max(e) for e in nodes))}
     seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
     peak = _peak_mib(device)
-    tool = args.child + (f"-{args.chains}chain" if args.chains else "")
+    tool = args.label or args.child + (f"-{args.chains}chain" if args.chains else "")
     return {"what": "slq", "tool": tool, "threads": torch.get_num_threads(), "iters": args.iters,
             "vectors": args.vectors, "seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak,
             "peak_growth_mib": max(0.0, peak - before), "load_start": load, "load_end": os.getloadavg()[0], **extra}
@@ -286,17 +287,20 @@ def _cpu_seconds() -> float:
 def slq_rows(args, tg: float) -> None:
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    tools = [("landscape", 0)] + ([("landscape", args.landscape_chains)] if args.landscape_chains else [])
-    tools += [] if "peers" in args.skip else [("pyhessian", 0)]
+    tools = [("landscape", 0, root)] + ([("landscape", args.landscape_chains, root)] if args.landscape_chains else [])
+    tools += [("landscape", 0, args.compare_root)] if args.compare_root else []
+    tools += [] if "peers" in args.skip else [("pyhessian", 0, root)]
     rows: dict = {}
     for _ in range(args.repeat):
         for threads in args.slq_threads:
-            for tool, chains in tools:
+            for tool, chains, code in tools:
                 cmd = [sys.executable, __file__, "--child", tool, "--threads", str(threads), "--device", args.device,
                        "--n-samples", str(args.n_samples), "--batch", str(args.batch), "--depth", str(args.depth),
                        "--iters", str(args.iters), "--vectors", str(args.vectors), "--chains", str(chains)]
                 cmd += ["--width", str(args.width)] if args.width else []
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                cmd += ["--label", "landscape@compare"] if code != root else []
+                out = subprocess.run(cmd, capture_output=True, text=True,
+                                     env={**env, "PYTHONPATH": os.pathsep.join([code, env["PYTHONPATH"]])})
                 lines = out.stdout.strip().splitlines()
                 if out.returncode != 0 or not lines:
                     err = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
@@ -334,7 +338,10 @@ def main() -> None:
     p.add_argument("--landscape-chains", type=int, default=0,
                    help="also run landscape's SLQ with its bases capped at this many chains at a time")
     p.add_argument("--child", choices=["landscape", "pyhessian"], help=argparse.SUPPRESS)
+    p.add_argument("--compare-root", default=None,
+                   help="also run landscape's SLQ from the checkout at this directory (e.g. the code before a change)")
     p.add_argument("--chains", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--label", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
