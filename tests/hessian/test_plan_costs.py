@@ -49,11 +49,14 @@ print(op.backend, op.info()["backend_choice"], loaded, sep="|")
     assert proc.returncode == 0, proc.stderr[-2000:]
     backend, choice, loaded = proc.stdout.strip().splitlines()[-1].split("|")
     assert backend == "double_backward" and loaded == "[]"
-    assert choice.startswith("func not timed: convolutions hold 9") and "% of the parameters" in choice
+    assert choice.startswith("func not timed: Conv2d modules hold 9") and "% of the parameters" in choice
 
 
-def test_without_convolutions_auto_still_times_func():
+def test_auto_times_func_where_it_can_win():
+    """Without convolutions (Hessian), and for the GGN, whose func is the faster one on conv nets."""
     import torch._decomp.decompositions_for_jvp  # noqa: F401 - set up already: the 30 ms rule does not apply
+
+    from landscape.hessian import GGNOperator, exact_ggn
 
     model, batches, (X, y) = _batches("mlp")
     op = HessianOperator(model, tiny.loss, batches)
@@ -62,9 +65,15 @@ def test_without_convolutions_auto_still_times_func():
     torch.testing.assert_close(op.matmat(V), exact_hessian(model, tiny.loss, (X, y)) @ V, rtol=1e-8, atol=1e-10)
     named = HessianOperator(model, tiny.loss, batches, backend="func")
     assert named.backend == "func" and named.info()["backend_choice"] == "named"
+    conv, batches, (X, y) = _batches("convbn")
+    assert HessianOperator(conv, tiny.loss, batches).info()["backend_choice"].startswith("func not timed: Conv2d")
+    ggn = GGNOperator(conv, tiny.loss, batches)
+    assert ggn.info()["backend_choice"].startswith("timed on the first batch")
+    V = torch.randn(ggn.dim, 2, dtype=tiny.D)
+    torch.testing.assert_close(ggn.matmat(V), exact_ggn(conv, tiny.loss, (X, y)) @ V, rtol=1e-8, atol=1e-10)
 
 
-def test_conv_share_counts_convolution_parameters():
+def test_slow_share_counts_the_parameters_of_convolutions():
     from landscape.models import build
 
     vit = build("vit", preset="tiny", img_size=8, patch=2, in_channels=1, dim=8, depth=2, heads=2, n_classes=3)
@@ -75,12 +84,13 @@ def test_conv_share_counts_convolution_parameters():
                            ("mlp", tiny.mlp().eval(), torch.randn(2, 5, dtype=tiny.D)),
                            ("convbn", convbn, torch.randn(2, 2, 5, 5, dtype=tiny.D))):
         op = HessianOperator(model, F.cross_entropy, (X, y), backend="double_backward")
-        shares[name] = _plan._Planner(op.snapshot, _plan.Request({}, "auto", 1)).conv_share()
+        shares[name] = _plan._Planner(op.snapshot, _plan.Request(HessianOperator._backends, "auto", 1)).slow_share()
     patch = vit.patch_embed.weight.numel() + vit.patch_embed.bias.numel()
-    assert shares["vit"] == patch / sum(p.numel() for p in vit.parameters()) < _plan.CONV_SHARE
-    assert shares["mlp"] == 0
+    assert shares["vit"] == ("Conv2d", patch / sum(p.numel() for p in vit.parameters()))
+    assert shares["vit"][1] < _plan.SLOW_SHARE and shares["mlp"] == ("", 0)
     conv = sum(p.numel() for m in (convbn.c1, convbn.c2) for p in m.parameters())
-    assert shares["convbn"] == conv / sum(p.numel() for p in convbn.parameters()) > _plan.CONV_SHARE
+    assert shares["convbn"] == ("Conv2d", conv / sum(p.numel() for p in convbn.parameters()))
+    assert shares["convbn"][1] > _plan.SLOW_SHARE
 
 
 def test_checks_hold_one_graph_at_a_time_and_the_last_one_serves_the_first_pass(monkeypatch):

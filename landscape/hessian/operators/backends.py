@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from landscape.hessian.operators.flat import Snapshot
@@ -54,6 +54,12 @@ class FuncHessian:
         snap: the objective at θ.
         sizing: memory facts (for the lane chunk).
     """
+
+    slow_on_cpu: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                                     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
+    BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
+    such modules hold most of the parameters, `auto` does not time this backend (plan.py)."""
 
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing

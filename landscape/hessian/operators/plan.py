@@ -7,8 +7,9 @@ On the first batch(es):
    with backend="auto" the faster is kept. Costs per data pass: double_backward counts its primal
    (`prepare`) only when the kept graphs will not fit the cache (half the budget); func must win by 20%
    on a CPU to displace double_backward, and vice versa on a GPU, so near-ties do not flip between
-   runs. func is not timed (`func_trial_pointless`) on a CPU when convolutions hold most of the
-   parameters (`CONV_SHARE`: measured slower there, never by less than the margin), nor when a whole
+   runs. func is not timed (`func_trial_pointless`) on a CPU when modules its backend is slow through
+   hold most of the parameters (`SLOW_SHARE`; the Hessian's: convolutions, measured slower there, never
+   by less than the margin; the GGN's func is faster on conv nets and declares none), nor when a whole
    pass costs under ~30 ms and forward-mode AD is not loaded yet: timing it first pays torch.func's
    one-time setup (importing torch._dynamo, scripting the jvp decompositions: 1–17 s in a fresh process)
    and holds its trial's memory. Only a backend compared with another is timed twice. A backend that
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from landscape import distributed as _dist
 from landscape import memory
@@ -49,12 +50,9 @@ from landscape.hessian.operators.flat import Snapshot
 from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
 
 _FAILURES = (RuntimeError, NotImplementedError)
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-CONV_SHARE = 0.5
-"""On a CPU, func is not timed when convolution modules hold more than this share of the differentiated
-parameters: its vmapped forward-over-reverse products measured 1.1–5× slower than double backward on every
-convolutional net (BENCHMARKS.md: conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster it would
-need to be chosen."""
+SLOW_SHARE = 0.5
+"""On a CPU, func is not timed when modules of its backend's `slow_on_cpu` types (the Hessian's: convolutions)
+hold more than this share of the differentiated parameters: it measured slower there on every such net."""
 MERGE_STATE_BYTES = 64 << 20
 """By default batches are merged only up to this much kept state per merged batch: merging cuts the per-batch
 overhead (Python, dispatch) of small products, while bigger ones are compute-bound (ResNet-18's 16-sample
@@ -254,13 +252,13 @@ class _Planner:
         return out, times, state
 
     def func_trial_pointless(self, trials: dict, batch: Batch) -> str:
-        """Why timing func could not pay (empty: time it), given the trials made so far: on a CPU, convolutions
-        hold most of the parameters (`CONV_SHARE`); or double_backward already makes a full 2-vector pass
-        cheaper than ~30 ms and forward-mode AD is not loaded yet, so its one-time setup could not pay for
-        itself over a few hundred passes."""
-        share = self.conv_share()
-        if self.snap.device.type == "cpu" and share > CONV_SHARE:
-            return f"convolutions hold {share:.0%} of the parameters (double backward is faster there on a CPU)"
+        """Why timing func could not pay (empty: time it), given the trials made so far: on a CPU, modules it is
+        slow through hold most of the parameters (`SLOW_SHARE`); or double_backward already makes a full
+        2-vector pass cheaper than ~30 ms and forward-mode AD is not loaded yet, so its one-time setup could
+        not pay for itself over a few hundred passes."""
+        kinds, share = self.slow_share()
+        if self.snap.device.type == "cpu" and share > SLOW_SHARE:
+            return f"{kinds} modules hold {share:.0%} of the parameters (func is slower through them on a CPU)"
         if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
             return ""
         if not self.req.local_samples:
@@ -271,11 +269,17 @@ class _Planner:
             return f"a pass costs {per_pass * self.req.local_samples / batch.size * 1e3:.0f} ms"
         return ""
 
-    def conv_share(self) -> float:
-        """The share of the differentiated parameters held by convolution modules."""
-        conv = {f"{m}.{n}" if m else n for m, module in self.snap.objective.model.named_modules()
-                if isinstance(module, _CONVS) for n, _ in module.named_parameters(recurse=False)}
-        return sum(p.numel() for n, p in self.snap.params.items() if n in conv) / max(1, self.snap.layout.dim)
+    def slow_share(self) -> tuple[str, float]:
+        """(their type names, their share of the differentiated parameters) for the modules func's backend is
+        slow through on a CPU (its `slow_on_cpu`)."""
+        slow = getattr(self.req.backends.get("func"), "slow_on_cpu", ())
+        names, kinds = set(), set()
+        for prefix, module in self.snap.objective.model.named_modules():
+            if isinstance(module, slow):
+                kinds.add(type(module).__name__)
+                names |= {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+        share = sum(p.numel() for n, p in self.snap.params.items() if n in names) / max(1, self.snap.layout.dim)
+        return "/".join(sorted(kinds)), share
 
     def cache_expected(self) -> bool:
         """Will the per-batch states of a pass over this rank's samples fit in the cache's half of the budget?"""
