@@ -18,7 +18,12 @@ the spectrum; the numbers measured are times, products and memory. One JSON line
   `scipy.sparse.linalg.eigsh(k=1, which="LA", tol=1e-3)`, products counted; residual checked afterwards;
 - slq: landscape `slq_density(op, iters, vectors)` against PyHessian `density(iter, n_v)` (loader mode,
   same iters × vectors) at each of --slq-threads, each tool in a fresh child process so that its peak RSS
-  (VmHWM, from after the problem is built) is its own.
+  (VmHWM, from after the problem is built) is its own; `--repeat` rounds with the tools interleaved, then a
+  median row per (tool, threads). Each row has wall and CPU seconds (user + system of the child: at one
+  thread nearly immune to other processes' load) and the load average when the child started and ended.
+  `--landscape-chains N` adds a landscape row whose Lanczos bases are capped at N chains at a time
+  (`slq_density(max_basis_bytes=...)`), `--compare-root DIR` one from another checkout of landscape (the
+  code before a change); landscape rows report the operator's backend and `backend_choice`.
 
 PyHessian 0.1 calls `torch.eig`, removed in torch 1.9: it is shimmed with `torch.linalg.eigh` (the tridiagonal
 is symmetric). Peers missing from the environment give a `skipped` row.
@@ -26,6 +31,8 @@ is symmetric). Peers missing from the environment give a `skipped` row.
     nice -n 5 env PYTHONPATH=. python benchmarks/real_scale.py --n-samples 512 --batch 128   # the GPU size
     nice -n 5 env PYTHONPATH=. python benchmarks/real_scale.py --n-samples 32 --batch 16 --iters 10 --vectors 2 \
         --hvp-reps 1 --max-products 60 --threads 1 --slq-threads 1 2      # 2-core CPU size (25 min, BENCHMARKS.md)
+    nice -n 5 env PYTHONPATH=. python benchmarks/real_scale.py --n-samples 32 --batch 16 --iters 10 --vectors 2 \
+        --threads 1 --slq-threads 1 2 --skip hvp top1 --repeat 3 --landscape-chains 1   # SLQ side by side, medians
 """
 
 from __future__ import annotations
@@ -243,13 +250,17 @@ def slq_child(args, device) -> dict:
     """One SLQ run (args.child: landscape | pyhessian) in this fresh process; peak RSS from after the build."""
     model, batches = problem(args.n_samples, args.batch, device, args.depth, args.width)
     before = _peak_mib(device)
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    t, cpu = time.perf_counter(), _cpu_seconds()
     if args.child == "landscape":
         op = HessianOperator(model, nn.CrossEntropyLoss(), batches)
         built = time.perf_counter() - t
-        sd = slq_density(op, iters=min(args.iters, op.dim), vectors=args.vectors)
+        iters = min(args.iters, op.dim)
+        kw = {"max_basis_bytes": args.chains * (iters + 1) * op.dim * 4} if args.chains else {}
+        sd = slq_density(op, iters=iters, vectors=args.vectors, **kw)
         s = sd.summary()
         extra = {"build_seconds": built, "products": op.n_products, "backend": op.info().get("backend"),
+                 "backend_choice": op.info().get("backend_choice"), "chains": sd.meta.get("chains_per_group"),
                  "lambda_max": s["lambda_max"], "trace": s["trace"], "trace_stderr": s["trace_stderr"]}
     else:
         from pyhessian import hessian
@@ -259,31 +270,52 @@ def slq_child(args, device) -> dict:
         nodes, _ = hessian(model, nn.CrossEntropyLoss(), dataloader=batches, cuda=device.type == "cuda").density(
             iter=args.iters, n_v=args.vectors)
         extra = {"products": args.iters * args.vectors, "lambda_max": float(max(max(e) for e in nodes))}
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
     peak = _peak_mib(device)
-    return {"what": "slq", "tool": args.child, "threads": torch.get_num_threads(), "iters": args.iters,
-            "vectors": args.vectors, "seconds": seconds, "peak_mib": peak, "peak_growth_mib": max(0.0, peak - before),
-            **extra}
+    tool = args.label or args.child + (f"-{args.chains}chain" if args.chains else "")
+    return {"what": "slq", "tool": tool, "threads": torch.get_num_threads(), "iters": args.iters,
+            "vectors": args.vectors, "seconds": seconds, "cpu_seconds": cpu, "peak_mib": peak,
+            "peak_growth_mib": max(0.0, peak - before), "load_start": load, "load_end": os.getloadavg()[0], **extra}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def slq_rows(args, tg: float) -> None:
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    tools = ["landscape"] + ([] if "peers" in args.skip else ["pyhessian"])
-    for threads in args.slq_threads:
-        for tool in tools:
-            cmd = [sys.executable, __file__, "--child", tool, "--threads", str(threads), "--device", args.device,
-                   "--n-samples", str(args.n_samples), "--batch", str(args.batch), "--depth", str(args.depth),
-                   "--iters", str(args.iters), "--vectors", str(args.vectors)]
-            cmd += ["--width", str(args.width)] if args.width else []
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            lines = out.stdout.strip().splitlines()
-            if out.returncode != 0 or not lines:
-                err = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
-                emit(what="slq", tool=tool, threads=threads, error=err)
-                continue
-            row = json.loads(lines[-1])
-            emit(**row, seconds_over_grad=row["seconds"] / tg)
+    tools = [("landscape", 0, root)] + ([("landscape", args.landscape_chains, root)] if args.landscape_chains else [])
+    tools += [("landscape", 0, args.compare_root)] if args.compare_root else []
+    tools += [] if "peers" in args.skip else [("pyhessian", 0, root)]
+    rows: dict = {}
+    for _ in range(args.repeat):
+        for threads in args.slq_threads:
+            for tool, chains, code in tools:
+                cmd = [sys.executable, __file__, "--child", tool, "--threads", str(threads), "--device", args.device,
+                       "--n-samples", str(args.n_samples), "--batch", str(args.batch), "--depth", str(args.depth),
+                       "--iters", str(args.iters), "--vectors", str(args.vectors), "--chains", str(chains)]
+                cmd += ["--width", str(args.width)] if args.width else []
+                cmd += ["--label", "landscape@compare"] if code != root else []
+                out = subprocess.run(cmd, capture_output=True, text=True,
+                                     env={**env, "PYTHONPATH": os.pathsep.join([code, env["PYTHONPATH"]])})
+                lines = out.stdout.strip().splitlines()
+                if out.returncode != 0 or not lines:
+                    err = (out.stderr.strip().splitlines() or ["?"])[-1][:300]
+                    emit(what="slq", tool=tool, threads=threads, error=err)
+                    continue
+                row = json.loads(lines[-1])
+                emit(**row, seconds_over_grad=row["seconds"] / tg)
+                rows.setdefault((row["tool"], threads), []).append(row)
+    if args.repeat > 1:
+        for (tool, threads), runs in rows.items():
+            med = {k: statistics.median(r[k] for r in runs)
+                   for k in ("seconds", "cpu_seconds", "peak_growth_mib", "load_start", "load_end")}
+            emit(what="slq-median", tool=tool, threads=threads, iters=args.iters, vectors=args.vectors,
+                 runs=len(runs), **med, seconds_runs=[r["seconds"] for r in runs],
+                 peak_growth_runs=[r["peak_growth_mib"] for r in runs])
 
 
 def main() -> None:
@@ -302,7 +334,14 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=18, help="ResNetV2 depth (default 18; smaller for a dry run)")
     p.add_argument("--width", type=int, default=None, help="first-stage width (default: the depth's own)")
     p.add_argument("--skip", nargs="*", default=[], choices=["hvp", "top1", "slq", "peers"])
+    p.add_argument("--repeat", type=int, default=1, help="rounds of the SLQ rows (tools interleaved); median rows")
+    p.add_argument("--landscape-chains", type=int, default=0,
+                   help="also run landscape's SLQ with its bases capped at this many chains at a time")
     p.add_argument("--child", choices=["landscape", "pyhessian"], help=argparse.SUPPRESS)
+    p.add_argument("--compare-root", default=None,
+                   help="also run landscape's SLQ from the checkout at this directory (e.g. the code before a change)")
+    p.add_argument("--chains", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--label", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

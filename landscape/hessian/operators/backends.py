@@ -4,9 +4,10 @@ For the batch-mean loss ℓ_b(θ) and k tangents V (per parameter, [k, *shape]):
 - `FuncHessian`: H_b V = vmap over the k tangents of jvp(grad ℓ_b) (forward-over-reverse, torch.func);
   the primal is shared by the k lanes, chunked by `Sizing.lanes` to fit the memory budget.
 - `DoubleBackwardHessian`: g = ∇ℓ_b with create_graph=True once per batch (`prepare`, kept between calls
-  when the operator caches), then H_b V = ∂(gᵀV)/∂θ by backward passes of the gradient graph: all k
-  vectors in one batched backward (autograd's `is_grads_batched`) where autograd can vmap it, else one
-  backward per vector.
+  when the operator caches), then H_b V = ∂(gᵀV)/∂θ by backward passes of the gradient graph: on a GPU
+  all k vectors in one batched backward (autograd's `is_grads_batched`) where autograd can vmap it; on a
+  CPU, or where it cannot, one backward per vector (a batched backward measured 1.05–1.6× slower per
+  vector on a CPU — ResNet-18, an MLP — and holds k times the transient memory).
 
 A backend has `prepare(batch) -> state` (work shared by all vectors), `state_bytes(state, n)` and
 `apply(state, tangents) -> list of [k, *shape]` (the batch-mean product, per parameter). The GGN's
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
 from landscape.hessian.operators.flat import Snapshot
@@ -54,6 +55,12 @@ class FuncHessian:
         sizing: memory facts (for the lane chunk).
     """
 
+    slow_on_cpu: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                                     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
+    BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
+    such modules hold most of the parameters, `auto` does not time this backend (plan.py)."""
+
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
 
@@ -78,13 +85,21 @@ class FuncHessian:
 @dataclass
 class GraphState:
     """A batch's kept gradient graph: the leaves θ, the live gradients ∇ℓ_b (create_graph=True) and their
-    indices among the parameters, the detached flat gradient, and the batch's sample count."""
+    indices among the parameters, the batch's sample count, and every parameter's gradient (None where
+    the loss does not reach it)."""
 
     leaves: list[Tensor]
     grads: list[Tensor]
     live: list[int]
-    gradient: Tensor
     n: int
+    every: tuple[Tensor | None, ...]
+
+    @property
+    def gradient(self) -> Tensor:
+        """The detached flat gradient, assembled when asked (a kept copy would hold dim numbers per cached
+        batch beside the graph's own)."""
+        return torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
+                          for p, g in zip(self.leaves, self.every)])
 
 
 class DoubleBackwardHessian:
@@ -94,6 +109,9 @@ class DoubleBackwardHessian:
         snap: the objective at θ.
         sizing: memory facts (state size and lane chunk).
     """
+
+    sequential_devices: tuple[str, ...] = ("cpu",)
+    """Device types whose products take one backward per vector (module docstring)."""
 
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
@@ -105,9 +123,7 @@ class DoubleBackwardHessian:
         loss = self.snap.loss(leaves, batch)
         grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        flat = torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
-                          for p, g in zip(leaves.values(), grads)])
-        return GraphState(list(leaves.values()), [grads[i] for i in live], live, flat, batch.size)
+        return GraphState(list(leaves.values()), [grads[i] for i in live], live, batch.size, grads)
 
     def state_bytes(self, state: GraphState, n: int) -> int:
         """Bytes a kept gradient graph holds (the plan's per-sample measurement × n)."""
@@ -116,10 +132,14 @@ class DoubleBackwardHessian:
     def apply(self, state: GraphState, tangents: list[Tensor]) -> list[Tensor]:
         """H_b V: backwards of the kept gradient graph, `Sizing.lanes` vectors per batched backward."""
         k = tangents[0].shape[0]
+        if k == 1 and state.grads:  # the products themselves, without a copy into an output buffer
+            hv = _hvp(state, tangents, 0)
+            return [torch.zeros_like(t) if h is None else h.unsqueeze(0) for t, h in zip(tangents, hv)]
         out = [torch.zeros_like(t) for t in tangents]
         if not state.grads:
             return out
-        chunk = 1 if self._batched is False else min(k, self.sizing.lanes(state.n) or k)
+        sequential = self._batched is False or self.snap.device.type in self.sequential_devices
+        chunk = 1 if sequential else min(k, self.sizing.lanes(state.n) or k)
         for lo in range(0, k, chunk):
             hi = min(k, lo + chunk)
             if hi - lo > 1 and self._batched is not False:
@@ -132,10 +152,14 @@ class DoubleBackwardHessian:
                 except (RuntimeError, NotImplementedError):  # an op autograd cannot vmap: one vector at a time
                     self._batched = False
             for i in range(lo, hi):
-                hv = torch.autograd.grad(state.grads, state.leaves, [tangents[j][i] for j in state.live],
-                                         retain_graph=True, allow_unused=True)
-                _write(out, [None if h is None else h.unsqueeze(0) for h in hv], i, i + 1)
+                _write(out, [None if h is None else h.unsqueeze(0) for h in _hvp(state, tangents, i)], i, i + 1)
         return out
+
+
+def _hvp(state: GraphState, tangents: list[Tensor], i: int) -> tuple[Tensor | None, ...]:
+    """H_b v_i per parameter (None where the product does not reach): one backward of the kept graph."""
+    return torch.autograd.grad(state.grads, state.leaves, [tangents[j][i] for j in state.live],
+                               retain_graph=True, allow_unused=True)
 
 
 def _write(out: list[Tensor], hv: Any, lo: int, hi: int) -> None:

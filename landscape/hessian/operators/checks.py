@@ -68,11 +68,8 @@ def symmetry_tolerance(dtype: torch.dtype) -> float:
 
 def asymmetry(V: Tensor, HV: Tensor) -> float:
     """Pooled |v_iᵀHv_j − v_jᵀHv_i| / s_ij over pairs of the rows of V [k, dim], HV [k, dim] (see above)."""
-    V64, HV64 = V.double(), HV.double()
-    k, dim = V64.shape
-    G = V64 @ HV64.T  # G[i, j] = v_iᵀ H v_j
-    nv = torch.linalg.vector_norm(V64, dim=1)
-    nh = torch.linalg.vector_norm(HV64, dim=1)
+    k, dim = V.shape
+    G, nv, nh = _gram64(V, HV)  # G[i, j] = v_iᵀ H v_j
     S = (nv[:, None] * nh[None, :] + nh[:, None] * nv[None, :]) / (2 * math.sqrt(dim))
     iu = torch.triu_indices(k, k, offset=1)
     diff = (G - G.T)[iu[0], iu[1]]
@@ -81,6 +78,20 @@ def asymmetry(V: Tensor, HV: Tensor) -> float:
     if denom == 0:
         return 0.0
     return float(diff.square().sum().sqrt()) / denom
+
+
+def _gram64(V: Tensor, HV: Tensor, chunk: int = 1 << 20) -> tuple[Tensor, Tensor, Tensor]:
+    """(V HVᵀ, ‖rows of V‖, ‖rows of HV‖) in float64, summed over column chunks of `chunk` entries, so that no
+    float64 copy of V or HV is made (a [3, 11M] one would be 256 MiB each)."""
+    k, dim = V.shape
+    G = torch.zeros(k, k, dtype=torch.float64, device=V.device)
+    nv, nh = torch.zeros(k, dtype=torch.float64, device=V.device), torch.zeros_like(G[0])
+    for lo in range(0, dim, chunk):
+        v, h = V[:, lo : lo + chunk].double(), HV[:, lo : lo + chunk].double()
+        G += v @ h.T
+        nv += v.square().sum(1)
+        nh += h.square().sum(1)
+    return G, nv.sqrt(), nh.sqrt()
 
 
 def check_symmetric(V: Tensor, HV: Tensor, model: nn.Module, dtype: torch.dtype) -> float:

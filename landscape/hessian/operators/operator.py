@@ -141,10 +141,12 @@ class CurvatureOperator:
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
         kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `checks`); rejected,
         {backend: why} for an "auto" candidate whose products failed the symmetry check; finite_difference (that
-        backend only): its calibrated step δ and Richardson error estimate."""
+        backend only): its calibrated step δ and Richardson error estimate; backend_choice, what decided
+        the backend (`Plan.choice`)."""
         plan = self.plan
         return {
             "backend": plan.backend,
+            "backend_choice": plan.choice,
             "merge_samples": plan.merge_samples,
             "cached": self._cache is not None,
             "cache": self._cache_note,
@@ -177,7 +179,8 @@ class CurvatureOperator:
         tangents = self.layout.split(rows)
         with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
             for state, w in self._states():
-                total += self.layout.join(self._impl.apply(state, tangents)).mul_(w)
+                for into, part in zip(self.layout.split(total), self._impl.apply(state, tangents)):
+                    into.add_(part, alpha=w)  # per parameter: no [k, dim] copy of the batch's products
                 weight += w
         if self.distributed:
             total, weight = _dist.all_reduce_with_count(total, weight)
@@ -185,7 +188,7 @@ class CurvatureOperator:
             raise LandscapeError("data: no samples")
         self._weight = weight
         self.n_products += rows.shape[0]
-        result = total / weight
+        result = total.div_(weight)
         if self._first_pass is not None and not self._first_pass.done:
             self._first_pass.observe(rows, result)
         return result.T

@@ -10,19 +10,26 @@ On the first batch(es):
    with backend="auto" the faster is kept. Costs per data pass: double_backward counts its primal
    (`prepare`) only when the kept graphs will not fit the cache (half the budget); func must win by 20%
    on a CPU to displace double_backward, and vice versa on a GPU, so near-ties do not flip between
-   runs. Timing func is skipped when a whole pass costs under ~30 ms and forward-mode AD is not loaded
-   yet (its one-time setup, 0.4–2 s, could not pay for itself). A backend that raises is skipped.
+   runs. func is not timed (`func_trial_pointless`) on a CPU when modules its backend is slow through
+   hold most of the parameters (`SLOW_SHARE`; the Hessian's: convolutions, measured slower there, never
+   by less than the margin; the GGN's func is faster on conv nets and declares none), nor when a whole
+   pass costs under ~30 ms and forward-mode AD is not loaded yet: timing it first pays torch.func's
+   one-time setup (importing torch._dynamo, scripting the jvp decompositions: 1–17 s in a fresh process)
+   and holds its trial's memory. Only a backend compared with another is timed twice. A backend that
+   raises is skipped. `Plan.choice` says what decided.
    When no backend can differentiate the model and a failure names a fused attention kernel, the trials
    are repeated under the math SDPA kernel (`landscape.objective.kernels`), which every product then uses.
    "auto" turns to the finite-difference backend (first-order gradients only) only when both exact
    backends fail, or fail the symmetry check; their reasons are kept in `Plan.rejected`.
 3. Checks (`checks.py`): finite products; with `check_deterministic`, a second product of the same
-   vectors on the first batch reproduces the first to 1e3·eps; the products of three vectors are
+   vectors on the first batch, from a state prepared anew after the trial's was released (one kept graph
+   at a time; the new one is the first pass's), reproduces the first to 1e3·eps; the products of three vectors are
    symmetric (uᵀHv = vᵀHu) to 10·√eps. With backend="auto", a backend that fails symmetry gives way to
    the other (recorded in `Plan.rejected`).
 4. Merging: batches are concatenated up to `budget/2 / (per-sample state · lanes)` samples when the
    first two batches give the same outputs and weighted mean loss concatenated as separately (samples are
-   independent and the loss is a batch mean), so the merged operator is the same matrix.
+   independent and the loss is a batch mean), so the merged operator is the same matrix; unless merging
+   was asked for, a merged batch holds at most `MERGE_STATE_BYTES` of kept state.
 Under torch.distributed the ranks agree on each decision (backend by majority vote of the timings,
 merging by the smallest target) and a failure on one rank is raised on all.
 """
@@ -51,6 +58,14 @@ EXACT = ("double_backward", "func")
 """The exact backends "auto" chooses between, in trial order."""
 FALLBACK = "finite_difference"
 """The approximate backend "auto" turns to only when no exact backend gives symmetric products."""
+SLOW_SHARE = 0.5
+"""On a CPU, func is not timed when modules of its backend's `slow_on_cpu` types (the Hessian's: convolutions)
+hold more than this share of the differentiated parameters: it measured slower there on every such net."""
+MERGE_STATE_BYTES = 64 << 20
+"""By default batches are merged only up to this much kept state per merged batch: merging cuts the per-batch
+overhead (Python, dispatch) of small products, while bigger ones are compute-bound (ResNet-18's 16-sample
+batches, ~300 MiB each: the same seconds per vector merged into 32 or not) and a merged batch's product holds
+transient memory in proportion to its samples."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ class Plan:
             back to finite differences, could not differentiate the model).
         checks: what was checked at construction, and what was skipped.
         first_pass: the product checks left to the first data pass ("finite", "symmetric") by a budgeted plan.
+        choice: what decided the backend (the trial timings per data pass, why func was not timed, or
+            "named").
     """
 
     backend: str
@@ -77,6 +94,7 @@ class Plan:
     rejected: dict[str, str] = field(default_factory=dict)
     checks: tuple[str, ...] = ()
     first_pass: tuple[str, ...] = ()
+    choice: str = ""
 
     def kernel(self):
         """The attention-kernel context every product runs in."""
@@ -156,7 +174,8 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
     determinism = () if not req.check_deterministic else ("deterministic",) if planner.product_determinism else \
         (f"deterministic: the first batch's loss twice (products: skipped: {why})",)
     done = ("finite", *determinism, "symmetric", *_error_check(impl))
-    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
+    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done,
+                choice=planner.choice)
     return plan, impl, trials[backend][3] if merge is None else None
 
 
@@ -190,6 +209,7 @@ class _Planner:
         self.rejected: dict[str, str] = {}
         self.sizing = Sizing(1, req.budget)
         self.product_determinism = True
+        self.choice = "named" if req.backend != "auto" else ""
 
     def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
@@ -201,7 +221,7 @@ class _Planner:
         state = self.measured_state(self.req.backend, batch)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
         impl = self.req.backends[self.req.backend](snap, self.sizing)
-        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped), impl, state
+        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped, choice=self.choice), impl, state
 
     def measured_state(self, name: str, batch: Batch) -> Any:
         """`name`'s prepared state of `batch`, whose saved tensors set the sizing (per sample)."""
@@ -229,7 +249,8 @@ class _Planner:
                 "symmetric: on the first pass" if self.req.check_symmetric else "symmetric: skipped",
                 "merging: skipped")
         later = ("finite", *(("symmetric",) if self.req.check_symmetric else ()))
-        plan = Plan(name, self.sizing, None, self.math, None, {}, done, later)
+        plan = Plan(name, self.sizing, None, self.math, None, {}, done, later,
+                    choice=self.choice or f"budgeted: trial skipped ({why})")
         return plan, self.req.backends[name](snap, self.sizing), state
 
     def try_backends(self, probe: budgeted.Probe) -> tuple[dict, list[Tensor], list[Batch]]:
@@ -238,9 +259,9 @@ class _Planner:
         snap, first = self.snap, probe.first
         # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
         self.sizing = Sizing(max(1, 2 * probe.forward_bytes // max(1, first[0].size)), self.req.budget)
-        gen = torch.Generator().manual_seed(self.req.seed)
-        v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=torch.float64)
-                              .to(snap.device, snap.dtype))
+        gen = torch.Generator().manual_seed(self.req.seed)  # drawn in float32 unless float64: no wide copy
+        drawn = torch.float64 if snap.dtype == torch.float64 else torch.float32
+        v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=drawn).to(snap.device, snap.dtype))
         names = EXACT if self.req.backend == "auto" else (self.req.backend,)
         trials, errors = self._run_trials(first[0], [t[:2] for t in v], names)
         if not trials and is_attention_error(list(errors.values())):
@@ -262,11 +283,13 @@ class _Planner:
     def _run_trials(self, batch: Batch, v: list[Tensor], names: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
         trials, errors = {}, {}
         for name in names:
-            if name == "func" and self.func_trial_pointless(trials, batch):
+            if name == "func" and len(names) > 1 and (why := self.func_trial_pointless(trials, batch)):
+                self.choice = f"func not timed: {why}"
                 continue
+            compared = len(names) > 1 and not (name == "double_backward" and self.func_trial_pointless({}, batch))
             impl = self.req.backends[name](self.snap, self.sizing)
             try:
-                trials[name] = (impl, *self.trial(impl, batch, v, timed=len(names) > 1))
+                trials[name] = (impl, *self.trial(impl, batch, v, timed=compared))
             except _FAILURES as e:
                 errors[name] = first_line(e, limit=200)
         return trials, errors
@@ -287,17 +310,35 @@ class _Planner:
                 times["apply"] = min(times["apply"], budgeted.clock(device) - t2)
         return out, times, state
 
-    def func_trial_pointless(self, trials: dict, batch: Batch) -> bool:
-        """Skip timing func when double_backward already makes a full 2-vector pass cheaper than ~30 ms and
-        forward-mode AD is not loaded yet: its one-time setup (torch scripts its jvp decompositions, 0.4–2 s)
-        could not pay for itself over a few hundred passes."""
+    def func_trial_pointless(self, trials: dict, batch: Batch) -> str:
+        """Why timing func could not pay (empty: time it), given the trials made so far: on a CPU, modules it is
+        slow through hold most of the parameters (`SLOW_SHARE`); or double_backward already makes a full
+        2-vector pass cheaper than ~30 ms and forward-mode AD is not loaded yet, so its one-time setup could
+        not pay for itself over a few hundred passes."""
+        kinds, share = self.slow_share()
+        if self.snap.device.type == "cpu" and share > SLOW_SHARE:
+            return f"{kinds} modules hold {share:.0%} of the parameters (func is slower through them on a CPU)"
         if "double_backward" not in trials or "torch._decomp.decompositions_for_jvp" in sys.modules:
-            return False
+            return ""
         if not self.req.local_samples:
-            return False
+            return ""
         times = trials["double_backward"][2]
         per_pass = times["apply"] + (0 if self.cache_expected() else times["prepare"])
-        return per_pass * self.req.local_samples / batch.size < 0.03
+        if per_pass * self.req.local_samples / batch.size < 0.03:
+            return f"a pass costs {per_pass * self.req.local_samples / batch.size * 1e3:.0f} ms"
+        return ""
+
+    def slow_share(self) -> tuple[str, float]:
+        """(their type names, their share of the differentiated parameters) for the modules func's backend is
+        slow through on a CPU (its `slow_on_cpu`)."""
+        slow = getattr(self.req.backends.get("func"), "slow_on_cpu", ())
+        names, kinds = set(), set()
+        for prefix, module in self.snap.objective.model.named_modules():
+            if isinstance(module, slow):
+                kinds.add(type(module).__name__)
+                names |= {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)}
+        share = sum(p.numel() for n, p in self.snap.params.items() if n in names) / max(1, self.snap.layout.dim)
+        return "/".join(sorted(kinds)), share
 
     def cache_expected(self) -> bool:
         """Will the per-batch states of a pass over this rank's samples fit in the cache's half of the budget?"""
@@ -311,6 +352,7 @@ class _Planner:
         db = trials["double_backward"][2]
         cost_db = db["apply"] + (0 if self.cache_expected() else db["prepare"])
         cost_func = trials["func"][2]["prepare"] + trials["func"][2]["apply"]
+        self.choice = f"timed on the first batch: double_backward {cost_db:.3g} s, func {cost_func:.3g} s"
         if self.snap.device.type == "cpu":
             return "func" if cost_func * 1.2 < cost_db else "double_backward"
         return "double_backward" if cost_db * 1.2 < cost_func else "func"
@@ -333,12 +375,16 @@ class _Planner:
                 trials[name] = (impl, *self.trial(impl, first[0], v2, timed=False))
             except _FAILURES as e:
                 raise LandscapeError(f"backend {name!r} cannot differentiate this model: {first_line(e)}") from e
-        impl, p1 = trials[name][:2]
+        impl, p1, times = trials[name][:3]
         checks.check_finite(p1, "the curvature products")
         V, HV = self.snap.layout.join(v2), p1
         if self.req.check_deterministic and self.product_determinism:
+            for other in trials:  # release the kept states (graphs) before preparing the batch again
+                trials[other] = (*trials[other][:3], None)
             with torch.enable_grad(), math_attention(self.math):
-                p2 = self.snap.layout.join(impl.apply(impl.prepare(first[0]), v))
+                state = impl.prepare(first[0])
+                p2 = self.snap.layout.join(impl.apply(state, v))
+            trials[name] = (impl, p1, times, state)
             checks.check_same(p1, p2[:2], "products")
             V, HV = self.snap.layout.join(v), p2
         return checks.check_symmetric(V, HV, self.snap.objective.model, self.snap.dtype)
@@ -368,6 +414,8 @@ class _Planner:
         # per vector processed at a time (sequential vectors: 1; vmapped: assume 4)
         per_sample = self.sizing.state_bytes_per_sample * (2 if backend == "double_backward" else 5)
         target = int(self.req.budget // 2 // per_sample)
+        if self.req.merge is None:
+            target = min(target, MERGE_STATE_BYTES // max(1, self.sizing.state_bytes_per_sample))
         if target < sum(b.size for b in first) or not self.independent(first):
             return None
         return target
