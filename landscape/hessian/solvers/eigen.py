@@ -34,9 +34,9 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.linalg import gram
+from landscape.hessian.solvers.linalg import gram, row_dots
 from landscape.hessian.solvers.linalg import row_norms as _norms
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator, draw, full_dim, over_shards
 
 WHICH = ("LA", "SA", "LM")
 
@@ -135,9 +135,10 @@ def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
 
 
 def _randn(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """n random rows from the CPU generator (the same on every device), in float32 unless float64."""
-    draw = torch.float64 if dtype == torch.float64 else torch.float32
-    return torch.randn(n, dim, generator=gen, dtype=draw).to(device=device, dtype=dtype)
+    """n random rows from the CPU generator (the same on every device), in float32 unless float64 (a sharded
+    operator's part of them: `protocol.draw`)."""
+    kind = torch.float64 if dtype == torch.float64 else torch.float32
+    return draw(lambda m: torch.randn(n, m, generator=gen, dtype=kind), dim).to(device=device, dtype=dtype)
 
 
 class _Counted:
@@ -180,6 +181,7 @@ def _start(
     return Q, mm(Q)
 
 
+@over_shards
 def top_eigenpairs(
     op: LinearOperator,
     k: int = 1,
@@ -208,14 +210,15 @@ def top_eigenpairs(
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     dim, dtype, device = int(op.dim), op.dtype, torch.device(op.device)
-    if not 1 <= k <= dim:
-        raise LandscapeError(f"top_eigenpairs: k must be in 1..{dim}, got {k}")
+    size = full_dim(op)  # the matrix size (dim is the length of this process's part of a sharded vector)
+    if not 1 <= k <= size:
+        raise LandscapeError(f"top_eigenpairs: k must be in 1..{size}, got {k}")
     if init_product is not None and init is None:
         raise LandscapeError("top_eigenpairs: init_product needs init")
     tol = tol if tol is not None else (1e-6 if dtype == torch.float64 else 1e-4)
-    b = max(1, min(dim, block_size or min(k, 4)))
-    m_max = min(dim, max_basis or max(2 * k + 2 * b, 20))
-    if m_max < min(dim, k + b):
+    b = max(1, min(size, block_size or min(k, 4)))
+    m_max = min(size, max_basis or max(2 * k + 2 * b, 20))
+    if m_max < min(size, k + b):
         raise LandscapeError(f"top_eigenpairs: max_basis must be at least k + block_size = {k + b}")
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -245,7 +248,7 @@ def top_eigenpairs(
         res = _norms(R).cpu().numpy()
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
-        full = m >= dim
+        full = m >= size
         if not trusted or (p == k and done.all()) or full or mm.calls >= max_matmats:
             U = Yp @ Q[:m]
             if trusted or mm.calls >= max_matmats:
@@ -255,7 +258,7 @@ def top_eigenpairs(
             trusted = True
             U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
             AU = mm(U)
-            th = torch.sum(U * AU, dim=1, dtype=torch.float64).cpu().numpy()
+            th = row_dots(U, AU).cpu().numpy()
             R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
             res = _norms(R).cpu().numpy()
             done = res <= limit

@@ -35,8 +35,8 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.linalg import gram
-from landscape.hessian.solvers.protocol import LinearOperator
+from landscape.hessian.solvers.linalg import gram, row_dots
+from landscape.hessian.solvers.protocol import LinearOperator, complete_norms, draw, over_shards
 
 
 @dataclass
@@ -101,8 +101,8 @@ def tridiag_to_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np
 
 
 def rademacher(k: int, dim: int, generator: torch.Generator) -> Tensor:
-    """[k, dim] of ±1 (float64, CPU) from `generator`."""
-    return torch.randint(0, 2, (k, dim), generator=generator).to(torch.float64).mul_(2).sub_(1)
+    """[k, dim] of ±1 (float64, CPU) from `generator` (a sharded operator's part of them: `protocol.draw`)."""
+    return draw(lambda n: torch.randint(0, 2, (k, n), generator=generator).to(torch.float64).mul_(2).sub_(1), dim)
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
@@ -119,7 +119,7 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
 
 
 def _norms(w: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+    return complete_norms(torch.linalg.vector_norm(w, dim=1, dtype=torch.float64))
 
 
 FINGERPRINT = ("dim", "vectors", "iters", "seed", "reorth", "dtype")
@@ -145,6 +145,7 @@ def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
         raise LandscapeError(f"lanczos: the state's iteration count {state['done']} is not in 1..{last}")
 
 
+@over_shards
 def lanczos(
     matmat: Callable[[Tensor], Tensor] | LinearOperator,
     dim: int | None = None,
@@ -227,7 +228,7 @@ def lanczos(
         if keep:
             basis[:, j] = q.to(bdev)
         w = torch.as_tensor(matmat(q.T)).to(device=device, dtype=dtype).T.contiguous()
-        alpha = torch.sum(q * w, dim=1, dtype=torch.float64)
+        alpha = row_dots(q, w)
         w -= alpha.to(dtype)[:, None] * q
         if q_prev is not None:
             w -= beta_prev.to(dtype)[:, None] * q_prev
@@ -252,7 +253,7 @@ def lanczos(
                     fresh = _orthogonalize(fresh, basis[:, : j + 1])
             else:
                 for v in (q, q_prev) if q_prev is not None else (q,):
-                    fresh -= torch.sum(fresh * v, dim=1, keepdim=True) * v
+                    fresh -= row_dots(fresh, v).to(fresh.dtype)[:, None] * v
             w = torch.where(broken[:, None], fresh / _norms(fresh).to(dtype)[:, None], w)
             beta = torch.where(broken, torch.zeros_like(beta), beta)
         betas.append(beta)

@@ -35,7 +35,7 @@ from landscape.hessian.solvers.chains import chains_per_group, grouped_lanczos
 from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
 from landscape.hessian.solvers.errorbars import rayleigh_stderr
 from landscape.hessian.solvers.lanczos import lanczos
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator, full_dim, over_shards
 
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 
@@ -305,6 +305,7 @@ class SpectralDensity:
         }
 
 
+@over_shards
 def slq_density(
     op: LinearOperator,
     iters: int = 80,
@@ -361,7 +362,7 @@ def slq_density(
     nodes, weights = res.ritz()
     meta = {"seed": seed, "reorth": reorth, "breakdowns": res.breakdowns, "seconds": time.perf_counter() - t0,
             "chains_per_group": group}
-    sd = SpectralDensity(nodes, weights, int(op.dim), meta)
+    sd = SpectralDensity(nodes, weights, full_dim(op), meta)
     if top_k > 0:
         t1 = time.perf_counter()
         _, U, AU = seeds

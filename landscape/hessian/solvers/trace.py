@@ -17,8 +17,10 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.hessian.solvers.eigen import orthonormalize
 from landscape.hessian.solvers.lanczos import rademacher
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.linalg import gram, row_dots
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator, over_shards
 
 
 @dataclass
@@ -46,7 +48,7 @@ def _quadratic_forms(op: LinearOperator, Z: Tensor, batch: int) -> np.ndarray:
     """z_iᵀ A z_i for the columns of Z, `batch` columns per matmat."""
     out = []
     for Zb in Z.split(batch, dim=1):
-        out.append(torch.sum(Zb * op.matmat(Zb), dim=0, dtype=torch.float64))
+        out.append(row_dots(Zb.T, op.matmat(Zb).T))
     return torch.cat(out).cpu().numpy()
 
 
@@ -54,6 +56,7 @@ def _stderr(samples: np.ndarray) -> float:
     return float(samples.std(ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
 
 
+@over_shards
 def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutchinson's estimate with `vectors` Rademacher vectors (`batch` per data pass)."""
     check_operator(op, "hutchinson_trace")
@@ -65,6 +68,7 @@ def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batc
     return TraceEstimate(float(s.mean()), _stderr(s), s, 0.0, vectors, "hutchinson")
 
 
+@over_shards
 def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutch++ with `products` matrix-vector products in all (a third each for the sketch, the
     low-rank trace and the Hutchinson residual)."""
@@ -77,8 +81,8 @@ def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: 
     S = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
     G = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
     AS = torch.cat([op.matmat(Sb) for Sb in S.split(batch, dim=1)], 1)
-    Q, _ = torch.linalg.qr(AS)
-    low = float(torch.sum(Q * torch.cat([op.matmat(Qb) for Qb in Q.split(batch, dim=1)], 1), dtype=torch.float64))
-    G = G - Q @ (Q.T @ G)
+    Q = orthonormalize(AS.T, AS.T[:0], gen).T  # Cholesky QR with float64 Gram sums (sharded vectors too)
+    low = float(row_dots(Q.T, torch.cat([op.matmat(Qb) for Qb in Q.split(batch, dim=1)], 1).T).sum())
+    G = G - Q @ gram(Q.T, G.T).to(device=G.device, dtype=G.dtype)
     s = _quadratic_forms(op, G, batch)
     return TraceEstimate(low + float(s.mean()), _stderr(s), s, low, 3 * third, "hutch++")
