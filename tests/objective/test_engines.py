@@ -145,3 +145,19 @@ def test_monitor_on_a_loader_of_dicts_tracks_the_top_eigenvalue_of_the_trainable
     lam = next(r["value"] for r in rec if r["metric"] == "lambda_max")
     assert lam == pytest.approx(top, rel=1e-8)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_float64_model_takes_float32_data_in_every_engine():
+    """Before the objective, run_probes and evaluate_grid failed with torch's raw dtype error here."""
+    from landscape.models import build
+
+    torch.manual_seed(0)
+    net = build("fc", kind="residual", depth=3, width=8, in_dim=4, n_classes=3).to(D).eval()
+    X, y = torch.randn(12, 4), torch.randint(0, 3, (12,))          # float32 data
+    ref = float(F.cross_entropy(net(X.double()), y).detach())
+    vals = evaluate_grid(net, F.cross_entropy, (X, y), [{n: torch.zeros_like(p) for n, p in net.named_parameters()}],
+                         [0.0])
+    assert vals.loss[0] == pytest.approx(ref, rel=1e-12)
+    assert run_probes(net, F.cross_entropy, (X, y), metrics=("grad_norm",))
+    op = HessianOperator(net, F.cross_entropy, (X, y))
+    assert op.dtype == D and torch.isfinite(op.matvec(torch.ones(op.dim, dtype=D))).all()
