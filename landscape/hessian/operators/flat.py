@@ -89,6 +89,14 @@ class Snapshot:
         """ℓ_b at `params` (the batch mean)."""
         return self.objective.loss(batch, self.state(params))
 
+    def gradient(self, params: dict[str, Tensor], batch: Batch) -> list[Tensor]:
+        """∇ℓ_b at `params` per parameter, by one first-order backward pass into fresh leaves (zeros for a
+        parameter the loss does not use); no graph is kept."""
+        leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.loss(leaves, batch), list(leaves.values()), allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves.values(), grads)]
+
     def output(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
         """The predictions on `batch` at `params`."""
         return self.objective.output(batch, self.state(params))

@@ -2,16 +2,18 @@
 
 J_b is the Jacobian of the model's predictions f on batch b with respect to the parameters, and ∇²_f ℓ_b
 the Hessian of the batch-mean loss with respect to those predictions (for cross-entropy the softmax
-Hessian diag(p) − p pᵀ per sample, for MSE a scaled identity). Both backends apply ∇²_f ℓ_b as an
-exact Hessian-vector product of the loss in output space (`Objective.loss_of_output`), so any loss works,
-the model's own loss of an HF task included; G is positive semi-definite when the loss is convex in the
-predictions (cross-entropy, MSE). Per vector: a tangent forward pass (J v), the output-space product, and a
-backward pass (Jᵀ u).
+Hessian diag(p) − p pᵀ per sample or token, for MSE a scaled identity). For a cross-entropy (an HF token task's
+own loss, or F.cross_entropy on [N, C] logits) both backends apply ∇²_f ℓ_b analytically, a chunk of tokens
+at a time (`output_hessian.py`: no second-order graph over the B×T×V logits); for any other loss, as an exact
+Hessian-vector product of the loss in output space (`Objective.loss_of_output`), so any loss works. G is
+positive semi-definite when the loss is convex in the predictions (cross-entropy, MSE). Per vector: a tangent
+forward pass (J v), the output-space product, and a backward pass (Jᵀ u).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,6 +22,7 @@ from torch.func import grad, jvp, vjp, vmap
 from landscape.hessian.operators.backends import Sizing
 from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.operator import CurvatureOperator
+from landscape.hessian.operators.output_hessian import cross_entropy_hessian
 from landscape.memory import tensor_bytes
 from landscape.objective import Batch
 
@@ -54,26 +57,31 @@ class FuncGGN:
 
         out, pullback = vjp(f, snap.params)
         jv = vmap(lambda t: jvp(f, (snap.params,), (dict(zip(names, t)),))[1], chunk_size=chunk)(tangents)
-        # output space: reverse-over-reverse (∇²_f ℓ is symmetric), which also covers losses such as
-        # F.mse_loss whose forward-over-reverse fails in torch 2.13 ("ZeroTensors are immutable")
-        _, loss_hvp = vjp(grad(lambda o: snap.objective.loss_of_output(o, batch)), out.detach())
-        hjv = vmap(lambda u: loss_hvp(u)[0], chunk_size=chunk)(jv)
+        analytic = cross_entropy_hessian(snap.objective, out, batch, self.sizing.budget)
+        if analytic is not None:
+            hjv = analytic.apply(jv)
+        else:
+            # output space: reverse-over-reverse (∇²_f ℓ is symmetric), which also covers losses such as
+            # F.mse_loss whose forward-over-reverse fails in torch 2.13 ("ZeroTensors are immutable")
+            _, loss_hvp = vjp(grad(lambda o: snap.objective.loss_of_output(o, batch)), out.detach())
+            hjv = vmap(lambda u: loss_hvp(u)[0], chunk_size=chunk)(jv)
         res = vmap(lambda u: pullback(u)[0], chunk_size=chunk)(hjv)
         return [res[n] for n in names]
 
 
 @dataclass
 class JacobianState:
-    """A batch's kept graphs: leaves θ, predictions f, the dummy u of Jᵀu, the live Jᵀu, their indices, the
-    detached predictions and the output-space gradient ∇_f ℓ_b (create_graph=True)."""
+    """A batch's kept graphs: leaves θ, predictions f, the dummy u of Jᵀu, the live Jᵀu, their indices, and the
+    output-space Hessian: analytic (cross-entropy), else the detached predictions and ∇_f ℓ_b (create_graph=True)."""
 
     leaves: list[Tensor]
     out: Tensor
     dummy: Tensor
     jt: list[Tensor]
     live: list[int]
-    out_d: Tensor
-    g_out: Tensor
+    analytic: Any
+    out_d: Tensor | None
+    g_out: Tensor | None
 
 
 class DoubleBackwardGGN:
@@ -94,9 +102,12 @@ class DoubleBackwardGGN:
         dummy = torch.zeros_like(out, requires_grad=True)
         jt = torch.autograd.grad(out, list(leaves.values()), dummy, create_graph=True, allow_unused=True)
         live = [i for i, g in enumerate(jt) if g is not None and g.requires_grad]
-        out_d = out.detach().requires_grad_()
-        (g_out,) = torch.autograd.grad(self.snap.objective.loss_of_output(out_d, batch), out_d, create_graph=True)
-        return JacobianState(list(leaves.values()), out, dummy, [jt[i] for i in live], live, out_d, g_out)
+        analytic = cross_entropy_hessian(self.snap.objective, out, batch, self.sizing.budget)
+        out_d = g_out = None
+        if analytic is None:
+            out_d = out.detach().requires_grad_()
+            (g_out,) = torch.autograd.grad(self.snap.objective.loss_of_output(out_d, batch), out_d, create_graph=True)
+        return JacobianState(list(leaves.values()), out, dummy, [jt[i] for i in live], live, analytic, out_d, g_out)
 
     def state_bytes(self, state: JacobianState, n: int) -> int:
         """Bytes the kept graphs hold (the plan's per-sample measurement × n)."""
@@ -106,12 +117,15 @@ class DoubleBackwardGGN:
         """G_b V, one vector at a time through the kept graphs."""
         k = tangents[0].shape[0]
         res = [torch.zeros_like(t) for t in tangents]
-        if not state.jt or not state.g_out.requires_grad:
+        if not state.jt or (state.analytic is None and not state.g_out.requires_grad):
             return res
         for i in range(k):
             (jv,) = torch.autograd.grad(state.jt, state.dummy, [tangents[j][i] for j in state.live],
                                         retain_graph=True)
-            (hjv,) = torch.autograd.grad(state.g_out, state.out_d, jv, retain_graph=True)
+            if state.analytic is not None:
+                hjv = state.analytic.apply(jv.unsqueeze(0))[0]
+            else:
+                (hjv,) = torch.autograd.grad(state.g_out, state.out_d, jv, retain_graph=True)
             for j, r in enumerate(torch.autograd.grad(state.out, state.leaves, hjv, retain_graph=True,
                                                       allow_unused=True)):
                 if r is not None:

@@ -38,6 +38,7 @@ from landscape import memory
 from landscape.errors import LandscapeError
 from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
 from landscape.hessian.operators.checks import check_fixed
+from landscape.hessian.operators.finite_difference import FiniteDifferenceHessian
 from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.plan import Request, make_plan
 from landscape.modes import preserved_modes
@@ -45,7 +46,7 @@ from landscape.objective import Batch, Objective, concat
 
 __all__ = ["BACKENDS", "CurvatureOperator", "HessianOperator"]
 
-BACKENDS = ("auto", "func", "double_backward")
+BACKENDS = ("auto", "func", "double_backward", "finite_difference")
 
 
 class CurvatureOperator:
@@ -59,7 +60,9 @@ class CurvatureOperator:
         loss_fn: `loss_fn(predictions, targets)` → batch mean; None: the model's own loss (HF models).
         data: any form `landscape.objective.Batches` accepts (tensors, (X, y), DataLoader, dict batches).
         params: the differentiated parameters (names, patterns or tensors; default: all with requires_grad).
-        backend: "auto" (timed on the first batch), "func" or "double_backward".
+        backend: "auto" (timed on the first batch), "func", "double_backward", or (HessianOperator)
+            "finite_difference": central differences of first-order gradients (`finite_difference.py`), for
+            kernels without a second derivative; "auto" takes it only when both exact backends fail.
         dtype: compute in this precision (e.g. torch.float64) without touching the model.
         max_memory: bytes the operator may use (default: `landscape.memory.budget`'s operator share).
         cache: keep per-batch states (gradient graphs) between calls (None: when they fit in half the budget).
@@ -80,8 +83,8 @@ class CurvatureOperator:
                  check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None):
         if distributed and not _dist.active():
             raise LandscapeError("distributed=True but torch.distributed is not initialized")
-        if backend not in BACKENDS:
-            raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend != "auto" and backend not in self._backends:
+            raise LandscapeError(f"backend must be one of auto, {', '.join(self._backends)}, got {backend!r}")
         self.objective = Objective.of(model, loss_fn, data, params)
         self.model = self.objective.model
         check_fixed(self.model)
@@ -98,10 +101,9 @@ class CurvatureOperator:
         self._cache: list[tuple[Any, int]] | None = None
         self._cache_off = cache is False
         with self._modes_as_built():
-            self.plan, warm = make_plan(self.snapshot, Request(
+            self.plan, self._impl, warm = make_plan(self.snapshot, Request(
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
                 check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local))
-        self._impl = self._backends[self.plan.backend](self.snapshot, self.plan.sizing)
         self._warm = warm if self.objective.data.materialized else None
 
     # ---- public interface -------------------------------------------------------------------------
@@ -118,7 +120,7 @@ class CurvatureOperator:
 
     @property
     def backend(self) -> str:
-        """The backend in use ("func" or "double_backward")."""
+        """The backend in use ("func", "double_backward" or "finite_difference")."""
         return self.plan.backend
 
     @property
@@ -133,7 +135,8 @@ class CurvatureOperator:
         """How the operator runs: backend, merged batch size, whether states are cached, the budget;
         attention_kernel "math" when fused attention (no double backward) is replaced by the math SDPA
         kernel; asymmetry, the measured |uᵀHv − vᵀHu| relative to its scale (see `checks`); rejected,
-        {backend: why} for an "auto" candidate whose products failed the symmetry check."""
+        {backend: why} for an "auto" candidate whose products failed the symmetry check; finite_difference (that
+        backend only): its calibrated step δ and Richardson error estimate."""
         plan = self.plan
         return {
             "backend": plan.backend,
@@ -149,6 +152,7 @@ class CurvatureOperator:
             "rejected": dict(plan.rejected),
             "checks": list(plan.checks),
             "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
+            **({"finite_difference": self._impl.describe()} if hasattr(self._impl, "describe") else {}),
         }
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -190,6 +194,10 @@ class CurvatureOperator:
         if self.distributed:
             total, weight = _dist.all_reduce_with_count(total, weight)
         return total / weight
+
+    def _batch_gradient(self, batch: Batch) -> Tensor:
+        """∇ℓ_b [dim] at the snapshot (one first-order backward pass)."""
+        return self.layout.join([g.unsqueeze(0) for g in self.snapshot.gradient(self.snapshot.params, batch)])[0]
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(w_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
@@ -292,10 +300,12 @@ class HessianOperator(CurvatureOperator):
     Same arguments as `CurvatureOperator`. Always checked at construction (LandscapeError otherwise): finite
     products, and symmetric ones (uᵀHv = vᵀHu for three random vectors to 10·√eps; a wrong double backward
     such as weight_norm's fails it). Fused attention without a double backward runs through the math SDPA
-    kernel (`info()["attention_kernel"]`).
+    kernel (`info()["attention_kernel"]`); backend="finite_difference" keeps it fused (two gradients per vector,
+    the step calibrated and the error estimated at construction: `info()["finite_difference"]`).
 
         op = HessianOperator(model, F.cross_entropy, (X, y))
         op = HessianOperator(gpt2, None, [{"input_ids": ids, "attention_mask": mask}])   # the model's own loss
     """
 
-    _backends = {"func": FuncHessian, "double_backward": DoubleBackwardHessian}
+    _backends = {"func": FuncHessian, "double_backward": DoubleBackwardHessian,
+                 "finite_difference": FiniteDifferenceHessian}

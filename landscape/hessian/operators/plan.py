@@ -11,6 +11,8 @@ On the first batch(es):
    yet (its one-time setup, 0.4–2 s, could not pay for itself). A backend that raises is skipped.
    When no backend can differentiate the model and a failure names a fused attention kernel, the trials
    are repeated under the math SDPA kernel (`landscape.objective.kernels`), which every product then uses.
+   "auto" turns to the finite-difference backend (first-order gradients only) only when both exact
+   backends fail, or fail the symmetry check; their reasons are kept in `Plan.rejected`.
 3. Checks (`checks.py`): finite products; with `check_deterministic`, a second product of the same
    vectors on the first batch reproduces the first to 1e3·eps; the products of three vectors are
    symmetric (uᵀHv = vᵀHu) to 10·√eps. With backend="auto", a backend that fails symmetry gives way to
@@ -43,6 +45,10 @@ from landscape.hessian.operators.flat import Snapshot
 from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
 
 _FAILURES = (RuntimeError, NotImplementedError)
+EXACT = ("double_backward", "func")
+"""The exact backends "auto" chooses between, in trial order."""
+FALLBACK = "finite_difference"
+"""The approximate backend "auto" turns to only when no exact backend gives symmetric products."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,13 @@ class Plan:
     """What the operator decided at construction (immutable; `CurvatureOperator.info()` reports it).
 
     Attributes:
-        backend: "func" or "double_backward".
+        backend: "func", "double_backward" or "finite_difference".
         sizing: per-sample state bytes and the budget.
         merge_samples: samples per merged batch (None: batches as given).
         math_attention: products run under the math SDPA kernel (fused attention had no derivative).
         asymmetry: the measured |uᵀHv − vᵀHu| relative to its scale.
-        rejected: {backend: why} for an "auto" candidate that failed the symmetry check.
+        rejected: {backend: why} for an "auto" candidate that failed the symmetry check (or, when "auto" fell
+            back to finite differences, could not differentiate the model).
         checks: what was checked at construction, and what was skipped.
     """
 
@@ -102,7 +109,7 @@ class Request:
     local_samples: int | None = None
 
 
-def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
+def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
     """Decide backend, sizing, kernel and merging for `snap` (see the module docstring).
 
     Args:
@@ -110,12 +117,14 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
         req: what the caller asked.
 
     Returns:
-        The frozen Plan, and the chosen backend's prepared state of the first batch (None when there is
-        none to reuse), which the operator's first data pass takes instead of preparing it again.
+        The frozen Plan, the chosen backend (as tried: a finite-difference backend keeps its calibrated step),
+        and its prepared state of the first batch (None when there is none to reuse), which the operator's
+        first data pass takes instead of preparing it again.
         LandscapeError when no backend yields finite, deterministic, symmetric products.
     """
     planner = _Planner(snap, req)
-    if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric):
+    needs_trial = getattr(req.backends.get(req.backend), "needs_trial", False)
+    if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric or needs_trial):
         return collective(req.distributed, planner.light)
     trials, vectors, first = collective(req.distributed, planner.try_backends)
     chosen = planner.agree_backend(trials)
@@ -128,9 +137,18 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any]:
         merge = None if flags[0] else int(-flags[1])
         if flags[2] != -flags[3]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
-    done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric")
+    impl = trials[backend][0]
+    done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric", *_error_check(impl))
     plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
-    return plan, trials[backend][3] if merge is None else None
+    return plan, impl, trials[backend][3] if merge is None else None
+
+
+def _error_check(impl: Any) -> tuple[str, ...]:
+    """The product-error check of an approximate backend (finite differences), as a `Plan.checks` entry."""
+    error = getattr(impl, "error_estimate", None)
+    if error is None:
+        return ()
+    return (f"product error ≤ {error:.1e} (Richardson estimate; tolerance {impl.describe()['tolerance']:.0e})",)
 
 
 def collective(distributed: bool, fn: Callable[[], Any]) -> Any:
@@ -155,7 +173,7 @@ class _Planner:
         self.rejected: dict[str, str] = {}
         self.sizing = Sizing(1, req.budget)
 
-    def light(self) -> tuple[Plan, Any]:
+    def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
         the first pass); only the loss checks of `Objective.check` run."""
         snap = self.snap
@@ -166,7 +184,7 @@ class _Planner:
             state, nbytes = memory.measure(lambda: impl.prepare(batch), snap.device)
         self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
-        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), state
+        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), impl, state
 
     def try_backends(self) -> tuple[dict, list[Tensor], list[Batch]]:
         """Trial products of the candidates on the first batch: ({name: (impl, product, times)}, three random
@@ -183,19 +201,26 @@ class _Planner:
         gen = torch.Generator().manual_seed(self.req.seed)
         v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=torch.float64)
                               .to(snap.device, snap.dtype))
-        trials, errors = self._run_trials(first[0], [t[:2] for t in v])
-        if not trials and is_attention_error(errors):
+        names = EXACT if self.req.backend == "auto" else (self.req.backend,)
+        trials, errors = self._run_trials(first[0], [t[:2] for t in v], names)
+        if not trials and is_attention_error(list(errors.values())):
             self.math = True
-            trials, errors = self._run_trials(first[0], [t[:2] for t in v])
+            trials, errors = self._run_trials(first[0], [t[:2] for t in v], names)
+        if not trials and self.req.backend == "auto" and FALLBACK in self.req.backends:
+            self.math = False  # first-order products need no math kernel
+            self.rejected.update(errors)
+            trials, more = self._run_trials(first[0], [t[:2] for t in v], (FALLBACK,))
+            errors.update(more)
         if not trials:
             if self.req.backend != "auto":
-                raise LandscapeError(f"backend {self.req.backend!r} cannot differentiate this model: {errors[0]}")
-            raise LandscapeError("no backend can differentiate this model (" + "; ".join(errors) + ")")
+                raise LandscapeError(f"backend {self.req.backend!r} cannot differentiate this model: "
+                                     f"{errors[self.req.backend]}")
+            raise LandscapeError("no backend can differentiate this model ("
+                                 + "; ".join(f"{n}: {e}" for n, e in errors.items()) + ")")
         return trials, v, first
 
-    def _run_trials(self, batch: Batch, v: list[Tensor]) -> tuple[dict, list[str]]:
-        names = ["double_backward", "func"] if self.req.backend == "auto" else [self.req.backend]
-        trials, errors = {}, []
+    def _run_trials(self, batch: Batch, v: list[Tensor], names: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
+        trials, errors = {}, {}
         for name in names:
             if name == "func" and self.func_trial_pointless(trials, batch):
                 continue
@@ -203,8 +228,7 @@ class _Planner:
             try:
                 trials[name] = (impl, *self.trial(impl, batch, v, timed=len(names) > 1))
             except _FAILURES as e:
-                line = first_line(e, limit=200)
-                errors.append(f"{name}: {line}" if len(names) > 1 else line)
+                errors[name] = first_line(e, limit=200)
         return trials, errors
 
     def trial(self, impl: Any, batch: Batch, v: list[Tensor], timed: bool) -> tuple[Tensor, dict, Any]:
@@ -295,7 +319,8 @@ class _Planner:
             try:
                 return name, self.validate(name, trials, v, first)
             except LandscapeError as e:
-                if "not symmetric" not in str(e) and not (failures and "cannot differentiate" in str(e)):
+                fallback_failed = failures and (name == FALLBACK or "cannot differentiate" in str(e))
+                if "not symmetric" not in str(e) and not fallback_failed:
                     raise
                 failures.append(e)
                 self.rejected[name] = str(e)
