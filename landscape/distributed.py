@@ -174,6 +174,32 @@ def all_reduce_with_count(total: Tensor, count: int) -> tuple[Tensor, int]:
 _COUNT_DIGITS = 8
 
 
+def all_gather_rows(rows: Tensor) -> Tensor:
+    """Every rank's rows [n_r, ...] concatenated in rank order, on every rank (identity in a single process).
+
+    Ranks may hold different numbers of rows (n_r = 0 too): one all_gather of the counts, one of the rows
+    padded to the largest count.
+
+    Args:
+        rows: this rank's rows; the trailing shape and dtype must be the same on every rank.
+
+    Returns:
+        [Σ_r n_r, ...] on `rows`' device.
+    """
+    if world_size() == 1:
+        return rows
+    dev = comm_device()
+    count = torch.tensor([rows.shape[0]], dtype=torch.int64, device=dev)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = torch.zeros((max(sizes), *rows.shape[1:]), dtype=rows.dtype, device=dev)
+    padded[: rows.shape[0]] = rows.to(dev)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]).to(rows.device)
+
+
 def barrier() -> None:
     """Wait until every rank arrives (no-op in a single process)."""
     if world_size() > 1:

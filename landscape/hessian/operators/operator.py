@@ -201,7 +201,8 @@ class CurvatureOperator:
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(w_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
-        the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass."""
+        the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass.
+        Under torch.distributed the batches of every rank, in rank order (the same on every rank)."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, weights, forms = self.layout.split(rows), [], []
         with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
@@ -212,7 +213,11 @@ class CurvatureOperator:
                         hv = self.layout.join(self._impl.apply(self._impl.prepare(b), tangents))
                         weights.append(w)
                         forms.append(torch.sum(hv * rows, dim=1, dtype=torch.float64).cpu())
-        return np.asarray(weights), torch.stack(forms).numpy()
+        table = torch.cat([torch.tensor(weights, dtype=torch.float64)[:, None],
+                           torch.stack(forms) if forms else torch.zeros(0, rows.shape[0], dtype=torch.float64)], 1)
+        if self.distributed:
+            table = _dist.all_gather_rows(table)
+        return table[:, 0].long().numpy(), table[:, 1:].numpy()
 
     def __matmul__(self, V: Tensor) -> Tensor:
         V = torch.as_tensor(V)
