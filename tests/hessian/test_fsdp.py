@@ -157,5 +157,39 @@ def test_a_model_without_fsdp_is_refused_and_the_task_seen_through_the_wrapper()
         FSDPHessianOperator(model, None, _batches())
 
 
+@pytest.mark.slow  # three processes each import torch, the models and matplotlib (like the plain 2-rank CLI test)
+def test_the_hessian_cli_with_fsdp_on_two_ranks_writes_the_unsharded_spectrum(tmp_path, monkeypatch):
+    """`torchrun ... -m landscape.hessian CKPT --fsdp`: the zoo's FC net sharded over 2 ranks, each with its share of
+    101 samples; the spectrum equals one process's exact one, and each rank's Lanczos state file is removed."""
+    import json
+
+    from landscape.checkpoint import save_checkpoint
+    from landscape.data import load_data
+    from landscape.hessian.cli.main import main
+    from landscape.models import build
+
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
+    data = load_data("mnist1d", n_samples=120)
+    model = build("fc", kind="residual", depth=2, width=8)
+    ckpt = tmp_path / "ckpt.pt"
+    save_checkpoint(ckpt, model, meta={"model": model.build_spec, "data": data.spec, "epoch": 0})
+    flags = ["--n-samples", "101", "--batch-size", "30", "--iters", "10", "--vectors", "2", "--top-k", "1",
+             "--device", "cpu", "--no-progress"]
+    done = launch(["-m", "landscape.hessian", str(ckpt), *flags, "--fsdp", "--out", str(tmp_path / "two")],
+                  timeout=600)
+    assert [p.returncode for p in done] == [0, 0], done[0].stderr[-2000:] + done[1].stderr[-2000:]
+    assert main([str(ckpt), *flags, "--out", str(tmp_path / "one")]) == 0
+    one, two = (json.loads((tmp_path / d / "spectrum.json").read_text()) for d in ("one", "two"))
+    assert two["fsdp"] and two["ranks"] == 2 and two["backend"] == "finite_difference"
+    assert two["finite_difference"]["error_estimate"] <= 1e-3 and two["n_params"] == one["n_params"]
+    assert abs(two["lambda_max"] - one["lambda_max"]) <= 1e-4 * one["lambda_max"]
+    np.testing.assert_allclose(np.load(tmp_path / "two" / "spectrum.npz")["nodes"],
+                               np.load(tmp_path / "one" / "spectrum.npz")["nodes"], rtol=0,
+                               atol=1e-3 * one["lambda_max"])
+    assert not list((tmp_path / "two").glob("lanczos_state*"))
+    with pytest.raises(LandscapeError, match="torchrun"):
+        main([str(ckpt), *flags, "--fsdp", "--out", str(tmp_path / "three")])
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))

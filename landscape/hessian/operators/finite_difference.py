@@ -217,6 +217,8 @@ class FiniteDifferenceHessian:
 POWER_STEPS = 3
 """Power iterations that turn the random trial vector toward the top eigenvector before `scan_step`."""
 _HALVINGS = 16
+_SETTLED = 1e-2
+"""A Richardson error below which the scan is in the Taylor regime (above it, e may rise before it falls)."""
 
 
 def top_direction(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: torch.dtype,
@@ -235,9 +237,9 @@ def top_direction(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtyp
 
 def scan_step(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: torch.dtype,
               norm: Norm = _norm) -> tuple[float, float]:
-    """(δ, e(δ)): the perturbation norm with the smallest Richardson error along v among δ₀·2^−i, i = 0..16,
-    scanned down until the error, after falling as δ² (truncation), rises again (rounding): 2 gradients per
-    halving, each D reused in two Richardson pairs.
+    """(δ, e(δ)): the perturbation norm with the smallest Richardson error along v among δ₀·2^−i, i = 1..16,
+    scanned down until the error, once below 1e-2 (the Taylor regime: falling as δ², or as δ where ReLU kinks
+    are crossed), has risen 4-fold again (rounding): 2 gradients per halving, each D in two Richardson pairs.
 
     Along the top eigenvectors of a transformer's Hessian the truncation error at δ₀ is O(1) and still
     ∝ δ² at δ₀/128 (measured: 1.3% error in λmax at the step `calibrate` picks from a random vector, whose own
@@ -255,7 +257,7 @@ def scan_step(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: t
         e = richardson_error(d, previous, norm)
         if e < best[1]:
             best = (delta, e)
-        elif math.isfinite(best[1]) and e > 2 * best[1]:
+        elif best[1] < _SETTLED and e > 4 * best[1]:  # past the minimum: rounding grows as 1/δ from here
             break
         previous = d
     return best

@@ -101,6 +101,8 @@ class FSDPHessianOperator:
 
     # ---- the solvers' interface -------------------------------------------------------------------
 
+    backend = "finite_difference"
+
     @property
     def n_samples(self) -> int:
         """Σ w_b over all ranks' batches (samples, or tokens for token losses)."""
