@@ -39,7 +39,16 @@ _VISION_HINT = "pip install landscape-diagnostics[vision]"
 
 @dataclass
 class TensorData:
-    """One split of a data set on one device. `spec` is JSON-able: `load_data(**spec)` loads it again."""
+    """One split of a data set on one device.
+
+    Args:
+        X: inputs [N, ...].
+        y: integer labels [N].
+        n_classes: the number of classes.
+        spec: JSON-able; `load_data(**spec)` loads the same split again.
+        mean: the per-channel mean of the training split that X was normalized with.
+        std: the per-channel standard deviation of the training split.
+    """
 
     X: Tensor
     y: Tensor
@@ -53,9 +62,18 @@ class TensorData:
 
     @property
     def device(self) -> torch.device:
+        """The device the tensors are on."""
         return self.X.device
 
     def to(self, device: str | torch.device) -> TensorData:
+        """A copy on another device.
+
+        Args:
+            device: the target device.
+
+        Returns:
+            The `TensorData` there.
+        """
         return TensorData(self.X.to(device), self.y.to(device), self.n_classes, dict(self.spec),
                           self.mean.to(device), self.std.to(device))
 
@@ -68,6 +86,16 @@ class TensorData:
         `part=(r, W)` yields only the r-th of W contiguous slices of each batch (`part_slice`: sizes differ by
         at most one) while every random draw is still made for the whole batch, so the W parts of a batch
         are exactly the unsplit batch: torch.distributed ranks see the single-process data order.
+
+        Args:
+            batch_size: samples per batch.
+            shuffle: draw the order from `generator`.
+            generator: the CPU generator of the shuffle and the augmentation.
+            augment: random crop and flip of each image.
+            part: (r, W): only the r-th of W contiguous slices of each batch.
+
+        Returns:
+            An iterator of (X, y) batches.
         """
         if batch_size < 1:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
@@ -91,8 +119,59 @@ class TensorData:
             yield (crop_flip(X, generator=generator, within=(mine.start, size)) if augment else X), y
 
 
+MEASUREMENT_SEED = 0
+MEASUREMENT_RULE = "torch.randperm(N, generator seeded 0)[:n]"
+
+
+def measurement_set(data: TensorData, n: int) -> tuple[Tensor, Tensor]:
+    """The measurement set: the fixed training samples that measurements during and after training use.
+
+    The first n samples of one permutation of the N samples, `torch.randperm(N)` from a CPU generator seeded
+    with `MEASUREMENT_SEED` (0): the same set for every run, model and seed on one data set (comparisons
+    between runs see the same inputs), nested (a smaller set is a prefix of a larger one, so every size is
+    drawn from the same permutation), and independent of the order the data set is stored in (the first n
+    of a set sorted by class would hold one class). Outputs record it with `measurement_set_record`.
+
+    Args:
+        data: the training split.
+        n: the number of samples (all N when n ≥ N).
+
+    Returns:
+        (X, y) of the min(n, N) samples, on the data's device, in the permutation's order.
+    """
+    if n < 1:
+        raise LandscapeError(f"the measurement set needs at least 1 sample, got {n}")
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(MEASUREMENT_SEED))[:n]
+    idx = idx.to(data.device)
+    return data.X[idx], data.y[idx]
+
+
+def measurement_set_record(n: int, total: int | None = None) -> dict:
+    """How a measurement set was drawn, for an output file (docs/formats.md).
+
+    Args:
+        n: the samples asked for (or taken).
+        total: N, the samples of the split it was drawn from (None: not recorded).
+
+    Returns:
+        {"samples": min(n, N), "of": N, "rule": `MEASUREMENT_RULE`} ("of" only with `total`).
+    """
+    if total is None:
+        return {"samples": n, "rule": MEASUREMENT_RULE}
+    return {"samples": min(n, total), "of": total, "rule": MEASUREMENT_RULE}
+
+
 def part_slice(n: int, index: int, count: int) -> slice:
-    """The `index`-th of `count` contiguous, near-equal slices of range(n): [⌊n·i/c⌋, ⌊n·(i+1)/c⌋)."""
+    """One of `count` contiguous, near-equal slices of range(n).
+
+    Args:
+        n: the length.
+        index: i, which slice (0 ≤ i < count).
+        count: c, how many slices.
+
+    Returns:
+        slice(⌊n·i/c⌋, ⌊n·(i+1)/c⌋).
+    """
     return slice(n * index // count, n * (index + 1) // count)
 
 
@@ -102,6 +181,14 @@ def shard(data: TensorData, index: int | None = None, count: int | None = None) 
     Shares are near-equal (`part_slice`) and together hold every sample once, in order; a
     rank's share may be empty when there are fewer samples than ranks. Divide sums by `len(data)`, the
     global count, not by the shard's length.
+
+    Args:
+        data: the whole split.
+        index: the rank (default: this process's).
+        count: the number of ranks (default: the group's size).
+
+    Returns:
+        The share as a `TensorData`.
     """
     index = distributed.rank() if index is None else index
     count = distributed.world_size() if count is None else count
@@ -118,6 +205,15 @@ def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None,
     One gather: output[b, :, i, j] = P[b, :, dy_b + i, dx_b + (W−1−j if flip_b else j)], P the padded batch.
     `within=(first, total)`: X holds rows first..first+B of a batch of `total` images; the draws are made
     for all `total` and X gets its rows' share (the draws of the whole batch, split across processes).
+
+    Args:
+        X: images [B, C, H, W].
+        pad: the padding (and the largest shift) in pixels.
+        generator: the CPU generator of the draws.
+        within: (first, total) as above.
+
+    Returns:
+        The augmented images [B, C, H, W].
     """
     B, C, H, W = X.shape
     first, total = within if within is not None else (0, B)
@@ -133,7 +229,11 @@ def crop_flip(X: Tensor, pad: int = 4, generator: torch.Generator | None = None,
 
 
 def cache_dir() -> Path:
-    """`$LANDSCAPE_CACHE`, else `~/.cache/landscape`."""
+    """Where generated and downloaded data are kept.
+
+    Returns:
+        `$LANDSCAPE_CACHE`, else `~/.cache/landscape`.
+    """
     return Path(os.environ.get("LANDSCAPE_CACHE") or Path.home() / ".cache" / "landscape")
 
 
@@ -142,9 +242,18 @@ def load_data(name: str = "mnist1d", split: str = "train", n_samples: int | None
               download: bool = False, normalize: bool = True) -> TensorData:
     """Load one split of a named data set onto `device` (see the module docstring for each set).
 
-    n_samples: training-set size (MNIST-1D: generated size, default 4,000; images: first n of train).
-    seed: MNIST-1D generation seed (the image sets are fixed files and ignore it).
-    root: directory of the image files (default `<cache dir>/data`).
+    Args:
+        name: one of `DATASETS`.
+        split: "train" or "test".
+        n_samples: training-set size (MNIST-1D: generated size, default 4,000; images: first n of train).
+        root: directory of the image files (default `<cache dir>/data`).
+        device: where the tensors go.
+        seed: MNIST-1D generation seed (the image sets are fixed files and ignore it).
+        download: download a missing image set (needs torchvision).
+        normalize: normalize per channel with the training split's mean and standard deviation.
+
+    Returns:
+        The split as a `TensorData`.
     """
     if name not in DATASETS:
         raise LandscapeError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
@@ -290,7 +399,14 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def read_cifar_batch(path: Path) -> dict:
-    """Read one CIFAR python batch file (a pickled dict with bytes keys) without executing code."""
+    """Read one CIFAR python batch file (a pickled dict with bytes keys) without executing code.
+
+    Args:
+        path: the batch file.
+
+    Returns:
+        Its dict (b"data", b"labels" or b"fine_labels", ...).
+    """
     try:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()

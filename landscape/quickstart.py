@@ -30,8 +30,8 @@ import time
 
 import torch.nn.functional as F
 
-from landscape.cli import Interrupted, prepare_out_dir
-from landscape.data import load_data
+from landscape.cli import Interrupted, Parser, cpu_threads, prepare_out_dir
+from landscape.data import load_data, measurement_set
 from landscape.errors import LandscapeError, resolve_device
 from landscape.io import write_json
 from landscape.plots import plot_grad_ratio_grid, plot_log_spectral_density, plot_training_curves
@@ -53,16 +53,30 @@ TARGET_ACC = 0.9
 
 
 def train_config(setup: dict, model_config: dict, **overrides) -> TrainConfig:
-    """The `TrainConfig` of one quickstart net: an FC net of `setup`'s depth and width, its data and optimizer."""
+    """The `TrainConfig` of one quickstart net: an FC net of `setup`'s depth and width, its data and optimizer.
+
+    Args:
+        setup: `SETUP` or a variant of it (SMALL, SMOKE).
+        model_config: the net's own model options (e.g. {"kind": "residual"}).
+        **overrides: further `TrainConfig` fields (device, threads, out, resume).
+
+    Returns:
+        The `TrainConfig`.
+    """
     return TrainConfig(model="fc", model_config={**model_config, "depth": setup["depth"], "width": setup["width"]},
                        n_samples=setup["n_samples"], epochs=setup["epochs"], batch_size=setup["batch_size"],
                        optimizer=setup["optimizer"], lr=setup["lr"], seed=setup["seed"], **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m landscape.quickstart` (defaults from `SETUP`).
+
+    Returns:
+        A `landscape.cli.Parser` (usage errors are one line).
+    """
     from landscape.cli import positive_int
 
-    p = argparse.ArgumentParser(prog="python -m landscape.quickstart", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m landscape.quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/quickstart", help="directory of the runs (default runs/quickstart)")
     p.add_argument("--figures", default="figures", help="where the figure and summary go (default figures)")
     for flag, key, what in (("--epochs", "epochs", "epochs per net"), ("--depth", "depth", "hidden layers per net"),
@@ -84,14 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring); torch's thread count is put back on return.
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status 0 (2 and 128 + signal come from `run_cli`).
+    """
     args = build_parser().parse_args(argv)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in nets if n not in NETS]
     if unknown or not nets:
         raise LandscapeError(f"unknown net(s) {unknown}; choose from {', '.join(NETS)}")
-    setup = {**SETUP, **{k: getattr(args, k) for k in SETUP if hasattr(args, k)}}
     device = resolve_device(args.device)
-    threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else None)
+    with cpu_threads(args.threads if args.threads is not None else (1 if device.type == "cpu" else None)) as threads:
+        return _main(args, nets, device, threads)
+
+
+def _main(args: argparse.Namespace, nets: list[str], device, threads: int) -> int:
+    setup = {**SETUP, **{k: getattr(args, k) for k in SETUP if hasattr(args, k)}}
     out, figures = prepare_out_dir(args.out), prepare_out_dir(args.figures)
     t0 = time.perf_counter()
     histories, rows, spectra, ratios = {}, [], {}, {}
@@ -131,8 +157,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
-    """SLQ spectrum curves, probe records and headline numbers of a trained net on the first
-    `measure_samples` training samples (the same fixed set for every net)."""
+    """SLQ spectrum curves, probe records and headline numbers of a trained net on the measurement set
+    (`landscape.data.measurement_set`: `measure_samples` training samples, the same for every net).
+
+    Args:
+        model: the trained net.
+        setup: the quickstart's setup (data size, measure_samples, SLQ sizes, seed).
+        device: where to measure.
+
+    Returns:
+        (spectrum curves, probe records, {headline numbers}).
+    """
     from landscape.experiment.keys import probe_keys
     from landscape.experiment.measure import transition_blocks
     from landscape.hessian import HessianOperator, slq_density
@@ -140,7 +175,7 @@ def measure(model, setup: dict, device) -> tuple[dict, list[dict], dict]:
     from landscape.probes import run_probes
 
     data = load_data("mnist1d", n_samples=setup["n_samples"], device=device)
-    X, y = data.X[: setup["measure_samples"]], data.y[: setup["measure_samples"]]
+    X, y = measurement_set(data, setup["measure_samples"])
     model.eval()
     op = HessianOperator(model, F.cross_entropy, (X, y))
     sd = slq_density(op, setup["slq_iters"], setup["slq_vectors"], seed=setup["seed"])  # (op, iters, vectors)
@@ -193,7 +228,8 @@ def _markdown(setup: dict, table: str) -> str:
             f"total wall time {setup['wall_seconds']:.0f} s. Train loss and accuracy are running means over "
             f"the last epoch; test accuracy is measured after it. λmax and the degenerate (|λ| < {setup['eps']:g} "
             f"λmax) and negative (λ < −{setup['eps']:g} λmax) spectral mass come from SLQ on the Hessian of the "
-            f"mean loss over the first {setup['measure_samples']} training samples; gradient-norm ratios (over "
+            f"mean loss over the measurement set ({setup['measure_samples']} training samples drawn with seed 0); "
+            "gradient-norm ratios (over "
             "the residual blocks; the 40 → width input block is a transition, left out) and unit statistics "
             "(block means) from `landscape.probes` on the same samples.\n\n"
             f"{table}\n\n"

@@ -216,3 +216,20 @@ def test_cifar_reader_refuses_code(tmp_path):
         read_cifar_batch(bad)
     assert not marker.exists()
     assert set(ldata.DATASETS) == {"mnist1d", "cifar10", "cifar100", "cifar100-coarse", "svhn"}
+
+
+def test_the_measurement_set_is_one_seeded_permutations_prefix():
+    """The definition (the first n of torch.randperm(N) from a generator seeded 0), nested sizes, the same set
+    on every call, and classes mixed even when the data set is stored sorted by class."""
+    y = torch.arange(100) // 10                                   # sorted by class: the first 10 are all class 0
+    data = ldata.TensorData(torch.arange(100.0)[:, None], y, 10, {}, torch.zeros(1), torch.ones(1))
+    X, labels = ldata.measurement_set(data, 30)
+    perm = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(X[:, 0].long(), perm[:30]) and torch.equal(labels, y[perm[:30]])
+    assert torch.equal(ldata.measurement_set(data, 10)[0], X[:10])                 # nested
+    assert torch.equal(ldata.measurement_set(data, 30)[0], X)                       # fixed
+    assert len(set(labels.tolist())) > 5
+    assert len(ldata.measurement_set(data, 1000)[0]) == 100
+    assert ldata.measurement_set_record(30, 100) == {"samples": 30, "of": 100, "rule": ldata.MEASUREMENT_RULE}
+    with pytest.raises(LandscapeError, match="at least 1 sample"):
+        ldata.measurement_set(data, 0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from landscape import experiment
 from landscape.checkpoint import load_checkpoint, load_training_state
 from landscape.cli import run_cli
-from landscape.data import load_data
+from landscape.data import load_data, measurement_set
 from landscape.errors import LandscapeError
 from landscape.experiment import runner
 from landscape.hessian import exact_hessian
@@ -111,7 +111,7 @@ def test_tiny_grid_writes_every_file_with_consistent_contents(tmp_path):
     want = _head_commit(ROOT) if shutil.which("git") else None
     assert (record["git"] or {}).get("commit") == want and (want is None) == (record["git"] is None)
     data = load_data("mnist1d", n_samples=160)
-    X, y = experiment.probe_set(data, 64)
+    X, y = measurement_set(data, 64)
     for cell in ("plain", "res"):
         run = out / cell / "seed0"
         for name in ("cell.json", "config.json", "metrics.jsonl", "checkpoint.pt", "ckpt_epoch000.pt",

@@ -22,6 +22,7 @@ ROLES = {
     "landscape.hessian": 1, "landscape.probes": 1, "landscape.surface": 1, "landscape.plots": 1,
     "landscape.compat": 1,
     "landscape.hessian.cli": 2, "landscape.hessian.__main__": 2, "landscape.surface.__main__": 2,
+    "landscape.surface.cli": 2,
     "landscape.train": 2, "landscape.experiment": 2, "landscape.quickstart": 2,
 }
 

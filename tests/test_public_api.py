@@ -43,7 +43,7 @@ def _reference() -> dict[str, tuple[str, str]]:
 
 
 DEFINED_IN = _reference()
-PROBES_API = {"METRICS", "TRAIN_PROBES", "ProbeCallback", "find_blocks", "make_probe_callback", "probe",
+PROBES_API = {"METRICS", "TRAIN_PROBES", "ProbeCallback", "ProbeOptions", "find_blocks", "make_probe_callback", "probe",
               "read_records", "records_by_block", "records_to_table", "run_probes", "to_csv", "to_json"}
 
 

@@ -1,4 +1,4 @@
-"""landscape.train's callbacks and optional outputs: epoch callbacks, --keep-epochs, --probe-samples,
+"""landscape.train's callbacks and optional outputs: epoch callbacks, --keep-epochs, --measure-samples,
 --tensorboard, and probes built by the orchestrator (the probes package never imports training)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ranks import worker_env
 from landscape import train as T
 from landscape.checkpoint import load_checkpoint
 from landscape.cli import run_cli
-from landscape.data import load_data
+from landscape.data import MEASUREMENT_RULE, load_data, measurement_set
 from landscape.models import build
 from landscape.probes import run_probes
 
@@ -83,23 +83,28 @@ def test_keep_epochs_keeps_the_initial_weights_and_every_epoch_across_a_resume(t
     assert not (plain / "epochs").exists()
 
 
-def test_probe_samples_fix_the_singularity_probe_set(tmp_path):
+def test_measure_samples_fix_the_singularity_measurement_set(tmp_path):
+    """The singularity probe runs on `landscape.data.measurement_set` of --measure-samples, recorded in
+    config.json; another set (one sample more) gives other values."""
     seen = {}
 
     def keep(step, model, batch, loss):                 # step callbacks run before the probes
         if step == 4:
             seen["model"] = copy.deepcopy(model)
 
-    T.train({**TINY, "out": str(tmp_path), "probes": ["singularity"], "probe_every": 4, "probe_samples": 30},
+    T.train({**TINY, "out": str(tmp_path), "probes": ["singularity"], "probe_every": 4, "measure_samples": 30},
             step_callbacks=[keep])
     records = [r for r in read(tmp_path / "probes.jsonl") if r["step"] == 4]
-    X = load_data(n_samples=200).X[:30]
+    X = measurement_set(load_data(n_samples=200), 30)[0]
+    recorded = json.loads((tmp_path / "config.json").read_text())["measurement_sets"]
+    assert recorded == {"singularity": {"samples": 30, "of": 200, "rule": MEASUREMENT_RULE}}
     expect = run_probes(seen["model"].eval(), None, X, metrics="singularity", step=4)
     got = {(r["block"], r["metric"]): r["value"] for r in records}
     assert len(got) == len(expect) > 0
     for r in expect:
         assert got[(r["block"], r["metric"])] == pytest.approx(r["value"], rel=1e-6, nan_ok=True), r
-    other = run_probes(seen["model"].eval(), None, load_data(n_samples=200).X[:31], metrics="singularity")
+    other = run_probes(seen["model"].eval(), None, measurement_set(load_data(n_samples=200), 31)[0],
+                       metrics="singularity")
     assert any(r["value"] != pytest.approx(got[(r["block"], r["metric"])], rel=1e-6, nan_ok=True) for r in other)
 
 
@@ -134,9 +139,9 @@ def test_tensorboard_missing_is_a_one_line_error_before_any_compute(tmp_path, mo
 
 
 def test_cli_flags_of_the_callbacks():
-    cfg = T.config_from_args(["--keep-epochs", "--probe-samples", "30", "--tensorboard", "tb", "--probes",
+    cfg = T.config_from_args(["--keep-epochs", "--measure-samples", "30", "--tensorboard", "tb", "--probes",
                               "grad_norm,stream", "--probe-every", "7"])
-    assert (cfg.keep_epochs, cfg.probe_samples, cfg.tensorboard, cfg.probes, cfg.probe_every) == (
+    assert (cfg.keep_epochs, cfg.measure_samples, cfg.tensorboard, cfg.probes, cfg.probe_every) == (
         True, 30, "tb", ["grad_norm", "stream"], 7)
 
 
@@ -175,7 +180,7 @@ def test_curvature_probe_matches_the_exact_hessian_and_leaves_training_unchanged
 
     cfg = {**TINY, "model_config": {"kind": "residual", "depth": 2, "width": 8}, "optimizer": "sgd", "lr": 0.05,
            "momentum": 0.0}
-    probed = T.train({**cfg, "out": str(tmp_path), "probes": ["curvature"], "probe_every": 4, "probe_samples": 64},
+    probed = T.train({**cfg, "out": str(tmp_path), "probes": ["curvature"], "probe_every": 4, "measure_samples": 64},
                      step_callbacks=[keep])
     plain = T.train(cfg)
     for (k, a), b in zip(plain["model"].state_dict().items(), probed["model"].state_dict().values()):
@@ -185,7 +190,8 @@ def test_curvature_probe_matches_the_exact_hessian_and_leaves_training_unchanged
     assert sorted(lam) == [4, 8] and lam[8]["epoch"] == 2.0
     data = load_data(n_samples=200)
     model = seen["model"].double().eval()
-    H = exact_hessian(model, torch.nn.functional.cross_entropy, [(data.X[:64].double(), data.y[:64])])
+    X, y = measurement_set(data, 64)
+    H = exact_hessian(model, torch.nn.functional.cross_entropy, [(X.double(), y)])
     top = torch.linalg.eigvalsh(H)[-1].item()
     assert lam[4]["value"] == pytest.approx(top, rel=1e-3)
     eos = {r["step"]: r["value"] for r in records if r["metric"] == "eos_ratio"}

@@ -4,7 +4,7 @@
 
 A run is one cell (an architecture and setting) with one seed. It trains with `landscape.train`, keeps
 `ckpt_epochNNN.pt` at the measurement epochs (epoch 0 = initialization) and measures each: the Hessian
-spectrum by SLQ, the exact spectrum of small nets, and the probes on a fixed probe set. The modules, one
+spectrum by SLQ, the exact spectrum of small nets, and the probes on the measurement set. The modules, one
 job each:
 
     config    the TOML schema; `load_experiment` / `resolve` a profile into runs; the declared claims
@@ -28,13 +28,13 @@ from landscape.experiment.config import (
     resolve,
 )
 from landscape.experiment.keys import measurement_keys, probe_keys, step_keys, train_keys, transition_point
-from landscape.experiment.measure import measure_epoch, measure_exact, measure_spectrum, probe_set
+from landscape.experiment.measure import measure_epoch, measure_exact, measure_spectrum
 from landscape.experiment.runner import run_experiment, run_one
 from landscape.experiment.summary import claims_table, headline_table, summarize
 
 __all__ = ["DATA_SHAPES", "Experiment", "Run", "build_models", "claims_table", "headline_table", "load_experiment",
            "measure_epoch", "measure_exact", "measure_spectrum", "measurement_keys", "parse_epochs", "probe_keys",
-           "probe_set", "resolve", "run_experiment", "run_one", "step_keys", "summarize",
+           "resolve", "run_experiment", "run_one", "step_keys", "summarize",
            "train_keys", "transition_point"]
 
 

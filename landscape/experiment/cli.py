@@ -16,15 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-from landscape.cli import Interrupted, interrupts
+from landscape.cli import Interrupted, Parser, cpu_threads, interrupts
 from landscape.experiment.config import build_models, load_experiment
 from landscape.experiment.runner import run_experiment
 from landscape.experiment.summary import claims_table, headline_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m landscape.experiment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m landscape.experiment", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="experiment TOML (experiments/NAME.toml)")
     p.add_argument("--profile", default="quick", help="profile to run: quick (default) or full")
     p.add_argument("--out", help="output directory (default runs/NAME, or runs/NAME-PROFILE for other profiles)")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or (f"runs/{exp.name}" if exp.profile == "quick" else f"runs/{exp.name}-{exp.profile}"))
     t0 = time.perf_counter()
     try:
-        with interrupts("raise"):
+        with interrupts("raise"), cpu_threads(exp.threads):
             summary = run_experiment(exp, out, only=args.only, device=args.device, progress=args.progress)
     except Interrupted:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

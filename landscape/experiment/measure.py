@@ -1,13 +1,15 @@
 """Measurement of one kept checkpoint: the Hessian spectrum (SLQ), the exact spectrum of small nets and the
-probes, on the run's fixed probe set; returns plain JSON-able dicts and arrays (written by the runner).
+probes, on the run's measurement set; returns plain JSON-able dicts and arrays (written by the runner).
 
-    measure/epochNNN.json  {"epoch", "step", "seconds", "spectrum": {...}, "exact": {...}, "probes": [records],
-                            "transitions": [the input and dimension-changing blocks, reported apart]}
+    measure/epochNNN.json  {"epoch", "step", "seconds", "measurement_set", "spectrum": {...}, "exact": {...},
+                            "probes": [records], "transitions": [the input and dimension-changing blocks,
+                            reported apart]}
     measure/epochNNN.npz   exact_eigenvalues (ascending)
     measure/epochNNN/      spectrum.json + spectrum.npz: the SLQ spectrum in the one spectrum format
                            (`landscape.hessian.cli.spectrum_file`; read it back with `read_spectrum`)
 
-The probe set is the same `probe_samples` training samples (a fixed random subset, seed 0) for every run.
+The measurement set is the same `probe_samples` training samples for every run (`landscape.data.measurement_set`:
+a fixed random subset, seed 0).
 """
 
 from __future__ import annotations
@@ -21,16 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoint import load_checkpoint
-from landscape.data import TensorData
+from landscape.data import measurement_set_record
 from landscape.experiment.config import Run
 from landscape.objective import select_params
-
-
-def probe_set(data: TensorData, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed probe set: n training samples drawn once with seed 0 (the same for every run)."""
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: min(n, len(data))]
-    idx = idx.to(data.device)
-    return data.X[idx], data.y[idx]
 
 
 def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -111,9 +106,10 @@ def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> t
     the SLQ `SpectralDensity`, written apart by the runner)."""
     model, meta = load_checkpoint(ckpt, map_location=device)
     epoch, m = meta["epoch"], run.measure
-    out: dict = {"epoch": epoch, "step": meta.get("step", 0), "seconds": {}}
-    arrays: dict = {}
     X, y = probe
+    out: dict = {"epoch": epoch, "step": meta.get("step", 0), "seconds": {},
+                 "measurement_set": measurement_set_record(len(X))}
+    arrays: dict = {}
     for section, fn in (("spectrum", measure_spectrum), ("exact", measure_exact)):
         if section in m and epoch in m[section]["epochs"]:
             t0 = time.perf_counter()

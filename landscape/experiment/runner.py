@@ -36,11 +36,11 @@ from torch import nn
 from landscape.checkpoint import save_checkpoint
 from landscape.cli import Interrupted, prepare_out_dir
 from landscape.cli import progress as progress_bar
-from landscape.data import load_data
+from landscape.data import load_data, measurement_set
 from landscape.errors import LandscapeError, first_line, resolve_device
 from landscape.experiment.config import Experiment, Run
 from landscape.experiment.keys import final_keys, measurement_keys, step_keys, train_keys
-from landscape.experiment.measure import measure_epoch, probe_set
+from landscape.experiment.measure import measure_epoch
 from landscape.experiment.summary import headline_table, summarize
 from landscape.hessian.cli.spectrum_file import read_spectrum, write_spectrum
 from landscape.hessian.solvers.spectrum import SpectralDensity
@@ -78,7 +78,7 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
     data_args = {"name": cfg.data, "n_samples": cfg.n_samples, "root": cfg.data_root, "device": device,
                  "seed": cfg.data_seed, "download": cfg.download}
     data = load_data(split="train", **data_args)
-    probe = probe_set(data, m["probe_samples"])
+    probe = measurement_set(data, m["probe_samples"])
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
 
     def ckpt_path(epoch: int) -> Path:
@@ -108,7 +108,7 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
         callbacks.append(make_probe_callback(
             metrics, m["steps"]["every"], out=rdir, steps_per_epoch=steps_per_epoch, batch_size=m["batch_size"],
             loss_fn=partial(F.cross_entropy, label_smoothing=cfg.label_smoothing),
-            probe_set=probe[0] if "singularity" in metrics else None))
+            measurement_set=probe[0] if "singularity" in metrics else None))
     cfg.resume = ckpt.exists()
     state, message = "completed", ""
     status("train")

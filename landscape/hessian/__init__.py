@@ -5,7 +5,7 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     sd = slq_density(op, iters=80, vectors=4, top_k=5)   # SpectralDensity: .density(), .summary(), .top
     top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
-    mon = CurvatureMonitor(loss_fn, probe_set, optimizer=opt, every=50)   # a training step callback (§G)
+    mon = CurvatureMonitor(loss_fn, measurement_set(data, 1000), optimizer=opt, every=50)   # a step callback (§G)
 """
 
 from landscape.hessian.monitor import CurvatureMonitor

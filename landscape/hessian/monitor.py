@@ -1,7 +1,7 @@
 """Curvature while training: sharpness, edge-of-stability ratio and the gradient's top-eigenspace share
 measured on a fixed sample set every K steps, each measurement warm-started from the previous one.
 
-    monitor = CurvatureMonitor(loss_fn, (X_probe, y_probe), optimizer=opt, k=4, every=50)
+    monitor = CurvatureMonitor(loss_fn, (X_fixed, y_fixed), optimizer=opt, k=4, every=50)
     for step ...: ...; opt.step(); monitor(step, model, (X, y), loss)    # a training step callback
     monitor.records    # [{"step": 50, "block": "model", "metric": "lambda_max", "value": 41.3}, ...]
 

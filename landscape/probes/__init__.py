@@ -23,6 +23,7 @@ from landscape.probes.blocks import Block, Site, find_blocks
 from landscape.probes.grad_norm import GRAD_METRICS, combined_norm
 from landscape.probes.hooks import METRICS, Probe, probe
 from landscape.probes.jacobian import block_jacobian_extremes, jacobian_extremes
+from landscape.probes.options import ProbeOptions
 from landscape.probes.records import make_record, read_records, records_by_block, records_to_table, to_csv, to_json
 from landscape.probes.run import run_probes
 from landscape.probes.singularity import (
@@ -36,6 +37,6 @@ from landscape.probes.stream import STREAM_METRICS, stream_stats
 from landscape.probes.training import TRAIN_PROBES, ProbeCallback, make_probe_callback
 
 __all__ = [
-    "METRICS", "TRAIN_PROBES", "ProbeCallback", "find_blocks", "make_probe_callback", "probe", "read_records",
-    "records_by_block", "records_to_table", "run_probes", "to_csv", "to_json",
+    "METRICS", "TRAIN_PROBES", "ProbeCallback", "ProbeOptions", "find_blocks", "make_probe_callback", "probe",
+    "read_records", "records_by_block", "records_to_table", "run_probes", "to_csv", "to_json",
 ]

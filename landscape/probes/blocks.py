@@ -16,11 +16,17 @@ Recognised without help, outermost match first, in registration (= forward) orde
   [+ `conv3, bn3`]): f is the output of the last-registered of `conv<k>`, `bn<k>`, `se`, `drop_path`
   (`bn2`/`bn3` in torchvision, after SE and drop-path in timm); the stream is `downsample` (or
   `shortcut`) when the block has one, else its input.
-- Transformer layers by structure: timm ViT `Block` and other pre-LN layers (norms `norm1/norm2`,
-  `ln_1/ln_2` or `ln1/ln2` around `attn`/`self_attn`/`attention` and `mlp`/`ffn`/`feed_forward`):
-  sites `attn` and `mlp`, f the output of `drop_path<k>` / `ls<k>` / the sublayer, stream the input of
-  the norm in front of it. `nn.TransformerEncoderLayer`: f = `dropout1` / `dropout2` output, stream
-  the input of `norm1` / `norm2` when `norm_first`, else the block input / `norm1` output (post-LN).
+- ConvNeXt blocks by structure (timm `ConvNeXtBlock`: `conv_dw, norm, mlp, drop_path` [+ `shortcut`],
+  x + drop_path(γ·mlp(norm(conv_dw(x))))): one site, f the output of `drop_path`, the stream the output
+  of `shortcut` (an identity or a downsampling) when the block has one, else its input.
+- Transformer layers by structure: pre-LN layers with norms `norm1/norm2`, `ln_1/ln_2`, `ln1/ln2` or
+  `input_layernorm/post_attention_layernorm` around `attn`/`self_attn`/`self_attention`/`attention` and
+  `mlp`/`ffn`/`feed_forward` — timm ViT `Block`, GPT-2, torchvision's ViT `EncoderBlock`, HF Llama and its
+  copies (Mistral, Qwen2: `model.layers.*`): sites `attn` and `mlp`, f the output of `drop_path<k>` /
+  `ls<k>` / (torchvision) the `dropout` after `self_attention` / the sublayer, stream the input of the norm
+  in front of it. Layers that also normalize the sublayer outputs (Gemma 2's `pre_feedforward_layernorm`)
+  are not claimed. `nn.TransformerEncoderLayer`: f = `dropout1` / `dropout2` output, stream the input of
+  `norm1` / `norm2` when `norm_first`, else the block input / `norm1` output (post-LN).
 - HF BERT-style post-LN layers (`bert.encoder.layer.*`: children `attention`, `intermediate`, `output`,
   with `attention.output` and `output` each a dense → dropout → LayerNorm(· + stream) module): site
   `attn` with f the output of `attention.output.dropout` and the layer input as stream; site `mlp` with
@@ -67,18 +73,34 @@ class Block:
     modules: dict[str, nn.Module] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: str) -> nn.Module:
-        """The module behind a qualified name used by this block (a `:in` suffix is ignored)."""
+        """The module behind a qualified name used by this block.
+
+        Args:
+            name: a qualified module name from this block's sites, units or weights (`:in` is ignored).
+
+        Returns:
+            The module.
+        """
         return self.modules[name.removesuffix(":in")]
 
     def site_label(self, site: Site) -> str:
-        """Record name of a site: the block name, plus `:tag` when the block has several sites."""
+        """The record name of a site.
+
+        Args:
+            site: one of this block's sites.
+
+        Returns:
+            The block name, plus `:tag` when the block has several sites.
+        """
         return f"{self.name}:{site.tag}" if len(self.sites) > 1 and site.tag else self.name
 
 
 _BRANCH_LAST = re.compile(r"(conv|bn)\d+|se|drop_path")
-_NORM_PAIRS = (("norm1", "norm2"), ("ln_1", "ln_2"), ("ln1", "ln2"))
-_ATTN = ("attn", "self_attn", "attention")
+_NORM_PAIRS = (("norm1", "norm2"), ("ln_1", "ln_2"), ("ln1", "ln2"), ("input_layernorm", "post_attention_layernorm"))
+_ATTN = ("attn", "self_attn", "self_attention", "attention")
 _MLP = ("mlp", "ffn", "feed_forward")
+_CONVNEXT = ("conv_dw", "norm", "mlp", "drop_path")
+_NOT_PRE_LN = ("pre_feedforward_layernorm",)   # sublayer outputs normalized too: the norm input is not the stream
 
 
 def _join(prefix: str, name: str) -> str:
@@ -120,7 +142,8 @@ def _transformer_sites(name: str, module: nn.Module, children: dict) -> tuple[Si
     subs = (_first(children, _ATTN), _first(children, _MLP))
     sites = []
     for k, (tag, sub, norm) in enumerate(zip(("attn", "mlp"), subs, norms), start=1):
-        branch = _first(children, (f"drop_path{k}", f"ls{k}", sub))
+        after = ("dropout",) if sub == "self_attention" else ()   # torchvision: dropout(self_attention(·))
+        branch = _first(children, (f"drop_path{k}", f"ls{k}", *after, sub))
         sites.append(Site(tag, branch=_join(name, branch), stream=_join(name, norm) + ":in"))
     return tuple(sites)
 
@@ -139,6 +162,11 @@ def _bert_sites(name: str) -> tuple[Site, ...]:
             Site("mlp", branch=_join(name, "output.dropout"), stream=_join(name, "intermediate") + ":in"))
 
 
+def _convnext_sites(name: str, children: dict) -> tuple[Site, ...]:
+    stream = _join(name, "shortcut") if "shortcut" in children else "input"
+    return (Site(tag="conv", branch=_join(name, "drop_path"), stream=stream),)
+
+
 def _recognise(name: str, module: nn.Module) -> tuple[str, tuple[Site, ...]] | None:
     """(kind, sites) when `module` is a block we know by structure, else None."""
     children = _children(module)
@@ -150,8 +178,10 @@ def _recognise(name: str, module: nn.Module) -> tuple[str, tuple[Site, ...]] | N
         return kind, _resnet_sites(name, children)
     if _is_bert_layer(children):
         return "bert", _bert_sites(name)
+    if all(c in children for c in _CONVNEXT):
+        return "convnext", _convnext_sites(name, children)
     is_encoder_layer = all(c in children for c in ("self_attn", "linear1", "linear2", "norm1", "norm2"))
-    has_norms = any(all(n in children for n in p) for p in _NORM_PAIRS)
+    has_norms = any(all(n in children for n in p) for p in _NORM_PAIRS) and not _first(children, _NOT_PRE_LN)
     if is_encoder_layer or (has_norms and _first(children, _ATTN) and _first(children, _MLP)):
         return "transformer", _transformer_sites(name, module, children)
     return None
@@ -229,15 +259,21 @@ def find_blocks(model: nn.Module, blocks: str | Sequence[str] | Sequence[Block] 
     """The blocks of `model`, in forward order, with their stream sites and singularity units.
 
     Args:
+        model: the model.
         blocks: None (recognise; see the module docstring), qualified names / glob patterns, or
             `Block`s from an earlier call (returned unchanged).
         branch: block-relative name of the module whose output is the update f; replaces the
             recognised sites with one site per block.
         stream: with `branch`: `"input"`, a block-relative module name (its output is the stream) or
             `name:in` (its input); a list tries each in turn (`["downsample", "input"]`).
-        units: block-relative name of the module whose output are the unit activations z;
-            weights: the layer with their incoming weights. Default: the block's `branch` and
-            `branch_linear` (landscape FC blocks) when it has both, else none.
+        units: block-relative name of the module whose output are the unit activations z (default: the
+            block's `branch` when it also has `branch_linear`, as landscape FC blocks do; else none).
+        weights: block-relative name of the layer with the units' incoming weights (default: the block's
+            `branch_linear`, else none).
+
+    Returns:
+        One `Block` per block; a block whose structure is not recognised has kind "module" and no sites
+        unless `branch` is given.
     """
     if blocks is not None and not isinstance(blocks, str) and all(isinstance(b, Block) for b in blocks):
         return list(blocks)

@@ -25,6 +25,7 @@ in place; a kept tensor that is modified in place before it is reduced raises `L
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -36,9 +37,10 @@ from landscape.errors import LandscapeError
 from landscape.probes.blocks import Block, Site, find_blocks
 from landscape.probes.grad_norm import GradNormCollector, tensors_in
 from landscape.probes.jacobian import block_jacobian_extremes
+from landscape.probes.options import ProbeOptions
 from landscape.probes.records import make_record, to_csv, to_json
 from landscape.probes.singularity import SingularityAccumulator, units_matrix, weight_stats
-from landscape.probes.stream import REDUCTIONS, STREAM_METRICS, stream_dims, sums_from_products, vector_products
+from landscape.probes.stream import STREAM_METRICS, stream_dims, sums_from_products, vector_products
 
 METRICS = ("grad_norm", "stream", "singularity", "jacobian")
 
@@ -51,31 +53,36 @@ def _first_tensor(obj) -> Tensor | None:
 
 
 class Probe:
-    """Hooks on a model's blocks; see the module docstring. Build with `probe(...)`."""
+    """Hooks on a model's blocks that turn what passes into records; see the module docstring.
+
+    Build it with `probe(...)`, which also takes `find_blocks`' keywords and the `ProbeOptions` fields.
+
+    Args:
+        model: the model.
+        blocks: None (recognise), qualified names / glob patterns, or `Block`s from `find_blocks`.
+        metrics: a subset of `METRICS`.
+        step: the step stored in every record.
+        options: how the metrics are computed (default `ProbeOptions()`).
+    """
 
     def __init__(self, model: nn.Module, blocks: str | Sequence | None = None,
-                 metrics: Sequence[str] = ("grad_norm", "stream"), *, reduce: str = "feature",
-                 step: int | None = None, branch: str | None = None, stream: str | Sequence[str] = "input",
-                 units: str | None = None, weights: str | None = None, eps: float = 1e-6,
-                 dead_tol: float = 0.0, threshold: float = 0.99, small_sv: float = 1e-3,
-                 jacobian_steps: int = 20, seed: int = 0):
+                 metrics: Sequence[str] = ("grad_norm", "stream"), *, step: int | None = None,
+                 options: ProbeOptions | None = None):
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise LandscapeError(f"unknown probe metrics {unknown or metrics!r}; known: {', '.join(METRICS)}")
-        if reduce not in REDUCTIONS:
-            raise LandscapeError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
-        self.model, self.metrics, self.reduce, self.step = model, metrics, reduce, step
-        self.eps, self.dead_tol, self.threshold, self.small_sv = eps, dead_tol, threshold, small_sv
-        self.jacobian_steps, self.seed = jacobian_steps, seed
-        self.blocks: list[Block] = find_blocks(model, blocks, branch=branch, stream=stream, units=units,
-                                               weights=weights)
+        self.model, self.metrics, self.step = model, metrics, step
+        self.options = ProbeOptions() if options is None else options
+        self.blocks: list[Block] = find_blocks(model, blocks)
         self.sites: list[tuple[int, Site]] = [(i, s) for i, b in enumerate(self.blocks) for s in b.sites]
         self.unit_blocks = [i for i, b in enumerate(self.blocks) if b.units]
         self._grad_on, self._stream_on = "grad_norm" in metrics, "stream" in metrics
         self._units_on, self._jac_on = "singularity" in metrics, "jacobian" in metrics
         if self._stream_on and not self.sites:
-            raise LandscapeError("no stream sites in the probed blocks: name the update's module (branch=)")
+            names = ", ".join(b.name for b in self.blocks[:3]) + (", ..." if len(self.blocks) > 3 else "")
+            raise LandscapeError(f"no stream sites in the probed blocks ({names}: structure not recognised); name "
+                                 "the update's module with branch= and where its stream comes from with stream=")
         if self._units_on and not self.unit_blocks:
             raise LandscapeError("no unit activations in the probed blocks: name their module with units=")
         self._connect_dims = [getattr(self.blocks[i].get(s.connect), "reduce_dims", None) if s.connect else None
@@ -91,7 +98,11 @@ class Probe:
         self.reset(step)
 
     def reset(self, step: int | None = None) -> None:
-        """Forget everything measured so far and set the step of the next records."""
+        """Forget everything measured so far.
+
+        Args:
+            step: the step of the next records.
+        """
         self.step = step
         self.grad_scale = 1.0
         self._grad = GradNormCollector(len(self.blocks))
@@ -109,7 +120,11 @@ class Probe:
         self._handles.append(register(fn, **kw))
 
     def attach(self) -> Probe:
-        """Register the hooks (done by `with`)."""
+        """Register the hooks (done by `with`).
+
+        Returns:
+            This probe.
+        """
         if self._attached:
             raise LandscapeError("this probe is already attached; use one `with probe(...)` at a time")
         self._attached = True
@@ -187,7 +202,7 @@ class Probe:
         """The per-vector products of one (stream, update) pair; the rest waits for `flush`."""
         dims = self._dims.get((k, x.dim()))
         if dims is None:
-            dims = self._dims[k, x.dim()] = stream_dims(x, self.reduce, self._connect_dims[k])
+            dims = self._dims[k, x.dim()] = stream_dims(x, self.options.reduce, self._connect_dims[k])
         self._pending_stream.append((k, *vector_products(x.detach(), f.detach(), dims)))
 
     def _capture(self, key: tuple[int, str], copy: bool, module, args, output) -> None:
@@ -219,8 +234,8 @@ class Probe:
             return
         self._paused = True
         try:
-            smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.jacobian_steps,
-                                                 seed=self.seed, **kwargs)
+            smax, smin = block_jacobian_extremes(module, x, *args[1:], steps=self.options.jacobian_steps,
+                                                 seed=self.options.seed, **kwargs)
         finally:
             self._paused = False
         old = self._jac.get(i)
@@ -265,7 +280,7 @@ class Probe:
         self._pending_stream.clear()
         for (count, _, _), items in groups.items():
             products = torch.stack([t for item in items for t in item[1:]]).view(len(items), 3, count)
-            sums = sums_from_products(products, self.eps)
+            sums = sums_from_products(products, self.options.eps)
             idx = [item[0] for item in items]
             if self._stream_acc is None:
                 self._stream_acc = sums.new_zeros(len(self.sites), len(STREAM_METRICS))
@@ -307,10 +322,11 @@ class Probe:
                 if n:
                     out += [rec(label, m, v / n) for m, v in zip(STREAM_METRICS, means[k])]
         if self._units_on:
-            acts = self._units.compute(self.dead_tol, self.threshold, self.small_sv)
+            o = self.options
+            acts = self._units.compute(o.dead_tol, o.threshold, o.small_sv)
             with_w = [i for i in self.unit_blocks if self.blocks[i].weights]
             layers = [self.blocks[i].get(self.blocks[i].weights) for i in with_w]
-            wstats = dict(zip(with_w, weight_stats(layers, self.threshold)))
+            wstats = dict(zip(with_w, weight_stats(layers, o.threshold)))
             for i in self.unit_blocks:
                 for m, v in {**acts.get(i, {}), **wstats.get(i, {})}.items():
                     out.append(rec(self.blocks[i].name, m, v))
@@ -321,20 +337,57 @@ class Probe:
         return out
 
     def to_csv(self, path: str | Path) -> Path:
-        """Write `records` as CSV."""
+        """Write `records` as CSV.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The path written.
+        """
         return to_csv(self.records, path)
 
     def to_json(self, path: str | Path, lines: bool = False) -> Path:
-        """Write `records` as JSON (an array, or JSON lines)."""
+        """Write `records` as JSON.
+
+        Args:
+            path: the file.
+            lines: JSON lines (one record per line) instead of one array.
+
+        Returns:
+            The path written.
+        """
         return to_json(self.records, path, lines)
 
 
 def probe(model: nn.Module, blocks: str | Sequence | None = None,
-          metrics: Sequence[str] = ("grad_norm", "stream"), **options) -> Probe:
+          metrics: Sequence[str] = ("grad_norm", "stream"), *, step: int | None = None, branch: str | None = None,
+          stream: str | Sequence[str] = "input", units: str | None = None, weights: str | None = None,
+          options: ProbeOptions | None = None, **fields) -> Probe:
     """A `Probe` on `model`'s blocks, to use as `with probe(model, ...) as p:`.
 
-    Options: reduce ("feature" | "global"), step (stored in every record), branch / stream / units /
-    weights (see `find_blocks`), eps (B.3's ε, 1e-6), dead_tol (0), threshold (overlap, 0.99),
-    small_sv (1e-3), jacobian_steps (20 Lanczos steps), seed.
+    Args:
+        model: the model.
+        blocks: None (recognise), qualified names / glob patterns, or `Block`s.
+        metrics: a subset of `METRICS`.
+        step: the step stored in every record.
+        branch: see `find_blocks`.
+        stream: see `find_blocks`.
+        units: see `find_blocks`.
+        weights: see `find_blocks`.
+        options: a `ProbeOptions`; or give its fields as keywords (reduce, eps, dead_tol, threshold,
+            small_sv, jacobian_steps, seed).
+        **fields: `ProbeOptions` fields (not together with `options`).
+
+    Returns:
+        The `Probe` (not yet attached: `with` attaches it).
     """
-    return Probe(model, blocks, metrics, **options)
+    if options is not None and fields:
+        raise LandscapeError(f"pass either options= or its fields, not both ({', '.join(fields)})")
+    unknown = [k for k in fields if k not in {f.name for f in dataclasses.fields(ProbeOptions)}]
+    if unknown:
+        raise LandscapeError(f"unknown probe option(s) {unknown}; options: "
+                             f"{', '.join(f.name for f in dataclasses.fields(ProbeOptions))}, branch, stream, units, "
+                             "weights, step")
+    found = find_blocks(model, blocks, branch=branch, stream=stream, units=units, weights=weights)
+    return Probe(model, found, metrics, step=step, options=options or ProbeOptions(**fields))

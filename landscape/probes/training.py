@@ -11,9 +11,10 @@ step's new records to `on_records`, and appends them to OUT/probes.jsonl when gi
   parameters just updated, in the model's training mode and with the training loss (`loss_fn`,
   cross-entropy by default); the backward is `torch.autograd.grad` on the input, so the optimizer's
   `.grad` are untouched.
-- singularity: a pass in eval mode over a fixed probe set (`probe_set`, e.g. the first 10,000 training
-  samples, docs/methods.md §A.2), at most once per epoch: at the first probed step of each epoch (every
-  probed step when the callback is not told the epoch length).
+- singularity: a pass in eval mode over the run's measurement set (`measurement_set`, the fixed samples of
+  `landscape.data.measurement_set`, e.g. 10,000 training samples, docs/methods.md §A.2), at most once per
+  epoch: at the first probed step of each epoch (every probed step when the callback is not told the
+  epoch length).
 
 Every probe pass leaves the run as it found it: the global RNG state (CPU and the model's CUDA
 device) is restored, so a run with probes draws the same dropout masks and shuffles as one without,
@@ -46,7 +47,15 @@ _BLOCK_OPTIONS = ("blocks", "branch", "stream", "units", "weights")
 
 @contextmanager
 def side_effect_free(model: nn.Module, train: bool | None = None):
-    """A probe pass that leaves no trace: modes (`preserved_modes`), buffers and the global RNG restored."""
+    """A probe pass that leaves no trace: modes (`preserved_modes`), buffers and the global RNG restored.
+
+    Args:
+        model: the model the pass runs on.
+        train: its mode during the pass (None: as it is).
+
+    Returns:
+        A context manager.
+    """
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = sorted({b.device for b in [*model.parameters(), *model.buffers()] if b.device.type == "cuda"},
                      key=str)
@@ -60,24 +69,37 @@ def side_effect_free(model: nn.Module, train: bool | None = None):
 
 
 class ProbeCallback:
-    """`callback(step, model, (X, y), loss)`: probe every `every`-th step; records in `.records` and the file."""
+    """`callback(step, model, (X, y), loss)`: probe every `every`-th step; records in `.records` and the file.
+
+    Args:
+        names: the probes (`TRAIN_PROBES`).
+        every: probe every `every`-th optimizer step.
+        out: directory of probes.jsonl (None: keep the records in memory only).
+        loss_fn: the training loss, loss_fn(output, y) (default cross-entropy).
+        measurement_set: inputs of the singularity pass (`landscape.data.measurement_set`); needed for it.
+        steps_per_epoch: the epoch length (records get `epoch`; singularity once per epoch).
+        batch_size: samples per forward of the singularity pass.
+        on_records: called with each step's new records.
+        **options: `blocks`, `branch`, `stream`, `units`, `weights` (see `find_blocks`) and the
+            `ProbeOptions` fields.
+    """
 
     def __init__(self, names: Sequence[str], every: int = 1, *, out: str | Path | None = None,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, probe_set: Tensor | None = None,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, measurement_set: Tensor | None = None,
                  steps_per_epoch: int | None = None, batch_size: int = 1000,
                  on_records: Callable[[list[dict]], None] | None = None, **options):
         names = list(names)
         unknown = [n for n in names if n not in TRAIN_PROBES]
         if unknown or not names:
             raise LandscapeError(f"unknown training probes {unknown or names}; known: {', '.join(TRAIN_PROBES)}")
-        if "singularity" in names and probe_set is None:
-            raise LandscapeError("the singularity probe needs a probe set (probe_set=X)")
+        if "singularity" in names and measurement_set is None:
+            raise LandscapeError("the singularity probe needs the measurement set's inputs (measurement_set=X)")
         if every < 1:
             raise LandscapeError(f"probe interval must be ≥ 1, got {every}")
         self.batch_metrics = [n for n in names if n != "singularity"]
         self.singularity = "singularity" in names
         self.every, self.loss_fn = every, loss_fn or F.cross_entropy
-        self.probe_set, self.batch_size, self.on_records = probe_set, batch_size, on_records
+        self.measurement_set, self.batch_size, self.on_records = measurement_set, batch_size, on_records
         self.block_options = {k: options.pop(k) for k in _BLOCK_OPTIONS if k in options}
         self.options = options
         self.steps_per_epoch = steps_per_epoch
@@ -104,7 +126,7 @@ class ProbeCallback:
         if self.singularity and epoch != self._last_epoch:
             self._last_epoch = epoch
             with side_effect_free(model, train=False):
-                new += run_probes(model, None, self.probe_set, metrics=("singularity",), blocks=self._blocks,
+                new += run_probes(model, None, self.measurement_set, metrics=("singularity",), blocks=self._blocks,
                                   batch_size=self.batch_size, step=step, **self.options)
         if self.steps_per_epoch:
             for r in new:
@@ -124,5 +146,14 @@ class ProbeCallback:
 
 
 def make_probe_callback(names: Sequence[str], every: int = 1, **kwargs) -> ProbeCallback:
-    """A `ProbeCallback` for `names` run every `every` steps; see `ProbeCallback` for the keywords."""
+    """A `ProbeCallback` for `names` run every `every` steps.
+
+    Args:
+        names: the probes.
+        every: the interval in optimizer steps.
+        **kwargs: see `ProbeCallback`.
+
+    Returns:
+        The callback.
+    """
     return ProbeCallback(names, every, **kwargs)

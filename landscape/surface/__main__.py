@@ -10,7 +10,10 @@
                           --path bezier also trains a quadratic Bézier curve between them (Garipov et al. 2018)
 
 Writes OUT/surface.npz (docs/formats.md), OUT/surface.json (settings, minimum, sharpness, barriers),
-OUT/surface_1d|contour|3d.png + .pdf, and with --h5 OUT/surface.h5 (loss-landscape's keys). Partial
+OUT/surface_1d|contour|3d.png + .pdf, and with --h5 OUT/surface.h5 (loss-landscape's keys). BatchNorm
+statistics: the checkpoint's (--bn eval; the default around one checkpoint) or each point's own (--bn
+recompute; interp's default and, for a model with running statistics, its only choice: a path has no single
+checkpoint's statistics, docs/methods.md §F.4). Partial
 results go to OUT/surface_state.npz after every block; SIGINT/SIGTERM stops with them saved (exit
 130/143) and --resume continues. Under torchrun the grid points are shared among the ranks. Exit 2 with
 one line on bad input. The model and data are loaded as by `python -m landscape.hessian`.
@@ -30,15 +33,37 @@ import torch
 import torch.nn.functional as F
 
 from landscape import distributed
-from landscape.cli import interrupts, memory_size, positive_float, positive_int, prepare_out_dir, progress, run_cli
-from landscape.errors import LandscapeError, first_line
+from landscape.cli import (
+    THREADS_HELP,
+    Parser,
+    cpu_threads,
+    interrupts,
+    memory_size,
+    positive_float,
+    positive_int,
+    prepare_out_dir,
+    progress,
+    run_cli,
+)
+from landscape.errors import LandscapeError
 from landscape.io import dumps, write_json, write_npz
+from landscape.surface.cli.directions import build_directions
 
 KINDS = ("random", "hessian", "pca", "interp", "file")
 
 
 def parse_grid(text: str) -> np.ndarray:
-    """'START:STOP:NUM' → NUM evenly spaced coordinates from START to STOP inclusive."""
+    """The coordinates of a `--grid` / `--ygrid` flag.
+
+    Args:
+        text: 'START:STOP:NUM' with finite START < STOP and NUM ≥ 2.
+
+    Returns:
+        NUM evenly spaced coordinates from START to STOP inclusive.
+
+    Raises:
+        argparse.ArgumentTypeError: any other text (argparse reports it as one usage line).
+    """
     parts = text.split(":")
     try:
         lo, hi, num = float(parts[0]), float(parts[1]), int(parts[2])
@@ -52,8 +77,8 @@ def parse_grid(text: str) -> np.ndarray:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m landscape.surface",
-                                description="Loss surface (1-D or 2-D) of a checkpoint's training loss.")
+    p = Parser(prog="python -m landscape.surface",
+               description="Loss surface (1-D or 2-D) of a checkpoint's training loss.")
     p.add_argument("ckpt", help="checkpoint written by landscape.train (or a state_dict file with --model)")
     p.add_argument("--model", metavar="MODULE:FUNCTION", help="build the model with this function (no arguments); "
                    "CKPT (and --to, --trajectory files) then hold its state_dict")
@@ -74,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="normalization of random directions (default filter)")
     p.add_argument("--include-bias-norm", action="store_true",
                    help="random directions also move biases and normalization parameters")
-    p.add_argument("--bn", choices=("eval", "recompute"), default="eval",
-                   help="BatchNorm statistics: the checkpoint's (eval) or recomputed at every point")
+    p.add_argument("--bn", choices=("eval", "recompute"), default=None,
+                   help="BatchNorm statistics: the checkpoint's (eval; the default) or recomputed at every point "
+                   "(recompute; interp's default, and its only choice for a model with running statistics)")
     p.add_argument("--data", metavar="NAME", help="data set (default: the checkpoint's, e.g. mnist1d)")
     p.add_argument("--data-root", metavar="DIR", help="directory of the image data sets")
     p.add_argument("--split", choices=("train", "test"), default=None, help="data split (default train)")
@@ -89,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="radii of the sharpness summary (default 0.1 0.25)")
     p.add_argument("--h5", action="store_true", help="also write surface.h5 (needs h5py: the surface-h5 extra)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of random directions and of the eigensolver")
     p.add_argument("--out", default="surface_out", metavar="DIR", help="output directory (default surface_out)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/surface_state.npz")
@@ -117,86 +144,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise LandscapeError("--ygrid needs --dims 2")
 
 
-def _weights(path: str, args: argparse.Namespace, device: torch.device, model) -> dict:
-    """The parameters of another checkpoint of the same model (one-line error when they do not fit)."""
-    from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.inputs import user_model
-
-    other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
-    problem = state_mismatch(model.state_dict(), other.state_dict())
-    if problem:
-        raise LandscapeError(f"{path} does not match {args.ckpt}: {problem}")
-    return {n: p.detach() for n, p in other.named_parameters()}
-
-
-def _trajectory_files(run_dir: str) -> list[Path]:
-    root = Path(run_dir)
-    if not root.is_dir():
-        raise LandscapeError(f"--trajectory {root}: not a directory")
-    files = sorted((root / "epochs").glob("epoch_*.pt")) or sorted(root.glob("epoch_*.pt"))
-    if len(files) < 2:
-        raise LandscapeError(f"--trajectory {root}: needs at least 2 checkpoints epochs/epoch_*.pt, found {len(files)}")
-    return files
-
-
-def _file_directions(args, model) -> list:
-    from landscape.surface import as_direction
-
-    path = Path(args.direction_file)
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise LandscapeError(f"--direction-file {path}: cannot read it ({first_line(e)})") from None
-    items = list(raw) if isinstance(raw, (list, tuple)) or (isinstance(raw, torch.Tensor) and raw.dim() == 2) \
-        else [raw]
-    if len(items) != args.dims or not all(isinstance(d, (dict, torch.Tensor)) for d in items):
-        raise LandscapeError(f"--direction-file {path}: expected {args.dims} direction(s) (dicts or flat tensors) "
-                             f"for --dims {args.dims}, got {len(items)}")
-    return [as_direction(model, d, f"--direction-file {path}: direction {j}") for j, d in enumerate(items)]
-
-
-def _directions(args, model, X, y, device) -> tuple[list, dict, np.ndarray | None, dict | None]:
-    """(directions, metadata, projected trajectory or None, the second endpoint for interp or None)."""
-    from landscape.surface import eigen_directions, parameters_of, pca_directions, random_directions
-
-    kind, meta = args.directions, {"directions": args.directions}
-    if kind == "random":
-        dirs = random_directions(model, args.dims, seed=args.seed, norm=args.norm,
-                                 include_bias_norm=args.include_bias_norm)
-        meta.update(norm=args.norm, include_bias_norm=args.include_bias_norm, seed=args.seed)
-        return dirs, meta, None, None
-    if kind == "hessian":
-        from landscape.data import part_slice
-        from landscape.hessian import HessianOperator, top_eigenpairs
-
-        part = part_slice(len(y), distributed.rank(), distributed.world_size())
-        batches = list(zip(X[part].split(args.batch_size or 500), y[part].split(args.batch_size or 500)))
-        op = HessianOperator(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
-        top = top_eigenpairs(op, k=args.dims, seed=args.seed)
-        meta.update(eigenvalues=top.eigenvalues.tolist(), residuals=top.residuals.tolist(),
-                    converged=top.converged, seed=args.seed)
-        return eigen_directions(model, top.eigenvectors, op.param_names), meta, None, None
-    if kind == "interp":
-        b = _weights(args.to, args, device, model)
-        from landscape.surface import difference
-
-        meta.update(to=str(args.to))
-        return [difference(parameters_of(model), b)], meta, None, b
-    if kind == "file":
-        return _file_directions(args, model), {**meta, "file": str(args.direction_file)}, None, None
-    files = _trajectory_files(args.trajectory)
-    final = parameters_of(model)
-    points = [_weights(str(f), args, device, model) for f in files]
-    moving = [p for p in points if any(not torch.equal(p[k], final[k]) for k in final)]
-    if len(moving) < args.dims + 1:
-        raise LandscapeError(f"--trajectory {args.trajectory}: {len(moving)} checkpoints differ from {args.ckpt}, "
-                             f"{args.dims + 1} needed for {args.dims} PCA direction(s)")
-    pca = pca_directions([*moving, final], n=args.dims)
-    meta.update(explained_variance_ratio=pca.explained_variance_ratio.tolist(),
-                trajectory_files=[f.name for f in files])
-    return pca.directions, meta, pca.coords, None
-
-
 def _join_grid_values(argv: list[str]) -> list[str]:
     """'--grid -1:1:51' → '--grid=-1:1:51': argparse would take a value starting with '-' for an option."""
     out, it = [], iter(argv)
@@ -206,10 +153,18 @@ def _join_grid_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring; every flag in docs/cli.md).
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status: 0 (2, 130 and 143 come from `run_cli`).
+    """
     args = _parser().parse_args(_join_grid_values(list(sys.argv[1:] if argv is None else argv)))
     _check_args(args)
     out = prepare_out_dir(args.out) if distributed.env_rank() == 0 else Path(args.out)
-    with interrupts("raise") as _:
+    with interrupts("raise"), cpu_threads(args.threads) as args.threads:
         device = distributed.setup(args.device)
         try:
             code = _run(args, device, out)
@@ -225,8 +180,10 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from landscape.inputs import load_inputs
     from landscape.surface import evaluate_grid, mesh_coords
 
+    t_start = time.perf_counter()
     model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))
-    dirs, meta, traj, other = _directions(args, model, X, y, device)
+    args.bn = _bn_mode(args, model)
+    dirs, meta, traj, other = build_directions(args, model, X, y, device)
     xs = args.grid
     if xs is None:
         if args.directions == "interp":
@@ -237,6 +194,8 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         else:
             xs = np.linspace(-1, 1, 51)
     ys = (args.ygrid if args.ygrid is not None else xs) if args.dims == 2 else None
+    if traj is not None:
+        meta["trajectory_outside_grid"] = _outside(args, traj, xs, ys)
     coords = mesh_coords(xs, ys)
     settings = {"checkpoint": str(args.ckpt), "directions": args.directions, "dims": args.dims, "x": xs.tolist(),
                 "y": None if ys is None else ys.tolist(), "n_samples": len(y), "data": spec, "bn": args.bn,
@@ -266,13 +225,43 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
             print(f"{e.name}: {done} of {len(coords)} points saved in {state_path}; continue with --resume",
                   file=sys.stderr)
         raise
-    seconds = time.perf_counter() - t0
-    paths = _paths(args, model, X, y, other, device) if args.directions == "interp" else {}
+    seconds = {"grid": time.perf_counter() - t0}
+    paths = _paths(args, model, X, y, other, seconds) if args.directions == "interp" else {}
+    seconds["total"] = time.perf_counter() - t_start
     if not distributed.is_main():
         return 0
     _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device)
     state_path.unlink(missing_ok=True)
     return 0
+
+
+def _outside(args: argparse.Namespace, traj: np.ndarray, xs: np.ndarray, ys: np.ndarray | None) -> int:
+    """How many projected trajectory points lie outside the grid, with a warning on stderr when any do
+    (they are drawn off the surface; a wider --grid / --ygrid covers them)."""
+    inside = (traj[:, 0] >= xs[0]) & (traj[:, 0] <= xs[-1])
+    if ys is not None:
+        inside &= (traj[:, 1] >= ys[0]) & (traj[:, 1] <= ys[-1])
+    off = int((~inside).sum())
+    if off and distributed.is_main():
+        reach = np.abs(traj).max(0)
+        print(f"warning: {off} of {len(traj)} trajectory points lie outside the grid (the trajectory reaches "
+              f"|x| = {reach[0]:.3g}" + (f", |y| = {reach[1]:.3g}" if ys is not None else "") + "); they are drawn "
+              "off the surface: widen --grid/--ygrid, or leave --grid out to cover them", file=sys.stderr)
+    return off
+
+
+def _bn_mode(args: argparse.Namespace, model) -> str:
+    """--bn resolved: a path has no single checkpoint's statistics, so interp recomputes them at every point
+    (and refuses --bn eval for a model with running statistics); the other directions default to eval."""
+    from landscape.surface.paths import path_bn
+
+    if args.directions != "interp":
+        return args.bn or "eval"
+    try:
+        return path_bn(model, args.bn or "recompute")
+    except LandscapeError:
+        raise LandscapeError("--bn eval would use CKPT's BatchNorm running statistics at every point of the path "
+                             "to --to; drop it (interp recomputes each point's own)") from None
 
 
 def _read_state(path: Path, signature: str, points: int) -> dict | None:
@@ -293,18 +282,23 @@ def _read_state(path: Path, signature: str, points: int) -> dict | None:
     return st
 
 
-def _paths(args, model, X, y, other, device) -> dict:
-    """Linear path barrier on t ∈ [0, 1] (21 points) and, with --path bezier, the trained curve."""
+def _paths(args, model, X, y, other, seconds: dict) -> dict:
+    """Linear path barrier on t ∈ [0, 1] (21 points) and, with --path bezier, the trained curve; the time
+    of each part goes into `seconds` (paths, bezier_training)."""
     from landscape.surface import bezier_path, linear_path, parameters_of, train_bezier
 
+    t0 = time.perf_counter()
     a = parameters_of(model)
     kw = {"bn": args.bn, "batch_size": args.batch_size, "max_memory": args.max_memory, "backend": args.backend}
     res = {"linear": linear_path(model, F.cross_entropy, (X, y), a, other, n=21, **kw).to_dict()}
     if args.path == "bezier":
+        t1 = time.perf_counter()
         with progress(total=args.bezier_steps, desc="Bézier", unit="step", enabled=not args.no_progress) as bar:
             c = train_bezier(model, F.cross_entropy, (X, y), a, other, steps=args.bezier_steps, seed=args.seed,
                              progress=lambda step, loss: bar.update(1))
+        seconds["bezier_training"] = time.perf_counter() - t1
         res["bezier"] = bezier_path(model, F.cross_entropy, (X, y), a, c, other, n=21, **kw).to_dict()
+    seconds["paths"] = time.perf_counter() - t0
     return res
 
 
@@ -319,7 +313,8 @@ def _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device
     if args.h5:
         surf.save_h5(out / "surface.h5")
     summary = {**surf.summary(tuple(args.sharpness_radius)), "settings": settings, "grid": vals.info,
-               "seconds": seconds, "device": str(device), "ranks": distributed.world_size(),
+               "seconds": seconds["total"], **{f"seconds_{k}": v for k, v in seconds.items() if k != "total"},
+               "device": str(device), "threads": args.threads, "ranks": distributed.world_size(),
                "torch_version": torch.__version__}
     for kind, p in paths.items():
         summary[f"barrier_{kind}"] = p["barrier"]
@@ -342,7 +337,7 @@ def _write(args, out, xs, ys, vals, meta, traj, paths, settings, seconds, device
                              log=bool(np.nanmin(surf.loss) > 0))
         plot_surface_3d(xs, ys, surf.loss, out / "surface_3d")
     print(json.dumps({k: summary.get(k) for k in ("min_loss", "max_accuracy", "barrier_linear", "barrier_bezier",
-                                                   "seconds")}))
+                                                   "seconds", "seconds_bezier_training") if k in summary}))
 
 
 if __name__ == "__main__":

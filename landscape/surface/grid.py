@@ -39,7 +39,7 @@ from landscape import distributed as dist
 from landscape import memory
 from landscape.data import part_slice
 from landscape.errors import LandscapeError
-from landscape.modes import preserved_modes
+from landscape.modes import preserved_modes, running_stats_modules
 from landscape.objective import Batch, Objective, concat
 from landscape.surface.directions import as_direction, parameters_of
 
@@ -110,10 +110,6 @@ def _map(fn: Callable, in_dims: tuple, backend: str) -> Callable:
     return looped
 
 
-def _bn_modules(model: nn.Module) -> list[_BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
 def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any = None,
                   directions: Sequence[Mapping[str, Tensor] | Tensor] = (), coords: Any = (), *,
                   origin: Mapping[str, Tensor] | None = None, bn: str = "eval", accuracy: bool | None = None,
@@ -174,7 +170,7 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
                                                                 or sample.targets.is_complex())
     run = _Run(objective, base, {k: torch.stack([d[k] for d in dirs]).reshape(m, -1) for k in base},
                C.to(device=first.device, dtype=first.dtype), pick_backend(model, first.device, backend),
-               _bn_modules(model) if bn == "recompute" else [], accuracy, split)
+               running_stats_modules(model) if bn == "recompute" else [], accuracy, split)
     batch_size, chunk = run.sizes(sample, whole, batch_size, max_memory, points_per_pass, min_blocks)
     batches = whole.split(size=batch_size) if whole is not None else list(objective.batches(first.device, first.dtype))
     if state is None:

@@ -5,7 +5,7 @@ callbacks as `cb(epoch, model, record)` after every epoch. This module is where 
 diagnostics into that loop (engines never import training):
 
 - `PROBES` maps each `--probes` name to a factory `factory(ctx) -> callback`; `build_probe_callbacks`
-  calls each factory once with a `ProbeContext` (model, optimizer, data, fixed probe set, loss, output)
+  calls each factory once with a `ProbeContext` (model, optimizer, data, measurement set, loss, output)
   and runs the callbacks every `--probe-every` steps. The hook metrics (grad_norm, stream, jacobian,
   singularity) share one `landscape.probes.ProbeCallback`. A new diagnostic is one entry in `PROBES`.
 - A probe hands its records to `ctx.emit(records)`; the `RecordSink` appends them to RUN/probes.jsonl
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.data import TensorData
+from landscape.data import TensorData, measurement_set, measurement_set_record
 from landscape.errors import LandscapeError
 from landscape.io import append_jsonl
 from landscape.probes.records import drop_records_after
@@ -36,8 +36,8 @@ from landscape.train.config import TrainConfig
 StepCallback = Callable[[int, nn.Module, tuple[Tensor, Tensor], Tensor], None]
 EpochCallback = Callable[[int, nn.Module, dict], None]
 RECORDS_FILE = "probes.jsonl"
-DEFAULT_PROBE_SAMPLES = 10_000   # the fixed probe set of the singularity probe (docs/methods.md §A.2)
-DEFAULT_CURVATURE_SAMPLES = 1_000  # ... and of the curvature monitor (one kept gradient graph holds it all)
+DEFAULT_MEASURE_SAMPLES = {"singularity": 10_000,   # the measurement set of the singularity probe (§A.2)
+                           "curvature": 1_000}      # ... and of the curvature monitor (one kept graph holds it)
 
 
 @dataclass
@@ -54,10 +54,30 @@ class ProbeContext:
     emit: Callable[[list[dict]], None] = lambda records: None
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
 
-    def probe_set(self, default: int = DEFAULT_PROBE_SAMPLES) -> tuple[Tensor, Tensor]:
-        """The fixed probe set: the first `--probe-samples` training samples (`default` when unset)."""
-        n = self.config.probe_samples or default
-        return self.train_data.X[:n], self.train_data.y[:n]
+    def measurement_set(self, probe: str) -> tuple[Tensor, Tensor]:
+        """The run's measurement set (`landscape.data.measurement_set`) for one probe.
+
+        Args:
+            probe: "singularity" or "curvature" (its default size when --measure-samples is unset).
+
+        Returns:
+            (X, y) of the `--measure-samples` (or the default) training samples.
+        """
+        return measurement_set(self.train_data, self.config.measure_samples or DEFAULT_MEASURE_SAMPLES[probe])
+
+
+def measurement_sets(cfg: TrainConfig, n_train: int) -> dict:
+    """What config.json records of the measurement sets the run's probes use (docs/formats.md).
+
+    Args:
+        cfg: the run's configuration.
+        n_train: the training samples the sets are drawn from.
+
+    Returns:
+        {probe: `measurement_set_record`} for each of --probes that uses one.
+    """
+    return {p: measurement_set_record(cfg.measure_samples or DEFAULT_MEASURE_SAMPLES[p], n_train)
+            for p in DEFAULT_MEASURE_SAMPLES if p in cfg.probes}
 
 
 def _hook_probes(ctx: ProbeContext):
@@ -66,20 +86,20 @@ def _hook_probes(ctx: ProbeContext):
 
     names = [n for n in ctx.config.probes if n in TRAIN_PROBES]
     return ProbeCallback(names, 1, loss_fn=ctx.loss_fn,
-                         probe_set=ctx.probe_set()[0] if "singularity" in names else None,
+                         measurement_set=ctx.measurement_set("singularity")[0] if "singularity" in names else None,
                          steps_per_epoch=ctx.steps_per_epoch, batch_size=ctx.config.eval_batch_size,
                          on_records=ctx.emit)
 
 
 def _curvature(ctx: ProbeContext):
-    """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the fixed probe set, with the
+    """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the measurement set, with the
     run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
     try:
         from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
     except ImportError as e:
         raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
     # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
-    return CurvatureMonitor(ctx.loss_fn, ctx.probe_set(DEFAULT_CURVATURE_SAMPLES), optimizer=ctx.optimizer,
+    return CurvatureMonitor(ctx.loss_fn, ctx.measurement_set("curvature"), optimizer=ctx.optimizer,
                             metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
                             batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
 

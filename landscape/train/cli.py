@@ -1,5 +1,4 @@
-"""Train a landscape model on a named data set; resumable bit-for-bit on CPU. (This module: the command
-line of `python -m landscape.train` — flags, TOML merging, exit codes.)
+"""The command line of `python -m landscape.train`: flags, TOML merging, threads, exit codes.
 
     python -m landscape.train --model fc --model-config '{"kind": "residual", "depth": 20, "width": 128}' \\
         --epochs 30 --optimizer adam --lr 1e-3 --out runs/res20
@@ -21,20 +20,45 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
 from landscape import distributed
+from landscape.cli import THREADS_HELP, Parser, cpu_threads
 from landscape.data import DATASETS
 from landscape.errors import LandscapeError
 from landscape.train.config import OPTIMIZERS, SCHEDULES, TrainConfig, load_toml
 from landscape.train.loop import train
 
+DESCRIPTION = ("Train a landscape model on a named data set: a checkpoint after every epoch, resumable "
+               "bit-for-bit on CPU, DistributedDataParallel under torchrun.")
+EPILOG = """examples:
+  python -m landscape.train --model fc --model-config '{"kind": "residual", "depth": 20, "width": 128}' \\
+      --epochs 30 --optimizer adam --lr 1e-3 --out runs/res20
+  python -m landscape.train --config experiments/train_resnetv2_cifar10.toml --out runs/r18 --resume
+  torchrun --standalone --nproc_per_node W -m landscape.train ... --out runs/x
+
+outputs (docs/formats.md):
+  OUT/config.json, OUT/metrics.jsonl and OUT/checkpoint.pt after every epoch; with --keep-epochs
+  OUT/epochs/epoch_NNNN.pt (0000: the initial weights); with --probes OUT/probes.jsonl; with --tensorboard
+  the same metrics as TensorBoard scalars.
+
+learning rate at optimizer step s of T, W = warmup epochs x steps per epoch:
+  s < W: lr (s+1)/W;  then constant: lr;  step: lr gamma^(milestones passed);  cosine: lr (1 + cos(pi (s-W)/(T-W)))/2
+
+exit status:
+  0 done; 2 bad input or a non-finite loss (one line on stderr; the last good checkpoint stays);
+  130 / 143 on SIGINT / SIGTERM: the last complete epoch's checkpoint stays, --resume continues it."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    S = argparse.SUPPRESS  # unset flags stay absent, so --config values survive
-    from landscape.train import optim
+    """The parser of `python -m landscape.train` (flags left out stay absent, so --config values survive).
 
-    p = argparse.ArgumentParser(prog="python -m landscape.train", description=f"{__doc__}\n{optim.__doc__}",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
+    Returns:
+        A `landscape.cli.Parser` (usage errors are one line).
+    """
+    S = argparse.SUPPRESS
+    p = Parser(prog="python -m landscape.train", description=DESCRIPTION, epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=S)
     p.add_argument("--config", help="TOML file of training options; flags given here override it")
     g = p.add_argument_group("model")
     g.add_argument("--model", help="model name (landscape.models.available()), default fc")
@@ -75,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
     g.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 instead of "
                    "replicating it (DDP); checkpoints hold the full states")
-    g.add_argument("--threads", type=int, help="CPU threads torch may use (default: torch's choice)")
+    g.add_argument("--threads", type=int, metavar="N", help=f"{THREADS_HELP}; --resume keeps the run's count")
     g.add_argument("--seed", type=int, help="seed of weights, shuffling and the global RNG (default 0)")
     g.add_argument("--out", help="run directory: config.json, metrics.jsonl, checkpoint.pt")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -88,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diagnostics run during training (grad_norm, stream, jacobian, singularity, curvature); "
                         "records in OUT/probes.jsonl")
     g.add_argument("--probe-every", type=int, metavar="K", help="run the probes every K steps (default 100)")
-    g.add_argument("--probe-samples", type=int, metavar="N",
-                   help="fixed probe set: the first N training samples (default: 10000 for singularity, 1000 "
-                        "for curvature)")
+    g.add_argument("--measure-samples", type=int, metavar="N",
+                   help="size of the measurement set the singularity probe and the curvature monitor use: N "
+                        "training samples drawn once with seed 0 (default: 10000 for singularity, 1000 for "
+                        "curvature)")
     g.add_argument("--tensorboard", metavar="DIR",
                    help="also write training metrics and probe records as TensorBoard scalars to DIR "
                         "(needs the tensorboard extra)")
@@ -119,7 +144,14 @@ def _str_list(text: str) -> list[str]:
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults ← --config TOML ← flags (model_config tables are merged key by key)."""
+    """The run's configuration: defaults ← --config TOML ← flags (model_config tables merged key by key).
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The `TrainConfig`.
+    """
     args = vars(build_parser().parse_args(argv))
     merged: dict = {}
     if "config" in args:
@@ -131,8 +163,33 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig.from_dict(merged)
 
 
+def _run_threads(cfg: TrainConfig) -> int | None:
+    """--threads, or on --resume the count the run used (thread counts change float rounding, and a resume is
+    bit-exact only with the same one), or None (`landscape.cli.default_threads`)."""
+    if cfg.threads is not None or not (cfg.resume and cfg.out):
+        return cfg.threads
+    try:
+        saved = json.loads((Path(cfg.out) / "config.json").read_text())["config"]["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return saved if isinstance(saved, int) and not isinstance(saved, bool) and saved > 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line (every flag in docs/cli.md).
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status: 0, or 128 + signal when interrupted (2 comes from `run_cli`).
+    """
     cfg = config_from_args(argv)
+    with cpu_threads(_run_threads(cfg)) as cfg.threads:
+        return _main(cfg)
+
+
+def _main(cfg: TrainConfig) -> int:
     ok = False
     try:
         result = train(cfg, handle_signals=True)

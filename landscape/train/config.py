@@ -25,7 +25,7 @@ _DATA_KEYS = {"fc": ("in_dim", "n_classes"), "resnetv2": ("in_channels", "n_clas
               "vit": ("in_channels", "n_classes", "img_size")}
 # keys that may change when a run is resumed; everything else must match the checkpoint
 RESUMABLE_CHANGES = frozenset({"epochs", "resume", "out", "device", "progress", "probes", "probe_every",
-                               "probe_samples", "download", "data_root", "eval_batch_size", "threads",
+                               "measure_samples", "download", "data_root", "eval_batch_size", "threads",
                                "keep_epochs", "tensorboard", "fsdp"})
 
 
@@ -68,7 +68,7 @@ class TrainConfig:
     keep_epochs: bool = False
     probes: list[str] = field(default_factory=list)
     probe_every: int = 100
-    probe_samples: int | None = None
+    measure_samples: int | None = None
     tensorboard: str | None = None
     progress: bool | None = None
 
@@ -141,7 +141,7 @@ class TrainConfig:
         need(self.probe_every >= 1, f"probe_every must be ≥ 1, got {self.probe_every}")
         need(isinstance(self.probes, list) and all(isinstance(p, str) for p in self.probes),
              f"probes must be a list of names, got {self.probes!r}")
-        for key in ("threads", "n_samples", "probe_samples"):
+        for key in ("threads", "n_samples", "measure_samples"):
             val = getattr(self, key)
             need(val is None or (is_int(val) and val > 0), f"{key} must be a positive integer, got {val!r}")
 

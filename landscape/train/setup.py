@@ -25,6 +25,7 @@ from landscape.data import TensorData, load_data
 from landscape.errors import LandscapeError, first_line
 from landscape.io import remove_stale_temp_files
 from landscape.modes import preserved_modes
+from landscape.train.callbacks import measurement_sets
 from landscape.train.config import TrainConfig, resolved_model_config
 from landscape.train.optim import make_optimizer
 from landscape.train.state import load_resume_state, restore
@@ -130,11 +131,13 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
 
 def run_record(cfg: TrainConfig, model: nn.Module, train_data: TensorData, test_data: TensorData,
                device: torch.device, world: int = 1) -> dict:
-    """What config.json records beside the results: the resolved config and the code version."""
+    """What config.json records beside the results: the resolved config, the measurement sets of the probes
+    and the code version."""
     import landscape
 
     return {"config": cfg.to_dict(), "model": model.build_spec, "data": {"train": train_data.spec,
                                                                           "test": test_data.spec},
+            "measurement_sets": measurement_sets(cfg, len(train_data)),
             "n_parameters": sum(p.numel() for p in model.parameters()), "device": str(device), "world_size": world,
             "git": git_version(), "landscape": landscape.__version__, "torch": torch.__version__,
             "python": platform.python_version(), "argv": sys.argv}

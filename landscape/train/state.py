@@ -80,6 +80,9 @@ def restore(state: dict, ckpt: Path, model: nn.Module, optimizer: torch.optim.Op
     if problem:
         raise CheckpointError(f"checkpoint {ckpt}: weights do not fit the configured model: {problem}")
     settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    problem = saved_optimizer_problem(state["optimizer_state"], optimizer)
+    if problem:
+        raise CheckpointError(f"checkpoint {ckpt}: its optimizer state does not fit the run: {problem}")
     try:
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
@@ -120,6 +123,45 @@ def training_state_problem(state: dict) -> str:
         return "no RNG state"
     if not isinstance(extra, dict) or not isinstance(extra.get("shuffle_rng"), Tensor):
         return "no shuffle generator state"
+    return ""
+
+
+def saved_optimizer_problem(saved: object, optimizer: torch.optim.Optimizer) -> str:
+    """'' when a checkpoint's optimizer state has the layout `optimizer.load_state_dict` reads, else what not.
+
+    Checked before loading, so that a damaged state is named instead of failing inside torch: a table
+    {"state": {id: table of buffers}, "param_groups": [{"params": [ids], ...}]} with as many groups as the
+    optimizer, each listing as many distinct integer ids as the group has parameters, and state only for
+    listed ids. The buffers themselves are checked after loading (`optimizer_problem`).
+
+    Args:
+        saved: the checkpoint's "optimizer_state" entry.
+        optimizer: the freshly built optimizer of the run.
+
+    Returns:
+        '' or a short description of the first problem.
+    """
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), list):
+        return "not a table of state and param_groups"
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        return f"{len(groups)} parameter groups instead of {len(optimizer.param_groups)}"
+    ids: list[int] = []
+    for k, (group, mine) in enumerate(zip(groups, optimizer.param_groups)):
+        params = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(params, list) or not all(type(i) is int for i in params):
+            return f"parameter group {k} has no list of parameter ids"
+        if len(params) != len(mine["params"]):
+            return f"parameter group {k} holds {len(params)} parameters instead of {len(mine['params'])}"
+        ids += params
+    if len(set(ids)) != len(ids):
+        return "a parameter id is listed twice"
+    for key, buffers in saved["state"].items():
+        if type(key) is not int or key not in ids:
+            return f"state for {_short(key)}, which is not a listed parameter id"
+        if not isinstance(buffers, dict):
+            return f"the state of parameter {key} is {_short(buffers)}, not a table of buffers"
     return ""
 
 

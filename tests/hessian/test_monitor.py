@@ -299,7 +299,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
         assert train_main(["--model", "fc", "--model-config", '{"kind": "residual", "depth": 2, "width": 16}',
                            "--n-samples", "200", "--batch-size", "50", "--epochs", "2", "--optimizer", "sgd",
                            "--lr", "0.1", "--device", "cpu", "--no-progress", "--probes", "curvature",
-                           "--probe-every", "4", "--probe-samples", "100", "--keep-epochs", "--out", str(run)]) == 0
+                           "--probe-every", "4", "--measure-samples", "200", "--keep-epochs", "--out", str(run)]) == 0
         records = read_jsonl(run / "probes.jsonl")
         lam = {r["step"]: r["value"] for r in records if r["metric"] == "lambda_max"}
         assert sorted(lam) == [4, 8] and {r["epoch"] for r in records} == {1.0, 2.0}
@@ -310,7 +310,7 @@ def test_lambda_max_records_equal_the_hessian_cli_on_the_checkpoints_of_those_st
         assert eos[8] == pytest.approx(lam[8] * 0.1 / (2 + 2 * 0.9))       # SGD with the CLI's momentum 0.9
         for epoch, step in ((1, 4), (2, 8)):
             out = tmp_path / f"hessian{epoch}"
-            assert hessian_main([str(run / "epochs" / f"epoch_{epoch:04d}.pt"), "--n-samples", "100",
+            assert hessian_main([str(run / "epochs" / f"epoch_{epoch:04d}.pt"), "--n-samples", "200",
                                  "--top-k", "1", "--iters", "10", "--vectors", "1", "--device", "cpu",
                                  "--no-progress", "--out", str(out)]) == 0
             spectrum = json.loads((out / "spectrum.json").read_text())

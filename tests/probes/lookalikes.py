@@ -1,8 +1,13 @@
 """Small models for the probe tests: landscape-style blocks (FC, tokens, conv) written here to the
-landscape contract, and look-alikes of third-party blocks (torchvision BasicBlock, timm ViT Block),
-so the probes are tested on structures they must recognise without importing those libraries."""
+landscape contract, and look-alikes of third-party blocks (torchvision BasicBlock and VisionTransformer,
+timm ViT Block and ConvNeXt), so the probes are tested on structures they must recognise without
+importing those libraries. The look-alikes keep their originals' module names, nesting and forward
+arithmetic (torchvision 0.2x `models/vision_transformer.py`, timm 1.0 `models/convnext.py`); only sizes,
+initialization and options the probes never see (pretrained weights, gradient checkpointing) differ."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -200,3 +205,150 @@ class TinyViT(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(self.patch_embed(x)).mean(1))
+
+
+# ---- torchvision VisionTransformer: encoder.layers.encoder_layer_<i> are EncoderBlocks ----
+
+class MLPBlock(nn.Sequential):
+    """torchvision `MLPBlock` (a `torchvision.ops.MLP`): Linear, GELU, Dropout, Linear, Dropout."""
+
+    def __init__(self, d: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__(nn.Linear(d, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, d),
+                         nn.Dropout(dropout))
+
+
+class EncoderBlock(nn.Module):
+    """torchvision `EncoderBlock`: x = dropout(self_attention(ln_1(input))) + input; return x + mlp(ln_2(x))."""
+
+    def __init__(self, num_heads: int, hidden_dim: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.ln_1 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.self_attention = nn.MultiheadAttention(hidden_dim, num_heads, dropout=0.0, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.ln_2 = nn.LayerNorm(hidden_dim, eps=1e-6)
+        self.mlp = MLPBlock(hidden_dim, mlp_dim, dropout)
+
+    def forward(self, input):
+        x = self.ln_1(input)
+        x, _ = self.self_attention(x, x, x, need_weights=False)
+        x = self.dropout(x)
+        x = x + input
+        y = self.ln_2(x)
+        y = self.mlp(y)
+        return x + y
+
+
+class Encoder(nn.Module):
+    def __init__(self, seq_length: int, num_layers: int, num_heads: int, hidden_dim: int, mlp_dim: int):
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, hidden_dim).normal_(std=0.02))
+        self.dropout = nn.Dropout(0.0)
+        self.layers = nn.Sequential(OrderedDict(
+            (f"encoder_layer_{i}", EncoderBlock(num_heads, hidden_dim, mlp_dim)) for i in range(num_layers)))
+        self.ln = nn.LayerNorm(hidden_dim, eps=1e-6)
+
+    def forward(self, input):
+        return self.ln(self.layers(self.dropout(input + self.pos_embedding)))
+
+
+class TorchvisionViT(nn.Module):
+    """torchvision `VisionTransformer`: conv_proj patches, class token, encoder, heads.head on the class token."""
+
+    def __init__(self, image_size=8, patch_size=4, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16,
+                 num_classes=3):
+        super().__init__()
+        self.patch_size, self.hidden_dim = patch_size, hidden_dim
+        self.conv_proj = nn.Conv2d(3, hidden_dim, kernel_size=patch_size, stride=patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
+        seq_length = (image_size // patch_size) ** 2 + 1
+        self.encoder = Encoder(seq_length, num_layers, num_heads, hidden_dim, mlp_dim)
+        self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, num_classes)))
+
+    def forward(self, x):
+        n = x.shape[0]
+        x = self.conv_proj(x).reshape(n, self.hidden_dim, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        return self.heads(self.encoder(x)[:, 0])
+
+
+# ---- timm ConvNeXt: stages.<i>.blocks.<j> are ConvNeXtBlocks ----
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm `LayerNorm2d`: LayerNorm over the channels of [B, C, H, W]."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class TimmMlp(nn.Module):
+    """timm `Mlp`: fc1, act, drop1, norm, fc2, drop2."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.drop1 = nn.Linear(d, hidden), nn.GELU(), nn.Dropout(0.0)
+        self.norm, self.fc2, self.drop2 = nn.Identity(), nn.Linear(hidden, d), nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class ConvNeXtBlock(nn.Module):
+    """timm `ConvNeXtBlock` (conv_mlp=False): x = drop_path(γ · mlp(norm(conv_dw(x)))) + shortcut(x)."""
+
+    def __init__(self, c: int, ls_init_value: float = 0.5):
+        super().__init__()
+        self.use_conv_mlp = False
+        self.conv_dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.mlp = TimmMlp(c, 4 * c)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(c))
+        self.shortcut = nn.Identity()
+        self.drop_path = nn.Identity()
+
+    def forward(self, x):
+        shortcut = x
+        x = self.conv_dw(x)
+        x = x.permute(0, 2, 3, 1)
+        x = self.norm(x)
+        x = self.mlp(x)
+        x = x.permute(0, 3, 1, 2)
+        x = x.mul(self.gamma.reshape(1, -1, 1, 1))
+        return self.drop_path(x) + self.shortcut(shortcut)
+
+
+class ConvNeXtStage(nn.Module):
+    def __init__(self, cin: int, cout: int, depth: int):
+        super().__init__()
+        self.downsample = nn.Identity() if cin == cout else nn.Sequential(LayerNorm2d(cin, eps=1e-6),
+                                                                          nn.Conv2d(cin, cout, 2, stride=2))
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(cout) for _ in range(depth)])
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x))
+
+
+class NormMlpClassifierHead(nn.Module):
+    def __init__(self, c: int, num_classes: int):
+        super().__init__()
+        self.norm, self.fc = LayerNorm2d(c, eps=1e-6), nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.norm(x.mean((2, 3), keepdim=True)).flatten(1))
+
+
+class TimmConvNeXt(nn.Module):
+    """timm `ConvNeXt`: stem (patchify conv + LayerNorm2d), stages, norm_pre, head."""
+
+    def __init__(self, dims=(4, 6), depths=(2, 1), num_classes=3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 2, stride=2), LayerNorm2d(dims[0], eps=1e-6))
+        cins = (dims[0], *dims[:-1])
+        self.stages = nn.Sequential(*[ConvNeXtStage(a, b, d) for a, b, d in zip(cins, dims, depths)])
+        self.norm_pre = nn.Identity()
+        self.head = NormMlpClassifierHead(dims[-1], num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm_pre(self.stages(self.stem(x))))

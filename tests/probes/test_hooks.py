@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.probes import METRICS, find_blocks, probe, run_probes, stream_stats
+from landscape.probes import METRICS, ProbeOptions, find_blocks, probe, run_probes, stream_stats
 
 from .lookalikes import FCNet, TinyResNet, TinyViT
+from .references import reference_stream
 
 
 def hook_count(model: nn.Module) -> int:
@@ -110,6 +111,7 @@ def test_bad_input_is_a_one_line_landscape_error():
     cases = [dict(metrics="hessian"), dict(reduce="pixel"), dict(blocks="nope.*"),
              dict(blocks="inp", metrics="stream"), dict(blocks="inp", metrics="singularity"),
              dict(blocks="blocks.*", branch="missing", metrics="stream")]
+    cases += [dict(epsilon=1e-3), dict(options=ProbeOptions(), eps=1e-3)]   # unknown option; options twice
     for kw in cases:
         with pytest.raises(LandscapeError) as e:
             probe(model, **kw)
@@ -165,25 +167,27 @@ def test_tensors_overwritten_in_place_are_read_before_or_reported():
     assert hook_count(other) == 0
 
 
+def test_options_as_keywords_or_one_probe_options_give_the_same_records():
+    torch.manual_seed(0)
+    model, X = FCNet(depth=3), torch.randn(5, 6)
+    runs = []
+    for kw in (dict(reduce="global", eps=1e-3, threshold=0.5),
+               dict(options=ProbeOptions(reduce="global", eps=1e-3, threshold=0.5))):
+        with probe(model, metrics=("stream", "singularity"), step=7, **kw) as p:
+            model(X)
+        runs.append(p.records)
+        assert p.options == ProbeOptions(reduce="global", eps=1e-3, threshold=0.5)
+    assert runs[0] == runs[1] and {r["step"] for r in runs[0]} == {7}
+    with probe(model, metrics="stream") as p:                      # the defaults: another ε, reduce, threshold
+        model(X)
+    assert p.records != runs[0]
+
+
 def test_glob_patterns_match_one_depth():
     model = TinyResNet()
     assert [b.name for b in find_blocks(model, "layer*.*")] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1"]
     assert [b.name for b in find_blocks(model, ["layer2.?", "layer1.0"])] == ["layer1.0", "layer2.0", "layer2.1"]
     assert [b.kind for b in find_blocks(model, "layer1")] == ["module"]
-
-
-def _reference_stream(x, f, eps=1e-6):
-    """B.3's six statistics over the last dim, written out here (independent of landscape.probes.stream)."""
-    x, f = x.double(), f.double()
-    n2 = (x * x).sum(-1).clamp_min(eps)
-    s = (x * f).sum(-1) / n2
-    par = s[..., None] * x
-    perp = f - par
-    par2, perp2 = (par * par).sum(-1).clamp_min(eps), (perp * perp).sum(-1).clamp_min(eps)
-    cos = (x * f).sum(-1) / (n2 * (f * f).sum(-1).clamp_min(eps)).sqrt()
-    stats = {"x_norm2": n2, "f_par_norm2": par2, "f_ortho_norm2": perp2, "rho_par": par2 / n2,
-             "rho_ortho": perp2 / n2, "cos_x_out": cos}
-    return {k: float(v.mean()) for k, v in stats.items()}
 
 
 def _tiny_bert(transformers):
@@ -239,7 +243,7 @@ def test_bert_layers_are_found_without_blocks_and_match_a_hand_written_reference
     for i in range(2):
         name = f"bert.encoder.layer.{i}"
         for tag, x, f in (("attn", f"x{i}", f"fa{i}"), ("mlp", f"xm{i}", f"fm{i}")):
-            for m, v in _reference_stream(seen[x].detach(), seen[f].detach()).items():
+            for m, v in reference_stream(seen[x].detach(), seen[f].detach()).items():
                 assert got[(f"{name}:{tag}", m)] == pytest.approx(v, rel=1e-6, abs=1e-9), (name, tag, m)
         g_in = seen["x0"].grad if i == 0 else seen[f"out{i - 1}"].grad
         assert got[(name, "grad_norm_in")] == pytest.approx(float(g_in.double().norm()), rel=1e-6)

@@ -39,6 +39,18 @@ def ckpts(tmp_path_factory):
                                                                                    "data": data.spec, "epoch": e})
     wide = build("fc", kind="residual", depth=2, width=9)
     save_checkpoint(tmp / "wide.pt", wide, meta={"model": wide.build_spec, "data": data.spec, "epoch": 0})
+    for seed in (0, 1):  # BatchNorm nets whose running statistics are those of their weights on 60 samples
+        bn_net = build("fc", kind="residual", depth=3, width=8, block="preact", norm="bn", seed=seed)
+        norms = [m for m in bn_net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        with torch.no_grad():
+            bn_net.train()(data.X[:60])
+        for m in norms:
+            m.momentum = 0.1
+        save_checkpoint(tmp / f"bn{seed}.pt", bn_net.eval(), meta={"model": bn_net.build_spec, "data": data.spec,
+                                                                  "epoch": 0})
     yield tmp, paths, data
     mp.undo()
 
@@ -81,6 +93,57 @@ def test_interp_path_ends_at_both_checkpoints_and_reports_barriers(ckpts):
     s = json.loads((out / "surface.json").read_text())
     assert s["barrier_linear"] >= 0 and s["barrier_bezier"] >= 0 and s["dims"] == 1
     assert (out / "surface_1d.png").exists()
+
+
+def test_interp_between_batchnorm_checkpoints_gives_every_point_its_own_statistics(ckpts, capsys):
+    """The default recomputes each point's BatchNorm statistics: t = 1 is B's own loss (A's stored statistics
+    at every point gave another), and the barrier is the library's, whose values equal a hand computation
+    (tests/surface/test_paths.py); --bn eval, one checkpoint's statistics for the whole path, is refused."""
+    from landscape.checkpoint import load_checkpoint
+    from landscape.surface import linear_path, parameters_of
+
+    tmp, _, data = ckpts
+    bn0, bn1 = tmp / "bn0.pt", tmp / "bn1.pt"
+    common = [str(bn0), "--directions", "interp", "--to", str(bn1), "--n-samples", "60", "--batch-size", "60",
+              "--no-progress"]
+    assert run_cli(main, [*common, "--grid", "0:1:3", "--out", str(tmp / "bn_interp")]) == 0
+    s = json.loads((tmp / "bn_interp" / "surface.json").read_text())
+    with np.load(tmp / "bn_interp" / "surface.npz") as z:
+        np.testing.assert_allclose(z["loss"][[0, -1]], [_loss(bn0, data, 60), _loss(bn1, data, 60)], rtol=1e-5)
+    a, b = (parameters_of(load_checkpoint(p)[0]) for p in (bn0, bn1))
+    model = load_checkpoint(bn0)[0]
+    path = linear_path(model, F.cross_entropy, (data.X[:60], data.y[:60]), a, b, n=21, batch_size=60)
+    assert s["barrier_linear"] == pytest.approx(path.barrier, rel=1e-5, abs=1e-7)
+    assert s["settings"]["bn"] == "recompute" and s["path_linear"]["bn"] == "recompute"
+    capsys.readouterr()
+    assert run_cli(main, [*common, "--bn", "eval", "--out", str(tmp / "bn_eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "running statistics at every point" in err[0], err
+
+
+def test_bezier_seconds_count_the_curves_training(ckpts, capsys):
+    tmp, (ck0, ck1), _ = ckpts
+    argv = [str(ck0), "--directions", "interp", "--to", str(ck1), "--grid", "0:1:3", "--path", "bezier",
+            "--bezier-steps", "3", "--n-samples", "30", "--out", str(tmp / "timed"), "--no-progress", "--threads", "1"]
+    assert run_cli(main, argv) == 0
+    s = json.loads((tmp / "timed" / "surface.json").read_text())
+    assert 0 < s["seconds_bezier_training"] < s["seconds_paths"] < s["seconds"]
+    assert s["seconds_grid"] + s["seconds_paths"] <= s["seconds"] and s["threads"] == 1
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["seconds"] == s["seconds"] and printed["seconds_bezier_training"] == s["seconds_bezier_training"]
+
+
+def test_a_grid_narrower_than_the_trajectory_is_warned_about(ckpts, capsys):
+    tmp, (_, ck1), _ = ckpts
+    argv = [str(ck1), "--directions", "pca", "--trajectory", str(tmp / "run"), "--grid", "-0.01:0.01:3",
+            "--n-samples", "20", "--out", str(tmp / "pca_narrow"), "--no-progress"]
+    assert run_cli(main, argv) == 0
+    with np.load(tmp / "pca_narrow" / "surface.npz") as z:
+        off = int(((np.abs(z["trajectory"]) > 0.01).any(1)).sum())
+    assert off > 0
+    err = capsys.readouterr().err
+    assert f"warning: {off} of 5 trajectory points lie outside the grid" in err
+    assert json.loads((tmp / "pca_narrow" / "surface.json").read_text())["trajectory_outside_grid"] == off
 
 
 def test_pca_trajectory_is_projected_with_its_explained_variance(ckpts):
@@ -139,7 +202,10 @@ def test_two_gloo_ranks_give_the_same_grid_as_one(ckpts):
     (["--grid", "a:b"], "grid must be START:STOP:NUM"),
     (["--directions", "interp"], "needs --to"),
     (["--directions", "interp", "--to", "WIDE"], "does not match"),
-    (["--directions", "pca", "--trajectory", "EMPTY"], "at least 2 checkpoints"),
+    (["--directions", "pca", "--trajectory", "EMPTY"], "need at least 3 checkpoints"),
+    (["--directions", "pca", "--trajectory", "EMPTY", "--dims", "1"], "need at least 2 checkpoints"),
+    (["--grid", "-1:1"], "argument --grid: grid must be START:STOP:NUM"),
+    (["--threads", "0"], "argument --threads: must be a positive integer"),
     (["--directions", "interp", "--to", "CK1", "--dims", "2"], "1-D path"),
     (["--out", "FILE"], "not a directory"),
     (["--directions", "file", "--direction-file", "BADDIR", "--dims", "1"], "has shape"),
@@ -155,12 +221,9 @@ def test_bad_input_exits_2_with_one_line(ckpts, capsys, extra, message):
              "WIDE": str(tmp / "wide.pt"), "EMPTY": str(tmp / "empty"), "CK1": str(ck1), "FILE": str(tmp / "a_file")}
     extra = [subst.get(a, a) for a in extra]
     out = [] if "--out" in extra else ["--out", str(tmp / "bad")]
-    try:
-        code = run_cli(main, [str(ck0), "--no-progress", *out, *extra])
-    except SystemExit as e:  # argparse usage errors exit 2 themselves
-        code = e.code
+    code = run_cli(main, [str(ck0), "--no-progress", *out, *extra])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and message in err[-1], err
+    assert code == 2 and len(err) == 1 and message in err[0], err       # usage errors too: no usage text
 
 
 def test_directions_from_a_file_equal_the_same_random_directions(ckpts):

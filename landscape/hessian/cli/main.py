@@ -38,7 +38,10 @@ import torch.nn.functional as F
 
 from landscape import distributed
 from landscape.cli import (
+    THREADS_HELP,
     Interrupted,
+    Parser,
+    cpu_threads,
     interrupts,
     memory_size,
     nonneg_int,
@@ -54,15 +57,8 @@ from landscape.hessian.cli.state import StateFile
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one `LandscapeError` line (exit 2 through run_cli), like every other bad input."""
-
-    def error(self, message: str):
-        raise LandscapeError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m landscape.hessian",
         description="Hessian spectral density (SLQ), top eigenvalues and trace of a checkpoint's training loss.",
     )
@@ -90,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 and measure it "
                    "by finite differences, each rank holding its shards of every vector (Hessian only)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random vectors (default 0)")
     p.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
                    help="memory the operator may use, e.g. 2G or 500M (default: a share of the free device "
@@ -121,6 +118,14 @@ class _Counted:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (module docstring; every flag in docs/cli.md).
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status: 0, or 130 / 143 after SIGINT / SIGTERM (2 comes from `run_cli`).
+    """
     args = _parser().parse_args(argv)
     if args.fsdp and not distributed.launched():
         raise LandscapeError("--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m landscape.hessian ...)")
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     out = prepare_out_dir(args.out)  # before any compute: a bad --out never costs a finished run
     states: list[StateFile] = []
     try:
-        with interrupts("raise"):
+        with interrupts("raise"), cpu_threads(args.threads) as args.threads:
             device = distributed.setup(args.device)
             try:
                 code = _run(args, out, device, states)
@@ -198,6 +203,7 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
         "checkpoint": str(args.ckpt),
         "model": label, "seed": args.seed, "seconds": seconds, "seconds_slq": sd.meta.get("seconds"),
         "backend": op.backend, "attention_kernel": op.info().get("attention_kernel"), "device": str(device),
+        "threads": args.threads,
         "ranks": world, "torch_version": torch.__version__, "fsdp": args.fsdp,
         "finite_difference": op.info().get("finite_difference"),
     })
