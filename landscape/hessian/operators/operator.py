@@ -72,6 +72,9 @@ class CurvatureOperator:
             no trial product is made: construction costs one prepared batch, kept for the first pass).
         seed: the trial vectors' seed.
         distributed: sum over the ranks of torch.distributed (None: when several ranks are active).
+        autocast: run every forward and backward under torch.autocast in this dtype (e.g. torch.bfloat16, as
+            mixed-precision training does): products in that compute dtype, parameters and products in `dtype`
+            (docs/methods.md §E.6 measures what bf16 does to the spectrum).
     """
 
     _backends: dict[str, type] = {}
@@ -80,7 +83,8 @@ class CurvatureOperator:
                  params: Iterable[str | Tensor] | None = None, *, backend: str = "auto",
                  dtype: torch.dtype | None = None, max_memory: int | None = None, cache: bool | None = None,
                  merge_batches: bool | None = None, check_deterministic: bool = True,
-                 check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None):
+                 check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None,
+                 autocast: torch.dtype | None = None):
         if distributed and not _dist.active():
             raise LandscapeError("distributed=True but torch.distributed is not initialized")
         if backend != "auto" and backend not in self._backends:
@@ -103,7 +107,7 @@ class CurvatureOperator:
         with self._modes_as_built():
             self.plan, self._impl, warm = make_plan(self.snapshot, Request(
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
-                check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local))
+                check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local, autocast))
         self._warm = warm if self.objective.data.materialized else None
 
     # ---- public interface -------------------------------------------------------------------------
@@ -152,6 +156,7 @@ class CurvatureOperator:
             "rejected": dict(plan.rejected),
             "checks": list(plan.checks),
             "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
+            "autocast": None if plan.autocast is None else str(plan.autocast).replace("torch.", ""),
             **({"finite_difference": self._impl.describe()} if hasattr(self._impl, "describe") else {}),
         }
 
@@ -169,7 +174,7 @@ class CurvatureOperator:
         total = torch.zeros_like(rows, dtype=_accumulator(self.dtype))
         weight = 0
         tangents = self.layout.split(rows)
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for state, w in self._states():
                 total += self.layout.join(self._impl.apply(state, tangents)).mul_(w)
                 weight += w
@@ -187,7 +192,7 @@ class CurvatureOperator:
         total = torch.zeros(self.dim, dtype=_accumulator(self.dtype), device=self.device)
         weight = 0
         kept = isinstance(self._impl, DoubleBackwardHessian)
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for item, w in self._states() if kept else ((b, self.objective.weight(b)) for b in self._batches()):
                 total += w * (item.gradient if kept else self._batch_gradient(item))
                 weight += w
@@ -205,7 +210,7 @@ class CurvatureOperator:
         Under torch.distributed the batches of every rank, in rank order (the same on every rank)."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, weights, forms = self.layout.split(rows), [], []
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for batch in self.snapshot.batches():
                 for b in batch.split(pieces=pieces) if pieces > 1 else [batch]:
                     w = self.objective.weight(b)

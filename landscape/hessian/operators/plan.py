@@ -30,6 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,10 +74,21 @@ class Plan:
     asymmetry: float | None = None
     rejected: dict[str, str] = field(default_factory=dict)
     checks: tuple[str, ...] = ()
+    autocast: torch.dtype | None = None
 
-    def kernel(self):
-        """The attention-kernel context every product runs in."""
-        return math_attention(self.math_attention)
+    def kernel(self, device: torch.device):
+        """The context every product runs in: the attention kernel, and the autocast of a mixed-precision
+        request (forward and backward compute in that dtype, the parameters and products stay in theirs)."""
+        return compute_context(self.math_attention, self.autocast, device)
+
+
+def compute_context(math: bool, autocast: torch.dtype | None, device: torch.device) -> ExitStack:
+    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set."""
+    stack = ExitStack()
+    stack.enter_context(math_attention(math))
+    if autocast is not None:
+        stack.enter_context(torch.autocast(device.type, dtype=autocast))
+    return stack
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,8 @@ class Request:
         seed: for the trial vectors.
         distributed: agree across the ranks of torch.distributed.
         local_samples: samples of this rank's data when known (held batches), else None.
+        autocast: compute under torch.autocast in this dtype (None: in the snapshot's dtype); the checks'
+            tolerances follow it.
     """
 
     backends: dict[str, type]
@@ -107,6 +121,7 @@ class Request:
     seed: int = 0
     distributed: bool = False
     local_samples: int | None = None
+    autocast: torch.dtype | None = None
 
 
 def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
@@ -139,7 +154,7 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
     impl = trials[backend][0]
     done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric", *_error_check(impl))
-    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done)
+    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done, req.autocast)
     return plan, impl, trials[backend][3] if merge is None else None
 
 
@@ -172,6 +187,11 @@ class _Planner:
         self.math = False
         self.rejected: dict[str, str] = {}
         self.sizing = Sizing(1, req.budget)
+        self.precision = req.autocast or snap.dtype     # what the checks' tolerances follow
+
+    def kernel(self) -> ExitStack:
+        """The attention kernel (math once fused kernels failed) and the request's autocast."""
+        return compute_context(self.math, self.req.autocast, self.snap.device)
 
     def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
@@ -180,11 +200,11 @@ class _Planner:
         batch = snap.objective.prepare(snap.objective.data.first(1)[0], snap.device, snap.dtype)
         snap.objective.check(batch, snap.state(snap.params))
         impl = self.req.backends[self.req.backend](snap, self.sizing)
-        with torch.enable_grad():
+        with torch.enable_grad(), self.kernel():
             state, nbytes = memory.measure(lambda: impl.prepare(batch), snap.device)
         self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
-        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped), impl, state
+        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped, self.req.autocast), impl, state
 
     def try_backends(self) -> tuple[dict, list[Tensor], list[Batch]]:
         """Trial products of the candidates on the first batch: ({name: (impl, product, times)}, three random
@@ -241,7 +261,7 @@ class _Planner:
                 torch.cuda.synchronize(device)
             return time.perf_counter()
 
-        with torch.enable_grad(), math_attention(self.math):
+        with torch.enable_grad(), self.kernel():
             t0 = clock()
             state = impl.prepare(batch)
             t1 = clock()
@@ -303,11 +323,11 @@ class _Planner:
         checks.check_finite(p1, "the curvature products")
         V, HV = self.snap.layout.join(v2), p1
         if self.req.check_deterministic:
-            with torch.enable_grad(), math_attention(self.math):
+            with torch.enable_grad(), self.kernel():
                 p2 = self.snap.layout.join(impl.apply(impl.prepare(first[0]), v))
             checks.check_same(p1, p2[:2], "products")
             V, HV = self.snap.layout.join(v), p2
-        return checks.check_symmetric(V, HV, self.snap.objective.model, self.snap.dtype)
+        return checks.check_symmetric(V, HV, self.snap.objective.model, self.precision)
 
     def validate_in_turn(self, chosen: str, trials: dict, v: list[Tensor], first: list[Batch]) -> tuple[str, float]:
         """The chosen backend if it passes `validate`; with backend="auto" a backend whose products are not
@@ -341,8 +361,8 @@ class _Planner:
     def independent(self, first: list[Batch]) -> bool:
         """Do the first two batches give the same outputs and weighted mean loss when concatenated?"""
         snap, objective = self.snap, self.snap.objective
-        tol = 10 * math.sqrt(torch.finfo(snap.dtype).eps)
-        with torch.no_grad(), math_attention(self.math):
+        tol = 10 * math.sqrt(torch.finfo(self.precision).eps)
+        with torch.no_grad(), self.kernel():
             outs = [snap.output(snap.params, b) for b in first]
             joined = concat(first)
             out = snap.output(snap.params, joined)
