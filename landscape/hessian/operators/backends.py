@@ -54,6 +54,9 @@ class FuncHessian:
         sizing: memory facts (for the lane chunk).
     """
 
+    compilable = True
+    """torch.compile traces the whole product (`compiled.py`)."""
+
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
 

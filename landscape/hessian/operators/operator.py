@@ -38,6 +38,7 @@ from landscape import memory
 from landscape.errors import LandscapeError
 from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
 from landscape.hessian.operators.checks import check_fixed
+from landscape.hessian.operators.compiled import compile_backend, compile_info
 from landscape.hessian.operators.finite_difference import FiniteDifferenceHessian
 from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.plan import Request, make_plan
@@ -75,6 +76,9 @@ class CurvatureOperator:
         autocast: run every forward and backward under torch.autocast in this dtype (e.g. torch.bfloat16, as
             mixed-precision training does): products in that compute dtype, parameters and products in `dtype`
             (docs/methods.md §E.6 measures what bf16 does to the spectrum).
+        compile: run the products through torch.compile where the backend allows it (`compiled.py`; the
+            reason when it does not, or when compiling fails, is `info()["compile"]`); a string names
+            torch.compile's backend (True: "inductor").
     """
 
     _backends: dict[str, type] = {}
@@ -84,7 +88,7 @@ class CurvatureOperator:
                  dtype: torch.dtype | None = None, max_memory: int | None = None, cache: bool | None = None,
                  merge_batches: bool | None = None, check_deterministic: bool = True,
                  check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, compile: bool | str = False):
         if distributed and not _dist.active():
             raise LandscapeError("distributed=True but torch.distributed is not initialized")
         if backend != "auto" and backend not in self._backends:
@@ -109,6 +113,9 @@ class CurvatureOperator:
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
                 check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local, autocast))
         self._warm = warm if self.objective.data.materialized else None
+        self._compile = (compile_backend(self._impl, compile if isinstance(compile, str) else "inductor")
+                         if compile else (self._impl, None))
+        self._impl = self._compile[0]
 
     # ---- public interface -------------------------------------------------------------------------
 
@@ -157,6 +164,7 @@ class CurvatureOperator:
             "checks": list(plan.checks),
             "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
             "autocast": None if plan.autocast is None else str(plan.autocast).replace("torch.", ""),
+            "compile": compile_info(self._impl, self._compile[1]),
             **({"finite_difference": self._impl.describe()} if hasattr(self._impl, "describe") else {}),
         }
 
