@@ -14,7 +14,7 @@ On a machine with fewer free cores than ranks the ranks share cores and the numb
 The SLQ task trains one residual FC net (`--slq-depth` × `--slq-width`, 2 epochs), then runs
 `torchrun --nproc_per_node W -m landscape.hessian CKPT` on the same 4,000 samples (80 iterations ×
 4 probes, no top-k) for each W, and reports the CLI's own `seconds`, the all_reduce volume per
-data pass (k probe vectors of n parameters, float32, plus the packed sample count; one per
+data pass (k vectors of n parameters, float32, plus the packed sample count; one per
 Lanczos iteration) and how far the density and λmax of W ranks are from one process's.
 """
 

@@ -3,7 +3,8 @@
 Problem (the one of the peers' harness): an MLP 40 → width × depth → 10 (ReLU) trained 300 Adam steps
 (lr 1e-3, batch 128) on 4,000 MNIST-1D samples; the operator is the Hessian of the mean cross-entropy
 over all 4,000 samples, given as 8 batches of 500 (a single batch of 4,000 for PyHessian's
-single-batch mode). Every tool runs `iters` Lanczos steps for `probes` probe vectors.
+single-batch mode). Every tool runs `iters` Lanczos steps for `probes` random vectors (the flag keeps
+its name for the recorded rows).
 
     PYTHONPATH=. /work/benchvenv/bin/python benchmarks/hessian_vs_peers.py              # 3,754 params, exact
     PYTHONPATH=. /work/benchvenv/bin/python benchmarks/hessian_vs_peers.py --width 256 --depth 4 --no-exact
@@ -242,7 +243,7 @@ def _pyhessian(model, X, y, iters, probes, mode):
 
 
 def _curvlinops_lanczos(model, X, y, iters, probes):
-    """fast_lanczos (Papyan 2020, no reorthogonalization) once per probe, on one batch of all samples (its
+    """fast_lanczos (Papyan 2020, no reorthogonalization) once per vector, on one batch of all samples (its
     fastest input: a list of 8 batches costs several times more per product, see curvlinops-matmat)."""
     from curvlinops import HessianLinearOperator
     from curvlinops.papyan2020traces.spectrum import fast_lanczos
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--width", type=int, default=32, help="hidden width of the MLP (default 32)")
     p.add_argument("--depth", type=int, default=3, help="hidden layers of the MLP (default 3)")
-    p.add_argument("--iters", type=int, default=80, help="Lanczos iterations per probe (default 80)")
+    p.add_argument("--iters", type=int, default=80, help="Lanczos iterations per vector (default 80)")
     p.add_argument(
         "--probes", type=int, nargs="+", default=[4, 8], help="probe counts; every tool runs at each (default 4 8)"
     )

@@ -8,7 +8,7 @@ identity: rank 0 of 1, reductions return their input, `agree` re-raises, `barrie
 A data pass that sums over samples becomes distributed with one collective: each rank sums over its
 shard (`landscape.data.shard(data)`), `all_reduce_sum(total)` adds the W partial sums in place, and the mean divides
 by the global sample count N:  (1/N) Σ_i f_i = (1/N) Σ_r Σ_{i ∈ shard r} f_i.  Pack everything one
-pass produces (k probe vectors, counts) into one tensor so the pass costs one all_reduce.
+pass produces (k vectors, counts) into one tensor so the pass costs one all_reduce.
 """
 
 from __future__ import annotations

@@ -24,17 +24,17 @@ def test_an_explicit_cap_replaces_the_rule_and_a_bad_share_is_refused():
 
 
 def test_every_engine_takes_its_budget_from_the_one_rule(monkeypatch):
-    """SLQ's chain grouping and the operator's budget read memory.available_bytes (the grid too: surface tests)."""
+    """SLQ's memory plan and the operator's budget read memory.available_bytes (the grid too: surface tests)."""
     from landscape.hessian import HessianOperator
-    from landscape.hessian.solvers.chains import chains_per_group
+    from landscape.hessian.solvers.basis import plan_basis
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1 << 20)
     op = HessianOperator(torch.nn.Linear(3, 2), torch.nn.functional.cross_entropy,
                          (torch.randn(8, 3), torch.randint(0, 2, (8,))))
     assert op.info()["budget_bytes"] == int((1 << 20) * memory.OPERATOR_SHARE)
-    # a 1000-dim float32 chain of 20 iterations is 84 kB: 512 kB of basis budget holds 6 of them
+    # a 1000-dim float32 chain of 20 iterations with its working vectors is 100 kB: 512 kB of budget holds 5
     diag = type("Diag", (), {"dim": 1000, "dtype": torch.float32, "device": torch.device("cpu")})()
-    assert chains_per_group(diag, iters=20, vectors=10, reorth="full", keep=False) == (1 << 19) // (21 * 4000)
+    assert plan_basis(diag, iters=20, vectors=10, reorth="full").group == (1 << 19) // (25 * 4000)
 
 
 def test_tensor_bytes_counts_nested_containers():

@@ -9,14 +9,15 @@ Change one import and keep the rest of the script:
     density_eigen, density_weight = hessian_comp.density(iter=100, n_v=1)
 
 Same arguments and return formats as PyHessian 0.1: `eigenvalues` → (list of floats, list of
-eigenvectors, each a list of per-parameter tensors); `trace` → list of per-probe estimates;
+eigenvectors, each a list of per-parameter tensors); `trace` → list of per-vector estimates;
 `density` → (n_v lists of `iter` Ritz values, n_v lists of `iter` weights). Differences, all on
 purpose:
 - Eigenpairs come from restarted block Krylov iteration to a residual tolerance instead of power
   iteration with deflation, so they are accurate (largest magnitude first, as power iteration finds
   them); `tol` is accepted and ignored, `maxIter` caps the data passes per requested eigenvalue, and a
   warning says so when that cap stops the solver before every residual is small.
-- Lanczos runs all `n_v` vectors in one batch with full reorthogonalization and a symmetric
+- Lanczos runs all `n_v` vectors in one batch with full reorthogonalization when their basis fits the
+  memory budget (selective orthogonalization otherwise, docs/methods.md §E.3) and a symmetric
   tridiagonal solver (PyHessian calls `torch.eig`, removed in torch 1.9); Ritz values are ascending.
   As in PyHessian, the vectors are Rademacher draws from torch's global RNG, and `iter` is clamped to
   the number of parameters (a Krylov space cannot be larger), so a small model gets its exact spectrum.
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 
 from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, lanczos, top_eigenpairs
-from landscape.hessian.solvers.lanczos import rademacher
+from landscape.hessian.solvers.linalg import rademacher
 from landscape.modes import preserved_modes
 
 

@@ -24,7 +24,7 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
       value: "scaled:0.5" → "0.5"; characters other than letters, digits, '_', '.', '-' are dropped).
     measure keys: probe_samples (fixed probe set size, default 1000), batch_size (per pass, 1000),
       [probes]   epochs, metrics (of landscape.probes.METRICS; default grad_norm, stream, singularity)
-      [spectrum] epochs, iters (80), vectors (probe vectors, 4), n_samples (default probe_samples),
+      [spectrum] epochs, iters (80), vectors (SLQ random vectors, 4), n_samples (default probe_samples),
                  eps (degenerate/negative threshold relative to λmax, 1e-3), seed (0)
       [exact]    epochs, n_samples, max_params (10,000: larger models are skipped, noted), eps
       [steps]    every (K optimizer steps), metrics (of landscape.probes.TRAIN_PROBES; default stream)

@@ -2,7 +2,7 @@
 batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact small-model matrices.
 
     op = HessianOperator(model, loss_fn, data)            # data: (X, y), [(X, y), ...] or a DataLoader
-    sd = slq_density(op, iters=80, vectors=4, top_k=5)   # SpectralDensity: .density(), .summary(), .top
+    sd = slq_density(op, iters=80, vectors=8, top_k=5)   # SpectralDensity: .density(), .summary(), .top
     top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
     mon = CurvatureMonitor(loss_fn, measurement_set(data, 1000), optimizer=opt, every=50)   # a step callback (§G)
@@ -13,12 +13,15 @@ from landscape.hessian.operators.exact import exact_ggn, exact_hessian
 from landscape.hessian.operators.ggn import GGNOperator
 from landscape.hessian.operators.operator import CurvatureOperator, HessianOperator
 from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
-from landscape.hessian.solvers.lanczos import LanczosResult, lanczos, tridiag_to_ritz
-from landscape.hessian.solvers.protocol import LinearOperator
-from landscape.hessian.solvers.spectrum import SpectralDensity, slq_density
+from landscape.hessian.solvers.lanczos import Checkpoint, lanczos
+from landscape.hessian.solvers.protocol import LinearOperator, as_operator
+from landscape.hessian.solvers.slq import TopK, slq_density
+from landscape.hessian.solvers.spectrum import SpectralDensity
 from landscape.hessian.solvers.trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+from landscape.hessian.solvers.tridiagonal import LanczosResult, tridiag_to_ritz
 
 __all__ = [
+    "Checkpoint",
     "CurvatureMonitor",
     "CurvatureOperator",
     "Eigenpairs",
@@ -27,7 +30,9 @@ __all__ = [
     "LanczosResult",
     "LinearOperator",
     "SpectralDensity",
+    "TopK",
     "TraceEstimate",
+    "as_operator",
     "exact_ggn",
     "exact_hessian",
     "hutchinson_trace",

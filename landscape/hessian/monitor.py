@@ -49,7 +49,7 @@ from landscape.hessian.operators.operator import HessianOperator
 from landscape.hessian.solvers.eigen import top_eigenpairs
 from landscape.hessian.solvers.linalg import gram, row_dots
 from landscape.hessian.solvers.protocol import complete_norms, sharded
-from landscape.hessian.solvers.spectrum import slq_density
+from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
 from landscape.objective import Objective

@@ -27,7 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.hessian.solvers.lanczos import lanczos, tridiag_to_ritz
+from landscape.hessian.solvers.lanczos import lanczos
+from landscape.hessian.solvers.protocol import as_operator
+from landscape.hessian.solvers.tridiagonal import tridiag_to_ritz
 from landscape.objective import is_attention_error, math_attention
 from landscape.probes.grad_norm import tensors_in
 
@@ -39,8 +41,8 @@ def lanczos_extremes(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: i
     def matmat(V: Tensor) -> Tensor:
         return torch.stack([matvec(v) for v in V.T], 1)
 
-    res = lanczos(matmat, dim, min(steps, dim), start=start.reshape(dim, 1), dtype=start.dtype,
-                  device=start.device)
+    op = as_operator(matmat, dim, start.dtype, start.device)
+    res = lanczos(op, min(steps, dim), start=start.reshape(dim, 1), reorth="full")
     ritz, _ = tridiag_to_ritz(res.alpha[0], res.beta[0])
     return float(ritz[-1]), float(ritz[0])
 

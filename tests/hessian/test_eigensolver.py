@@ -155,7 +155,7 @@ def test_plain_user_class_works_with_every_solver():
     op = Mine()
     assert isinstance(op, LinearOperator)
     assert top_eigenpairs(op, k=2).eigenvalues == pytest.approx([9.0, 7.0], rel=1e-9)
-    res = lanczos(op, iters=30, vectors=2, dtype=D)
+    res = lanczos(op, iters=30, vectors=2)
     assert res.ritz()[0].max() == pytest.approx(9.0, rel=1e-9)
     sd = slq_density(op, iters=30, vectors=4)
     assert sd.lambda_max == pytest.approx(9.0, rel=1e-9)

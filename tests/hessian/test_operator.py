@@ -297,7 +297,7 @@ def test_cuda_operator_matches_cpu_with_data_left_on_the_cpu():
         torch.testing.assert_close(gpu.matmat(V).cpu(), H @ V, rtol=1e-8, atol=1e-8)
         eigs = torch.linalg.eigvalsh(H)
         assert top_eigenpairs(gpu, k=1).eigenvalues[0] == pytest.approx(float(eigs[-1]), rel=1e-6)
-        sd = slq_density(gpu, iters=30, probes=2, basis_device="cpu")
+        sd = slq_density(gpu, iters=30, vectors=3)
         assert sd.lambda_max == pytest.approx(float(eigs[-1]), rel=1e-6)
     finally:
         model.cpu()

@@ -14,7 +14,7 @@ import torch
 
 from landscape.cli import run_cli
 from landscape.errors import LandscapeError
-from landscape.hessian import lanczos, slq_density
+from landscape.hessian import Checkpoint, as_operator, lanczos, slq_density
 from landscape.hessian.cli.main import main
 
 from .test_cli import ckpt  # noqa: F401 - the module-scoped tiny checkpoint fixture
@@ -49,19 +49,26 @@ def _saved_after(run, at: int) -> dict:
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("reorth", ["full", "none"])
+def _op(A: torch.Tensor):
+    return as_operator(lambda V: A @ V, A.shape[0], A.dtype)
+
+
+@pytest.mark.parametrize("reorth", ["full", "selective", "none"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_resume_is_bit_identical(reorth, dtype):
     A = _matrix(torch.cat([torch.linspace(-1, 1, 57, dtype=D), torch.tensor([4.0, 9.0, 20.0], dtype=D)])).to(dtype)
 
-    def run(**kw):
-        return lanczos(lambda V: A @ V, 60, iters=20, vectors=3, seed=5, reorth=reorth, dtype=dtype, **kw)
+    def run(every=10, state=None, on_state=None):
+        return lanczos(_op(A), iters=20, vectors=3, seed=5, reorth=reorth,
+                       checkpoint=Checkpoint(state, on_state, every))
 
     full = run()
-    state = _saved_after(lambda **kw: run(state_every=7, **kw), 7)
-    assert state["done"] == 7 and state["alpha"].shape == (3, 7) and state["beta"].shape == (3, 7)
+    at = 7 if reorth != "selective" else 12  # selective: after its replay (step 4-10 here), so Y is in the state
+    state = _saved_after(lambda **kw: run(every=at, **kw), at)
+    assert state["done"] == at and state["alpha"].shape == (3, at) and state["beta"].shape == (3, at)
     assert ("basis" in state) == (reorth == "full")
-    resumed = run(state=state, state_every=7)
+    assert (state.get("ritz_vectors", torch.zeros(0)).numel() > 0) == (reorth == "selective")
+    resumed = run(state=state, every=at)
     assert np.array_equal(resumed.alpha, full.alpha) and np.array_equal(resumed.beta, full.beta)
     for a, b in zip(resumed.ritz(), full.ritz()):
         assert np.array_equal(a, b)
@@ -71,12 +78,13 @@ def test_resume_across_a_breakdown_keeps_the_random_stream_and_basis():
     """Five distinct eigenvalues: each vector breaks down after five steps and restarts from the generator."""
     A = _matrix(torch.tensor([1.0, 2.0, 3.0, 5.0, 8.0], dtype=D).repeat_interleave(8))
 
-    def run(**kw):
-        return lanczos(lambda V: A @ V, 40, iters=20, vectors=2, seed=3, dtype=D, return_basis=True, **kw)
+    def run(every=10, state=None, on_state=None):
+        return lanczos(_op(A), iters=20, vectors=2, seed=3, keep_basis=True,
+                       checkpoint=Checkpoint(state, on_state, every))
 
     full = run()
     assert full.breakdowns > 0
-    resumed = run(state=_saved_after(lambda **kw: run(state_every=4, **kw), 8))
+    resumed = run(state=_saved_after(lambda **kw: run(every=4, **kw), 8))
     assert resumed.breakdowns == full.breakdowns
     assert np.array_equal(resumed.alpha, full.alpha) and np.array_equal(resumed.beta, full.beta)
     assert torch.equal(resumed.basis, full.basis)
@@ -91,9 +99,10 @@ def test_slq_density_resumes():
         def matmat(self, V):
             return A @ V
 
-    full = slq_density(Op(), iters=15, vectors=2, seed=2)
-    state = _saved_after(lambda **kw: slq_density(Op(), iters=15, vectors=2, seed=2, state_every=5, **kw), 10)
-    resumed = slq_density(Op(), iters=15, vectors=2, seed=2, state=state)
+    full = slq_density(Op(), iters=15, vectors=3, seed=2)
+    state = _saved_after(lambda on_state: slq_density(Op(), iters=15, vectors=3, seed=2,
+                                                      checkpoint=Checkpoint(on_state=on_state, every=5)), 10)
+    resumed = slq_density(Op(), iters=15, vectors=3, seed=2, checkpoint=Checkpoint(state))
     assert np.array_equal(resumed.nodes, full.nodes) and np.array_equal(resumed.weights, full.weights)
 
 
@@ -103,14 +112,14 @@ def test_slq_density_resumes():
 )
 def test_fingerprint_mismatch_names_the_field(change, field):
     A = _matrix(torch.linspace(0, 1, 30, dtype=D))
-    kw = {"iters": 10, "vectors": 2, "seed": 0, "reorth": "full", "dtype": D}
-    state = _saved_after(lambda **k: lanczos(lambda V: A @ V, 30, state_every=3, **kw, **k), 3)
+    kw = {"iters": 10, "vectors": 2, "seed": 0, "reorth": "full"}
+    state = _saved_after(lambda on_state: lanczos(_op(A), **kw, checkpoint=Checkpoint(on_state=on_state, every=3)), 3)
     with pytest.raises(LandscapeError, match=f"state is for {field}="):
-        lanczos(lambda V: A @ V, 30, **{**kw, **change}, state=state)
+        lanczos(_op(A), **{**kw, **change}, checkpoint=Checkpoint(state))
     with pytest.raises(LandscapeError, match="dtype"):
-        lanczos(lambda V: A.float() @ V, 30, **{**kw, "dtype": torch.float32}, state=state)
+        lanczos(_op(A.float()), **kw, checkpoint=Checkpoint(state))
     with pytest.raises(LandscapeError, match="lacks q_prev"):
-        lanczos(lambda V: A @ V, 30, **kw, state={k: v for k, v in state.items() if k != "q_prev"})
+        lanczos(_op(A), **kw, checkpoint=Checkpoint({k: v for k, v in state.items() if k != "q_prev"}))
 
 
 def _argv(path, out, *extra):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import wasserstein_distance
 
-from landscape.hessian import HessianOperator, SpectralDensity, exact_hessian, slq_density
+from landscape.hessian import HessianOperator, SpectralDensity, TopK, exact_hessian, slq_density
 
 from . import tiny
 
@@ -155,20 +155,36 @@ def test_spectrum_file_round_trip(tmp_path):
 
 
 def test_chains_in_groups_equal_one_batched_run_and_bound_the_basis(monkeypatch):
-    """Over a memory budget the chains run in groups from the same start vectors: same nodes, weights and
-    top-k as one batched run, with no group's basis above the budget (the 26.7 GiB ResNet-18 case, scaled)."""
+    """An explicit reorth="full" over the memory budget runs the chains in groups from the same start vectors: same
+    nodes, weights and top-k as one batched run, with no group's basis above the budget (the 26.7 GiB ResNet-18
+    case, scaled)."""
     import landscape.hessian.solvers.chains as chains
+    from landscape.hessian.solvers.basis import basis_bytes, plan_basis
 
     op = tiny.dense_with_eigenvalues(_known())
-    whole = slq_density(op, iters=12, vectors=5, seed=3, top_k=2, data_stderr=False)
-    per_chain = 13 * op.dim * 8  # (iters + 1) float64 vectors of the basis and residual
+    top = TopK(2, data_stderr=False)
+    whole = slq_density(op, iters=12, vectors=5, seed=3, top_k=top, reorth="full")
+    per_chain = basis_bytes("full", 12, 1, op.dim, 8)  # (iters + 5) float64 vectors: basis and working vectors
     sizes = []
     real = chains.lanczos
     monkeypatch.setattr(chains, "lanczos", lambda *a, **k: sizes.append(k["start"].shape[1]) or real(*a, **k))
-    parts = slq_density(op, iters=12, vectors=5, seed=3, top_k=2, data_stderr=False, max_basis_bytes=2 * per_chain)
-    assert sizes == [2, 2, 1] and parts.meta["chains_per_group"] == 2
+    parts = slq_density(op, iters=12, vectors=5, seed=3, top_k=top, reorth="full", max_basis_bytes=2 * per_chain)
+    assert sizes == [2, 2, 1] and parts.meta["chains_per_group"] == 2 and parts.meta["reorth"] == "full"
     np.testing.assert_allclose(parts.nodes, whole.nodes, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(parts.weights, whole.weights, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(parts.top.eigenvalues, whole.top.eigenvalues, rtol=1e-10)
-    assert chains.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=10 * per_chain) == 5
-    assert chains.chains_per_group(op, 12, 5, "full", False, max_basis_bytes=1) == 1
+    assert plan_basis(op, 12, 5, "full", max_basis_bytes=10 * per_chain).group == 5
+    assert plan_basis(op, 12, 5, "full", max_basis_bytes=1).group == 1
+
+
+def test_two_vectors_report_no_vector_noise_error_bars():
+    """Issue 17: a Llama trace read −113.8 ± 0.7 from 2 vectors against Hutchinson's −71.6 ± 45. Two vectors give
+    the sample sd one degree of freedom (below a tenth of the truth 8% of the time): no stderr, and a warning;
+    from 3 on the stderr is reported and covers the exact trace."""
+    op = tiny.dense_with_eigenvalues(_known())
+    with pytest.warns(UserWarning, match="2 vector.* no vector-noise error bars"):
+        two = slq_density(op, iters=20, vectors=2, seed=0)
+    s = two.summary()
+    assert np.isnan(two.trace_stderr) and np.isnan(s["negative_ratio_stderr"]) and np.isnan(s["effective_rank_stderr"])
+    three = slq_density(op, iters=20, vectors=3, seed=0)
+    assert np.isfinite(three.trace_stderr) and abs(three.trace - _known().sum()) < 4 * three.trace_stderr

@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _slq(op, args, state, sf):
     """SLQ with the top-k refined from the same Krylov run (and λmax's data error bar)."""
-    from landscape.hessian import slq_density
+    from landscape.hessian import Checkpoint, slq_density
 
-    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k, state=state,
-                       on_state=sf.on_state, state_every=args.state_every)
+    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k,
+                       checkpoint=Checkpoint(state, sf.on_state, args.state_every))
 
 
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:

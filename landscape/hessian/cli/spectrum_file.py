@@ -6,7 +6,8 @@ spectrum.json (strict JSON; a non-finite number is written as null):
     and the error bars when the solver reports them: lambda_max_stderr, negative_ratio_stderr, ...),
     top_eigenvalues / top_residuals / top_converged (empty / null when no top-k ran), lambda_max_residual
     (the top Ritz pair's residual norm, bounding |θ − λmax|; null without top-k), sigma, grid,
-    density, and whatever run metadata the writer passes (operator, n_samples, data, seconds, ...).
+    density, the SLQ run's memory plan (reorth, basis_bytes, basis_budget, basis_device, ritz_rows,
+    regenerated_products, ghosts) and whatever run metadata the writer passes (operator, n_samples, ...).
 spectrum.npz:
     schema (int), nodes and weights [vectors, iters] (SLQ Ritz values and quadrature weights), dim,
     grid and density (the broadened density), top_eigenvalues and top_residuals [k].

@@ -1,10 +1,12 @@
-"""SLQ's Lanczos chains in groups that fit a memory budget (docs/methods.md §E.3).
+"""SLQ's Lanczos chains in groups that fit a memory budget, when full reorthogonalization is asked for
+(docs/methods.md §E.3).
 
-With full reorthogonalization (or a kept basis for the top-k refinement) each chain stores its whole
-Krylov basis, (iters + 1) × dim numbers, so `vectors` chains at once can exceed the machine (80 × 8 on an
-11M-parameter ResNet-18: 26.7 GiB in float32). `chains_per_group` says how many fit; `grouped_lanczos` runs
-consecutive groups from the very start vectors one batched run would draw, so the nodes, weights and top-k
-equal a single batched run's.
+Full reorthogonalization stores each chain's whole Krylov basis, (iters + 5) × dim numbers with its working
+vectors (basis.py), so `vectors` chains at once can exceed the machine (80 × 8 on an 11M-parameter
+ResNet-18: 26.7 GiB in float32). `basis.plan_basis(reorth="full")` says how many fit (`group`);
+`grouped_lanczos` runs consecutive groups from the very start vectors one batched run would draw, so the
+nodes, weights and top-k equal a single batched run's. (The default, reorth="auto", switches to selective
+orthogonalization instead, which needs no groups.)
 """
 
 from __future__ import annotations
@@ -12,30 +14,30 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from landscape import memory
-from landscape.hessian.solvers.lanczos import LanczosResult, lanczos, rademacher
+from landscape.hessian.solvers.lanczos import lanczos
+from landscape.hessian.solvers.linalg import rademacher
 from landscape.hessian.solvers.protocol import LinearOperator
-
-
-def chains_per_group(op: LinearOperator, iters: int, vectors: int, reorth: str, keep: bool,
-                     basis_device=None, max_basis_bytes: int | None = None) -> int:
-    """How many Lanczos chains fit in `max_basis_bytes` at once (all of them without reorthogonalization
-    or a kept basis, which store only a few vectors per chain)."""
-    if reorth != "full" and not keep:
-        return vectors
-    device = torch.device(basis_device if basis_device is not None else op.device)
-    budget = memory.budget(device, memory.BASIS_SHARE, max_basis_bytes)
-    per_chain = (iters + 1) * int(op.dim) * torch.empty((), dtype=op.dtype).element_size()
-    return max(1, min(vectors, budget // per_chain))
+from landscape.hessian.solvers.tridiagonal import LanczosResult
 
 
 def grouped_lanczos(op: LinearOperator, vectors: int, group: int, count: int, kw: dict):
-    """`lanczos` over consecutive groups of chains from the start vectors one batched run would draw;
-    returns the joined coefficients and, when count > 0, the `count` best Ritz seeds over all groups."""
-    starts = rademacher(vectors, int(op.dim), torch.Generator().manual_seed(kw["seed"]))
+    """Full-reorthogonalization Lanczos over consecutive groups of chains.
+
+    Args:
+        op: the operator.
+        vectors: chains in all.
+        group: chains per run.
+        count: how many of the best Ritz seeds (values, U, AU) to keep over all groups (0: none).
+        kw: the other `lanczos` keywords (iters, seed, callback, max_basis_bytes).
+
+    Returns:
+        (the joined LanczosResult, the seeds or None).
+    """
+    gen = torch.Generator().manual_seed(kw["seed"])  # drawn row by row: each group's rows are the batched draw's
     parts, best = [], None
     for g in range(0, vectors, group):
-        r = lanczos(op, start=starts[g : g + group].T, **kw)
+        start = rademacher(min(group, vectors - g), int(op.dim), gen, torch.float32).T
+        r = lanczos(op, start=start, reorth="full", keep_basis=count > 0, **kw)
         if count:
             values, U, AU = r.top_ritz(min(count, r.vectors * r.iters))
             if best is not None:
@@ -45,6 +47,8 @@ def grouped_lanczos(op: LinearOperator, vectors: int, group: int, count: int, kw
             best = (values[keep], U[idx], AU[idx])
         r.basis = r.residual = None
         parts.append(r)
+    first = parts[0]
     joined = LanczosResult(np.concatenate([r.alpha for r in parts]), np.concatenate([r.beta for r in parts]),
-                           breakdowns=sum(r.breakdowns for r in parts))
+                           np.concatenate([r.last_beta for r in parts]), "full", first.eps, first.eps_products,
+                           sum(r.breakdowns for r in parts), plan=first.plan)
     return joined, best

@@ -6,16 +6,20 @@ H = Q (AQ)ᵀ (m × m, float64) is exact, not a three-term recurrence that drift
     θ, Y = eigh(H);   U = Yᵀ Q,   AU = Yᵀ (AQ),   R = AU − θ U,   ‖r_i‖ ≥ min_j |θ_i − λ_j|
 
 The next block is the residuals of the wanted pairs that have not converged, at most `block_size`
-(converged pairs are locked: kept in the basis, never expanded again). Residuals of Ritz pairs of a block Krylov space
-span the space block Lanczos would add next, so this is block Lanczos with full reorthogonalization.
-The block is orthogonalized against Q by iterated classical Gram-Schmidt, as matmuls: another pass
-whenever the last one removed more than 1 − 1/√2 of the norm (Kahan-Parlett "twice is enough"),
-then Cholesky QR twice inside the block; a direction that vanishes (already in
-the span) is replaced by a random one. When the basis is full it restarts from the best Ritz vectors
-(Q ← YᵀQ, AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Zhou & Saad 2008).
-Gram products over dim are summed in float64 over float32 pieces of 1024 terms, so H and the
-orthogonality hold to ~1e-8 at 10⁷ dims (a plain float32 dot product there is off by ~1e-3).
-Bookkeeping per round is a few dim × m × block matmuls.
+(converged pairs are locked: kept in the basis, never expanded again). Residuals of Ritz pairs of a block
+Krylov space span the space block Lanczos would add next, so this is block Lanczos with full
+reorthogonalization. The block is orthogonalized against Q by iterated classical Gram-Schmidt and Cholesky
+QR (linalg.orthonormalize_). When the basis is full it restarts from the best Ritz vectors (Q ← YᵀQ,
+AQ ← Yᵀ(AQ); Wu & Simon 2000 thick restart, block form as in Zhou & Saad 2008). Gram products over dim are
+summed in float64 over float32 pieces, so H and the orthogonality hold to ~1e-8 at 10⁷ dims.
+
+Memory: (3m + 2k + 3b) · P numbers of the working dtype (P = dim, m = max_basis, b = block_size): Q and AQ,
+the restart's copy, residuals, scratch and one product block. m defaults to max(2k + 2b, 20), lowered to what
+`memory.budget(device, memory.BASIS_SHARE)` holds, never below k + b; no iteration count enters.
+
+Precision: a bfloat16/float16 operator gets float32 vectors (protocol.apply casts each block), and the
+default tolerance is 8u of its dtype (u = 2^−8 for bf16): its products carry a relative error ~u, so a
+residual much below u·‖A‖ cannot be certified.
 
 Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
@@ -27,25 +31,47 @@ and restart the iteration from them if they are not yet converged (docs/methods.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from landscape import memory
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.linalg import gram, row_dots
+from landscape.hessian.solvers.linalg import gram, orthonormalize, orthonormalize_, random_rows, row_dots
 from landscape.hessian.solvers.linalg import row_norms as _norms
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator, draw, full_dim, over_shards
+from landscape.hessian.solvers.protocol import (
+    LinearOperator,
+    apply,
+    check_operator,
+    full_dim,
+    over_shards,
+    unit_roundoff,
+    working_dtype,
+)
 
 WHICH = ("LA", "SA", "LM")
 
 
 @dataclass
 class Eigenpairs:
-    """eigenvalues [k] (float64, in `which` order), eigenvectors [dim, k] (unit), residual norms
-    ‖A v − λ v‖ [k], converged (every pair within tol), products (matrix-vector products used),
-    matmats (calls of `matmat`), seconds (wall) and matmat_seconds (inside `matmat`)."""
+    """The result of `top_eigenpairs`.
+
+    Attributes:
+        eigenvalues: [k] float64, in `which` order.
+        eigenvectors: [dim, k] unit columns (working dtype).
+        residuals: [k] ‖A v − λ v‖, each bounding its eigenvalue's error.
+        converged: every pair within tol.
+        n_products: matrix-vector products used.
+        matmats: calls of `matmat`.
+        tol: the relative residual tolerance.
+        seconds: wall time.
+        matmat_seconds: time inside `matmat`.
+        max_basis: the basis size m the solve used (memory (3m + 2k + 3b)·P numbers).
+        memory_bytes: that formula's bytes.
+    """
 
     eigenvalues: np.ndarray
     eigenvectors: Tensor
@@ -56,6 +82,8 @@ class Eigenpairs:
     tol: float = float("nan")
     seconds: float = 0.0
     matmat_seconds: float = 0.0
+    max_basis: int = 0
+    memory_bytes: int = 0
 
     @property
     def relative_residuals(self) -> np.ndarray:
@@ -63,6 +91,11 @@ class Eigenpairs:
         return self.residuals / max(float(np.abs(self.eigenvalues).max()), np.finfo(np.float64).tiny)
 
     def to_dict(self) -> dict:
+        """The numbers as JSON-able values.
+
+        Returns:
+            Everything but the eigenvectors and timings.
+        """
         return {
             "eigenvalues": self.eigenvalues.tolist(),
             "residuals": self.residuals.tolist(),
@@ -70,6 +103,8 @@ class Eigenpairs:
             "n_products": self.n_products,
             "matmats": self.matmats,
             "tol": self.tol,
+            "max_basis": self.max_basis,
+            "memory_bytes": self.memory_bytes,
         }
 
 
@@ -78,78 +113,17 @@ def _order(theta: np.ndarray, which: str) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def _chol_qr_(X: Tensor, work: Tensor) -> np.ndarray:
-    """Cholesky QR of the rows of X in place (X ← L⁻¹X, via `work` of X's shape), the Gram matrix in
-    float64; returns diag L. A row's diagonal entry is its norm after projecting out the rows before it,
-    so a tiny one marks a dependent row (X is then left as it was and zeros are returned)."""
-    G = gram(X, X)
-    L, info = torch.linalg.cholesky_ex(G)
-    d = L.diagonal().numpy().copy()
-    if int(info) != 0 or not np.isfinite(d).all() or (d <= 0).any():
-        return np.zeros_like(d)
-    Linv = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype), upper=False)
-    torch.matmul(Linv.to(device=X.device, dtype=X.dtype), X, out=work)
-    X.copy_(work)
-    return d
-
-
-def orthonormalize_(X: Tensor, Q: Tensor, gen: torch.Generator, work: Tensor | None = None) -> Tensor:
-    """Rows of X (contiguous, changed in place) made orthonormal and orthogonal to the orthonormal rows of
-    Q: iterated classical Gram-Schmidt against Q, then Cholesky QR twice inside the block (all Gram sums
-    in float64: a float32 Householder QR at 10⁶ dims is only orthonormal to ~1e-5). Rows that vanish
-    (numerically inside the span of Q and the rows before them) are replaced by random ones. `work`: a
-    scratch tensor of X's shape (fresh memory costs page faults at 10⁷ dims: reuse it)."""
-    dim = X.shape[1]
-    if Q.shape[0] + X.shape[0] > dim:
-        X = X[: dim - Q.shape[0]]
-    work = torch.empty_like(X) if work is None else work[: X.shape[0]]
-    eps = torch.finfo(X.dtype).eps
-    floor = 100 * eps * max(1, Q.shape[0] + X.shape[0]) ** 0.5
-    for _attempt in range(4):
-        X.mul_((1 / _norms(X).clamp_min(1e-300)).to(device=X.device, dtype=X.dtype)[:, None])
-        before = np.ones(X.shape[0])
-        for _pass in range(4):
-            if Q.shape[0]:
-                X.addmm_(gram(X, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
-            after = _norms(X).cpu().numpy()
-            if (after >= before / 2**0.5).all():  # Kahan-Parlett: this pass kept most of the norm
-                break
-            before = after
-        d = _chol_qr_(X, work)
-        lost = (after < floor) | (d < 1e-3 * np.maximum(after, 1e-300))
-        if not lost.any():
-            if Q.shape[0] and d.min() < 0.5:  # Cholesky QR amplified what was left of span(Q)
-                X.addmm_(gram(X, Q).to(device=X.device, dtype=X.dtype), Q, alpha=-1)
-            if X.shape[0] > 1 or d.min() < 0.5:
-                _chol_qr_(X, work)
-            else:
-                X.mul_((1 / _norms(X)).to(device=X.device, dtype=X.dtype)[:, None])
-            return X
-        X[torch.from_numpy(lost).to(X.device)] = _randn(int(lost.sum()), dim, gen, X.dtype, X.device)
-    raise LandscapeError("top_eigenpairs: could not extend the search space (dimension exhausted)")
-
-
-def orthonormalize(X: Tensor, Q: Tensor, gen: torch.Generator) -> Tensor:
-    """`orthonormalize_` on a copy of X."""
-    return orthonormalize_(X.clone(memory_format=torch.contiguous_format), Q, gen)
-
-
-def _randn(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """n random rows from the CPU generator (the same on every device), in float32 unless float64 (a sharded
-    operator's part of them: `protocol.draw`)."""
-    kind = torch.float64 if dtype == torch.float64 else torch.float32
-    return draw(lambda m: torch.randn(n, m, generator=gen, dtype=kind), dim).to(device=device, dtype=dtype)
-
-
 class _Counted:
-    """op.matmat on row blocks, counting calls, columns and seconds."""
+    """A applied to row blocks (protocol.apply), counting calls, columns and seconds."""
 
     def __init__(self, op: LinearOperator):
         self.op, self.calls, self.products, self.seconds = op, 0, 0, 0.0
 
     def __call__(self, X: Tensor) -> Tensor:
         t0 = time.perf_counter()
-        out = torch.as_tensor(self.op.matmat(X.T)).to(device=X.device, dtype=X.dtype).T.contiguous()
+        out = apply(self.op, X)
+        if not bool(torch.isfinite(out).all()):
+            raise LandscapeError(f"top_eigenpairs: the operator returned non-finite products (dtype {self.op.dtype})")
         if out.device.type == "cuda":
             torch.cuda.synchronize(out.device)
         self.seconds += time.perf_counter() - t0
@@ -158,9 +132,8 @@ class _Counted:
         return out
 
 
-def _start(
-    init: Tensor | None, init_product: Tensor | None, b: int, dim: int, dtype, device, gen, mm: _Counted
-) -> tuple[Tensor, Tensor]:
+def _start(init: Tensor | None, init_product: Tensor | None, b: int, dim: int, dtype, device, gen,
+           mm: _Counted) -> tuple[Tensor, Tensor]:
     """The first basis block and its product: orthonormalized `init` (padded with random rows to b
     when its product must be computed anyway), or b random rows."""
     if init_product is not None:
@@ -168,17 +141,126 @@ def _start(
         AV = torch.as_tensor(init_product).to(device=device, dtype=dtype).reshape(dim, -1).T
         if AV.shape != V.shape:
             raise LandscapeError(f"top_eigenpairs: init_product {tuple(AV.shape)} must match init {tuple(V.shape)}")
-        # symmetric orthonormalization M V (M = G^-1/2 on the well-conditioned part): A(MV) = M(AV)
+        # symmetric orthonormalization M V (M = G^-1/2 on the well-conditioned part): A(MV) = M(AV); directions
+        # below the products' own rounding (1e-6, or u of a bf16/fp16 operator) are duplicates
         g, W = torch.linalg.eigh(gram(V, V))
-        keep = g > 1e-6 * g.max()
+        keep = g > max(1e-6, unit_roundoff(mm.op.dtype)) * g.max()
         M = (W[:, keep] / g[keep].sqrt()).T.to(device=device, dtype=dtype)
         return M @ V, M @ AV
-    rows = _randn(b, dim, gen, dtype, device)
+    rows = random_rows(b, dim, gen, dtype, device)
     if init is not None:
         V = torch.as_tensor(init).to(device=device, dtype=dtype).reshape(dim, -1).T
         rows = torch.cat([V, rows[: max(0, b - V.shape[0])]])
     Q = orthonormalize(rows, rows[:0], gen)
     return Q, mm(Q)
+
+
+def basis_size(op: LinearOperator, k: int, b: int, max_basis: int | None) -> tuple[int, int]:
+    """The basis size m and the memory formula's bytes (module docstring).
+
+    Args:
+        op: the operator.
+        k: wanted pairs.
+        b: block size.
+        max_basis: the caller's m, or None for the default held by the memory budget.
+
+    Returns:
+        (m, (3m + 2k + 3b)·P·e bytes).
+
+    Raises:
+        LandscapeError: when not even the free memory holds the smallest basis, k + b (a budget that holds less
+            than that but free memory that does runs at k + b with a warning).
+    """
+    dim = int(op.dim)
+    e = torch.empty((), dtype=working_dtype(op.dtype)).element_size()
+    least = min(dim, k + b)
+    if max_basis is None:
+        budget = memory.budget(torch.device(op.device), memory.BASIS_SHARE)
+        fit = (budget // (dim * e) - 2 * k - 3 * b) // 3
+        if fit < least:
+            need, free = (3 * least + 2 * k + 3 * b) * dim * e, memory.available_bytes(torch.device(op.device))
+            if need > free:
+                raise LandscapeError(f"top_eigenpairs: k={k} with blocks of {b} needs at least {need / 2**30:.2f} GiB "
+                                     f"((3(k + b) + 2k + 3b) vectors of {dim} numbers); {free / 2**30:.2f} GiB is "
+                                     "free: free memory, or lower k or block_size")
+            warnings.warn(f"top_eigenpairs: the memory budget ({budget / 2**30:.2f} GiB) holds less than the smallest "
+                          f"basis; running with max_basis = k + block_size = {least} in {need / 2**30:.2f} GiB of "
+                          f"{free / 2**30:.2f} GiB free", stacklevel=3)
+            fit = least
+        max_basis = min(max(2 * k + 2 * b, 20), fit)
+    m = min(dim, max_basis)
+    return m, (3 * m + 2 * k + 3 * b) * dim * e
+
+
+class _Search:
+    """The basis Q, its products AQ and the projected matrix H = Q AQᵀ, in buffers allocated once (at 10⁷
+    dims fresh memory costs more in page faults than the arithmetic done in it)."""
+
+    def __init__(self, Q0: Tensor, AQ0: Tensor, cap: int, k: int, b: int, gen: torch.Generator, mm: _Counted):
+        dim, self.k, self.gen, self.mm = Q0.shape[1], k, gen, mm
+        self.Q = Q0.new_empty(cap, dim)
+        self.AQ = torch.empty_like(self.Q)
+        self.R = Q0.new_empty(k, dim)
+        self.work = Q0.new_empty(k + b, dim)
+        self.m = Q0.shape[0]
+        self.Q[: self.m], self.AQ[: self.m] = Q0, AQ0
+        self.H = gram(self.Q[: self.m], self.AQ[: self.m]).numpy()
+
+    def ritz(self, which: str) -> tuple:
+        """(θ ascending, Y, order, p, Y_p rows, θ_p, R_p, ‖R_p‖) of the best p = min(m, k) Ritz pairs."""
+        m = self.m
+        theta, Y = np.linalg.eigh((self.H + self.H.T) / 2)
+        order = _order(theta, which)
+        p = min(m, self.k)
+        Yp = torch.from_numpy(np.ascontiguousarray(Y[:, order[:p]].T)).to(self.Q)
+        th = theta[order[:p]]
+        R = torch.matmul(Yp, self.AQ[:m], out=self.R[:p])
+        R.addmm_(torch.from_numpy(th).to(self.Q)[:, None] * Yp, self.Q[:m], alpha=-1)  # (AQ − θQ)ᵀy
+        return theta, Y, order, p, Yp, th, R, _norms(R).cpu().numpy()
+
+    def reset(self, U: Tensor, AU: Tensor) -> None:
+        """Restart from U (orthonormal) with products AU."""
+        self.m = U.shape[0]
+        self.Q[: self.m], self.AQ[: self.m] = U, AU
+        self.H = gram(self.Q[: self.m], self.AQ[: self.m]).numpy()
+
+    def restart(self, Y: np.ndarray, order: np.ndarray, theta: np.ndarray, keep: int) -> None:
+        """Thick restart: Q ← YᵀQ and AQ ← Yᵀ(AQ) for the best `keep` Ritz vectors; H becomes diag(θ)."""
+        Yk = torch.from_numpy(np.ascontiguousarray(Y[:, order[:keep]].T)).to(self.Q)
+        tmp = Yk @ self.Q[: self.m]
+        self.Q[:keep] = tmp
+        self.AQ[:keep] = torch.matmul(Yk, self.AQ[: self.m], out=tmp)
+        del tmp
+        self.m = keep
+        self.H = np.diag(theta[order[:keep]])
+
+    def expand(self, R: Tensor, pick: np.ndarray, extra: int) -> None:
+        """Add the residuals R[pick] (plus `extra` random rows), orthonormalized against Q, and their products."""
+        m, n = self.m, len(pick) + extra
+        X = self.Q[m : m + n]
+        torch.index_select(R, 0, torch.from_numpy(pick).to(R.device), out=X[: len(pick)])
+        if extra:
+            X[len(pick) :] = random_rows(extra, X.shape[1], self.gen, X.dtype, X.device)
+        X = orthonormalize_(X, self.Q[:m], self.gen, self.work)
+        n = X.shape[0]
+        self.AQ[m : m + n] = self.mm(X)
+        C = gram(self.Q[: m + n], self.AQ[m : m + n]).numpy()  # [m + n, n]
+        H2 = np.zeros((m + n, m + n))
+        H2[:m, :m] = self.H
+        H2[:, m:] = C
+        H2[m:, :m] = C[:m].T
+        self.H, self.m = H2, m + n
+
+
+def _verify(search: _Search, U: Tensor, gen: torch.Generator, limit: float) -> tuple:
+    """Real products for Ritz vectors built from an untrusted init_product: (U, θ, residual norms, done)."""
+    U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
+    AU = search.mm(U)
+    th = row_dots(U, AU).numpy()
+    R = AU - torch.from_numpy(th).to(AU)[:, None] * U
+    res = _norms(R).cpu().numpy()
+    search.reset(U, AU)
+    return U, th, res, res <= limit
 
 
 @over_shards
@@ -195,112 +277,67 @@ def top_eigenpairs(
     init: Tensor | None = None,
     init_product: Tensor | None = None,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of a symmetric operator (dim, dtype, device, matmat: see protocol).
+    """The k extreme eigenpairs of a symmetric operator, to ‖A v − θ v‖ ≤ tol·max|θ| (module docstring).
 
-    which: "LA" largest, "SA" smallest (algebraic), "LM" largest magnitude.
-    tol: residual ‖Av − θv‖ ≤ tol·max|θ| (default 1e-6 in float64, 1e-4 in lower precision).
-    block_size: vectors per matmat (default min(k, 4)); max_basis: basis size before a thick
-    restart (default max(2k + 2·block, 20)); max_matmats: calls of matmat before giving up.
-    init: [dim, j] start vectors (warm start, e.g. last step's eigenvectors); init_product: A·init
-    if already known (e.g. SLQ's Lanczos relation, see spectrum.slq_density(top_k=...)), saving
-    that product: after one Rayleigh-Ritz step on them the best k Ritz vectors get real products,
-    which verify them or restart the iteration from them.
+    Memory (3m + 2k + 3b)·P numbers (m = max_basis, b = block_size, P = dim), whatever the iteration count.
+
+    Args:
+        op: the operator (dim, dtype, device, matmat: see protocol).
+        k: how many pairs.
+        which: "LA" largest, "SA" smallest (algebraic), "LM" largest magnitude.
+        tol: relative residual tolerance (default 1e-6 in float64, 1e-4 in float32, 8u in bf16/fp16).
+        block_size: vectors per matmat (default min(k, 4)).
+        max_basis: basis size before a thick restart (default max(2k + 2·block, 20), lowered to fit
+            `memory.budget(device, memory.BASIS_SHARE)`).
+        max_matmats: calls of matmat before giving up.
+        seed: seed of the random start and replacement vectors.
+        init: [dim, j] start vectors (warm start, e.g. the last step's eigenvectors).
+        init_product: A·init if already known (e.g. SLQ's Lanczos relation), saving that product: after one
+            Rayleigh-Ritz step the best k Ritz vectors get real products, which verify them or restart the
+            iteration from them.
+
+    Returns:
+        `Eigenpairs` (their `.converged` says whether every pair met tol).
     """
     check_operator(op, "top_eigenpairs")
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
-    dim, dtype, device = int(op.dim), op.dtype, torch.device(op.device)
+    dim, device, wd = int(op.dim), torch.device(op.device), working_dtype(op.dtype)
     size = full_dim(op)  # the matrix size (dim is the length of this process's part of a sharded vector)
     if not 1 <= k <= size:
         raise LandscapeError(f"top_eigenpairs: k must be in 1..{size}, got {k}")
     if init_product is not None and init is None:
         raise LandscapeError("top_eigenpairs: init_product needs init")
-    tol = tol if tol is not None else (1e-6 if dtype == torch.float64 else 1e-4)
+    if tol is None:
+        tol = {torch.float64: 1e-6, torch.float32: 1e-4}.get(op.dtype, 8 * unit_roundoff(op.dtype))
     b = max(1, min(size, block_size or min(k, 4)))
-    m_max = min(size, max_basis or max(2 * k + 2 * b, 20))
+    m_max, nbytes = basis_size(op, k, b, max_basis)
     if m_max < min(size, k + b):
         raise LandscapeError(f"top_eigenpairs: max_basis must be at least k + block_size = {k + b}")
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    mm = _Counted(op)
-    Q0, AQ0 = _start(init, init_product, b, dim, dtype, device, gen, mm)
-    trusted = init_product is None
-    cap = max(m_max, Q0.shape[0] + b, k + b)
-    # every big buffer is allocated once: at 10⁷ dims fresh memory costs more in page faults than the
-    # arithmetic done in it
-    Q = torch.empty(cap, dim, dtype=dtype, device=device)
-    AQ = torch.empty_like(Q)
-    Rbuf = torch.empty(k, dim, dtype=dtype, device=device)
-    work = torch.empty(k + b, dim, dtype=dtype, device=device)
-    m = Q0.shape[0]
-    Q[:m], AQ[:m] = Q0, AQ0
+    t0, gen, mm = time.perf_counter(), torch.Generator().manual_seed(seed), _Counted(op)
+    Q0, AQ0 = _start(init, init_product, b, dim, wd, device, gen, mm)
+    search = _Search(Q0, AQ0, max(m_max, Q0.shape[0] + b, k + b), k, b, gen, mm)
     del Q0, AQ0
-    H = gram(Q[:m], AQ[:m]).numpy()
+    trusted = init_product is None
     while True:
-        theta, Y = np.linalg.eigh((H + H.T) / 2)
-        order = _order(theta, which)
-        p = min(m, k)
-        Yp = torch.from_numpy(np.ascontiguousarray(Y[:, order[:p]].T)).to(device=device, dtype=dtype)
-        th = theta[order[:p]]
-        thY = torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * Yp
-        R = torch.matmul(Yp, AQ[:m], out=Rbuf[:p])
-        R.addmm_(thY, Q[:m], alpha=-1)  # (AQ − θQ)ᵀy without forming U
-        res = _norms(R).cpu().numpy()
+        theta, Y, order, p, Yp, th, R, res = search.ritz(which)
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
-        full = m >= size
-        if not trusted or (p == k and done.all()) or full or mm.calls >= max_matmats:
-            U = Yp @ Q[:m]
+        if not trusted or (p == k and done.all()) or search.m >= size or mm.calls >= max_matmats:
+            U = Yp @ search.Q[: search.m]
             if trusted or mm.calls >= max_matmats:
                 break
-            # the products came from init_product: the best k Ritz vectors get real ones, and the
-            # iteration continues from them (or stops if they are converged)
-            trusted = True
-            U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
-            AU = mm(U)
-            th = row_dots(U, AU).cpu().numpy()
-            R = AU - torch.from_numpy(th).to(device=device, dtype=dtype)[:, None] * U
-            res = _norms(R).cpu().numpy()
-            done = res <= limit
+            trusted = True  # the products came from init_product: the best k Ritz vectors get real ones
+            U, th, res, done = _verify(search, U, gen, limit)
             if (p == k and done.all()) or mm.calls >= max_matmats:
                 break
-            m = p
-            Q[:m], AQ[:m] = U, AU
-            H = gram(Q[:m], AQ[:m]).numpy()
             continue
         pick = np.flatnonzero(~done)[:b]
-        if m + len(pick) > m_max:
-            keep = max(p, min(m_max - b, m_max // 2 + k))
-            Yk = torch.from_numpy(np.ascontiguousarray(Y[:, order[:keep]].T)).to(device=device, dtype=dtype)
-            tmp = Yk @ Q[:m]
-            Q[:keep] = tmp
-            AQ[:keep] = torch.matmul(Yk, AQ[:m], out=tmp)
-            del tmp
-            m = keep
-            H = np.diag(theta[order[:keep]])
-        n = len(pick) + max(0, k - m)  # a warm start with fewer than k directions: add random ones
-        X = Q[m : m + n]
-        torch.index_select(R, 0, torch.from_numpy(pick).to(device), out=X[: len(pick)])
-        if n > len(pick):
-            X[len(pick) :] = _randn(n - len(pick), dim, gen, dtype, device)
-        X = orthonormalize_(X, Q[:m], gen, work)
-        n = X.shape[0]
-        AQ[m : m + n] = mm(X)
-        C = gram(Q[: m + n], AQ[m : m + n]).numpy()  # [m + n, n]
-        H2 = np.zeros((m + n, m + n))
-        H2[:m, :m] = H
-        H2[:, m:] = C
-        H2[m:, :m] = C[:m].T
-        H = H2
-        m += n
+        if search.m + len(pick) > m_max:
+            search.restart(Y, order, theta, max(p, min(m_max - b, m_max // 2 + k)))
+        search.expand(R, pick, max(0, k - search.m))  # a warm start with fewer than k directions: random ones
     return Eigenpairs(
-        eigenvalues=th[:k].copy(),
-        eigenvectors=U[:k].T,
-        residuals=res[:k].copy(),
-        converged=bool(len(done) == k and done.all()),
-        n_products=mm.products,
-        matmats=mm.calls,
-        tol=tol,
-        seconds=time.perf_counter() - t0,
-        matmat_seconds=mm.seconds,
+        eigenvalues=th[:k].copy(), eigenvectors=U[:k].T, residuals=res[:k].copy(),
+        converged=bool(len(done) == k and done.all()), n_products=mm.products, matmats=mm.calls, tol=tol,
+        seconds=time.perf_counter() - t0, matmat_seconds=mm.seconds, max_basis=m_max, memory_bytes=nbytes,
     )

@@ -31,8 +31,16 @@ from landscape.hessian.solvers.protocol import LinearOperator
 
 
 def weighted_stderr(values: np.ndarray, sizes: np.ndarray) -> tuple[float, float]:
-    """(size-weighted mean, its standard error) of per-batch means `values` [B] over batches of `sizes`
-    samples [B] (nan if B < 2)."""
+    """The size-weighted mean of per-batch means and its standard error: λ = Σ w_b ρ_b,
+    stderr² = Σ w_b (ρ_b − λ)² / (B − 1), w_b = n_b / N (module docstring).
+
+    Args:
+        values: per-batch means ρ_b [B].
+        sizes: samples per batch n_b [B].
+
+    Returns:
+        (mean, stderr; nan if B < 2).
+    """
     values = np.asarray(values, dtype=np.float64)
     w = np.asarray(sizes, dtype=np.float64)
     w = w / w.sum()
@@ -43,8 +51,16 @@ def weighted_stderr(values: np.ndarray, sizes: np.ndarray) -> tuple[float, float
 
 
 def batch_rayleigh(op: LinearOperator, V: Tensor, min_batches: int = 8) -> tuple[np.ndarray, np.ndarray] | None:
-    """(sample counts n_b [B], Rayleigh quotients v_iᵀ H_b v_i [B, k]) of the unit columns of V over the
-    operator's batches, or None when the operator does not expose its batches."""
+    """Per-batch Rayleigh quotients v_iᵀ H_b v_i of the unit columns of V.
+
+    Args:
+        op: the operator; it needs `batch_quadratic_forms(V, pieces)`.
+        V: unit vectors [dim, k].
+        min_batches: batches are cut into pieces along the sample axis until there are this many.
+
+    Returns:
+        (sample counts n_b [B], quotients [B, k]), or None when the operator does not expose its batches.
+    """
     forms = getattr(op, "batch_quadratic_forms", None)
     if forms is None:
         return None
@@ -55,8 +71,16 @@ def batch_rayleigh(op: LinearOperator, V: Tensor, min_batches: int = 8) -> tuple
 
 
 def rayleigh_stderr(op: LinearOperator, v: Tensor, min_batches: int = 8) -> dict:
-    """{"value", "stderr", "batches"}: vᵀHv as the weighted mean of per-batch quotients and its data
-    stderr (nan without batches or with one)."""
+    """vᵀHv as the weighted mean of per-batch quotients, and its data stderr (§E.4).
+
+    Args:
+        op: the operator.
+        v: a unit vector [dim] (e.g. the top eigenvector).
+        min_batches: as in `batch_rayleigh`.
+
+    Returns:
+        {"value", "stderr", "batches"} (nan without batches or with one).
+    """
     v = v.reshape(-1, 1)
     got = batch_rayleigh(op, v, min_batches)
     if got is None:

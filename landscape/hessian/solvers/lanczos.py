@@ -6,133 +6,261 @@ is the same on every device):
     w = A q_j − α_j q_j − β_{j−1} q_{j−1},   α_j = q_jᵀ A q_j,   β_j = ‖w‖ (after reorthogonalization),
     q_{j+1} = w / β_j
 
-and T = tridiag(β, α, β) (float64, m × m). reorth="full" projects w against every stored Lanczos vector
-of its chain (classical Gram-Schmidt, its inner products summed in float64 over float32 pieces); a
-second pass runs only when the first removed most of w (‖w_after‖ < ‖w_before‖/√2, the "twice is enough"
-test of Daniel, Gragg, Kaufman & Stewart 1976). A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace
-found) records β_j = 0 and continues with a fresh random vector orthogonal to the basis; T is then block
-diagonal, the first block's Ritz values are eigenvalues of A, and the later blocks get zero quadrature
-weight.
+and T = tridiag(β, α, β) (float64, m × m). Every inner product over dim is summed in float64 over float32
+pieces (linalg.gram). How the new vector is kept orthogonal to the old ones (basis.py decides from the memory
+budget; the result records it):
 
-The basis [k, m, dim] is stored in the operator's dtype (on `basis_device` if given, e.g. the CPU to
-spare GPU memory); α and β accumulate in float64.
+- "full" projects w against every stored Lanczos vector of its chain (classical Gram-Schmidt, a second pass
+  when the first removed most of w, the "twice is enough" test of Daniel, Gragg, Kaufman & Stewart 1976).
+  Memory k·(m + 5)·P numbers.
+- "selective" stores no basis (selective.py): once a Ritz value converges, the chain is replayed from q₀ to
+  rebuild the converged Ritz vectors, and every later w is projected against them (Parlett & Scott 1979).
+  Memory k·(r + 7)·P numbers, r ≤ 8 Ritz vectors per chain; the replay costs at most a quarter of the run's
+  products. Values that converge later grow ghost copies, merged by ghosts.py.
+- "none": the three-term recurrence alone, memory k·5·P; ghosts merged by ghosts.py.
 
-A long run can be checkpointed: every `state_every` iterations `on_state` receives the Lanczos state
-(CPU tensors, ints and strings only: iterations done, α/β so far, the current and previous vectors,
-the stored basis, the running ‖T‖ scale, the breakdown count and generator state, and the problem's
-fingerprint), and `lanczos(..., state=...)` continues from it with the same arithmetic, so the result
-is bit-identical to an uninterrupted run on the same device.
+A breakdown (β_j ≤ ε^{3/4}·‖T‖, an invariant subspace found) records β_j = 0 and continues with a fresh
+random vector orthogonal to what the chain keeps; T is then block diagonal, the first block's Ritz values
+are eigenvalues of A, and the later blocks get zero quadrature weight. The vectors are kept in the working
+dtype (float32 for a bf16/fp16 operator, else the operator's; protocol.apply casts each block for matmat).
+
+A long run can be checkpointed (`Checkpoint`): every `every` iterations `on_state` receives the Lanczos
+state (CPU tensors, ints and strings only: iterations done, α/β so far, the current and previous vectors,
+what the mode keeps, the running ‖T‖ scale, the breakdown count and generator state, and the problem's
+fingerprint), and `Checkpoint(state=...)` continues from it with the same arithmetic, so the result is
+bit-identical to an uninterrupted run on the same device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.linalg import gram, row_dots
-from landscape.hessian.solvers.protocol import LinearOperator, complete_norms, draw, over_shards
+from landscape.hessian.solvers.basis import BasisPlan, plan_basis
+from landscape.hessian.solvers.linalg import gram, norm_scratch, rademacher, row_dots, row_norms
+from landscape.hessian.solvers.protocol import (
+    LinearOperator,
+    apply,
+    check_operator,
+    full_dim,
+    over_shards,
+    unit_roundoff,
+    working_dtype,
+)
+from landscape.hessian.solvers.selective import Selective
+from landscape.hessian.solvers.tridiagonal import LanczosResult
+
+FINGERPRINT = ("dim", "vectors", "iters", "seed", "reorth", "dtype")
+_STATE_KEYS = ("done", "alpha", "beta", "q", "q_prev", "scale", "breakdowns", "rng")
 
 
-@dataclass
-class LanczosResult:
-    """Tridiagonal coefficients per vector: alpha [k, m], beta [k, m−1] (float64); basis [k, m, dim] and the
-    final residuals [k, dim] (A Q_m = Q_m T_m + residual e_mᵀ per chain) if kept."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """Saving and resuming a Lanczos run.
 
-    alpha: np.ndarray
-    beta: np.ndarray
-    basis: Tensor | None = None
-    breakdowns: int = 0
-    residual: Tensor | None = None
+    Attributes:
+        state: a dict saved by an earlier run's `on_state`, to continue from (start vectors are then ignored).
+        on_state: called with a fresh state dict (fit for `torch.save` / `torch.load(weights_only=True)`)
+            after every `every`-th iteration but the last.
+        every: iterations between states.
+    """
 
-    @property
-    def vectors(self) -> int:
-        return self.alpha.shape[0]
-
-    @property
-    def iters(self) -> int:
-        return self.alpha.shape[1]
-
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (nodes) and SLQ weights [k, m]: per vector, T's eigenvalues and the squared first
-        components of its eigenvectors (Golub & Meurant's Gauss quadrature)."""
-        pairs = [tridiag_to_ritz(a, b) for a, b in zip(self.alpha, self.beta)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-    def top_ritz(self, count: int) -> tuple[np.ndarray, Tensor, Tensor]:
-        """The `count` largest Ritz values over all chains, their vectors U [count, dim] and the products
-        A U = θ U + y_m · residual from the Lanczos relation (no matmat). Needs return_basis=True.
-        These seed `top_eigenpairs(op, k, init=U.T, init_product=AU.T)`, which checks them."""
-        if self.basis is None or self.residual is None:
-            raise LandscapeError("top_ritz: run lanczos with return_basis=True")
-        cands = []  # (θ, chain, Ritz vector in the chain's Lanczos basis)
-        for p, (a, b) in enumerate(zip(self.alpha, self.beta)):
-            if a.size == 1:
-                theta, Y = a.copy(), np.ones((1, 1))
-            else:
-                theta, Y = eigh_tridiagonal(a, b)
-            cands += [(theta[i], p, Y[:, i]) for i in range(len(theta) - 1, max(-1, len(theta) - 1 - count), -1)]
-        cands.sort(key=lambda c: -c[0])
-        cands = cands[:count]
-        U, AU, values = [], [], []
-        for p in sorted({c[1] for c in cands}):
-            mine = [c for c in cands if c[1] == p]
-            values += [c[0] for c in mine]
-            Yp = torch.from_numpy(np.stack([c[2] for c in mine])).to(self.basis)
-            th = torch.tensor([c[0] for c in mine], dtype=torch.float64).to(self.basis)
-            Up = Yp @ self.basis[p]
-            U.append(Up)
-            AU.append(th[:, None] * Up + Yp[:, -1:] * self.residual[p].to(self.basis))
-        return np.array(values), torch.cat(U), torch.cat(AU)
+    state: dict | None = None
+    on_state: Callable[[dict], None] | None = None
+    every: int = 10
 
 
-def tridiag_to_ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues of tridiag(beta, alpha, beta) (ascending) and the squared first eigenvector components."""
-    alpha = np.asarray(alpha, dtype=np.float64)
-    if alpha.size == 1:
-        return alpha.copy(), np.ones(1)
-    nodes, vecs = eigh_tridiagonal(alpha, np.asarray(beta, dtype=np.float64))
-    return nodes, vecs[0] ** 2
-
-
-def rademacher(k: int, dim: int, generator: torch.Generator) -> Tensor:
-    """[k, dim] of ±1 (float64, CPU) from `generator` (a sharded operator's part of them: `protocol.draw`)."""
-    return draw(lambda n: torch.randint(0, 2, (k, n), generator=generator).to(torch.float64).mul_(2).sub_(1), dim)
+def _axpy_(w: Tensor, x: Tensor, c: Tensor) -> None:
+    """w_p ← w_p − c_p x_p row by row (no temporary of the block's size)."""
+    for p in range(w.shape[0]):
+        w[p].add_(x[p], alpha=-float(c[p]))
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
-    """w − B (Bᵀ w) per chain: w [k, dim], basis [k, j, dim] (any device; w returns on its own).
-
-    The coefficients Bᵀw are summed in float64 over float32 pieces (`_linalg.gram`): a plain float32
-    sum over 10⁶ entries loses orthogonality at 1e-5. One product pair per chain (k ≤ a few dozen).
-    """
-    wb = w.to(basis.device, copy=True)
+    """w − B (Bᵀ w) per chain: w [k, dim], basis [k, j, dim] (any device); w returns on its own device."""
+    wb = w.to(basis.device)
     for p in range(wb.shape[0]):
         c = gram(basis[p], wb[p : p + 1])[:, 0].to(device=wb.device, dtype=wb.dtype)
         wb[p].addmv_(basis[p].T, c, alpha=-1)
     return wb.to(w.device)
 
 
-def _norms(w: Tensor) -> Tensor:
-    return complete_norms(torch.linalg.vector_norm(w, dim=1, dtype=torch.float64))
+class _Run:
+    """The state of k chains and one step of the recurrence."""
+
+    def __init__(self, op: LinearOperator, plan: BasisPlan, iters: int, seed: int, start: Tensor | None, k: int):
+        self.op, self.plan, self.iters, self.seed, self.k = op, plan, iters, seed, k
+        self.wd, self.device, self.dim = working_dtype(op.dtype), torch.device(op.device), int(op.dim)
+        self.eps = unit_roundoff(op.dtype)
+        self.tiny = torch.finfo(self.wd).eps ** 0.75
+        self.gen = torch.Generator().manual_seed(seed)
+        self.start = start
+        self.q = self.start_rows(self.gen)
+        self.q_prev: Tensor | None = None
+        self.spare: Tensor | None = None
+        self.scratch = norm_scratch(k, self.dim, self.device)
+        self.beta_prev: Tensor | None = None
+        self.alphas: list[Tensor] = []
+        self.betas: list[Tensor] = []
+        self.scale = torch.zeros(k, dtype=torch.float64)
+        self.breakdowns, self.done = 0, 0
+        self.last_beta = torch.zeros(k, dtype=torch.float64)
+        self.residual: Tensor | None = None
+        self.basis = None
+        if plan.reorth == "full":
+            self.basis = torch.empty(k, iters, self.dim, dtype=self.wd, device=plan.device)
+        self.selective = Selective(plan.ritz_rows, self.eps, iters, k) if plan.reorth == "selective" else None
+
+    def start_rows(self, gen: torch.Generator) -> Tensor:
+        """The unit start vectors [k, dim] in the working dtype: `start`'s columns, or Rademacher rows / √dim."""
+        if self.start is not None:
+            q = torch.as_tensor(self.start).to(torch.float64).cpu().reshape(self.dim, -1).T
+            return (q / row_norms(q)[:, None]).to(device=self.device, dtype=self.wd)
+        q = rademacher(self.k, self.dim, gen, self.wd, self.device)
+        return q.mul_(1 / full_dim(self.op) ** 0.5)
+
+    def step(self, j: int) -> None:
+        """Iteration j: one matmat of all chains, α_j, β_j and q_{j+1}."""
+        q = self.q
+        if self.basis is not None:
+            self.basis[:, j] = q.to(self.basis.device)
+        w = apply(self.op, q, out=self.spare if self.spare is not None else torch.empty_like(q))
+        alpha = row_dots(q, w)
+        _axpy_(w, q, alpha)
+        if self.q_prev is not None:
+            _axpy_(w, self.q_prev, self.beta_prev)
+        if self.basis is not None:
+            before = row_norms(w, self.scratch).cpu()
+            w = _orthogonalize(w, self.basis[:, : j + 1])
+            if bool((row_norms(w, self.scratch).cpu() < before / 2**0.5).any()):
+                w = _orthogonalize(w, self.basis[:, : j + 1])
+        elif self.selective is not None:
+            self.selective.project(w, j)
+        beta = row_norms(w, self.scratch).cpu()
+        self.alphas.append(alpha)
+        self.done = j + 1
+        if j + 1 == self.iters:
+            self.last_beta, self.residual = beta, w
+            return
+        prev = self.beta_prev if self.beta_prev is not None else torch.zeros_like(beta)
+        self.scale = torch.maximum(self.scale, alpha.abs() + beta + prev)
+        broken = beta <= self.tiny * self.scale
+        if bool(broken.any()):
+            self.breakdowns += int(broken.sum())
+            beta = self.restart_(w, beta, broken, self.fresh(self.gen, q, self.q_prev, j))
+        self.betas.append(beta)
+        w.mul_((1 / torch.where(beta > 0, beta, torch.ones_like(beta))).to(device=w.device, dtype=w.dtype)[:, None])
+        self.spare = self.q_prev  # the buffer of q_{j−1} takes the next product
+        self.q_prev, self.q, self.beta_prev = q, w, beta
+        if self.selective is not None:
+            self.selective.after_step(self, j)
+
+    def fresh(self, gen: torch.Generator, q: Tensor, q_prev: Tensor | None, j: int) -> Tensor:
+        """Unit random rows orthogonal to what each chain keeps at step j, and to q and q_prev."""
+        fresh = rademacher(self.k, self.dim, gen, self.wd, self.device)
+        if self.basis is not None:
+            for _ in range(2):
+                fresh = _orthogonalize(fresh, self.basis[:, : j + 1])
+        else:
+            if self.selective is not None:
+                self.selective.project(fresh, j)
+            for v in (q, q_prev) if q_prev is not None else (q,):
+                _axpy_(fresh, v, row_dots(fresh, v))
+        return fresh.mul_((1 / row_norms(fresh, self.scratch)).to(device=fresh.device, dtype=fresh.dtype)[:, None])
+
+    @staticmethod
+    def restart_(w: Tensor, beta: Tensor, broken: Tensor, fresh: Tensor) -> Tensor:
+        """Broken chains continue from `fresh` (w's rows replaced in place, scaled back by 1/β = 1); returns β
+        with zeros at the breakdowns."""
+        for p in torch.nonzero(broken).flatten().tolist():
+            w[p].copy_(fresh[p])
+        return torch.where(broken, torch.zeros_like(beta), beta)
+
+    def replay(self, coeffs: list[np.ndarray], used: np.ndarray) -> None:
+        """Rebuild Ritz vectors into the selective rows: Y[p, used_p + t] = Σ_i c_p[i, t] q_i over the first
+        len(c_p) Lanczos vectors of chain p, regenerated from q₀ with the recorded α and β and the same
+        selective orthogonalization the run applied (breakdowns redrawn in order)."""
+        sel, J = self.selective, coeffs[0].shape[0]
+        gen = torch.Generator().manual_seed(self.seed)
+        q, q_prev, spare = self.start_rows(gen), None, None
+        for i in range(J):
+            for p, c in enumerate(coeffs):
+                for t in range(c.shape[1]):
+                    sel.Y[p, used[p] + t].add_(q[p], alpha=float(c[i, t]))
+            if i + 1 == J:
+                break
+            w = apply(self.op, q, out=spare if spare is not None else torch.empty_like(q))
+            _axpy_(w, q, self.alphas[i])
+            if q_prev is not None:
+                _axpy_(w, q_prev, self.betas[i - 1])
+            sel.project(w, i)
+            beta = self.betas[i]
+            if bool((beta == 0).any()):
+                self.restart_(w, beta, beta == 0, self.fresh(gen, q, q_prev, i))
+            w.mul_((1 / torch.where(beta > 0, beta, torch.ones_like(beta))).to(dtype=w.dtype, device=w.device)[:, None])
+            spare, q_prev, q = q_prev, q, w
+            if (sel.since == i + 1).any():
+                sel.project(q, i + 1)
+                sel.project(q_prev, i + 1)
+
+    def state(self, fingerprint: dict) -> dict:
+        """The checkpoint dict after `done` iterations."""
+        out = {**fingerprint, "done": self.done, "alpha": torch.stack(self.alphas, 1),
+               "beta": torch.stack(self.betas, 1), "q": self.q.to("cpu", copy=True),
+               "q_prev": self.q_prev.to("cpu", copy=True),
+               "scale": self.scale.clone(), "breakdowns": self.breakdowns, "rng": self.gen.get_state()}
+        if self.basis is not None:
+            out["basis"] = self.basis[:, : self.done].to("cpu", copy=True)
+        if self.selective is not None:
+            out.update(self.selective.state())
+            if self.start is not None:
+                out["start"] = torch.as_tensor(self.start).to("cpu", copy=True)
+        return out
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint dict (checked by `_check_state`)."""
+        self.done = int(state["done"])
+        self.alphas = list(state["alpha"].to(torch.float64).unbind(1))
+        self.betas = list(state["beta"].to(torch.float64).unbind(1))
+        self.q = state["q"].to(device=self.device, dtype=self.wd)
+        self.q_prev = state["q_prev"].to(device=self.device, dtype=self.wd)
+        self.beta_prev = self.betas[-1]
+        self.scale = state["scale"].to(torch.float64).cpu()
+        self.breakdowns = int(state["breakdowns"])
+        self.gen.set_state(state["rng"])
+        if self.basis is not None:
+            self.basis[:, : self.done] = state["basis"].to(device=self.basis.device, dtype=self.wd)
+        if self.selective is not None:
+            self.selective.restore(state, self.device, self.wd)
+            if "start" in state:
+                self.start = state["start"]
+
+    def result(self, keep_basis: bool) -> LanczosResult:
+        """The coefficients and what the mode kept."""
+        alpha = torch.stack(self.alphas, 1).numpy()
+        beta = torch.stack(self.betas, 1).numpy() if self.betas else np.zeros((self.k, 0))
+        out = LanczosResult(alpha, beta, self.last_beta.numpy(), self.plan.reorth, unit_roundoff(self.wd), self.eps,
+                            self.breakdowns, plan=self.plan)
+        if keep_basis:
+            out.basis, out.residual = self.basis, self.residual
+        sel = self.selective
+        if sel is not None and sel.Y is not None:
+            out.ritz_vectors, out.ritz_values, out.ritz_radius = sel.Y, sel.values, sel.radius
+        out.regenerated = sel.regenerated if sel is not None else 0
+        return out
 
 
-FINGERPRINT = ("dim", "vectors", "iters", "seed", "reorth", "dtype")
-_STATE_KEYS = ("done", "alpha", "beta", "q", "q_prev", "scale", "breakdowns", "rng")
-
-
-def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
+def _check_state(state: dict, fingerprint: dict, plan: BasisPlan) -> None:
     """A state must hold every field and match this run's fingerprint (a LandscapeError names the difference)."""
     if not isinstance(state, dict):
         raise LandscapeError(f"lanczos: a state is a dict, got {type(state).__name__}")
-    if "vectors" not in state and "probes" in state:  # saved before the rename of probes to vectors
-        state = {**state, "vectors": state["probes"]}
-    missing = [k for k in (*FINGERPRINT, *_STATE_KEYS, *(("basis",) if keep else ())) if k not in state]
+    extra = {"full": ("basis",), "selective": Selective.STATE_KEYS, "none": ()}[plan.reorth]
+    missing = [k for k in (*FINGERPRINT, *_STATE_KEYS, *extra) if k not in state]
     if missing:
         raise LandscapeError(f"lanczos: the state lacks {', '.join(missing)}")
     for name in FINGERPRINT:
@@ -145,136 +273,79 @@ def _check_state(state: dict, fingerprint: dict, keep: bool) -> None:
         raise LandscapeError(f"lanczos: the state's iteration count {state['done']} is not in 1..{last}")
 
 
+def _plan(op: LinearOperator, iters: int, vectors: int, reorth: str, keep_basis: bool,
+          max_basis_bytes: int | None, state: dict | None) -> BasisPlan:
+    """The memory plan; a resumed "auto" run keeps the mode (and Ritz vector count) its state was saved with."""
+    if reorth == "auto" and isinstance(state, dict) and state.get("reorth") in ("full", "selective", "none"):
+        reorth = state["reorth"]
+    plan = plan_basis(op, iters, vectors, reorth, keep=keep_basis, max_basis_bytes=max_basis_bytes)
+    if plan.reorth == "full" and plan.group < vectors:
+        plan = replace(plan, group=vectors)  # lanczos runs the chains it is given; slq_density groups them
+    rows = state.get("ritz_values") if isinstance(state, dict) else None
+    if plan.reorth == "selective" and isinstance(rows, Tensor) and rows.dim() == 2:
+        plan = replace(plan, ritz_rows=rows.shape[1])
+    return plan
+
+
 @over_shards
 def lanczos(
-    matmat: Callable[[Tensor], Tensor] | LinearOperator,
-    dim: int | None = None,
+    op: LinearOperator,
     iters: int = 80,
     vectors: int = 1,
     seed: int = 0,
     *,
-    reorth: str = "full",
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
+    reorth: str = "auto",
     start: Tensor | None = None,
-    basis_device: torch.device | str | None = None,
-    return_basis: bool = False,
+    keep_basis: bool = False,
+    max_basis_bytes: int | None = None,
     callback: Callable[[int], None] | None = None,
-    state: dict | None = None,
-    on_state: Callable[[dict], None] | None = None,
-    state_every: int = 10,
+    checkpoint: Checkpoint | None = None,
 ) -> LanczosResult:
-    """Run `iters` Lanczos steps for `vectors` random start vectors at once (one matmat per step).
+    """Run `iters` Lanczos steps for `vectors` start vectors at once (one matmat per step).
 
-    matmat: a callable [dim, k] → [dim, k], or an operator with `.matmat`, `.dim`, `.dtype`, `.device`
-    (which then supply the defaults of dim, dtype and device). start: optional [dim, k] start vectors.
-    callback(j) runs after iteration j (j = 1..iters), e.g. to advance a progress bar.
-    on_state(state) runs after every `state_every`-th iteration but the last, with a fresh dict of CPU
-    tensors, ints and strings (fit for `torch.save` / `torch.load(weights_only=True)`); `state` resumes
-    from such a dict (start is then ignored). Its fingerprint (dim, vectors, iters, seed, reorth, dtype)
-    must match this run's.
+    Memory (P = dim, e bytes per number of the working dtype; basis.py): "full" k·(m + 5)·P·e, "selective"
+    k·(r + 7)·P·e with r ≤ 8, "none" k·5·P·e, for k chains of m steps.
+
+    Args:
+        op: the operator (dim, dtype, device, matmat; `protocol.as_operator` wraps a plain function).
+        iters: Lanczos steps m (at most dim).
+        vectors: chains k, each from a Rademacher vector drawn with `seed` (ignored when `start` is given).
+        seed: seed of the start vectors and of the fresh vectors after a breakdown.
+        reorth: "auto" (full when the basis fits the memory budget, else selective), "full", "selective"
+            or "none" (module docstring).
+        start: [dim, k] start vectors instead of random ones.
+        keep_basis: also return the basis and final residuals (forces "full").
+        max_basis_bytes: the memory budget (default memory.BASIS_SHARE of the free memory).
+        callback: called with j after iteration j (j = 1..iters), e.g. to advance a progress bar.
+        checkpoint: save the state periodically and/or resume from one (`Checkpoint`).
+
+    Returns:
+        A `LanczosResult`.
     """
-    if hasattr(matmat, "matmat"):
-        op = matmat
-        dim = op.dim if dim is None else dim
-        dtype = dtype or op.dtype
-        device = device or op.device
-        matmat = op.matmat
-    if dim is None:
-        raise LandscapeError("lanczos: dim is required when matmat is a plain callable")
-    dtype = dtype or torch.float32
-    device = torch.device(device or "cpu")
-    if reorth not in ("full", "none"):
-        raise LandscapeError(f"lanczos: reorth must be 'full' or 'none', got {reorth!r}")
+    check_operator(op, "lanczos")
+    dim = int(op.dim)
     if iters < 1:
         raise LandscapeError(f"lanczos: iters must be at least 1, got {iters}")
     if iters > dim:
         raise LandscapeError(f"lanczos: iters ({iters}) cannot exceed the dimension ({dim})")
-    if state_every < 1:
-        raise LandscapeError(f"lanczos: state_every must be at least 1, got {state_every}")
-    gen = torch.Generator().manual_seed(seed)
-    if start is None:
-        if vectors < 1:
-            raise LandscapeError(f"lanczos: vectors must be at least 1, got {vectors}")
-        q = rademacher(vectors, dim, gen)
-    else:
-        q = torch.as_tensor(start).to(torch.float64).cpu().reshape(dim, -1).T
-        vectors = q.shape[0]
-    keep = reorth == "full" or return_basis
-    fingerprint = {"dim": int(dim), "vectors": int(vectors), "iters": int(iters), "seed": int(seed)}
-    fingerprint.update(reorth=reorth, dtype=str(dtype).removeprefix("torch."))
-    bdev = torch.device(basis_device) if basis_device is not None else device
-    basis = torch.empty(vectors, iters, dim, dtype=dtype, device=bdev) if keep else None
-    tiny = torch.finfo(dtype).eps ** 0.75
-    if state is None:
-        q = (q / _norms(q)[:, None]).to(device=device, dtype=dtype)
-        alphas, betas = [], []
-        q_prev, beta_prev = None, None
-        scale = torch.zeros(vectors, dtype=torch.float64, device=device)
-        breakdowns, first = 0, 0
-    else:
-        _check_state(state, fingerprint, keep)
-        first = int(state["done"])
-        alphas = list(state["alpha"].to(device).unbind(1))
-        betas = list(state["beta"].to(device).unbind(1))
-        q, q_prev = state["q"].to(device=device, dtype=dtype), state["q_prev"].to(device=device, dtype=dtype)
-        beta_prev = betas[-1]
-        scale = state["scale"].to(device)
-        breakdowns = int(state["breakdowns"])
-        gen.set_state(state["rng"])
-        if keep:
-            basis[:, :first] = state["basis"].to(device=bdev, dtype=dtype)
-    for j in range(first, iters):
-        if keep:
-            basis[:, j] = q.to(bdev)
-        w = torch.as_tensor(matmat(q.T)).to(device=device, dtype=dtype).T.contiguous()
-        alpha = row_dots(q, w)
-        w -= alpha.to(dtype)[:, None] * q
-        if q_prev is not None:
-            w -= beta_prev.to(dtype)[:, None] * q_prev
-        if reorth == "full":
-            before = _norms(w)
-            w = _orthogonalize(w, basis[:, : j + 1])
-            if bool((_norms(w) < before / 2**0.5).any()):
-                w = _orthogonalize(w, basis[:, : j + 1])
-        beta = _norms(w)
-        alphas.append(alpha)
+    checkpoint = checkpoint or Checkpoint()
+    if checkpoint.every < 1:
+        raise LandscapeError(f"lanczos: a checkpoint's every must be at least 1, got {checkpoint.every}")
+    if start is not None:
+        vectors = torch.as_tensor(start).reshape(dim, -1).shape[1]
+    elif vectors < 1:
+        raise LandscapeError(f"lanczos: vectors must be at least 1, got {vectors}")
+    plan = _plan(op, iters, vectors, reorth, keep_basis, max_basis_bytes, checkpoint.state)
+    fingerprint = {"dim": dim, "vectors": int(vectors), "iters": int(iters), "seed": int(seed), "reorth": plan.reorth,
+                   "dtype": str(op.dtype).removeprefix("torch.")}
+    run = _Run(op, plan, iters, seed, start, vectors)
+    if checkpoint.state is not None:
+        _check_state(checkpoint.state, fingerprint, plan)
+        run.restore(checkpoint.state)
+    for j in range(run.done, iters):
+        run.step(j)
         if callback is not None:
             callback(j + 1)
-        if j + 1 == iters:
-            break
-        scale = torch.maximum(scale, alpha.abs() + beta + (beta_prev if beta_prev is not None else 0))
-        broken = beta <= tiny * scale
-        if bool(broken.any()):
-            breakdowns += int(broken.sum())
-            fresh = rademacher(vectors, dim, gen).to(device=device, dtype=dtype)
-            if keep:
-                for _ in range(2):
-                    fresh = _orthogonalize(fresh, basis[:, : j + 1])
-            else:
-                for v in (q, q_prev) if q_prev is not None else (q,):
-                    fresh -= row_dots(fresh, v).to(fresh.dtype)[:, None] * v
-            w = torch.where(broken[:, None], fresh / _norms(fresh).to(dtype)[:, None], w)
-            beta = torch.where(broken, torch.zeros_like(beta), beta)
-        betas.append(beta)
-        q_prev, q = q, w / torch.where(beta > 0, beta, torch.ones_like(beta)).to(dtype)[:, None]
-        beta_prev = beta
-        if on_state is not None and (j + 1) % state_every == 0:
-            on_state(
-                {
-                    **fingerprint,
-                    "done": j + 1,
-                    "alpha": torch.stack(alphas, 1).cpu(),
-                    "beta": torch.stack(betas, 1).cpu(),
-                    "q": q.to("cpu", copy=True),
-                    "q_prev": q_prev.to("cpu", copy=True),
-                    "scale": scale.to("cpu", copy=True),
-                    "breakdowns": breakdowns,
-                    "rng": gen.get_state(),
-                    **({"basis": basis[:, : j + 1].to("cpu", copy=True)} if keep else {}),
-                }
-            )
-    alpha_np = torch.stack(alphas, 1).cpu().numpy()
-    beta_np = torch.stack(betas, 1).cpu().numpy() if betas else np.zeros((vectors, 0))
-    residual = w if return_basis and keep else None
-    return LanczosResult(alpha_np, beta_np, basis if return_basis else None, breakdowns, residual)
+        if checkpoint.on_state is not None and j + 1 < iters and (j + 1) % checkpoint.every == 0:
+            checkpoint.on_state(run.state(fingerprint))
+    return run.result(keep_basis)

@@ -2,7 +2,7 @@
 
     class MyOperator:                      # no base class needed
         dim = 1000                         # the matrix is dim × dim
-        dtype = torch.float32              # precision of the vectors the solver hands to matmat
+        dtype = torch.float32              # precision of the vectors matmat takes and returns
         device = torch.device("cpu")       # where those vectors live
         def matmat(self, V):               # V [dim, k] -> A V [dim, k]
             return A @ V
@@ -11,6 +11,11 @@
 these four members (structural typing: `isinstance(obj, LinearOperator)` is True without subclassing).
 `HessianOperator` and `GGNOperator` are such objects. The solvers only ever call `matmat` with a whole
 block, so an operator whose cost is one data pass per call should apply all k columns in that pass.
+
+Precision. The solvers keep their vectors in the *working dtype*: the operator's dtype, except float32 for
+a bfloat16 or float16 operator, whose 8- or 11-bit mantissa cannot hold an orthonormal basis (a bf16 dot
+product of two unit vectors of 10⁶ entries is off by ~1e-1). `apply` casts a block to the operator's dtype,
+calls `matmat` and casts the product back; every inner product over dim is summed in float64 (linalg.gram).
 
 Sharded operators (FSDP: each process holds a part of every vector) add one member, `sharding` (a
 `Sharding`): `dim` is then the length of this process's part, the only length matmat sees. Every solver
@@ -26,6 +31,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -33,20 +39,48 @@ from torch import Tensor
 
 from landscape.errors import LandscapeError
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
 
 @runtime_checkable
 class LinearOperator(Protocol):
-    """A symmetric matrix that multiplies blocks of vectors: `matmat(V [dim, k]) -> [dim, k]`."""
+    """A symmetric matrix A that multiplies blocks of vectors: `matmat(V [dim, k]) -> A V [dim, k]`.
+
+    Attributes:
+        dim: the matrix is dim × dim.
+        dtype: the precision `matmat` computes in.
+        device: where `matmat`'s input and output live.
+    """
 
     dim: int
     dtype: torch.dtype
     device: torch.device
 
-    def matmat(self, V: Tensor) -> Tensor: ...
+    def matmat(self, V: Tensor) -> Tensor:
+        """A V.
+
+        Args:
+            V: [dim, k] in `dtype` on `device`.
+
+        Returns:
+            [dim, k].
+        """
+        ...
 
 
 def check_operator(op: object, who: str) -> LinearOperator:
-    """`op` itself if it has the four members; otherwise a LandscapeError naming the missing ones."""
+    """Check that `op` has the four members of `LinearOperator`.
+
+    Args:
+        op: the candidate operator.
+        who: the calling solver's name, for the message.
+
+    Returns:
+        `op` itself.
+
+    Raises:
+        LandscapeError: naming the missing members.
+    """
     missing = [m for m in ("dim", "dtype", "device", "matmat") if not hasattr(op, m)]
     if missing:
         raise LandscapeError(
@@ -54,6 +88,92 @@ def check_operator(op: object, who: str) -> LinearOperator:
             "device and matmat(V [dim, k]) -> [dim, k] (see landscape.hessian.solvers.protocol)"
         )
     return op  # type: ignore[return-value]
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solvers keep their vectors in for an operator of `dtype`.
+
+    Args:
+        dtype: the operator's dtype.
+
+    Returns:
+        float32 for bfloat16 and float16, else `dtype`.
+    """
+    return torch.float32 if dtype in LOW_PRECISION else dtype
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = 2^−p for a p-bit mantissa (half of torch's eps): the relative error of one rounding.
+
+    Args:
+        dtype: a floating-point dtype.
+
+    Returns:
+        u (bfloat16 2^−8 ≈ 3.9e-3, float16 2^−11 ≈ 4.9e-4, float32 2^−24 ≈ 6e-8, float64 2^−53 ≈ 1.1e-16).
+    """
+    return torch.finfo(dtype).eps / 2
+
+
+def apply(op: LinearOperator, rows: Tensor, out: Tensor | None = None) -> Tensor:
+    """A applied to the rows of a block: `(A Xᵀ)ᵀ`, the block cast to the operator's dtype on the way in and
+    back to the block's (working) dtype on the way out.
+
+    Args:
+        op: the operator.
+        rows: X [k, dim] in the working dtype, on the operator's device.
+        out: a contiguous [k, dim] buffer to write into (saves a fresh block per call).
+
+    Returns:
+        A X as rows [k, dim], contiguous, in `rows.dtype` on `rows.device` (`out` when given).
+    """
+    product = torch.as_tensor(op.matmat(rows.T.to(op.dtype)))
+    if out is not None:
+        return out.copy_(product.T)
+    return product.to(device=rows.device, dtype=rows.dtype).T.contiguous()
+
+
+@dataclass
+class MatmatOperator:
+    """A plain function V [dim, k] → A V made into a `LinearOperator`.
+
+    Attributes:
+        fn: the product.
+        dim: the matrix size.
+        dtype: the precision `fn` computes in.
+        device: where `fn`'s vectors live.
+    """
+
+    fn: Callable[[Tensor], Tensor]
+    dim: int
+    dtype: torch.dtype = torch.float32
+    device: torch.device = torch.device("cpu")
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """A V.
+
+        Args:
+            V: [dim, k].
+
+        Returns:
+            fn(V).
+        """
+        return self.fn(V)
+
+
+def as_operator(fn: Callable[[Tensor], Tensor], dim: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu") -> MatmatOperator:
+    """Wrap a product function as an operator every solver takes.
+
+    Args:
+        fn: V [dim, k] → A V [dim, k] for a symmetric A.
+        dim: the matrix size.
+        dtype: the precision of fn's vectors.
+        device: where fn's vectors live.
+
+    Returns:
+        A `MatmatOperator`.
+    """
+    return MatmatOperator(fn, int(dim), dtype, torch.device(device))
 
 
 @runtime_checkable

@@ -17,15 +17,22 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.eigen import orthonormalize
-from landscape.hessian.solvers.lanczos import rademacher
-from landscape.hessian.solvers.linalg import gram, row_dots
+from landscape.hessian.solvers.linalg import gram, orthonormalize, rademacher, row_dots
 from landscape.hessian.solvers.protocol import LinearOperator, check_operator, over_shards
 
 
 @dataclass
 class TraceEstimate:
-    """trace ± stderr from `samples` (the per-vector Hutchinson terms) plus an exact low-rank part."""
+    """A stochastic trace estimate.
+
+    Attributes:
+        trace: the estimate (low-rank part + mean of the Hutchinson terms).
+        stderr: sd/√n of the Hutchinson terms (nan with one).
+        samples: the per-vector terms zᵢᵀ A zᵢ.
+        low_rank: the exact tr(QᵀAQ) part (Hutch++; 0 for Hutchinson).
+        n_products: matrix-vector products used.
+        method: "hutchinson" or "hutch++".
+    """
 
     trace: float
     stderr: float
@@ -35,6 +42,7 @@ class TraceEstimate:
     method: str
 
     def to_dict(self) -> dict:
+        """The numbers as JSON-able values (without the per-vector samples)."""
         return {
             "trace": self.trace,
             "stderr": self.stderr,
@@ -58,7 +66,20 @@ def _stderr(samples: np.ndarray) -> float:
 
 @over_shards
 def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
-    """Hutchinson's estimate with `vectors` Rademacher vectors (`batch` per data pass)."""
+    """Hutchinson's estimate tr(A) ≈ (1/n) Σ zᵢᵀ A zᵢ with Rademacher zᵢ.
+
+    Memory: (n + 2·batch) · P numbers of the operator's dtype (the vectors, one product block and its
+    elementwise product), whatever the number of data passes.
+
+    Args:
+        op: the operator.
+        vectors: n.
+        seed: seed of the vectors.
+        batch: vectors per matmat.
+
+    Returns:
+        A `TraceEstimate`.
+    """
     check_operator(op, "hutchinson_trace")
     if vectors < 1:
         raise LandscapeError(f"hutchinson_trace: vectors must be at least 1, got {vectors}")
@@ -70,8 +91,20 @@ def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batc
 
 @over_shards
 def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
-    """Hutch++ with `products` matrix-vector products in all (a third each for the sketch, the
-    low-rank trace and the Hutchinson residual)."""
+    """Hutch++ (module docstring) with `products` matrix-vector products in all: a third each for the sketch,
+    the low-rank trace and the Hutchinson part on the deflated matrix.
+
+    Memory: about (4t + 2·batch) · P numbers, t = products // 3 (S, G, the sketch A S and its basis Q).
+
+    Args:
+        op: the operator.
+        products: matrix-vector products in all (at least 3).
+        seed: seed of the vectors.
+        batch: vectors per matmat.
+
+    Returns:
+        A `TraceEstimate` whose stderr is the Hutchinson part's.
+    """
     check_operator(op, "hutchpp_trace")
     third = products // 3
     if third < 1:
@@ -81,7 +114,7 @@ def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: 
     S = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
     G = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
     AS = torch.cat([op.matmat(Sb) for Sb in S.split(batch, dim=1)], 1)
-    Q = orthonormalize(AS.T, AS.T[:0], gen).T  # Cholesky QR with float64 Gram sums (sharded vectors too)
+    Q = orthonormalize(AS.T, AS.T[:0], gen).T  # Cholesky QR, float64 Gram sums (sharded vectors too)
     low = float(row_dots(Q.T, torch.cat([op.matmat(Qb) for Qb in Q.split(batch, dim=1)], 1).T).sum())
     G = G - Q @ gram(Q.T, G.T).to(device=G.device, dtype=G.dtype)
     s = _quadratic_forms(op, G, batch)
