@@ -16,7 +16,9 @@ recompute; interp's default and, for a model with running statistics, its only c
 checkpoint's statistics, docs/methods.md §F.4). Partial
 results go to OUT/surface_state.npz after every block; SIGINT/SIGTERM stops with them saved (exit
 130/143) and --resume continues. Under torchrun the grid points are shared among the ranks. Exit 2 with
-one line on bad input. The model and data are loaded as by `python -m landscape.hessian`.
+one line on bad input. The model and data are loaded as by `python -m landscape.hessian`: a checkpoint on its
+data set with the cross-entropy, or a local HF model directory on token rows (--tokens, or --text with
+--tokenizer) with the model's own loss (then --to is another HF directory; pca needs landscape checkpoints).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from landscape import distributed
 from landscape.cli import (
@@ -46,6 +47,7 @@ from landscape.cli import (
     run_cli,
 )
 from landscape.errors import LandscapeError
+from landscape.inputs import add_lm_flags
 from landscape.io import dumps, write_json, write_npz
 from landscape.surface.cli.directions import build_directions
 
@@ -79,7 +81,8 @@ def parse_grid(text: str) -> np.ndarray:
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m landscape.surface",
                description="Loss surface (1-D or 2-D) of a checkpoint's training loss.")
-    p.add_argument("ckpt", help="checkpoint written by landscape.train (or a state_dict file with --model)")
+    p.add_argument("ckpt", help="checkpoint written by landscape.train, a state_dict file with --model, or a local "
+                   "HF model directory (save_pretrained) with --tokens or --text")
     p.add_argument("--model", metavar="MODULE:FUNCTION", help="build the model with this function (no arguments); "
                    "CKPT (and --to, --trajectory files) then hold its state_dict")
     p.add_argument("--directions", choices=KINDS, default="random", help="direction kind (default random)")
@@ -107,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default=None, help="data split (default train)")
     p.add_argument("--n-samples", type=int, metavar="N", help="use the first N samples of the split (default all)")
     p.add_argument("--batch-size", type=positive_int, metavar="B", help="samples per forward (default: by memory)")
+    add_lm_flags(p)
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help="memory for one chunk of grid points, "
                    "e.g. 2G (default: a share of the free memory)")
     p.add_argument("--backend", choices=("auto", "vmap", "loop"), default="auto",
@@ -177,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     from landscape.cli import Interrupted
-    from landscape.inputs import load_inputs
+    from landscape.inputs import load_cli_inputs
     from landscape.surface import evaluate_grid, mesh_coords
 
     t_start = time.perf_counter()
-    model, X, y, spec, _ = distributed.main_first(lambda: load_inputs(args, device))
+    model, data, _ = distributed.main_first(lambda: load_cli_inputs(args, device))
+    spec = data.spec
     args.bn = _bn_mode(args, model)
-    dirs, meta, traj, other = build_directions(args, model, X, y, device)
+    dirs, meta, traj, other = build_directions(args, model, data, device)
     xs = args.grid
     if xs is None:
         if args.directions == "interp":
@@ -198,7 +203,7 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
         meta["trajectory_outside_grid"] = _outside(args, traj, xs, ys)
     coords = mesh_coords(xs, ys)
     settings = {"checkpoint": str(args.ckpt), "directions": args.directions, "dims": args.dims, "x": xs.tolist(),
-                "y": None if ys is None else ys.tolist(), "n_samples": len(y), "data": spec, "bn": args.bn,
+                "y": None if ys is None else ys.tolist(), "n_samples": data.n, "data": spec, "bn": args.bn,
                 "seed": args.seed, "norm": args.norm, "include_bias_norm": args.include_bias_norm,
                 "to": args.to, "trajectory": args.trajectory}
     signature = hashlib.sha256(dumps(settings).encode()).hexdigest()[:16]
@@ -216,9 +221,9 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
     try:
         with progress(total=len(coords), initial=done0, desc=f"surface ({args.directions})", unit="pt",
                       enabled=not args.no_progress) as bar:
-            vals = evaluate_grid(model, F.cross_entropy, (X, y), dirs, coords, bn=args.bn, batch_size=args.batch_size,
-                                 max_memory=args.max_memory, backend=args.backend, min_blocks=20, state=state,
-                                 on_state=save, progress=bar.update)
+            vals = evaluate_grid(model, data.loss_fn, data.whole(), dirs, coords, bn=args.bn,
+                                 batch_size=args.batch_size, max_memory=args.max_memory, backend=args.backend,
+                                 min_blocks=20, state=state, on_state=save, progress=bar.update)
     except Interrupted as e:
         if distributed.is_main():
             done = int(latest["done"].sum()) if latest else 0
@@ -226,7 +231,7 @@ def _run(args: argparse.Namespace, device: torch.device, out: Path) -> int:
                   file=sys.stderr)
         raise
     seconds = {"grid": time.perf_counter() - t0}
-    paths = _paths(args, model, X, y, other, seconds) if args.directions == "interp" else {}
+    paths = _paths(args, model, data, other, seconds) if args.directions == "interp" else {}
     seconds["total"] = time.perf_counter() - t_start
     if not distributed.is_main():
         return 0
@@ -282,7 +287,7 @@ def _read_state(path: Path, signature: str, points: int) -> dict | None:
     return st
 
 
-def _paths(args, model, X, y, other, seconds: dict) -> dict:
+def _paths(args, model, data, other, seconds: dict) -> dict:
     """Linear path barrier on t ∈ [0, 1] (21 points) and, with --path bezier, the trained curve; the time
     of each part goes into `seconds` (paths, bezier_training)."""
     from landscape.surface import bezier_path, linear_path, parameters_of, train_bezier
@@ -290,14 +295,14 @@ def _paths(args, model, X, y, other, seconds: dict) -> dict:
     t0 = time.perf_counter()
     a = parameters_of(model)
     kw = {"bn": args.bn, "batch_size": args.batch_size, "max_memory": args.max_memory, "backend": args.backend}
-    res = {"linear": linear_path(model, F.cross_entropy, (X, y), a, other, n=21, **kw).to_dict()}
+    res = {"linear": linear_path(model, data.loss_fn, data.whole(), a, other, n=21, **kw).to_dict()}
     if args.path == "bezier":
         t1 = time.perf_counter()
         with progress(total=args.bezier_steps, desc="Bézier", unit="step", enabled=not args.no_progress) as bar:
-            c = train_bezier(model, F.cross_entropy, (X, y), a, other, steps=args.bezier_steps, seed=args.seed,
+            c = train_bezier(model, data.loss_fn, data.whole(), a, other, steps=args.bezier_steps, seed=args.seed,
                              progress=lambda step, loss: bar.update(1))
         seconds["bezier_training"] = time.perf_counter() - t1
-        res["bezier"] = bezier_path(model, F.cross_entropy, (X, y), a, c, other, n=21, **kw).to_dict()
+        res["bezier"] = bezier_path(model, data.loss_fn, data.whole(), a, c, other, n=21, **kw).to_dict()
     seconds["paths"] = time.perf_counter() - t0
     return res
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -274,7 +275,11 @@ def test_weight_norm_is_refused_naming_the_cause():
         X, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
         for check in (True, False):  # the symmetry check runs with or without the determinism check
             with pytest.raises(LandscapeError, match=r"not symmetric.*weight_norm on '0'.*double backward"):
-                HessianOperator(model, F.cross_entropy, (X, y), check_deterministic=check)
+                HessianOperator(model, F.cross_entropy, (X, y), backend="double_backward", check_deterministic=check)
+            # "auto" turns to first-order finite differences (weight_norm's gradient is right) and says why
+            op = HessianOperator(model, F.cross_entropy, (X, y), check_deterministic=check)
+            assert op.backend == "finite_difference"
+            assert re.search(r"not symmetric.*weight_norm on '0'", op.info()["rejected"]["double_backward"])
 
 
 def test_symmetric_models_pass_the_check_in_float32():

@@ -9,7 +9,9 @@ its error bar and Ritz residual, λmin, trace, ratios, top eigenvalues with resi
 The model and data are rebuilt from the checkpoint's metadata; --data/--split/--data-root override the
 data set, --n-samples keeps the first N samples. For any other model, `--model module:function` builds it
 (no arguments) and CKPT is then a state_dict file (or a landscape checkpoint); give --data with it.
-The loss is the mean cross-entropy.
+The loss is the mean cross-entropy. CKPT may also be a local HF model directory (`save_pretrained`, e.g. a
+GPT-2): its data is token ids (--tokens FILE, or --text FILE --tokenizer DIR), rows of --seq-len tokens, and
+the loss is the model's own (the mean over tokens, `landscape.objective`); nothing is downloaded.
 
 Under `torchrun --nproc_per_node W -m landscape.hessian CKPT ...` each rank takes its contiguous share of
 the samples and every product costs one all_reduce (see `landscape.hessian.operators.operator`); all ranks run the
@@ -34,7 +36,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from landscape import distributed
 from landscape.cli import (
@@ -53,6 +54,7 @@ from landscape.cli import (
 from landscape.errors import LandscapeError
 from landscape.hessian.cli.state import NAME as STATE_NAME
 from landscape.hessian.cli.state import StateFile
+from landscape.inputs import add_lm_flags
 
 NOISY = 0.05  # λmax's data stderr above this fraction of λmax: too few samples
 
@@ -62,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m landscape.hessian",
         description="Hessian spectral density (SLQ), top eigenvalues and trace of a checkpoint's training loss.",
     )
-    p.add_argument("ckpt", help="checkpoint written by landscape.train (or a state_dict file with --model)")
+    p.add_argument("ckpt", help="checkpoint written by landscape.train, a state_dict file with --model, or a local "
+                   "HF model directory (save_pretrained) with --tokens or --text")
     p.add_argument("--model", metavar="MODULE:FUNCTION", help="build the model by calling this function instead "
                    "of from the checkpoint's metadata; CKPT then holds its state_dict")
     p.add_argument("--data", metavar="NAME", help="data set (default: the checkpoint's, e.g. mnist1d)")
@@ -70,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default=None, help="data split (default: train)")
     p.add_argument("--n-samples", type=positive_int, metavar="N",
                    help="use the first N samples of the split (default: all)")
-    p.add_argument("--batch-size", type=positive_int, default=500, metavar="B",
-                   help="samples per batch of a data pass (default 500; batches may be merged when memory allows)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
+                   help="samples (token rows) per batch of a data pass (default 500, token rows 8; batches may be "
+                   "merged when memory allows)")
+    add_lm_flags(p)
     p.add_argument("--iters", type=positive_int, default=100, help="Lanczos iterations per vector (default 100)")
     p.add_argument("--vectors", type=positive_int, default=8,
                    help="SLQ random start vectors, run as one batch (default 8)")
@@ -164,27 +169,26 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     from landscape.hessian import GGNOperator, HessianOperator
     from landscape.hessian.operators.fsdp import FSDPHessianOperator
     from landscape.hessian.solvers.protocol import full_dim
-    from landscape.inputs import load_inputs
+    from landscape.inputs import load_cli_inputs
 
-    model, X, y, spec, label = distributed.main_first(lambda: load_inputs(args, device))
+    model, data, label = distributed.main_first(lambda: load_cli_inputs(args, device))
+    spec, n, world = dict(data.spec), data.n, distributed.world_size()
     split_samples = spec.pop("split_samples", None)
-    world = distributed.world_size()
-    if len(y) < world:
-        raise LandscapeError(f"{len(y)} samples cannot be shared by {world} ranks")
-    part = part_slice(len(y), distributed.rank(), world)
+    if n < world:
+        raise LandscapeError(f"{n} samples cannot be shared by {world} ranks")
     t0 = time.perf_counter()
-    batches = list(zip(X[part].split(args.batch_size), y[part].split(args.batch_size)))
+    cls = HessianOperator if args.operator == "hessian" else GGNOperator
+    batches = data.batches(part_slice(n, distributed.rank(), world), args.batch_size)
     if args.fsdp:
-        op = FSDPHessianOperator(distributed.shard_model(model), F.cross_entropy, batches, seed=args.seed)
+        op = FSDPHessianOperator(distributed.shard_model(model), data.loss_fn, batches, seed=args.seed)
     else:
-        cls = HessianOperator if args.operator == "hessian" else GGNOperator
-        op = cls(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
+        op = cls(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory)
     show = not args.no_progress
     if args.iters > full_dim(op):
         raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({full_dim(op)})")
     if args.top_k > full_dim(op):
         raise LandscapeError(f"--top-k ({args.top_k}) cannot exceed the number of parameters ({full_dim(op)})")
-    run = {"operator": args.operator, "checkpoint": str(args.ckpt), "n_samples": len(y)}
+    run = {"operator": args.operator, "checkpoint": str(args.ckpt), "n_samples": n}
     name = f"lanczos_state.rank{distributed.rank()}.pt" if args.fsdp else STATE_NAME
     states.append(sf := StateFile(out / name, run, own=args.fsdp))
     state = sf.load() if args.resume else None
@@ -199,7 +203,7 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     if not distributed.is_main():
         return 0
     _write(args, out, sd, top, op, {
-        "operator": args.operator, "n_samples": len(y), "split_samples": split_samples, "data": spec,
+        "operator": args.operator, "n_samples": n, "split_samples": split_samples, "data": spec,
         "checkpoint": str(args.ckpt),
         "model": label, "seed": args.seed, "seconds": seconds, "seconds_slq": sd.meta.get("seconds"),
         "backend": op.backend, "attention_kernel": op.info().get("attention_kernel"), "device": str(device),

@@ -37,6 +37,7 @@ from landscape import distributed as _dist
 from landscape import memory
 from landscape.errors import LandscapeError
 from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
+from landscape.hessian.operators.budgeted import FirstPassChecks
 from landscape.hessian.operators.checks import check_fixed
 from landscape.hessian.operators.compiled import compile_backend, compile_info
 from landscape.hessian.operators.finite_difference import FiniteDifferenceHessian
@@ -113,6 +114,8 @@ class CurvatureOperator:
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
                 check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local, autocast))
         self._warm = warm if self.objective.data.materialized else None
+        self._first_pass = FirstPassChecks(self.model, self.plan.autocast or self.dtype,
+                                           "symmetric" in self.plan.first_pass) if self.plan.first_pass else None
         self._compile = (compile_backend(self._impl, compile if isinstance(compile, str) else "inductor")
                          if compile else (self._impl, None))
         self._impl = self._compile[0]
@@ -159,7 +162,7 @@ class CurvatureOperator:
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
             "attention_kernel": "math" if plan.math_attention else None,
-            "asymmetry": plan.asymmetry,
+            "asymmetry": plan.asymmetry if self._first_pass is None else self._first_pass.asymmetry,
             "rejected": dict(plan.rejected),
             "checks": list(plan.checks),
             "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
@@ -192,7 +195,10 @@ class CurvatureOperator:
             raise LandscapeError("data: no samples")
         self._weight = weight
         self.n_products += rows.shape[0]
-        return (total / weight).T
+        result = total / weight
+        if self._first_pass is not None and not self._first_pass.done:
+            self._first_pass.observe(rows, result)
+        return result.T
 
     def gradient(self) -> Tensor:
         """∇L [dim], the data-set mean gradient at the snapshot: read from the kept gradient graphs of the

@@ -1,6 +1,9 @@
 """How an operator runs, decided once at construction: `make_plan(...)` returns a frozen `Plan`.
 
 On the first batch(es):
+0. Affordability (`budgeted.py`): one measured forward pass of the first batch decides whether the trial
+   below is affordable (time and memory); when it is not, the plan is budgeted: one prepared batch, the loss
+   computed twice, and the product checks made on the first data pass (`budgeted.FirstPassChecks`).
 1. Sizing: the bytes a kept gradient graph holds per sample (`landscape.memory.measure` of one forward),
    which bounds the lane chunk, the graph cache and batch merging (`backends.Sizing`).
 2. Backend: trial products of two random vectors with each candidate ("double_backward", then "func");
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from torch import Tensor
 from landscape import distributed as _dist
 from landscape import memory
 from landscape.errors import LandscapeError, first_line
-from landscape.hessian.operators import checks
+from landscape.hessian.operators import budgeted, checks
 from landscape.hessian.operators.backends import Sizing
 from landscape.hessian.operators.flat import Snapshot
 from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
@@ -65,6 +67,7 @@ class Plan:
         rejected: {backend: why} for an "auto" candidate that failed the symmetry check (or, when "auto" fell
             back to finite differences, could not differentiate the model).
         checks: what was checked at construction, and what was skipped.
+        first_pass: the product checks left to the first data pass ("finite", "symmetric") by a budgeted plan.
     """
 
     backend: str
@@ -74,6 +77,7 @@ class Plan:
     asymmetry: float | None = None
     rejected: dict[str, str] = field(default_factory=dict)
     checks: tuple[str, ...] = ()
+    first_pass: tuple[str, ...] = ()
     autocast: torch.dtype | None = None
 
     def kernel(self, device: torch.device):
@@ -141,7 +145,15 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
     needs_trial = getattr(req.backends.get(req.backend), "needs_trial", False)
     if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric or needs_trial):
         return collective(req.distributed, planner.light)
-    trials, vectors, first = collective(req.distributed, planner.try_backends)
+    probe = collective(req.distributed, lambda: budgeted.probe(snap))
+    full, why = budgeted.affordable(probe, req.budget)
+    if req.distributed:  # one rank that cannot afford the trial budgets them all
+        flag = torch.tensor([float(not full)], dtype=torch.float64, device=_dist.comm_device())
+        full = not bool(_dist.all_reduce_max(flag)[0])
+        why = why or "another rank could not afford the trial"
+    if not full and not needs_trial:
+        return collective(req.distributed, lambda: planner.budgeted(probe, why))
+    trials, vectors, first = collective(req.distributed, lambda: planner.try_backends(probe))
     chosen = planner.agree_backend(trials)
     backend, asymmetry = collective(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
     merge = collective(req.distributed, lambda: planner.merge_target(first, backend))
@@ -154,7 +166,8 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
             raise LandscapeError("the ranks' symmetry checks kept different backends; pass backend=")
     impl = trials[backend][0]
     done = ("finite", *(("deterministic",) if req.check_deterministic else ()), "symmetric", *_error_check(impl))
-    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done, req.autocast)
+    plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done,
+                autocast=req.autocast)
     return plan, impl, trials[backend][3] if merge is None else None
 
 
@@ -199,25 +212,47 @@ class _Planner:
         snap = self.snap
         batch = snap.objective.prepare(snap.objective.data.first(1)[0], snap.device, snap.dtype)
         snap.objective.check(batch, snap.state(snap.params))
-        impl = self.req.backends[self.req.backend](snap, self.sizing)
-        with torch.enable_grad(), self.kernel():
-            state, nbytes = memory.measure(lambda: impl.prepare(batch), snap.device)
-        self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
+        state = self.measured_state(self.req.backend, batch)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
-        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped, self.req.autocast), impl, state
+        impl = self.req.backends[self.req.backend](snap, self.sizing)
+        return Plan(self.req.backend, self.sizing, None, False, None, {}, skipped,
+                    autocast=self.req.autocast), impl, state
 
-    def try_backends(self) -> tuple[dict, list[Tensor], list[Batch]]:
+    def measured_state(self, name: str, batch: Batch) -> Any:
+        """`name`'s prepared state of `batch`, whose saved tensors set the sizing (per sample)."""
+        impl = self.req.backends[name](self.snap, self.sizing)
+        with torch.enable_grad(), self.kernel():
+            state, nbytes = memory.measure(lambda: impl.prepare(batch), self.snap.device)
+        self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
+        return state
+
+    def budgeted(self, probe: budgeted.Probe, why: str) -> tuple[Plan, Any, Any]:
+        """The plan when the trial is not affordable (`budgeted.py`): the requested backend ("auto":
+        double_backward) prepares the first batch once, measured; the loss is computed twice; finite and
+        symmetric products are checked on the first data pass; attention runs under the math kernel when the
+        probe saw it (exact backends)."""
+        snap, name = self.snap, ("double_backward" if self.req.backend == "auto" else self.req.backend)
+        if self.req.check_deterministic:
+            budgeted.check_loss_twice(snap, probe)
+        self.math = probe.attention
+        state = self.measured_state(name, probe.first[0])
+        default = "; double_backward by default" if self.req.backend == "auto" else ""
+        done = (f"backend trial: skipped ({why}){default}",
+                "deterministic: the first batch's loss twice (products: skipped)" if self.req.check_deterministic
+                else "deterministic: skipped",
+                "finite: on the first pass",
+                "symmetric: on the first pass" if self.req.check_symmetric else "symmetric: skipped",
+                "merging: skipped")
+        later = ("finite", *(("symmetric",) if self.req.check_symmetric else ()))
+        plan = Plan(name, self.sizing, None, self.math, None, {}, done, later, self.req.autocast)
+        return plan, self.req.backends[name](snap, self.sizing), state
+
+    def try_backends(self, probe: budgeted.Probe) -> tuple[dict, list[Tensor], list[Batch]]:
         """Trial products of the candidates on the first batch: ({name: (impl, product, times)}, three random
         vectors per parameter [3, *shape] (the trials use two), the first two prepared batches)."""
-        snap = self.snap
-        first = [snap.objective.prepare(b, snap.device, snap.dtype) for b in snap.objective.data.first(2)]
-        snap.objective.check(first[0], snap.state(snap.params))
-        leaves = {n: p.detach().requires_grad_() for n, p in snap.params.items()}
-        with torch.enable_grad():
-            value, nbytes = memory.measure(lambda: snap.loss(leaves, first[0]), snap.device)
-        del value
+        snap, first = self.snap, probe.first
         # a kept gradient graph (create_graph=True) holds about twice the forward pass's saved tensors
-        self.sizing = Sizing(max(1, 2 * nbytes // max(1, first[0].size)), self.req.budget)
+        self.sizing = Sizing(max(1, 2 * probe.forward_bytes // max(1, first[0].size)), self.req.budget)
         gen = torch.Generator().manual_seed(self.req.seed)
         v = snap.layout.split(torch.randn(3, snap.layout.dim, generator=gen, dtype=torch.float64)
                               .to(snap.device, snap.dtype))
@@ -255,22 +290,16 @@ class _Planner:
         """Products of `batch` with the vectors v, with the seconds of `prepare` and of `apply` (with `timed`,
         the best of two calls), and the prepared state."""
         device = self.snap.device
-
-        def clock() -> float:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return time.perf_counter()
-
         with torch.enable_grad(), self.kernel():
-            t0 = clock()
+            t0 = budgeted.clock(device)
             state = impl.prepare(batch)
-            t1 = clock()
+            t1 = budgeted.clock(device)
             out = self.snap.layout.join(impl.apply(state, v))
-            t2 = clock()
+            t2 = budgeted.clock(device)
             times = {"prepare": t1 - t0, "apply": t2 - t1}
             if timed:
                 impl.apply(state, v)
-                times["apply"] = min(times["apply"], clock() - t2)
+                times["apply"] = min(times["apply"], budgeted.clock(device) - t2)
         return out, times, state
 
     def func_trial_pointless(self, trials: dict, batch: Batch) -> bool:

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from landscape import distributed
 from landscape.errors import LandscapeError, first_line
+from landscape.inputs import CliData
 
 
 def other_weights(path: str, args: argparse.Namespace, device: torch.device, model: nn.Module) -> dict:
     """The parameters of another checkpoint of the same model.
 
     Args:
-        path: the other checkpoint (a state_dict file with --model).
+        path: the other checkpoint (a state_dict file with --model; an HF model directory when CKPT is one).
         args: the parsed command line (--model, CKPT).
         device: where to load it.
         model: CKPT's model, which the other must fit.
@@ -31,9 +31,14 @@ def other_weights(path: str, args: argparse.Namespace, device: torch.device, mod
         LandscapeError: it does not fit the model (one line naming the first mismatch).
     """
     from landscape.checkpoint import load_checkpoint, state_mismatch
-    from landscape.inputs import user_model
+    from landscape.inputs import hf_model, is_hf_dir, user_model
 
-    other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
+    if is_hf_dir(args.ckpt):
+        if not is_hf_dir(path):
+            raise LandscapeError(f"{path}: not an HF model directory like {args.ckpt}")
+        other = hf_model(path, device)
+    else:
+        other = user_model(args.model, Path(path), device)[0] if args.model else load_checkpoint(path, device)[0]
     problem = state_mismatch(model.state_dict(), other.state_dict())
     if problem:
         raise LandscapeError(f"{path} does not match {args.ckpt}: {problem}")
@@ -85,15 +90,14 @@ def file_directions(args: argparse.Namespace, model: nn.Module) -> list:
     return [as_direction(model, d, f"--direction-file {path}: direction {j}") for j, d in enumerate(items)]
 
 
-def build_directions(args: argparse.Namespace, model: nn.Module, X: torch.Tensor, y: torch.Tensor,
+def build_directions(args: argparse.Namespace, model: nn.Module, data: CliData,
                      device: torch.device) -> tuple[list, dict, np.ndarray | None, dict | None]:
     """The directions of --directions (module docstring of `landscape.surface.__main__`).
 
     Args:
         args: the parsed command line.
         model: CKPT's model.
-        X: the samples (the hessian kind's operator).
-        y: their labels.
+        data: the measured data (the hessian kind's operator; `landscape.inputs.CliData`).
         device: where the model is.
 
     Returns:
@@ -112,9 +116,8 @@ def build_directions(args: argparse.Namespace, model: nn.Module, X: torch.Tensor
         from landscape.data import part_slice
         from landscape.hessian import HessianOperator, top_eigenpairs
 
-        part = part_slice(len(y), distributed.rank(), distributed.world_size())
-        batches = list(zip(X[part].split(args.batch_size or 500), y[part].split(args.batch_size or 500)))
-        op = HessianOperator(model, F.cross_entropy, batches, seed=args.seed, max_memory=args.max_memory)
+        batches = data.batches(part_slice(data.n, distributed.rank(), distributed.world_size()), args.batch_size)
+        op = HessianOperator(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory)
         top = top_eigenpairs(op, k=args.dims, seed=args.seed)
         meta.update(eigenvalues=top.eigenvalues.tolist(), residuals=top.residuals.tolist(),
                     converged=top.converged, seed=args.seed)
@@ -127,6 +130,8 @@ def build_directions(args: argparse.Namespace, model: nn.Module, X: torch.Tensor
         return [difference(parameters_of(model), b)], meta, None, b
     if kind == "file":
         return file_directions(args, model), {**meta, "file": str(args.direction_file)}, None, None
+    if data.loss_fn is None:
+        raise LandscapeError("--directions pca reads landscape checkpoints (RUN_DIR/epochs), not HF model directories")
     files = trajectory_files(args.trajectory, args.dims)
     final = parameters_of(model)
     points = [other_weights(str(f), args, device, model) for f in files]
