@@ -52,6 +52,7 @@ from landscape.cli import (
     progress,
 )
 from landscape.errors import LandscapeError
+from landscape.hessian.cli.precision import DTYPES, add_precision_flags, warn_if_unattainable
 from landscape.hessian.cli.state import NAME as STATE_NAME
 from landscape.hessian.cli.state import StateFile
 from landscape.inputs import add_lm_flags
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="relative threshold of the negative / degenerate ratios, in units of λmax (default 1e-3)")
     p.add_argument("--operator", choices=("hessian", "ggn"), default="hessian",
                    help="curvature matrix: the Hessian or the generalized Gauss-Newton matrix (default hessian)")
+    add_precision_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 and measure it "
                    "by finite differences, each rank holding its shards of every vector (Hessian only)")
@@ -158,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _slq(op, args, state, sf):
     """SLQ with the top-k refined from the same Krylov run (and λmax's data error bar)."""
-    from landscape.hessian import Checkpoint, slq_density
+    from landscape.hessian import Checkpoint, TopK, slq_density
 
-    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k,
+    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=TopK(args.top_k, tol=args.tol),
                        checkpoint=Checkpoint(state, sf.on_state, args.state_every))
 
 
@@ -179,11 +181,15 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     t0 = time.perf_counter()
     cls = HessianOperator if args.operator == "hessian" else GGNOperator
     batches = data.batches(part_slice(n, distributed.rank(), world), args.batch_size)
+    dtype, autocast = DTYPES.get(args.dtype), DTYPES.get(args.autocast)
     if args.fsdp:
-        op = FSDPHessianOperator(distributed.shard_model(model), data.loss_fn, batches, seed=args.seed)
+        op = FSDPHessianOperator(distributed.shard_model(model, param_dtype=dtype), data.loss_fn, batches,
+                                 autocast=autocast, seed=args.seed)
     else:
-        op = cls(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory)
+        op = cls(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory, dtype=dtype,
+                 autocast=autocast)
     show = not args.no_progress
+    warn_if_unattainable(args, op, distributed.is_main())
     if args.iters > full_dim(op):
         raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({full_dim(op)})")
     if args.top_k > full_dim(op):
