@@ -33,7 +33,7 @@ if [ "$DRY" = 1 ]; then
   HVP=(--batch 2 --depth 8 --width 2 --reps 1 --no-compile)
   LM=(--layers 1 --width 16 --heads 2 --vocab 64 --batch 2 --seq 16 --reps 1 --k 1 --no-compile)
   NEOX=(--layers 1 --hidden 32 --heads 2 --vocab 64 --batch 2 --seq 16)
-  BF16=(--layers 1 --width 16 --heads 2 --seq 16 --batch 2 --steps 2)
+  PRECISION=(--layers 1 --width 16 --heads 2 --seq 16 --batch 2 --steps 2)
   FSDP=(--layers 1 --width 16 --heads 2 --vocab 64 --batch 2 --seq 16 --iters 4 --vectors 1 --reps 1 --k 1)
   LIMITS=(300 300 300 300)
 else
@@ -42,7 +42,7 @@ else
   HVP=(--batch 512)
   LM=(--layers 12 --width 768 --heads 12 --vocab 50257 --batch 8 --seq 256 --reps 3 --k 1 8)
   NEOX=()
-  BF16=(--layers 12 --width 768 --heads 12 --seq 256 --batch 8 --steps 100)
+  PRECISION=(--layers 12 --width 768 --heads 12 --seq 256 --batch 8 --steps 100)
   FSDP=(--layers 12 --width 768 --heads 12 --vocab 50257 --batch 8 --seq 256 --iters 10 --vectors 2)
   LIMITS=(150 90 90 90)
 fi
@@ -90,7 +90,7 @@ step "6. Pythia-160M-size GGN and Hessian peak memory (B = 16, T = 256)"
 guarded lm_memory "${LIMITS[1]}" "$PY" benchmarks/lm_memory.py --device "$DEVICE" "${NEOX[@]}" > "$OUT/lm_memory.jsonl"
 
 step "7. bf16 against float32 lambda_max"
-guarded bf16_lambda "${LIMITS[2]}" "$PY" experiments/bf16_study.py lambda --device "$DEVICE" "${BF16[@]}" > "$OUT/bf16_lambda.jsonl"
+guarded bf16_lambda "${LIMITS[2]}" "$PY" experiments/bf16_study.py lambda --device "$DEVICE" "${PRECISION[@]}" > "$OUT/bf16_lambda.jsonl"
 
 step "8. 1-GPU FSDP smoke run (GPT-2-small sharded by FSDP2 under torchrun)"
 guarded fsdp "${LIMITS[3]}" "$PY" benchmarks/fsdp_scaling.py --ranks 1 --device "$DEVICE" "${FSDP[@]}" \

@@ -17,7 +17,7 @@ def _lines(path: Path) -> list[dict]:
 def test_gpu_check_dry_run_writes_every_step(tmp_path, module_cache):
     env = {**os.environ, "PYTHON": sys.executable, "LANDSCAPE_CACHE": module_cache, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "device.json").read_text())["device"] == "cpu"
     for name in ("train", "hessian"):
