@@ -14,8 +14,8 @@ of log10 (the errors are positive and span decades), and the median.
 
 Cause measurements, per seed: the relative error of single products (4 random unit vectors and the top
 eigenvector) in each precision; and of central finite differences D(δ) along the top eigenvector at
-δ = δ₀·2^−i (δ₀ = ∛ε_f32·(1 + ‖θ‖), i = 0..14) with gradients in float32 and in bf16, whose minimum over δ is
-what a finite-difference product can reach in that dtype.
+δ = δ₀·2^−i (δ₀ = ∛ε_f32·(1 + ‖θ‖), i = −6..14: bf16's best step lies above float32's δ₀) with gradients in
+float32 and in bf16, whose minimum over δ is what a finite-difference product can reach in that dtype.
 
 Models: "lm", a GPT-2-like config (2 layers, 32 wide, 2 heads, 256 byte tokens, 32 positions) trained 150
 AdamW steps on 8 × 32-token windows of the Python standard library's sources (landscape.text), measured on
@@ -48,6 +48,7 @@ from landscape.io import dumps  # noqa: E402
 
 RECORDS = ROOT / "records" / "bf16_study"
 VARIANTS = ("float64", "float32", "bf16", "autocast")
+STEPS = range(-6, 15)
 TOL = {"float64": 1e-8, "float32": 1e-5, "bf16": 2e-2, "autocast": 2e-2}
 BEGIN, END = "<!-- bf16_study:begin (experiments/bf16_study.py report) -->", "<!-- bf16_study:end -->"
 
@@ -167,11 +168,12 @@ def fd_curve(model, loss_fn, data, u: torch.Tensor, lam: float) -> dict:
         def gradient(th, snap=snap, names=names, batch=batch):
             return snap.gradient(dict(zip(names, th)), batch)
 
-        for i in range(15):
+        for i in STEPS:
             d = fd.central_difference(gradient, theta, v, d0 / 2**i)
             rq = sum(float((a.double() * b.double()).sum()) for a, b in zip(d, v)) / float(u.square().sum())
             errors.append(abs(rq - lam) / abs(lam))
-        out[name] = {"delta0": d0, "errors": errors, "best": min(errors), "best_i": int(np.argmin(errors))}
+        out[name] = {"delta0": d0, "steps": list(STEPS), "errors": errors, "best": min(errors),
+                     "best_i": STEPS[int(np.argmin(errors))]}
     return out
 
 

@@ -1,5 +1,5 @@
 """Mixed precision: products under bf16 autocast, the accuracy a dtype allows, and the hessian CLI's note when
---tol asks for more (the measured study of what bf16 does is experiments/bf16_study.py, docs/methods.md §E.6)."""
+--tol asks for more (the measured study of what bf16 does is experiments/bf16_study.py, docs/methods.md §E.8)."""
 
 from __future__ import annotations
 

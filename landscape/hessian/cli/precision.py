@@ -1,7 +1,7 @@
 """The hessian CLI's precision flags: the operator's compute dtype (--dtype, --autocast) and what accuracy it allows.
 
 A product computed in a dtype with unit roundoff u is itself only accurate to a few u relative (bf16:
-u = 2⁻⁸ ≈ 3.9e-3; measured on a trained GPT-2-like LM and a ResNet in docs/methods.md §E.6, where a single
+u = 2⁻⁸ ≈ 3.9e-3; measured on a trained GPT-2-like LM and a ResNet in docs/methods.md §E.8, where a single
 bf16 product is off by about 1e-2), and a finite-difference product to its Richardson error estimate. A
 residual tolerance below that cannot be met: the top eigenpairs then stop at their matmat budget, unconverged,
 and λmax is still only as accurate as the products. `attainable` is that floor (8u, the default tolerance the
@@ -60,5 +60,5 @@ def warn_if_unattainable(args: argparse.Namespace, op: object, show: bool) -> No
         why = "its finite-difference products' estimated error" if fd and fd >= floor else \
             f"{named} products (8 units of roundoff)"
         print(f"note: --tol {args.tol:.1e} asks for more than {why} allows (about {floor:.1e} relative; "
-              "docs/methods.md §E.6): the top eigenpairs will stop unconverged at their matmat budget",
+              "docs/methods.md §E.8): the top eigenpairs will stop unconverged at their matmat budget",
               file=sys.stderr)

@@ -76,7 +76,7 @@ class CurvatureOperator:
         distributed: sum over the ranks of torch.distributed (None: when several ranks are active).
         autocast: run every forward and backward under torch.autocast in this dtype (e.g. torch.bfloat16, as
             mixed-precision training does): products in that compute dtype, parameters and products in `dtype`
-            (docs/methods.md §E.6 measures what bf16 does to the spectrum).
+            (docs/methods.md §E.8 measures what bf16 does to the spectrum).
         compile: run the products through torch.compile where the backend allows it (`compiled.py`; the
             reason when it does not, or when compiling fails, is `info()["compile"]`); a string names
             torch.compile's backend (True: "inductor").
