@@ -6,10 +6,12 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     top = top_eigenpairs(op, k=5)                         # Eigenpairs (.residuals, .converged)
     tr = hutchpp_trace(op, products=99)                   # TraceEstimate
     mon = CurvatureMonitor(loss_fn, measurement_set(data, 1000), optimizer=opt, every=50)   # a step callback (§G)
+    op = FSDPHessianOperator(fully_shard_model, loss_fn, my_batches)   # under torchrun, sharded vectors (§E.7)
 """
 
 from landscape.hessian.monitor import CurvatureMonitor
 from landscape.hessian.operators.exact import exact_ggn, exact_hessian
+from landscape.hessian.operators.fsdp import FSDPHessianOperator
 from landscape.hessian.operators.ggn import GGNOperator
 from landscape.hessian.operators.operator import CurvatureOperator, HessianOperator
 from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
@@ -25,6 +27,7 @@ __all__ = [
     "CurvatureMonitor",
     "CurvatureOperator",
     "Eigenpairs",
+    "FSDPHessianOperator",
     "GGNOperator",
     "HessianOperator",
     "LanczosResult",

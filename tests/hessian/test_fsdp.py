@@ -3,7 +3,7 @@
 The ranks hold unequal shares of the batches (2 and 3 of 5, so one rank runs a weight-0 backward to keep the
 collectives in step) and each its own rows of every parameter. Every number the sharded run gives (float32
 finite-difference products) is compared with the exact float64 Hessian of the unsharded model over all the
-batches: λmax to 1e-4 relative, products, gradient, the Hutchinson samples of the same Rademacher vectors,
+batches: λmax to 1e-4 relative, products, gradient, the Hutchinson samples of the same Rademacher vectors, Hutch++,
 SLQ, the per-step forms behind λmax's data error bar, and the curvature monitor. Run as a script
 (`python tests/hessian/test_fsdp.py OUT`, with torchrun's environment) this file is the worker.
 """
@@ -26,7 +26,7 @@ else:
 transformers = pytest.importorskip("transformers")
 
 from landscape.errors import LandscapeError  # noqa: E402
-from landscape.hessian import HessianOperator, hutchinson_trace, slq_density, top_eigenpairs  # noqa: E402
+from landscape.hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density, top_eigenpairs  # noqa: E402
 from landscape.hessian.monitor import CurvatureMonitor  # noqa: E402
 from landscape.hessian.operators.fsdp import FSDPHessianOperator, is_fsdp  # noqa: E402
 from landscape.objective import concat, model_task  # noqa: E402
@@ -75,6 +75,7 @@ def _worker(out: Path) -> None:
     res["HV"] = lay.gather(op.matmat(lay.local(_vectors(lay.dim).T).T).T).T
     res["gradient"] = lay.gather(op.gradient()[None])[0]
     res["hutchinson"] = torch.from_numpy(hutchinson_trace(op, vectors=3, seed=4).samples)
+    res["hutchpp"] = hutchpp_trace(op, products=6, seed=6).trace
     sd = slq_density(op, iters=6, vectors=2, seed=5, top_k=1)
     res["nodes"], res["slq_lambda"], res["slq_stderr"] = torch.from_numpy(sd.nodes), sd.lambda_max, sd.lambda_max_stderr
     res["forms_w"], res["forms"] = (torch.from_numpy(a) for a in op.batch_quadratic_forms(lay.local(res["u"][None]).T))
@@ -117,10 +118,12 @@ def test_two_sharded_ranks_give_the_exact_lambda_max_products_and_gradient(ranks
 
 def test_solvers_draw_the_unsharded_vectors_and_run_unchanged(ranks, exact):
     ref = hutchinson_trace(exact, vectors=3, seed=4).samples            # the same Rademacher vectors
+    ref_pp = hutchpp_trace(exact, products=6, seed=6).trace
     sd = slq_density(exact, iters=6, vectors=2, seed=5, top_k=1)
     lam = sd.lambda_max
     for res in ranks:
         np.testing.assert_allclose(res["hutchinson"].numpy(), ref, rtol=0, atol=1e-4 * lam * exact.dim)
+        assert abs(res["hutchpp"] - ref_pp) <= 1e-4 * lam * exact.dim   # its sketch orthonormalized across ranks
         np.testing.assert_allclose(res["nodes"].numpy(), sd.nodes, rtol=0, atol=1e-3 * lam)
         assert abs(res["slq_lambda"] - lam) <= 1e-4 * lam
         assert np.isfinite(res["slq_stderr"]) and res["slq_stderr"] > 0
