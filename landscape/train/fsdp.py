@@ -20,8 +20,15 @@ from landscape.errors import LandscapeError
 
 
 def check_options(cfg: Any) -> None:
-    """One-line errors for what --fsdp cannot do yet (each would run a collective forward on rank 0 alone,
-    or write sharded parameters in place)."""
+    """Refuse what --fsdp cannot do yet (each would run a collective forward on rank 0 alone, or write
+    sharded parameters in place).
+
+    Args:
+        cfg: the TrainConfig.
+
+    Raises:
+        LandscapeError: one line naming the option, or saying torchrun is needed.
+    """
     if not distributed.launched():
         raise LandscapeError("--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m landscape.train ...)")
     for name, on in (("--probes", bool(cfg.probes)), ("--procrustes-p", cfg.procrustes_p > 0),
@@ -39,8 +46,16 @@ def _index_keys(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str,
 
 
 def shard(model: nn.Module, optimizer: torch.optim.Optimizer, rebuild) -> torch.optim.Optimizer:
-    """Shard `model` in place and return `rebuild(model)`, a new optimizer over the shards carrying
-    `optimizer`'s state (momenta, Adam moments, step counts; empty before the first step)."""
+    """Shard `model` in place and move the optimizer onto the shards.
+
+    Args:
+        model: the built (and possibly restored) model.
+        optimizer: its optimizer over the unsharded parameters, with any restored state.
+        rebuild: `rebuild(model)` makes the same optimizer over the sharded parameters.
+
+    Returns:
+        The new optimizer, carrying `optimizer`'s state (momenta, Adam moments, step counts).
+    """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     full = optimizer.state_dict()
@@ -72,8 +87,16 @@ class Gathered:
 
 
 def gather(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Gathered, Gathered] | None:
-    """The full model and optimizer states of a sharded run, on rank 0's CPU, in a single process's format
-    (a collective: every rank calls it; None on the other ranks, which write nothing)."""
+    """The full states of a sharded run, for its checkpoint (a collective: every rank calls it).
+
+    Args:
+        model: the sharded model.
+        optimizer: its optimizer.
+
+    Returns:
+        On rank 0, (model, optimizer) stand-ins whose state_dict() are the full states on the CPU in a single
+        process's format (optimizer state keyed by parameter index); None on the other ranks.
+    """
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -22,7 +22,11 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.
 
 
 def add_precision_flags(p: argparse.ArgumentParser) -> None:
-    """--dtype, --autocast and --tol."""
+    """Add --dtype, --autocast and --tol.
+
+    Args:
+        p: the hessian CLI's parser.
+    """
     p.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                    help="compute the products in this precision (default: the model's; with --fsdp the gathered "
                         "parameters' dtype, FSDP's mixed precision)")
@@ -35,21 +39,42 @@ def add_precision_flags(p: argparse.ArgumentParser) -> None:
 
 
 def compute_dtype(args: argparse.Namespace, op: object) -> torch.dtype:
-    """The dtype the products are computed in."""
+    """The dtype the products are computed in.
+
+    Args:
+        args: the parsed flags.
+        op: the operator.
+
+    Returns:
+        --autocast's dtype, else the operator's compute_dtype (FSDP) or dtype.
+    """
     if args.autocast:
         return DTYPES[args.autocast]
     return getattr(op, "compute_dtype", None) or op.dtype  # type: ignore[attr-defined]
 
 
 def attainable(dtype: torch.dtype, fd_error: float | None = None) -> float:
-    """The relative accuracy products computed in `dtype` allow: 8 units of roundoff, or the finite-difference
-    error estimate when larger."""
+    """The relative accuracy products computed in `dtype` allow.
+
+    Args:
+        dtype: the compute dtype.
+        fd_error: the finite-difference products' error estimate, if any.
+
+    Returns:
+        8 units of roundoff of `dtype`, or `fd_error` when larger.
+    """
     floor = 8 * torch.finfo(dtype).eps / 2
     return max(floor, fd_error or 0.0)
 
 
 def warn_if_unattainable(args: argparse.Namespace, op: object, show: bool) -> None:
-    """A note on stderr when --tol asks for more than the products' precision allows."""
+    """Print a note on stderr when --tol asks for more than the products' precision allows.
+
+    Args:
+        args: the parsed flags (--tol, --autocast).
+        op: the operator.
+        show: this rank prints (rank 0).
+    """
     if args.tol is None or not show:
         return
     dtype = compute_dtype(args, op)

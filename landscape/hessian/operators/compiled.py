@@ -48,7 +48,15 @@ class CompiledBackend:
         return self.impl.state_bytes(state, n)
 
     def apply(self, state: Any, tangents: list[Tensor]) -> list[Tensor]:
-        """The compiled product; the eager one once compiling or a compiled call has failed."""
+        """H_b V through the compiled product (the eager one once compiling or a compiled call has failed).
+
+        Args:
+            state: the batch's prepared state.
+            tangents: [k, *shape] per parameter.
+
+        Returns:
+            The product per parameter.
+        """
         if self.fallback is None:
             try:
                 return self._apply(state, tangents)
@@ -66,8 +74,15 @@ def _cause(e: BaseException) -> str:
 
 
 def compile_backend(impl: Any, backend: str = "inductor") -> tuple[Any, str | None]:
-    """(the backend to use, why it is not compiled or None): `CompiledBackend(impl, backend)` when its class is
-    `compilable`, else `impl` with the reason."""
+    """The backend products should run through.
+
+    Args:
+        impl: the plan's backend.
+        backend: torch.compile's backend name.
+
+    Returns:
+        (`CompiledBackend(impl, backend)`, None) when `impl`'s class is `compilable`, else (impl, why not).
+    """
     if getattr(impl, "compilable", False):
         return CompiledBackend(impl, backend), None
     why = {"DoubleBackwardHessian": "products are backward passes of an eagerly built double-backward graph, "
@@ -78,7 +93,15 @@ def compile_backend(impl: Any, backend: str = "inductor") -> tuple[Any, str | No
 
 
 def compile_info(impl: Any, reason: str | None) -> str:
-    """What info() says: "compiled", or why the products run eager."""
+    """What `info()["compile"]` says.
+
+    Args:
+        impl: the backend in use.
+        reason: why it was not compiled (None when it was, or when compiling was not asked).
+
+    Returns:
+        "compiled", the fallback's cause, the reason, or "eager".
+    """
     if isinstance(impl, CompiledBackend):
         return impl.fallback or "compiled"
     return reason or "eager"

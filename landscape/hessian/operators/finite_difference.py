@@ -223,8 +223,21 @@ _SETTLED = 1e-2
 
 def top_direction(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: torch.dtype,
                   norm: Norm = _norm, steps: int = POWER_STEPS) -> list[Tensor]:
-    """v after `steps` power iterations v ← D(v)/‖D(v)‖ (2 gradients each, at δ₀/64: a direction, not a
-    product, is wanted): the sharp directions, where the finite differences err most (below)."""
+    """A trial vector turned toward the top eigenvector: the sharp directions, where finite differences err
+    most (`scan_step`).
+
+    Args:
+        gradient: θ ↦ ∇L(θ) per parameter.
+        theta: θ per parameter.
+        v: the start vector per parameter.
+        dtype: the precision of the gradients.
+        norm: ‖·‖ of per-parameter vectors (a sharded one completes its sums across ranks).
+        steps: power iterations v ← D(v)/‖D(v)‖, 2 gradients each, at δ₀/64 (a direction, not a product,
+            is wanted).
+
+    Returns:
+        The unit vector per parameter.
+    """
     delta = initial_step(norm(theta), dtype) / 64
     for _ in range(steps):
         d = central_difference(gradient, theta, v, delta, norm)
@@ -244,6 +257,13 @@ def scan_step(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: t
     Along the top eigenvectors of a transformer's Hessian the truncation error at δ₀ is O(1) and still
     ∝ δ² at δ₀/128 (measured: 1.3% error in λmax at the step `calibrate` picks from a random vector, whose own
     error there is 5e-5), so the step is calibrated on `top_direction` by this scan rather than by a fit.
+
+    Args:
+        gradient: θ ↦ ∇L(θ) per parameter.
+        theta: θ per parameter.
+        v: the vector to calibrate on (`top_direction`'s).
+        dtype: the precision of the gradients (ε of δ₀).
+        norm: ‖·‖ of per-parameter vectors.
 
     Returns:
         δ and its error estimate e(δ) = ‖D(δ) − D(2δ)‖ / ‖D(δ)‖.

@@ -53,7 +53,14 @@ __all__ = ["FSDPHessianOperator", "is_fsdp"]
 
 
 def is_fsdp(model: Any) -> bool:
-    """True for a model (or an Objective's model) with modules wrapped by FSDP2's `fully_shard`."""
+    """Whether a model was sharded by FSDP2.
+
+    Args:
+        model: an nn.Module or an Objective.
+
+    Returns:
+        True when some of its modules are wrapped by `fully_shard`.
+    """
     model = model.model if isinstance(model, Objective) else model
     return isinstance(model, nn.Module) and bool(fsdp_modules(model))
 
@@ -105,7 +112,7 @@ class FSDPHessianOperator:
 
     @property
     def n_samples(self) -> int:
-        """Σ w_b over all ranks' batches (samples, or tokens for token losses)."""
+        """Σ w_b over all ranks' batches (samples, or tokens for token losses), known at construction."""
         return self._total
 
     @property
@@ -114,7 +121,12 @@ class FSDPHessianOperator:
         return list(self.layout.names)
 
     def info(self) -> dict:
-        """How the operator runs: the finite-difference step and its error estimate, dims, dtypes, ranks."""
+        """How the operator runs.
+
+        Returns:
+            backend, ranks, dim (full) and local_dim, dtype and compute_dtype, device, and the finite-difference
+            step, error estimate and tolerance.
+        """
         return {"backend": "finite_difference", "sharded": "fsdp", "ranks": self.layout.world,
                 "dim": self.layout.dim, "local_dim": self.dim, "dtype": _name(self.dtype),
                 "compute_dtype": _name(self.compute_dtype), "device": str(self.device),
@@ -122,7 +134,14 @@ class FSDPHessianOperator:
                                       "tolerance": self.max_error}}
 
     def matmat(self, V: Tensor) -> Tensor:
-        """H V for this rank's part V [local_dim, k] of k vectors (every rank calls it with its part)."""
+        """H V, one vector after another (a collective: every rank calls it with its part).
+
+        Args:
+            V: this rank's part [local_dim, k] of k vectors.
+
+        Returns:
+            This rank's part [local_dim, k] of H V, in the shards' dtype.
+        """
         V = torch.as_tensor(V)
         if V.dim() != 2 or V.shape[0] != self.dim:
             raise LandscapeError(f"matmat: expected a [{self.dim}, k] block (this rank's entries), "
@@ -139,15 +158,28 @@ class FSDPHessianOperator:
         return out.T
 
     def gradient(self) -> Tensor:
-        """∇L [local_dim]: this rank's part of the data-set mean gradient over all ranks' batches."""
+        """The data-set mean gradient over all ranks' batches (a collective: one gradient pass).
+
+        Returns:
+            This rank's part [local_dim] of ∇L.
+        """
         with self._writing() as theta:
             g = self._gradient_fn(range(self._steps), self._total)(theta)
         return self.layout.join([t.unsqueeze(0) for t in g])[0]
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(w_j [B], v_iᵀ H_j v_i [B, k]) per step j of the data pass, H_j the Hessian of the union of the ranks'
-        j-th batches (cut into `pieces`): every backward reduce-scatters over the ranks, so the ranks' batches
-        of one step are one batch of the data-noise error bar. The same on every rank."""
+        """Per-batch quadratic forms for the data-noise error bar (`solvers.errorbars`; a collective).
+
+        Every backward reduce-scatters over the ranks, so a batch here is one step j of the data pass: the union
+        of the ranks' j-th batches (each cut into `pieces`).
+
+        Args:
+            V: this rank's part [local_dim, k] of k vectors.
+            pieces: cut each batch into this many pieces along its samples.
+
+        Returns:
+            (w_j [B], v_iᵀ H_j v_i [B, k]), the same on every rank.
+        """
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T
         weights, forms = [], []
         with self._writing() as theta:

@@ -26,7 +26,14 @@ from landscape.errors import LandscapeError
 
 
 def fsdp_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules of `model` that `fully_shard` wrapped (empty for a model without FSDP2)."""
+    """The modules `fully_shard` wrapped.
+
+    Args:
+        model: any module.
+
+    Returns:
+        Its FSDP2 modules (empty for a model without FSDP2, or a torch without it).
+    """
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch without FSDP2
@@ -35,8 +42,12 @@ def fsdp_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def reshard(model: nn.Module) -> None:
-    """Every FSDP2 module back to its sharded parameters (a forward without a backward leaves the root's
-    parameters gathered, and then `named_parameters()` would show the full tensors)."""
+    """Every FSDP2 module of `model` back to its sharded parameters, in place (a forward without a backward
+    leaves the root's parameters gathered, and `named_parameters()` would then show the full tensors).
+
+    Args:
+        model: any module (a no-op without FSDP2 modules).
+    """
     for m in fsdp_modules(model):
         m.reshard()
 
@@ -83,7 +94,14 @@ class ShardLayout:
         return math.prod(shape[1:])
 
     def slices_of(self, rank: int) -> list[tuple[int, int]]:
-        """(start in the full flat vector, length) of each parameter's rows held by `rank`."""
+        """Where `rank`'s entries lie in the full flat vector.
+
+        Args:
+            rank: a rank of the process group.
+
+        Returns:
+            (start, length) per parameter: its rows held by `rank`, one contiguous slice each.
+        """
         out, offset = [], 0
         for shape, size in zip(self.full_shapes, self.sizes):
             rows = shape[0] if len(shape) else 1
@@ -95,37 +113,85 @@ class ShardLayout:
         return out
 
     def local_tensors(self, model: nn.Module) -> list[Tensor]:
-        """The local tensors of the chosen parameters, as the model holds them now (views: writing to them
-        writes the shards)."""
+        """This rank's shards of the chosen parameters, as the model holds them now.
+
+        Args:
+            model: the sharded model (resharded first).
+
+        Returns:
+            The local tensors (views: writing to them writes the shards).
+        """
         reshard(model)
         return [model.get_parameter(n).to_local() for n in self.names]
 
     def local(self, rows: Tensor) -> Tensor:
-        """Full rows [k, dim] → this rank's entries [k, local_dim]."""
+        """This rank's entries of full rows.
+
+        Args:
+            rows: [k, dim].
+
+        Returns:
+            [k, local_dim] (a copy).
+        """
         return torch.cat([rows[:, start:start + length] for start, length in self.slices], 1)
 
     def all_reduce(self, partial: Tensor) -> Tensor:
-        """Σ over the processes of a tensor of partial sums, in place."""
+        """Σ over the processes of a tensor of partial sums.
+
+        Args:
+            partial: this rank's sums (float64).
+
+        Returns:
+            The same tensor, summed over the ranks in place.
+        """
         return _dist.all_reduce_sum(partial)
 
     def norm(self, parts: Sequence[Tensor]) -> float:
-        """‖x‖ of a sharded vector given as its local per-parameter parts (float64 sums, all processes)."""
+        """‖x‖ of a sharded vector (a collective).
+
+        Args:
+            parts: this rank's per-parameter parts of x.
+
+        Returns:
+            The norm over all entries (float64 sums completed across the ranks).
+        """
         local = sum((p.double().square().sum() for p in parts), torch.zeros((), dtype=torch.float64))
         return float(self.all_reduce(local.reshape(1).to(_dist.comm_device())).sqrt())
 
     def split(self, flat: Tensor) -> list[Tensor]:
-        """Local rows [k, local_dim] → per parameter [k, *local shape] (views)."""
+        """Local rows as per-parameter tensors.
+
+        Args:
+            flat: [k, local_dim].
+
+        Returns:
+            Per parameter [k, *local shape] (views).
+        """
         k = flat.shape[0]
         parts = flat.split([length for _, length in self.slices], dim=1)
         return [t.reshape(k, *s) for t, s in zip(parts, self.local_shapes)]
 
     def join(self, parts: Sequence[Tensor]) -> Tensor:
-        """Per parameter [k, *local shape] → local rows [k, local_dim]."""
+        """Per-parameter tensors as local rows.
+
+        Args:
+            parts: per parameter [k, *local shape].
+
+        Returns:
+            [k, local_dim].
+        """
         k = parts[0].shape[0]
         return torch.cat([p.reshape(k, -1) for p in parts], dim=1)
 
     def gather(self, rows: Tensor) -> Tensor:
-        """This rank's rows [k, local_dim] → the full rows [k, dim] on every rank (one all_gather)."""
+        """The full rows on every rank (a collective: one all_gather; for tests and output).
+
+        Args:
+            rows: this rank's entries [k, local_dim].
+
+        Returns:
+            [k, dim], the same on every rank.
+        """
         import torch.distributed as dist
 
         k, dev = rows.shape[0], _dist.comm_device()

@@ -195,19 +195,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def sharding_of(op: object) -> Sharding | None:
-    """The operator's `sharding`, or None for an operator that holds whole vectors."""
+    """The operator's `sharding` member.
+
+    Args:
+        op: any operator.
+
+    Returns:
+        Its `Sharding`, or None for an operator that holds whole vectors.
+    """
     return getattr(op, "sharding", None)
 
 
 def full_dim(op: object) -> int:
-    """The matrix size: `dim` of an unsharded operator, the full vector length of a sharded one."""
+    """The matrix size.
+
+    Args:
+        op: any operator.
+
+    Returns:
+        `dim` of an unsharded operator, the full vector length (`sharding.dim`) of a sharded one.
+    """
     s = sharding_of(op)
     return int(s.dim) if s is not None else int(op.dim)  # type: ignore[attr-defined]
 
 
 @contextmanager
 def sharded(op: object) -> Iterator[None]:
-    """Within, `complete` and `draw` follow `op`'s sharding (an operator without one: whole vectors)."""
+    """A context within which `complete`, `complete_norms` and `draw` follow `op`'s sharding.
+
+    Args:
+        op: the operator a solver runs on (one without `sharding`: whole vectors, the functions are identities).
+
+    Yields:
+        Nothing; the previous sharding is restored on exit (solvers nest).
+    """
     token = _ACTIVE.set(sharding_of(op))
     try:
         yield
@@ -216,7 +237,14 @@ def sharded(op: object) -> Iterator[None]:
 
 
 def over_shards(solver: F) -> F:
-    """Decorate a solver whose first argument is the operator: it runs inside `sharded(op)`."""
+    """Decorate a solver whose first argument is the operator so that it runs inside `sharded(op)`.
+
+    Args:
+        solver: a function `solver(op, ...)`.
+
+    Returns:
+        The wrapped function (same signature and docstring).
+    """
 
     @functools.wraps(solver)
     def run(op, *args, **kwargs):
@@ -227,22 +255,42 @@ def over_shards(solver: F) -> F:
 
 
 def complete(partial: Tensor) -> Tensor:
-    """Sums over this process's entries (float64) made sums over all entries: Σ over processes under a
-    sharding, the tensor itself otherwise."""
+    """Sums over this process's entries made sums over all entries.
+
+    Args:
+        partial: float64 sums over this process's part of the vectors (any shape).
+
+    Returns:
+        Their sum over the processes under a sharding (in place), the tensor itself otherwise.
+    """
     s = _ACTIVE.get()
     return partial if s is None else s.all_reduce(partial)
 
 
 def complete_norms(norms: Tensor) -> Tensor:
-    """Norms over this process's entries (float64) made norms over all entries: √(Σ over processes of their
-    squares) under a sharding, the norms themselves otherwise."""
+    """Norms over this process's entries made norms over all entries.
+
+    Args:
+        norms: float64 norms of this process's parts of some vectors.
+
+    Returns:
+        √(Σ over processes of their squares) under a sharding, the norms themselves otherwise.
+    """
     s = _ACTIVE.get()
     return norms if s is None else s.all_reduce(norms.square()).sqrt()
 
 
 def draw(sample: Callable[[int], Tensor], dim: int) -> Tensor:
-    """Random rows: `sample(n)` → rows over n entries. Under a sharding (dim = its local_dim) they are drawn
-    over the full length and cut to this process's entries, the same vectors an unsharded run draws."""
+    """Random rows, the same vectors whether the operator is sharded or not.
+
+    Args:
+        sample: `sample(n)` draws rows of n entries from a generator.
+        dim: the rows' length here (under a sharding, its local_dim).
+
+    Returns:
+        `sample(dim)`; under a sharding, `sample(full length)` cut to this process's entries (every process
+        draws the whole rows, so the generator advances alike everywhere).
+    """
     s = _ACTIVE.get()
     if s is None:
         return sample(dim)
