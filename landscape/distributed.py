@@ -174,6 +174,59 @@ def all_reduce_with_count(total: Tensor, count: int) -> tuple[Tensor, int]:
 _COUNT_DIGITS = 8
 
 
+def all_gather_rows(rows: Tensor) -> Tensor:
+    """Every rank's rows [n_r, ...] concatenated in rank order, on every rank (identity in a single process).
+
+    Ranks may hold different numbers of rows (n_r = 0 too): one all_gather of the counts, one of the rows
+    padded to the largest count.
+
+    Args:
+        rows: this rank's rows; the trailing shape and dtype must be the same on every rank.
+
+    Returns:
+        [Σ_r n_r, ...] on `rows`' device.
+    """
+    if world_size() == 1:
+        return rows
+    dev = comm_device()
+    count = torch.tensor([rows.shape[0]], dtype=torch.int64, device=dev)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = torch.zeros((max(sizes), *rows.shape[1:]), dtype=rows.dtype, device=dev)
+    padded[: rows.shape[0]] = rows.to(dev)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]).to(rows.device)
+
+
+def shard_model(model: nn.Module, param_dtype: torch.dtype | None = None) -> nn.Module:
+    """Shard `model` in place with FSDP2 over all ranks: `fully_shard` on every module of the outermost
+    nn.ModuleLists (the repeated blocks: a zoo net's `blocks`, a transformer's layers), then on the root,
+    which takes the parameters left over. Each block's parameters are gathered only for its own forward and backward.
+
+    Args:
+        model: built identically on every rank (same seed or weights): each rank keeps its rows of it.
+        param_dtype: compute in this dtype (FSDP's MixedPrecisionPolicy; gradients are reduced in float32).
+
+    Returns:
+        `model`, its parameters now DTensors sharded along dim 0 (rebuild any optimizer after this).
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if not active():
+        raise LandscapeError("sharding a model needs torch.distributed: start under torchrun")
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
+    blocks = [m for lst in model.modules() if isinstance(lst, nn.ModuleList) for m in lst
+              if any(p.requires_grad for p in m.parameters())]
+    inner = {id(sub) for block in blocks for sub in block.modules() if sub is not block}
+    blocks = [block for block in blocks if id(block) not in inner]       # the outermost blocks only
+    for block in blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
 def barrier() -> None:
     """Wait until every rank arrives (no-op in a single process)."""
     if world_size() > 1:

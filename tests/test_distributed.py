@@ -210,6 +210,31 @@ def test_two_ranks_follow_the_single_process_trajectory(tmp_path):
     _assert_close_states(model.state_dict(), reference["model"].state_dict())
 
 
+def test_fsdp_ranks_follow_the_single_process_trajectory_and_share_its_checkpoints(tmp_path):
+    """1 process for epoch 1, 2 ranks with the model sharded by FSDP2 (--fsdp, resumed) for epoch 2, 1 process for
+    epoch 3 = 3 epochs in 1 process: the sharded run takes the full optimizer state (momentum) onto its shards and
+    writes the full states back in a single process's format."""
+    cfg = {k: v for k, v in CFG.items() if k != "bias_reg"}            # --bias-reg is refused with --fsdp
+    run = tmp_path / "run"
+    reference = T.train({**cfg, "epochs": 3})
+    T.train({**cfg, "epochs": 1, "out": str(run)})
+    results = launch(["-m", "landscape.train", *_flags({**cfg, "epochs": 2, "out": str(run), "resume": True}),
+                      "--fsdp"])
+    assert [res.returncode for res in results] == [0, 0], results[0].stderr[-3000:] + results[1].stderr[-3000:]
+    assert results[0].stdout.startswith("epoch 2: train loss") and results[1].stdout == ""
+    state = load_training_state(run / "checkpoint.pt")
+    assert state["meta"]["epoch"] == 2 and state["meta"]["train"]["fsdp"]
+    assert all(not hasattr(t, "to_local") for t in state["model_state"].values())      # full tensors
+    two = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    for got, want in zip(_strip(two), _strip(reference["history"][:2]), strict=True):
+        for k in got:
+            assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-7), k
+    resumed = T.train({**cfg, "epochs": 3, "out": str(run), "resume": True})
+    _assert_close_states(resumed["model"].state_dict(), reference["model"].state_dict(), atol=1e-5)
+    with pytest.raises(LandscapeError, match="--fsdp needs torchrun"):
+        T.train({**cfg, "epochs": 1, "fsdp": True})
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

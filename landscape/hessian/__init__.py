@@ -8,6 +8,7 @@ batched Lanczos, SLQ spectral density, top eigenpairs, stochastic traces, exact 
     mon = CurvatureMonitor(loss_fn, measurement_set(data, 1000), optimizer=opt, every=50)   # a step callback (§G)
     spec = block_spectra(op)                              # per-block spectra (attention, MLP, norms...), §E.7
     het = heterogeneity(spec.spectra)                     # pairwise JS distances between block densities
+    op = FSDPHessianOperator(fully_shard_model, loss_fn, my_batches)   # under torchrun, sharded vectors (§E.8)
 """
 
 from landscape.hessian.blocks import (
@@ -22,6 +23,7 @@ from landscape.hessian.blocks import (
 )
 from landscape.hessian.monitor import CurvatureMonitor
 from landscape.hessian.operators.exact import exact_ggn, exact_hessian
+from landscape.hessian.operators.fsdp import FSDPHessianOperator
 from landscape.hessian.operators.ggn import GGNOperator
 from landscape.hessian.operators.operator import CurvatureOperator, HessianOperator
 from landscape.hessian.solvers.eigen import Eigenpairs, top_eigenpairs
@@ -45,6 +47,7 @@ __all__ = [
     "CurvatureMonitor",
     "CurvatureOperator",
     "Eigenpairs",
+    "FSDPHessianOperator",
     "GGNOperator",
     "HessianOperator",
     "LanczosResult",

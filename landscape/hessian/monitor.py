@@ -24,6 +24,9 @@ L(θ) = (1/N) Σ_i ℓ(f(x_i; θ), y_i) in eval mode and g = ∇L:
 The products H V come from a `HessianOperator` built once per measurement on the double-backward backend with
 its gradient graphs kept (`cache=True`), so a measurement pays one forward and backward plus about two
 gradients' arithmetic per vector; the gradient g is read from the same graphs (`HessianOperator.gradient`).
+A model sharded by FSDP2 is measured through `FSDPHessianOperator` (finite differences of first-order
+gradients, every vector as this rank's shards, inner products completed across ranks); under DDP-style data
+parallelism each rank passes its share of the sample set and the operator sums over the ranks.
 The first measurement's operator runs the operator's symmetry and determinism checks; later ones skip them
 (the model is the same function, only its weights moved). The model, its `.grad`, its buffers, its train/eval
 flags and the global RNG are left exactly as found: training with the monitor is bit-identical to training
@@ -41,8 +44,11 @@ import torch
 from torch import Tensor, nn
 
 from landscape.errors import LandscapeError, NonFiniteError
+from landscape.hessian.operators.fsdp import FSDPHessianOperator, is_fsdp
 from landscape.hessian.operators.operator import HessianOperator
 from landscape.hessian.solvers.eigen import top_eigenpairs
+from landscape.hessian.solvers.linalg import gram, row_dots
+from landscape.hessian.solvers.protocol import complete_norms, sharded
 from landscape.hessian.solvers.slq import slq_density
 from landscape.hessian.solvers.trace import hutchpp_trace
 from landscape.modes import preserved_modes
@@ -61,6 +67,7 @@ class ScaledOperator:
     def __init__(self, op: Any, d: Tensor, shift: float = 0.0):
         self.op, self.d, self.shift = op, d.to(op.device, op.dtype).reshape(-1, 1), float(shift)
         self.dim, self.dtype, self.device = op.dim, op.dtype, op.device
+        self.sharding = getattr(op, "sharding", None)
 
     def matmat(self, V: Tensor) -> Tensor:
         V = V.to(self.device, self.dtype)
@@ -111,6 +118,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor]) 
         t = _scalar(state["step"])
         b1, b2 = (_scalar(b) for b in group["betas"])
         v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
+        v = v.to_local() if hasattr(v, "to_local") else v  # FSDP2: this rank's shard, as the operator's vectors
         P = (1 - b1 ** t) * ((v.double() / (1 - b2 ** t)).sqrt() + group["eps"])
         parts.append(P.reshape(-1))
     return torch.cat(parts)
@@ -194,12 +202,12 @@ class CurvatureMonitor:
             return None
         if not self.guard:
             return previous
-        norm = torch.linalg.vector_norm(direction)
+        norm = complete_norms(torch.linalg.vector_norm(direction, dtype=torch.float64).reshape(1))[0]
         if not torch.isfinite(norm) or norm == 0:
             return previous
-        unit = (direction / norm).to(previous)
+        unit = (direction / norm.to(direction)).to(previous)
         start = previous.clone()
-        sign = 1.0 if float(start[:, 0] @ unit) >= 0 else -1.0
+        sign = 1.0 if float(row_dots(start[:, 0][None], unit[None])[0]) >= 0 else -1.0
         start[:, 0] = sign * start[:, 0] + unit
         return start
 
@@ -215,14 +223,16 @@ class CurvatureMonitor:
         first = not self.history
         with torch.random.fork_rng(devices=cuda), preserved_modes(model, train=False):
             try:
-                op = HessianOperator(self._objective, backend="double_backward", cache=True, merge_batches=False,
-                                     check_deterministic=first, check_symmetric=first)
+                op = FSDPHessianOperator(self._objective, seed=self._seed()) if is_fsdp(model) else HessianOperator(
+                    self._objective, backend="double_backward", cache=True, merge_batches=False,
+                    check_deterministic=first, check_symmetric=first)
             except NonFiniteError:  # a diverged model: say so, leave the stop to training
                 op = None
                 values, info = self._diverged(), {"finite": False}
             if op is not None:
                 chosen = set(op.param_names)
-                values, info = self._measure(op, [p for n, p in model.named_parameters() if n in chosen])
+                with sharded(op):
+                    values, info = self._measure(op, [p for n, p in model.named_parameters() if n in chosen])
             del op
         new = [{"step": step, "block": BLOCK, "metric": m, "value": float(v), **extra} for m, v, extra in values]
         self.records += new
@@ -253,9 +263,9 @@ class CurvatureMonitor:
             if "top_eigenvalues" in want:
                 out += [("top_eigenvalues", float(v), {"index": i + 1}) for i, v in enumerate(pairs.eigenvalues)]
             if "grad_top_fraction" in want:
-                g = gradient.double()
-                proj = pairs.eigenvectors.double().T @ g
-                gg = float(g @ g)
+                g = gradient.double()[None]
+                proj = gram(pairs.eigenvectors.double().T, g)[:, 0]
+                gg = float(row_dots(g, g)[0])
                 out.append(("grad_top_fraction", float(proj @ proj) / gg if gg > 0 else math.nan, {}))
         if kind == "sgd" and "eos_ratio" in want:
             group = _same(groups, ("lr", "momentum", "dampening", "nesterov", "weight_decay"))

@@ -46,15 +46,29 @@ def model_task(model: nn.Module) -> str | None:
     Returns:
         The task name, or None.
     """
-    if not type(model).__module__.startswith("transformers."):
+    cls = _own_class(model)
+    if not cls.__module__.startswith("transformers."):
         return None
     from transformers.models.auto import modeling_auto
 
-    name = type(model).__name__
+    name = cls.__name__
     for task, mapping in _MAPPINGS.items():
         if name in set(_flatten(getattr(modeling_auto, mapping, {}).values())):
             return task
     return None
+
+
+def _own_class(model: nn.Module) -> type:
+    """The model's class; for a module FSDP2's `fully_shard` wrapped (its class swapped for a subclass of
+    FSDPModule and the original), the original."""
+    cls = type(model)
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2
+        return cls
+    if issubclass(cls, FSDPModule):
+        return next(c for c in cls.__mro__ if not issubclass(c, FSDPModule))
+    return cls
 
 
 def _flatten(values: Any) -> list[str]:

@@ -14,9 +14,12 @@ BatchNorm: by default the model's buffers (eval running statistics) are used at 
 the sample set with the cumulative average (momentum 1/(k+1) on batch k, what `momentum=None` does),
 vmapped over the points with per-point buffers; then the eval pass uses them.
 
-Under torch.distributed the points of each block are split over the ranks (contiguous shares) and the
-block's results are summed over ranks (each rank fills only its share), so every rank ends with the
-whole grid. Blocks are the resumable unit: after each one `on_state` receives the state
+Under torch.distributed, with split="points" (every rank passes the whole sample set) the points of each
+block are split over the ranks (contiguous shares) and the block's results are summed over ranks (each rank
+fills only its share); with split="data" (data parallel: each rank passes its share of the samples) every
+rank evaluates every point on its samples and the sums Σ w_b ℓ_b, the hits and Σ w_b are added over the
+ranks, so the mean is the one of all samples. Either way every rank ends with the whole grid.
+Blocks are the resumable unit: after each one `on_state` receives the state
 {"loss", "accuracy", "done"}; passing it back as `state` skips the finished points.
 """
 
@@ -41,6 +44,7 @@ from landscape.objective import Batch, Objective, concat
 from landscape.surface.directions import as_direction, parameters_of
 
 BN_MODES = ("eval", "recompute")
+SPLITS = ("points", "data")
 CPU_ROWS = 1 << 16  # CPU: at most this many point×sample rows per vmapped forward (BENCHMARKS.md, surface grid)
 BACKENDS = ("auto", "vmap", "loop")
 
@@ -110,7 +114,7 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
                   directions: Sequence[Mapping[str, Tensor] | Tensor] = (), coords: Any = (), *,
                   origin: Mapping[str, Tensor] | None = None, bn: str = "eval", accuracy: bool | None = None,
                   batch_size: int | None = None, max_memory: int | None = None, points_per_pass: int | None = None,
-                  backend: str = "auto", min_blocks: int = 1, state: dict | None = None,
+                  backend: str = "auto", min_blocks: int = 1, split: str = "points", state: dict | None = None,
                   on_state: Callable[[dict], None] | None = None,
                   progress: Callable[[int], None] | None = None) -> GridValues:
     """Loss and accuracy at each row of `coords` [P, m] (or [P] for m = 1), for the points
@@ -134,6 +138,8 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
         points_per_pass: override the chunk size.
         backend: "auto", "vmap" or "loop" (see `pick_backend`).
         min_blocks: cut the grid into at least this many blocks (each a resumable unit and a progress step).
+        split: under torch.distributed, "points" (each rank a share of the points, all of the data) or "data"
+            (each rank all points on its own share of the data; see the module docstring).
         state: a saved {"loss", "accuracy", "done"} to resume from; on_state(state) is called after each block.
         progress: called with the points finished per block.
 
@@ -142,6 +148,10 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
     """
     if bn not in BN_MODES:
         raise LandscapeError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    if split not in SPLITS:
+        raise LandscapeError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "data" and bn == "recompute":
+        raise LandscapeError("bn='recompute' needs every sample on every rank: use split='points'")
     objective = Objective.of(model, loss_fn, data)
     model = objective.model
     dirs = [as_direction(model, d, f"direction {j}") for j, d in enumerate(directions)]
@@ -160,7 +170,7 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
                                                                 or sample.targets.is_complex())
     run = _Run(objective, base, {k: torch.stack([d[k] for d in dirs]).reshape(m, -1) for k in base},
                C.to(device=first.device, dtype=first.dtype), pick_backend(model, first.device, backend),
-               running_stats_modules(model) if bn == "recompute" else [], accuracy)
+               running_stats_modules(model) if bn == "recompute" else [], accuracy, split)
     batch_size, chunk = run.sizes(sample, whole, batch_size, max_memory, points_per_pass, min_blocks)
     batches = whole.split(size=batch_size) if whole is not None else list(objective.batches(first.device, first.dtype))
     if state is None:
@@ -168,7 +178,7 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
     elif any(len(np.asarray(state.get(k, ()))) != P for k in ("loss", "accuracy", "done")):
         raise LandscapeError(f"the saved grid state does not have {P} points")
     todo = np.flatnonzero(~np.asarray(state["done"], dtype=bool))
-    block = chunk * dist.world_size()
+    block = chunk * (dist.world_size() if split == "points" else 1)
     for start in range(0, len(todo), block):
         ids = todo[start:start + block]
         out = run.block(ids, batches)
@@ -179,7 +189,8 @@ def evaluate_grid(model: nn.Module | Objective, loss_fn: Any = None, data: Any =
             on_state(state)
         if progress is not None:
             progress(len(ids))
-    info = {"backend": run.backend, "points_per_pass": chunk, "batch_size": batch_size, "bn": bn, "points": P}
+    info = {"backend": run.backend, "points_per_pass": chunk, "batch_size": batch_size, "bn": bn, "points": P,
+            "split": split}
     return GridValues(np.asarray(state["loss"], dtype=np.float64), np.asarray(state["accuracy"], dtype=np.float64),
                       info)
 
@@ -189,9 +200,9 @@ class _Run:
     per-point loss and hit sums of a block of points over all batches."""
 
     def __init__(self, objective: Objective, base: dict, D: dict, C: Tensor, backend: str, bns: list,
-                 accuracy: bool):
+                 accuracy: bool, split: str = "points"):
         self.objective, self.base, self.D, self.C = objective, base, D, C
-        self.backend, self.bns, self.accuracy = backend, bns, accuracy
+        self.backend, self.bns, self.accuracy, self.split = backend, bns, accuracy, split
         buffers = {k: b.detach() for k, b in objective.model.named_buffers()}
         self.floats = {k: b for k, b in buffers.items() if b.is_floating_point()}
         self.ints = {k: b for k, b in buffers.items() if not b.is_floating_point()}
@@ -212,7 +223,8 @@ class _Run:
         chunk = points_per_pass or int(max(1, min(P, budget // max(1.0, per_point))))
         if points_per_pass is None and first.device.type == "cpu":  # bigger chunks only add memory traffic
             chunk = max(1, min(chunk, CPU_ROWS // min(batch_size, n)))
-        chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * dist.world_size()))))
+        shares = dist.world_size() if self.split == "points" else 1
+        chunk = max(1, min(chunk, -(-P // (max(1, min_blocks) * shares))))
         if dist.world_size() > 1:  # every rank must cut the same blocks
             chunk = -int(dist.all_reduce_max(torch.tensor([-chunk], dtype=torch.int64))[0])
         return batch_size, chunk
@@ -225,11 +237,13 @@ class _Run:
         return loss, hit
 
     def block(self, ids: np.ndarray, batches: list[Batch]) -> np.ndarray:
-        """[len(ids), 2]: mean loss and accuracy of the points `ids` (this rank's share, summed over ranks)."""
+        """[len(ids), 2]: mean loss and accuracy of the points `ids` (this rank's share of the points, or all of
+        them on its share of the data; summed over ranks)."""
         world, rank = dist.world_size(), dist.rank()
+        share = part_slice(len(ids), rank, world) if self.split == "points" else slice(0, len(ids))
         device = self.C.device
-        mine = torch.as_tensor(ids[part_slice(len(ids), rank, world)], device=device)
-        out = torch.zeros(len(ids), 2, dtype=torch.float64, device=device)
+        mine = torch.as_tensor(ids[share], device=device)
+        out = torch.zeros(len(ids) + 1, 2, dtype=torch.float64, device=device)  # last row: Σ w_b (data split)
         total = sum(self.objective.weight(b) for b in batches)
         if len(mine):
             c = self.C[mine]
@@ -242,14 +256,16 @@ class _Run:
                 else:
                     bufs, ints_p, b_dims = self.floats, self.ints, None
                 f = _map(self.point, (0, b_dims, None, None, None), self.backend)
-                lo = part_slice(len(ids), rank, world).start
+                lo = share.start
                 for batch in batches:
                     loss, hit = f(params, bufs, ints_p, batch, self.objective.weight(batch))
                     out[lo:lo + len(mine), 0] += loss.double()
                     out[lo:lo + len(mine), 1] += hit.double()
         if world > 1:
+            out[-1, 0] = total if self.split == "data" else 0
             out = dist.all_reduce_sum(out.to(dist.comm_device())).to(device)
-        return (out / total).cpu().numpy()
+            total = float(out[-1, 0]) if self.split == "data" else total
+        return (out[:-1] / total).cpu().numpy()
 
 
 def _recompute_bn(objective: Objective, bns: list[_BatchNorm], params: dict, floats: dict, ints: dict,

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default auto)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    g.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 instead of "
+                   "replicating it (DDP); checkpoints hold the full states")
     g.add_argument("--threads", type=int, metavar="N", help=f"{THREADS_HELP}; --resume keeps the run's count")
     g.add_argument("--seed", type=int, help="seed of weights, shuffling and the global RNG (default 0)")
     g.add_argument("--out", help="run directory: config.json, metrics.jsonl, checkpoint.pt")

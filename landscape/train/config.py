@@ -26,7 +26,7 @@ _DATA_KEYS = {"fc": ("in_dim", "n_classes"), "resnetv2": ("in_channels", "n_clas
 # keys that may change when a run is resumed; everything else must match the checkpoint
 RESUMABLE_CHANGES = frozenset({"epochs", "resume", "out", "device", "progress", "probes", "probe_every",
                                "measure_samples", "download", "data_root", "eval_batch_size", "threads",
-                               "keep_epochs", "tensorboard"})
+                               "keep_epochs", "tensorboard", "fsdp"})
 
 
 @dataclass
@@ -60,6 +60,7 @@ class TrainConfig:
     procrustes_p: float = 0.0
     device: str = "auto"
     bf16: bool = False
+    fsdp: bool = False
     threads: int | None = None
     seed: int = 0
     out: str | None = None
@@ -108,7 +109,7 @@ class TrainConfig:
         for key in ("data_root", "out", "tensorboard"):
             val = getattr(self, key)
             need(val is None or (isinstance(val, str) and val != ""), f"{key} must be a path, got {val!r}")
-        for key in ("download", "augment", "bf16", "resume", "keep_epochs"):
+        for key in ("download", "augment", "bf16", "fsdp", "resume", "keep_epochs"):
             val = getattr(self, key)
             need(isinstance(val, bool), f"{key} must be true or false, got {val!r}")
         need(self.progress is None or isinstance(self.progress, bool),

@@ -11,6 +11,7 @@ Interrupts: with handle_signals, SIGINT/SIGTERM stop the run at the next step bo
 of the last complete epoch stays. A non-finite loss raises `NonFiniteLoss` and leaves the last good
 checkpoint untouched.
 
+With --fsdp the model is sharded by FSDP2 instead (`landscape.train.fsdp`: full states in the checkpoints).
 Several processes (DistributedDataParallel; gloo on CPU, NCCL on CUDA with one GPU per LOCAL_RANK):
 every rank holds the data set and draws the same shuffle; rank r takes the r-th contiguous slice of each
 global batch of B samples (sizes n_r differ by at most one) and weights its mean loss by n_r·W/B, so
@@ -42,6 +43,7 @@ from landscape.data import TensorData, shard
 from landscape.errors import LandscapeError
 from landscape.io import append_jsonl, write_json, write_jsonl
 from landscape.modes import preserved_modes
+from landscape.train import fsdp
 from landscape.train.callbacks import (
     EpochCallback,
     ProbeContext,
@@ -53,7 +55,7 @@ from landscape.train.callbacks import (
     probe_loss,
 )
 from landscape.train.config import TrainConfig
-from landscape.train.optim import set_lr
+from landscape.train.optim import make_optimizer, set_lr
 from landscape.train.setup import autocast, prepare, run_record
 from landscape.train.state import epoch_path, keep_copy, save_state
 
@@ -64,16 +66,23 @@ class NonFiniteLoss(LandscapeError):
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TensorData, batch_size: int = 1024, bf16: bool = False, *, sharded: bool = False
+    model: nn.Module, data: TensorData, batch_size: int = 1024, bf16: bool = False, *, sharded: bool = False,
+    in_step: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) over `data` in eval mode; the model's modes are restored.
 
     sharded: under torch.distributed each rank evaluates its share (`landscape.data.shard`) and the sums are
     all-reduced, so every rank gets the full-data numbers; a collective: every rank must call it.
+    in_step: every forward is a collective (FSDP): all ranks run as many forwards as the one with the most
+    batches, the others on an empty batch.
     """
     sums = torch.zeros(2, dtype=torch.float64, device=data.device)    # Σ loss, Σ correct
+    batches = list((shard(data) if sharded else data).batches(batch_size))
+    if in_step:
+        most = distributed.all_reduce_max(torch.tensor([len(batches)], dtype=torch.int64))
+        batches += [(batches[0][0][:0], batches[0][1][:0])] * (int(most[0]) - len(batches))
     with preserved_modes(model, train=False):
-        for X, y in (shard(data) if sharded else data).batches(batch_size):
+        for X, y in batches:
             with autocast(bf16):
                 logits = model(X)
             sums[0] += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -113,6 +122,8 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
     ckpt = out / "checkpoint.pt" if out else None
 
     def checks() -> None:
+        if cfg.fsdp:
+            fsdp.check_options(cfg)
         check_probe_names(cfg.probes)
         if cfg.tensorboard is not None:
             check_tensorboard()
@@ -125,7 +136,9 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                                                           run.procrustes, run.penalty)
     train_data, test_data = run.train_data, run.test_data
     history, epoch, step = run.history, run.epoch, run.step
-    net = model if world == 1 else DistributedDataParallel(
+    if cfg.fsdp:
+        optimizer = fsdp.shard(model, optimizer, lambda m: make_optimizer(m, cfg))
+    net = model if world == 1 or cfg.fsdp else DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
 
     n, B = len(train_data), cfg.batch_size
@@ -135,12 +148,13 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
     bar = progress(total=cfg.epochs * steps_per_epoch, initial=step, enabled=cfg.progress, unit="step")
     status, stop = "completed", None
 
-    def save(epoch: int) -> None:
+    def save(epoch: int, states: tuple | None = None) -> None:
+        held, opt = states or (model, optimizer)         # a sharded run's gathered full states
         if epoch == 0:                                   # the initial weights: kept, not a checkpoint to resume
-            save_state(epoch_path(out, 0), model, optimizer, shuffle_gen, procrustes, cfg, train_data, test_data,
+            save_state(epoch_path(out, 0), held, opt, shuffle_gen, procrustes, cfg, train_data, test_data,
                        0, step, history, world)
             return
-        save_state(ckpt, model, optimizer, shuffle_gen, procrustes, cfg, train_data, test_data, epoch, step,
+        save_state(ckpt, held, opt, shuffle_gen, procrustes, cfg, train_data, test_data, epoch, step,
                    history, world)
         if cfg.keep_epochs:
             keep_copy(ckpt, out, epoch)
@@ -238,7 +252,8 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                 train_loss = total_loss / total_seen
                 _check_finite(train_loss, epoch, step, ckpt, last_saved)
                 distributed.broadcast_buffers(model)             # rank 0's BatchNorm statistics everywhere
-                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.bf16, sharded=world > 1)
+                test_loss, test_acc = evaluate(model, test_data, cfg.eval_batch_size, cfg.bf16, sharded=world > 1,
+                                               in_step=cfg.fsdp)
                 epoch += 1
                 record = {"epoch": epoch, "step": step, "train_loss": train_loss,
                           "train_acc": total_correct / total_seen, "test_loss": test_loss, "test_acc": test_acc,
@@ -246,9 +261,10 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
                 history.append(record)
                 if out is not None:
                     error = None
+                    states = fsdp.gather(model, optimizer) if cfg.fsdp else None   # every rank takes part
                     if main_rank:
                         try:
-                            save(epoch)
+                            save(epoch, states)
                             append_jsonl(out / "metrics.jsonl", [record])
                         except OSError as e:
                             kept = f"{ckpt} still holds epoch {last_saved}" if last_saved else "nothing was saved"

@@ -25,6 +25,7 @@ else:
     from ranks import launch
 
 from landscape.hessian import GGNOperator, HessianOperator, slq_density  # noqa: E402
+from landscape.hessian.solvers.errorbars import rayleigh_stderr  # noqa: E402
 
 N, SPLIT, K, ITERS, PROBES = 100, 37, 3, 20, 3
 
@@ -40,6 +41,11 @@ def _problem():
 
 def _batches(X, y, size: int = 16):
     return list(zip(X.split(size), y.split(size)))
+
+
+def _unit(dim: int) -> torch.Tensor:
+    v = torch.randn(dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    return v / v.norm()
 
 
 def _worker(out: Path) -> None:
@@ -59,6 +65,10 @@ def _worker(out: Path) -> None:
         result[f"{name}_distributed"] = torch.tensor(op.distributed)
     sd = slq_density(HessianOperator(model, F.cross_entropy, batches), iters=ITERS, vectors=PROBES, seed=3)
     result["nodes"], result["weights"] = torch.from_numpy(sd.nodes), torch.from_numpy(sd.weights)
+    op = HessianOperator(model, F.cross_entropy, batches)
+    e = rayleigh_stderr(op, _unit(op.dim))
+    result["stderr"] = torch.tensor([e["value"], e["stderr"], e["batches"]], dtype=torch.float64)
+    result["forms_w"], result["forms"] = (torch.from_numpy(a) for a in op.batch_quadratic_forms(_unit(op.dim)))
     torch.save(result, out / f"rank{distributed.rank()}.pt")
     distributed.shutdown()
 
@@ -71,9 +81,15 @@ def _launch(args: list[str]) -> list[subprocess.CompletedProcess]:
     return done
 
 
-def test_two_ranks_with_unequal_shares_equal_one_process(tmp_path):
-    _launch([str(Path(__file__).resolve()), str(tmp_path)])
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    """The worker's results on both ranks (one launch for the tests below)."""
+    out = tmp_path_factory.mktemp("ranks")
+    _launch([str(Path(__file__).resolve()), str(out)])
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_two_ranks_with_unequal_shares_equal_one_process(ranks):
     model, X, y = _problem()
     for name, cls in (("hessian", HessianOperator), ("ggn", GGNOperator)):
         op = cls(model, F.cross_entropy, _batches(X, y))
@@ -89,6 +105,24 @@ def test_two_ranks_with_unequal_shares_equal_one_process(tmp_path):
         np.testing.assert_allclose(res["nodes"].numpy(), sd.nodes, rtol=0, atol=1e-6)
         np.testing.assert_allclose(res["weights"].numpy(), sd.weights, rtol=0, atol=1e-6)
     assert torch.equal(ranks[0]["nodes"], ranks[1]["nodes"])  # the ranks ran one recurrence
+
+
+def test_lambda_max_data_stderr_comes_from_every_ranks_batches(ranks):
+    """Two ranks' per-batch forms are gathered: the error bar equals one process holding all the batches
+    (7 batches: 3 of rank 0's 37 samples, 4 of rank 1's 63), not either rank's own."""
+    model, X, y = _problem()
+    one = HessianOperator(model, F.cross_entropy, _batches(X[:SPLIT], y[:SPLIT]) + _batches(X[SPLIT:], y[SPLIT:]))
+    ref = rayleigh_stderr(one, _unit(one.dim))
+    w, q = one.batch_quadratic_forms(_unit(one.dim))
+    assert len(w) == 7 and ref["batches"] == 14            # fewer than 8 batches: each cut in 2
+    own = rayleigh_stderr(HessianOperator(model, F.cross_entropy, _batches(X[:SPLIT], y[:SPLIT])), _unit(one.dim))
+    assert own["stderr"] != pytest.approx(ref["stderr"], rel=1e-3)      # a rank's own batches would differ
+    for res in ranks:
+        np.testing.assert_array_equal(res["forms_w"].numpy(), w)
+        np.testing.assert_allclose(res["forms"].numpy(), q, rtol=1e-10)
+        value, stderr, batches = res["stderr"].tolist()
+        assert batches == 14
+        assert value == pytest.approx(ref["value"], rel=1e-10) and stderr == pytest.approx(ref["stderr"], rel=1e-10)
 
 
 def test_distributed_without_a_process_group_is_refused():

@@ -17,6 +17,10 @@ Under `torchrun --nproc_per_node W -m landscape.hessian CKPT ...` each rank take
 the samples and every product costs one all_reduce (see `landscape.hessian.operators.operator`); all ranks run the
 same seeded iterations, rank 0 shows progress and writes the outputs.
 
+With --fsdp (under torchrun) the model is sharded by FSDP2 (`landscape.distributed.shard_model`) and measured
+by `FSDPHessianOperator`: finite differences of first-order gradients, every Lanczos vector held as each rank's
+shards, inner products all-reduced; each rank then keeps its own Lanczos state file (OUT/lanczos_state.rankR.pt).
+
 Long runs: every --state-every iterations rank 0 writes the Lanczos state to OUT/lanczos_state.pt
 (`_cli_state`). SIGINT / SIGTERM stops the run with that state saved, and `--resume` continues it to the
 same result as an uninterrupted run; the file is removed on success. Under torchrun every rank reads the
@@ -48,6 +52,7 @@ from landscape.cli import (
     progress,
 )
 from landscape.errors import LandscapeError
+from landscape.hessian.cli.precision import DTYPES, add_precision_flags, warn_if_unattainable
 from landscape.hessian.cli.state import NAME as STATE_NAME
 from landscape.hessian.cli.state import StateFile
 from landscape.inputs import add_lm_flags
@@ -84,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="relative threshold of the negative / degenerate ratios, in units of λmax (default 1e-3)")
     p.add_argument("--operator", choices=("hessian", "ggn"), default="hessian",
                    help="curvature matrix: the Hessian or the generalized Gauss-Newton matrix (default hessian)")
+    add_precision_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto: CUDA when present)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model with FSDP2 and measure it "
+                   "by finite differences, each rank holding its shards of every vector (Hessian only)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random vectors (default 0)")
     p.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
@@ -126,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         The exit status: 0, or 130 / 143 after SIGINT / SIGTERM (2 comes from `run_cli`).
     """
     args = _parser().parse_args(argv)
+    if args.fsdp and not distributed.launched():
+        raise LandscapeError("--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m landscape.hessian ...)")
+    if args.fsdp and args.operator != "hessian":
+        raise LandscapeError("--fsdp measures the Hessian (finite differences of gradients); drop --operator ggn")
     out = prepare_out_dir(args.out)  # before any compute: a bad --out never costs a finished run
     states: list[StateFile] = []
     try:
@@ -148,15 +160,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _slq(op, args, state, sf):
     """SLQ with the top-k refined from the same Krylov run (and λmax's data error bar)."""
-    from landscape.hessian import Checkpoint, slq_density
+    from landscape.hessian import Checkpoint, TopK, slq_density
 
-    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=args.top_k,
+    return slq_density(op, iters=args.iters, vectors=args.vectors, seed=args.seed, top_k=TopK(args.top_k, tol=args.tol),
                        checkpoint=Checkpoint(state, sf.on_state, args.state_every))
 
 
 def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list) -> int:
     from landscape.data import part_slice
     from landscape.hessian import GGNOperator, HessianOperator
+    from landscape.hessian.operators.fsdp import FSDPHessianOperator
+    from landscape.hessian.solvers.protocol import full_dim
     from landscape.inputs import load_cli_inputs
 
     model, data, label = distributed.main_first(lambda: load_cli_inputs(args, device))
@@ -167,14 +181,22 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
     t0 = time.perf_counter()
     cls = HessianOperator if args.operator == "hessian" else GGNOperator
     batches = data.batches(part_slice(n, distributed.rank(), world), args.batch_size)
-    op = cls(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory)
+    dtype, autocast = DTYPES.get(args.dtype), DTYPES.get(args.autocast)
+    if args.fsdp:
+        op = FSDPHessianOperator(distributed.shard_model(model, param_dtype=dtype), data.loss_fn, batches,
+                                 autocast=autocast, seed=args.seed)
+    else:
+        op = cls(model, data.loss_fn, batches, seed=args.seed, max_memory=args.max_memory, dtype=dtype,
+                 autocast=autocast)
     show = not args.no_progress
-    if args.iters > op.dim:
-        raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({op.dim})")
-    if args.top_k > op.dim:
-        raise LandscapeError(f"--top-k ({args.top_k}) cannot exceed the number of parameters ({op.dim})")
+    warn_if_unattainable(args, op, distributed.is_main())
+    if args.iters > full_dim(op):
+        raise LandscapeError(f"--iters ({args.iters}) cannot exceed the number of parameters ({full_dim(op)})")
+    if args.top_k > full_dim(op):
+        raise LandscapeError(f"--top-k ({args.top_k}) cannot exceed the number of parameters ({full_dim(op)})")
     run = {"operator": args.operator, "checkpoint": str(args.ckpt), "n_samples": n}
-    states.append(sf := StateFile(out / STATE_NAME, run))
+    name = f"lanczos_state.rank{distributed.rank()}.pt" if args.fsdp else STATE_NAME
+    states.append(sf := StateFile(out / name, run, own=args.fsdp))
     state = sf.load() if args.resume else None
     done = int(state["done"]) if state and isinstance(state.get("done"), int) else 0
     with progress(total=args.iters * args.vectors, initial=done * args.vectors, desc="SLQ", unit="HVP",
@@ -182,6 +204,8 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
         sd = _slq(_Counted(op, bar), args, state, sf)
     top = sd.top
     seconds = time.perf_counter() - t0
+    if args.fsdp:
+        sf.path.unlink(missing_ok=True)
     if not distributed.is_main():
         return 0
     _write(args, out, sd, top, op, {
@@ -190,7 +214,8 @@ def _run(args: argparse.Namespace, out: Path, device: torch.device, states: list
         "model": label, "seed": args.seed, "seconds": seconds, "seconds_slq": sd.meta.get("seconds"),
         "backend": op.backend, "attention_kernel": op.info().get("attention_kernel"), "device": str(device),
         "threads": args.threads,
-        "ranks": world, "torch_version": torch.__version__,
+        "ranks": world, "torch_version": torch.__version__, "fsdp": args.fsdp,
+        "finite_difference": op.info().get("finite_difference"),
     })
     sf.path.unlink(missing_ok=True)
     return 0

@@ -1,4 +1,5 @@
-"""The hessian CLI's resumable SLQ: OUT/lanczos_state.pt, written by rank 0, readable by every rank.
+"""The hessian CLI's resumable SLQ: OUT/lanczos_state.pt, written by rank 0, readable by every rank (or, for a
+sharded model whose ranks hold different parts of the vectors, one file per rank, each written by its rank).
 
 The hessian CLI's room (orchestration). `lanczos` hands a state dict (CPU
 tensors, ints and strings) to `on_state` every --state-every iterations; it is written atomically with the
@@ -21,16 +22,17 @@ NAME = "lanczos_state.pt"
 
 
 class StateFile:
-    """OUT/lanczos_state.pt: rank 0 writes each state `lanczos` hands over; every rank can read it back."""
+    """OUT/lanczos_state.pt: rank 0 writes each state `lanczos` hands over; every rank can read it back.
+    own=True: this rank's own file, written by this rank (sharded vectors)."""
 
-    def __init__(self, path: Path, run: dict):
-        self.path, self.run = path, run
+    def __init__(self, path: Path, run: dict, own: bool = False):
+        self.path, self.run, self.own = path, run, own
         self.latest: dict | None = None
         self.written = True
 
     def on_state(self, state: dict) -> None:
         self.latest, self.written = {**state, **self.run}, False
-        if distributed.is_main():
+        if self.own or distributed.is_main():
             self.write()
 
     def write(self) -> None:
@@ -57,6 +59,8 @@ class StateFile:
 
     def report_interrupt(self, signal_name: str) -> None:
         """On SIGINT/SIGTERM: make sure the latest state is on disk and say how to resume (rank 0)."""
+        if self.own and self.latest is not None and not self.written:
+            self.write()
         if not distributed.is_main():
             return
         if self.latest is not None:

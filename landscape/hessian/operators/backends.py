@@ -61,6 +61,9 @@ class FuncHessian:
     BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
     such modules hold most of the parameters, `auto` does not time this backend (plan.py)."""
 
+    compilable = True
+    """torch.compile traces the whole product (`compiled.py`)."""
+
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
 

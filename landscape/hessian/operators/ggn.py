@@ -35,6 +35,9 @@ class FuncGGN:
         sizing: memory facts (for the lane chunk).
     """
 
+    compilable = True
+    """torch.compile traces the whole product (`compiled.py`)."""
+
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
 
@@ -91,6 +94,9 @@ class DoubleBackwardGGN:
         snap: the objective at θ.
         sizing: memory facts (state size).
     """
+
+    compilable = True
+    """torch.compile captures the output-space part around the kept graph's backward (`compiled.py`)."""
 
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing

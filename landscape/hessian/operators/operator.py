@@ -39,6 +39,7 @@ from landscape.errors import LandscapeError
 from landscape.hessian.operators.backends import DoubleBackwardHessian, FuncHessian
 from landscape.hessian.operators.budgeted import FirstPassChecks
 from landscape.hessian.operators.checks import check_fixed
+from landscape.hessian.operators.compiled import compile_backend, compile_info
 from landscape.hessian.operators.finite_difference import FiniteDifferenceHessian
 from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.plan import Request, make_plan
@@ -73,6 +74,12 @@ class CurvatureOperator:
             no trial product is made: construction costs one prepared batch, kept for the first pass).
         seed: the trial vectors' seed.
         distributed: sum over the ranks of torch.distributed (None: when several ranks are active).
+        autocast: run every forward and backward under torch.autocast in this dtype (e.g. torch.bfloat16, as
+            mixed-precision training does): products in that compute dtype, parameters and products in `dtype`
+            (docs/methods.md §E.9 measures what bf16 does to the spectrum).
+        compile: run the products through torch.compile where the backend allows it (`compiled.py`; the
+            reason when it does not, or when compiling fails, is `info()["compile"]`); a string names
+            torch.compile's backend (True: "inductor").
     """
 
     _backends: dict[str, type] = {}
@@ -81,7 +88,8 @@ class CurvatureOperator:
                  params: Iterable[str | Tensor] | None = None, *, backend: str = "auto",
                  dtype: torch.dtype | None = None, max_memory: int | None = None, cache: bool | None = None,
                  merge_batches: bool | None = None, check_deterministic: bool = True,
-                 check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None):
+                 check_symmetric: bool = True, seed: int = 0, distributed: bool | None = None,
+                 autocast: torch.dtype | None = None, compile: bool | str = False):
         if distributed and not _dist.active():
             raise LandscapeError("distributed=True but torch.distributed is not initialized")
         if backend != "auto" and backend not in self._backends:
@@ -105,10 +113,13 @@ class CurvatureOperator:
         with self._modes_as_built():
             self.plan, self._impl, warm = make_plan(self.snapshot, Request(
                 self._backends, backend, memory.budget(self.device, memory.OPERATOR_SHARE, max_memory),
-                check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local))
+                check_deterministic, check_symmetric, merge_batches, cache, seed, self.distributed, local, autocast))
         self._warm = warm if self.objective.data.materialized else None
-        self._first_pass = FirstPassChecks(self.model, self.dtype, "symmetric" in self.plan.first_pass) \
-            if self.plan.first_pass else None
+        self._first_pass = FirstPassChecks(self.model, self.plan.autocast or self.dtype,
+                                           "symmetric" in self.plan.first_pass) if self.plan.first_pass else None
+        self._compile = (compile_backend(self._impl, compile if isinstance(compile, str) else "inductor")
+                         if compile else (self._impl, None))
+        self._impl = self._compile[0]
 
     # ---- public interface -------------------------------------------------------------------------
 
@@ -160,6 +171,8 @@ class CurvatureOperator:
             "rejected": dict(plan.rejected),
             "checks": list(plan.checks),
             "weights": "tokens" if self.objective.task or self.objective.weighting == "tokens" else "samples",
+            "autocast": None if plan.autocast is None else str(plan.autocast).replace("torch.", ""),
+            "compile": compile_info(self._impl, self._compile[1]),
             **({"finite_difference": self._impl.describe()} if hasattr(self._impl, "describe") else {}),
         }
 
@@ -177,7 +190,7 @@ class CurvatureOperator:
         total = torch.zeros_like(rows, dtype=_accumulator(self.dtype))
         weight = 0
         tangents = self.layout.split(rows)
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for state, w in self._states():
                 for into, part in zip(self.layout.split(total), self._impl.apply(state, tangents)):
                     into.add_(part, alpha=w)  # per parameter: no [k, dim] copy of the batch's products
@@ -199,7 +212,7 @@ class CurvatureOperator:
         total = torch.zeros(self.dim, dtype=_accumulator(self.dtype), device=self.device)
         weight = 0
         kept = isinstance(self._impl, DoubleBackwardHessian)
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for item, w in self._states() if kept else ((b, self.objective.weight(b)) for b in self._batches()):
                 total += w * (item.gradient if kept else self._batch_gradient(item))
                 weight += w
@@ -213,10 +226,11 @@ class CurvatureOperator:
 
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(w_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
-        the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass."""
+        the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass.
+        Under torch.distributed the batches of every rank, in rank order (the same on every rank)."""
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, weights, forms = self.layout.split(rows), [], []
-        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel():
+        with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
             for batch in self.snapshot.batches():
                 for b in batch.split(pieces=pieces) if pieces > 1 else [batch]:
                     w = self.objective.weight(b)
@@ -224,7 +238,11 @@ class CurvatureOperator:
                         hv = self.layout.join(self._impl.apply(self._impl.prepare(b), tangents))
                         weights.append(w)
                         forms.append(torch.sum(hv * rows, dim=1, dtype=torch.float64).cpu())
-        return np.asarray(weights), torch.stack(forms).numpy()
+        table = torch.cat([torch.tensor(weights, dtype=torch.float64)[:, None],
+                           torch.stack(forms) if forms else torch.zeros(0, rows.shape[0], dtype=torch.float64)], 1)
+        if self.distributed:
+            table = _dist.all_gather_rows(table)
+        return table[:, 0].long().numpy(), table[:, 1:].numpy()
 
     def __matmul__(self, V: Tensor) -> Tensor:
         V = torch.as_tensor(V)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,10 +96,21 @@ class Plan:
     checks: tuple[str, ...] = ()
     first_pass: tuple[str, ...] = ()
     choice: str = ""
+    autocast: torch.dtype | None = None
 
-    def kernel(self):
-        """The attention-kernel context every product runs in."""
-        return math_attention(self.math_attention)
+    def kernel(self, device: torch.device):
+        """The context every product runs in: the attention kernel, and the autocast of a mixed-precision
+        request (forward and backward compute in that dtype, the parameters and products stay in theirs)."""
+        return compute_context(self.math_attention, self.autocast, device)
+
+
+def compute_context(math: bool, autocast: torch.dtype | None, device: torch.device) -> ExitStack:
+    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set."""
+    stack = ExitStack()
+    stack.enter_context(math_attention(math))
+    if autocast is not None:
+        stack.enter_context(torch.autocast(device.type, dtype=autocast))
+    return stack
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,8 @@ class Request:
         seed: for the trial vectors.
         distributed: agree across the ranks of torch.distributed.
         local_samples: samples of this rank's data when known (held batches), else None.
+        autocast: compute under torch.autocast in this dtype (None: in the snapshot's dtype); the checks'
+            tolerances follow it.
     """
 
     backends: dict[str, type]
@@ -129,6 +143,7 @@ class Request:
     seed: int = 0
     distributed: bool = False
     local_samples: int | None = None
+    autocast: torch.dtype | None = None
 
 
 def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
@@ -175,7 +190,7 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
         (f"deterministic: the first batch's loss twice (products: skipped: {why})",)
     done = ("finite", *determinism, "symmetric", *_error_check(impl))
     plan = Plan(backend, planner.sizing, merge, planner.math, asymmetry, dict(planner.rejected), done,
-                choice=planner.choice)
+                choice=planner.choice, autocast=req.autocast)
     return plan, impl, trials[backend][3] if merge is None else None
 
 
@@ -210,6 +225,11 @@ class _Planner:
         self.sizing = Sizing(1, req.budget)
         self.product_determinism = True
         self.choice = "named" if req.backend != "auto" else ""
+        self.precision = req.autocast or snap.dtype     # what the checks' tolerances follow
+
+    def kernel(self) -> ExitStack:
+        """The attention kernel (math once fused kernels failed) and the request's autocast."""
+        return compute_context(self.math, self.req.autocast, self.snap.device)
 
     def light(self) -> tuple[Plan, Any, Any]:
         """The named backend without trial products: its prepared first batch sizes the state (and is kept for
@@ -221,12 +241,13 @@ class _Planner:
         state = self.measured_state(self.req.backend, batch)
         skipped = ("finite: skipped", "deterministic: skipped", "symmetric: skipped")
         impl = self.req.backends[self.req.backend](snap, self.sizing)
-        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped, choice=self.choice), impl, state
+        return Plan(self.req.backend, self.sizing, None, self.math, None, {}, skipped, choice=self.choice,
+                    autocast=self.req.autocast), impl, state
 
     def measured_state(self, name: str, batch: Batch) -> Any:
         """`name`'s prepared state of `batch`, whose saved tensors set the sizing (per sample)."""
         impl = self.req.backends[name](self.snap, self.sizing)
-        with torch.enable_grad(), math_attention(self.math):
+        with torch.enable_grad(), self.kernel():
             state, nbytes = memory.measure(lambda: impl.prepare(batch), self.snap.device)
         self.sizing = Sizing(max(1, nbytes // max(1, batch.size)), self.req.budget)
         return state
@@ -250,7 +271,7 @@ class _Planner:
                 "merging: skipped")
         later = ("finite", *(("symmetric",) if self.req.check_symmetric else ()))
         plan = Plan(name, self.sizing, None, self.math, None, {}, done, later,
-                    choice=self.choice or f"budgeted: trial skipped ({why})")
+                    choice=self.choice or f"budgeted: trial skipped ({why})", autocast=self.req.autocast)
         return plan, self.req.backends[name](snap, self.sizing), state
 
     def try_backends(self, probe: budgeted.Probe) -> tuple[dict, list[Tensor], list[Batch]]:
@@ -298,7 +319,7 @@ class _Planner:
         """Products of `batch` with the vectors v, with the seconds of `prepare` and of `apply` (with `timed`,
         the best of two calls), and the prepared state."""
         device = self.snap.device
-        with torch.enable_grad(), math_attention(self.math):
+        with torch.enable_grad(), self.kernel():
             t0 = budgeted.clock(device)
             state = impl.prepare(batch)
             t1 = budgeted.clock(device)
@@ -381,13 +402,13 @@ class _Planner:
         if self.req.check_deterministic and self.product_determinism:
             for other in trials:  # release the kept states (graphs) before preparing the batch again
                 trials[other] = (*trials[other][:3], None)
-            with torch.enable_grad(), math_attention(self.math):
+            with torch.enable_grad(), self.kernel():
                 state = impl.prepare(first[0])
                 p2 = self.snap.layout.join(impl.apply(state, v))
             trials[name] = (impl, p1, times, state)
             checks.check_same(p1, p2[:2], "products")
             V, HV = self.snap.layout.join(v), p2
-        return checks.check_symmetric(V, HV, self.snap.objective.model, self.snap.dtype)
+        return checks.check_symmetric(V, HV, self.snap.objective.model, self.precision)
 
     def validate_in_turn(self, chosen: str, trials: dict, v: list[Tensor], first: list[Batch]) -> tuple[str, float]:
         """The chosen backend if it passes `validate`; with backend="auto" a backend whose products are not
@@ -423,8 +444,8 @@ class _Planner:
     def independent(self, first: list[Batch]) -> bool:
         """Do the first two batches give the same outputs and weighted mean loss when concatenated?"""
         snap, objective = self.snap, self.snap.objective
-        tol = 10 * math.sqrt(torch.finfo(snap.dtype).eps)
-        with torch.no_grad(), math_attention(self.math):
+        tol = 10 * math.sqrt(torch.finfo(self.precision).eps)
+        with torch.no_grad(), self.kernel():
             outs = [snap.output(snap.params, b) for b in first]
             joined = concat(first)
             out = snap.output(snap.params, joined)

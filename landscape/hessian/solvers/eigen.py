@@ -42,7 +42,15 @@ from landscape import memory
 from landscape.errors import LandscapeError
 from landscape.hessian.solvers.linalg import gram, orthonormalize, orthonormalize_, random_rows, row_dots
 from landscape.hessian.solvers.linalg import row_norms as _norms
-from landscape.hessian.solvers.protocol import LinearOperator, apply, check_operator, unit_roundoff, working_dtype
+from landscape.hessian.solvers.protocol import (
+    LinearOperator,
+    apply,
+    check_operator,
+    full_dim,
+    over_shards,
+    unit_roundoff,
+    working_dtype,
+)
 
 WHICH = ("LA", "SA", "LM")
 
@@ -255,6 +263,7 @@ def _verify(search: _Search, U: Tensor, gen: torch.Generator, limit: float) -> t
     return U, th, res, res <= limit
 
 
+@over_shards
 def top_eigenpairs(
     op: LinearOperator,
     k: int = 1,
@@ -294,15 +303,16 @@ def top_eigenpairs(
     if which not in WHICH:
         raise LandscapeError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
     dim, device, wd = int(op.dim), torch.device(op.device), working_dtype(op.dtype)
-    if not 1 <= k <= dim:
-        raise LandscapeError(f"top_eigenpairs: k must be in 1..{dim}, got {k}")
+    size = full_dim(op)  # the matrix size (dim is the length of this process's part of a sharded vector)
+    if not 1 <= k <= size:
+        raise LandscapeError(f"top_eigenpairs: k must be in 1..{size}, got {k}")
     if init_product is not None and init is None:
         raise LandscapeError("top_eigenpairs: init_product needs init")
     if tol is None:
         tol = {torch.float64: 1e-6, torch.float32: 1e-4}.get(op.dtype, 8 * unit_roundoff(op.dtype))
-    b = max(1, min(dim, block_size or min(k, 4)))
+    b = max(1, min(size, block_size or min(k, 4)))
     m_max, nbytes = basis_size(op, k, b, max_basis)
-    if m_max < min(dim, k + b):
+    if m_max < min(size, k + b):
         raise LandscapeError(f"top_eigenpairs: max_basis must be at least k + block_size = {k + b}")
     t0, gen, mm = time.perf_counter(), torch.Generator().manual_seed(seed), _Counted(op)
     Q0, AQ0 = _start(init, init_product, b, dim, wd, device, gen, mm)
@@ -313,7 +323,7 @@ def top_eigenpairs(
         theta, Y, order, p, Yp, th, R, res = search.ritz(which)
         limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
         done = res <= limit
-        if not trusted or (p == k and done.all()) or search.m >= dim or mm.calls >= max_matmats:
+        if not trusted or (p == k and done.all()) or search.m >= size or mm.calls >= max_matmats:
             U = Yp @ search.Q[: search.m]
             if trusted or mm.calls >= max_matmats:
                 break

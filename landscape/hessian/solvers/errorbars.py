@@ -17,7 +17,7 @@ and from the solver's residual ‖Hv − λv‖. It needs the operator's batches
 `batch_quadratic_forms(V, pieces)` (HessianOperator, GGNOperator) provides them; other operators get
 nan. With fewer than `min_batches` batches each batch is cut into pieces along the sample axis, which
 is the same matrix when the loss is a batch mean of independent samples (the operator's own merging
-rests on the same assumption). Under torch.distributed the batches are this rank's.
+rests on the same assumption). Under torch.distributed the batches are every rank's (the operator gathers them).
 """
 
 from __future__ import annotations

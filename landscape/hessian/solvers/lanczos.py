@@ -43,7 +43,15 @@ from torch import Tensor
 from landscape.errors import LandscapeError
 from landscape.hessian.solvers.basis import BasisPlan, plan_basis
 from landscape.hessian.solvers.linalg import gram, norm_scratch, rademacher, row_dots, row_norms
-from landscape.hessian.solvers.protocol import LinearOperator, apply, check_operator, unit_roundoff, working_dtype
+from landscape.hessian.solvers.protocol import (
+    LinearOperator,
+    apply,
+    check_operator,
+    full_dim,
+    over_shards,
+    unit_roundoff,
+    working_dtype,
+)
 from landscape.hessian.solvers.selective import Selective
 from landscape.hessian.solvers.tridiagonal import LanczosResult
 
@@ -114,7 +122,7 @@ class _Run:
             q = torch.as_tensor(self.start).to(torch.float64).cpu().reshape(self.dim, -1).T
             return (q / row_norms(q)[:, None]).to(device=self.device, dtype=self.wd)
         q = rademacher(self.k, self.dim, gen, self.wd, self.device)
-        return q.mul_(1 / self.dim**0.5)
+        return q.mul_(1 / full_dim(self.op) ** 0.5)
 
     def step(self, j: int) -> None:
         """Iteration j: one matmat of all chains, α_j, β_j and q_{j+1}."""
@@ -279,6 +287,7 @@ def _plan(op: LinearOperator, iters: int, vectors: int, reorth: str, keep_basis:
     return plan
 
 
+@over_shards
 def lanczos(
     op: LinearOperator,
     iters: int = 80,

@@ -3,7 +3,8 @@
 A plain float32 dot product of two unit vectors with 10⁷ entries is off by ~1e-3 (measured: the running
 sum's rounding grows with its length); summing 1024-term pieces in float64 brings it to ~1e-9 at the speed
 of one float32 matmul (a batched matmul over the pieces, no float64 copy of the data). Every Gram matrix,
-norm and Gram-Schmidt coefficient of the solvers goes through `gram` / `row_norms`.
+norm and Gram-Schmidt coefficient of the solvers goes through `gram` / `row_norms`; on a sharded operator's
+vectors (`protocol.Sharding`) their float64 sums are completed across processes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.hessian.solvers.protocol import complete, complete_norms, draw
 
 _CHUNK = 1024
 _SPAN = 1 << 16
@@ -29,7 +31,7 @@ def gram(A: Tensor, B: Tensor) -> Tensor:
         [a, b] float64 on the CPU (accurate to ~1e-9 relative at 10⁷ dims in float32).
     """
     if A.dtype == torch.float64 or A.shape[1] <= _CHUNK:
-        return (A @ B.T).double().cpu()
+        return complete((A @ B.T).double().cpu())
     A, B = A.contiguous(), B.contiguous()
     n = A.shape[1] // _CHUNK * _CHUNK
     Av = A[:, :n].view(A.shape[0], -1, _CHUNK).transpose(0, 1)
@@ -37,7 +39,7 @@ def gram(A: Tensor, B: Tensor) -> Tensor:
     out = torch.bmm(Av, Bv.transpose(1, 2)).double().sum(0)
     if n < A.shape[1]:
         out += (A[:, n:] @ B[:, n:].T).double()
-    return out.cpu()
+    return complete(out.cpu())
 
 
 def row_norms(X: Tensor, scratch: Tensor | None = None) -> Tensor:
@@ -56,7 +58,7 @@ def row_norms(X: Tensor, scratch: Tensor | None = None) -> Tensor:
         [k] float64 on X's device.
     """
     if X.dtype == torch.float64:
-        return torch.linalg.vector_norm(X, dim=1)
+        return complete_norms(torch.linalg.vector_norm(X, dim=1))
     n = X.shape[1]
     buf = scratch if scratch is not None else torch.empty(X.shape[0], min(_SPAN, n), dtype=torch.float64,
                                                           device=X.device)
@@ -64,7 +66,7 @@ def row_norms(X: Tensor, scratch: Tensor | None = None) -> Tensor:
     for s in range(0, n, _SPAN):
         b = buf[: X.shape[0], : min(n, s + _SPAN) - s]
         sq += b.copy_(X[:, s : s + _SPAN]).square_().sum(1)
-    return sq.sqrt()
+    return complete(sq).sqrt()
 
 
 def norm_scratch(k: int, dim: int, device: torch.device) -> Tensor:
@@ -131,7 +133,8 @@ def _chol_qr_(X: Tensor, work: Tensor) -> np.ndarray:
 
 
 def random_rows(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """n Gaussian rows drawn from the CPU generator `gen` (the same on every device).
+    """n Gaussian rows drawn from the CPU generator `gen` (the same on every device; a sharded operator's part of
+    them, `protocol.draw`).
 
     Args:
         n: rows.
@@ -143,8 +146,8 @@ def random_rows(n: int, dim: int, gen: torch.Generator, dtype: torch.dtype, devi
     Returns:
         [n, dim].
     """
-    draw = torch.float64 if dtype == torch.float64 else torch.float32
-    return torch.randn(n, dim, generator=gen, dtype=draw).to(device=device, dtype=dtype)
+    kind = torch.float64 if dtype == torch.float64 else torch.float32
+    return draw(lambda m: torch.randn(n, m, generator=gen, dtype=kind), dim).to(device=device, dtype=dtype)
 
 
 def rademacher(k: int, dim: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
@@ -152,7 +155,7 @@ def rademacher(k: int, dim: int, generator: torch.Generator, dtype: torch.dtype 
     """k rows of independent ±1 entries.
 
     Drawn row by row as int8 from the CPU generator (the same stream as one [k, dim] draw, without an int64
-    temporary of the whole block).
+    temporary of the whole block); a sharded operator's part of them (`protocol.draw`).
 
     Args:
         k: rows.
@@ -166,7 +169,7 @@ def rademacher(k: int, dim: int, generator: torch.Generator, dtype: torch.dtype 
     """
     out = torch.empty(k, dim, dtype=dtype, device=device)
     for p in range(k):
-        bits = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int8)
+        bits = draw(lambda m: torch.randint(0, 2, (1, m), generator=generator, dtype=torch.int8), dim)[0]
         out[p].copy_(bits.mul_(2).sub_(1))
     return out
 

@@ -16,13 +16,23 @@ Precision. The solvers keep their vectors in the *working dtype*: the operator's
 a bfloat16 or float16 operator, whose 8- or 11-bit mantissa cannot hold an orthonormal basis (a bf16 dot
 product of two unit vectors of 10⁶ entries is off by ~1e-1). `apply` casts a block to the operator's dtype,
 calls `matmat` and casts the product back; every inner product over dim is summed in float64 (linalg.gram).
+
+Sharded operators (FSDP: each process holds a part of every vector) add one member, `sharding` (a
+`Sharding`): `dim` is then the length of this process's part, the only length matmat sees. Every solver
+runs inside `sharded(op)` (the `over_shards` decorator): the sums over dim that make inner products and
+norms are completed across the processes in float64 (`complete`), random vectors are drawn over the full
+length and cut to this process's part (`draw`), so every process holds its part of the same vectors and
+the solver's coefficients, and its results, equal an unsharded run's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -164,3 +174,126 @@ def as_operator(fn: Callable[[Tensor], Tensor], dim: int, dtype: torch.dtype = t
         A `MatmatOperator`.
     """
     return MatmatOperator(fn, int(dim), dtype, torch.device(device))
+
+
+@runtime_checkable
+class Sharding(Protocol):
+    """How a sharded operator's vectors are split over processes: this process holds `local_dim` of the `dim`
+    entries of every vector (its part is `local(full rows)`); `all_reduce(t)` sums a float64 tensor of partial
+    sums over the processes, in place, and returns it."""
+
+    dim: int
+    local_dim: int
+
+    def all_reduce(self, partial: Tensor) -> Tensor: ...
+
+    def local(self, rows: Tensor) -> Tensor: ...
+
+
+_ACTIVE: ContextVar[Sharding | None] = ContextVar("landscape_sharding", default=None)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def sharding_of(op: object) -> Sharding | None:
+    """The operator's `sharding` member.
+
+    Args:
+        op: any operator.
+
+    Returns:
+        Its `Sharding`, or None for an operator that holds whole vectors.
+    """
+    return getattr(op, "sharding", None)
+
+
+def full_dim(op: object) -> int:
+    """The matrix size.
+
+    Args:
+        op: any operator.
+
+    Returns:
+        `dim` of an unsharded operator, the full vector length (`sharding.dim`) of a sharded one.
+    """
+    s = sharding_of(op)
+    return int(s.dim) if s is not None else int(op.dim)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def sharded(op: object) -> Iterator[None]:
+    """A context within which `complete`, `complete_norms` and `draw` follow `op`'s sharding.
+
+    Args:
+        op: the operator a solver runs on (one without `sharding`: whole vectors, the functions are identities).
+
+    Yields:
+        Nothing; the previous sharding is restored on exit (solvers nest).
+    """
+    token = _ACTIVE.set(sharding_of(op))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def over_shards(solver: F) -> F:
+    """Decorate a solver whose first argument is the operator so that it runs inside `sharded(op)`.
+
+    Args:
+        solver: a function `solver(op, ...)`.
+
+    Returns:
+        The wrapped function (same signature and docstring).
+    """
+
+    @functools.wraps(solver)
+    def run(op, *args, **kwargs):
+        with sharded(op):
+            return solver(op, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def complete(partial: Tensor) -> Tensor:
+    """Sums over this process's entries made sums over all entries.
+
+    Args:
+        partial: float64 sums over this process's part of the vectors (any shape).
+
+    Returns:
+        Their sum over the processes under a sharding (in place), the tensor itself otherwise.
+    """
+    s = _ACTIVE.get()
+    return partial if s is None else s.all_reduce(partial)
+
+
+def complete_norms(norms: Tensor) -> Tensor:
+    """Norms over this process's entries made norms over all entries.
+
+    Args:
+        norms: float64 norms of this process's parts of some vectors.
+
+    Returns:
+        √(Σ over processes of their squares) under a sharding, the norms themselves otherwise.
+    """
+    s = _ACTIVE.get()
+    return norms if s is None else s.all_reduce(norms.square()).sqrt()
+
+
+def draw(sample: Callable[[int], Tensor], dim: int) -> Tensor:
+    """Random rows, the same vectors whether the operator is sharded or not.
+
+    Args:
+        sample: `sample(n)` draws rows of n entries from a generator.
+        dim: the rows' length here (under a sharding, its local_dim).
+
+    Returns:
+        `sample(dim)`; under a sharding, `sample(full length)` cut to this process's entries (every process
+        draws the whole rows, so the generator advances alike everywhere).
+    """
+    s = _ACTIVE.get()
+    if s is None:
+        return sample(dim)
+    if dim != s.local_dim:
+        raise LandscapeError(f"a sharded operator's vectors have {s.local_dim} local entries, not {dim}")
+    return s.local(sample(int(s.dim)))

@@ -25,7 +25,7 @@ from landscape.hessian.solvers.chains import grouped_lanczos
 from landscape.hessian.solvers.eigen import top_eigenpairs
 from landscape.hessian.solvers.errorbars import rayleigh_stderr
 from landscape.hessian.solvers.lanczos import Checkpoint, lanczos
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.protocol import LinearOperator, check_operator, full_dim, over_shards
 from landscape.hessian.solvers.spectrum import MIN_STDERR_VECTORS, SpectralDensity
 from landscape.hessian.solvers.tridiagonal import LanczosResult
 
@@ -88,6 +88,7 @@ def _meta(res: LanczosResult, weights: np.ndarray, seed: int, group: int, second
     }
 
 
+@over_shards
 def slq_density(
     op: LinearOperator,
     iters: int = 80,
@@ -133,7 +134,7 @@ def slq_density(
     t0 = time.perf_counter()
     res, seeds, group = _run_chains(op, iters, vectors, seed, topk, reorth, max_basis_bytes, callback, checkpoint)
     nodes, weights = res.ritz()
-    sd = SpectralDensity(nodes, weights, int(op.dim), _meta(res, weights, seed, group, time.perf_counter() - t0))
+    sd = SpectralDensity(nodes, weights, full_dim(op), _meta(res, weights, seed, group, time.perf_counter() - t0))
     if topk.k:
         t1 = time.perf_counter()
         _, U, AU = seeds

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.solvers.linalg import rademacher
-from landscape.hessian.solvers.protocol import LinearOperator, check_operator
+from landscape.hessian.solvers.linalg import gram, orthonormalize, rademacher, row_dots
+from landscape.hessian.solvers.protocol import LinearOperator, apply, check_operator, over_shards, working_dtype
 
 
 @dataclass
@@ -53,17 +53,24 @@ class TraceEstimate:
 
 
 def _quadratic_forms(op: LinearOperator, Z: Tensor, batch: int) -> np.ndarray:
-    """z_iᵀ A z_i for the columns of Z, `batch` columns per matmat."""
+    """z_iᵀ A z_i for the columns of Z (in the working dtype), `batch` columns per matmat."""
     out = []
     for Zb in Z.split(batch, dim=1):
-        out.append(torch.sum(Zb * op.matmat(Zb), dim=0, dtype=torch.float64))
+        rows = Zb.T.contiguous()
+        out.append(row_dots(rows, apply(op, rows)))
     return torch.cat(out).cpu().numpy()
+
+
+def _vectors(op: LinearOperator, n: int, gen: torch.Generator) -> Tensor:
+    """n Rademacher vectors as columns [dim, n] in the solvers' working dtype (float32 for a half operator)."""
+    return rademacher(n, op.dim, gen).T.to(device=op.device, dtype=working_dtype(op.dtype))
 
 
 def _stderr(samples: np.ndarray) -> float:
     return float(samples.std(ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
 
 
+@over_shards
 def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutchinson's estimate tr(A) ≈ (1/n) Σ zᵢᵀ A zᵢ with Rademacher zᵢ.
 
@@ -83,11 +90,11 @@ def hutchinson_trace(op: LinearOperator, vectors: int = 100, seed: int = 0, batc
     if vectors < 1:
         raise LandscapeError(f"hutchinson_trace: vectors must be at least 1, got {vectors}")
     gen = torch.Generator().manual_seed(seed)
-    Z = rademacher(vectors, op.dim, gen).T.to(device=op.device, dtype=op.dtype)
-    s = _quadratic_forms(op, Z, batch)
+    s = _quadratic_forms(op, _vectors(op, vectors, gen), batch)
     return TraceEstimate(float(s.mean()), _stderr(s), s, 0.0, vectors, "hutchinson")
 
 
+@over_shards
 def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: int = 16) -> TraceEstimate:
     """Hutch++ (module docstring) with `products` matrix-vector products in all: a third each for the sketch,
     the low-rank trace and the Hutchinson part on the deflated matrix.
@@ -108,12 +115,10 @@ def hutchpp_trace(op: LinearOperator, products: int = 99, seed: int = 0, batch: 
     if third < 1:
         raise LandscapeError(f"hutchpp_trace: products must be at least 3, got {products}")
     gen = torch.Generator().manual_seed(seed)
-    dim = op.dim
-    S = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
-    G = rademacher(third, dim, gen).T.to(device=op.device, dtype=op.dtype)
-    AS = torch.cat([op.matmat(Sb) for Sb in S.split(batch, dim=1)], 1)
-    Q, _ = torch.linalg.qr(AS)
-    low = float(torch.sum(Q * torch.cat([op.matmat(Qb) for Qb in Q.split(batch, dim=1)], 1), dtype=torch.float64))
-    G = G - Q @ (Q.T @ G)
+    S, G = _vectors(op, third, gen), _vectors(op, third, gen)
+    AS = torch.cat([apply(op, Sb.T.contiguous()) for Sb in S.split(batch, dim=1)])  # rows [t, dim]
+    Q = orthonormalize(AS, AS[:0], gen).T  # Cholesky QR, float64 Gram sums (sharded vectors too)
+    low = float(row_dots(Q.T, torch.cat([apply(op, Qb.T.contiguous()) for Qb in Q.split(batch, dim=1)])).sum())
+    G = G - Q @ gram(Q.T, G.T).to(device=G.device, dtype=G.dtype)
     s = _quadratic_forms(op, G, batch)
     return TraceEstimate(low + float(s.mean()), _stderr(s), s, low, 3 * third, "hutch++")
