@@ -57,6 +57,7 @@ from torch import nn
 
 from landscape.errors import LandscapeError
 from landscape.train import TrainConfig, load_toml, resolved_model_config
+from landscape.train.losses import DEFAULT_LOSS
 
 # input shape and class count per data set, so a config validates (and builds its models) without the data
 DATA_SHAPES = {"mnist1d": ((40,), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
@@ -186,6 +187,8 @@ class Run:
         cfg = self.train.to_dict()
         for key in ("out", "resume", "device", "threads", "progress"):
             cfg.pop(key)
+        if cfg["loss"] == DEFAULT_LOSS:    # the default loss is implied, so the record's hash does not depend on it
+            cfg.pop("loss")
         return {"cell": self.cell, "base": self.base, "label": self.label, "note": self.note,
                 "setting": self.setting, "seed": self.seed, "train": cfg, "measure": self.measure,
                 "target_acc": self.target_acc}
