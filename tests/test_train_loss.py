@@ -105,7 +105,7 @@ def test_a_custom_loss_from_the_command_line_is_the_one_descended(tmp_path, monk
             "--no-progress"]
     assert run_cli(T.main, argv + ["--loss", "twice:double_ce", "--lr", "0.05", "--out", str(tmp_path / "a")]) == 0
     assert run_cli(T.main, argv + ["--lr", "0.1", "--out", str(tmp_path / "b")]) == 0
-    (a, meta_a), (b, _) = load_checkpoint(tmp_path / "a" / "checkpoint.pt"), load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    (a, meta_a), (b, _) = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in ("a", "b"))
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=name)
     ha, hb = meta_a["history"], load_checkpoint(tmp_path / "b" / "checkpoint.pt")[1]["history"]
@@ -119,8 +119,9 @@ def test_a_custom_loss_from_the_command_line_is_the_one_descended(tmp_path, monk
 
 
 def test_a_loss_that_does_not_return_the_batch_mean_is_refused_before_training(tmp_path, monkeypatch):
-    (tmp_path / "per_sample.py").write_text("import torch.nn.functional as F\n\n"
-                                            "def ce_none(out, y):\n    return F.cross_entropy(out, y, reduction='none')\n")
+    (tmp_path / "per_sample.py").write_text(
+        "import torch.nn.functional as F\n\n"
+        "def ce_none(out, y):\n    return F.cross_entropy(out, y, reduction='none')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(LandscapeError, match=r"returns \[2\]; it must return the batch mean, a 0-dim tensor"):
         T.train({**FULL_BATCH, "loss": "per_sample:ce_none", "out": str(tmp_path / "r")})
