@@ -23,6 +23,7 @@ from torch import nn
 from landscape.checkpoint import load_checkpoint
 from landscape.data import TensorData
 from landscape.experiment.config import Run, select_params
+from landscape.experiment.keys import NULL_EPS
 from landscape.train.losses import Loss, evaluation_loss
 
 
@@ -50,8 +51,8 @@ def measure_spectrum(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss =
 
 
 def measure_exact(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.cross_entropy) -> tuple[dict, dict]:
-    """Exact Hessian eigenvalues (float64) of `loss_fn` for a small model, summarized like SLQ: (summary,
-    arrays)."""
+    """Exact Hessian eigenvalues (float64) of `loss_fn` for a small model, summarized like SLQ plus `null_ratio`,
+    the mass below keys.NULL_EPS·λmax: (summary, arrays)."""
     from landscape.hessian import SpectralDensity, exact_hessian
 
     names = select_params(model, cfg.get("params"))
@@ -64,6 +65,7 @@ def measure_exact(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.
     sd = SpectralDensity(eigs[None, :], np.full((1, eigs.size), 1.0 / eigs.size), eigs.size)
     summary = {k: v for k, v in sd.summary(cfg["eps"]).items()
                if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
+    summary["null_ratio"] = float(np.mean(np.abs(eigs) < NULL_EPS * eigs.max()))  # numerically zero (keys.NULL_EPS)
     return summary, {"exact_eigenvalues": eigs}
 
 
