@@ -61,6 +61,7 @@ def test_run_keys_floor_the_ratio_and_read_the_fine_grid():
     ratios = {(a, b): 0.0 for a in li2018.MAP_AXIS for b in li2018.MAP_AXIS}
     ratios[(0.5, 0.0)], ratios[(0.0, 0.0)] = 0.4, 0.2
     keys = li2018.run_keys(_measurement(ratios))
+    assert set(keys) == set(li2018.KEYS)
     # 7 off-origin ratios of 0 count as the floor 1e-3, one is 0.4: mean (7e-3 + 0.4) / 8
     assert keys["nonconvexity"] == pytest.approx((7 * li2018.RATIO_FLOOR + 0.4) / 8)
     assert keys["nonconvexity_max"] == 0.4 and keys["origin_ratio"] == 0.2 and keys["unconverged"] == 1

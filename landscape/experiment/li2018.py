@@ -20,12 +20,14 @@ momentum (Li et al.'s optimizer), 5 seeds.
 
 Measurement of each trained net, on the measurement set (the first `measure_samples` training samples),
 in eval mode (BatchNorm with the trained running statistics, as Li et al. evaluate):
-- the 2-D surface L(θ* + a·d₁ + b·d₂) on a grid that is fine near the minimum (`AXIS`: spacing 0.025 for
-  |c| ≤ 0.1, up to 0.25 at |c| = 1), d₁, d₂ Gaussian directions drawn with the run's seed and
-  filter-normalized, their bias and BatchNorm entries zero (Li et al.'s "biasbn" ignored);
+- the 2-D surface L(θ* + a·d₁ + b·d₂) on a 19 × 19 grid over [−1, 1]² that is fine near the minimum
+  (`AXIS`: spacing 0.025 up to |c| = 0.05, 0.05 up to 0.2, then 0.1, 0.2, 0.25, 0.25), d₁, d₂ Gaussian
+  directions drawn with the run's seed and filter-normalized, their bias and BatchNorm entries zero (Li et
+  al.'s "biasbn" ignored);
 - the non-convexity map: at each point of `MAP_AXIS`² the Hessian's λmax = the top eigenvalue of H and
   λmin = −(top eigenvalue of −H), both by `landscape.hessian.top_eigenpairs` (block Krylov, relative residual
-  `tol`) on a `HessianOperator` at that point; ratio = |λmin / λmax|.
+  `tol`, at most `max_matmats` products) on a `HessianOperator` of the first `hessian_samples` samples of the
+  measurement set at that point; ratio = |λmin / λmax|.
 
 Declared before the grid (committed first, see RESULTS.md): the primary metric of a run is `nonconvexity`,
 the mean of the ratio over the 8 map points off the origin, each ratio floored at `RATIO_FLOOR` (10⁻³, the
@@ -53,17 +55,21 @@ from landscape.data import load_data
 from landscape.experiment.nonconvexity import curvature_extremes, surface_nonconvexity
 from landscape.io import read_json, write_json
 from landscape.surface import Surface, evaluate_grid, mesh_coords, random_directions
-from landscape.train import TrainConfig, train
+from landscape.train import NonFiniteLoss, TrainConfig, train
 from landscape.train.losses import evaluation_loss
 
 DEPTHS = (20, 56, 110)
 FAMILIES = ("resnet", "fc")
 VARIANTS = ("short", "noshort")
-_HALF = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
+_HALF = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 AXIS = tuple(sorted({0.0, *_HALF, *(-c for c in _HALF)}))
 MAP_AXIS = (-0.5, 0.0, 0.5)
 RATIO_FLOOR = 1e-3
 RADII = (0.1, 0.25)
+CONFIG_KEYS = ("model", "model_config", "n_samples", "epochs", "batch_size", "optimizer", "lr", "momentum",
+               "weight_decay", "schedule", "warmup_epochs", "loss", "seed")
+KEYS = ("nonconvexity", "nonconvexity_max", "origin_ratio", "origin_lambda_max", "unconverged",
+        "surface_nonconvexity", "loss_at_minimum", "rise_r0.1", "rise_r0.25")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class LiConfig:
         epochs, batch_size, lr, momentum, weight_decay, warmup_epochs: SGD with a cosine schedule.
         n_train: MNIST-1D training samples.
         resnet_width, fc_width: widths of the two families.
-        measure_samples: the measurement set (the first N training samples): surfaces and Hessians.
+        measure_samples: the measurement set (the first N training samples), on which surfaces are evaluated.
+        hessian_samples: the Hessian map uses the first N samples of the measurement set.
         tol, max_matmats: the eigensolver's relative residual and its product budget per solve.
         threads: torch threads per run.
     """
@@ -94,8 +101,9 @@ class LiConfig:
     resnet_width: int = 16
     fc_width: int = 64
     measure_samples: int = 256
+    hessian_samples: int = 128
     tol: float = 1e-2
-    max_matmats: int = 40
+    max_matmats: int = 30
     threads: int = 1
     axis: tuple[float, ...] = field(default=AXIS)
     map_axis: tuple[float, ...] = field(default=MAP_AXIS)
@@ -160,7 +168,8 @@ def measure(model: nn.Module, loss_fn: Callable, X: Tensor, y: Tensor, seed: int
             with torch.no_grad():
                 for n, p in at.named_parameters():
                     p.copy_(base[n] + a * dirs[0][n] + b * dirs[1][n])
-            ext = curvature_extremes(at, loss_fn, (X, y), tol=cfg.tol, max_matmats=cfg.max_matmats, seed=seed)
+            ext = curvature_extremes(at, loss_fn, (X[:cfg.hessian_samples], y[:cfg.hessian_samples]), tol=cfg.tol,
+                                     max_matmats=cfg.max_matmats, seed=seed, backend="double_backward")
             points.append({"a": a, "b": b, **ext})
     n = len(axis)
     return {"axis": axis.tolist(), "loss": vals.loss.reshape(n, n).tolist(),
@@ -187,19 +196,23 @@ def run_keys(m: Mapping) -> dict:
 
 def run_one(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, runs: Path,
             data: tuple[Tensor, Tensor]) -> dict:
-    """Train (resumable, in RUNS/<cell>/seed<s>) and measure one run; returns its record."""
+    """Train (resumable, in RUNS/<cell>/seed<s>) and measure one run; returns its record. A run whose loss
+    becomes non-finite is recorded as diverged, with no measurement (its keys are NaN)."""
     cell = cell_name(family, variant, depth)
+    tcfg = train_config(family, variant, depth, seed, cfg, runs / cell / f"seed{seed}")
+    record = {"experiment": "li2018_depth", "cell": cell, "family": family, "variant": variant, "depth": depth,
+              "seed": seed, "config": {k: v for k, v in tcfg.to_dict().items() if k in CONFIG_KEYS}}
     t0 = time.perf_counter()
-    result = train(train_config(family, variant, depth, seed, cfg, runs / cell / f"seed{seed}"))
+    try:
+        result = train(tcfg)
+    except NonFiniteLoss as e:
+        return {**record, "diverged": str(e), "history": [], "final": {}, "measure": None,
+                "keys": dict.fromkeys(KEYS, math.nan)}
     t1 = time.perf_counter()
-    tcfg = result["config"]
-    m = measure(result["model"], evaluation_loss(tcfg), *data, seed, cfg)
+    m = measure(result["model"], evaluation_loss(result["config"]), *data, seed, cfg)
     m["seconds"]["train"] = t1 - t0
     final = result["final"]
-    return {"experiment": "li2018_depth", "cell": cell, "family": family, "variant": variant, "depth": depth,
-            "seed": seed, "config": {k: tcfg[k] for k in ("model", "model_config", "n_samples", "epochs",
-                                                            "batch_size", "optimizer", "lr", "momentum",
-                                                            "weight_decay", "schedule", "warmup_epochs", "loss")},
+    return {**record, "diverged": None,
             "history": [{k: h[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
                         for h in result["history"]],
             "final": {k: final[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
@@ -253,6 +266,13 @@ def load_li(records: str | Path) -> dict[str, list[dict]]:
     return out
 
 
+def present_cells(runs: Mapping[str, Sequence[Mapping]]) -> list[tuple[str, str, int]]:
+    """(family, variant, depth) of the cells that have records, in `cells` order (depth, family, variant)."""
+    found = {(r[0]["family"], r[0]["variant"], r[0]["depth"]) for r in runs.values() if r}
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    return sorted(found, key=lambda c: (c[2], order.get(c[0], 9), VARIANTS.index(c[1])))
+
+
 def per_seed(runs: Mapping[str, Sequence[Mapping]], cell: str, key: str) -> dict[int, float]:
     """{seed: value} of one key of a cell (from `keys` or `final`)."""
     out = {}
@@ -260,3 +280,73 @@ def per_seed(runs: Mapping[str, Sequence[Mapping]], cell: str, key: str) -> dict
         v = r["keys"].get(key, r["final"].get(key))
         out[r["seed"]] = math.nan if v is None else float(v)
     return out
+
+
+# ---- the declared claims (Li et al. 2018, §5 Fig. 5 and §6 Fig. 7), one Holm family ----------------------
+
+CLAIMS = {
+    "noshort_56": {"text": "ResNet-56 without shortcuts is less convex than with them",
+                   "cells": ["resnet_noshort_56", "resnet_short_56"]},
+    "noshort_110": {"text": "ResNet-110 without shortcuts is less convex than with them",
+                    "cells": ["resnet_noshort_110", "resnet_short_110"]},
+    "noshort_depth": {"text": "without shortcuts, depth makes the landscape less convex (110 vs 20 layers)",
+                      "cells": ["resnet_noshort_110", "resnet_noshort_20"]},
+    "shortcut_effect_grows": {"text": "the shortcuts' effect on convexity grows with depth: "
+                                      "(noshort/short at 110) > (noshort/short at 20)",
+                              "cells": ["resnet_noshort_110", "resnet_short_110", "resnet_noshort_20",
+                                        "resnet_short_20"]},
+    "fc_plain_56": {"text": "stream-controlled FC, depth 56: plain less convex than residual",
+                    "cells": ["fc_noshort_56", "fc_short_56"]},
+    "fc_plain_110": {"text": "stream-controlled FC, depth 110: plain less convex than residual",
+                     "cells": ["fc_noshort_110", "fc_short_110"]},
+}
+PRIMARY = "nonconvexity"
+SECONDARY = ("origin_ratio", "surface_nonconvexity", "rise_r0.1", "rise_r0.25", "origin_lambda_max",
+             "train_acc", "test_acc", "train_loss")
+ALPHA = 0.05
+
+
+def log_contrast(runs: Mapping[str, Sequence[Mapping]], cells_: Sequence[str], key: str = PRIMARY) -> dict[int, float]:
+    """{seed: log(A/B)} for two cells, or {seed: log(A/B) − log(C/D)} for four (an interaction), paired by seed;
+    seeds missing from any cell, or with a non-positive value, are left out."""
+    vals = [per_seed(runs, c, key) for c in cells_]
+    seeds = sorted(set.intersection(*(set(v) for v in vals)))
+    out = {}
+    for s in seeds:
+        x = [v[s] for v in vals]
+        if all(math.isfinite(t) and t > 0 for t in x):
+            logs = [math.log(t) for t in x]
+            out[s] = logs[0] - logs[1] - (logs[2] - logs[3] if len(logs) == 4 else 0.0)
+    return out
+
+
+def judge_li(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] = CLAIMS) -> list[dict]:
+    """Every declared claim on the primary metric, on the log scale, Holm-adjusted within `claims`.
+
+    Args:
+        runs: cell → records (`load_li`).
+        claims: name → {"text", "cells": [A, B] or [A, B, C, D]}; each predicts A/B > 1 (or (A/B)/(C/D) > 1).
+
+    Returns:
+        One row per claim: {"name", "text", "cells", "n", "ratio" (geometric-mean ratio), "low", "high" (its
+        95% interval), "p", "p_holm", "mde_ratio" (the ratio a paired t-test at n detects with power 0.8,
+        from the observed SD of the log contrasts), "verdict" (from the interval), "verdict_holm"}.
+    """
+    from landscape import stats
+
+    rows = []
+    for name, claim in claims.items():
+        d = log_contrast(runs, claim["cells"])
+        res = stats.paired(list(d.values()), [0.0] * len(d))
+        mde = stats.mde_paired(res.sd, res.n)
+        rows.append({"name": name, "text": claim["text"], "cells": list(claim["cells"]), "n": res.n,
+                     "ratio": math.exp(res.mean) if res.n else math.nan,
+                     "low": math.exp(res.ci.low) if res.ci.defined else math.nan,
+                     "high": math.exp(res.ci.high) if res.ci.defined else math.nan, "p": res.p,
+                     "mde_ratio": math.exp(mde) if math.isfinite(mde) else math.nan,
+                     "verdict": stats.verdict(res.ci, "greater")})
+    for row, p in zip(rows, stats.holm([r["p"] for r in rows])):
+        row["p_holm"] = p
+        side = "agrees" if row["ratio"] > 1 else "disagrees"
+        row["verdict_holm"] = side if math.isfinite(p) and p < ALPHA else "inconclusive"
+    return rows

@@ -14,7 +14,13 @@ module computes from them (spectrum curves, transition points):
                 plot_log_spectral_density   the log view
                 plot_spectrum_mass          degenerate / negative mass and λmax over training
                 plot_eigenvalue_histogram   exact eigenvalues on a symlog axis
-    curvature   plot_eos                    λmax against 2/η over training, gradient top-k share, negative mass
+    curvature   plot_eos                    loss and sharpness side by side per step size, with each η's limit
+                plot_edge_summary           the edge ratio per cell against the step size, log-scale intervals
+    landscapes  plot_contour_grid           several surfaces' log contours on one colour scale
+                plot_surface_3d_grid        the same as 3-D meshes of log10 loss, one z range
+                plot_value_maps             Li's |λmin/λmax| maps, one log colour scale
+                plot_family_series          a statistic against depth per family and variant, with intervals
+                plot_family_curves          1-D curves per family and variant, mean ± SD band
     probes      plot_grad_ratio             r_l = ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ per block, log axis
                 plot_grad_ratio_grid        the same, one panel per run
                 plot_stream, plot_stream_compare   stream statistics vs step, with a given transition point
@@ -23,7 +29,14 @@ module computes from them (spectrum curves, transition points):
                 modules: styled (decorator: the shared style), finish (title, save), PathLike
 """
 
-from landscape.plots.curvature import plot_eos
+from landscape.plots.curvature import plot_edge_summary, plot_eos
+from landscape.plots.landscapes import (
+                                    plot_contour_grid,
+                                    plot_family_curves,
+                                    plot_family_series,
+                                    plot_surface_3d_grid,
+                                    plot_value_maps,
+)
 from landscape.plots.probes import (
                                     plot_grad_ratio,
                                     plot_grad_ratio_grid,
@@ -60,7 +73,11 @@ __all__ = [
     "finish",
     "label_of",
     "line_styles",
+    "plot_contour_grid",
+    "plot_edge_summary",
     "plot_eos",
+    "plot_family_curves",
+    "plot_family_series",
     "plot_eigenvalue_histogram",
     "plot_grad_ratio",
     "plot_grad_ratio_grid",
@@ -74,7 +91,9 @@ __all__ = [
     "plot_stream_compare",
     "plot_surface_1d",
     "plot_surface_3d",
+    "plot_surface_3d_grid",
     "plot_surface_contour",
+    "plot_value_maps",
     "plot_sweep",
     "plot_training_curves",
     "save_figure",
