@@ -78,3 +78,69 @@ def test_cells_build_and_name_the_declared_depths():
     assert len(model.blocks) == 27 and all(b.shortcut is None for b in model.blocks)
     fc = build(*li2018.model_spec("fc", "short", 20, cfg))
     assert fc.blocks[1].branch_scale == pytest.approx(1 / 19**0.5)
+
+
+def test_a_tiny_grid_runs_end_to_end_and_its_tables_and_figures_read_the_records(tmp_path, monkeypatch):
+    """Two seeds of depth-8 ResNets and FC nets, one epoch each, a coarse grid: records are written once
+    (a second call trains nothing), and the study's tables and figures come from them."""
+    from landscape.experiment.store import Store
+    from landscape.experiment.studies import li2018 as study
+
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path / "cache"))
+    cfg = li2018.LiConfig(seeds=(0, 1), depths=(8,), epochs=1, n_train=200, measure_samples=32, hessian_samples=16,
+                          axis=(-1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0), map_axis=(-0.5, 0.0, 0.5), max_matmats=6,
+                          resnet_width=4, fc_width=8)
+    records = tmp_path / "records" / study.RECORDS
+    runs = li2018.run_li(tmp_path / "runs", records, cfg)
+    assert sorted(runs) == ["fc_noshort_8", "fc_short_8", "resnet_noshort_8", "resnet_short_8"]
+    rec = runs["resnet_short_8"][1]
+    assert rec["seed"] == 1 and len(rec["history"]) == 1 and len(rec["measure"]["map"]) == 9
+    assert np.asarray(rec["measure"]["loss"]).shape == (7, 7) and rec["config"]["loss"] == "ce"
+    stamp = (records / "fc_short_8_seed0.json").stat().st_mtime_ns
+    li2018.run_li(tmp_path / "runs", records, cfg)
+    assert (records / "fc_short_8_seed0.json").stat().st_mtime_ns == stamp
+    store = Store(tmp_path / "records")
+    table = study.cells_table(store)
+    assert table.count("\n") == 5 and "| ResNet, no shortcuts | 8 | 2 |" in table
+    for name, draw in study.FIGURES.items():
+        fig = draw(store, tmp_path / "figures" / name)
+        assert (tmp_path / "figures" / f"{name}.png").exists() and fig is not None
+    # a claim whose cells are missing has n = 0 and stays inconclusive
+    assert all(r["n"] == 0 and r["verdict_holm"] == "inconclusive" for r in li2018.judge_li(runs))
+
+
+def test_claims_on_constructed_records_are_log_ratios_paired_by_seed_with_holm():
+    def runs_with(values: dict[str, list[float]]) -> dict:
+        return {cell: [{"seed": s, "keys": {"nonconvexity": v}, "final": {}} for s, v in enumerate(vals)]
+                for cell, vals in values.items()}
+
+    base = [0.01, 0.012, 0.009, 0.011, 0.01]
+    runs = runs_with({"resnet_noshort_56": [10 * b for b in base], "resnet_short_56": base,
+                      "resnet_noshort_110": [1.1 * b for b in base[::-1]], "resnet_short_110": base,
+                      "resnet_noshort_20": base, "resnet_short_20": base,
+                      "fc_noshort_56": base, "fc_short_56": base, "fc_noshort_110": base, "fc_short_110": base})
+    rows = {r["name"]: r for r in li2018.judge_li(runs)}
+    assert rows["noshort_56"]["ratio"] == pytest.approx(10.0) and rows["noshort_56"]["verdict_holm"] == "agrees"
+    # 110: the log-ratios are log(1.1 · base reversed / base); by hand
+    d = np.log(1.1 * np.array(base[::-1]) / np.array(base))
+    assert rows["noshort_110"]["ratio"] == pytest.approx(np.exp(d.mean()))
+    from scipy import stats as sps
+
+    assert rows["noshort_110"]["p"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
+    # interaction: log(noshort110/short110) − log(noshort20/short20) = d
+    assert rows["shortcut_effect_grows"]["ratio"] == pytest.approx(np.exp(d.mean()))
+    ps = [rows[k]["p"] for k in li2018.CLAIMS]
+    from landscape import stats
+
+    assert [rows[k]["p_holm"] for k in li2018.CLAIMS] == pytest.approx(stats.holm(ps), nan_ok=True)
+
+
+def test_a_diverged_run_is_recorded_without_a_measurement(tmp_path, monkeypatch):
+    def diverge(cfg):
+        raise li2018.NonFiniteLoss("training loss became nan in epoch 1")
+
+    monkeypatch.setattr(li2018, "train", diverge)
+    cfg = li2018.LiConfig(seeds=(0,), depths=(8,), families=("fc",))
+    rec = li2018.run_one("fc", "noshort", 8, 0, cfg, tmp_path, (torch.zeros(2, 40), torch.zeros(2, dtype=torch.long)))
+    assert rec["measure"] is None and "nan" in rec["diverged"] and np.isnan(rec["keys"]["nonconvexity"])
+    assert np.isnan(li2018.per_seed({"fc_noshort_8": [rec]}, "fc_noshort_8", "nonconvexity")[0])
