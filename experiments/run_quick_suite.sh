@@ -24,5 +24,6 @@ for spec in "${GRIDS[@]}"; do
     "$load0" "$(cut -d' ' -f1 /proc/loadavg)" >> runs/logs/times.tsv
   echo "$(date -u +%FT%TZ) $g ($p) rc=$rc ($(( $(date +%s) - t0 )) s)" >&2
   [ $rc -ge 128 ] && exit $rc   # interrupted: stop the suite (rerun to resume)
-  [ $rc -eq 0 ] && "$PY" -m landscape.experiment.records "$out" "records/${out#runs/}"   # the committed records
+  [ $rc -eq 0 ] && "$PY" -m landscape.experiment.records "$out" "records/${out#runs/}" \
+    --seconds "$(( $(date +%s) - t0 ))" --load "$load0-$(cut -d' ' -f1 /proc/loadavg)"   # the committed records
 done

@@ -139,7 +139,13 @@ def test_report_replaces_only_generated_blocks_and_finds_stray_numbers():
     assert "new 0.77\n<!-- end: a -->" in new and "Prose with lr 0.05" in new
     assert report.stray_numbers(new, {"0.05"}) == ["line 3: 0.902"]
     with pytest.raises(LandscapeError, match="without a block"):
-        report.check_blocks(text, {"a": None, "b": None})
+        report.check_blocks(text, {"a": None, "b": None}, pending={})
+    report.check_blocks(text, {"a": None}, pending={})
+    typed = text + "<!-- pending: li -->\ntyped 0.77\n<!-- end: li -->\n"
+    with pytest.raises(LandscapeError, match="pending"):
+        report.check_blocks(typed, {"a": None}, pending={})  # an undeclared typed section fails
+    report.check_blocks(typed, {"a": None}, pending={"li": "the work that replaces it"})
+    assert report.stray_numbers(typed, {"0.05"}) == ["line 3: 0.902"]  # a declared typed section is skipped
     with pytest.raises(LandscapeError, match="twice"):
         report.blocks(text + text)
 
