@@ -105,13 +105,15 @@ def papers_table(rows: Sequence[Mapping]) -> str:
     """The paper's published values beside the stand-in's for each claim that declares them."""
     lines = ["| claim | paper: A vs B (effect) | source; setup | stand-in: A vs B, effect [95% CI] (n) | MDE |",
              "|---|---|---|---|---|"]
+    if not any(r.get("published") for r in rows):
+        return "(no published value of these metrics)"
     for r in rows:
         pub = r.get("published")
         if not pub:
             continue
         t = r["test"]
-        err = f" ± {fmt(pub['error'], 1)}" if "error" in pub else ""
-        paper = f"{fmt(pub['a'])}{err} vs {fmt(pub['b'])}{err} ({fmt(pub['a'] - pub['b'], 2)})"
+        err = f" ± {pub['error']:g}" if "error" in pub else ""
+        paper = f"{pub['a']:g}{err} vs {pub['b']:g}{err} ({pub['a'] - pub['b']:+.2g})"  # as the source gives them
         lines.append(f"| `{r['name']}` | {paper} | "
                      f"{pub['source']}; {pub['setup']} | {fmt(t['mean_a'])} vs {fmt(t['mean_b'])}, "
                      f"{estimate_text(t)} ({t['n']}) | {mde_text(r)} |")

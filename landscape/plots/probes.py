@@ -124,7 +124,7 @@ def plot_grad_ratio(records: Iterable[dict], steps: Sequence | None = None, titl
     fig = Figure(figsize=(max(5.0, 0.18 * n_blocks + 3), 3.6), layout="constrained")
     ax = fig.add_subplot()
     _draw_grad_ratio(ax, [records], steps, key, legend=True)
-    ax.set_ylabel(LABELS["grad_ratio"])
+    ax.set_ylabel(LABELS["grad_ratio"] + " (log scale)")
     ax.set_title(title or "gradient-norm ratio per block")
     return finish(fig, path, None)
 
@@ -145,7 +145,7 @@ def plot_grad_ratio_grid(runs: Mapping[str, Iterable], at: Sequence | None = Non
         _draw_grad_ratio(ax, seeds, at, key, legend=i == 0, transitions=(transitions or {}).get(name, ()))
         ax.set_title(with_n(name, len(seeds)) if len(seeds) > 1 else name, fontsize=9)
     for ax in axes[:: max(1, min(ncols, len(axes)))]:
-        ax.set_ylabel(LABELS["grad_ratio"])
+        ax.set_ylabel(LABELS["grad_ratio"] + " (log scale)")
     return finish(fig, path, title)
 
 

@@ -97,9 +97,11 @@ def _log_view(spectra, path, *, floor, title, colors, styles) -> Figure:
             if d.size and d.max() > floor * top:
                 ax.plot(10**u, np.maximum(d, floor * top), lw=1.3, label=_legend(k, spectra[k]), **style[k])
     for ax, sign in ((ax_pos, "> 0"), (ax_neg, "< 0")):
-        ax.set(xscale="log", yscale="log", xlabel=r"$|\lambda|$", title=rf"$\lambda {sign}$")
+        ax.set(xscale="log", yscale="log", xlabel=r"$|\lambda|$ (log scale)", ylabel="density (log scale)",
+               title=rf"$\lambda {sign}$")
         ax.set_ylim(floor * top, 2 * top)
-    ax_pos.set_ylabel(r"density per unit $\log_{10}|\lambda|$")
+    ax_pos.set_ylabel(r"density per unit $\log_{10}|\lambda|$ (log scale)")
+    ax_neg.set_ylabel("")
     handles = {}
     for ax in (ax_pos, ax_neg):
         for h, lab in zip(*ax.get_legend_handles_labels()):
