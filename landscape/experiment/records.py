@@ -199,14 +199,16 @@ def extract_grid(runs: str | Path, out: str | Path) -> int:
     return n
 
 
-def write_budget(out: Path, seconds: float, load: str | None = None) -> None:
-    """OUT/budget.json: the grid's wall time, the machine's load average at its start and end, the machine."""
+def write_budget(out: Path, seconds: float, load: str | None = None, cpu_seconds: float | None = None) -> None:
+    """OUT/budget.json: the grid's wall time and CPU time (user + system: its wall time on an idle core), the
+    machine's load average at its start and end, the machine."""
     import os
     import platform
     import time
 
     low, _, high = (load or "").partition("-")
-    budget = {"seconds": round(float(seconds)), "load_start": float(low) if low else None,
+    budget = {"seconds": round(float(seconds)), "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds),
+              "load_start": float(low) if low else None,
               "load_end": float(high) if high else None, "cores": os.cpu_count(), "processor": platform.processor()
               or platform.machine(), "finished": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
               "threads": 1, "nice": 10}
@@ -380,11 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", help="the grid's run directory (runs/NAME)")
     ap.add_argument("out", help="the records directory (records/NAME)")
     ap.add_argument("--seconds", type=float, help="the grid's wall time, for OUT/budget.json")
+    ap.add_argument("--cpu-seconds", type=float, help="the CPU time (user + system) of the grid's processes")
     ap.add_argument("--load", help="the 1-minute load average at the grid's start and end, 'A-B'")
     args = ap.parse_args(argv)
     n = extract_grid(args.runs, args.out)
     if args.seconds is not None:
-        write_budget(Path(args.out), args.seconds, args.load)
+        write_budget(Path(args.out), args.seconds, args.load, args.cpu_seconds)
     print(f"{args.out}: {n} runs", file=sys.stderr)
     return 0
 

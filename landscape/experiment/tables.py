@@ -161,10 +161,10 @@ def changed_table(rows: Sequence[Mapping], extra: Sequence[Mapping] = ()) -> str
     lines = ["| paper: claim | old: value, verdict | new: value, verdict | why |", "|---|---|---|---|"]
     for r in rows:
         prev = r.get("previous")
-        if not prev or prev["verdict"] == r["verdict"]:
+        if not prev or prev["test"]["verdict"] == r["verdict"]:
             continue
         old = (f"{prev.get('metric') or r['metric']} {estimate_text(prev['test'])} "
-               f"(seeds {seeds_text(prev['test']['seeds'])}), **{prev['verdict']}**")
+               f"(seeds {seeds_text(prev['test']['seeds'])}), **{prev['test']['verdict']}**")
         new = (f"{r['metric']} {estimate_text(r['test'])} (seeds {seeds_text(r['test']['seeds'])}, p Holm "
                f"{fmt(r['p_holm'], 2)}), **{r['verdict']}**")
         lines.append(f"| {r['paper']}: {r['text']} (`{r['name']}`) | {old} | {new} | {_reasons(r)} |")

@@ -93,8 +93,10 @@ def judge_claim(store, grid: str, claim: Mapping, paper: str) -> dict:
     status = "confirmatory" if (not after or confirm) else "exploratory"
     prev = claim.get("previous")
     old = None
-    if prev:
-        old = claim_test(quick, claim, prev.get("metric") or claim["metric"], "linear")
+    if prev:  # the old rule (raw interval, linear scale) on the old metric and seeds, from the same runs
+        seeds = prev.get("seeds")
+        data = quick if seeds is None else _only_seeds(quick, seeds)
+        old = claim_test(data, claim, prev.get("metric") or claim["metric"], "linear")
     return {"paper": paper, "grid": grid, "name": claim["name"], "text": claim["text"], "cells": claim["cells"],
             "direction": claim["direction"], "metric": claim["metric"], "secondary": claim.get("secondary", []),
             "declared": claim.get("declared"),
@@ -103,6 +105,18 @@ def judge_claim(store, grid: str, claim: Mapping, paper: str) -> dict:
             "exploratory": claim_test(quick, claim) if confirm else None,
             "published": claim.get("published"), "effect": published_effect(claim, main["scale"]),
             "previous": {**prev, "test": old} if prev else None}
+
+
+def _only_seeds(summary: Mapping, seeds: Sequence[int]) -> dict:
+    """`summary` with every cell's per-seed values restricted to `seeds` (for `per_seed`)."""
+    keep = set(seeds)
+    cells = []
+    for row in summary["cells"]:
+        idx = [i for i, s in enumerate(row["seeds"]) if s in keep]
+        part = {p: {k: {**v, "values": [v["values"][i] for i in idx]} for k, v in row[p].items()}
+                for p in ("final", "init")}
+        cells.append({**row, **part, "seeds": [row["seeds"][i] for i in idx]})
+    return {**summary, "cells": cells}
 
 
 def holm_family(rows: Sequence[dict]) -> list[dict]:

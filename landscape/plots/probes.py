@@ -228,7 +228,7 @@ def plot_stream_compare(runs: Mapping[str, Iterable], metrics: Sequence[str] = (
         row[-1].legend(fontsize=6, loc="best", title="mean over n seeds, band ± 1 SD" if len(seeds) > 1 else None,
                        title_fontsize=6)
     for ax, metric in zip(axes[0], metrics):
-        ax.set_title(label_of(metric))
+        ax.set_title(label_of(metric) + (" (log scale)" if logy else ""))
     return finish(fig, path, title)
 
 

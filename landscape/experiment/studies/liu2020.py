@@ -111,10 +111,17 @@ def grad_ratio(store, path):
 
 def transformer_training(store, path):
     g = store.grid("liu2020_transformer")
-    styles = plots.family_styles({c: (g.cell_runs(c)[0]["config"]["base"].split("_")[0],
-                                      "LN" if "_ln" in c else "BN" if "_bn" in c else "none") for c in g.cells()})
+
+    def family(cell):  # the skip and its λ or K: colour; the normalization: line style
+        connect = str(g.cell_runs(cell)[0]["config"]["train"]["model_config"]["connect"])
+        mode, _, value = connect.partition(":")
+        return f"{'rSkip K' if mode.startswith('recursive') else 'xSkip λ'} = {value}"
+
+    styles = plots.family_styles({c: (family(c), "LN" if "_ln" in c else "BN" if "_bn" in c else "no norm")
+                                  for c in g.cells()})
     return plots.plot_training_curves({c: g.histories(c) for c in g.cells()}, path, styles=styles,
-                                      title="transformer stand-in (colour: skip family, line style: normalization)")
+                                      title="transformer stand-in (colour: skip and λ or K, line style: "
+                                            "none / LN / BN)")
 
 
 def transformer_grad_ratio(store, path):

@@ -113,13 +113,13 @@ def training(store, path):
 
 
 def training_controls(store, path):
-    cells = ["plain", "residual", "gain_plain_0.5", "gain_residual_0.5", "branch_scale_0.1", "branch_scale_0.3",
-             "ln_0", "ln_1"]
-    styles = plots.family_styles({c: ("plain" if c in ("plain", "gain_plain_0.5", "ln_0") else "residual",
-                                      {"plain": "none", "residual": "none", "ln_0": "LN", "ln_1": "LN"}.get(
-                                          c, c.rsplit("_", 1)[0])) for c in cells})
-    return _training(store, "orhan2018", cells, path, "stream-scale controls (colour: net, line style: control)",
-                     styles)
+    variant = {"plain": "none", "residual": "none", "gain_plain_0.5": "init gain 0.5", "gain_residual_0.5":
+               "init gain 0.5", "branch_scale_0.1": "x + 0.1 z", "branch_scale_0.3": "x + 0.3 z", "ln_0": "LN",
+               "ln_1": "LN"}
+    styles = plots.family_styles({c: ("plain" if c in ("plain", "gain_plain_0.5", "ln_0") else "residual", v)
+                                  for c, v in variant.items()})
+    return _training(store, "orhan2018", list(variant), path,
+                     "stream-scale controls (colour: net, line style: control)", styles)
 
 
 def training_biasreg_malicious(store, path):
