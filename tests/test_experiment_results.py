@@ -266,3 +266,29 @@ def test_transition_blocks_from_roles_and_shapes():
             return self.c(self.b(self.a(x)))
 
     assert transition_blocks(Net(), torch.randn(2, 5), ["a", "b", "c"]) == ["b"]
+
+
+def test_a_confirm_profile_extends_quick_and_keeps_only_some_cells():
+    raw = {**RAW, "profiles": {**RAW["profiles"], "confirm": {"extends": "quick", "seeds": [5, 6], "only": ["a*"]}}}
+    exp = config.resolve(raw, "confirm")
+    assert {(r.cell, r.seed) for r in exp.runs} == {("a", 5), ("a", 6)}
+    assert exp.runs[0].train.model_config == {"kind": "residual", "depth": 2, "width": 4}  # the quick profile's
+    assert exp.claims == []  # b is not run here, so the claim is not judged on this profile
+    for change, message in (({"only": ["zz"]}, "match no cell"), ({"extends": "confirm"}, "not another profile")):
+        bad = {**raw, "profiles": {**raw["profiles"], "confirm": {**raw["profiles"]["confirm"], **change}}}
+        with pytest.raises(LandscapeError, match=message):
+            config.resolve(bad, "confirm")
+
+
+def test_claim_provenance_is_validated_and_carried():
+    prov = {"declared": "8f9009c", "first_run": "2026-12-07", "order": "after", "scale": "log",
+            "previous": {"verdict": "agrees", "seeds": [0, 1, 2], "source": "RESULTS.md"}}
+    raw = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], **prov}}}
+    claim = config.resolve(raw, "quick").claims[0]
+    assert {k: claim[k] for k in prov} == prov
+    for change, message in (({"order": "later"}, "order must be"), ({"scale": "logit"}, "scale must be"),
+                            ({"previous": {"verdict": "maybe", "source": "s"}}, "previous.verdict"),
+                            ({"previous": {"verdict": "agrees"}}, "missing required key 'source'")):
+        bad = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], **change}}}
+        with pytest.raises(LandscapeError, match=message):
+            config.resolve(bad, "quick")

@@ -15,9 +15,9 @@
                                first made), order ("before": declared before its data was seen; "after":
                                formed after, so it is confirmatory only on fresh seeds, a profile that
                                re-runs its cells), scale ("linear" or "log": a ratio A/B for gains and
-                               ratios; default by the metric, `keys.SCALES`), previous = {verdict, metric,
-                               value, source}: the verdict RESULTS.md gave before (for "Verdicts that
-                               changed")
+                               ratios; default by the metric, `keys.scale_of`), previous = {verdict, metric,
+                               seeds, source}: the verdict RESULTS.md gave before, the metric and seeds it
+                               was judged on if they differ (for "Verdicts that changed")
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from __future__ import annotations
 import copy
 
 from landscape.errors import LandscapeError
-from landscape.experiment.schema import STR_LIST, check
+from landscape.experiment.schema import INT_LIST, STR_LIST, check
 
 _CLAIM = {"text": str, "metric": str, "cells": STR_LIST, "direction": str, "secondary": STR_LIST,
           "profiles": STR_LIST, "published": dict, "declared": str, "first_run": str, "order": str, "scale": str,
           "previous": dict}
 _PUBLISHED = {"a": float, "b": float, "source": str, "setup": str, "error": float}
-_PREVIOUS = {"verdict": str, "metric": str, "value": str, "source": str}
+_PREVIOUS = {"verdict": str, "metric": str, "seeds": INT_LIST, "source": str}
 _PROVENANCE = ("declared", "first_run", "order", "scale", "previous")
 
 

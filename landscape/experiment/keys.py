@@ -73,6 +73,22 @@ MEAN_METRICS = ("x_norm2", "f_par_norm2", "f_ortho_norm2", "rho_par", "rho_ortho
                 "overlap_weight", "overlap_weight_frac", "eff_rank", "small_sv_frac")
 
 
+# the shape of each key's values (docs/methods.md §H.4): ratios and gains are compared as ratios A/B on the log
+# scale; fractions in [0, 1] have differences in [-1, 1] and single-cell intervals on the logit scale
+LOG_KEYS = re.compile(r"(grad_gain|grad_ratio(_transition)?_(min|max|gmean)|x_norm2_(last|peak)|\w*_norm2_mean"
+                      r"|(slq|exact)_lambda_max|eos_ratio\w*)$")
+FRACTION_KEYS = re.compile(r"((train|test|best_train)_acc|(slq|exact)_\w*(degenerate|negative|null)_ratio(_low|_high)?"
+                           r"|\w*_frac_mean|eff_rank_mean|overlap_\w*_mean)$")
+
+
+def scale_of(key: str) -> str:
+    """"log" for ratios and gains (positive, compared as A/B), "fraction" for values in [0, 1], else "linear"."""
+    base = key[5:] if key.startswith("init.") else key
+    if LOG_KEYS.fullmatch(base):
+        return "log"
+    return "fraction" if FRACTION_KEYS.fullmatch(base) and "pairs" not in base else "linear"
+
+
 def check_key(key: str) -> str | None:
     """None when `key` names a result key ("init.KEY" for the value at initialization), else the problem."""
     base = key[5:] if key.startswith("init.") else key

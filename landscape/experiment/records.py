@@ -199,6 +199,27 @@ def extract_grid(runs: str | Path, out: str | Path) -> int:
     return n
 
 
+def write_budget(out: Path, seconds: float, load: str | None = None, cpu_seconds: float | None = None) -> None:
+    """OUT/budget.json: the grid's wall time and CPU time (user + system: its wall time on an idle core), the
+    machine's load average at its start and end, the machine."""
+    import os
+    import platform
+    import time
+
+    low, _, high = (load or "").partition("-")
+    budget = {"seconds": round(float(seconds)), "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds),
+              "load_start": float(low) if low else None,
+              "load_end": float(high) if high else None, "cores": os.cpu_count(), "processor": platform.processor()
+              or platform.machine(), "finished": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+              "threads": 1, "nice": 10}
+    write_record(out / "budget.json", budget)
+
+
+def read_budget(root: Path) -> dict | None:
+    path = Path(root) / "budget.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 # ---- read a record back ----
 
 def read_record(path: str | Path) -> dict:
@@ -303,6 +324,48 @@ class GridRecords:
                 return r
         raise LandscapeError(f"{self.root}: no record of {cell} seed {seed}")
 
+    def cell_runs(self, cell: str) -> list[dict]:
+        """The records of one cell, in seed order."""
+        return [r for r in self.runs if r["config"]["cell"] == cell]
+
+    def cells(self, base: str | None = None) -> list[str]:
+        """The cells that have records (of one base cell, i.e. its sweep, when given), in run order."""
+        return list(dict.fromkeys(r["config"]["cell"] for r in self.runs
+                                  if base is None or r["config"]["base"] == base))
+
+    def label(self, cell: str) -> str:
+        return self.cell_runs(cell)[0]["config"]["label"]
+
+    def setting(self, cell: str, key: str | None = None):
+        """The swept value of `cell` (default the first swept key); "mode:value" strings give their number."""
+        setting = self.cell_runs(cell)[0]["config"]["setting"]
+        if not setting:
+            return None
+        value = setting[key] if key else next(iter(setting.values()))
+        if isinstance(value, str) and ":" in value:
+            try:
+                return float(value.rpartition(":")[2])
+            except ValueError:
+                return value
+        return value
+
+    def histories(self, cell: str) -> list[list[dict]]:
+        """metrics.jsonl rows per seed."""
+        return [history(r) for r in self.cell_runs(cell)]
+
+    def epoch_records(self, cell: str) -> list[list[dict]]:
+        """The fixed-probe-set records per seed."""
+        return [epoch_records(r) for r in self.cell_runs(cell)]
+
+    def step_records(self, cell: str) -> list[list[dict]]:
+        """The training-step probe records per seed."""
+        return [step_records(r) for r in self.cell_runs(cell)]
+
+    def transitions(self, cell: str) -> list[str]:
+        """The transition blocks (measured dimension-changing blocks) of the cell's first run."""
+        measure = self.cell_runs(cell)[0].get("measure", {})
+        return next((m["transitions"] for m in measure.values() if m.get("transitions")), [])
+
     def summary(self, seeds: Iterable[int] | None = None) -> dict:
         """summary.json of the grid from its records (`landscape.experiment.summary.summary_of`), over `seeds`
         (default all)."""
@@ -318,8 +381,13 @@ def main(argv: list[str] | None = None) -> int:
                                  description="extract the compact records of a finished grid (docs/formats.md)")
     ap.add_argument("runs", help="the grid's run directory (runs/NAME)")
     ap.add_argument("out", help="the records directory (records/NAME)")
+    ap.add_argument("--seconds", type=float, help="the grid's wall time, for OUT/budget.json")
+    ap.add_argument("--cpu-seconds", type=float, help="the CPU time (user + system) of the grid's processes")
+    ap.add_argument("--load", help="the 1-minute load average at the grid's start and end, 'A-B'")
     args = ap.parse_args(argv)
     n = extract_grid(args.runs, args.out)
+    if args.seconds is not None:
+        write_budget(Path(args.out), args.seconds, args.load, args.cpu_seconds)
     print(f"{args.out}: {n} runs", file=sys.stderr)
     return 0
 

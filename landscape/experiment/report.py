@@ -30,6 +30,7 @@ from landscape.experiment import registry
 from landscape.experiment.store import ROOT, Store
 
 BLOCK = re.compile(r"<!-- generated: (?P<name>[A-Za-z0-9_.\-]+) -->\n(?P<body>.*?)<!-- end: (?P=name) -->", re.S)
+PENDING = re.compile(r"<!-- pending: (?P<name>[A-Za-z0-9_.\-]+) -->\n(?P<body>.*?)<!-- end: (?P=name) -->", re.S)
 # a decimal number (0.902, +0.116, −3.2, 2.4e-3), not part of a word, a commit hash or a version
 NUMBER = re.compile(r"(?<![\w.\-])[+\-−]?\d+\.\d+(?:e[+\-−]?\d+)?(?!\w|\.\d)")
 
@@ -65,12 +66,17 @@ def substitute(text: str, bodies: Mapping[str, str]) -> str:
     return BLOCK.sub(repl, text)
 
 
-def check_blocks(text: str, tables: Mapping) -> None:
-    """Every registered table has a block in `text` and every block a registered table."""
+def check_blocks(text: str, tables: Mapping, pending: Mapping = registry.PENDING) -> None:
+    """Every registered table has a block in `text`, every block a registered table, and the typed sections
+    awaiting regeneration are exactly the registry's PENDING ones."""
     present = set(blocks(text))
     missing, unknown = sorted(set(tables) - present), sorted(present - set(tables))
     if missing or unknown:
         raise LandscapeError(f"RESULTS.md: tables without a block {missing}, blocks without a table {unknown}")
+    typed = {m["name"] for m in PENDING.finditer(text)}
+    if typed != set(pending):
+        raise LandscapeError(f"RESULTS.md: pending (typed) sections {sorted(typed)}, registry.PENDING "
+                             f"{sorted(pending)}: a typed section must be declared, a regenerated one removed")
 
 
 def settings(experiments: Path) -> set[str]:
@@ -97,9 +103,10 @@ def settings(experiments: Path) -> set[str]:
 
 
 def stray_numbers(text: str, allowed: set[str]) -> list[str]:
-    """Decimal numbers in `text` outside generated blocks, code spans and fenced code that are not `allowed`
-    (settings): "line N: 0.902" for each."""
+    """Decimal numbers in `text` outside generated blocks, pending sections (`registry.PENDING`), code spans and
+    fenced code that are not `allowed` (settings): "line N: 0.902" for each."""
     stripped = BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+    stripped = PENDING.sub(lambda m: "\n" * m.group(0).count("\n"), stripped)
     stripped = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), stripped, flags=re.S)
     stripped = re.sub(r"`[^`\n]*`", "", stripped)
     out = []
@@ -159,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: block {n!r} differs from what the records give", file=sys.stderr)
         for s in stray:
             print(f"{path}: result number outside a generated block, {s}", file=sys.stderr)
+        for name, why in registry.PENDING.items():
+            print(f"{path}: section {name!r} is still typed by hand, pending {why}", file=sys.stderr)
         return 1 if differ or stray else 0
     if new != text:
         path.write_text(new)

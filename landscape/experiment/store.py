@@ -4,6 +4,8 @@
     store.grid("orhan2018")                          # GridRecords of records/orhan2018
     store.summary("orhan2018", "confirm")            # summary.json of records/orhan2018-confirm, claims from the TOML
     store.experiment("orhan2018")                    # the TOML's resolved quick profile (its declared claims)
+    store.table("orhan2018_verdicts")                # a registered RESULTS.md table, as markdown
+    store.figure("orhan2018_training", "figures")    # a registered figure, drawn into figures/
 
 Everything is computed from the records on first use and cached; nothing reads runs/.
 """
@@ -64,6 +66,24 @@ class Store:
 
             self._summaries[key] = summary_of(meta, records.results(), records.experiment["cells"])
         return self._summaries[key]
+
+    def table(self, name: str) -> str:
+        """The markdown of a registered RESULTS.md table (`landscape.experiment.registry`)."""
+        from landscape.experiment import registry
+
+        tables = registry.tables()
+        if name not in tables:
+            raise LandscapeError(f"no registered table {name!r}")
+        return tables[name](self)
+
+    def figure(self, name: str, out: str | Path):
+        """Draw a registered figure into OUT/NAME.png and .pdf and return it."""
+        from landscape.experiment import registry
+
+        figures = registry.figures()
+        if name not in figures:
+            raise LandscapeError(f"no registered figure {name!r}")
+        return figures[name](self, Path(out) / name)
 
     @cached_property
     def verdicts(self) -> list[dict]:
