@@ -11,12 +11,12 @@ shortcuts they stay near-convex at every depth; and the 2-D picture agrees with 
 |λmin/λmax| of the Hessian's extreme eigenvalues is near 0 where the surface looks convex and large where
 it does not (their "non-convexity map").
 
-Nets (`CELLS`, docs/methods.md §F.6): the zoo's `resnet1d` (pre-activation 1-D conv ResNet with BatchNorm,
-three stages of n blocks, width 16, depth 6n + 2 = 20, 56, 110), with identity shortcuts ("short") or none
-("noshort"); beside them stream-controlled FC nets of the same depths (`fc`, pre-activation branches
-W·ReLU(s), He init, no normalization): residual with branches × 1/√L ("short") and plain ("noshort", the
-He-initialized chain s ← W·ReLU(s) + b, whose stream variance He init preserves). MNIST-1D, SGD with
-momentum (Li et al.'s optimizer), 5 seeds.
+Nets (`cells`, docs/methods.md §F.6): the zoo's `resnet1d` (pre-activation 1-D conv ResNet with BatchNorm,
+three stages of n blocks, width 8 in the quick profile (Li et al.'s 16 in `FULL`), depth 6n + 2 = 20, 56,
+110), with identity shortcuts ("short") or none ("noshort"); beside them stream-controlled FC nets of the
+same depths (`fc`, pre-activation branches W·ReLU(s), He init, no normalization): residual with branches
+× 1/√L ("short") and plain ("noshort", the He-initialized chain s ← W·ReLU(s) + b, whose stream variance
+He init preserves). MNIST-1D, SGD with momentum (Li et al.'s optimizer), 5 seeds.
 
 Measurement of each trained net, on the measurement set (the first `measure_samples` training samples),
 in eval mode (BatchNorm with the trained running statistics, as Li et al. evaluate):
@@ -98,15 +98,20 @@ class LiConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     n_train: int = 4000
-    resnet_width: int = 16
+    resnet_width: int = 8
     fc_width: int = 64
-    measure_samples: int = 256
-    hessian_samples: int = 128
+    measure_samples: int = 128
+    hessian_samples: int = 64
     tol: float = 1e-2
-    max_matmats: int = 30
+    max_matmats: int = 24
     threads: int = 1
     axis: tuple[float, ...] = field(default=AXIS)
     map_axis: tuple[float, ...] = field(default=MAP_AXIS)
+
+
+# the paper-sized profile (NOT RUN: docs/methods.md §F.6 states its GPU-hours): Li et al.'s width, 5x the epochs,
+# surfaces and maps on 10x / 16x the samples, a tenfold tighter eigensolver
+FULL = LiConfig(epochs=50, resnet_width=16, measure_samples=1280, hessian_samples=1024, tol=1e-3, max_matmats=100)
 
 
 def cell_name(family: str, variant: str, depth: int) -> str:
@@ -169,7 +174,8 @@ def measure(model: nn.Module, loss_fn: Callable, X: Tensor, y: Tensor, seed: int
                 for n, p in at.named_parameters():
                     p.copy_(base[n] + a * dirs[0][n] + b * dirs[1][n])
             ext = curvature_extremes(at, loss_fn, (X[:cfg.hessian_samples], y[:cfg.hessian_samples]), tol=cfg.tol,
-                                     max_matmats=cfg.max_matmats, seed=seed, backend="double_backward")
+                                     max_matmats=cfg.max_matmats, seed=seed, backend="double_backward",
+                                     check_deterministic=False)     # CPU kernels of these nets are deterministic
             points.append({"a": a, "b": b, **ext})
     n = len(axis)
     return {"axis": axis.tolist(), "loss": vals.loss.reshape(n, n).tolist(),
@@ -202,7 +208,7 @@ def run_one(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, run
     tcfg = train_config(family, variant, depth, seed, cfg, runs / cell / f"seed{seed}")
     record = {"experiment": "li2018_depth", "cell": cell, "family": family, "variant": variant, "depth": depth,
               "seed": seed, "config": {k: v for k, v in tcfg.to_dict().items() if k in CONFIG_KEYS}}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         result = train(tcfg)
     except NonFiniteLoss as e:
@@ -211,6 +217,7 @@ def run_one(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, run
     t1 = time.perf_counter()
     m = measure(result["model"], evaluation_loss(result["config"]), *data, seed, cfg)
     m["seconds"]["train"] = t1 - t0
+    m["seconds"]["cpu"] = time.process_time() - c0                  # user + system of train and measure
     final = result["final"]
     return {**record, "diverged": None,
             "history": [{k: h[k] for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}

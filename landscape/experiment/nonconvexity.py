@@ -53,7 +53,8 @@ class Negated:
 
 
 def curvature_extremes(model: nn.Module, loss_fn: Callable, data: Any, *, tol: float = 1e-2,
-                       max_matmats: int = 40, seed: int = 0, backend: str = "auto") -> dict:
+                       max_matmats: int = 40, seed: int = 0, backend: str = "auto",
+                       check_deterministic: bool = True) -> dict:
     """λmax and λmin of the Hessian of `loss_fn` over `data` at the model's parameters, and |λmin/λmax|.
 
     Args:
@@ -64,12 +65,13 @@ def curvature_extremes(model: nn.Module, loss_fn: Callable, data: Any, *, tol: f
         max_matmats: products per solve before it stops unconverged.
         seed: seed of the solves' start vectors.
         backend: the operator's backend ("auto" times both on the first batch; naming one saves that).
+        check_deterministic: the operator's determinism check at construction (two products).
 
     Returns:
         {"lambda_max", "lambda_min", "ratio" = |λmin|/λmax, "residual_max", "residual_min", "converged_max",
         "converged_min", "matmats"} (plain floats, bools and an int).
     """
-    op = HessianOperator(model, loss_fn, data, seed=seed, backend=backend)
+    op = HessianOperator(model, loss_fn, data, seed=seed, backend=backend, check_deterministic=check_deterministic)
     top = top_eigenpairs(op, 1, tol=tol, max_matmats=max_matmats, seed=seed)
     low = top_eigenpairs(Negated(op), 1, tol=tol, max_matmats=max_matmats, seed=seed + 1)
     lam_max, lam_min = float(top.eigenvalues[0]), -float(low.eigenvalues[0])
