@@ -31,6 +31,30 @@ def test_curvature_extremes_match_the_dense_hessian(loss_fn):
     assert ext["ratio"] == pytest.approx(abs(eig[0]) / eig[-1], rel=1e-5)
 
 
+def test_the_default_tolerance_finds_lambda_min_past_a_near_null_space():
+    """H = A by construction (outputs are the weights, loss ½ oᵀAo): 400 zero eigenvalues, λmax = 100 and a
+    single λmin = −0.5 (ratio 0.005). With a tolerance relative to λmax of 10⁻² the λmin solve stops on the
+    null space; the default finds −0.5."""
+    n = 600
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    lam = torch.cat([torch.tensor([100.0, -0.5]), torch.linspace(1.0, 60.0, n - 402, dtype=torch.float64),
+                     torch.zeros(400, dtype=torch.float64)])
+    A = (Q * lam) @ Q.T
+    model = torch.nn.Linear(n, 1, bias=False).double()
+
+    def quadratic(out, target):                     # out [n, 1]: the weights themselves
+        o = out[:, 0]
+        return 0.5 * o @ (A @ o)
+
+    data = (torch.eye(n, dtype=torch.float64), torch.zeros(n))
+    ext = curvature_extremes(model, quadratic, data)
+    assert ext["lambda_max"] == pytest.approx(100.0, rel=1e-6)
+    assert ext["lambda_min"] == pytest.approx(-0.5, rel=1e-3) and ext["ratio"] == pytest.approx(0.005, rel=1e-3)
+    loose = curvature_extremes(model, quadratic, data, tol=1e-2)
+    assert abs(loose["lambda_min"]) < 0.1             # what a loose tolerance reports: the near-null space
+
+
 def test_surface_hessians_are_exact_for_quadratics_on_a_non_uniform_grid():
     axis = np.asarray(li2018.AXIS)
     X, Y = np.meshgrid(axis, axis)
@@ -100,39 +124,44 @@ def test_a_tiny_grid_runs_end_to_end_and_its_tables_and_figures_read_the_records
     li2018.run_li(tmp_path / "runs", records, cfg)
     assert (records / "fc_short_8_seed0.json").stat().st_mtime_ns == stamp
     store = Store(tmp_path / "records")
-    table = study.cells_table(store)
+    table = store.table("li2018_cells")
     assert table.count("\n") == 5 and "| ResNet, no shortcuts | 8 | 2 |" in table
+    assert "`noshort_56`" in store.table("li2018_verdicts")
     for name, draw in study.FIGURES.items():
         fig = draw(store, tmp_path / "figures" / name)
         assert (tmp_path / "figures" / f"{name}.png").exists() and fig is not None
     # a claim whose cells are missing has n = 0 and stays inconclusive
-    assert all(r["n"] == 0 and r["verdict_holm"] == "inconclusive" for r in li2018.judge_li(runs))
+    assert all(r["test"]["n"] == 0 and r["verdict"] == "inconclusive" for r in li2018.judge_li(runs))
 
 
 def test_claims_on_constructed_records_are_log_ratios_paired_by_seed_with_holm():
-    def runs_with(values: dict[str, list[float]]) -> dict:
-        return {cell: [{"seed": s, "keys": {"nonconvexity": v}, "final": {}} for s, v in enumerate(vals)]
-                for cell, vals in values.items()}
+    def recs(vals: list[float], cell: str) -> list[dict]:
+        fam, var, depth = cell.split("_")
+        return [{"seed": s, "family": fam, "variant": var, "depth": int(depth), "keys": {"nonconvexity": v},
+                 "final": {}} for s, v in enumerate(vals)]
 
     base = [0.01, 0.012, 0.009, 0.011, 0.01]
-    runs = runs_with({"resnet_noshort_56": [10 * b for b in base], "resnet_short_56": base,
-                      "resnet_noshort_110": [1.1 * b for b in base[::-1]], "resnet_short_110": base,
-                      "resnet_noshort_20": base, "resnet_short_20": base,
-                      "fc_noshort_56": base, "fc_short_56": base, "fc_noshort_110": base, "fc_short_110": base})
-    rows = {r["name"]: r for r in li2018.judge_li(runs)}
-    assert rows["noshort_56"]["ratio"] == pytest.approx(10.0) and rows["noshort_56"]["verdict_holm"] == "agrees"
+    values = {"resnet_noshort_56": [10 * b for b in base], "resnet_short_56": base,
+              "resnet_noshort_110": [1.1 * b for b in base[::-1]], "resnet_short_110": base,
+              "resnet_noshort_20": base, "resnet_short_20": base,
+              "fc_noshort_56": base, "fc_short_56": base, "fc_noshort_110": base, "fc_short_110": base}
+    rows = {r["name"]: r for r in li2018.judge_li({c: recs(v, c) for c, v in values.items()})}
+    assert rows["noshort_56"]["test"]["estimate"] == pytest.approx(10.0) and rows["noshort_56"]["verdict"] == "agrees"
     # 110: the log-ratios are log(1.1 · base reversed / base); by hand
     d = np.log(1.1 * np.array(base[::-1]) / np.array(base))
-    assert rows["noshort_110"]["ratio"] == pytest.approx(np.exp(d.mean()))
+    assert rows["noshort_110"]["test"]["estimate"] == pytest.approx(np.exp(d.mean()))
     from scipy import stats as sps
 
-    assert rows["noshort_110"]["p"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
-    # interaction: log(noshort110/short110) − log(noshort20/short20) = d
-    assert rows["shortcut_effect_grows"]["ratio"] == pytest.approx(np.exp(d.mean()))
-    ps = [rows[k]["p"] for k in li2018.CLAIMS]
+    assert rows["noshort_110"]["test"]["p"] == pytest.approx(sps.ttest_1samp(d, 0).pvalue)
+    # interaction: log(noshort110/short110) − log(noshort20/short20) = d, the derived cells' log-ratio
+    assert rows["shortcut_effect_grows"]["test"]["estimate"] == pytest.approx(np.exp(d.mean()))
     from landscape import stats
 
-    assert [rows[k]["p_holm"] for k in li2018.CLAIMS] == pytest.approx(stats.holm(ps), nan_ok=True)
+    ps = [rows[k]["test"]["p"] for k in li2018.CLAIMS]
+    holm = stats.holm([np.nan if p is None else p for p in ps])
+    assert [rows[k]["p_holm"] for k in li2018.CLAIMS] == pytest.approx([None if np.isnan(h) else h for h in holm])
+    assert all(r["m"] == 6 and r["status"] == "confirmatory" and r["declared"] == li2018.DECLARED
+               for r in rows.values())
 
 
 def test_a_diverged_run_is_recorded_without_a_measurement(tmp_path, monkeypatch):

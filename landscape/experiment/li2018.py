@@ -25,9 +25,9 @@ in eval mode (BatchNorm with the trained running statistics, as Li et al. evalua
   directions drawn with the run's seed and filter-normalized, their bias and BatchNorm entries zero (Li et
   al.'s "biasbn" ignored);
 - the non-convexity map: at each point of `MAP_AXIS`² the Hessian's λmax = the top eigenvalue of H and
-  λmin = −(top eigenvalue of −H), both by `landscape.hessian.top_eigenpairs` (block Krylov, relative residual
-  `tol`, at most `max_matmats` products) on a `HessianOperator` of the first `hessian_samples` samples of the
-  measurement set at that point; ratio = |λmin / λmax|.
+  λmin = −(top eigenvalue of −H), both by `landscape.hessian.top_eigenpairs` (block Krylov, residual ≤
+  `tol` × the largest |Ritz value|, at most `max_matmats` products) on a `HessianOperator` of the first
+  `hessian_samples` samples of the measurement set at that point; ratio = |λmin / λmax|.
 
 Declared before the grid (committed first, see RESULTS.md): the primary metric of a run is `nonconvexity`,
 the mean of the ratio over the 8 map points off the origin, each ratio floored at `RATIO_FLOOR` (10⁻³, the
@@ -84,7 +84,11 @@ class LiConfig:
         resnet_width, fc_width: widths of the two families.
         measure_samples: the measurement set (the first N training samples), on which surfaces are evaluated.
         hessian_samples: the Hessian map uses the first N samples of the measurement set.
-        tol, max_matmats: the eigensolver's relative residual and its product budget per solve.
+        tol, max_matmats: the eigensolver's relative residual and its product budget per solve. The solver's
+            tolerance is relative to the largest |Ritz value| of its basis (≈ λmax for both solves), so it
+            must lie well below the ratios to resolve: at 10⁻² the λmin solve stops after two products on a
+            near-null vector (λmin ≈ 0.004 where a 150-product solve and plain Lanczos find −6.3); at 10⁻⁴
+            it agrees with them to 4 digits in 12-19 products.
         threads: torch threads per run.
     """
 
@@ -102,8 +106,8 @@ class LiConfig:
     fc_width: int = 64
     measure_samples: int = 128
     hessian_samples: int = 64
-    tol: float = 1e-2
-    max_matmats: int = 24
+    tol: float = 1e-4
+    max_matmats: int = 40
     threads: int = 1
     axis: tuple[float, ...] = field(default=AXIS)
     map_axis: tuple[float, ...] = field(default=MAP_AXIS)
@@ -111,7 +115,7 @@ class LiConfig:
 
 # the paper-sized profile (NOT RUN: docs/methods.md §F.6 states its GPU-hours): Li et al.'s width, 5x the epochs,
 # surfaces and maps on 10x / 16x the samples, a tenfold tighter eigensolver
-FULL = LiConfig(epochs=50, resnet_width=16, measure_samples=1280, hessian_samples=1024, tol=1e-3, max_matmats=100)
+FULL = LiConfig(epochs=50, resnet_width=16, measure_samples=1280, hessian_samples=1024, tol=1e-5, max_matmats=100)
 
 
 def cell_name(family: str, variant: str, depth: int) -> str:
@@ -282,15 +286,13 @@ def present_cells(runs: Mapping[str, Sequence[Mapping]]) -> list[tuple[str, str,
 
 def per_seed(runs: Mapping[str, Sequence[Mapping]], cell: str, key: str) -> dict[int, float]:
     """{seed: value} of one key of a cell (from `keys` or `final`)."""
-    out = {}
-    for r in runs.get(cell, ()):
-        v = r["keys"].get(key, r["final"].get(key))
-        out[r["seed"]] = math.nan if v is None else float(v)
-    return out
+    return {r["seed"]: _value(r, key) for r in runs.get(cell, ())}
 
 
 # ---- the declared claims (Li et al. 2018, §5 Fig. 5 and §6 Fig. 7), one Holm family ----------------------
 
+PRIMARY = "nonconvexity"
+GAP = "{family}_noshort_over_short_{depth}"     # a derived cell: per seed, noshort / short of the primary metric
 CLAIMS = {
     "noshort_56": {"text": "ResNet-56 without shortcuts is less convex than with them",
                    "cells": ["resnet_noshort_56", "resnet_short_56"]},
@@ -298,62 +300,59 @@ CLAIMS = {
                     "cells": ["resnet_noshort_110", "resnet_short_110"]},
     "noshort_depth": {"text": "without shortcuts, depth makes the landscape less convex (110 vs 20 layers)",
                       "cells": ["resnet_noshort_110", "resnet_noshort_20"]},
-    "shortcut_effect_grows": {"text": "the shortcuts' effect on convexity grows with depth: "
-                                      "(noshort/short at 110) > (noshort/short at 20)",
-                              "cells": ["resnet_noshort_110", "resnet_short_110", "resnet_noshort_20",
-                                        "resnet_short_20"]},
+    "shortcut_effect_grows": {"text": "the shortcuts' effect on convexity grows with depth: noshort/short is larger "
+                                      "at 110 layers than at 20",
+                              "cells": [GAP.format(family="resnet", depth=110), GAP.format(family="resnet", depth=20)]},
     "fc_plain_56": {"text": "stream-controlled FC, depth 56: plain less convex than residual",
                     "cells": ["fc_noshort_56", "fc_short_56"]},
     "fc_plain_110": {"text": "stream-controlled FC, depth 110: plain less convex than residual",
                      "cells": ["fc_noshort_110", "fc_short_110"]},
 }
-PRIMARY = "nonconvexity"
-SECONDARY = ("origin_ratio", "surface_nonconvexity", "rise_r0.1", "rise_r0.25", "origin_lambda_max",
-             "train_acc", "test_acc", "train_loss")
-ALPHA = 0.05
+DECLARED = "bf1e283"                          # the commit that declared CLAIMS and PRIMARY (git log -S)
+FIRST_RUN = "2026-12-07 11:49 UTC"            # the grid's first run (its settings: commit 56fa5e4)
 
 
-def log_contrast(runs: Mapping[str, Sequence[Mapping]], cells_: Sequence[str], key: str = PRIMARY) -> dict[int, float]:
-    """{seed: log(A/B)} for two cells, or {seed: log(A/B) − log(C/D)} for four (an interaction), paired by seed;
-    seeds missing from any cell, or with a non-positive value, are left out."""
-    vals = [per_seed(runs, c, key) for c in cells_]
-    seeds = sorted(set.intersection(*(set(v) for v in vals)))
-    out = {}
-    for s in seeds:
-        x = [v[s] for v in vals]
-        if all(math.isfinite(t) and t > 0 for t in x):
-            logs = [math.log(t) for t in x]
-            out[s] = logs[0] - logs[1] - (logs[2] - logs[3] if len(logs) == 4 else 0.0)
-    return out
+def summary_of(runs: Mapping[str, Sequence[Mapping]]) -> dict:
+    """The records as `landscape.experiment.summary`'s shape ({"cells": [{"cell", "seeds", "final": {key:
+    {"values"}}, "init": {}}]}) for `verdicts.claim_test`, with the derived noshort/short cells of `GAP`."""
+    cells = []
+    for cell, recs in runs.items():
+        keys = sorted(set(KEYS) | {"train_loss", "train_acc", "test_loss", "test_acc"})
+        cells.append({"cell": cell, "seeds": [r["seed"] for r in recs], "init": {},
+                      "final": {k: {"values": [_value(r, k) for r in recs]} for k in keys}})
+    for family, depth in sorted({(f, d) for f, _, d in present_cells(runs)}):
+        a, b = (per_seed(runs, cell_name(family, v, depth), PRIMARY) for v in ("noshort", "short"))
+        seeds = sorted(set(a) & set(b))
+        cells.append({"cell": GAP.format(family=family, depth=depth), "seeds": seeds, "init": {},
+                      "final": {PRIMARY: {"values": [a[s] / b[s] for s in seeds]}}})
+    return {"cells": cells}
+
+
+def judged(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] = CLAIMS) -> list[dict]:
+    """Each declared claim's test before Holm, in `landscape.experiment.verdicts`' row shape: the primary metric
+    as the ratio A/B paired by seed on the log scale (`verdicts.claim_test`); all claims were declared before
+    their data (confirmatory, quick seeds)."""
+    from landscape.experiment.verdicts import claim_test
+
+    summary = summary_of(runs)
+    rows = []
+    for name, claim in claims.items():
+        c = {"cells": list(claim["cells"]), "metric": PRIMARY, "direction": "greater", "scale": "log"}
+        rows.append({"paper": "li2018", "grid": "li2018_depth", "name": name, "text": claim["text"],
+                     "cells": c["cells"], "direction": "greater", "metric": PRIMARY, "secondary": [],
+                     "declared": DECLARED, "first_run": FIRST_RUN, "order": "before", "status": "confirmatory",
+                     "profile": "quick", "test": claim_test(summary, c), "exploratory": None, "published": None,
+                     "effect": None, "previous": None})
+    return rows
 
 
 def judge_li(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] = CLAIMS) -> list[dict]:
-    """Every declared claim on the primary metric, on the log scale, Holm-adjusted within `claims`.
+    """`judged` with Holm's adjustment over the family and the adjusted verdicts (`verdicts.holm_family`)."""
+    from landscape.experiment.verdicts import holm_family
 
-    Args:
-        runs: cell → records (`load_li`).
-        claims: name → {"text", "cells": [A, B] or [A, B, C, D]}; each predicts A/B > 1 (or (A/B)/(C/D) > 1).
+    return holm_family(judged(runs, claims))
 
-    Returns:
-        One row per claim: {"name", "text", "cells", "n", "ratio" (geometric-mean ratio), "low", "high" (its
-        95% interval), "p", "p_holm", "mde_ratio" (the ratio a paired t-test at n detects with power 0.8,
-        from the observed SD of the log contrasts), "verdict" (from the interval), "verdict_holm"}.
-    """
-    from landscape import stats
 
-    rows = []
-    for name, claim in claims.items():
-        d = log_contrast(runs, claim["cells"])
-        res = stats.paired(list(d.values()), [0.0] * len(d))
-        mde = stats.mde_paired(res.sd, res.n)
-        rows.append({"name": name, "text": claim["text"], "cells": list(claim["cells"]), "n": res.n,
-                     "ratio": math.exp(res.mean) if res.n else math.nan,
-                     "low": math.exp(res.ci.low) if res.ci.defined else math.nan,
-                     "high": math.exp(res.ci.high) if res.ci.defined else math.nan, "p": res.p,
-                     "mde_ratio": math.exp(mde) if math.isfinite(mde) else math.nan,
-                     "verdict": stats.verdict(res.ci, "greater")})
-    for row, p in zip(rows, stats.holm([r["p"] for r in rows])):
-        row["p_holm"] = p
-        side = "agrees" if row["ratio"] > 1 else "disagrees"
-        row["verdict_holm"] = side if math.isfinite(p) and p < ALPHA else "inconclusive"
-    return rows
+def _value(rec: Mapping, key: str) -> float:
+    v = rec["keys"].get(key, rec["final"].get(key))
+    return math.nan if v is None else float(v)

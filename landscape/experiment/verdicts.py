@@ -131,7 +131,8 @@ def holm_family(rows: Sequence[dict]) -> list[dict]:
 
 
 def judge_all(store, studies: Sequence[str] | None = None) -> list[dict]:
-    """Every claim of the registered grids (quick profiles with records), judged, in registry order."""
+    """Every claim of the registered grids (quick profiles with records), and the rows of each study's
+    `judged(store)` (pre-Holm rows in `judge_claim`'s shape), judged, in registry order."""
     from landscape.experiment import registry
 
     by_paper: dict[str, list[dict]] = {}
@@ -141,4 +142,8 @@ def judge_all(store, studies: Sequence[str] | None = None) -> list[dict]:
         exp = store.experiment(spec.name)
         for claim in exp.claims:
             by_paper.setdefault(exp.paper, []).append(judge_claim(store, spec.name, claim, exp.paper))
+    for name in registry.STUDIES:  # studies whose grids are not experiment TOMLs judge their own claims' tests
+        judged = getattr(registry.study(name), "judged", None)
+        for row in judged(store) if judged is not None else ():
+            by_paper.setdefault(row["paper"], []).append(row)
     return [row for rows in by_paper.values() for row in holm_family(rows)]
