@@ -136,3 +136,16 @@ def test_a_checkpoint_without_a_loss_key_resumes_as_cross_entropy(tmp_path):
     torch.save(payload, run / "checkpoint.pt")
     resumed = T.train({**FULL_BATCH, "out": str(run), "resume": True})
     assert resumed["epoch"] == 2
+
+
+def test_fit_takes_a_loss_function_and_records_its_spec(tmp_path):
+    from landscape import fit
+    from landscape.train.losses import loss_spec
+
+    assert loss_spec(F.cross_entropy) == "ce" and loss_spec(square_loss) == "mse"
+    assert loss_spec(F.mse_loss) == "torch.nn.functional:mse_loss"
+    result = fit({**FULL_BATCH, "epochs": 1, "out": str(tmp_path / "r")}, loss_fn=square_loss)
+    assert result["config"]["loss"] == "mse"
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")[1]["train"]["loss"] == "mse"
+    with pytest.raises(LandscapeError, match="cannot be recorded in the run's config"):
+        fit({**FULL_BATCH, "epochs": 1}, loss_fn=lambda out, y: F.cross_entropy(out, y))

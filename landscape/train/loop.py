@@ -25,6 +25,7 @@ becomes SyncBatchNorm on CUDA; under gloo it keeps per-rank statistics.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +54,7 @@ from landscape.train.callbacks import (
     check_tensorboard,
 )
 from landscape.train.config import TrainConfig
-from landscape.train.losses import Loss, evaluation_loss, training_loss
+from landscape.train.losses import Loss, evaluation_loss, loss_spec, training_loss
 from landscape.train.optim import set_lr
 from landscape.train.setup import autocast, prepare, run_record
 from landscape.train.state import TrainingState, epoch_path, keep_copy, save_state
@@ -119,7 +120,7 @@ class _Loop:
         return self.state.world_size
 
 
-def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] = (),
+def train(config: TrainConfig | dict, *, loss_fn: Loss | None = None, step_callbacks: Sequence[StepCallback] = (),
           epoch_callbacks: Sequence[EpochCallback] = (), handle_signals: bool = False) -> dict:
     """Train per `config`; with `config.out` set, checkpoint every epoch and resume with `config.resume`.
 
@@ -128,6 +129,8 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
 
     Args:
         config: a `TrainConfig` or its dict.
+        loss_fn: the loss to descend, given as a function instead of `config.loss`; it must be importable
+            (`landscape.train.losses.loss_spec`), and its spec is what the run records as `loss`.
         step_callbacks: called as `cb(step, model, (X, y), loss)` after every optimizer step (step counts from
             1), before the probes of `config.probes`.
         epoch_callbacks: called as `cb(epoch, model, record)` after every epoch (epoch counts from 1), once the
@@ -143,7 +146,7 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
     trains on its slice of each global batch, callbacks see that slice, rank 0 alone writes files, runs
     probes and shows progress, and every rank returns the same global history.
     """
-    loop = _start(config)
+    loop = _start(config, loss_fn)
     state, cfg = loop.state, loop.cfg
     steps_per_epoch = math.ceil(len(state.train_data) / cfg.batch_size)
     owned: list = []                                   # what train builds (and closes): sink and probes
@@ -176,9 +179,12 @@ def train(config: TrainConfig | dict, *, step_callbacks: Sequence[StepCallback] 
             "config": cfg.to_dict(), "world_size": loop.world}
 
 
-def _start(config: TrainConfig | dict) -> _Loop:
-    """Validate the config, set up the device and threads, and `prepare` the run (rank 0 first)."""
+def _start(config: TrainConfig | dict, loss_fn: Loss | None = None) -> _Loop:
+    """Validate the config (with `loss_fn`'s spec as its loss), set up the device and threads, and `prepare` the
+    run (rank 0 first)."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    if loss_fn is not None:
+        cfg = dataclasses.replace(cfg, loss=loss_spec(loss_fn))
     cfg.validate()
     device = distributed.setup(cfg.device)
     world = distributed.world_size()

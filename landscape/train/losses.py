@@ -105,6 +105,37 @@ def _import_loss(spec: str) -> Loss:
     return obj
 
 
+def loss_spec(loss_fn: Loss) -> str:
+    """The spec that `resolve_loss` turns back into `loss_fn`: "ce", "mse" or "module:qualname".
+
+    Args:
+        loss_fn: a loss function given in Python (`landscape.fit(config, loss_fn=...)`).
+
+    Returns:
+        Its spec, recorded in the run's config so a measurement after training rebuilds the same loss.
+
+    Raises:
+        LandscapeError: `loss_fn` is not importable by its module and qualified name (a lambda, a closure, a
+            `functools.partial`, a module instance with its own settings): the run could not record it.
+    """
+    for name, fn in NAMED.items():
+        if loss_fn is fn:
+            return name
+    module, qualname = getattr(loss_fn, "__module__", None), getattr(loss_fn, "__qualname__", None)
+    spec = f"{module}:{qualname}"
+    found = None
+    if module and qualname and "<" not in qualname:
+        try:
+            found = _import_loss(spec)
+        except LandscapeError:
+            found = None
+    if found is not loss_fn:
+        raise LandscapeError(f"loss_fn {loss_fn!r} cannot be recorded in the run's config (not importable as "
+                             "module:function); define it at the top level of an importable module, or pass "
+                             "config.loss = 'module:function'")
+    return spec
+
+
 def training_loss(config: Mapping | object) -> Loss:
     """The loss a run descends: its named loss with its label smoothing.
 
