@@ -100,7 +100,14 @@ class EosConfig:
 
 
 def step_sizes(optimizer: str, net: str, loss: str) -> list[float]:
-    """The cell's η: `FRACTIONS` (GD) or `ADAM_FRACTIONS` (Adam) of the stability limit at λ₀."""
+    """The cell's η: `FRACTIONS` (GD) or `ADAM_FRACTIONS` (Adam) of the stability limit at λ₀.
+
+    Args:
+        optimizer: "gd" or "adam"; net, loss: the cell.
+
+    Returns:
+        The step sizes, 3 significant digits.
+    """
     lam0 = INITIAL_SHARPNESS[(optimizer, net, loss)]
     if optimizer == "gd":
         return [float(f"{f * 2 / lam0:.3g}") for f in FRACTIONS]
@@ -116,13 +123,17 @@ def grid() -> list[tuple[str, str, str, float]]:
 
 def run_one(optimizer: str, net: str, loss: str, lr: float, seed: int, cfg: EosConfig, X: torch.Tensor,
             y: torch.Tensor) -> dict:
-    """Full-batch `optimizer` on (X, y) with the curvature monitor on the same samples.
+    """Full-batch `optimizer` on (X, y) with the curvature monitor on the same samples; a run stops after
+    `cfg.steps` steps, at `cfg.acc_goal` training accuracy, or at a non-finite loss.
+
+    Args:
+        optimizer: "gd" (SGD without momentum) or "adam"; net: a key of `NETS`; loss: "mse" or "ce".
+        lr: the step size; seed: the initialization; cfg: the sweep; X, y: the full batch.
 
     Returns:
         {"cell": {...}, "seed", "rows": [{"step", "loss", "acc", "lambda_max", "eos_ratio"[, "lambda_p"]}] at
         every measured step and the last (the loss and accuracy before that step's update), "diverged": bool,
-        "cpu_seconds": the run's user + system time};
-        a run stops after `cfg.steps` steps, at `cfg.acc_goal` training accuracy, or at a non-finite loss.
+        "cpu_seconds": the run's user + system time}.
     """
     loss_fn = resolve_loss(loss)
     model = build("fc", seed=seed, **NETS[net])
@@ -163,6 +174,14 @@ def _measured(records: Sequence[Mapping], step: int) -> dict:
 
 
 def run_path(records: Path, optimizer: str, net: str, loss: str, lr: float, seed: int) -> Path:
+    """RECORDS/<optimizer>_<net>_<loss>_lr<η>_seed<s>.json.
+
+    Args:
+        records: the records directory; optimizer, net, loss, lr, seed: the run.
+
+    Returns:
+        The record's path.
+    """
     return Path(records) / f"{optimizer}_{net}_{loss}_lr{lr:g}_seed{seed}.json"
 
 
@@ -196,7 +215,14 @@ def run_eos(records: str | Path, cfg: EosConfig = EosConfig(), *, only: str | No
 
 
 def load_eos(records: str | Path) -> dict[tuple[str, str, str, float], list[dict]]:
-    """(optimizer, net, loss, η) → the per-seed records found, ordered by seed."""
+    """(optimizer, net, loss, η) → the per-seed records found, ordered by seed.
+
+    Args:
+        records: the records directory.
+
+    Returns:
+        {(optimizer, net, loss, η): [record, ...]}.
+    """
     out: dict[tuple, list[dict]] = {}
     for path in sorted(Path(records).glob("*_seed*.json")):
         rec = read_json(path)
@@ -212,7 +238,14 @@ def load_eos(records: str | Path) -> dict[tuple[str, str, str, float], list[dict
 def run_keys(rec: Mapping) -> dict:
     """One run's statistics (module docstring): edge_ratio, reached, first_step, within_band, max_ratio,
     initial_ratio, sharpening (over the run's own first measurement: λmax at step 0 for GD, λ_P at the first
-    measured step for Adam), final loss and accuracy, diverged."""
+    measured step for Adam), final loss and accuracy, diverged.
+
+    Args:
+        rec: one run's record.
+
+    Returns:
+        {key: value}, NaN where undefined (a run that never reaches 0.9 has no edge ratio).
+    """
     rows = [r for r in rec["rows"] if r.get("eos_ratio") is not None and math.isfinite(r["eos_ratio"])]
     ratio = np.array([r["eos_ratio"] for r in rows])
     hit = np.flatnonzero(ratio >= REACH)
@@ -249,7 +282,15 @@ def _one_sided_log(values: Sequence[float], null: float, greater: bool) -> float
 
 
 def summarize_cell(cell: tuple, recs: Sequence[Mapping]) -> dict:
-    """Per-seed keys of one cell, their summaries (log-t intervals for the ratios), and the tests' p-values."""
+    """Per-seed keys of one cell, their summaries (log-t intervals for the ratios), and the tests' p-values.
+
+    Args:
+        cell: (optimizer, net, loss, η); recs: its runs.
+
+    Returns:
+        {optimizer, net, loss, lr, n, stable_at_init, edge_ratio, sharpening, reached (Interval dicts), the
+        other statistics (`stats.summarize`), diverged, per_seed, p_edge, p_sharpening}.
+    """
     opt = cell[0]
     keys = [run_keys(r) for r in recs]
     col = {k: [kk[k] for kk in keys] for k in keys[0]} if keys else {}
@@ -269,7 +310,14 @@ def summarize_cell(cell: tuple, recs: Sequence[Mapping]) -> dict:
 
 
 def judge_eos(runs: Mapping[tuple, Sequence[Mapping]]) -> list[dict]:
-    """Every cell's summary with the declared verdicts (module docstring), Holm within all cells' tests."""
+    """Every cell's summary with the declared verdicts (module docstring), Holm within all cells' tests.
+
+    Args:
+        runs: (optimizer, net, loss, η) → records.
+
+    Returns:
+        `summarize_cell` rows with p_edge_holm, p_sharpening_holm, edge_verdict and sharpening_verdict.
+    """
     rows = [summarize_cell(cell, recs) for cell, recs in sorted(runs.items())]
     tests = [(r, "p_edge") for r in rows if math.isfinite(r["p_edge"])]
     tests += [(r, "p_sharpening") for r in rows if math.isfinite(r["p_sharpening"])]

@@ -119,17 +119,39 @@ FULL = LiConfig(epochs=50, resnet_width=16, measure_samples=1280, hessian_sample
 
 
 def cell_name(family: str, variant: str, depth: int) -> str:
-    """"resnet_noshort_56" and the like."""
+    """"resnet_noshort_56" and the like.
+
+    Args:
+        family, variant, depth: the cell.
+
+    Returns:
+        FAMILY_VARIANT_DEPTH.
+    """
     return f"{family}_{variant}_{depth}"
 
 
 def cells(cfg: LiConfig) -> list[tuple[str, str, int]]:
-    """(family, variant, depth) of every cell, cheapest first."""
+    """(family, variant, depth) of every cell, cheapest first.
+
+    Args:
+        cfg: the grid (its depths and families).
+
+    Returns:
+        The cells, both variants of each.
+    """
     return [(f, v, d) for d in sorted(cfg.depths) for f in cfg.families for v in VARIANTS]
 
 
 def model_spec(family: str, variant: str, depth: int, cfg: LiConfig) -> tuple[str, dict]:
-    """(zoo name, model config) of a cell (module docstring)."""
+    """(zoo name, model config) of a cell (module docstring).
+
+    Args:
+        family: "resnet" or "fc"; variant: "short" or "noshort"; depth: layers (6n + 2 for ResNets).
+        cfg: the widths.
+
+    Returns:
+        (name, config) for `landscape.models.build`.
+    """
     if family == "resnet":
         if (depth - 2) % 6:
             raise ValueError(f"resnet depth must be 6n + 2, got {depth}")
@@ -141,7 +163,14 @@ def model_spec(family: str, variant: str, depth: int, cfg: LiConfig) -> tuple[st
 
 
 def train_config(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, out: Path) -> TrainConfig:
-    """The `landscape.train` configuration of one run (checkpoint in `out`, resumable)."""
+    """The `landscape.train` configuration of one run (checkpoint in `out`, resumable).
+
+    Args:
+        family, variant, depth: the cell; seed: the run's seed; cfg: the grid; out: the run directory.
+
+    Returns:
+        The run's `TrainConfig` (cosine schedule with warm-up, CPU, resumable).
+    """
     model, model_config = model_spec(family, variant, depth, cfg)
     return TrainConfig(model=model, model_config=model_config, n_samples=cfg.n_train, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, optimizer="sgd", lr=cfg.lr, momentum=cfg.momentum,
@@ -188,7 +217,14 @@ def measure(model: nn.Module, loss_fn: Callable, X: Tensor, y: Tensor, seed: int
 
 
 def run_keys(m: Mapping) -> dict:
-    """The per-run statistics of the module docstring from one `measure` result."""
+    """The per-run statistics of the module docstring from one `measure` result.
+
+    Args:
+        m: a `measure` result.
+
+    Returns:
+        {key: value} for every key of `KEYS`.
+    """
     axis = np.asarray(m["axis"], float)
     surf = Surface(axis, np.asarray(m["loss"], float), np.asarray(m["accuracy"], float), y=axis)
     off = [p for p in m["map"] if (p["a"], p["b"]) != (0.0, 0.0)]
@@ -207,7 +243,15 @@ def run_keys(m: Mapping) -> dict:
 def run_one(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, runs: Path,
             data: tuple[Tensor, Tensor]) -> dict:
     """Train (resumable, in RUNS/<cell>/seed<s>) and measure one run; returns its record. A run whose loss
-    becomes non-finite is recorded as diverged, with no measurement (its keys are NaN)."""
+    becomes non-finite is recorded as diverged, with no measurement (its keys are NaN).
+
+    Args:
+        family, variant, depth, seed: the run; cfg: the grid; runs: where training runs go.
+        data: the measurement set (X, y).
+
+    Returns:
+        The run's record (docs/formats.md, "Records of the studies").
+    """
     cell = cell_name(family, variant, depth)
     tcfg = train_config(family, variant, depth, seed, cfg, runs / cell / f"seed{seed}")
     record = {"experiment": "li2018_depth", "cell": cell, "family": family, "variant": variant, "depth": depth,
@@ -231,6 +275,14 @@ def run_one(family: str, variant: str, depth: int, seed: int, cfg: LiConfig, run
 
 
 def record_path(records: Path, cell: str, seed: int) -> Path:
+    """RECORDS/<cell>_seed<s>.json.
+
+    Args:
+        records: the records directory; cell, seed: the run.
+
+    Returns:
+        The record's path.
+    """
     return Path(records) / f"{cell}_seed{seed}.json"
 
 
@@ -267,7 +319,14 @@ def run_li(runs: str | Path, records: str | Path, cfg: LiConfig = LiConfig(), *,
 
 
 def load_li(records: str | Path) -> dict[str, list[dict]]:
-    """cell → its runs' records (ordered by seed), from RECORDS/*.json."""
+    """cell → its runs' records (ordered by seed), from RECORDS/*.json.
+
+    Args:
+        records: the records directory.
+
+    Returns:
+        {cell: [record, ...]}.
+    """
     out: dict[str, list[dict]] = {}
     for path in sorted(Path(records).glob("*_seed*.json")):
         rec = read_json(path)
@@ -278,14 +337,28 @@ def load_li(records: str | Path) -> dict[str, list[dict]]:
 
 
 def present_cells(runs: Mapping[str, Sequence[Mapping]]) -> list[tuple[str, str, int]]:
-    """(family, variant, depth) of the cells that have records, in `cells` order (depth, family, variant)."""
+    """(family, variant, depth) of the cells that have records, in `cells` order (depth, family, variant).
+
+    Args:
+        runs: cell → records.
+
+    Returns:
+        The cells with records.
+    """
     found = {(r[0]["family"], r[0]["variant"], r[0]["depth"]) for r in runs.values() if r}
     order = {f: i for i, f in enumerate(FAMILIES)}
     return sorted(found, key=lambda c: (c[2], order.get(c[0], 9), VARIANTS.index(c[1])))
 
 
 def per_seed(runs: Mapping[str, Sequence[Mapping]], cell: str, key: str) -> dict[int, float]:
-    """{seed: value} of one key of a cell (from `keys` or `final`)."""
+    """{seed: value} of one key of a cell (from `keys` or `final`).
+
+    Args:
+        runs: cell → records; cell: the cell; key: a key of `KEYS` or of `final`.
+
+    Returns:
+        {seed: value}, NaN where the run has none.
+    """
     return {r["seed"]: _value(r, key) for r in runs.get(cell, ())}
 
 
@@ -314,7 +387,14 @@ FIRST_RUN = "2026-12-07 11:49 UTC"            # the grid's first run (its settin
 
 def summary_of(runs: Mapping[str, Sequence[Mapping]]) -> dict:
     """The records as `landscape.experiment.summary`'s shape ({"cells": [{"cell", "seeds", "final": {key:
-    {"values"}}, "init": {}}]}) for `verdicts.claim_test`, with the derived noshort/short cells of `GAP`."""
+    {"values"}}, "init": {}}]}) for `verdicts.claim_test`, with the derived noshort/short cells of `GAP`.
+
+    Args:
+        runs: cell → records.
+
+    Returns:
+        The summary-shaped dict.
+    """
     cells = []
     for cell, recs in runs.items():
         keys = sorted(set(KEYS) | {"train_loss", "train_acc", "test_loss", "test_acc"})
@@ -331,7 +411,14 @@ def summary_of(runs: Mapping[str, Sequence[Mapping]]) -> dict:
 def judged(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] = CLAIMS) -> list[dict]:
     """Each declared claim's test before Holm, in `landscape.experiment.verdicts`' row shape: the primary metric
     as the ratio A/B paired by seed on the log scale (`verdicts.claim_test`); all claims were declared before
-    their data (confirmatory, quick seeds)."""
+    their data (confirmatory, quick seeds).
+
+    Args:
+        runs: cell → records; claims: name → {"text", "cells": [A, B]}.
+
+    Returns:
+        One row per claim (`verdicts.judge_claim`'s keys).
+    """
     from landscape.experiment.verdicts import claim_test
 
     summary = summary_of(runs)
@@ -347,7 +434,14 @@ def judged(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] 
 
 
 def judge_li(runs: Mapping[str, Sequence[Mapping]], claims: Mapping[str, Mapping] = CLAIMS) -> list[dict]:
-    """`judged` with Holm's adjustment over the family and the adjusted verdicts (`verdicts.holm_family`)."""
+    """`judged` with Holm's adjustment over the family and the adjusted verdicts (`verdicts.holm_family`).
+
+    Args:
+        runs: cell → records; claims: as in `judged`.
+
+    Returns:
+        The rows with p_holm, m and the adjusted verdict.
+    """
     from landscape.experiment.verdicts import holm_family
 
     return holm_family(judged(runs, claims))

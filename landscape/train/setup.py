@@ -47,7 +47,14 @@ class Setup:
 
 
 def autocast(bf16: bool):
-    """bfloat16 autocast on CUDA, or nothing."""
+    """bfloat16 autocast on CUDA, or nothing.
+
+    Args:
+        bf16: whether to autocast.
+
+    Returns:
+        A context manager.
+    """
     return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
@@ -57,6 +64,13 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
     the model (one forward as a shape check), optimizer and RNG states; finally the --out directory.
 
     check: further validation (the probe names, optional packages) run before the data is loaded.
+
+    Args:
+        cfg: the run's config; device: where it trains; out, ckpt: its directory and checkpoint (or None);
+        world: the number of ranks; check: further validation.
+
+    Returns:
+        The `Setup`.
     """
     from landscape.models import build
 
@@ -127,7 +141,14 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
 
 def run_record(cfg: TrainConfig, model: nn.Module, train_data: TensorData, test_data: TensorData,
                device: torch.device, world: int = 1) -> dict:
-    """What config.json records beside the results: the resolved config and the code version."""
+    """What config.json records beside the results: the resolved config and the code version.
+
+    Args:
+        cfg, model, train_data, test_data, device, world: the run.
+
+    Returns:
+        config.json's content.
+    """
     import landscape
 
     return {"config": cfg.to_dict(), "model": model.build_spec, "data": {"train": train_data.spec,

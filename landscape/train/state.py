@@ -37,7 +37,14 @@ EPOCHS_DIR = "epochs"
 
 
 def epoch_path(out: Path, epoch: int) -> Path:
-    """RUN/epochs/epoch_NNNN.pt: the checkpoint kept after `epoch` epochs (0 = the initial weights)."""
+    """RUN/epochs/epoch_NNNN.pt: the checkpoint kept after `epoch` epochs (0 = the initial weights).
+
+    Args:
+        out: the run directory; epoch: epochs completed.
+
+    Returns:
+        The path.
+    """
     return out / EPOCHS_DIR / f"epoch_{epoch:04d}.pt"
 
 
@@ -84,7 +91,14 @@ def save_state(ckpt: Path, state: TrainingState) -> None:
 
 
 def keep_copy(ckpt: Path, out: Path, epoch: int) -> Path:
-    """Copy the checkpoint just written to RUN/epochs/epoch_NNNN.pt (atomic: a reader never sees half a file)."""
+    """Copy the checkpoint just written to RUN/epochs/epoch_NNNN.pt (atomic: a reader never sees half a file).
+
+    Args:
+        ckpt: the checkpoint just written; out: the run directory; epoch: its epoch.
+
+    Returns:
+        The copy's path.
+    """
     path = epoch_path(out, epoch)
     path.parent.mkdir(exist_ok=True)
     with open(ckpt, "rb") as src, atomic_write(path) as dst:
@@ -93,7 +107,17 @@ def keep_copy(ckpt: Path, out: Path, epoch: int) -> Path:
 
 
 def load_resume_state(ckpt: Path, cfg: TrainConfig) -> dict:
-    """The checkpoint's payload, checked to be a landscape.train checkpoint of this configuration."""
+    """The checkpoint's payload, checked to be a landscape.train checkpoint of this configuration.
+
+    Args:
+        ckpt: the checkpoint; cfg: the configuration that resumes it.
+
+    Returns:
+        The payload.
+
+    Raises:
+        CheckpointError, LandscapeError: one line naming the problem.
+    """
     state = load_training_state(ckpt)
     problem = training_state_problem(state)
     nonfinite = nonfinite_tensors(state["model_state"])
@@ -141,7 +165,14 @@ def restore(saved: dict, ckpt: Path, state: TrainingState) -> None:
 
 
 def training_state_problem(state: dict) -> str:
-    """'' when the checkpoint holds what a resume needs (train writes it), else what is missing."""
+    """'' when the checkpoint holds what a resume needs (train writes it), else what is missing.
+
+    Args:
+        state: a checkpoint payload.
+
+    Returns:
+        The problem, or ''.
+    """
     meta, extra = state["meta"], state.get("extra")
     for key, kind in (("train", dict), ("epoch", int), ("step", int), ("history", list)):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
@@ -170,6 +201,12 @@ def optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[dict]) ->
     settings: the param_groups of the configured optimizer before loading (lr is set every step, so it may
     differ). Each parameter's state must hold the buffers one step of the same optimizer creates (found by
     stepping a one-element stand-in parameter), shaped like the parameter and finite, and a step count ≥ 0.
+
+    Args:
+        optimizer: the configured optimizer after loading; settings: its param_groups before.
+
+    Returns:
+        The problem, or ''.
     """
     for group, expected in zip(optimizer.param_groups, settings):
         for key, value in expected.items():

@@ -22,7 +22,14 @@ LOSS_NAMES = {"mse": "square loss", "ce": "cross-entropy"}
 
 
 def runs_of(store) -> dict:
-    """(optimizer, net, loss, η) → records of the committed sweep."""
+    """(optimizer, net, loss, η) → records of the committed sweep.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        {(optimizer, net, loss, η): [record, ...]}.
+    """
     return E.load_eos(store.records / RECORDS)
 
 
@@ -46,7 +53,14 @@ def _fraction(row: Mapping) -> float:
 def cells_table(store) -> str:
     """Markdown: per cell, n, runs reaching the edge (Wilson 95%), the edge ratio and sharpening (geometric mean
     [95% log-t CI]), the first step at 0.9, post-edge time in the band, final loss and accuracy (mean [t CI]),
-    diverged runs, the Holm-adjusted p-values and the verdicts."""
+    diverged runs, the Holm-adjusted p-values and the verdicts.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
     rows = E.judge_eos(runs_of(store))
     lines = ["| optimizer | net | loss | η | η·λ₀/2 | n | reached 0.9 | **edge ratio** | first step ≥ 0.9 | "
              "time in band | sharpening λ/λ₀ | final loss | final acc. | diverged | Holm p (edge; sharpening) | "
@@ -85,7 +99,14 @@ def _rows(runs: Mapping, optimizer: str, loss: str) -> dict:
 
 
 def sweep(optimizer: str, loss: str):
-    """A figure function: loss and sharpness side by side for every net of the sweep."""
+    """A figure function: loss and sharpness side by side for every net of the sweep.
+
+    Args:
+        optimizer: "gd" or "adam"; loss: "mse" or "ce".
+
+    Returns:
+        draw(store, path) -> Figure.
+    """
     def draw(store, path):
         from landscape.plots import plot_eos
 
@@ -99,7 +120,14 @@ def sweep(optimizer: str, loss: str):
 
 
 def summary(store, path):
-    """Every cell's edge ratio against η·λ₀/2, colour by net, line style by loss and optimizer."""
+    """Every cell's edge ratio against η·λ₀/2, colour by net, line style by loss and optimizer.
+
+    Args:
+        store: the records; path: where the figure is saved (PATH.png, PATH.pdf).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_edge_summary
 
     series, styles = {}, {}
@@ -116,7 +144,14 @@ def summary(store, path):
 
 
 def changed(store) -> list[dict]:
-    """The previous RESULTS.md's edge-of-stability verdicts (other nets and step sizes) and what replaced them."""
+    """The previous RESULTS.md's edge-of-stability verdicts (other nets and step sizes) and what replaced them.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Rows {claim, old, new, why}.
+    """
     if not (store.records / RECORDS).is_dir():
         return []
     rows = E.judge_eos(runs_of(store))
@@ -136,3 +171,30 @@ def changed(store) -> list[dict]:
 TABLES = {"eos_cells": cells_table}
 FIGURES = {"eos_gd_mse": sweep("gd", "mse"), "eos_gd_ce": sweep("gd", "ce"), "eos_adam_mse": sweep("adam", "mse"),
            "eos_summary": summary}
+
+
+def budget_table(store) -> str:
+    """The sweep's wall time, load and CPU time (records/eos/budget.json, per part).
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
+    from landscape.experiment.records import read_budget
+    from landscape.experiment.studies.verdicts import BUDGET_MINUTES
+
+    b = read_budget(store.records / RECORDS) or {}
+    runs = runs_of(store)
+    lines = ["| grid part | runs | wall time (min) | load average, start → end | CPU time (min) | within "
+             f"{BUDGET_MINUTES} min |", "|---|---|---|---|---|---|"]
+    for part in b.get("parts", []):
+        n = sum(len(v) for k, v in runs.items() if k[0] == part["name"])
+        cpu = part["cpu_seconds"] / 60
+        lines.append(f"| eos: {part['name']} | {n} | {fmt(part['seconds'] / 60, 3)} | {fmt(part['load_start'], 2)} → "
+                     f"{fmt(part['load_end'], 2)} | {fmt(cpu, 3)} | {'yes' if cpu <= BUDGET_MINUTES else '**no**'} |")
+    return "\n".join(lines)
+
+
+TABLES["eos_budget"] = budget_table

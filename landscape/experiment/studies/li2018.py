@@ -23,12 +23,26 @@ VARIANT = {"short": "shortcuts", "noshort": "no shortcuts"}
 
 
 def runs_of(store) -> dict[str, list[dict]]:
-    """cell → records of the committed depth series."""
+    """cell → records of the committed depth series.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        {cell: [record, ...]}.
+    """
     return L.load_li(store.records / RECORDS)
 
 
 def measured(recs: Sequence[Mapping]) -> list[Mapping]:
-    """The records that were measured (a diverged run has no measurement)."""
+    """The records that were measured (a diverged run has no measurement).
+
+    Args:
+        recs: a cell's records.
+
+    Returns:
+        Those with a measurement.
+    """
     return [r for r in recs if r.get("measure")]
 
 
@@ -63,7 +77,14 @@ COLUMNS = (("train_acc", "train acc.", "logit"), ("test_acc", "test acc.", "logi
 
 def cells_table(store) -> str:
     """Markdown: per cell, each statistic's estimate [95% interval] over seeds (log-t for ratios and losses,
-    logit-t for fractions: the geometric mean or the back-transformed mean logit), n and unconverged solves."""
+    logit-t for fractions: the geometric mean or the back-transformed mean logit), n and unconverged solves.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
     runs = runs_of(store)
     head = "| net | depth | n | " + " | ".join(c[1] for c in COLUMNS) + " | unconverged solves |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
@@ -77,12 +98,26 @@ def cells_table(store) -> str:
 
 
 def judged(store) -> list[dict]:
-    """The declared claims' tests before Holm, for `landscape.experiment.verdicts.judge_all` (paper li2018)."""
+    """The declared claims' tests before Holm, for `landscape.experiment.verdicts.judge_all` (paper li2018).
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Pre-Holm rows.
+    """
     return L.judged(runs_of(store)) if (store.records / RECORDS).is_dir() else []
 
 
 def verdicts_table(store) -> str:
-    """The claims as every paper's are shown (`tables.verdict_table`), Holm within li2018's family."""
+    """The claims as every paper's are shown (`tables.verdict_table`), Holm within li2018's family.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
     from landscape.experiment.tables import MDE_NOTE, verdict_table
 
     rows = [r for r in store.verdicts if r["paper"] == "li2018"]
@@ -90,14 +125,28 @@ def verdicts_table(store) -> str:
 
 
 def provenance_table(store) -> str:
-    """When the claims were declared and what data they precede."""
+    """When the claims were declared and what data they precede.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
     from landscape.experiment.tables import provenance_table as table
 
     return table([r for r in store.verdicts if r["paper"] == "li2018"])
 
 
 def changed(store) -> list[dict]:
-    """The previous RESULTS.md's Li verdict (a different stand-in, not a declared claim) and what replaced it."""
+    """The previous RESULTS.md's Li verdict (a different stand-in, not a declared claim) and what replaced it.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Rows {claim, old, new, why}.
+    """
     rows = [r for r in store.verdicts if r["paper"] == "li2018"]
     now = ", ".join(f"`{r['name']}` **{r['verdict']}**" for r in rows) or "not run"
     return [{"claim": "li2018: without skips deep nets are chaotic, with skips near-convex",
@@ -119,7 +168,14 @@ def _seed0(runs: Mapping, family: str) -> dict[str, tuple]:
 
 
 def contours(family: str):
-    """A figure function: seed-0 contours of every cell of `family` on one log colour scale."""
+    """A figure function: seed-0 contours of every cell of `family` on one log colour scale.
+
+    Args:
+        family: "resnet" or "fc".
+
+    Returns:
+        draw(store, path) -> Figure.
+    """
     def draw(store, path):
         from landscape.plots import plot_contour_grid
 
@@ -132,14 +188,28 @@ def contours(family: str):
 
 
 def surfaces_3d(store, path):
-    """Seed-0 ResNet surfaces in 3-D, log10 loss, one z range."""
+    """Seed-0 ResNet surfaces in 3-D, log10 loss, one z range.
+
+    Args:
+        store: the records; path: where the figure is saved (PATH.png, PATH.pdf).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_surface_3d_grid
 
     return plot_surface_3d_grid(_seed0(runs_of(store), "resnet"), path, title="ResNet surfaces (log10 loss)")
 
 
 def maps(store, path):
-    """Li's non-convexity map per cell: geometric mean over seeds of max(|λmin/λmax|, floor), one log scale."""
+    """Li's non-convexity map per cell: geometric mean over seeds of max(|λmin/λmax|, floor), one log scale.
+
+    Args:
+        store: the records; path: where the figure is saved (PATH.png, PATH.pdf).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_value_maps
 
     runs, panels = runs_of(store), {}
@@ -161,7 +231,14 @@ def maps(store, path):
 
 
 def depth_series(store, path):
-    """The primary metric and three secondary ones against depth, per family and variant."""
+    """The primary metric and three secondary ones against depth, per family and variant.
+
+    Args:
+        store: the records; path: where the figure is saved (PATH.png, PATH.pdf).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_family_series
 
     runs, series, styles = runs_of(store), {}, {}
@@ -186,7 +263,14 @@ def depth_series(store, path):
 
 
 def slices(store, path):
-    """The loss along direction 1 (the 2-D grid's b = 0 row) per depth: every family and variant."""
+    """The loss along direction 1 (the 2-D grid's b = 0 row) per depth: every family and variant.
+
+    Args:
+        store: the records; path: where the figure is saved (PATH.png, PATH.pdf).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_family_curves
 
     runs, panels, styles = runs_of(store), {}, {}
@@ -208,3 +292,32 @@ TABLES = {"li2018_verdicts": verdicts_table, "li2018_provenance": provenance_tab
 FIGURES = {"li2018_contours_resnet": contours("resnet"), "li2018_contours_fc": contours("fc"),
            "li2018_3d_resnet": surfaces_3d, "li2018_maps": maps, "li2018_depth": depth_series,
            "li2018_slices": slices}
+
+
+def budget_table(store) -> str:
+    """The grid's wall time, load and CPU time (records/li2018_depth/budget.json, per part), and the full
+    profile's GPU-hours.
+
+    Args:
+        store: the records (`landscape.experiment.store.Store`).
+
+    Returns:
+        Markdown.
+    """
+    from landscape.experiment.records import read_budget
+    from landscape.experiment.studies.verdicts import BUDGET_MINUTES
+
+    b = read_budget(store.records / RECORDS) or {}
+    runs = runs_of(store)
+    lines = ["| grid part | runs | wall time (min) | load average, start → end | CPU time (min) | within "
+             f"{BUDGET_MINUTES} min | full profile |", "|---|---|---|---|---|---|---|"]
+    for part in b.get("parts", []):
+        n = sum(len(v) for k, v in runs.items() if k.startswith(part["name"]))
+        cpu = part["cpu_seconds"] / 60
+        lines.append(f"| li2018_depth: {part['name']}* | {n} | {fmt(part['seconds'] / 60, 3)} | "
+                     f"{fmt(part['load_start'], 2)} → {fmt(part['load_end'], 2)} | {fmt(cpu, 3)} | "
+                     f"{'yes' if cpu <= BUDGET_MINUTES else '**no**'} | {b.get('full', '')} |")
+    return "\n".join(lines)
+
+
+TABLES["li2018_budget"] = budget_table
