@@ -53,10 +53,12 @@ def test_training_curves_mean_band_over_seeds_with_n_and_test_accuracy(tmp_path)
     seed = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.2 * e, "test_acc": 0.1 * e} for e in (1, 2, 3)]
     other = [{**r, "train_acc": r["train_acc"] + 0.1} for r in seed[:2]]  # a seed that stopped after epoch 2
     fig = plots.plot_training_curves({"a": [seed, other], "b": seed}, tmp_path / "curves", test=True)
-    loss_ax, acc_ax = fig.axes
-    assert [ln.get_label() for ln in acc_ax.lines] == ["a (n=2)", "a (test)", "b (n=1)", "b (test)"]
+    loss_ax, acc_ax, test_ax = fig.axes
+    assert [ln.get_label() for ln in acc_ax.lines] == ["a (n=2)", "b (n=1)"]
+    assert [ln.get_linestyle() for ln in test_ax.lines] == [ln.get_linestyle() for ln in acc_ax.lines]  # own styles
     np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [0.25, 0.45, 0.6])  # nanmean over seeds
-    assert len(acc_ax.collections) == 1  # the two-seed run's ± 1 SD band (training accuracy only)
+    np.testing.assert_allclose(test_ax.lines[0].get_ydata(), [0.1, 0.2, 0.3])
+    assert len(acc_ax.collections) == 1  # the two-seed run's ± 1 SD band
     band = acc_ax.collections[0].get_paths()[0].vertices[:, 1]
     assert band.max() == pytest.approx(0.45 + np.std([0.4, 0.5], ddof=1))  # epoch 2: mean 0.45 ± SD
     assert "± 1 SD" in fig.legends[0].get_title().get_text()

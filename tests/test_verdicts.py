@@ -77,8 +77,8 @@ class FakeStore:
 
 def test_a_post_hoc_claim_is_judged_on_fresh_seeds_and_the_old_verdict_on_the_old_ones():
     quick = summary({"a": {"train_acc": [0.5, 0.52, 0.51, 0.53, 0.5]}, "b": {"train_acc": [0.4, 0.41, 0.4, 0.42, 0.4]}})
-    fresh = summary({"a": {"train_acc": [0.4, 0.45, 0.38, 0.5, 0.41]}, "b": {"train_acc": [0.41, 0.4, 0.42, 0.4, 0.45]}},
-                    seeds=(5, 6, 7, 8, 9))
+    fresh = summary({"a": {"train_acc": [0.4, 0.45, 0.38, 0.5, 0.41]},
+                     "b": {"train_acc": [0.41, 0.4, 0.42, 0.4, 0.45]}}, seeds=(5, 6, 7, 8, 9))
     post = claim(order="after", previous={"verdict": "agrees", "source": "s", "seeds": [0, 1, 2]})
     row = verdicts.judge_claim(FakeStore(quick, fresh), "g", post, "paper")
     assert row["status"] == "confirmatory" and row["profile"] == "confirm" and row["test"]["seeds"] == [5, 6, 7, 8, 9]

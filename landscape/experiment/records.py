@@ -16,8 +16,9 @@ figures and notebooks read. Checkpoints stay in runs/ (ignored); a record holds 
         spectra         the SLQ nodes and weights of the last measured epoch (for density figures)
         exact           the exact Hessian eigenvalues per epoch where they were computed (5 significant digits)
 
-Numbers are written with 6 significant digits (`compact`); a non-finite value is the string "nan", "inf" or
-"-inf" so a diverged run or an overflowed ratio stays visible (JSON has no NaN). Result keys are never
+Numbers are written with 6 significant digits (`compact`; 5 in the probe tables, the SLQ quadrature and the
+exact eigenvalues, the bulk of a record); a non-finite value is the string "nan", "inf" or "-inf" so a diverged
+run or an overflowed ratio stays visible (JSON has no NaN). Result keys are never
 stored: `run_result` re-derives them from the record with today's `keys` definitions, so a changed key
 definition reaches every committed run.
 """
@@ -38,7 +39,8 @@ from landscape.experiment.keys import final_keys, measurement_keys, step_keys, t
 from landscape.io import atomic_write, read_jsonl
 
 VERSION = 1
-DIGITS = 6
+DIGITS = 6  # configs, histories, measurement summaries
+TABLE_DIGITS = 5  # the probe tables and the SLQ quadrature: the bulk of a record
 EXACT_DIGITS = 5
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -166,10 +168,10 @@ def extract_run(rdir: str | Path) -> dict:
         spectra[str(slq[-1])] = {"nodes": f["nodes"], "weights": f["weights"], "dim": int(f["dim"])}
     record = {"version": VERSION, "config": config, "status": result["status"], "message": result.get("message", ""),
               "epochs_trained": result["epochs_trained"], "measured_epochs": epochs,
-              "history": _columns(jsonl("metrics.jsonl")),
-              "measure": measure, "epoch_probes": probe_table(jsonl("epoch_probes.jsonl"), ("epoch", "step")),
+              "history": _columns(jsonl("metrics.jsonl")), "measure": measure}
+    tables = {"epoch_probes": probe_table(jsonl("epoch_probes.jsonl"), ("epoch", "step")),
               "step_probes": probe_table(jsonl("probes.jsonl")), "spectra": spectra}
-    return {**compact(record), "exact": exact}
+    return {**compact(record), **compact(tables, TABLE_DIGITS), "exact": exact}
 
 
 def write_record(path: Path, record: Mapping) -> None:

@@ -37,37 +37,36 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike | Non
     histories: label → per-epoch records with "epoch", "train_loss", "train_acc" (metrics.jsonl lines), or
     label → a list of such lists (one per seed): drawn as the mean over seeds with a band of ± 1 sample SD
     (the legend says so, with each label's n).
-    test: also draw "test_acc" (thin, dotted, the label's colour) in the accuracy panel.
+    test: also draw "test_acc" in a third panel, in each label's own style.
     styles: label → {"color", "ls"} (e.g. `family_styles`: family by colour, variant by line style).
     """
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    panels = [("train_loss", "training loss"), ("train_acc", "training accuracy")]
+    if test:
+        panels.append(("test_acc", "test accuracy"))
+    fig = Figure(figsize=(5 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     style = line_styles(histories, styles, colors)
     for name, runs in histories.items():
         runs = runs if is_seeds(runs) else [runs]
-        for ax, key in ((ax_loss, "train_loss"), (ax_acc, "train_acc"), (ax_acc, "test_acc")):
-            if key == "test_acc" and not test:
-                continue
+        for ax, (key, _) in zip(axes, panels):
             epochs, vals = seed_stack(runs, key)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(vals, axis=0) if len(runs) > 1 else vals[0]
-            label = with_n(name, len(runs)) if key != "test_acc" else f"{name} (test)"
-            kw = dict(lw=1.8, **style[name]) if key != "test_acc" else dict(lw=1.0, ls=":", color=style[name]["color"])
-            ax.plot(epochs, mean, label=label, **kw)
-            if len(runs) > 1 and key != "test_acc":
+            ax.plot(epochs, mean, label=with_n(name, len(runs)), lw=1.8, **style[name])
+            if len(runs) > 1:
                 with np.errstate(all="ignore"):
                     sd = np.nanstd(vals, axis=0, ddof=1)
                     ax.fill_between(epochs, mean - sd, mean + sd, color=style[name]["color"], alpha=0.15, lw=0)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy" + (", log scale)" if log_loss else ")"),
+    axes[0].set(xlabel="epoch", ylabel="training loss (cross-entropy" + (", log scale)" if log_loss else ")"),
                 title="training loss")
     if log_loss:
-        ax_loss.set_yscale("log")
-        plain_log_ticks(ax_loss.yaxis)
-    top = max((float(np.nanmax(ln.get_ydata())) for ln in ax_acc.lines if np.isfinite(ln.get_ydata()).any()),
-              default=1.0)
-    ax_acc.set(xlabel="epoch", ylabel="training accuracy" if not test else "accuracy (dotted: test)",
-               title="accuracy", ylim=(0, min(1.02, 1.1 * top + 0.02)))
-    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=7,
+        axes[0].set_yscale("log")
+        plain_log_ticks(axes[0].yaxis)
+    top = max((float(np.nanmax(ln.get_ydata())) for ax in axes[1:] for ln in ax.lines
+               if np.isfinite(ln.get_ydata()).any()), default=1.0)
+    for ax, (_, label) in zip(axes[1:], panels[1:]):
+        ax.set(xlabel="epoch", ylabel=label, title=label, ylim=(0, min(1.02, 1.1 * top + 0.02)))
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=7,
                title="mean over n seeds,\nband: ± 1 SD", title_fontsize=7)
     return finish(fig, path, title)
 
