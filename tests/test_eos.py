@@ -98,3 +98,11 @@ def test_a_tiny_adam_run_compares_the_preconditioned_sharpness_with_cohen_2022s_
     for r in rec["rows"][1:]:
         assert r["lambda_p"] > 0
         assert r["eos_ratio"] == pytest.approx(r["lambda_p"] * 1e-3 * (1 - b1) / (2 + 2 * b1), rel=1e-12)
+
+
+def test_records_round_floats_to_six_significant_digits_and_write_nan_as_null(tmp_path):
+    from landscape.io import read_json, write_json
+
+    write_json(tmp_path / "r.json", {"a": [math.pi, 1234567.891, math.nan], "b": {"c": 1e-12 / 3}, "n": 3},
+               indent=None, digits=6)
+    assert read_json(tmp_path / "r.json") == {"a": [3.14159, 1234570.0, None], "b": {"c": 3.33333e-13}, "n": 3}

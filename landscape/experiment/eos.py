@@ -209,7 +209,7 @@ def run_eos(records: str | Path, cfg: EosConfig = EosConfig(), *, only: str | No
         for seed in cfg.seeds:
             path = run_path(records, *cell, seed)
             if (only is None or only in path.name) and not path.exists():
-                write_json(path, run_one(*cell, seed, cfg, X, y), indent=None)
+                write_json(path, run_one(*cell, seed, cfg, X, y), indent=None, digits=6)
                 log(str(path))
     return load_eos(records)
 

@@ -313,7 +313,7 @@ def run_li(runs: str | Path, records: str | Path, cfg: LiConfig = LiConfig(), *,
         for seed in cfg.seeds:
             path = record_path(records, cell, seed)
             if not path.exists():
-                write_json(path, run_one(family, variant, depth, seed, cfg, runs, (X, y)))
+                write_json(path, run_one(family, variant, depth, seed, cfg, runs, (X, y)), indent=None, digits=6)
                 log(str(path))
     return load_li(records)
 
