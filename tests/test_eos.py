@@ -39,6 +39,15 @@ def test_run_keys_on_a_constructed_series():
     assert math.isnan(eos.run_keys(record([0.5, 1.0], diverged=True))["final_loss"])
 
 
+def test_post_hoc_keys_of_a_run_that_starts_above_the_edge():
+    keys = eos.run_keys(record([1.4, 0.5, 0.6, 0.8, 0.95, 1.0, 1.05]))
+    assert keys["first_step"] == 0 and keys["edge_ratio"] == pytest.approx(0.95)    # declared: from step 0
+    assert keys["reentry_edge_ratio"] == pytest.approx(1.0)                        # after re-entering 0.9
+    assert keys["sharpening_from_min"] == pytest.approx(0.95 / 0.5)                # lowest λ to the re-entry
+    stable = eos.run_keys(record([0.2, 0.4, 0.8, 0.95, 1.3, 1.0, 0.7, 1.1]))
+    assert stable["reentry_edge_ratio"] == stable["edge_ratio"] and stable["sharpening_from_min"] == stable["sharpening"]
+
+
 def test_the_one_sided_log_test_is_scipys():
     v = [1.1, 0.95, 1.2, 1.05, 1.0]
     for null, greater in ((0.8, True), (1.25, False)):

@@ -37,7 +37,10 @@ Declared before the grid, per (optimizer, net, loss, η) cell, one value per see
   in the same family.
 Secondary (reported, never a verdict): `reached` (runs reaching 0.9, Wilson interval), the first step at
 0.9, the fraction of post-edge measurements within [0.8, 1.25], the largest eos_ratio, the final loss and
-training accuracy, diverged runs.
+training accuracy, diverged runs. Added post hoc, after the first cells were seen (never a verdict): for a
+run that starts above the edge, the first reach of 0.9 is step 0, so the declared edge ratio also counts the
+catapult that follows; `reentry_edge_ratio` is the median after the run re-enters 0.9 from below, and
+`sharpening_from_min` the rise of the sharpness from its lowest value before that re-entry (or the end).
 """
 
 from __future__ import annotations
@@ -255,7 +258,18 @@ def run_keys(rec: Mapping) -> dict:
     lam0 = float(lam[0]) if lam.size else math.nan
     peak = float(lam[hit[0]]) if hit.size else (float(lam.max()) if lam.size else math.nan)
     last = rec["rows"][-1] if rec["rows"] else {}
+    # post hoc (added after the first cells were seen; reported, never a verdict): the edge ratio after the run
+    # re-enters 0.9 once it has been below it (for runs that start above the edge: after the catapult), and
+    # the sharpening from the lowest sharpness before that re-entry (or the end)
+    below = np.flatnonzero(ratio < REACH)
+    back = hit[hit > below[0]] if below.size and hit.size else np.zeros(0, int)
+    reentry = ratio[back[0]:] if back.size else np.zeros(0)
+    stop = back[0] if back.size else len(lam) - 1
+    low = int(np.argmin(lam[:stop + 1])) if lam.size else 0
+    rise = float(lam[low:stop + 1].max() / lam[low]) if lam.size and lam[low] > 0 else math.nan
     return {"edge_ratio": float(np.median(after)) if after.size else math.nan,
+            "reentry_edge_ratio": float(np.median(reentry)) if reentry.size else math.nan,
+            "sharpening_from_min": rise,
             "reached": bool(hit.size), "first_step": float(rows[hit[0]]["step"]) if hit.size else math.nan,
             "within_band": float(np.mean((after >= EDGE[0]) & (after <= EDGE[1]))) if after.size else math.nan,
             "max_ratio": float(ratio.max()) if ratio.size else math.nan,
@@ -304,6 +318,9 @@ def summarize_cell(cell: tuple, recs: Sequence[Mapping]) -> dict:
            "diverged": int(sum(col.get("diverged", []))), "per_seed": col}
     for key in ("first_step", "within_band", "max_ratio", "final_loss", "final_acc"):
         row[key] = stats.summarize(col.get(key, []))
+    for key in ("reentry_edge_ratio", "sharpening_from_min"):                     # post hoc
+        v = [x for x in col.get(key, []) if math.isfinite(x) and x > 0]
+        row[key] = stats.log_ci(v).as_dict() if v else None
     row["p_edge"] = max(_one_sided_log(edge, EDGE[0], True), _one_sided_log(edge, EDGE[1], False)) if edge else math.nan
     row["p_sharpening"] = _one_sided_log(sharp, 1.0, True) if sharp and stable else math.nan
     return row

@@ -64,7 +64,8 @@ def cells_table(store) -> str:
     rows = E.judge_eos(runs_of(store))
     lines = ["| optimizer | net | loss | η | η·λ₀/2 | n | reached 0.9 | **edge ratio** | first step ≥ 0.9 | "
              "time in band | sharpening λ/λ₀ | final loss | final acc. | diverged | Holm p (edge; sharpening) | "
-             "**edge verdict** | sharpening verdict |", "|" + "---|" * 17]
+             "**edge verdict** | sharpening verdict | post hoc: edge ratio after re-entry | post hoc: rise from the "
+             "lowest λ |", "|" + "---|" * 19]
     for r in rows:
         reached = r["reached"]
         lines.append(
@@ -74,7 +75,7 @@ def cells_table(store) -> str:
             f"{_ci(r['first_step'])} | {_ci(r['within_band'])} | {_ci(r['sharpening'])} | {_ci(r['final_loss'])} | "
             f"{_ci(r['final_acc'])} | {r['diverged']} | {fmt(r.get('p_edge_holm', math.nan), 2)}; "
             f"{fmt(r.get('p_sharpening_holm', math.nan), 2)} | **{r['edge_verdict']}** | "
-            f"{r['sharpening_verdict'] or '—'} |")
+            f"{r['sharpening_verdict'] or '—'} | {_ci(r['reentry_edge_ratio'])} | {_ci(r['sharpening_from_min'])} |")
     return "\n".join(lines)
 
 
