@@ -57,7 +57,7 @@ def test_family_series_and_curves_style_by_family_and_variant_with_n_in_the_lege
     fig = plots.plot_family_series(series, styles, tmp_path / "f", keys=["k"], ylabels=["k"], log=[True])
     lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}      # errorbar containers: data lines
     assert set(lines) == {f"{lab} (n=4, bars 95% CI)" for lab in styles}
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(lines)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(lines)
     short, noshort, fc = (lines[f"{lab} (n=4, bars 95% CI)"] for lab in styles)
     assert short.get_color() == noshort.get_color() != fc.get_color()
     assert short.get_linestyle() != noshort.get_linestyle() and short.get_linestyle() == fc.get_linestyle()

@@ -18,7 +18,17 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from landscape.plots.style import LINE_STYLES, MARKERS, OKABE_ITO, PathLike, finish, grid, ramp, styled
+from landscape.plots.style import (
+    LINE_STYLES,
+    MARKERS,
+    OKABE_ITO,
+    PathLike,
+    finish,
+    grid,
+    plain_log_ticks,
+    ramp,
+    styled,
+)
 
 
 def _log_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,6 +73,7 @@ def plot_eos(rows: Mapping[str, Mapping[float, tuple[Any, Any, Any, float]]], pa
             ax_sharp.axhline(limit, color=color, ls="--", lw=1, label=f"{limit_label} = {limit:.3g}")
         for ax in (ax_loss, ax_sharp):
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
             ax.set_xlabel("step")
         ax_loss.set_ylabel("training loss")
         ax_sharp.set_ylabel(sharpness_label)
@@ -106,6 +117,8 @@ def plot_edge_summary(series: Mapping[str, Mapping[str, Sequence[float]]], style
                     label=f"{label} (n={min(n) if n else 0}–{max(n) if n else 0} reaching, bars 95% CI, log-t)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=6)

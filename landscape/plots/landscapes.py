@@ -21,7 +21,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from landscape.errors import LandscapeError
-from landscape.plots.style import PathLike, family_styles, finish, grid, styled
+from landscape.plots.style import PathLike, family_styles, finish, grid, plain_log_ticks, styled
 
 
 def _shared_log_range(surfaces: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -67,7 +67,9 @@ def plot_contour_grid(panels: Mapping[str, tuple[Any, Any]], path: PathLike | No
         ax.set_xlabel("direction 1")
     for ax in axes[::ncols]:
         ax.set_ylabel("direction 2")
-    fig.colorbar(cs, ax=axes, label="loss (log scale)", shrink=0.8)
+    decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+    fig.colorbar(cs, ax=axes, label="loss (log scale)", shrink=0.8, ticks=decades[(decades >= lo) & (decades <= hi)],
+                 format="%g")
     return finish(fig, path, title)
 
 
@@ -141,7 +143,9 @@ def plot_value_maps(panels: Mapping[str, tuple[Any, Any]], path: PathLike | None
         ax.set_yticks(range(m), [f"{t:g}" for t in a], fontsize=6)
         ax.set_title(f"{name}{note}", fontsize=7)
         ax.grid(False)
-    fig.colorbar(im, ax=axes, label=f"{label}, log scale", shrink=0.8)
+    decades = 10.0 ** np.arange(np.floor(np.log10(floor)), np.ceil(np.log10(norm.vmax)) + 1)
+    fig.colorbar(im, ax=axes, label=f"{label}, log scale", shrink=0.8, format="%g",
+                 ticks=decades[(decades >= floor) & (decades <= norm.vmax)])
     return finish(fig, path, title)
 
 
@@ -180,8 +184,10 @@ def plot_family_series(series: Mapping[str, Mapping[str, Any]], styles: Mapping[
         ax.set_ylabel(ylabel)
         if lg:
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
         ax.set_xticks(np.unique(np.concatenate([np.asarray(s["x"], float) for s in series.values()])))
-    axes[0].legend(fontsize=6)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 2), fontsize=7)
     return finish(fig, path, title)
 
 

@@ -157,9 +157,19 @@ def changed(store) -> list[dict]:
                     "shortcuts, a declared Hessian non-convexity metric, 5 seeds, Holm"}]
 
 
+def _grid_order(runs: Mapping) -> list[tuple[str, str, int]]:
+    """The present cells as figure rows (family, then variant) and columns (depth), as in Li et al.'s Fig. 5."""
+    order = {f: i for i, f in enumerate(L.FAMILIES)}
+    return sorted(L.present_cells(runs), key=lambda c: (order.get(c[0], 9), L.VARIANTS.index(c[1]), c[2]))
+
+
+def _ncols(runs: Mapping) -> int:
+    return max(1, len({d for _, _, d in L.present_cells(runs)}))
+
+
 def _seed0(runs: Mapping, family: str) -> dict[str, tuple]:
     out = {}
-    for fam, variant, depth in L.present_cells(runs):
+    for fam, variant, depth in _grid_order(runs):
         recs = measured(runs[L.cell_name(fam, variant, depth)])
         if fam == family and recs:
             m = recs[0]["measure"]
@@ -182,7 +192,7 @@ def contours(family: str):
         runs = runs_of(store)
         first = next((m[0] for m in map(measured, runs.values()) if m and m[0]["family"] == family), None)
         points = [(p["a"], p["b"]) for p in first["measure"]["map"]] if first else None
-        return plot_contour_grid(_seed0(runs, family), path, points=points,
+        return plot_contour_grid(_seed0(runs, family), path, points=points, ncols=_ncols(runs),
                                  title=f"{NAMES[family]}: filter-normalized surfaces (+: Hessian map points)")
     return draw
 
@@ -198,7 +208,9 @@ def surfaces_3d(store, path):
     """
     from landscape.plots import plot_surface_3d_grid
 
-    return plot_surface_3d_grid(_seed0(runs_of(store), "resnet"), path, title="ResNet surfaces (log10 loss)")
+    runs = runs_of(store)
+    return plot_surface_3d_grid(_seed0(runs, "resnet"), path, ncols=_ncols(runs),
+                                title="ResNet surfaces (log10 loss, one z range)")
 
 
 def maps(store, path):
@@ -214,7 +226,7 @@ def maps(store, path):
 
     runs, panels = runs_of(store), {}
     n = 0
-    for family, variant, depth in L.present_cells(runs):
+    for family, variant, depth in _grid_order(runs):
         recs = measured(runs[L.cell_name(family, variant, depth)])
         if not recs:
             continue
@@ -226,7 +238,7 @@ def maps(store, path):
             grids.append([[v[(a, b)] for a in axis] for b in axis])
         geo = np.exp(np.mean(np.log(np.asarray(grids, float)), 0))
         panels[f"{NAMES[family]}-{depth}, {VARIANT[variant]}"] = (axis, geo)
-    return plot_value_maps(panels, path, floor=L.RATIO_FLOOR, ncols=4,
+    return plot_value_maps(panels, path, floor=L.RATIO_FLOOR, ncols=_ncols(runs),
                            title=f"Non-convexity |λmin/λmax| (geometric mean of n = {n} seeds per map)")
 
 
