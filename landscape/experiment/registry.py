@@ -26,8 +26,7 @@ from landscape.errors import LandscapeError
 STUDIES: tuple[str, ...] = ("verdicts", "orhan2018", "oh2025", "zaeemzadeh2018", "liu2020", "li2018", "cohen2021")
 # sections of RESULTS.md still typed by hand, between <!-- pending: NAME --> and <!-- end: NAME -->, with the work
 # that replaces them by generated blocks; `report --check` accepts exactly these (and says so), nothing else
-PENDING: dict[str, str] = {"li2018": "issue 20 item 5 (Li et al. depth series), branch science-li-eos",
-                           "eos": "issue 20 item 6 (edge-of-stability sweep), branch science-li-eos"}
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
