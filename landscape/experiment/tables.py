@@ -77,7 +77,7 @@ def verdict_table(rows: Sequence[Mapping]) -> str:
 
 def provenance_table(rows: Sequence[Mapping]) -> str:
     """When each claim was declared and what data it precedes (docs/methods.md §H.5)."""
-    lines = ["| claim | declared (commit) | first run of its data | declared | verdict data |", "|---|---|---|---|---|"]
+    lines = ["| claim | declared in commit | first run of its data | formed | verdict data |", "|---|---|---|---|---|"]
     for r in rows:
         when = "before the data was seen" if r["order"] == "before" else "after the data was seen"
         extra = (f"; exploratory seeds {seeds_text(r['exploratory']['seeds'])}: "

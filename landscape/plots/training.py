@@ -123,7 +123,7 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=7, title=("geometric mean, bars ± 1 SD of log10" if logy else "mean ± 1 SD")
                   + " over n seeds", title_fontsize=7)
-    axes[0].set_ylabel(ylabel + (" (log scale)" if logy and "log" not in ylabel else ""))
+    axes[0].set_ylabel(ylabel + (" (log scale)" if logy and "log scale" not in ylabel else ""))
     return finish(fig, path, title)
 
 

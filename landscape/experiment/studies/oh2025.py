@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 
-from landscape import plots
+from landscape import plots, stats
 from landscape.experiment.keys import TRANSITION_CHANGE, TRANSITION_SPAN, transition_point
 from landscape.experiment.registry import GridSpec
+from landscape.experiment.summary import fmt
 from landscape.experiment.tables import cells_of, paper_tables
 
 GRIDS = [GridSpec("oh2025"), GridSpec("oh2025", "confirm"), GridSpec("oh2025_mechanism")]
@@ -33,15 +34,17 @@ def _mark(store, grid: str, cell: str) -> tuple[float | None, str | None]:
 
 def transition_table(store) -> str:
     """Each linear arm: how many seeds have a transition point under the declared definition, and where."""
-    lines = ["| grid | cell | seeds with a transition point | their steps | peak steps of the others | run steps |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| grid | cell | seeds with a transition point [Wilson 95% CI of the fraction] | their steps | "
+             "peak steps of the others | run steps |", "|---|---|---|---|---|---|"]
     for grid, cells in LINEAR.items():
         for cell in cells:
             pts = transitions(store, grid, cell)
             last = max(r["step"] for r in store.grid(grid).step_records(cell)[0])
             yes = [str(p["step"]) for p in pts if p.get("interior")]
             no = [str(p["step"]) for p in pts if p and not p.get("interior")]
-            lines.append(f"| {grid} | {cell} | {len(yes)} of {len(pts)} | {', '.join(yes) or '—'} | "
+            w = stats.wilson_ci(len(yes), len(pts))
+            lines.append(f"| {grid} | {cell} | {len(yes)} of {len(pts)} [{fmt(w.low, 2)}, {fmt(w.high, 2)}] | "
+                         f"{', '.join(yes) or '—'} | "
                          f"{', '.join(no) or '—'} | {last} |")
     lines.append("")
     lines.append(f"A transition point (`keys.transition_point`, declared before these runs): the last site's ‖x‖² "

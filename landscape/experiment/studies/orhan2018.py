@@ -78,15 +78,16 @@ def degeneracy(store) -> str:
 
 
 def dead_unit_null(store, row) -> str:
-    """The null mass dead units alone produce: a dead unit's incoming weights and bias (width + 1 parameters)
-    have zero curvature, so dead fraction × units × (width + 1) / parameters (docs/methods.md §A.4)."""
+    """The null mass dead units alone produce: a dead unit's incoming weights and bias and its outgoing weights
+    (2 · width + 1 parameters) have zero gradient and curvature, so dead fraction × units × (2 · width + 1) /
+    parameters (docs/methods.md §A.4)."""
     eig = exact_eigenvalues(store.grid("orhan2018").cell_runs(row["cell"])[0])
     dead = (row["final"].get("dead_frac_mean") or {}).get("mean")
     if eig is None or dead is None:
         return "—"
     cfg = store.grid("orhan2018").cell_runs(row["cell"])[0]["config"]["train"]["model_config"]
     units = cfg["depth"] * cfg["width"]
-    return fmt(dead * units * (cfg["width"] + 1) / eig.size)
+    return fmt(dead * units * (2 * cfg["width"] + 1) / eig.size)
 
 
 # ---- figures ----

@@ -48,9 +48,9 @@ def depth_deviation(store, path):
     styles = plots.family_styles({f"{fam}, {stat}": (fam, stat) for fam in ("plain", "residual")
                                   for stat in ("mean", "max")})
     return plots.plot_sweep(panels, path, ylabel=r"$|\log_{10} r_l|$ over residual blocks", xlabel="depth (blocks)",
-                            logx=True, styles=styles,
+                            logx=True, logy=True, styles=styles,
                             title="deviation from norm preservation: mean over blocks (primary, solid) and max "
-                                  "(dashed); colour: family")
+                                  "(dashed); colour: family; a non-finite r_l counts as 38 decades (a failure)")
 
 
 def depth_gain(store, path):
