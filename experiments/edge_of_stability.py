@@ -1,50 +1,32 @@
-"""Edge of stability on the FC zoo (landscape.experiment.eos): run the grid, print the table, draw the figure.
+"""Edge of stability as Cohen et al. do it (landscape.experiment.eos): run the step-size sweep into records.
 
-    nice -n 10 python experiments/edge_of_stability.py --out runs/eos       # 3 nets × 2 η × 5 seeds, resumable
-    python experiments/edge_of_stability.py --out runs/eos --plot-only     # table and figure from finished runs
+    nice -n 10 python experiments/edge_of_stability.py --only gd_   # resumable; one process per --only part
+    python -m landscape.experiment.report                           # RESULTS.md's eos table and the figures
 
-Writes OUT/<net>_lr<η>_seed<s>.jsonl (monitor records + training loss), OUT/config.json, OUT/summary.json
-(every statistic of landscape.experiment.eos.summarize_eos with its 95% interval and n) and
-FIGURES/eos_fc_mnist1d.png/.pdf.
+Writes RECORDS/<optimizer>_<net>_<loss>_lr<η>_seed<s>.json (the loss, accuracy, sharpness and edge ratio at
+every measured step; committed) and RECORDS/config.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from landscape.cli import positive_int, prepare_out_dir, run_cli
-from landscape.experiment.eos import LABELS, EosConfig, eos_table, load_eos, run_eos, summarize_eos
-from landscape.io import write_json
-from landscape.plots import plot_eos
+from landscape.cli import positive_int, run_cli
+from landscape.experiment.eos import EosConfig, run_eos
+from landscape.experiment.store import ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="runs/eos")
-    ap.add_argument("--figures", default="figures")
-    ap.add_argument("--seeds", type=positive_int, default=EosConfig.seeds)
-    ap.add_argument("--steps", type=positive_int, default=EosConfig.steps)
-    ap.add_argument("--threads", type=positive_int, default=None)
-    ap.add_argument("--only", default=None, help="run only this net (plain, residual, residual_preact)")
-    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--records", default=str(ROOT / "records" / "eos"), help="the committed records")
+    ap.add_argument("--only", default=None, help="run only the cells whose file name contains this (gd_, adam_)")
+    ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = prepare_out_dir(args.out)
-    prepare_out_dir(args.figures)
-    if not args.plot_only:
-        run_eos(out, EosConfig(seeds=args.seeds, steps=args.steps), only=args.only,
-                log=lambda s: print(s, file=sys.stderr, flush=True))
-    runs = load_eos(out)
-    rows = summarize_eos(runs)
-    write_json(out / "summary.json", rows)
-    print(eos_table(rows))
-    panels = {f"{LABELS[net]}, η = {lr:g}": (2 / lr, seeds) for (net, lr), seeds in sorted(runs.items())}
-    plot_eos(panels, Path(args.figures) / "eos_fc_mnist1d")
+    torch.set_num_threads(args.threads)
+    run_eos(args.records, EosConfig(), only=args.only, log=lambda s: print(s, file=sys.stderr, flush=True))
     return 0
 
 

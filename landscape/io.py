@@ -93,9 +93,13 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(jsonable(obj), indent=indent, allow_nan=False)
 
 
-def write_json(path: PathLike, obj: Any, indent: int | None = 1) -> Path:
-    """Atomically write `obj` as strict JSON (non-finite floats as null) with a trailing newline."""
-    text = dumps(obj, indent) + "\n"
+def write_json(path: PathLike, obj: Any, indent: int | None = 1, digits: int | None = None) -> Path:
+    """Atomically write `obj` as strict JSON (non-finite floats as null) with a trailing newline; with `digits`,
+    every float rounded to that many significant digits (compact records)."""
+    text = dumps(obj, indent)
+    if digits is not None:
+        text = json.dumps(json.loads(text, parse_float=lambda t: float(f"{float(t):.{digits}g}")), indent=indent)
+    text += "\n"
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)

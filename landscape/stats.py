@@ -17,6 +17,25 @@ are dropped and the count that remains is reported as n.
     spearman(x, y)             rank correlation with a Fisher-z interval, SE = √(1.06/(n−3))
                                (Fieller, Hartley & Pearson 1957), and its t-approximation p-value
 
+Multiplicity and power (docs/methods.md §H.2, §H.3):
+
+    holm(p)                    Holm's step-down adjusted p-values (Holm 1979): sort the m p-values
+                               p_(1) ≤ … ≤ p_(m), p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))
+    mde_paired(sd, n)          the smallest true mean difference a two-sided paired t-test at level α
+                               detects with probability `power` (default 0.05, 0.8), exactly from the
+                               noncentral t: P(|T'| > t_{1−α/2, n−1}) = power, T' ~ t_{n−1}(δ√n/sd)
+
+Intervals of the right shape (docs/methods.md §H.4):
+
+    log_ci(v)                  positive quantities (ratios, gains): t interval of mean log v, exponentiated:
+                               the geometric mean and a interval inside (0, ∞)
+    paired_log(a, b)           the ratio a/b paired by seed: `paired` on log a − log b (exponentiate it)
+    logit_ci(v)                fractions in [0, 1]: t interval of the mean logit, back-transformed, inside
+                               (0, 1); 0 and 1 are moved in by `eps` first
+    wilson_ci(k, n)            k successes of n: Wilson's score interval (Wilson 1927), inside [0, 1]
+    clip_interval(i, lo, hi)   an interval intersected with the parameter's range (a difference of two
+                               fractions lies in [−1, 1])
+
 Everything returns plain floats (NaN where undefined), so results JSON-encode with landscape.io.
 """
 
@@ -260,3 +279,133 @@ def summarize(values: Iterable, level: float = 0.95) -> dict:
     mean, sd, n = mean_sd(v)
     return {"mean": mean, "sd": sd, "n": n, "low": interval.low, "high": interval.high, "level": level,
             "method": "t"}
+
+
+def holm(pvalues: Iterable) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (Holm 1979, "A simple sequentially rejective
+    multiple test procedure"): with the m p-values sorted p_(1) ≤ … ≤ p_(m),
+    p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)). Rejecting where p̃ < α controls the family-wise error rate
+    at α under any dependence. A NaN p-value (a test that could not be made) counts in m, sorts last and stays
+    NaN."""
+    p = np.array([np.nan if v is None else v for v in pvalues], dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return []
+    if np.any((p < 0) | (p > 1)):
+        raise LandscapeError(f"holm: p-values must lie in [0, 1], got {p.tolist()}")
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="mergesort")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.maximum.accumulate(np.where(np.isnan(scaled), -np.inf, scaled))
+    out = np.empty(m)
+    out[order] = np.where(np.isnan(scaled), np.nan, adjusted)
+    return [float(v) for v in out]
+
+
+def paired_t_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at level α with n pairs when the true mean difference is `delta`
+    and the differences' SD is `sd`: P(|T'| > t_{1−α/2, n−1}), T' noncentral t with n − 1 degrees of freedom
+    and noncentrality δ√n/sd."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    crit = t_quantile(1 - alpha / 2, n - 1)
+    nc = abs(delta) * math.sqrt(n) / sd
+    lower = float(special.nctdtr(n - 1, nc, -crit))  # P(T' < −t): below Φ(−nc); scipy returns NaN where it underflows
+    return (lower if math.isfinite(lower) else 0.0) + 1 - float(special.nctdtr(n - 1, nc, crit))
+
+
+def mde_paired(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of a two-sided paired t-test: the δ > 0 with `paired_t_power`(δ) = power.
+
+    Args:
+        sd: the sample SD of the paired differences (the observed one, used as the true one).
+        n: the number of pairs.
+        alpha: the test's level (two-sided).
+        power: the detection probability asked for.
+
+    Returns:
+        δ in the units of the differences (NaN for n < 2 or sd not > 0). For large n it tends to the normal
+        formula (z_{1−α/2} + z_power)·sd/√n; at n = 5 the t distribution makes it ≈ 1.6× larger.
+    """
+    if n < 2 or not (sd > 0 and math.isfinite(sd)):
+        return math.nan
+    if not 0 < alpha < 1 or not alpha < power < 1:
+        raise LandscapeError(f"mde_paired: need 0 < alpha < power < 1, got alpha {alpha}, power {power}")
+    from scipy.optimize import brentq
+
+    z = float(special.ndtri(1 - alpha / 2) + special.ndtri(power))
+    lo, hi = 0.0, z * sd / math.sqrt(n)  # the normal formula: below the t answer
+    while paired_t_power(hi, sd, n, alpha) < power:
+        lo, hi = hi, 2 * hi
+    return float(brentq(lambda d: paired_t_power(d, sd, n, alpha) - power, lo, hi, xtol=1e-12 * sd))
+
+
+def _positive(values: Iterable, what: str) -> np.ndarray:
+    v = finite(values)
+    if np.any(v <= 0):
+        raise LandscapeError(f"{what}: a ratio or gain must be positive, got {v[v <= 0].tolist()}")
+    return v
+
+
+def log_ci(values: Iterable, level: float = 0.95) -> Interval:
+    """Geometric mean of positive values with the Student-t interval of mean log v, exponentiated
+    (method "log-t"): exp(mean log v ± t_{n−1} · sd(log v)/√n), always inside (0, ∞)."""
+    v = _positive(values, "log_ci")
+    i = t_ci(np.log(v), level)
+    return Interval(math.exp(i.estimate) if i.n else math.nan, math.exp(i.low) if i.defined else math.nan,
+                    math.exp(i.high) if i.defined else math.nan, level, "log-t", i.n)
+
+
+def paired_log(a, b, level: float = 0.95) -> Paired:
+    """The ratio a/b paired by seed (sequences by position or {seed: value} dicts): `paired` on log a − log b.
+    exp(mean), exp(ci.low), exp(ci.high) are the geometric-mean ratio and its interval; p tests ratio = 1."""
+    def logs(x):
+        if isinstance(x, dict):
+            return {k: _log_or_nan(v) for k, v in x.items()}
+        return [_log_or_nan(v) for v in x]
+    return paired(logs(a), logs(b), level)
+
+
+def _log_or_nan(v) -> float:
+    if v is None or not math.isfinite(v):
+        return math.nan
+    if v <= 0:
+        raise LandscapeError(f"paired_log: a ratio or gain must be positive, got {v}")
+    return math.log(v)
+
+
+def logit_ci(values: Iterable, level: float = 0.95, eps: float = 1e-3) -> Interval:
+    """Fractions in [0, 1]: the Student-t interval of the mean logit, back-transformed (method "logit-t").
+
+    Values are first moved into [eps, 1 − eps] (a fraction of N items: eps = 1/(2N) is the usual continuity
+    correction). The estimate is the inverse logit of the mean logit; estimate and bounds lie in (0, 1).
+    """
+    if not 0 < eps < 0.5:
+        raise LandscapeError(f"logit_ci: eps must lie in (0, 0.5), got {eps}")
+    v = finite(values)
+    if np.any((v < 0) | (v > 1)):
+        raise LandscapeError(f"logit_ci: fractions must lie in [0, 1], got {v[(v < 0) | (v > 1)].tolist()}")
+    v = np.clip(v, eps, 1 - eps)
+    i = t_ci(special.logit(v), level)
+    inv = lambda x: float(special.expit(x)) if math.isfinite(x) else math.nan  # noqa: E731
+    return Interval(inv(i.estimate), inv(i.low), inv(i.high), level, "logit-t", i.n)
+
+
+def wilson_ci(k: int, n: int, level: float = 0.95) -> Interval:
+    """Wilson's score interval for k successes in n trials (Wilson 1927): (p̂ + z²/2n ± z√(p̂(1−p̂)/n +
+    z²/4n²)) / (1 + z²/n), always inside [0, 1]; the estimate is p̂ = k/n."""
+    _check_level(level)
+    if n < 1 or not 0 <= k <= n:
+        raise LandscapeError(f"wilson_ci: need 0 <= k <= n and n >= 1, got k = {k}, n = {n}")
+    z = float(special.ndtri((1 + level) / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), level, "wilson", n)
+
+
+def clip_interval(interval: Interval, low: float, high: float) -> Interval:
+    """The interval intersected with the parameter's range [low, high] (the true value lies there, so
+    coverage is kept): e.g. a difference of two fractions in [−1, 1]."""
+    return Interval(interval.estimate, max(interval.low, low) if math.isfinite(interval.low) else interval.low,
+                    min(interval.high, high) if math.isfinite(interval.high) else interval.high,
+                    interval.level, interval.method, interval.n)

@@ -1,6 +1,6 @@
-"""landscape.experiment.eos: the edge-of-stability grid's statistics on constructed records with known
-answers, the declared verdict rule, and one tiny full-batch run whose λmax is checked against a dense
-Hessian of the very loss being descended."""
+"""landscape.experiment.eos: the step-size sweep's statistics on constructed records with known answers, the
+declared verdicts (equivalence test, simultaneous intervals, Holm), and tiny full-batch GD and Adam runs whose
+sharpness is checked against a dense float64 Hessian of the very loss being descended."""
 
 from __future__ import annotations
 
@@ -9,76 +9,110 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from scipy import stats as sps
 
-from landscape import stats
 from landscape.experiment import eos
+from landscape.hessian import exact_hessian
+from landscape.models import build
+from landscape.train.losses import resolve_loss
 
 
-def records(series: list[float], every: int = 10, loss: float = 0.5) -> list[dict]:
-    rows = [{"step": every * i, "block": "model", "metric": "eos_ratio", "value": v} for i, v in enumerate(series)]
-    rows += [{"step": every * i, "block": "model", "metric": "grad_top_fraction", "value": 0.9}
-             for i in range(len(series))]
-    return rows + [{"step": every * (len(series) - 1), "block": "model", "metric": "train_loss", "value": loss}]
+def record(ratios: list[float], lam0: float = 2.0, optimizer: str = "gd", every: int = 10,
+           diverged: bool = False) -> dict:
+    rows = [{"step": every * i, "loss": 1.0 / (i + 1), "acc": 0.5 + 0.01 * i, "eos_ratio": r,
+             ("lambda_max" if optimizer == "gd" else "lambda_p"): lam0 * r / ratios[0]} for i, r in enumerate(ratios)]
+    return {"cell": {"optimizer": optimizer, "net": "fc_relu", "loss": "mse", "lr": 0.1}, "seed": 0, "rows": rows,
+            "diverged": diverged}
 
 
-def test_edge_verdict_follows_the_declared_band():
-    def iv(lo, hi):
-        return stats.Interval((lo + hi) / 2, lo, hi)
-
-    assert eos.edge_verdict(iv(0.9, 1.1)) == "at the edge"
-    assert eos.edge_verdict(iv(0.2, 0.7)) == "below"
-    assert eos.edge_verdict(iv(1.3, 2.0)) == "above"
-    assert eos.edge_verdict(iv(0.5, 1.1)) == "inconclusive"
-    assert eos.edge_verdict(iv(math.nan, math.nan)) == "inconclusive"
-
-
-def test_summary_statistics_on_constructed_series():
-    # 10 measurements at steps 0..90: the last third is steps > 60, i.e. 70, 80, 90
-    seeds = [records([0.1, 0.3, 0.95, 1.0, 1.05, 1.2, 0.9, 1.0, 1.1, 1.3]),
-             records([0.1, 0.2, 0.5, 0.92, 1.0, 1.0, 1.0, 0.95, 1.05, 1.0]),
-             records([0.1, 0.2, 0.4, 0.6, 0.95, 1.0, 1.0, 1.0, 0.9, 1.15])]
-    (row,) = eos.summarize_eos({("plain", 0.1): seeds})
-    late = [np.mean([1.0, 1.1, 1.3]), np.mean([0.95, 1.05, 1.0]), np.mean([1.0, 0.9, 1.15])]
-    assert row["late_eos_ratio"]["mean"] == pytest.approx(np.mean(late))
-    assert row["late_eos_ratio"]["n"] == 3
-    assert row["late_eos_ratio"]["low"] == pytest.approx(stats.t_ci(late).low)
-    assert row["late_median_eos_ratio"]["mean"] == pytest.approx(np.mean([1.1, 1.0, 1.0]))
-    assert row["late_within_10pct"]["mean"] == pytest.approx(np.mean([2 / 3, 1.0, 2 / 3]))
-    assert row["max_eos_ratio"]["mean"] == pytest.approx(np.mean([1.3, 1.05, 1.15]))
-    assert row["first_step_at_0.9"]["mean"] == pytest.approx(np.mean([20, 30, 40]))
-    assert row["two_over_lr"] == pytest.approx(20.0) and row["diverged"] == 0
-    assert row["verdict"] == eos.edge_verdict(stats.t_ci(late)) == "at the edge"
-    assert math.isnan(row["late_negative_ratio"]["mean"])  # not measured: reported as missing, not as 0
-    assert "| plain | 0.1 | 20 | 3 |" in eos.eos_table([row])
+def test_run_keys_on_a_constructed_series():
+    keys = eos.run_keys(record([0.2, 0.4, 0.8, 0.95, 1.3, 1.0, 0.7, 1.1]))
+    # first reach of 0.9 at index 3 (step 30); after it: 0.95, 1.3, 1.0, 0.7, 1.1
+    assert keys["first_step"] == 30 and keys["reached"]
+    assert keys["edge_ratio"] == pytest.approx(np.median([0.95, 1.3, 1.0, 0.7, 1.1]))
+    assert keys["within_band"] == pytest.approx(3 / 5)
+    assert keys["max_ratio"] == 1.3 and keys["initial_ratio"] == 0.2
+    assert keys["sharpening"] == pytest.approx(0.95 / 0.2)          # λ at the first reach over λ at step 0
+    assert keys["final_loss"] == pytest.approx(1 / 8) and keys["final_acc"] == pytest.approx(0.57)
+    never = eos.run_keys(record([0.2, 0.3, 0.5, 0.4]))
+    assert not never["reached"] and math.isnan(never["edge_ratio"]) and never["sharpening"] == pytest.approx(2.5)
+    assert math.isnan(eos.run_keys(record([0.5, 1.0], diverged=True))["final_loss"])
 
 
-def test_a_tiny_full_batch_run_measures_the_sharpness_of_the_loss_it_descends():
-    cfg = eos.EosConfig(depth=3, width=6, n_samples=48, steps=4, every=2, k=2, full_every=2, slq_iters=8,
-                        slq_vectors=2, seeds=1)
+def test_post_hoc_keys_of_a_run_that_starts_above_the_edge():
+    keys = eos.run_keys(record([1.4, 0.5, 0.6, 0.8, 0.95, 1.0, 1.05]))
+    assert keys["first_step"] == 0 and keys["edge_ratio"] == pytest.approx(0.95)    # declared: from step 0
+    assert keys["reentry_edge_ratio"] == pytest.approx(1.0)                        # after re-entering 0.9
+    assert keys["sharpening_from_min"] == pytest.approx(0.95 / 0.5)                # lowest λ to the re-entry
+    stable = eos.run_keys(record([0.2, 0.4, 0.8, 0.95, 1.3, 1.0, 0.7, 1.1]))
+    assert stable["reentry_edge_ratio"] == stable["edge_ratio"]
+    assert stable["sharpening_from_min"] == stable["sharpening"]
+
+
+def test_the_one_sided_log_test_is_scipys():
+    v = [1.1, 0.95, 1.2, 1.05, 1.0]
+    for null, greater in ((0.8, True), (1.25, False)):
+        ref = sps.ttest_1samp(np.log(v), math.log(null), alternative="greater" if greater else "less").pvalue
+        assert eos._one_sided_log(v, null, greater) == pytest.approx(ref, rel=1e-10)
+
+
+def test_verdicts_on_constructed_cells():
+    at_edge = [record([0.5, 0.95, r, r, r]) for r in (1.0, 1.02, 0.98, 1.05, 1.01)]
+    above = [record([0.5, 0.95, r, r, r]) for r in (2.0, 2.2, 1.9, 2.1, 2.05)]
+    wide = [record([0.5, 0.95, r, r, r]) for r in (0.6, 1.4, 0.7, 1.6, 1.0)]
+    never = [record([0.2, 0.3, 0.4]) for _ in range(5)]
+    rows = {r["lr"]: r for r in eos.judge_eos({("gd", "fc_relu", "mse", 0.1): at_edge,
+                                                  ("gd", "fc_relu", "mse", 0.2): above,
+                                                  ("gd", "fc_relu", "mse", 0.3): wide,
+                                                  ("gd", "fc_relu", "mse", 0.4): never})}
+    assert rows[0.1]["edge_verdict"] == "at the edge" and rows[0.1]["p_edge_holm"] < 0.05
+    assert rows[0.2]["edge_verdict"] == "above" and rows[0.3]["edge_verdict"] == "inconclusive"
+    assert rows[0.4]["edge_verdict"] == "never reached" and rows[0.4]["reached"]["estimate"] == 0
+    gm = math.exp(np.mean(np.log([1.0, 1.02, 0.98, 1.05, 1.01])))
+    assert rows[0.1]["edge_ratio"]["estimate"] == pytest.approx(gm)
+    assert 0 < rows[0.3]["edge_ratio"]["low"] < rows[0.3]["edge_ratio"]["high"]     # a log interval: positive
+    # sharpening 0.95/0.5 = 1.9 in every seed of a stable-at-init cell: agrees; Holm over 3 + 4 tests
+    assert rows[0.1]["sharpening"]["estimate"] == pytest.approx(1.9) and rows[0.1]["sharpening_verdict"] == "agrees"
+
+
+def _data(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(48, 40, generator=g), torch.randint(0, 10, (48,), generator=g)
-    lr = 0.05
-    recs = eos.run_one("residual_preact", lr, 0, cfg, X, y)
-    lam = {r["step"]: r["value"] for r in recs if r["metric"] == "lambda_max"}
-    assert sorted(lam) == [0, 2, 4]
-    ratio = {r["step"]: r["value"] for r in recs if r["metric"] == "eos_ratio"}
-    assert all(ratio[s] == pytest.approx(lam[s] * lr / 2, rel=1e-9) for s in lam)
-    assert sorted(r["step"] for r in recs if r["metric"] == "train_loss") == [2, 4]
-    assert [r["step"] for r in recs if r["metric"] == "negative_ratio"] == [0, 4]  # every full_every-th
-    # another seed is another initialization (full-batch GD has no other randomness)
-    other = eos.run_one("residual_preact", lr, 1, cfg, X, y)
-    assert next(r["value"] for r in other if r["metric"] == "lambda_max") != pytest.approx(lam[0], rel=1e-3)
-    # λmax at step 0: the dense float64 Hessian of the full-batch training loss at initialization
-    model = eos.build("fc", depth=3, width=6, seed=0, **eos.NETS["residual_preact"]).double()
-    names = [n for n, _ in model.named_parameters()]
-    params = tuple(p.detach() for p in model.parameters())
+    return torch.randn(n, 40, generator=g), torch.randint(0, 10, (n,), generator=g)
 
-    def loss(*ps):
-        out = torch.func.functional_call(model, dict(zip(names, ps)), (X.double(),))
-        return F.cross_entropy(out, y)
 
-    H = torch.autograd.functional.hessian(loss, params)
-    n = [p.numel() for p in params]
-    dense = torch.cat([torch.cat([H[i][j].reshape(n[i], n[j]) for j in range(len(n))], 1) for i in range(len(n))])
-    assert lam[0] == pytest.approx(torch.linalg.eigvalsh(dense)[-1].item(), rel=1e-3)
+@pytest.mark.parametrize("loss", eos.LOSSES)
+def test_a_tiny_gd_run_measures_the_sharpness_of_the_loss_it_descends(loss, monkeypatch):
+    monkeypatch.setitem(eos.NETS, "tiny", {"kind": "residual", "block": "preact", "norm": "none", "init": "he",
+                                           "branch_scale": "inv_sqrt_depth", "depth": 3, "width": 6})
+    X, y = _data()
+    cfg = eos.EosConfig(n_samples=48, steps=4, every=2, seeds=(0,), tol=1e-6)
+    rec = eos.run_one("gd", "tiny", loss, 0.05, 0, cfg, X, y)
+    assert [r["step"] for r in rec["rows"]] == [0, 2, 4] and not rec["diverged"]
+    assert all(r["eos_ratio"] == pytest.approx(r["lambda_max"] * 0.05 / 2, rel=1e-12) for r in rec["rows"])
+    model = build("fc", seed=0, **eos.NETS["tiny"]).double()
+    dense = np.linalg.eigvalsh(exact_hessian(model, resolve_loss(loss), (X.double(), y)).numpy())
+    assert rec["rows"][0]["lambda_max"] == pytest.approx(dense[-1], rel=1e-4)
+    with torch.no_grad():
+        assert rec["rows"][0]["loss"] == pytest.approx(resolve_loss(loss)(model(X.double()), y).item(), rel=1e-5)
+    other = eos.run_one("gd", "tiny", loss, 0.05, 1, cfg, X, y)        # another seed, another initialization
+    assert other["rows"][0]["lambda_max"] != pytest.approx(rec["rows"][0]["lambda_max"], rel=1e-3)
+
+
+def test_a_tiny_adam_run_compares_the_preconditioned_sharpness_with_cohen_2022s_threshold(monkeypatch):
+    monkeypatch.setitem(eos.NETS, "tiny", {"kind": "plain", "depth": 2, "width": 6})
+    X, y = _data()
+    cfg = eos.EosConfig(n_samples=48, steps=4, every=2, seeds=(0,))
+    rec = eos.run_one("adam", "tiny", "mse", 1e-3, 0, cfg, X, y)
+    assert "lambda_p" not in rec["rows"][0]                            # no preconditioner before the first step
+    b1 = eos.ADAM["betas"][0]
+    for r in rec["rows"][1:]:
+        assert r["lambda_p"] > 0
+        assert r["eos_ratio"] == pytest.approx(r["lambda_p"] * 1e-3 * (1 - b1) / (2 + 2 * b1), rel=1e-12)
+
+
+def test_records_round_floats_to_six_significant_digits_and_write_nan_as_null(tmp_path):
+    from landscape.io import read_json, write_json
+
+    write_json(tmp_path / "r.json", {"a": [math.pi, 1234567.891, math.nan], "b": {"c": 1e-12 / 3}, "n": 3},
+               indent=None, digits=6)
+    assert read_json(tmp_path / "r.json") == {"a": [3.14159, 1234570.0, None], "b": {"c": 3.33333e-13}, "n": 3}

@@ -114,6 +114,37 @@ def test_transition_point_only_for_an_interior_peak():
     assert keys.step_keys([]) == {}
 
 
+def test_transition_point_needs_a_rise_and_a_sustained_decay_over_the_declared_span():
+    # 480 steps, a record every 10: the linear transformer's step-20 transient, then a slow plateau
+    early = [1.0, 3.0, 2.0] + [1.5] * 45
+    assert keys.step_keys(stream(early))["transition_step"] is None  # peak 10 steps in: within the first 10%
+    # round 1's FC stream: rising over 960 steps with a noise dip in the last records (peak at step 940)
+    late = [1.0 + i for i in range(94)] + [90.0, 91.0]
+    assert keys.transition_point(stream(late))["step"] == 940
+    assert keys.step_keys(stream(late))["transition_step"] is None  # 20 steps before the end: no decay span
+    # an interior peak whose "decay" is noise: the last 10% stay within 10% of the peak
+    flat = [1.0] * 10 + [10.0] * 10 + [10.5] + [9.8] * 29
+    assert keys.step_keys(stream(flat))["transition_step"] is None
+    # a real transition: rise over 40% of the run, decay to half the peak over the rest
+    real = [1.0 + i for i in range(20)] + [20.0 - 0.4 * i for i in range(30)]
+    assert keys.step_keys(stream(real))["transition_step"] == 200
+    assert keys.TRANSITION_SPAN == 0.1 and keys.TRANSITION_CHANGE == 0.1  # the declared definition
+
+
+def test_a_non_finite_ratio_is_a_failure_not_a_gap():
+    # a block whose gradient overflowed (inf) or vanished (0, or NaN = 0/0) is the worst block, not a missing one
+    healthy = keys.norm_preservation(ratios({f"blocks.{i}": 1.1 for i in range(4)}))
+    broken = keys.norm_preservation(ratios({"blocks.0": 1.1, "blocks.1": float("inf"), "blocks.2": 0.0,
+                                            "blocks.3": float("nan")}))
+    assert broken["n_failed_blocks"] == 3 and healthy["n_failed_blocks"] == 0
+    assert broken["grad_dev_max"] == keys.FAILED_DEV
+    assert broken["grad_absdev_mean"] == pytest.approx((math.log10(1.1) + 3 * keys.FAILED_DEV) / 4)
+    assert broken["grad_absdev_mean"] > healthy["grad_absdev_mean"]  # the old key dropped them: 0.041 < healthy's
+    assert broken["grad_ratio_min"] == broken["grad_ratio_max"] == 1.1  # the ratio range is over finite blocks
+    null = keys.probe_keys([{"block": "blocks.1", "metric": "grad_ratio", "value": None}])
+    assert null["n_failed_blocks"] == 1  # the run files' null (a non-finite value) fails too
+
+
 RAW = {"name": "c", "cells": {"a": {"model_config": {"kind": "residual"}}, "b": {"model_config": {"kind": "plain"}}},
        "profiles": {"quick": {"model_config": {"depth": 2, "width": 4}, "train": {"epochs": 1}},
                     "other": {"model_config": {"depth": 2, "width": 4}, "train": {"epochs": 1},
@@ -235,3 +266,29 @@ def test_transition_blocks_from_roles_and_shapes():
             return self.c(self.b(self.a(x)))
 
     assert transition_blocks(Net(), torch.randn(2, 5), ["a", "b", "c"]) == ["b"]
+
+
+def test_a_confirm_profile_extends_quick_and_keeps_only_some_cells():
+    raw = {**RAW, "profiles": {**RAW["profiles"], "confirm": {"extends": "quick", "seeds": [5, 6], "only": ["a*"]}}}
+    exp = config.resolve(raw, "confirm")
+    assert {(r.cell, r.seed) for r in exp.runs} == {("a", 5), ("a", 6)}
+    assert exp.runs[0].train.model_config == {"kind": "residual", "depth": 2, "width": 4}  # the quick profile's
+    assert exp.claims == []  # b is not run here, so the claim is not judged on this profile
+    for change, message in (({"only": ["zz"]}, "match no cell"), ({"extends": "confirm"}, "not another profile")):
+        bad = {**raw, "profiles": {**raw["profiles"], "confirm": {**raw["profiles"]["confirm"], **change}}}
+        with pytest.raises(LandscapeError, match=message):
+            config.resolve(bad, "confirm")
+
+
+def test_claim_provenance_is_validated_and_carried():
+    prov = {"declared": "8f9009c", "first_run": "2026-12-07", "order": "after", "scale": "log",
+            "previous": {"verdict": "agrees", "seeds": [0, 1, 2], "source": "RESULTS.md"}}
+    raw = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], **prov}}}
+    claim = config.resolve(raw, "quick").claims[0]
+    assert {k: claim[k] for k in prov} == prov
+    for change, message in (({"order": "later"}, "order must be"), ({"scale": "logit"}, "scale must be"),
+                            ({"previous": {"verdict": "maybe", "source": "s"}}, "previous.verdict"),
+                            ({"previous": {"verdict": "agrees"}}, "missing required key 'source'")):
+        bad = {**RAW, "claims": {"faster": {**RAW["claims"]["faster"], **change}}}
+        with pytest.raises(LandscapeError, match=message):
+            config.resolve(bad, "quick")

@@ -53,10 +53,15 @@ def test_training_curves_mean_band_over_seeds_with_n_and_test_accuracy(tmp_path)
     seed = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 0.2 * e, "test_acc": 0.1 * e} for e in (1, 2, 3)]
     other = [{**r, "train_acc": r["train_acc"] + 0.1} for r in seed[:2]]  # a seed that stopped after epoch 2
     fig = plots.plot_training_curves({"a": [seed, other], "b": seed}, tmp_path / "curves", test=True)
-    loss_ax, acc_ax = fig.axes
-    assert [ln.get_label() for ln in acc_ax.lines] == ["a (n=2)", "a (test)", "b (n=1)", "b (test)"]
+    loss_ax, acc_ax, test_ax = fig.axes
+    assert [ln.get_label() for ln in acc_ax.lines] == ["a (n=2)", "b (n=1)"]
+    assert [ln.get_linestyle() for ln in test_ax.lines] == [ln.get_linestyle() for ln in acc_ax.lines]  # own styles
     np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [0.25, 0.45, 0.6])  # nanmean over seeds
-    assert len(acc_ax.collections) == 2  # min-max bands of the two-seed run (train and test)
+    np.testing.assert_allclose(test_ax.lines[0].get_ydata(), [0.1, 0.2, 0.3])
+    assert len(acc_ax.collections) == 1  # the two-seed run's ± 1 SD band
+    band = acc_ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.max() == pytest.approx(0.45 + np.std([0.4, 0.5], ddof=1))  # epoch 2: mean 0.45 ± SD
+    assert "± 1 SD" in fig.legends[0].get_title().get_text()
     assert loss_ax.get_yscale() == "log"
     _saved(tmp_path, fig, "curves")
 
@@ -140,6 +145,14 @@ def test_grad_ratio_by_epoch_and_grid(tmp_path):
     assert all(ax.get_yscale() == "log" and len(_data_lines(ax)) == 2 for ax in visible)
     assert len(visible[2].lines[0].get_xdata()) == 30
     _saved(tmp_path, grid, "grid")
+    # several seeds: the geometric mean per block with a band; transition blocks marked with open squares
+    two = [records("grad_ratio", value=lambda b, s: 2.0), records("grad_ratio", value=lambda b, s: 8.0)]
+    marked = plots.plot_grad_ratio_grid({"res": two}, at=[0], transitions={"res": ["blocks.1"]})
+    ax = marked.axes[0]
+    assert ax.get_title() == "res (n=2)"
+    np.testing.assert_allclose(_data_lines(ax)[0].get_ydata(), [4.0, 4.0, 4.0])  # sqrt(2 * 8)
+    squares = [ln for ln in ax.lines if ln.get_label() == "transition block"]
+    assert len(squares) == 1 and list(squares[0].get_xdata()) == [1]
 
 
 def test_stream_draws_the_transition_point_it_is_given_and_every_seed():
@@ -155,7 +168,14 @@ def test_stream_draws_the_transition_point_it_is_given_and_every_seed():
     cmp = plots.plot_stream_compare({"linear": seeds, "ortho": records("x_norm2")}, metrics=("x_norm2",),
                                     transitions={"linear": 10, "ortho": None})
     assert len(cmp.axes) == 2 and cmp.axes[0].get_yscale() == "log"
-    assert [len(_data_lines(ax)) for ax in cmp.axes] == [6, 3]  # 3 sites x 2 seeds, 3 sites x 1 seed
+    # one line per site: the mean over seeds (band ± 1 SD), not one line per site and seed
+    assert [len(_data_lines(ax)) for ax in cmp.axes] == [3, 3] and len(cmp.axes[0].collections) == 3
+    np.testing.assert_allclose(_data_lines(cmp.axes[0])[0].get_ydata(),
+                               np.sqrt(np.array(_data_lines(cmp.axes[1])[0].get_ydata()) * np.array(
+                                   [r["value"] for r in seeds[1] if r["block"] == "blocks.0"])))  # geometric mean
+    many = records("x_norm2", blocks=12)
+    few = plots.plot_stream_compare({"deep": many}, metrics=("x_norm2",), max_sites=4)
+    assert [ln.get_label() for ln in _data_lines(few.axes[0])] == ["blocks.0", "blocks.4", "blocks.7", "blocks.11"]
     assert cmp.axes[0].get_ylabel().startswith("linear (n=2)") and cmp.axes[1].get_ylabel().startswith("ortho (n=1)")
     assert [ln.get_xdata()[0] for ax in cmp.axes for ln in ax.lines if ln.get_label().startswith("transition")] \
         == [10]
@@ -184,9 +204,15 @@ def test_sweep_mean_sd_n_diverged_marks_and_reference(tmp_path):
                            reference={"xSkip": ([0.5, 1, 3], [0.5**9, 1.0, 3.0**9])})
     left, right = fig.axes
     curves = [ln for ln in left.lines if ln.get_linestyle() not in ("None", "--")]
-    np.testing.assert_allclose(curves[0].get_ydata(), [1.0, 3.0])
+    # a log axis: the geometric mean with bars of ± 1 SD of log10, which never reach 0
+    np.testing.assert_allclose(curves[0].get_ydata(), [1.0, np.sqrt(8.0)])
     errbar = left.containers[0]
-    np.testing.assert_allclose(errbar.lines[2][0].get_segments()[1][:, 1], [3.0 - np.sqrt(2), 3.0 + np.sqrt(2)])
+    sd = np.std(np.log10([2.0, 4.0]), ddof=1)
+    np.testing.assert_allclose(errbar.lines[2][0].get_segments()[1][:, 1], np.sqrt(8.0) * 10.0 ** np.array([-sd, sd]))
+    assert "± 1 SD of log10" in left.get_legend().get_title().get_text()
+    linear = plots.plot_sweep({"p": {"a": {1: [2.0, 4.0]}}}, ylabel="y")
+    np.testing.assert_allclose(linear.axes[0].containers[0].lines[2][0].get_segments()[0][:, 1],
+                               [3.0 - np.sqrt(2), 3.0 + np.sqrt(2)])
     crosses = [ln for ln in left.lines if ln.get_label().endswith("diverged")]
     assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [3.0]
     assert right.get_xlabel() == "K" and left.get_yscale() == "log"

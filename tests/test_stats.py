@@ -146,3 +146,76 @@ def test_compare_is_paired_plus_verdict():
     assert stats.compare(a, b, "<")["verdict"] == "disagrees"
     assert stats.compare(a, b, ">", null=0.5)["verdict"] == "disagrees"
     assert stats.compare(a, b, ">", method="bootstrap")["method"] == "bootstrap"
+
+
+# ---- multiplicity, power, interval shapes (docs/methods.md §H.2-H.4) ----
+
+def test_holm_against_a_hand_computation_and_the_textbook_example():
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Holm (1979)-style example as statsmodels' multipletests(method="holm") gives it
+    p = [0.01, 0.02, 0.03, 0.04, 0.05]
+    assert stats.holm(p) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([]) == [] and stats.holm([0.03]) == [0.03]  # one test: no correction
+    out = stats.holm([0.01, float("nan"), 0.02])  # an undefined test counts in m and stays undefined
+    assert out[0] == pytest.approx(0.03) and math.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    with pytest.raises(LandscapeError):
+        stats.holm([1.5])
+
+
+def test_holm_controls_the_familywise_error_under_the_null(rng):
+    # 10 independent true nulls: any p_holm < 0.05 iff min p < 0.005, probability 1 - 0.995^10 = 0.049 <= 0.05
+    p = rng.uniform(size=(4000, 10))
+    hits = np.mean([min(stats.holm(row)) < 0.05 for row in p])
+    assert hits == pytest.approx(1 - 0.995**10, abs=0.012)  # 3.5 standard errors of 4000 families
+    assert np.mean(p.min(1) < 0.05) > 0.35  # uncorrected: 40% of families "find" something
+
+
+def test_mde_reaches_the_asked_power_by_simulation(rng):
+    sd, n = 0.02, 5
+    mde = stats.mde_paired(sd, n)
+    assert stats.paired_t_power(mde, sd, n) == pytest.approx(0.8, abs=1e-9)
+    d = rng.normal(mde, sd, size=(20000, n))  # paired differences with the MDE as their true mean
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    power = np.mean(np.abs(t) > ss.t.ppf(0.975, n - 1))
+    assert power == pytest.approx(0.8, abs=0.015)
+    # large n: the normal formula (z_{0.975} + z_{0.8}) sd / sqrt(n)
+    assert stats.mde_paired(1.0, 4000) * math.sqrt(4000) == pytest.approx(1.95996 + 0.84162, rel=2e-3)
+    assert mde / (2.80158 * sd / math.sqrt(n)) == pytest.approx(1.34, abs=0.02)  # t at n = 5 costs 34%
+    assert math.isnan(stats.mde_paired(0.0, 5)) and math.isnan(stats.mde_paired(1.0, 1))
+    assert stats.mde_paired(1.0, 2) > stats.mde_paired(1.0, 3) > stats.mde_paired(1.0, 5)
+
+
+def test_log_intervals_of_ratios_stay_positive():
+    # a gain that spans decades: the linear t interval goes below 0, the log one cannot
+    gains = [0.5, 2.0, 40.0]
+    assert stats.t_ci(gains).low < 0
+    i = stats.log_ci(gains)
+    assert i.low > 0 and i.estimate == pytest.approx((0.5 * 2 * 40) ** (1 / 3)) and i.method == "log-t"
+    logs = np.log(gains)
+    half = ss.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    assert (i.low, i.high) == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
+    r = stats.paired_log({0: 4.0, 1: 9.0, 2: 1.0}, {0: 2.0, 1: 3.0, 2: 1.0})  # ratios 2, 3, 1
+    assert math.exp(r.mean) == pytest.approx(6 ** (1 / 3)) and math.exp(r.ci.low) > 0
+    with pytest.raises(LandscapeError, match="positive"):
+        stats.log_ci([1.0, -2.0])
+
+
+def test_fraction_intervals_stay_inside_zero_one():
+    # mostly-zero fractions: the linear t interval goes below 0 (the issue's [-0.25, 0.91]); logit and Wilson do not
+    fr = [0.0, 0.0, 0.5, 0.0, 0.9]
+    assert stats.t_ci(fr).low < 0
+    li = stats.logit_ci(fr)
+    assert 0 < li.low < li.estimate < li.high < 1 and li.method == "logit-t"
+    w = stats.wilson_ci(0, 10)
+    assert w.low == 0.0 and w.high == pytest.approx(0.2775, abs=1e-4)  # the textbook 0/10 upper bound
+    w = stats.wilson_ci(7, 10)  # by hand: (0.7 + 1.92/10) / 1.384 ± ...
+    z = 1.959964
+    centre = (0.7 + z * z / 20) / (1 + z * z / 10)
+    half = z * math.sqrt(0.21 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert (w.low, w.high) == pytest.approx((centre - half, centre + half))
+    clipped = stats.clip_interval(stats.Interval(0.9, 0.7, 1.1), -1.0, 1.0)
+    assert (clipped.low, clipped.high) == (0.7, 1.0)
+    with pytest.raises(LandscapeError):
+        stats.logit_ci([1.2])

@@ -4,6 +4,8 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
 
 
     name, description          strings; `name` gives the default output directory
+    paper                      the paper whose family of claims this grid's claims join (Holm's
+                               correction runs over a paper's family; default: name)
     citations, notes           lists of strings (sources; which choices are [V]erified, [R]econstructed
                                or [TD] toolkit defaults): written into experiment.json and summary.json
     headline                   result keys printed (and written to summary.md) per cell; default
@@ -17,6 +19,9 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
       measure = {...}          what to measure (below)
       [profiles.P.cells.NAME]  this profile's cells: merged key by key over the top-level cell of the
                                same name (or new); `skip = true` drops a top-level cell here
+      extends = "quick"        start from that profile (this one's keys win, section by section)
+      only = [...]             keep only the runs of these cells (names after the sweep, fnmatch patterns):
+                               a confirmatory profile re-runs a few cells with fresh seeds
     cell keys: label, note, skip, model, model_config (merged over the profile's), train (merged over the
       profile's), measure (merged section by section over the profile's), seeds, and
       sweep = {"model_config.connect" = ["scaled:0.5", "scaled:2"], "train.lr" = [...]}: one run
@@ -30,14 +35,7 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
       [steps]    every (K optimizer steps), metrics (of landscape.probes.TRAIN_PROBES; default stream)
     epochs: "all", or a list of epoch numbers and "init" (0), "last", "every:K".
 
-    [claims.NAME]              a claim judged on the grid (declared before the run; see
-                               `landscape.experiment.claims`): text, metric (the primary result key,
-                               "init.KEY" for init), cells = [A, B] (paired by seed: the difference A − B),
-                               direction ("greater": the claim expects A > B; "less": A < B), secondary
-                               (result keys reported beside it), profiles (default: every profile whose
-                               cells include A and B; a listed profile without them is an error),
-                               published = {a, b, source, setup}: the paper's values of the metric for
-                               the two arms, where they come from, and how the paper's setup differs
+    [claims.NAME]              a claim judged on the grid: schema and resolution in `landscape.experiment.claims`
 
 Models are not built here (`build_models` builds each cell's once, without data, to validate it).
 """
@@ -45,6 +43,7 @@ Models are not built here (`build_models` builds each cell's once, without data,
 from __future__ import annotations
 
 import copy
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from itertools import product
@@ -54,8 +53,11 @@ from types import SimpleNamespace
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.experiment.claims import resolve_claims
+from landscape.experiment.schema import EPOCHS, INT_LIST, STR_LIST, check, is_a
 from landscape.objective import select_params
 from landscape.train import TrainConfig, load_toml, resolved_model_config
+from landscape.train.losses import DEFAULT_LOSS
 
 # input shape and class count per data set, so a config validates (and builds its models) without the data
 DATA_SHAPES = {"mnist1d": ((40,), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
@@ -63,59 +65,21 @@ DATA_SHAPES = {"mnist1d": ((40,), 10), "cifar10": ((3, 32, 32), 10), "cifar100":
 # train keys the runner sets itself
 _RUNNER_KEYS = {"seed", "out", "resume", "device", "threads", "progress", "probes", "probe_every", "model",
                 "model_config"}
-_STR_LIST, _INT_LIST, _EPOCHS = "list of strings", "list of integers", "epoch list"
-
-
-# ---- schema ----
-
-def _is(value, kind) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _STR_LIST:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if kind == _INT_LIST:
-        return isinstance(value, list) and bool(value) and all(_is(v, int) for v in value)
-    if kind == _EPOCHS:
-        return isinstance(value, str) or (isinstance(value, list) and all(_is(v, int) or isinstance(v, str)
-                                                                          for v in value))
-    return isinstance(value, kind)
-
-
-def _check(table, schema: dict, where: str, required: tuple[str, ...] = ()) -> dict:
-    """`table` must be a dict whose keys are in `schema` (key → type) with values of that type."""
-    if not isinstance(table, dict):
-        raise LandscapeError(f"{where} must be a table, got {table!r}")
-    unknown = sorted(set(table) - set(schema))
-    if unknown:
-        raise LandscapeError(f"{where}: unknown key(s) {unknown}; known: {', '.join(schema)}")
-    for key in required:
-        if key not in table:
-            raise LandscapeError(f"{where}: missing required key {key!r}")
-    for key, value in table.items():
-        kind = schema[key]
-        if not _is(value, kind):
-            name = kind if isinstance(kind, str) else {str: "a string", int: "an integer", float: "a number",
-                                                           bool: "true or false", dict: "a table"}[kind]
-            raise LandscapeError(f"{where}.{key} must be {name}, got {value!r}")
-    return table
-
-
-_TOP = {"name": str, "description": str, "citations": _STR_LIST, "notes": _STR_LIST, "headline": _STR_LIST,
-        "cells": dict, "profiles": dict, "claims": dict}
-_PROFILE = {"description": str, "seeds": _INT_LIST, "device": str, "threads": int, "target_acc": float,
+_TOP = {"name": str, "paper": str, "description": str, "citations": STR_LIST, "notes": STR_LIST,
+        "headline": STR_LIST, "cells": dict, "profiles": dict, "claims": dict}
+_PROFILE = {"description": str, "extends": str, "only": STR_LIST, "seeds": INT_LIST, "device": str, "threads": int,
+            "target_acc": float,
             "train": dict, "model": str, "model_config": dict, "measure": dict, "cells": dict}
 _CELL = {"label": str, "note": str, "model": str, "model_config": dict, "train": dict, "measure": dict,
-         "sweep": dict, "seeds": _INT_LIST, "skip": bool}
+         "sweep": dict, "seeds": INT_LIST, "skip": bool}
 _MEASURE = {"probe_samples": int, "batch_size": int, "probes": dict, "spectrum": dict, "exact": dict,
             "steps": dict}
 _SECTIONS = {
-    "probes": {"epochs": _EPOCHS, "metrics": _STR_LIST},
-    "spectrum": {"epochs": _EPOCHS, "iters": int, "vectors": int, "n_samples": int, "eps": float, "seed": int,
-                 "params": _STR_LIST},
-    "exact": {"epochs": _EPOCHS, "n_samples": int, "max_params": int, "eps": float, "params": _STR_LIST},
-    "steps": {"every": int, "metrics": _STR_LIST},
+    "probes": {"epochs": EPOCHS, "metrics": STR_LIST},
+    "spectrum": {"epochs": EPOCHS, "iters": int, "vectors": int, "n_samples": int, "eps": float, "seed": int,
+                 "params": STR_LIST},
+    "exact": {"epochs": EPOCHS, "n_samples": int, "max_params": int, "eps": float, "params": STR_LIST},
+    "steps": {"every": int, "metrics": STR_LIST},
 }
 _DEFAULTS = {
     "probes": {"metrics": ["grad_norm", "stream", "singularity"]},
@@ -131,7 +95,7 @@ def parse_epochs(spec, epochs: int, where: str) -> list[int]:
         return list(range(epochs + 1))
     out: set[int] = set()
     for item in [spec] if isinstance(spec, str) else spec:
-        if _is(item, int):
+        if is_a(item, int):
             if not 0 <= item <= epochs:
                 raise LandscapeError(f"{where}: epoch {item} is outside 0..{epochs}")
             out.add(item)
@@ -185,6 +149,8 @@ class Run:
         cfg = self.train.to_dict()
         for key in ("out", "resume", "device", "threads", "progress"):
             cfg.pop(key)
+        if cfg["loss"] == DEFAULT_LOSS:    # the default loss is implied, so the record's hash does not depend on it
+            cfg.pop("loss")
         return {"cell": self.cell, "base": self.base, "label": self.label, "note": self.note,
                 "setting": self.setting, "seed": self.seed, "train": cfg, "measure": self.measure,
                 "target_acc": self.target_acc}
@@ -195,6 +161,7 @@ class Experiment:
     """A validated config with one profile resolved into runs."""
 
     name: str
+    paper: str
     description: str
     citations: list[str]
     notes: list[str]
@@ -207,7 +174,7 @@ class Experiment:
     claims: list[dict] = field(default_factory=list)
 
     def record(self) -> dict:
-        return {"name": self.name, "description": self.description, "profile": self.profile,
+        return {"name": self.name, "paper": self.paper, "description": self.description, "profile": self.profile,
                 "profile_description": self.profile_description, "citations": self.citations,
                 "notes": self.notes, "headline": self.headline, "claims": self.claims,
                 "runs": [r.record() for r in self.runs]}
@@ -221,18 +188,24 @@ def load_experiment(path: str | Path, profile: str = "quick") -> Experiment:
 
 def resolve(raw: dict, profile: str, where: str = "config") -> Experiment:
     """Validate the config dict and expand `profile` into runs; errors name the offending key."""
-    _check(raw, _TOP, where, required=("name", "profiles"))
+    check(raw, _TOP, where, required=("name", "profiles"))
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", raw["name"]):
         raise LandscapeError(f"{where}: name {raw['name']!r} must be letters, digits, '_', '.', '-'")
     profiles = raw["profiles"]
     if profile not in profiles:
         raise LandscapeError(f"{where}: no profile {profile!r}; available: {', '.join(profiles) or 'none'}")
     pwhere = f"{where}: profiles.{profile}"
-    prof = _check(profiles[profile], _PROFILE, pwhere)
+    prof = check(profiles[profile], _PROFILE, pwhere)
+    if "extends" in prof:
+        base = prof["extends"]
+        if base not in profiles or base == profile or "extends" in profiles[base]:
+            raise LandscapeError(f"{pwhere}.extends: {base!r} is not another profile of this file (one level)")
+        prof = _merge(check(profiles[base], _PROFILE, f"{where}: profiles.{base}"),
+                      {k: v for k, v in prof.items() if k != "extends"})
     shared, own = raw.get("cells", {}), prof.get("cells", {})
     for table, w in ((shared, f"{where}: cells"), (own, f"{pwhere}.cells")):
         for base, cell in table.items():
-            _check(cell, _CELL, f"{w}.{base}")
+            check(cell, _CELL, f"{w}.{base}")
     cells = {base: _merge(shared.get(base, {}), own.get(base, {})) for base in {**shared, **own}}
     cells = {base: cell for base, cell in cells.items() if not cell.get("skip", False)}
     if not cells:
@@ -242,8 +215,9 @@ def resolve(raw: dict, profile: str, where: str = "config") -> Experiment:
     if bad:
         raise LandscapeError(f"{pwhere}.train: {bad} are set by the runner (use seeds, device, threads, model, "
                              "model_config)")
-    base_measure = _check(prof.get("measure", {}), _MEASURE, f"{pwhere}.measure")
-    exp = Experiment(raw["name"], raw.get("description", ""), raw.get("citations", []), raw.get("notes", []),
+    base_measure = check(prof.get("measure", {}), _MEASURE, f"{pwhere}.measure")
+    exp = Experiment(raw["name"], raw.get("paper", raw["name"]), raw.get("description", ""),
+                     raw.get("citations", []), raw.get("notes", []),
                      raw.get("headline", ["train_acc", "test_acc"]), profile, prof.get("description", ""),
                      prof.get("device", "auto"), prof.get("threads"))
     names: set[str] = set()
@@ -280,49 +254,15 @@ def resolve(raw: dict, profile: str, where: str = "config") -> Experiment:
             rwhere = w if name == base else f"{w} ({name})"
             for seed in cell.get("seeds", prof.get("seeds", [0])):
                 exp.runs.append(_make_run(name, base, cell, setting, seed, spec, prof, exp, rwhere))
+    if "only" in prof:
+        keep = {n for n in names if any(fnmatch.fnmatchcase(n, g) for g in prof["only"])}
+        unmatched = [g for g in prof["only"] if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+        if unmatched:
+            raise LandscapeError(f"{pwhere}.only: {unmatched} match no cell; cells: {', '.join(sorted(names))}")
+        exp.runs = [r for r in exp.runs if r.cell in keep]
+        names = keep
     exp.claims = resolve_claims(raw.get("claims", {}), profile, names, where)
     return exp
-
-
-_CLAIM = {"text": str, "metric": str, "cells": _STR_LIST, "direction": str, "secondary": _STR_LIST,
-          "profiles": _STR_LIST, "published": dict}
-_PUBLISHED = {"a": float, "b": float, "source": str, "setup": str}
-
-
-def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> list[dict]:
-    """The claims that apply to `profile` (those whose two cells it runs, or that list it), validated:
-    [{"name", "text", "metric", "cells": [A, B], "direction", "secondary"}] in file order."""
-    from landscape.experiment.keys import check_key
-
-    out = []
-    for name, claim in claims.items():
-        w = f"{where}: claims.{name}"
-        _check(claim, _CLAIM, w, required=("text", "metric", "cells", "direction"))
-        if len(claim["cells"]) != 2 or claim["cells"][0] == claim["cells"][1]:
-            raise LandscapeError(f"{w}.cells must name two different cells [A, B] (the difference A - B), "
-                                 f"got {claim['cells']}")
-        if claim["direction"] not in ("greater", "less"):
-            raise LandscapeError(f"{w}.direction must be 'greater' (A > B) or 'less' (A < B), "
-                                 f"got {claim['direction']!r}")
-        for key in [claim["metric"], *claim.get("secondary", [])]:
-            problem = check_key(key)
-            if problem:
-                raise LandscapeError(f"{w}: {problem}")
-        if "published" in claim:
-            _check(claim["published"], _PUBLISHED, f"{w}.published", required=("a", "b", "source", "setup"))
-        listed = claim.get("profiles")
-        missing = [c for c in claim["cells"] if c not in cells]
-        if listed is not None and profile not in listed:
-            continue
-        if missing:
-            if listed is None:
-                continue  # a claim about cells of another profile
-            raise LandscapeError(f"{w}: profile {profile!r} has no cell(s) {missing}; "
-                                 f"cells: {', '.join(sorted(cells))}")
-        out.append({"name": name, "text": claim["text"], "metric": claim["metric"], "cells": list(claim["cells"]),
-                    "direction": claim["direction"], "secondary": list(claim.get("secondary", [])),
-                    **({"published": dict(claim["published"])} if "published" in claim else {})})
-    return out
 
 
 def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: dict, prof: dict,
@@ -333,7 +273,7 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
         cfg = TrainConfig.from_dict(train_dict)
     except LandscapeError as e:
         raise LandscapeError(f"{where}: {e}") from None
-    measure = _check(spec["measure"], _MEASURE, f"{where}.measure")
+    measure = check(spec["measure"], _MEASURE, f"{where}.measure")
     resolved = {"probe_samples": measure.get("probe_samples", 1000), "batch_size": measure.get("batch_size", 1000)}
     for key in ("probe_samples", "batch_size"):
         if resolved[key] < 1:
@@ -341,7 +281,7 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
     for section, schema in _SECTIONS.items():
         if section not in measure:
             continue
-        sec = _merge(_DEFAULTS[section], _check(measure[section], schema, f"{where}.measure.{section}"))
+        sec = _merge(_DEFAULTS[section], check(measure[section], schema, f"{where}.measure.{section}"))
         sw = f"{where}.measure.{section}"
         if section == "steps":
             if "every" not in sec or sec["every"] < 1:

@@ -14,6 +14,9 @@ Every definition the notebooks, summaries and RESULTS.md use lives here once:
                             grad_ratio_min / _max / _gmean   (min, max, geometric mean of r_l)
                             grad_dev_max = max_l |log10 r_l| (0 = every block preserves the norm)
                             grad_absdev_mean = mean_l |log10 r_l|, n_residual_blocks
+                            n_failed_blocks: blocks whose r_l is not a positive finite number (an
+                            overflowed or vanished gradient); each counts as a failure, |log10 r_l| =
+                            FAILED_DEV (38, float32's range in decades), never as a gap
                         and separately over the transitions (dimension-changing blocks, e.g. an FC net's
                         40 → width input block, which has no skip): grad_ratio_transition_min / _max,
                         grad_dev_transition_max. Mixing the two lets a transition's deviation pass for
@@ -29,9 +32,10 @@ Every definition the notebooks, summaries and RESULTS.md use lives here once:
                         it (unit statistics measured every 10 epochs of a 15-epoch run come from epoch 10),
                         and which keys came from an earlier epoch.
     step_keys           x_norm2_peak (largest ‖x‖² at the last stream site over the step probes) and
-                        transition_step: its step when the peak is interior — a rise, then a decay
-                        (docs/methods.md §B.3); null when the largest value is the first or last record
-                        (still rising at the end, or never rising: no transition point).
+                        transition_step: its step when the peak is a transition point (docs/methods.md §B.3,
+                        `transition_point`): a rise, then a sustained decay, each over at least
+                        TRANSITION_SPAN of the run's steps and by at least TRANSITION_CHANGE of the peak;
+                        null otherwise (an early transient, a late noise dip, still rising at the end).
 """
 
 from __future__ import annotations
@@ -45,17 +49,44 @@ import numpy as np
 TRAIN_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "best_train_acc", "epoch_to_target",
               "train_seconds")
 SPECTRUM_KEYS = ("lambda_max", "lambda_min", "trace", "degenerate_ratio", "negative_ratio", "bulk_degenerate_ratio",
-                 "effective_rank", "degenerate_ratio_low", "degenerate_ratio_high", "negative_ratio_low",
+                 "effective_rank", "null_ratio", "degenerate_ratio_low", "degenerate_ratio_high", "negative_ratio_low",
                  "negative_ratio_high", "bulk_degenerate_ratio_low", "bulk_degenerate_ratio_high")
 PROBE_KEYS = ("grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", "grad_dev_max", "grad_absdev_mean",
-              "n_residual_blocks", "grad_ratio_transition_min", "grad_ratio_transition_max", "grad_dev_transition_max",
+              "n_residual_blocks", "n_failed_blocks",
+              "grad_ratio_transition_min", "grad_ratio_transition_max", "grad_dev_transition_max",
               "grad_gain", "n_blocks", "x_norm2_last")
 STEP_KEYS = ("transition_step", "x_norm2_peak")
+# a norm-preservation ratio that is not a positive finite number counts as this deviation (decades): the whole
+# float32 range, log10(3.4e38) ≈ 38.5, rounded down — a failure, never left out of the mean
+FAILED_DEV = 38.0
+# the transition point (declared before the re-runs of issue 20): a rise from the first record to the peak and
+# a decay from the peak to the mean of the last TRANSITION_SPAN of the run, each spanning at least
+# TRANSITION_SPAN of the run's steps and changing by at least TRANSITION_CHANGE × the peak
+TRANSITION_SPAN = 0.1
+TRANSITION_CHANGE = 0.1
+# the exact spectrum's numerically null mass: mu(|lambda| < NULL_EPS * lambda_max) (docs/methods.md §A.4)
+NULL_EPS = 1e-7
 # the probe metrics whose block means are named in check_key's list (any other probe metric's mean is
 # accepted by pattern, since probe_keys averages every metric it finds)
 MEAN_METRICS = ("x_norm2", "f_par_norm2", "f_ortho_norm2", "rho_par", "rho_ortho", "cos_x_out", "dead_frac",
                 "overlap_act", "overlap_act_frac", "overlap_act_centered", "overlap_act_centered_frac",
                 "overlap_weight", "overlap_weight_frac", "eff_rank", "small_sv_frac")
+
+
+# the shape of each key's values (docs/methods.md §H.4): ratios and gains are compared as ratios A/B on the log
+# scale; fractions in [0, 1] have differences in [-1, 1] and single-cell intervals on the logit scale
+LOG_KEYS = re.compile(r"(grad_gain|grad_ratio(_transition)?_(min|max|gmean)|x_norm2_(last|peak)|\w*_norm2_mean"
+                      r"|(slq|exact)_lambda_max|eos_ratio\w*)$")
+FRACTION_KEYS = re.compile(r"((train|test|best_train)_acc|(slq|exact)_\w*(degenerate|negative|null)_ratio(_low|_high)?"
+                           r"|\w*_frac_mean|eff_rank_mean|overlap_\w*_mean)$")
+
+
+def scale_of(key: str) -> str:
+    """"log" for ratios and gains (positive, compared as A/B), "fraction" for values in [0, 1], else "linear"."""
+    base = key[5:] if key.startswith("init.") else key
+    if LOG_KEYS.fullmatch(base):
+        return "log"
+    return "fraction" if FRACTION_KEYS.fullmatch(base) and "pairs" not in base else "linear"
 
 
 def check_key(key: str) -> str | None:
@@ -81,16 +112,20 @@ def train_keys(history: Sequence[Mapping], target: float | None) -> dict:
 
 
 def _ratio_keys(ratio: np.ndarray, suffix: str) -> dict:
-    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
     if not ratio.size:
         return {}
-    dev = np.abs(np.log10(ratio))
+    ok = np.isfinite(ratio) & (ratio > 0)
+    dev = np.where(ok, np.abs(np.log10(np.where(ok, ratio, 1.0))), FAILED_DEV)
+    good = ratio[ok]
+    out = {f"grad_dev{suffix}_max": float(dev.max())}
+    if good.size:
+        out |= {f"grad_ratio{suffix}_min": float(good.min()), f"grad_ratio{suffix}_max": float(good.max())}
     if suffix:
-        return {f"grad_ratio{suffix}_min": float(ratio.min()), f"grad_ratio{suffix}_max": float(ratio.max()),
-                f"grad_dev{suffix}_max": float(dev.max())}
-    return {"grad_ratio_min": float(ratio.min()), "grad_ratio_max": float(ratio.max()),
-            "grad_ratio_gmean": float(np.exp(np.log(ratio).mean())), "grad_dev_max": float(dev.max()),
-            "grad_absdev_mean": float(dev.mean()), "n_residual_blocks": int(ratio.size)}
+        return out
+    if good.size:
+        out["grad_ratio_gmean"] = float(np.exp(np.log(good).mean()))
+    return {**out, "grad_absdev_mean": float(dev.mean()), "n_residual_blocks": int(ratio.size),
+            "n_failed_blocks": int((~ok).sum())}
 
 
 def norm_preservation(records: Iterable[Mapping], transitions: Iterable[str] = ()) -> dict:
@@ -127,9 +162,12 @@ def probe_keys(records: Sequence[Mapping], transitions: Iterable[str] = ()) -> d
     return out
 
 
-def transition_point(records: Iterable[Mapping], metric: str = "x_norm2") -> dict:
-    """The peak of `metric` at the last site over steps: {"step", "value", "interior", "block"}, or {} when
-    there is no finite value. `interior` is False when the peak is the first or the last record."""
+def transition_point(records: Iterable[Mapping], metric: str = "x_norm2", span: float = TRANSITION_SPAN,
+                     change: float = TRANSITION_CHANGE) -> dict:
+    """The peak of `metric` at the last site over steps: {"step", "value", "interior", "block"}, or {} when there
+    is no finite value. `interior` (a transition point) requires, with T the run's step range:
+    the peak at least span·T after the first record and span·T before the last; a rise, peak ≥ first +
+    change·peak; a sustained decay, mean of the records in the last span·T ≤ (1 − change)·peak."""
     rows = [r for r in records if r["metric"] == metric]
     if not rows:
         return {}
@@ -138,12 +176,20 @@ def transition_point(records: Iterable[Mapping], metric: str = "x_norm2") -> dic
                     if r["block"] == last and r["value"] is not None and math.isfinite(float(r["value"])))
     if not series:
         return {}
-    i = max(range(len(series)), key=lambda k: series[k][1])  # the first of equal maxima
-    return {"step": series[i][0], "value": series[i][1], "interior": 0 < i < len(series) - 1, "block": last}
+    steps = np.array([s for s, _ in series], dtype=float)
+    values = np.array([v for _, v in series])
+    i = int(np.argmax(values))  # the first of equal maxima
+    first, end = steps[0], steps[-1]
+    width = span * (end - first)
+    peak = values[i]
+    tail = values[steps >= end - width]
+    interior = bool(width > 0 and steps[i] - first >= width and end - steps[i] >= width
+                    and peak - values[0] >= change * peak and tail.mean() <= (1 - change) * peak)
+    return {"step": series[i][0], "value": series[i][1], "interior": interior, "block": last}
 
 
 def step_keys(records: Sequence[Mapping]) -> dict:
-    """transition_step (null unless the peak is interior) and x_norm2_peak of the step probes."""
+    """transition_step (null unless the peak is a transition point) and x_norm2_peak of the step probes."""
     peak = transition_point(records)
     if not peak:
         return {}

@@ -25,7 +25,9 @@ from torch import nn
 from landscape.checkpoint import load_checkpoint
 from landscape.data import measurement_set_record
 from landscape.experiment.config import Run
+from landscape.experiment.keys import NULL_EPS
 from landscape.objective import select_params
+from landscape.train.losses import Loss, evaluation_loss
 
 
 def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -33,18 +35,20 @@ def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[
     return [(X[s:s + batch_size], y[s:s + batch_size]) for s in range(0, len(X), batch_size)]
 
 
-def measure_spectrum(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dict]:
-    """SLQ estimate of the Hessian spectrum over `batches` (`landscape.hessian`): (summary, {"spectrum": the
-    `SpectralDensity`}), written by the runner in the one spectrum format (`landscape.hessian.cli.spectrum_file`)."""
+def measure_spectrum(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.cross_entropy) -> tuple[dict, dict]:
+    """SLQ estimate of the Hessian spectrum of `loss_fn` over `batches` (`landscape.hessian`): (summary,
+    {"spectrum": the `SpectralDensity`}), written by the runner in the one spectrum format
+    (`landscape.hessian.cli.spectrum_file`)."""
     from landscape.hessian import HessianOperator, slq_density
 
-    op = HessianOperator(model, F.cross_entropy, batches, params=select_params(model, cfg.get("params")))
+    op = HessianOperator(model, loss_fn, batches, params=select_params(model, cfg.get("params")))
     sd = slq_density(op, min(cfg["iters"], op.dim), cfg["vectors"], seed=cfg["seed"])  # (op, iters, vectors)
     return {**sd.summary(cfg["eps"]), "seconds_slq": sd.meta["seconds"]}, {"spectrum": sd}
 
 
-def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dict]:
-    """Exact Hessian eigenvalues (float64) of a small model, summarized like SLQ: (summary, arrays)."""
+def measure_exact(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.cross_entropy) -> tuple[dict, dict]:
+    """Exact Hessian eigenvalues (float64) of `loss_fn` for a small model, summarized like SLQ plus `null_ratio`,
+    the mass below keys.NULL_EPS·λmax: (summary, arrays)."""
     from landscape.hessian import SpectralDensity, exact_hessian
 
     names = select_params(model, cfg.get("params"))
@@ -52,18 +56,20 @@ def measure_exact(model: nn.Module, batches: list, cfg: dict) -> tuple[dict, dic
     if n_params > cfg["max_params"]:
         return {"skipped": f"{n_params} parameters > max_params {cfg['max_params']}", "n_params": n_params}, {}
     # 64 columns per vmap chunk: measured ~1.5x faster than 256 or 512 for the quick-profile FC nets on a CPU
-    H = exact_hessian(model, F.cross_entropy, batches, names, max_params=cfg["max_params"], chunk_size=64)
+    H = exact_hessian(model, loss_fn, batches, names, max_params=cfg["max_params"], chunk_size=64)
     eigs = torch.linalg.eigvalsh(H).cpu().numpy()
     sd = SpectralDensity(eigs[None, :], np.full((1, eigs.size), 1.0 / eigs.size), eigs.size)
     summary = {k: v for k, v in sd.summary(cfg["eps"]).items()
                if k not in ("probes", "vectors", "iters") and not k.endswith("_stderr")}
+    summary["null_ratio"] = float(np.mean(np.abs(eigs) < NULL_EPS * eigs.max()))  # numerically zero (keys.NULL_EPS)
     return summary, {"exact_eigenvalues": eigs}
 
 
-def _probe_records(model: nn.Module, X, y, metrics: list[str], batch_size: int, **extra) -> list[dict]:
+def _probe_records(model: nn.Module, X, y, metrics: list[str], batch_size: int, loss_fn: Loss,
+                   **extra) -> list[dict]:
     from landscape.probes import run_probes
 
-    records = run_probes(model, F.cross_entropy, (X, y), metrics=metrics, batch_size=batch_size)
+    records = run_probes(model, loss_fn, (X, y), metrics=metrics, batch_size=batch_size)
     return [{**extra, **{k: v for k, v in r.items() if k != "step"}} for r in records]
 
 
@@ -103,8 +109,10 @@ def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> l
 
 def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> tuple[dict, dict]:
     """Everything `run.measure` asks for at the checkpoint's epoch: (summary JSON, NPZ arrays; "spectrum" holds
-    the SLQ `SpectralDensity`, written apart by the runner)."""
+    the SLQ `SpectralDensity`, written apart by the runner). Every quantity is of the run's own loss
+    (`landscape.train.losses.evaluation_loss`)."""
     model, meta = load_checkpoint(ckpt, map_location=device)
+    loss_fn = evaluation_loss(run.train)
     epoch, m = meta["epoch"], run.measure
     X, y = probe
     out: dict = {"epoch": epoch, "step": meta.get("step", 0), "seconds": {},
@@ -114,13 +122,13 @@ def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> t
         if section in m and epoch in m[section]["epochs"]:
             t0 = time.perf_counter()
             n = m[section].get("n_samples", m["probe_samples"])
-            summary, arr = fn(model, _batches(X, y, n, m["batch_size"]), m[section])
+            summary, arr = fn(model, _batches(X, y, n, m["batch_size"]), m[section], loss_fn)
             out[section] = {**summary, "n_samples": min(n, len(X))}
             arrays.update(arr)
             out["seconds"][section] = time.perf_counter() - t0
     if "probes" in m and epoch in m["probes"]["epochs"]:
         t0 = time.perf_counter()
-        out["probes"] = _probe_records(model, X, y, m["probes"]["metrics"], m["batch_size"],
+        out["probes"] = _probe_records(model, X, y, m["probes"]["metrics"], m["batch_size"], loss_fn,
                                        epoch=epoch, step=out["step"])
         blocks = list(dict.fromkeys(r["block"] for r in out["probes"] if r["metric"] == "grad_ratio"))
         if blocks:

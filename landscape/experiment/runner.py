@@ -26,11 +26,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from landscape.checkpoint import save_checkpoint
@@ -46,6 +44,7 @@ from landscape.hessian.cli.spectrum_file import read_spectrum, write_spectrum
 from landscape.hessian.solvers.spectrum import SpectralDensity
 from landscape.io import read_jsonl, write_json, write_jsonl, write_npz
 from landscape.train import NonFiniteLoss, git_version, resolved_model_config, train
+from landscape.train.losses import training_loss
 
 
 def _config_hash(record: dict) -> str:
@@ -107,7 +106,7 @@ def run_one(run: Run, out: Path, exp: Experiment, device: torch.device,
         metrics = m["steps"]["metrics"]
         callbacks.append(make_probe_callback(
             metrics, m["steps"]["every"], out=rdir, steps_per_epoch=steps_per_epoch, batch_size=m["batch_size"],
-            loss_fn=partial(F.cross_entropy, label_smoothing=cfg.label_smoothing),
+            loss_fn=training_loss(cfg),
             measurement_set=probe[0] if "singularity" in metrics else None))
     cfg.resume = ckpt.exists()
     state, message = "completed", ""

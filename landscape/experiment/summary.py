@@ -39,30 +39,43 @@ def seed_stats(values: Sequence) -> dict:
 
 def summarize(exp: Experiment, out: Path) -> dict:
     """Per cell, mean ± sd over seeds of every result key, from the finished runs in `out`, and the claims."""
-    cells: dict[str, list[dict]] = {}
+    results = []
     for run in exp.runs:
         path = out / run.path / "result.json"
         if (out / run.path / "done.json").exists() and path.exists():
-            cells.setdefault(run.cell, []).append(json.loads(path.read_text()))
+            results.append(json.loads(path.read_text()))
+    meta = {"name": exp.name, "profile": exp.profile, "description": exp.description,
+            "profile_description": exp.profile_description, "notes": exp.notes, "citations": exp.citations,
+            "claims": exp.claims, "git": git_version()}
+    return summary_of(meta, results, [r.cell for r in exp.runs])
+
+
+def summary_of(meta: Mapping, results: Sequence[Mapping], cells: Sequence[str]) -> dict:
+    """summary.json from run results (result.json dicts) and the experiment's record `meta` ("name",
+    "profile", "description", "profile_description", "notes", "citations", "claims", "git"): one row per
+    cell in the order of `cells`, a cell without results left out."""
+    by_cell: dict[str, list[Mapping]] = {}
+    for r in results:
+        by_cell.setdefault(r["cell"], []).append(r)
     rows = []
-    for name in dict.fromkeys(r.cell for r in exp.runs):
-        results = cells.get(name, [])
-        if not results:
+    for name in dict.fromkeys(cells):
+        runs = by_cell.get(name, [])
+        if not runs:
             continue
-        row = {"cell": name, "base": results[0]["base"], "label": results[0]["label"], "note": results[0]["note"],
-               "setting": results[0]["setting"], "seeds": [r["seed"] for r in results],
-               "status": {s: sum(r["status"] == s for r in results) for s in {r["status"] for r in results}}}
+        row = {"cell": name, "base": runs[0]["base"], "label": runs[0]["label"], "note": runs[0]["note"],
+               "setting": runs[0]["setting"], "seeds": [r["seed"] for r in runs],
+               "status": {s: sum(r["status"] == s for r in runs) for s in {r["status"] for r in runs}}}
         for part in ("final", "init"):
-            keys = list(dict.fromkeys(k for r in results for k in r[part]))
-            row[part] = {k: seed_stats([r[part].get(k) for r in results]) for k in keys}
-        earlier = {k: e for r in results for k, e in r.get("from_epoch", {}).items()}
+            keys = list(dict.fromkeys(k for r in runs for k in r[part]))
+            row[part] = {k: seed_stats([r[part].get(k) for r in runs]) for k in keys}
+        earlier = {k: e for r in runs for k, e in r.get("from_epoch", {}).items()}
         if earlier:  # final keys measured before the last epoch (keys.final_keys), and from which epoch
             row["from_epoch"] = earlier
         rows.append(row)
-    summary = {"experiment": exp.name, "profile": exp.profile, "description": exp.description,
-               "profile_description": exp.profile_description, "notes": exp.notes, "citations": exp.citations,
-               "git": git_version(), "cells": rows}
-    summary["claims"] = [evaluate_claim(summary, claim) for claim in exp.claims]
+    summary = {"experiment": meta["name"], "profile": meta["profile"], "description": meta.get("description", ""),
+               "profile_description": meta.get("profile_description", ""), "notes": meta.get("notes", []),
+               "citations": meta.get("citations", []), "git": meta.get("git"), "cells": rows}
+    summary["claims"] = [evaluate_claim(summary, claim) for claim in meta.get("claims", [])]
     return summary
 
 

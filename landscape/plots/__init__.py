@@ -14,7 +14,13 @@ module computes from them (spectrum curves, transition points):
                 plot_log_spectral_density   the log view
                 plot_spectrum_mass          degenerate / negative mass and λmax over training
                 plot_eigenvalue_histogram   exact eigenvalues on a symlog axis
-    curvature   plot_eos                    λmax against 2/η over training, gradient top-k share, negative mass
+    curvature   plot_eos                    loss and sharpness side by side per step size, with each η's limit
+                plot_edge_summary           the edge ratio per cell against the step size, log-scale intervals
+    landscapes  plot_contour_grid           several surfaces' log contours on one colour scale
+                plot_surface_3d_grid        the same as 3-D meshes of log10 loss, one z range
+                plot_value_maps             Li's |λmin/λmax| maps, one log colour scale
+                plot_family_series          a statistic against depth per family and variant, with intervals
+                plot_family_curves          1-D curves per family and variant, mean ± SD band
     blocks      plot_block_heterogeneity    pairwise JS distances of block spectra, heterogeneity per seed
                 plot_block_densities        every block's spectral density, coloured by block kind
     probes      plot_grad_ratio             r_l = ‖∂L/∂x_l‖ / ‖∂L/∂x_{l+1}‖ per block, log axis
@@ -26,7 +32,14 @@ module computes from them (spectrum curves, transition points):
 """
 
 from landscape.plots.blocks import plot_block_densities, plot_block_heterogeneity
-from landscape.plots.curvature import plot_eos
+from landscape.plots.curvature import plot_edge_summary, plot_eos
+from landscape.plots.landscapes import (
+                                    plot_contour_grid,
+                                    plot_family_curves,
+                                    plot_family_series,
+                                    plot_surface_3d_grid,
+                                    plot_value_maps,
+)
 from landscape.plots.probes import (
                                     plot_grad_ratio,
                                     plot_grad_ratio_grid,
@@ -65,7 +78,11 @@ __all__ = [
     "line_styles",
     "plot_block_densities",
     "plot_block_heterogeneity",
+    "plot_contour_grid",
+    "plot_edge_summary",
     "plot_eos",
+    "plot_family_curves",
+    "plot_family_series",
     "plot_eigenvalue_histogram",
     "plot_grad_ratio",
     "plot_grad_ratio_grid",
@@ -79,7 +96,9 @@ __all__ = [
     "plot_stream_compare",
     "plot_surface_1d",
     "plot_surface_3d",
+    "plot_surface_3d_grid",
     "plot_surface_contour",
+    "plot_value_maps",
     "plot_sweep",
     "plot_training_curves",
     "save_figure",

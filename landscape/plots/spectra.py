@@ -97,9 +97,11 @@ def _log_view(spectra, path, *, floor, title, colors, styles) -> Figure:
             if d.size and d.max() > floor * top:
                 ax.plot(10**u, np.maximum(d, floor * top), lw=1.3, label=_legend(k, spectra[k]), **style[k])
     for ax, sign in ((ax_pos, "> 0"), (ax_neg, "< 0")):
-        ax.set(xscale="log", yscale="log", xlabel=r"$|\lambda|$", title=rf"$\lambda {sign}$")
+        ax.set(xscale="log", yscale="log", xlabel=r"$|\lambda|$ (log scale)", ylabel="density (log scale)",
+               title=rf"$\lambda {sign}$")
         ax.set_ylim(floor * top, 2 * top)
-    ax_pos.set_ylabel(r"density per unit $\log_{10}|\lambda|$")
+    ax_pos.set_ylabel(r"density per unit $\log_{10}|\lambda|$ (log scale)")
+    ax_neg.set_ylabel("")
     handles = {}
     for ax in (ax_pos, ax_neg):
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -155,13 +157,15 @@ def plot_spectrum_mass(runs: Mapping[str, Sequence[Mapping]], path: PathLike | N
 def plot_eigenvalue_histogram(eigenvalues: Mapping[str, np.ndarray], path: PathLike | None = None, *,
                               eps: float = 1e-3, floor: float = 1e-7, bins_per_decade: int = 4,
                               title: str | None = None, colors: Mapping[str, Any] | None = None,
-                              styles: Mapping[str, Mapping] | None = None) -> Figure:
+                              styles: Mapping[str, Mapping] | None = None,
+                              legend: Mapping[str, str] | None = None) -> Figure:
     """Histograms of exact Hessian eigenvalues on a symlog λ axis, one step outline per net.
 
     With λ* = the largest λmax of the nets, the axis is linear within ±floor·λ* (one bin: numerically zero)
     and logarithmic outside, `bins_per_decade` bins per decade and sign; y is the fraction of eigenvalues
     per bin. The degenerate band |λ| < ε·λ* is shaded; the legend gives each net's degenerate and negative
-    fractions at ε (the reported threshold) relative to its own λmax (docs/methods.md §A.2).
+    fractions at ε (the reported threshold) relative to its own λmax (docs/methods.md §A.2), or `legend`'s text
+    for the label where given (e.g. the masses' mean over seeds that the text reports, when one seed is drawn).
     """
     eig = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in eigenvalues.items()}
     if not eig or any(v.size == 0 for v in eig.values()):
@@ -185,8 +189,9 @@ def plot_eigenvalue_histogram(eigenvalues: Mapping[str, np.ndarray], path: PathL
         own = v.max() if v.max() > 0 else np.abs(v).max()
         degenerate, negative = np.mean(np.abs(v) < eps * own), np.mean(v < -eps * own)
         counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), bins=edges)
+        text = (legend or {}).get(k, f"degenerate {degenerate:.2f}, negative {negative:.3f}")
         ax.stairs(counts / v.size, edges, lw=1.4, color=style[k]["color"], linestyle=style[k]["ls"],
-                  label=f"{k}: degenerate {degenerate:.2f}, negative {negative:.3f}")
+                  label=f"{k}: {text}")
     ax.set_xscale("symlog", linthresh=zero, linscale=0.5)
     lo = math.ceil(np.log10(zero)) + 1
     pos = [10.0**k for k in range(lo, math.floor(np.log10(big)) + 1, 2)]

@@ -40,6 +40,7 @@ LABELS = {
     "dead_frac": "dead units (fraction)",
     "overlap_act": "mean max activation overlap",
     "overlap_act_frac": "activation pairs with overlap > 0.95",
+    "overlap_act_centered": "mean max centered activation overlap",
     "overlap_weight": "mean max weight overlap",
     "overlap_weight_frac": "weight pairs with overlap > 0.95",
     "eff_rank": "effective rank / width",

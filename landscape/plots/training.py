@@ -1,4 +1,4 @@
-"""Figures over runs: training curves (mean over seeds with a min-max band, n in the legend), a final value
+"""Figures over runs: training curves (mean over seeds with a ± SD band, n in the legend), a final value
 against a swept setting, and one metric against others across runs with Spearman's ρ and its interval."""
 
 from __future__ import annotations
@@ -35,38 +35,39 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike | Non
     """Training loss and training accuracy against epoch, one line per label with n (seeds) in the legend.
 
     histories: label → per-epoch records with "epoch", "train_loss", "train_acc" (metrics.jsonl lines), or
-    label → a list of such lists (one per seed): drawn as the mean over seeds with a min–max band.
-    test: also draw "test_acc" (thin, dotted, the label's colour) in the accuracy panel.
+    label → a list of such lists (one per seed): drawn as the mean over seeds with a band of ± 1 sample SD
+    (the legend says so, with each label's n).
+    test: also draw "test_acc" in a third panel, in each label's own style.
     styles: label → {"color", "ls"} (e.g. `family_styles`: family by colour, variant by line style).
     """
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    panels = [("train_loss", "training loss"), ("train_acc", "training accuracy")]
+    if test:
+        panels.append(("test_acc", "test accuracy"))
+    fig = Figure(figsize=(5 * len(panels), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     style = line_styles(histories, styles, colors)
     for name, runs in histories.items():
         runs = runs if is_seeds(runs) else [runs]
-        for ax, key in ((ax_loss, "train_loss"), (ax_acc, "train_acc"), (ax_acc, "test_acc")):
-            if key == "test_acc" and not test:
-                continue
+        for ax, (key, _) in zip(axes, panels):
             epochs, vals = seed_stack(runs, key)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(vals, axis=0) if len(runs) > 1 else vals[0]
-            label = with_n(name, len(runs)) if key != "test_acc" else f"{name} (test)"
-            kw = dict(lw=1.8, **style[name]) if key != "test_acc" else dict(lw=1.0, ls=":", color=style[name]["color"])
-            ax.plot(epochs, mean, label=label, **kw)
+            ax.plot(epochs, mean, label=with_n(name, len(runs)), lw=1.8, **style[name])
             if len(runs) > 1:
                 with np.errstate(all="ignore"):
-                    ax.fill_between(epochs, np.nanmin(vals, axis=0), np.nanmax(vals, axis=0),
-                                    color=style[name]["color"], alpha=0.15, lw=0)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+                    sd = np.nanstd(vals, axis=0, ddof=1)
+                    ax.fill_between(epochs, mean - sd, mean + sd, color=style[name]["color"], alpha=0.15, lw=0)
+    axes[0].set(xlabel="epoch", ylabel="training loss (cross-entropy" + (", log scale)" if log_loss else ")"),
+                title="training loss")
     if log_loss:
-        ax_loss.set_yscale("log")
-        plain_log_ticks(ax_loss.yaxis)
-    top = max((float(np.nanmax(ln.get_ydata())) for ln in ax_acc.lines if np.isfinite(ln.get_ydata()).any()),
-              default=1.0)
-    ax_acc.set(xlabel="epoch", ylabel="training accuracy" if not test else "accuracy (dotted: test)",
-               title="accuracy", ylim=(0, min(1.02, 1.1 * top + 0.02)))
-    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=7,
-               title="mean over n seeds,\nband: min–max", title_fontsize=7)
+        axes[0].set_yscale("log")
+        plain_log_ticks(axes[0].yaxis)
+    top = max((float(np.nanmax(ln.get_ydata())) for ax in axes[1:] for ln in ax.lines
+               if np.isfinite(ln.get_ydata()).any()), default=1.0)
+    for ax, (_, label) in zip(axes[1:], panels[1:]):
+        ax.set(xlabel="epoch", ylabel=label, title=label, ylim=(0, min(1.02, 1.1 * top + 0.02)))
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=7,
+               title="mean over n seeds,\nband: ± 1 SD", title_fontsize=7)
     return finish(fig, path, title)
 
 
@@ -78,7 +79,7 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
                styles: Mapping[str, Mapping] | None = None) -> Figure:
     """A final value against a swept setting: one panel per entry of `panels` (title → lines), one line per
     label (label → {x: value}); a value is a number or per-seed numbers (mean ± sample SD error bars, n in
-    the legend).
+    the legend; with `logy` the geometric mean with bars of ± 1 SD of log10, which never reach 0).
 
     Settings whose runs left no finite value (diverged) are marked × at the top of the panel. `xlabel` is
     one label or one per panel; `hline` draws a reference level (e.g. 1 for a norm-preserving ratio);
@@ -98,7 +99,14 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
             n = int(st[:, 2].max()) if st.size else 0
             kw = {"marker": "o", "ms": 4, **style[label]}
             kw.pop("markevery", None)
-            ax.errorbar(xs[ok], st[ok, 0], yerr=st[ok, 1], lw=1.5, capsize=3, label=with_n(label, n), **kw)
+            if logy:  # a log axis: the geometric mean with bars of ± 1 SD of log10 (never below 0)
+                st = np.array([mean_sd(_log10(points[x])) for x in sorted(points)]).reshape(-1, 3)
+                ok = np.isfinite(st[:, 0])
+                centre = 10 ** st[ok, 0]
+                yerr = [centre - 10 ** (st[ok, 0] - st[ok, 1]), 10 ** (st[ok, 0] + st[ok, 1]) - centre]
+            else:
+                centre, yerr = st[ok, 0], st[ok, 1]
+            ax.errorbar(xs[ok], centre, yerr=yerr, lw=1.5, capsize=3, label=with_n(label, n), **kw)
             if (~ok).any():
                 ax.plot(xs[~ok], np.ones((~ok).sum()), ls="none", marker="x", ms=8, mew=2,
                         color=style[label]["color"], transform=ax.get_xaxis_transform(), clip_on=False,
@@ -113,17 +121,24 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
         if len(ticks) <= 12:  # label the swept values themselves
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(ylabel)
+        ax.legend(fontsize=7, title=("geometric mean, bars ± 1 SD of log10" if logy else "mean ± 1 SD")
+                  + " over n seeds", title_fontsize=7)
+    axes[0].set_ylabel(ylabel + (" (log scale)" if logy and "log scale" not in ylabel else ""))
     return finish(fig, path, title)
+
+
+def _log10(value):
+    values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    return [math.log10(v) if v is not None and math.isfinite(v) and v > 0 else math.nan for v in values]
 
 
 @styled
 def plot_metric_scatter(points: Mapping[str, Mapping[str, float | None]], x: str, ys: Sequence[str],
                         path: PathLike | None = None, *, xlabel: str | None = None, title: str | None = None,
                         annotate: bool | None = None) -> Figure:
-    """One panel per metric in `ys` against `x` across runs (label → {metric: value}), each panel titled
-    with Spearman's ρ, its 95% interval and n over the runs that have both values (docs/methods.md §A.4).
+    """One panel per metric in `ys` against `x` across points (label → {metric: value}), each panel titled
+    with Spearman's ρ, its 95% interval and n over the points that have both values (docs/methods.md §A.4).
+    A point should be a cell mean: runs of one cell are not independent of each other.
     annotate: write each point's label (default: only with at most 8 points, where labels stay legible)."""
     if not points:
         raise LandscapeError("no runs to plot")

@@ -20,7 +20,6 @@ import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -211,7 +210,3 @@ class RecordSink:
             self._writer.close()
             self._writer = None
 
-
-def probe_loss(cfg: TrainConfig) -> Callable[[Tensor, Tensor], Tensor]:
-    """The training loss probes differentiate: cross-entropy with the run's label smoothing."""
-    return partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)

@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs at which the step schedule multiplies the lr by --gamma")
     g.add_argument("--gamma", type=float, help="step-schedule factor (default 0.1)")
     g.add_argument("--clip-grad", type=float, help="clip the global gradient norm to this value")
-    g.add_argument("--label-smoothing", type=float, help="label smoothing of the training loss (default 0)")
+    g.add_argument("--loss", metavar="ce|mse|MODULE:FUNCTION",
+                   help="training loss: ce (cross-entropy, default), mse (½‖f(x) − onehot(y)‖², Cohen et al. "
+                        "2021's square loss) or an importable function loss(output, labels) -> batch mean")
+    g.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
     g.add_argument("--bias-reg", type=float, metavar="STRENGTH",
                    help="BiasReg strength λ_b: adds λ_b Σ (b − β)² (docs/methods.md §A.3, a reconstruction)")
     g.add_argument("--bias-target", type=float, metavar="BETA", help="BiasReg target β (default 0)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from landscape.data import DATASETS, TensorData
 from landscape.errors import LandscapeError
+from landscape.train.losses import resolve_loss
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
@@ -54,6 +55,7 @@ class TrainConfig:
     gamma: float = 0.1
     clip_grad: float | None = None
     label_smoothing: float = 0.0
+    loss: str = "ce"
     bias_reg: float = 0.0
     bias_target: float = 0.0
     bias_targets: str = "branch"
@@ -103,7 +105,7 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "seed", "data_seed", "probe_every"):
             val = getattr(self, key)
             need(is_int(val), f"{key} must be an integer, got {val!r}")
-        for key in ("model", "data", "device", "bias_targets"):
+        for key in ("model", "data", "device", "bias_targets", "loss"):
             val = getattr(self, key)
             need(isinstance(val, str), f"{key} must be a string, got {val!r}")
         for key in ("data_root", "out", "tensorboard"):
@@ -136,6 +138,7 @@ class TrainConfig:
              f"clip_grad must be positive and finite (or unset), got {self.clip_grad!r}")
         need(0.0 <= self.label_smoothing < 1.0,
              f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        resolve_loss(self.loss, self.label_smoothing)                # a bad --loss fails here, in one line
         need(self.bias_reg >= 0, f"bias_reg must be ≥ 0, got {self.bias_reg}")
         need(0.0 <= self.procrustes_p <= 1.0, f"procrustes_p must lie in [0, 1], got {self.procrustes_p}")
         need(self.probe_every >= 1, f"probe_every must be ≥ 1, got {self.probe_every}")

@@ -27,29 +27,35 @@ from landscape.io import remove_stale_temp_files
 from landscape.modes import preserved_modes
 from landscape.train.callbacks import measurement_sets
 from landscape.train.config import TrainConfig, resolved_model_config
+from landscape.train.losses import check_loss_output, training_loss
 from landscape.train.optim import make_optimizer
-from landscape.train.state import load_resume_state, restore
+from landscape.train.state import TrainingState, load_resume_state, restore
 
 
 @dataclass
 class Setup:
-    """What `prepare` hands the loop."""
+    """What `prepare` hands the loop.
 
-    train_data: TensorData
-    test_data: TensorData
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    shuffle_gen: torch.Generator
-    procrustes: object | None
+    Attributes:
+        state: the run's model, optimizer, data, generators and position (resumed or at epoch 0).
+        penalty: the regularizer added to the loss (BiasReg), or None.
+        resumed: whether `state` was loaded from a checkpoint.
+    """
+
+    state: TrainingState
     penalty: Callable[[], Tensor] | None
-    history: list[dict]
-    epoch: int
-    step: int
     resumed: bool
 
 
 def autocast(bf16: bool):
-    """bfloat16 autocast on CUDA, or nothing."""
+    """bfloat16 autocast on CUDA, or nothing.
+
+    Args:
+        bf16: whether to autocast.
+
+    Returns:
+        A context manager.
+    """
     return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
@@ -59,6 +65,13 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
     the model (one forward as a shape check), optimizer and RNG states; finally the --out directory.
 
     check: further validation (the probe names, optional packages) run before the data is loaded.
+
+    Args:
+        cfg: the run's config; device: where it trains; out, ckpt: its directory and checkpoint (or None);
+        world: the number of ranks; check: further validation.
+
+    Returns:
+        The `Setup`.
     """
     from landscape.models import build
 
@@ -116,23 +129,28 @@ def prepare(cfg: TrainConfig, device: torch.device, out: Path | None, ckpt: Path
 
         penalty()                                                # bad bias targets fail here, not mid-run
 
-    history: list[dict] = []
-    epoch = step = 0
+    run = TrainingState(model, optimizer, shuffle_gen, procrustes, cfg, train_data, test_data, world)
     if state is not None:
-        history, epoch, step = restore(state, ckpt, model, optimizer, shuffle_gen, procrustes)
-        if epoch > cfg.epochs:
-            raise LandscapeError(f"{ckpt} already holds {epoch} epochs, more than --epochs {cfg.epochs}")
+        restore(state, ckpt, run)
+        if run.epoch > cfg.epochs:
+            raise LandscapeError(f"{ckpt} already holds {run.epoch} epochs, more than --epochs {cfg.epochs}")
     if out is not None and distributed.is_main():
         prepare_out_dir(out)
         remove_stale_temp_files(out)
-    return Setup(train_data, test_data, model, optimizer, shuffle_gen, procrustes, penalty, history, epoch,
-                 step, state is not None)
+    return Setup(run, penalty, state is not None)
 
 
 def run_record(cfg: TrainConfig, model: nn.Module, train_data: TensorData, test_data: TensorData,
                device: torch.device, world: int = 1) -> dict:
     """What config.json records beside the results: the resolved config, the measurement sets of the probes
-    and the code version."""
+    and the code version.
+
+    Args:
+        cfg, model, train_data, test_data, device, world: the run.
+
+    Returns:
+        config.json's content.
+    """
     import landscape
 
     return {"config": cfg.to_dict(), "model": model.build_spec, "data": {"train": train_data.spec,
@@ -167,7 +185,7 @@ def _check_world(n: int, batch_size: int, world: int) -> None:
 
 def _check_fits(model: nn.Module, data: TensorData, cfg: TrainConfig) -> None:
     """One eval-mode forward of two samples (RNG states untouched): the model must take the data's inputs
-    and return [batch, n_classes] logits."""
+    and return [batch, n_classes] logits, on which the run's loss returns a 0-dim tensor."""
     devices = [data.device] if data.device.type == "cuda" else []
     try:
         with preserved_modes(model, train=False), torch.no_grad(), torch.random.fork_rng(devices=devices), \
@@ -181,3 +199,4 @@ def _check_fits(model: nn.Module, data: TensorData, cfg: TrainConfig) -> None:
         got = list(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise LandscapeError(f"model {cfg.model!r} returns {got} for 2 samples; {data.spec.get('name')} needs "
                              f"logits [batch, {data.n_classes}] (check n_classes in --model-config)")
+    check_loss_output(training_loss(cfg), logits.float(), data.y[:2], cfg.loss)

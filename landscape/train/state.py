@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,24 +37,68 @@ EPOCHS_DIR = "epochs"
 
 
 def epoch_path(out: Path, epoch: int) -> Path:
-    """RUN/epochs/epoch_NNNN.pt: the checkpoint kept after `epoch` epochs (0 = the initial weights)."""
+    """RUN/epochs/epoch_NNNN.pt: the checkpoint kept after `epoch` epochs (0 = the initial weights).
+
+    Args:
+        out: the run directory; epoch: epochs completed.
+
+    Returns:
+        The path.
+    """
     return out / EPOCHS_DIR / f"epoch_{epoch:04d}.pt"
 
 
-def save_state(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer, shuffle_gen: torch.Generator,
-               procrustes, cfg: TrainConfig, train_data: TensorData, test_data: TensorData, epoch: int, step: int,
-               history: list[dict], world: int) -> None:
-    """Write everything a bit-exact resume needs to `ckpt` (atomic)."""
-    extra = {"shuffle_rng": shuffle_gen.get_state()}
-    if procrustes is not None:
-        extra["procrustes_rng"] = procrustes.generator.get_state()
-    meta = {"model": model.build_spec, "data": train_data.spec, "test_data": test_data.spec,
-            "epoch": epoch, "step": step, "train": cfg.to_dict(), "history": history, "world_size": world}
-    save_checkpoint(ckpt, model, meta=meta, optimizer=optimizer, extra=extra)
+@dataclass
+class TrainingState:
+    """What a checkpoint holds and a resume restores: the run's live objects and its position.
+
+    Attributes:
+        model, optimizer: the (unwrapped) model and its optimizer.
+        shuffle_gen: the generator of the batch order; procrustes: the Procrustes regularizer (its generator
+            is saved) or None.
+        config: the run's `TrainConfig`; train_data, test_data: the splits (their specs are saved).
+        world_size: the number of ranks that train.
+        epoch, step: completed epochs and optimizer steps; history: one metrics record per completed epoch.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    procrustes: object | None
+    config: TrainConfig
+    train_data: TensorData
+    test_data: TensorData
+    world_size: int = 1
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def save_state(ckpt: Path, state: TrainingState) -> None:
+    """Write everything a bit-exact resume needs to `ckpt` (atomic).
+
+    Args:
+        ckpt: the file to write (RUN/checkpoint.pt, or RUN/epochs/epoch_0000.pt for the initial weights).
+        state: the run at the end of `state.epoch` epochs.
+    """
+    extra = {"shuffle_rng": state.shuffle_gen.get_state()}
+    if state.procrustes is not None:
+        extra["procrustes_rng"] = state.procrustes.generator.get_state()
+    meta = {"model": state.model.build_spec, "data": state.train_data.spec, "test_data": state.test_data.spec,
+            "epoch": state.epoch, "step": state.step, "train": state.config.to_dict(), "history": state.history,
+            "world_size": state.world_size}
+    save_checkpoint(ckpt, state.model, meta=meta, optimizer=state.optimizer, extra=extra)
 
 
 def keep_copy(ckpt: Path, out: Path, epoch: int) -> Path:
-    """Copy the checkpoint just written to RUN/epochs/epoch_NNNN.pt (atomic: a reader never sees half a file)."""
+    """Copy the checkpoint just written to RUN/epochs/epoch_NNNN.pt (atomic: a reader never sees half a file).
+
+    Args:
+        ckpt: the checkpoint just written; out: the run directory; epoch: its epoch.
+
+    Returns:
+        The copy's path.
+    """
     path = epoch_path(out, epoch)
     path.parent.mkdir(exist_ok=True)
     with open(ckpt, "rb") as src, atomic_write(path) as dst:
@@ -62,7 +107,17 @@ def keep_copy(ckpt: Path, out: Path, epoch: int) -> Path:
 
 
 def load_resume_state(ckpt: Path, cfg: TrainConfig) -> dict:
-    """The checkpoint's payload, checked to be a landscape.train checkpoint of this configuration."""
+    """The checkpoint's payload, checked to be a landscape.train checkpoint of this configuration.
+
+    Args:
+        ckpt: the checkpoint; cfg: the configuration that resumes it.
+
+    Returns:
+        The payload.
+
+    Raises:
+        CheckpointError, LandscapeError: one line naming the problem.
+    """
     state = load_training_state(ckpt)
     problem = training_state_problem(state)
     nonfinite = nonfinite_tensors(state["model_state"])
@@ -73,10 +128,20 @@ def load_resume_state(ckpt: Path, cfg: TrainConfig) -> dict:
     return state
 
 
-def restore(state: dict, ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-            shuffle_gen: torch.Generator, procrustes) -> tuple[list[dict], int, int]:
-    """Load weights, optimizer, RNG and generator states; returns (history, epoch, step)."""
-    problem = state_mismatch(model.state_dict(), state["model_state"])
+def restore(saved: dict, ckpt: Path, state: TrainingState) -> None:
+    """Load weights, optimizer, RNG and generator states of a checkpoint payload into `state`, and set its
+    history, epoch and step.
+
+    Args:
+        saved: the payload `load_resume_state` returned.
+        ckpt: its path, for messages.
+        state: the freshly built run (at epoch 0).
+
+    Raises:
+        CheckpointError: the weights or optimizer state do not fit the configured run.
+    """
+    model, optimizer = state.model, state.optimizer
+    problem = state_mismatch(model.state_dict(), saved["model_state"])
     if problem:
         raise CheckpointError(f"checkpoint {ckpt}: weights do not fit the configured model: {problem}")
     settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
@@ -84,26 +149,33 @@ def restore(state: dict, ckpt: Path, model: nn.Module, optimizer: torch.optim.Op
     if problem:
         raise CheckpointError(f"checkpoint {ckpt}: its optimizer state does not fit the run: {problem}")
     try:
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
         problem = optimizer_problem(optimizer, settings)
         if problem:
             raise CheckpointError(f"checkpoint {ckpt}: its optimizer state does not fit the run: {problem}")
-        set_rng_state(state["rng"])
-        shuffle_gen.set_state(state["extra"]["shuffle_rng"])
-        if procrustes is not None:
-            procrustes.generator.set_state(state["extra"]["procrustes_rng"])
+        set_rng_state(saved["rng"])
+        state.shuffle_gen.set_state(saved["extra"]["shuffle_rng"])
+        if state.procrustes is not None:
+            state.procrustes.generator.set_state(saved["extra"]["procrustes_rng"])
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - torch's loaders reject malformed states with assorted errors
         raise CheckpointError(f"checkpoint {ckpt}: cannot restore the training state "
                               f"({type(e).__name__}: {first_line(e)})") from None
-    meta = state["meta"]
-    return list(meta["history"]), meta["epoch"], meta["step"]
+    meta = saved["meta"]
+    state.history, state.epoch, state.step = list(meta["history"]), meta["epoch"], meta["step"]
 
 
 def training_state_problem(state: dict) -> str:
-    """'' when the checkpoint holds what a resume needs (train writes it), else what is missing."""
+    """'' when the checkpoint holds what a resume needs (train writes it), else what is missing.
+
+    Args:
+        state: a checkpoint payload.
+
+    Returns:
+        The problem, or ''.
+    """
     meta, extra = state["meta"], state.get("extra")
     for key, kind in (("train", dict), ("epoch", int), ("step", int), ("history", list)):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
@@ -171,6 +243,12 @@ def optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[dict]) ->
     settings: the param_groups of the configured optimizer before loading (lr is set every step, so it may
     differ). Each parameter's state must hold the buffers one step of the same optimizer creates (found by
     stepping a one-element stand-in parameter), shaped like the parameter and finite, and a step count ≥ 0.
+
+    Args:
+        optimizer: the configured optimizer after loading; settings: its param_groups before.
+
+    Returns:
+        The problem, or ''.
     """
     for group, expected in zip(optimizer.param_groups, settings):
         for key, value in expected.items():
@@ -202,10 +280,20 @@ def optimizer_problem(optimizer: torch.optim.Optimizer, settings: list[dict]) ->
 
 
 def check_resumable(ckpt: Path, saved: dict, cfg: TrainConfig) -> None:
-    """The saved configuration must equal `cfg` in every key outside `RESUMABLE_CHANGES`."""
-    now = cfg.to_dict()
-    diff = [f"{k}: {_short(saved.get(k))} in the checkpoint vs {now[k]!r}" for k in now
-            if k not in RESUMABLE_CHANGES and not _same(saved.get(k), now[k])]
+    """The saved configuration must equal `cfg` in every key outside `RESUMABLE_CHANGES` (a key missing from
+    the saved one counts as its default).
+
+    Args:
+        ckpt: the checkpoint's path, for the message.
+        saved: its meta["train"].
+        cfg: the configuration of the run that would resume it.
+
+    Raises:
+        LandscapeError: naming up to three keys that differ.
+    """
+    now, default = cfg.to_dict(), TrainConfig().to_dict()     # a key the checkpoint lacks has its default
+    diff = [f"{k}: {_short(saved.get(k, default[k]))} in the checkpoint vs {now[k]!r}" for k in now
+            if k not in RESUMABLE_CHANGES and not _same(saved.get(k, default[k]), now[k])]
     if diff:
         raise LandscapeError(f"cannot resume {ckpt} with a different configuration ({'; '.join(diff[:3])}"
                              f"{'; ...' if len(diff) > 3 else ''}); use another --out for a new run")
