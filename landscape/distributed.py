@@ -270,6 +270,27 @@ def agree(error: BaseException | None) -> None:
             raise LandscapeError(message if r == 0 else f"rank {r}: {message}")
 
 
+def agreed(enabled: bool, fn: Callable[[], T]) -> T:
+    """fn(); with `enabled` (under torch.distributed), a failure on any rank is raised on every rank (`agree`).
+
+    Args:
+        enabled: whether the ranks run `fn` together.
+        fn: the step, called once on each rank.
+
+    Returns:
+        fn's result on this rank.
+    """
+    if not enabled:
+        return fn()
+    result, error = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - handed to `agree`, which re-raises it on every rank
+        error = e
+    agree(error)
+    return result
+
+
 def main_first(fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0, then on the other ranks: downloads and caches are written once, by rank 0.
     A failure on any rank is raised on every rank (`agree`)."""
