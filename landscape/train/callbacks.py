@@ -94,13 +94,14 @@ def _curvature(ctx: ProbeContext):
     """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the measurement set, with the
     run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
     try:
-        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
+        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor, MonitorOptions
     except ImportError as e:
         raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
     # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
-    return CurvatureMonitor(ctx.loss_fn, ctx.measurement_set("curvature"), optimizer=ctx.optimizer,
-                            metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
-                            batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
+    options = MonitorOptions(metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
+                             batch_size=ctx.config.eval_batch_size)
+    return CurvatureMonitor(ctx.loss_fn, ctx.measurement_set("curvature"), optimizer=ctx.optimizer, options=options,
+                            on_records=ctx.emit)
 
 
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {

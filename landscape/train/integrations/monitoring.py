@@ -7,17 +7,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.hessian import CurvatureMonitor
+from landscape.hessian import CurvatureMonitor, MonitorOptions
 from landscape.objective import math_attention
 
 LOGGED = ("lambda_max", "eos_ratio", "preconditioned_lambda_max")
+LOGGED_OPTIONS = MonitorOptions(metrics=LOGGED)
+"""The framework callbacks' default: the monitor's defaults, logging `LOGGED`."""
 PREFIX = "curvature/"
 
 
@@ -39,20 +41,20 @@ class CurvatureLog:
         data: the measurement set, any form `landscape.objective.Batches` accepts (token dicts included).
         loss_fn: `loss_fn(outputs, targets)` (batch mean); None: the model's own loss (HF models).
         every: measure at optimizer steps divisible by `every`.
-        metrics: CurvatureMonitor metrics (default λmax, eos_ratio, preconditioned λmax; eos_ratio needs SGD or
-            Adam/AdamW with one step size, the preconditioned one Adam/AdamW).
         prefix: prepended to every logged name.
         on_values: called with each measurement's {name: value} (e.g. to write them elsewhere).
-        **monitor: further CurvatureMonitor options (k, tol, max_matmats, batch_size, seed...).
+        options: the monitor's `MonitorOptions` (k, metrics, tol, ...; default `LOGGED_OPTIONS`: λmax, eos_ratio
+            and the preconditioned λmax; eos_ratio needs SGD or Adam/AdamW with one step size, the
+            preconditioned one Adam/AdamW).
     `history` holds one {"step": s, name: value, ...} per measurement.
     """
 
     def __init__(self, data: Any, loss_fn: Callable | None = None, *, every: int = 50,
-                 metrics: Sequence[str] = LOGGED, prefix: str = PREFIX,
-                 on_values: Callable[[dict], None] | None = None, **monitor: Any):
+                 prefix: str = PREFIX, on_values: Callable[[dict], None] | None = None,
+                 options: MonitorOptions = LOGGED_OPTIONS):
         if not isinstance(every, int) or every < 1:
             raise LandscapeError(f"every must be a positive integer, got {every!r}")
-        self.monitor = CurvatureMonitor(loss_fn, data, every=every, metrics=metrics, **monitor)
+        self.monitor = CurvatureMonitor(loss_fn, data, every=every, options=options)
         self.every, self.prefix, self.on_values = every, prefix, on_values
         self.history: list[dict] = []
         self._last: int | None = None
