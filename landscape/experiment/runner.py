@@ -186,7 +186,20 @@ def _measure_epochs(run: Run, rdir: Path, epochs: list[int], samples, device: to
 
 def write_result(run: Run, rdir: Path, history: list[dict], state: str, message: str, trained: int,
                  measured: dict[int, dict]) -> dict:
-    """result.json of one run from its plain records (keys.py's definitions), written atomically."""
+    """result.json of one run from its plain records (keys.py's definitions), written atomically.
+
+    Args:
+        run: the run.
+        rdir: its directory.
+        history: the epoch records.
+        state: "completed" or "diverged".
+        message: the divergence's message ("" when completed).
+        trained: the epochs trained.
+        measured: {epoch: measurement}.
+
+    Returns:
+        The result dict.
+    """
     final = train_keys(history, run.target_acc)
     measured_final, from_epoch = final_keys(measured)
     final.update(measured_final)
@@ -202,7 +215,15 @@ def write_result(run: Run, rdir: Path, history: list[dict], state: str, message:
 
 def refresh_result(run: Run, rdir: Path) -> dict:
     """Re-derive a finished run's result.json from its files (metrics.jsonl, measure/epochNNN.json,
-    probes.jsonl) with today's key definitions; training and measurement are not repeated."""
+    probes.jsonl) with today's key definitions; training and measurement are not repeated.
+
+    Args:
+        run: the run.
+        rdir: its finished directory.
+
+    Returns:
+        The new result dict.
+    """
     old = json.loads((rdir / "result.json").read_text())
     measured = {int(p.stem[5:]): json.loads(p.read_text()) for p in sorted((rdir / "measure").glob("epoch*.json"))}
     return write_result(run, rdir, _jsonl(rdir / "metrics.jsonl"), old["status"], old.get("message", ""),
@@ -213,7 +234,18 @@ def run_experiment(exp: Experiment, out: Path, *, only: str | None = None, devic
                    progress: bool | None = None) -> dict:
     """Run (or resume) every selected run of `exp` into `out`; returns the summary (also written as
     OUT/summary.json and OUT/summary.md, also after an interruption). progress: a bar over the runs on
-    stderr (None: when stderr is a terminal)."""
+    stderr (None: when stderr is a terminal).
+
+    Args:
+        exp: the resolved experiment.
+        out: the output directory.
+        only: an fnmatch pattern of the cells to run (None: all).
+        device: where to run (None: the experiment's device).
+        progress: a bar over the runs on stderr (None: when stderr is a terminal).
+
+    Returns:
+        The summary dict.
+    """
     out = Path(out)
     dev = resolve_device(device or exp.device)
     if exp.threads is not None:
