@@ -1,9 +1,10 @@
 """The package stays legible: short functions, small modules, documented public API (developer guide).
 
 The test reads every module of `landscape/` with `ast` (nothing is imported) and fails on
-- a function or method (nested ones included) with more than `MAX_FUNCTION_LINES` lines of code, counted
-  from its `def` to its last line without its docstring, so that documenting a function never lengthens it;
-- a module over `MAX_MODULE_LINES` lines (the guide's ~400 with a margin);
+- a function or method (nested ones included) with more than `MAX_FUNCTION_LINES` lines, counted from its
+  `def` to its last line without its docstring, so that documenting a function never lengthens it;
+- a module with more than `MAX_MODULE_LINES` lines besides its docstrings (the guide's ~400; the `Args:` /
+  `Returns:` sections the last rule asks for never count against a module either);
 - a public module-level function or class, or a public method of a public class, without a docstring
   (public: the name has no leading underscore; `__init__` is documented by its class);
 - such a function or method whose docstring has no `Args:` section although it takes parameters besides
@@ -21,12 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "landscape"
 MAX_FUNCTION_LINES = 80
-MAX_MODULE_LINES = 450
+MAX_MODULE_LINES = 400
 
 # "path relative to landscape/[:qualified name]": why it may break the rule
-ALLOWED: dict[str, str] = {
-    "experiment/li2018.py": "452 lines; being edited by the lead's running depth study: split after it lands",
-}
+ALLOWED: dict[str, str] = {}
 
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -41,6 +40,7 @@ def _key(path: Path, name: str | None = None) -> str:
 
 
 def _docstring_lines(node: ast.AST) -> int:
+    """The lines of `node`'s own docstring (0 without one)."""
     body = getattr(node, "body", [])
     first = body[0] if body else None
     if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
@@ -90,8 +90,16 @@ def long_functions() -> list[str]:
     return out
 
 
+def module_lines(source: str) -> int:
+    """The lines of a module besides the docstrings of the module, its classes and its functions."""
+    tree = ast.parse(source)
+    documented = (ast.Module, ast.ClassDef, *FUNCTIONS)
+    return len(source.splitlines()) - sum(_docstring_lines(n) for n in ast.walk(tree) if isinstance(n, documented))
+
+
 def long_modules() -> list[str]:
-    return [f"{_key(p)} ({n} lines)" for p in _modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    return [f"{_key(p)} ({n} lines besides docstrings)" for p in _modules()
+            if (n := module_lines(p.read_text())) > MAX_MODULE_LINES]
 
 
 def undocumented() -> list[str]:
@@ -169,3 +177,5 @@ def long():
     assert _docstring_lines(public["documented"]) == 5
     nested = dict(_qualified_functions(ast.parse("class A:\n    def f(self):\n        def g():\n            pass\n")))
     assert set(nested) == {"A.f", "A.f.g"}
+    module = '"""Module.\n\nMore.\n"""\n\nclass A:\n    """A."""\n\n    x = 1\n'
+    assert module_lines(module) == 9 - 4 - 1

@@ -71,6 +71,14 @@ class ScaledOperator:
         self.sharding = getattr(op, "sharding", None)
 
     def matmat(self, V: Tensor) -> Tensor:
+        """D A D V (+ shift·D² V).
+
+        Args:
+            V: [dim, k] vectors.
+
+        Returns:
+            [dim, k] products.
+        """
         V = V.to(self.device, self.dtype)
         out = self.d * self.op.matmat(self.d * V)
         return out + (self.shift * self.d * self.d) * V if self.shift else out
@@ -91,7 +99,14 @@ def _scalar(v: Any) -> float:
 
 
 def optimizer_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
-    """"sgd", "adam" (Adam and AdamW) or None for anything else."""
+    """"sgd", "adam" (Adam and AdamW) or None for anything else.
+
+    Args:
+        optimizer: the training optimizer, or None.
+
+    Returns:
+        The kind.
+    """
     if isinstance(optimizer, torch.optim.SGD):
         return "sgd"
     if isinstance(optimizer, torch.optim.Adam):
@@ -101,7 +116,14 @@ def optimizer_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
 
 def sgd_threshold_factor(group: dict) -> float:
     """c with eos_ratio = (λ + wd)·η·c, i.e. the SGD iteration on a quadratic of curvature λ is stable
-    iff eos_ratio < 1: c = (1−d)/(2+2β) for heavy ball with dampening d, (1+2β)/(2+2β) for Nesterov."""
+    iff eos_ratio < 1: c = (1−d)/(2+2β) for heavy ball with dampening d, (1+2β)/(2+2β) for Nesterov.
+
+    Args:
+        group: the SGD parameter group (momentum, dampening, nesterov).
+
+    Returns:
+        c.
+    """
     beta, damp = _scalar(group.get("momentum", 0.0)), _scalar(group.get("dampening", 0.0))
     if group.get("nesterov"):
         return (1 + 2 * beta) / (2 + 2 * beta)
@@ -110,7 +132,15 @@ def sgd_threshold_factor(group: dict) -> float:
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> Tensor | None:
     """Flat P = (1 − β1^t)(√(v_t/(1 − β2^t)) + ε) over `params` (None before the first step): the update
-    of Adam / AdamW is θ ← θ − η P⁻¹ m_t (m_t the un-corrected first moment), Cohen et al. 2022 §2."""
+    of Adam / AdamW is θ ← θ − η P⁻¹ m_t (m_t the un-corrected first moment), Cohen et al. 2022 §2.
+
+    Args:
+        optimizer: an Adam or AdamW optimizer.
+        params: the measured parameters, in the operator's order.
+
+    Returns:
+        P as a flat float64 vector, or None.
+    """
     parts = []
     for p, group in zip(params, _group_of(optimizer, params)):
         state = optimizer.state.get(p, {})
@@ -247,7 +277,15 @@ class CurvatureMonitor:
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen))
 
     def measure(self, model: nn.Module, step: int | None = None) -> list[dict]:
-        """Measure at the model's current parameters; returns (and appends to `records`) the new records."""
+        """Measure at the model's current parameters; returns (and appends to `records`) the new records.
+
+        Args:
+            model: the trained model (its modes, buffers, `.grad` and the RNG are restored afterwards).
+            step: the training step, recorded with each value.
+
+        Returns:
+            The records {"step", "block", "metric", "value"[, "index"]}.
+        """
         t0 = time.perf_counter()
         if self._objective is None or self._objective.model is not model:
             self._objective = Objective(model, self.loss_fn, self._data, batch_size=self.options.batch_size)

@@ -38,7 +38,15 @@ def _grid(weight: Tensor, grid: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def kernel_spectrum(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
-    """A = FFT of the zero-padded kernel: [H, W, out, in] (2-D) or [L, out, in] (1-D) complex, float64."""
+    """A = FFT of the zero-padded kernel: [H, W, out, in] (2-D) or [L, out, in] (1-D) complex, float64.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the (spatial) grid size of the circular convolution.
+
+    Returns:
+        The per-frequency matrices.
+    """
     size = _grid(weight, grid)
     dims = tuple(range(2, weight.ndim))
     spec = torch.fft.fftn(weight.detach().to(torch.float64), s=size, dim=dims)
@@ -46,14 +54,32 @@ def kernel_spectrum(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
 
 
 def conv_singular_values(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
-    """Singular values of the circular conv on the grid: [H, W, min(out, in)] (or [L, ...]), descending."""
+    """Singular values of the circular conv on the grid: [H, W, min(out, in)] (or [L, ...]), descending.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the grid size.
+
+    Returns:
+        The singular values.
+    """
     return torch.linalg.svdvals(kernel_spectrum(weight, grid))
 
 
 def procrustes_project(
     weight: Tensor, grid: int | tuple[int, ...], target: float | None = None, legacy_conj: bool = False
 ) -> Tensor:
-    """The kernel whose per-frequency matrices are target·(polar factor of A), cropped to the kernel support."""
+    """The kernel whose per-frequency matrices are target·(polar factor of A), cropped to the kernel support.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the grid size.
+        target: c, the singular value every frequency gets (None: √(out/in)).
+        legacy_conj: conjugate the polar factor before the inverse FFT.
+
+    Returns:
+        The projected weight, the shape of `weight`.
+    """
     out_c, in_c, *kernel = weight.shape
     c = (out_c / in_c) ** 0.5 if target is None else float(target)
     u, _, vh = torch.linalg.svd(kernel_spectrum(weight, grid), full_matrices=False)

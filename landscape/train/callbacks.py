@@ -111,6 +111,14 @@ PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
 
 
 def check_probe_names(names: Sequence[str]) -> None:
+    """Refuse names that are not `--probes` entries.
+
+    Args:
+        names: the requested probes.
+
+    Raises:
+        LandscapeError: an unknown name.
+    """
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise LandscapeError(f"unknown probe(s) {unknown}; known: {', '.join(sorted(PROBES))}")
@@ -127,13 +135,21 @@ class Every:
             self.callback(step, model, batch, loss)
 
     def close(self) -> None:
+        """Close the wrapped callback (when it has a close method)."""
         close = getattr(self.callback, "close", None)
         if callable(close):
             close()
 
 
 def build_probe_callbacks(ctx: ProbeContext) -> list[StepCallback]:
-    """The callbacks of `--probes` (each factory called once, in order of first mention), every K steps."""
+    """The callbacks of `--probes` (each factory called once, in order of first mention), every K steps.
+
+    Args:
+        ctx: the run's probe context.
+
+    Returns:
+        The step callbacks.
+    """
     names = ctx.config.probes
     check_probe_names(names)
     factories = dict.fromkeys(PROBES[n] for n in names)
@@ -172,11 +188,16 @@ class RecordSink:
 
     @property
     def path(self) -> Path | None:
+        """OUT/probes.jsonl, or None without an output directory."""
         return None if self.out is None else self.out / RECORDS_FILE
 
     def emit(self, records: list[dict]) -> None:
         """Append probe records (`{"step", "block", "metric", "value", ...}`; `epoch` = step / steps per epoch
-        is added where missing)."""
+        is added where missing).
+
+        Args:
+            records: the records.
+        """
         if not records:
             return
         if self.steps_per_epoch:
@@ -192,7 +213,13 @@ class RecordSink:
                 self._scalars(tag.replace(":", "/"), r.get("value"), r.get("step"))
 
     def epoch(self, epoch: int, model: nn.Module, record: dict) -> None:
-        """An epoch callback: the epoch's training metrics (metrics.jsonl's record) as scalars."""
+        """An epoch callback: the epoch's training metrics (metrics.jsonl's record) as scalars.
+
+        Args:
+            epoch: the epoch.
+            model: the model (unused).
+            record: the epoch's metrics.
+        """
         if self._writer is not None:
             for key, value in record.items():
                 if key != "step":
@@ -207,6 +234,7 @@ class RecordSink:
             self._writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
+        """Close the TensorBoard writer, if one is open."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

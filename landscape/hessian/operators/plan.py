@@ -91,12 +91,28 @@ class Plan:
 
     def kernel(self, device: torch.device):
         """The context every product runs in: the attention kernel, and the autocast of a mixed-precision
-        request (forward and backward compute in that dtype, the parameters and products stay in theirs)."""
+        request (forward and backward compute in that dtype, the parameters and products stay in theirs).
+
+        Args:
+            device: the products' device.
+
+        Returns:
+            The context manager.
+        """
         return compute_context(self.math_attention, self.autocast, device)
 
 
 def compute_context(math: bool, autocast: torch.dtype | None, device: torch.device) -> ExitStack:
-    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set."""
+    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set.
+
+    Args:
+        math: run scaled-dot-product attention under the math kernel.
+        autocast: the autocast dtype, or None.
+        device: the device (its type selects the autocast).
+
+    Returns:
+        An ExitStack holding both contexts.
+    """
     stack = ExitStack()
     stack.enter_context(math_attention(math))
     if autocast is not None:

@@ -46,12 +46,32 @@ class CurvatureCallback(TrainerCallback):
         return self.curvature.history
 
     def attach(self, trainer: Any) -> CurvatureCallback:
-        """Add this callback to `trainer` and log through `trainer.log` (every reporting integration sees it)."""
+        """Add this callback to `trainer` and log through `trainer.log` (every reporting integration sees it).
+
+        Args:
+            trainer: a `transformers.Trainer`.
+
+        Returns:
+            This callback.
+        """
         trainer.add_callback(self)
         self.trainer = trainer
         return self
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        """transformers' hook after each optimizer step: measure when due and log the values.
+
+        Args:
+            args: the TrainingArguments.
+            state: the TrainerState (its global_step).
+            control: the TrainerControl, returned unchanged.
+            model: the trained model.
+            optimizer: the Trainer's optimizer.
+            **kwargs: the Trainer's other callback arguments.
+
+        Returns:
+            control.
+        """
         if model is None or not self.curvature.due(state.global_step):
             return control
         values = self.curvature.measure(model, state.global_step, optimizer)

@@ -53,6 +53,15 @@ class LightningCurvatureCallback(Callback):
         return self.curvature.history
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        """Lightning's hook after each training batch: measure when due and log the values through `pl_module.log_dict`.
+
+        Args:
+            trainer: the Lightning Trainer (its global_step and optimizers).
+            pl_module: the LightningModule.
+            outputs: the step's outputs (unused).
+            batch: the batch (unused).
+            batch_idx: its index (unused).
+        """
         step = int(trainer.global_step)
         if not self.curvature.due(step):
             return

@@ -24,7 +24,14 @@ PREFIX = "curvature/"
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
-    """The torch optimizer inside a framework's wrapper (accelerate's `.optimizer`, Lightning's `._optimizer`)."""
+    """The torch optimizer inside a framework's wrapper (accelerate's `.optimizer`, Lightning's `._optimizer`).
+
+    Args:
+        optimizer: an optimizer or a wrapper of one.
+
+    Returns:
+        The innermost torch optimizer (or what was given).
+    """
     seen = 0
     while optimizer is not None and seen < 4:
         inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
@@ -60,7 +67,14 @@ class CurvatureLog:
         self._last: int | None = None
 
     def due(self, step: int) -> bool:
-        """A measurement is due at optimizer step `step` (> 0, divisible by `every`, not yet measured)."""
+        """A measurement is due at optimizer step `step` (> 0, divisible by `every`, not yet measured).
+
+        Args:
+            step: the optimizer step.
+
+        Returns:
+            True when a measurement is due.
+        """
         return step > 0 and step % self.every == 0 and step != self._last
 
     def measure(self, model: nn.Module, step: int, optimizer: Any = None) -> dict[str, float]:
@@ -68,6 +82,14 @@ class CurvatureLog:
 
         The products run under the math attention kernel (fused SDPA kernels have no double backward; the
         monitor's operator only falls back to it when its first-measurement checks run), training keeps its own.
+
+        Args:
+            model: the trained model.
+            step: the optimizer step.
+            optimizer: the training optimizer (or a framework's wrapper).
+
+        Returns:
+            The values.
         """
         self.monitor.optimizer = unwrap_optimizer(optimizer)
         with math_attention():
