@@ -86,7 +86,7 @@ def pick_backend(model: nn.Module, device: torch.device, backend: str = "auto") 
     convolutions (BENCHMARKS.md, surface grid: vmap 0.6-0.8x the loop's speed on the 20x128 FC net).
 
     Args:
-        model: the model (unused by "auto" today; kept for the choice's signature).
+        model: the model evaluated (the rule depends on the device alone).
         device: where the grid is evaluated.
         backend: "auto", "vmap" or "loop".
 
