@@ -27,7 +27,7 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
       sweep = {"model_config.connect" = ["scaled:0.5", "scaled:2"], "train.lr" = [...]}: one run
       directory per combination, named NAME_<value>[_<value>...] ("mode:value" strings give their
       value: "scaled:0.5" → "0.5"; characters other than letters, digits, '_', '.', '-' are dropped).
-    measure keys: probe_samples (fixed probe set size, default 1000), batch_size (per pass, 1000),
+    measure keys: probe_samples (the measurement set's size, default 1000), batch_size (per pass, 1000),
       [probes]   epochs, metrics (of landscape.probes.METRICS; default grad_norm, stream, singularity)
       [spectrum] epochs, iters (80), vectors (SLQ random vectors, 4), n_samples (default probe_samples),
                  eps (degenerate/negative threshold relative to λmax, 1e-3), seed (0)

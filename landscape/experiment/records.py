@@ -11,7 +11,7 @@ figures and notebooks read. Checkpoints stay in runs/ (ignored); a record holds 
         history         metrics.jsonl as columns: {"epoch": [...], "train_loss": [...], ...}
         measure         per measured epoch: the SLQ summary (with its quadrature brackets), the exact-spectrum
                         summary, the transitions, timings — everything of measure/epochNNN.json but the probes
-        epoch_probes    the fixed-probe-set records as a table (`probe_table`)
+        epoch_probes    the measurement-set records as a table (`probe_table`)
         step_probes     the training-step probe records as a table
         spectra         the SLQ nodes and weights of the last measured epoch (for density figures)
         exact           the exact Hessian eigenvalues per epoch where they were computed (5 significant digits)
@@ -317,7 +317,7 @@ def history(record: Mapping) -> list[dict]:
 
 
 def epoch_records(record: Mapping) -> list[dict]:
-    """The fixed-probe-set records {"epoch", "step", "block", "metric", "value"}.
+    """The measurement-set records {"epoch", "step", "block", "metric", "value"}.
 
     Args:
         record: one run's record.
@@ -526,7 +526,7 @@ class GridRecords:
         return [history(r) for r in self.cell_runs(cell)]
 
     def epoch_records(self, cell: str) -> list[list[dict]]:
-        """The fixed-probe-set records per seed.
+        """The measurement-set records per seed.
 
         Args:
             cell: the cell name.

@@ -319,7 +319,7 @@ class Grid:
         return {label(c): [self.metrics(c, s) for s in self.seeds(c)] for c in self.present(cells)}
 
     def records(self, cell: str, seed: int | None = None, kind: str = "epoch") -> list[dict]:
-        """Probe records: kind "epoch" (epoch_probes.jsonl, the fixed probe set) or "step" (probes.jsonl).
+        """Probe records: kind "epoch" (epoch_probes.jsonl, the measurement set) or "step" (probes.jsonl).
 
         Args:
             cell: the cell name.

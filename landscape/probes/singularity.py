@@ -1,7 +1,7 @@
-"""Singularities of a layer's units over a probe set (docs/methods.md §A.2: elimination, overlap, linear dependence).
+"""Singularities of a layer's units over the samples (docs/methods.md §A.2: elimination, overlap, linear dependence).
 
-Units are the branch activations z_l (ReLU outputs; one column of Z_l [N, n] per unit, N probe
-vectors: samples, or samples × tokens / pixels with units on the last / channel dim). Statistics:
+Units are the branch activations z_l (ReLU outputs; one column of Z_l [N, n] per unit, N
+rows: samples, or samples × tokens / pixels with units on the last / channel dim). Statistics:
 
 - dead_frac: fraction of units with max_x |z_i(x)| ≤ `dead_tol` (default 0: zero on every sample).
 - overlap_act (kept for comparability with earlier results): mean over units i of max_{j≠i} cos(z_i, z_j),
@@ -9,7 +9,7 @@ vectors: samples, or samples × tokens / pixels with units on the last / channel
   (0.99). Biased for ReLU units: two independent units z = ReLU(g), g ~ N(0, 1), have
   cos = E[z]²/E[z²] = (1/2π)/(1/2) = 1/π ≈ 0.32, so this never approaches 0 even without any overlap.
 - overlap_act_centered / overlap_act_centered_frac: the same on the CENTERED activations, i.e. the
-  Pearson correlation of the two units over the probe set (0 for independent units, 1 for duplicates).
+  Pearson correlation of the two units over the samples (0 for independent units, 1 for duplicates).
   Units of zero variance (dead or constant) are left out.
 - overlap_act_pairs / overlap_act_centered_pairs: the fraction of unordered pairs {i, j} of valid units
   whose (uncentered / centered) cosine exceeds `pair_threshold` (0.95).
@@ -172,7 +172,7 @@ class SingularityAccumulator:
         """The ACT_METRICS of every layer seen, batched over layers of equal width.
 
         Args:
-            dead_tol: a unit whose activations stay ≤ this is dead.
+            dead_tol: a unit with max |z_i| ≤ dead_tol over the samples is dead.
             threshold: the cosine of an overlapping unit.
             small_sv: the relative singular-value threshold.
             pair_threshold: the cosine of an overlapping pair.
@@ -266,7 +266,7 @@ def singularity_stats(z: Tensor, layer: nn.Module | None = None, dead_tol: float
     Args:
         z: the layer's activations.
         layer: the layer, for the weight statistics (None: activations only).
-        dead_tol: a unit whose activations stay ≤ this is dead.
+        dead_tol: a unit with max |z_i| ≤ dead_tol over the samples is dead.
         threshold: the cosine of an overlapping unit.
         small_sv: the relative singular-value threshold.
         pair_threshold: the cosine of an overlapping pair.
