@@ -339,7 +339,10 @@ class Objective:
         halves = batch.split(pieces=2)
         if len(halves) != 2:
             return
-        parts = [self._evaluate(h, state) for h in halves]
+        try:
+            parts = [self._evaluate(h, state) for h in halves]
+        except LandscapeError:  # a loss of the whole batch only (not a mean over samples): nothing to compare
+            return
         w = [self.weight(h) for h in halves]
         if not all(isinstance(p, Tensor) and p.dim() == 0 for p in parts) or min(w) == 0:
             return
