@@ -31,7 +31,16 @@ DATA_KEYS = ("name", "split", "n_samples", "root", "seed", "normalize")
 
 
 def user_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, dict]:
-    """(model in eval mode on `device` with the file's weights, the file's meta or {})."""
+    """(model in eval mode on `device` with the file's weights, the file's meta or {}).
+
+    Args:
+        spec: "module:function" building the model.
+        path: the weights file (a checkpoint or a bare state_dict).
+        device: where the model goes.
+
+    Returns:
+        (model, meta).
+    """
     from landscape.checkpoint import FORMAT, nonfinite_tensors, read_file, state_mismatch
 
     module, _, name = spec.partition(":")
@@ -70,7 +79,15 @@ def user_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, 
 
 def load_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Tensor, Tensor, dict, str]:
     """(model, X, y, data spec, model name) from the command line; the spec's "split_samples" is the size of
-    the whole split (what --n-samples can reach)."""
+    the whole split (what --n-samples can reach).
+
+    Args:
+        args: the parsed command line.
+        device: where the model and data go.
+
+    Returns:
+        (model, X, y, data spec, model name).
+    """
     from landscape.checkpoint import load_checkpoint
     from landscape.data import load_data
 
@@ -101,7 +118,18 @@ def load_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Modu
 
 def check_model_on_data(model: nn.Module, X: Tensor, y: Tensor, label: str, data_name: str) -> None:
     """Run the model and the loss on two samples; a failure is one line naming the model, the input shape
-    and torch's message."""
+    and torch's message.
+
+    Args:
+        model: the model.
+        X: the inputs.
+        y: the labels.
+        label: the model's name, for the message.
+        data_name: the data set's name, for the message.
+
+    Raises:
+        LandscapeError: the forward pass or the loss failed.
+    """
     x, t = X[:2], y[:2]
     where = f"model {label} on {data_name} inputs of shape {list(X.shape[1:])}"
     try:
@@ -125,7 +153,14 @@ def check_model_on_data(model: nn.Module, X: Tensor, y: Tensor, label: str, data
 
 
 def is_hf_dir(path: str | Path) -> bool:
-    """Is `path` a local HF model directory (the `save_pretrained` layout: a directory with config.json)?"""
+    """Is `path` a local HF model directory (the `save_pretrained` layout: a directory with config.json)?
+
+    Args:
+        path: a path.
+
+    Returns:
+        True for such a directory.
+    """
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
@@ -257,7 +292,15 @@ def token_rows(args: argparse.Namespace, vocab: int) -> tuple[Tensor, Tensor | N
 
 def load_lm_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Tensor, Tensor | None, dict]:
     """(model, ids [N, T], mask or None, data spec) for an HF model directory CKPT and its token data; the model's
-    own loss is the objective. --model and --data do not apply."""
+    own loss is the objective. --model and --data do not apply.
+
+    Args:
+        args: the parsed command line.
+        device: where the model and data go.
+
+    Returns:
+        (model, ids, mask, data spec).
+    """
     _check_lm_flags(args)
     model = hf_model(args.ckpt, device)
     vocab = int(getattr(model.config, "vocab_size", 0) or 0) or model.get_output_embeddings().weight.shape[0]
@@ -272,14 +315,27 @@ def load_lm_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.M
 
 
 def lm_batches(ids: Tensor, mask: Tensor | None, batch_size: int) -> list[dict]:
-    """Dict batches {"input_ids"[, "attention_mask"]} of at most `batch_size` rows."""
+    """Dict batches {"input_ids"[, "attention_mask"]} of at most `batch_size` rows.
+
+    Args:
+        ids: [N, T] token ids.
+        mask: [N, T] attention mask, or None.
+        batch_size: rows per batch.
+
+    Returns:
+        The batches.
+    """
     rows = ids.split(batch_size)
     masks = [None] * len(rows) if mask is None else mask.split(batch_size)
     return [{"input_ids": i, **({} if m is None else {"attention_mask": m})} for i, m in zip(rows, masks)]
 
 
 def add_lm_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of an HF model directory's data (shared by the hessian and surface CLIs)."""
+    """The flags of an HF model directory's data (shared by the hessian and surface CLIs).
+
+    Args:
+        p: the parser.
+    """
     p.add_argument("--tokens", metavar="FILE", help="HF model directory: token ids, .pt (a tensor or a dict with "
                    "input_ids[, attention_mask]; read with weights_only) or .npy, [rows, seq] or a 1-D stream")
     p.add_argument("--text", metavar="FILE", help="HF model directory: a UTF-8 text file, tokenized by --tokenizer")
@@ -313,7 +369,15 @@ class CliData:
         return {"input_ids": ids, **({} if mask is None else {"attention_mask": mask})}
 
     def batches(self, part: slice, batch_size: int | None) -> list:
-        """The rows in `part` as batches of `batch_size` (default 500 samples, or 8 token rows)."""
+        """The rows in `part` as batches of `batch_size` (default 500 samples, or 8 token rows).
+
+        Args:
+            part: the rows of this process (a slice of the samples).
+            batch_size: rows per batch (None: the default).
+
+        Returns:
+            The batches ((X, y) tuples, or token dicts).
+        """
         if self.loss_fn is None:
             ids, mask = self.tensors
             return lm_batches(ids[part], None if mask is None else mask[part], batch_size or 8)
@@ -323,7 +387,15 @@ class CliData:
 
 
 def load_cli_inputs(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, CliData, str]:
-    """(model, its data, model label): an HF model directory CKPT on token rows, else `load_inputs`."""
+    """(model, its data, model label): an HF model directory CKPT on token rows, else `load_inputs`.
+
+    Args:
+        args: the parsed command line.
+        device: where the model and data go.
+
+    Returns:
+        (model, data, label).
+    """
     if is_hf_dir(args.ckpt):
         model, ids, mask, spec = load_lm_inputs(args, device)
         return model, CliData(None, (ids, mask), len(ids), spec), str(args.ckpt)

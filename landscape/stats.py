@@ -67,10 +67,12 @@ class Interval:
     n: int = 0
 
     def as_dict(self) -> dict:
+        """The interval as a plain dict (estimate, low, high, level, method, n)."""
         return asdict(self)
 
     @property
     def defined(self) -> bool:
+        """True when both bounds are finite."""
         return math.isfinite(self.low) and math.isfinite(self.high)
 
 
@@ -86,19 +88,34 @@ class Paired:
     p: float
 
     def as_dict(self) -> dict:
+        """The paired comparison as a plain dict, its interval nested under "ci"."""
         out = asdict(self)
         out["ci"] = self.ci.as_dict()
         return out
 
 
 def finite(values: Iterable) -> np.ndarray:
-    """The finite entries of `values` as float64 (None and NaN/inf dropped)."""
+    """The finite entries of `values` as float64 (None and NaN/inf dropped).
+
+    Args:
+        values: numbers or None.
+
+    Returns:
+        The finite values.
+    """
     arr = np.array([np.nan if v is None else v for v in values], dtype=np.float64).ravel()
     return arr[np.isfinite(arr)]
 
 
 def mean_sd(values: Iterable) -> tuple[float, float, int]:
-    """(mean, sample sd with ddof = 1, n) of the finite values; sd is NaN for n < 2, mean NaN for n = 0."""
+    """(mean, sample sd with ddof = 1, n) of the finite values; sd is NaN for n < 2, mean NaN for n = 0.
+
+    Args:
+        values: numbers or None.
+
+    Returns:
+        (mean, sd, n).
+    """
     v = finite(values)
     n = v.size
     mean = float(v.mean()) if n else math.nan
@@ -112,12 +129,28 @@ def _check_level(level: float) -> None:
 
 
 def t_quantile(q: float, df: int) -> float:
-    """The q-quantile of Student's t with df degrees of freedom."""
+    """The q-quantile of Student's t with df degrees of freedom.
+
+    Args:
+        q: the probability.
+        df: the degrees of freedom.
+
+    Returns:
+        t_{df, q}.
+    """
     return float(special.stdtrit(df, q))
 
 
 def t_ci(values: Iterable, level: float = 0.95) -> Interval:
-    """Student-t interval of the mean: x̄ ± t_{n−1,(1+level)/2} · sd/√n (NaN bounds for n < 2)."""
+    """Student-t interval of the mean: x̄ ± t_{n−1,(1+level)/2} · sd/√n (NaN bounds for n < 2).
+
+    Args:
+        values: numbers (non-finite ones dropped).
+        level: the coverage.
+
+    Returns:
+        The interval.
+    """
     _check_level(level)
     mean, sd, n = mean_sd(values)
     if n < 2:
@@ -130,6 +163,15 @@ def bootstrap_ci(values: Iterable, level: float = 0.95, resamples: int = 10_000,
     """Percentile bootstrap interval of the mean: one [resamples, n] index draw, row means, quantiles.
 
     With very few seeds (n ≤ 5) the percentile bootstrap under-covers; prefer `t_ci` there.
+
+    Args:
+        values: numbers (non-finite ones dropped).
+        level: the coverage.
+        resamples: bootstrap resamples.
+        seed: the resampling seed.
+
+    Returns:
+        The interval.
     """
     _check_level(level)
     v = finite(values)
@@ -144,7 +186,17 @@ def bootstrap_ci(values: Iterable, level: float = 0.95, resamples: int = 10_000,
 
 
 def ci(values: Iterable, level: float = 0.95, method: str = "t", **kw) -> Interval:
-    """`t_ci` or `bootstrap_ci` by name."""
+    """`t_ci` or `bootstrap_ci` by name.
+
+    Args:
+        values: numbers.
+        level: the coverage.
+        method: "t" or "bootstrap".
+        **kw: options of `bootstrap_ci`.
+
+    Returns:
+        The interval.
+    """
     if method == "t":
         return t_ci(values, level)
     if method == "bootstrap":
@@ -169,6 +221,16 @@ def paired(a, b, level: float = 0.95, method: str = "t", **kw) -> Paired:
 
     Pairs with a non-finite member are dropped. p is the two-sided paired t-test p-value
     (NaN for n < 2; 0 when every difference is equal and nonzero, 1 when all are zero).
+
+    Args:
+        a: the first values (a sequence, or {seed: value}).
+        b: the second values.
+        level: the coverage.
+        method: "t" or "bootstrap".
+        **kw: options of `bootstrap_ci`.
+
+    Returns:
+        The `Paired` result (mean, sd, n, interval, t, p).
     """
     d = _pairs(a, b)
     mean, sd, n = mean_sd(d)
@@ -196,6 +258,14 @@ def verdict(interval: Interval | Sequence[float], direction, null: float = 0.0) 
     direction ">" predicts the quantity is above `null` (e.g. a − b > 0), "<" below. The whole
     interval must lie strictly on one side; an interval touching or containing `null`, or one
     with a NaN bound, is inconclusive.
+
+    Args:
+        interval: an Interval or (low, high).
+        direction: ">" / "greater" or "<" / "less".
+        null: the reference value.
+
+    Returns:
+        The verdict.
     """
     sign = _sign(direction)
     if isinstance(interval, Interval):
@@ -214,7 +284,20 @@ def verdict(interval: Interval | Sequence[float], direction, null: float = 0.0) 
 
 def compare(a, b, direction, null: float = 0.0, level: float = 0.95, method: str = "t", **kw) -> dict:
     """A paired claim "a − b is `direction` `null`": {"mean", "sd", "n", "low", "high", "level", "method",
-    "t", "p", "direction", "null", "verdict"} with the verdict taken from the interval."""
+    "t", "p", "direction", "null", "verdict"} with the verdict taken from the interval.
+
+    Args:
+        a: the first values.
+        b: the second values.
+        direction: ">" / "greater" or "<" / "less".
+        null: the reference value.
+        level: the coverage.
+        method: "t" or "bootstrap".
+        **kw: options of `bootstrap_ci`.
+
+    Returns:
+        The comparison dict.
+    """
     res = paired(a, b, level, method, **kw)
     return {"mean": res.mean, "sd": res.sd, "n": res.n, "low": res.ci.low, "high": res.ci.high, "level": level,
             "method": method, "t": res.t, "p": res.p, "direction": "greater" if _sign(direction) > 0 else "less",
@@ -240,6 +323,14 @@ def spearman(x: Iterable, y: Iterable, level: float = 0.95) -> dict:
 
     Interval: tanh(atanh ρ ± z_{(1+level)/2} √(1.06/(n−3))) (NaN for n < 4); p from
     t = ρ √((n−2)/(1−ρ²)) with n − 2 degrees of freedom (scipy.stats.spearmanr's default).
+
+    Args:
+        x: the first values.
+        y: the second, the same length.
+        level: the coverage.
+
+    Returns:
+        The dict.
     """
     _check_level(level)
     x = np.array([np.nan if v is None else v for v in x], dtype=np.float64)
@@ -273,7 +364,15 @@ def spearman(x: Iterable, y: Iterable, level: float = 0.95) -> dict:
 
 
 def summarize(values: Iterable, level: float = 0.95) -> dict:
-    """{"mean", "sd", "n", "low", "high", "level", "method": "t"}: the one way a metric is reported."""
+    """{"mean", "sd", "n", "low", "high", "level", "method": "t"}: the one way a metric is reported.
+
+    Args:
+        values: numbers (non-finite ones dropped).
+        level: the coverage.
+
+    Returns:
+        The dict.
+    """
     v = finite(values)
     interval = t_ci(v, level)
     mean, sd, n = mean_sd(v)
@@ -286,7 +385,14 @@ def holm(pvalues: Iterable) -> list[float]:
     multiple test procedure"): with the m p-values sorted p_(1) ≤ … ≤ p_(m),
     p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)). Rejecting where p̃ < α controls the family-wise error rate
     at α under any dependence. A NaN p-value (a test that could not be made) counts in m, sorts last and stays
-    NaN."""
+    NaN.
+
+    Args:
+        pvalues: the family's p-values.
+
+    Returns:
+        The adjusted p-values.
+    """
     p = np.array([np.nan if v is None else v for v in pvalues], dtype=np.float64)
     m = p.size
     if m == 0:
@@ -304,7 +410,17 @@ def holm(pvalues: Iterable) -> list[float]:
 def paired_t_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
     """Power of the two-sided paired t-test at level α with n pairs when the true mean difference is `delta`
     and the differences' SD is `sd`: P(|T'| > t_{1−α/2, n−1}), T' noncentral t with n − 1 degrees of freedom
-    and noncentrality δ√n/sd."""
+    and noncentrality δ√n/sd.
+
+    Args:
+        delta: the true mean difference.
+        sd: the differences' SD.
+        n: the pairs.
+        alpha: the level.
+
+    Returns:
+        The power (NaN for n < 2 or sd ≤ 0).
+    """
     if n < 2 or not sd > 0:
         return math.nan
     crit = t_quantile(1 - alpha / 2, n - 1)
@@ -348,7 +464,15 @@ def _positive(values: Iterable, what: str) -> np.ndarray:
 
 def log_ci(values: Iterable, level: float = 0.95) -> Interval:
     """Geometric mean of positive values with the Student-t interval of mean log v, exponentiated
-    (method "log-t"): exp(mean log v ± t_{n−1} · sd(log v)/√n), always inside (0, ∞)."""
+    (method "log-t"): exp(mean log v ± t_{n−1} · sd(log v)/√n), always inside (0, ∞).
+
+    Args:
+        values: positive numbers (non-finite ones dropped).
+        level: the coverage.
+
+    Returns:
+        The interval.
+    """
     v = _positive(values, "log_ci")
     i = t_ci(np.log(v), level)
     return Interval(math.exp(i.estimate) if i.n else math.nan, math.exp(i.low) if i.defined else math.nan,
@@ -357,7 +481,16 @@ def log_ci(values: Iterable, level: float = 0.95) -> Interval:
 
 def paired_log(a, b, level: float = 0.95) -> Paired:
     """The ratio a/b paired by seed (sequences by position or {seed: value} dicts): `paired` on log a − log b.
-    exp(mean), exp(ci.low), exp(ci.high) are the geometric-mean ratio and its interval; p tests ratio = 1."""
+    exp(mean), exp(ci.low), exp(ci.high) are the geometric-mean ratio and its interval; p tests ratio = 1.
+
+    Args:
+        a: the numerators (positive).
+        b: the denominators (positive).
+        level: the coverage.
+
+    Returns:
+        The `Paired` result on the log scale.
+    """
     def logs(x):
         if isinstance(x, dict):
             return {k: _log_or_nan(v) for k, v in x.items()}
@@ -378,6 +511,14 @@ def logit_ci(values: Iterable, level: float = 0.95, eps: float = 1e-3) -> Interv
 
     Values are first moved into [eps, 1 − eps] (a fraction of N items: eps = 1/(2N) is the usual continuity
     correction). The estimate is the inverse logit of the mean logit; estimate and bounds lie in (0, 1).
+
+    Args:
+        values: fractions in [0, 1] (non-finite ones dropped).
+        level: the coverage.
+        eps: the clamp into [eps, 1 − eps].
+
+    Returns:
+        The interval.
     """
     if not 0 < eps < 0.5:
         raise LandscapeError(f"logit_ci: eps must lie in (0, 0.5), got {eps}")
@@ -392,7 +533,16 @@ def logit_ci(values: Iterable, level: float = 0.95, eps: float = 1e-3) -> Interv
 
 def wilson_ci(k: int, n: int, level: float = 0.95) -> Interval:
     """Wilson's score interval for k successes in n trials (Wilson 1927): (p̂ + z²/2n ± z√(p̂(1−p̂)/n +
-    z²/4n²)) / (1 + z²/n), always inside [0, 1]; the estimate is p̂ = k/n."""
+    z²/4n²)) / (1 + z²/n), always inside [0, 1]; the estimate is p̂ = k/n.
+
+    Args:
+        k: successes.
+        n: trials.
+        level: the coverage.
+
+    Returns:
+        The interval.
+    """
     _check_level(level)
     if n < 1 or not 0 <= k <= n:
         raise LandscapeError(f"wilson_ci: need 0 <= k <= n and n >= 1, got k = {k}, n = {n}")
@@ -405,7 +555,16 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> Interval:
 
 def clip_interval(interval: Interval, low: float, high: float) -> Interval:
     """The interval intersected with the parameter's range [low, high] (the true value lies there, so
-    coverage is kept): e.g. a difference of two fractions in [−1, 1]."""
+    coverage is kept): e.g. a difference of two fractions in [−1, 1].
+
+    Args:
+        interval: the interval.
+        low: the range's lower end.
+        high: the range's upper end.
+
+    Returns:
+        The clipped interval.
+    """
     return Interval(interval.estimate, max(interval.low, low) if math.isfinite(interval.low) else interval.low,
                     min(interval.high, high) if math.isfinite(interval.high) else interval.high,
                     interval.level, interval.method, interval.n)

@@ -39,7 +39,14 @@ __all__ = ["DATA_SHAPES", "Experiment", "Run", "build_models", "claims_table", "
 
 
 def main(argv=None) -> int:
-    """`python -m landscape.experiment` (see `landscape.experiment.cli`)."""
+    """`python -m landscape.experiment` (see `landscape.experiment.cli`).
+
+    Args:
+        argv: the command-line arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status.
+    """
     from landscape.experiment.cli import main as cli_main
 
     return cli_main(argv)

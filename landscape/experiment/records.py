@@ -11,7 +11,7 @@ figures and notebooks read. Checkpoints stay in runs/ (ignored); a record holds 
         history         metrics.jsonl as columns: {"epoch": [...], "train_loss": [...], ...}
         measure         per measured epoch: the SLQ summary (with its quadrature brackets), the exact-spectrum
                         summary, the transitions, timings — everything of measure/epochNNN.json but the probes
-        epoch_probes    the fixed-probe-set records as a table (`probe_table`)
+        epoch_probes    the measurement-set records as a table (`probe_table`)
         step_probes     the training-step probe records as a table
         spectra         the SLQ nodes and weights of the last measured epoch (for density figures)
         exact           the exact Hessian eigenvalues per epoch where they were computed (5 significant digits)
@@ -48,7 +48,15 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 # ---- numbers ----
 
 def compact(value, digits: int = DIGITS):
-    """`value` with every float rounded to `digits` significant digits and non-finite floats as strings."""
+    """`value` with every float rounded to `digits` significant digits and non-finite floats as strings.
+
+    Args:
+        value: a JSON-able value (nested dicts/lists, numpy scalars).
+        digits: significant digits.
+
+    Returns:
+        The compacted copy.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, (float, np.floating)):
@@ -68,7 +76,14 @@ def compact(value, digits: int = DIGITS):
 
 
 def number(value):
-    """Inverse of `compact` for one value: "nan"/"inf"/"-inf" → float; None stays None."""
+    """Inverse of `compact` for one value: "nan"/"inf"/"-inf" → float; None stays None.
+
+    Args:
+        value: a compacted value.
+
+    Returns:
+        The float (or the value unchanged).
+    """
     return _NONFINITE.get(value, value) if isinstance(value, str) else value
 
 
@@ -88,7 +103,15 @@ def probe_table(records: Sequence[Mapping], time: Sequence[str] = ("step",)) -> 
     """Probe records {time..., "block", "metric", "value"} as one table: {"time": {name: [t...]}, "blocks",
     "metrics", "order": [[block index, metric index] in the order the probes wrote them], "values": {metric:
     [[value per block] per time]}}: null where a block has no record, NaN where the record's value is null (the
-    run files' spelling of a non-finite value)."""
+    run files' spelling of a non-finite value).
+
+    Args:
+        records: the probe records.
+        time: the record keys that name a time point ("step", or "epoch" and "step").
+
+    Returns:
+        The table ({} without records).
+    """
     if not records:
         return {}
     times = list(dict.fromkeys(tuple(r[k] for k in time) for r in records))
@@ -107,7 +130,14 @@ def probe_table(records: Sequence[Mapping], time: Sequence[str] = ("step",)) -> 
 
 
 def table_records(table: Mapping) -> list[dict]:
-    """The records of a `probe_table` again: time by time, each time in the table's (block, metric) order."""
+    """The records of a `probe_table` again: time by time, each time in the table's (block, metric) order.
+
+    Args:
+        table: a `probe_table`.
+
+    Returns:
+        The records.
+    """
     if not table:
         return []
     names = list(table["time"])
@@ -142,7 +172,14 @@ def _json(path: Path) -> dict:
 
 
 def extract_run(rdir: str | Path) -> dict:
-    """The record of one finished run directory (OUT/CELL/seedS with done.json and result.json)."""
+    """The record of one finished run directory (OUT/CELL/seedS with done.json and result.json).
+
+    Args:
+        rdir: the run directory.
+
+    Returns:
+        The record: config, result, history, probe tables, measurements and spectra.
+    """
     rdir = Path(rdir)
     if not (rdir / "done.json").exists():
         raise LandscapeError(f"{rdir} is not a finished run (no done.json)")
@@ -175,14 +212,27 @@ def extract_run(rdir: str | Path) -> dict:
 
 
 def write_record(path: Path, record: Mapping) -> None:
-    """One record as compact JSON (one line), written atomically."""
+    """One record as compact JSON (one line), written atomically.
+
+    Args:
+        path: the record file.
+        record: the record.
+    """
     with atomic_write(path, "w") as f:
         f.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
 
 
 def extract_grid(runs: str | Path, out: str | Path) -> int:
     """Write the record of every finished run of the grid in `runs` under `out` (see the module docstring),
-    plus `out/experiment.json`; returns the number of runs written. Unfinished runs are left out."""
+    plus `out/experiment.json`; returns the number of runs written. Unfinished runs are left out.
+
+    Args:
+        runs: the grid's run directory.
+        out: the records directory.
+
+    Returns:
+        The number of run records written.
+    """
     runs, out = Path(runs), Path(out)
     exp_path = runs / "experiment.json"
     if not exp_path.exists():
@@ -203,7 +253,14 @@ def extract_grid(runs: str | Path, out: str | Path) -> int:
 
 def write_budget(out: Path, seconds: float, load: str | None = None, cpu_seconds: float | None = None) -> None:
     """OUT/budget.json: the grid's wall time and CPU time (user + system: its wall time on an idle core), the
-    machine's load average at its start and end, the machine."""
+    machine's load average at its start and end, the machine.
+
+    Args:
+        out: the records directory.
+        seconds: the grid's wall time.
+        load: "start-end" load averages (None: not recorded).
+        cpu_seconds: the grid's user + system time.
+    """
     import os
     import platform
     import time
@@ -218,6 +275,14 @@ def write_budget(out: Path, seconds: float, load: str | None = None, cpu_seconds
 
 
 def read_budget(root: Path) -> dict | None:
+    """The grid's OUT/budget.json (wall time, CPU time, load, machine), or None when it has none.
+
+    Args:
+        root: the records directory.
+
+    Returns:
+        The budget dict or None.
+    """
     path = Path(root) / "budget.json"
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -225,6 +290,14 @@ def read_budget(root: Path) -> dict | None:
 # ---- read a record back ----
 
 def read_record(path: str | Path) -> dict:
+    """One run's record, refusing another format version.
+
+    Args:
+        path: the record file.
+
+    Returns:
+        The record dict.
+    """
     record = json.loads(Path(path).read_text())
     if record.get("version") != VERSION:
         raise LandscapeError(f"{path}: record version {record.get('version')!r}, expected {VERSION}")
@@ -232,22 +305,50 @@ def read_record(path: str | Path) -> dict:
 
 
 def history(record: Mapping) -> list[dict]:
-    """metrics.jsonl rows of the run."""
+    """metrics.jsonl rows of the run.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        The epoch rows.
+    """
     return _rows(record.get("history", {}))
 
 
 def epoch_records(record: Mapping) -> list[dict]:
-    """The fixed-probe-set records {"epoch", "step", "block", "metric", "value"}."""
+    """The measurement-set records {"epoch", "step", "block", "metric", "value"}.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        The measurement-set records, as the runner wrote them.
+    """
     return table_records(record.get("epoch_probes", {}))
 
 
 def step_records(record: Mapping) -> list[dict]:
-    """The training-step probe records {"step", "block", "metric", "value"}."""
+    """The training-step probe records {"step", "block", "metric", "value"}.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        The records.
+    """
     return table_records(record.get("step_probes", {}))
 
 
 def measured(record: Mapping) -> dict[int, dict]:
-    """{epoch: measure/epochNNN.json as the runner wrote it (probes included)}."""
+    """{epoch: measure/epochNNN.json as the runner wrote it (probes included)}.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        {epoch: measurement}.
+    """
     probes: dict[int, list] = {}
     for r in epoch_records(record):
         probes.setdefault(r["epoch"], []).append(r)
@@ -261,7 +362,14 @@ def measured(record: Mapping) -> dict[int, dict]:
 
 
 def run_result(record: Mapping) -> dict:
-    """result.json of the run, re-derived from the record with today's key definitions (`keys`)."""
+    """result.json of the run, re-derived from the record with today's key definitions (`keys`).
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        The result dict (as `runner.write_result` writes it).
+    """
     cfg = record["config"]
     meas = measured(record)
     final = train_keys(history(record), cfg.get("target_acc"))
@@ -277,7 +385,15 @@ def run_result(record: Mapping) -> dict:
 
 def spectrum(record: Mapping, epoch: int | None = None) -> dict | None:
     """The stored SLQ spectrum (default: the last one) as {"nodes", "weights", "dim", "epoch"} plus its summary
-    keys, the form `landscape.hessian.cli.curves.spectrum_curves` reads; None when the run has none."""
+    keys, the form `landscape.hessian.cli.curves.spectrum_curves` reads; None when the run has none.
+
+    Args:
+        record: one run's record.
+        epoch: the epoch (None: the last with a spectrum).
+
+    Returns:
+        The spectrum dict, or None.
+    """
     spectra = record.get("spectra", {})
     if not spectra:
         return None
@@ -291,7 +407,15 @@ def spectrum(record: Mapping, epoch: int | None = None) -> dict | None:
 
 
 def exact_eigenvalues(record: Mapping, epoch: int | None = None) -> np.ndarray | None:
-    """The stored exact eigenvalues (ascending; default: the last epoch that has them), or None."""
+    """The stored exact eigenvalues (ascending; default: the last epoch that has them), or None.
+
+    Args:
+        record: one run's record.
+        epoch: the epoch (None: the last with exact eigenvalues).
+
+    Returns:
+        The eigenvalues, or None.
+    """
     exact = record.get("exact", {})
     if not exact:
         return None
@@ -321,25 +445,64 @@ class GridRecords:
         return self._results
 
     def run(self, cell: str, seed: int) -> dict:
+        """The record of one run.
+
+        Args:
+            cell: the cell name.
+            seed: the seed.
+
+        Returns:
+            The record dict.
+        """
         for r in self.runs:
             if r["config"]["cell"] == cell and r["config"]["seed"] == seed:
                 return r
         raise LandscapeError(f"{self.root}: no record of {cell} seed {seed}")
 
     def cell_runs(self, cell: str) -> list[dict]:
-        """The records of one cell, in seed order."""
+        """The records of one cell, in seed order.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            Its records.
+        """
         return [r for r in self.runs if r["config"]["cell"] == cell]
 
     def cells(self, base: str | None = None) -> list[str]:
-        """The cells that have records (of one base cell, i.e. its sweep, when given), in run order."""
+        """The cells that have records (of one base cell, i.e. its sweep, when given), in run order.
+
+        Args:
+            base: a base cell (None: every cell).
+
+        Returns:
+            The cell names.
+        """
         return list(dict.fromkeys(r["config"]["cell"] for r in self.runs
                                   if base is None or r["config"]["base"] == base))
 
     def label(self, cell: str) -> str:
+        """The cell's display label.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The label.
+        """
         return self.cell_runs(cell)[0]["config"]["label"]
 
     def setting(self, cell: str, key: str | None = None):
-        """The swept value of `cell` (default the first swept key); "mode:value" strings give their number."""
+        """The swept value of `cell` (default the first swept key); "mode:value" strings give their number.
+
+        Args:
+            cell: the cell name.
+            key: the swept key (None: the first).
+
+        Returns:
+            The value, or None for an unswept cell.
+        """
         setting = self.cell_runs(cell)[0]["config"]["setting"]
         if not setting:
             return None
@@ -352,25 +515,60 @@ class GridRecords:
         return value
 
     def histories(self, cell: str) -> list[list[dict]]:
-        """metrics.jsonl rows per seed."""
+        """metrics.jsonl rows per seed.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            One list of epoch rows per seed.
+        """
         return [history(r) for r in self.cell_runs(cell)]
 
     def epoch_records(self, cell: str) -> list[list[dict]]:
-        """The fixed-probe-set records per seed."""
+        """The measurement-set records per seed.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            One list of measurement-set records per seed.
+        """
         return [epoch_records(r) for r in self.cell_runs(cell)]
 
     def step_records(self, cell: str) -> list[list[dict]]:
-        """The training-step probe records per seed."""
+        """The training-step probe records per seed.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            One list of step records per seed.
+        """
         return [step_records(r) for r in self.cell_runs(cell)]
 
     def transitions(self, cell: str) -> list[str]:
-        """The transition blocks (measured dimension-changing blocks) of the cell's first run."""
+        """The transition blocks (measured dimension-changing blocks) of the cell's first run.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The block names.
+        """
         measure = self.cell_runs(cell)[0].get("measure", {})
         return next((m["transitions"] for m in measure.values() if m.get("transitions")), [])
 
     def summary(self, seeds: Iterable[int] | None = None) -> dict:
         """summary.json of the grid from its records (`landscape.experiment.summary.summary_of`), over `seeds`
-        (default all)."""
+        (default all).
+
+        Args:
+            seeds: the seeds summarized (None: all).
+
+        Returns:
+            The summary dict.
+        """
         from landscape.experiment.summary import summary_of
 
         keep = None if seeds is None else set(seeds)
@@ -379,6 +577,14 @@ class GridRecords:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m landscape.experiment.records RUNS OUT`: extract the compact records of a finished grid.
+
+    Args:
+        argv: the command-line arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status.
+    """
     ap = argparse.ArgumentParser(prog="python -m landscape.experiment.records",
                                  description="extract the compact records of a finished grid (docs/formats.md)")
     ap.add_argument("runs", help="the grid's run directory (runs/NAME)")

@@ -43,7 +43,15 @@ def smoke_mode() -> bool:
 def shrink(raw: dict, seeds: int = 1) -> dict:
     """The quick profile at toy size: 2 epochs on 256 samples, width-8 depth-3 nets (a cell's own depth, e.g.
     a depth sweep, still wins), `seeds` seeds, few probe samples and Lanczos steps; every cell, sweep and
-    measurement kind still runs."""
+    measurement kind still runs.
+
+    Args:
+        raw: the parsed experiment TOML (changed in place).
+        seeds: the seeds kept.
+
+    Returns:
+        The same dict.
+    """
     prof = raw["profiles"]["quick"]
     prof["seeds"] = prof.get("seeds", [0])[:seeds]
     prof.setdefault("train", {}).update(n_samples=256, epochs=2)
@@ -66,7 +74,18 @@ def open_grid(config: str | os.PathLike, runs: str | os.PathLike | None = None, 
               seeds: int = 1, figures: str | os.PathLike = "figures") -> Grid:
     """The finished quick-profile grid of `config` in `runs` (default runs/NAME), run first when it has no
     summary.json. Smoke mode (default: `smoke_mode()`): the `shrink`-ed grid with `seeds` seeds, run into a
-    temp directory, with the figures in another."""
+    temp directory, with the figures in another.
+
+    Args:
+        config: the experiment TOML.
+        runs: the run directory (default runs/NAME).
+        smoke: run the shrunk grid (None: `smoke_mode()`).
+        seeds: seeds of the smoke grid.
+        figures: the figures directory.
+
+    Returns:
+        The `Grid`.
+    """
     smoke = smoke_mode() if smoke is None else smoke
     if smoke:
         tmp = Path(tempfile.mkdtemp(prefix="landscape-smoke-"))
@@ -98,17 +117,40 @@ class Grid:
 
     # ---- cells ----
     def present(self, cells: Iterable[str]) -> list[str]:
-        """The given cells that this grid has, in the given order."""
+        """The given cells that this grid has, in the given order.
+
+        Args:
+            cells: cell names.
+
+        Returns:
+            Those the grid has.
+        """
         return [c for c in cells if c in self.cells]
 
     def family(self, base: str, key: str | None = None) -> list[str]:
-        """The cells of one base cell (its sweep), ordered by the swept value `key` (default: the first)."""
+        """The cells of one base cell (its sweep), ordered by the swept value `key` (default: the first).
+
+        Args:
+            base: the base cell.
+            key: the swept key (None: the first).
+
+        Returns:
+            The cell names.
+        """
         cells = [c for c, row in self.cells.items() if row["base"] == base]
         return sorted(cells, key=lambda c: self.setting(c, key))
 
     def setting(self, cell: str, key: str | None = None) -> float | str | None:
         """The swept value of `cell` ("model_config.depth", ...; default the first swept key); a "mode:value"
-        string gives its value as a number ("scaled:0.5" → 0.5)."""
+        string gives its value as a number ("scaled:0.5" → 0.5).
+
+        Args:
+            cell: the cell name.
+            key: the swept key (None: the first).
+
+        Returns:
+            The value (a number for "mode:value"), or None for an unswept cell.
+        """
         setting = self.cells[cell]["setting"]
         if not setting:
             return None
@@ -121,45 +163,125 @@ class Grid:
         return value
 
     def label(self, cell: str) -> str:
+        """The cell's display label.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The label.
+        """
         return self.cells[cell]["label"]
 
     def seeds(self, cell: str) -> list[int]:
+        """The seeds the cell ran.
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The seeds.
+        """
         return self.cells[cell]["seeds"]
 
     def model_config(self, cell: str) -> dict:
-        """The cell's resolved model config (from experiment.json)."""
+        """The cell's resolved model config (from experiment.json).
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The model config dict.
+        """
         return next(r["train"]["model_config"] for r in self.experiment["runs"] if r["cell"] == cell)
 
     def measure_config(self, cell: str) -> dict:
-        """The cell's resolved measurement settings (probe_samples, spectrum, exact, ...)."""
+        """The cell's resolved measurement settings (probe_samples, spectrum, exact, ...).
+
+        Args:
+            cell: the cell name.
+
+        Returns:
+            The measurement settings dict.
+        """
         return next(r["measure"] for r in self.experiment["runs"] if r["cell"] == cell)
 
     def run_dir(self, cell: str, seed: int | None = None) -> Path:
-        """OUT/CELL/seedS (default: the cell's first seed)."""
+        """OUT/CELL/seedS (default: the cell's first seed).
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The run directory.
+        """
         return self.runs / cell / f"seed{self.seeds(cell)[0] if seed is None else seed}"
 
     # ---- numbers ----
     def stat(self, cell: str, key: str) -> dict:
-        """{"mean", "std", "n", "low", "high", "values"} of a result key ("init.KEY": at init); {} if absent."""
+        """{"mean", "std", "n", "low", "high", "values"} of a result key ("init.KEY": at init); {} if absent.
+
+        Args:
+            cell: the cell name.
+            key: the result key.
+
+        Returns:
+            The statistics dict.
+        """
         part, key = ("init", key[5:]) if key.startswith("init.") else ("final", key)
         return self.cells[cell][part].get(key, {})
 
     def mean(self, cell: str, key: str):
-        """Mean over seeds (None when missing or never finite)."""
+        """Mean over seeds (None when missing or never finite).
+
+        Args:
+            cell: the cell name.
+            key: the result key.
+
+        Returns:
+            The mean, or None.
+        """
         return self.stat(cell, key).get("mean")
 
     def values(self, cell: str, key: str) -> list:
-        """Per-seed values (None where a run diverged or has no value)."""
+        """Per-seed values (None where a run diverged or has no value).
+
+        Args:
+            cell: the cell name.
+            key: the result key.
+
+        Returns:
+            The values, one per seed.
+        """
         return self.stat(cell, key).get("values", [])
 
     def compare(self, key: str, a: str, b: str) -> dict:
-        """Paired difference A − B over seeds with its 95% interval (`summary.compare`)."""
+        """Paired difference A − B over seeds with its 95% interval (`summary.compare`).
+
+        Args:
+            key: the result key.
+            a: the first cell.
+            b: the second cell.
+
+        Returns:
+            {"diff", "low", "high", "n", "p", ...}.
+        """
         return compare(self.summary, key, a, b)
 
     def table(self, keys: Sequence[str]) -> str:
+        """The grid's headline table of `keys` (per cell: mean ± SD over seeds, n).
+
+        Args:
+            keys: the result keys, one column each.
+
+        Returns:
+            The markdown table.
+        """
         return headline_table(self.summary, keys)
 
     def claims_table(self) -> str:
+        """The declared claims with their verdicts, as markdown."""
         return claims_table(self.claims) if self.claims else "(no claims declared for this profile)"
 
     def papers_table(self) -> str:
@@ -172,30 +294,91 @@ class Grid:
         return read_jsonl(path) if path.exists() else []
 
     def metrics(self, cell: str, seed: int | None = None) -> list[dict]:
+        """The epoch rows (metrics.jsonl) of one run.
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The rows.
+        """
         return self._jsonl(cell, seed, "metrics.jsonl")
 
     def histories(self, cells: Iterable[str], label=None) -> dict[str, list[list[dict]]]:
-        """label → one metrics.jsonl history per seed (for `plot_training_curves`)."""
+        """label → one metrics.jsonl history per seed (for `plot_training_curves`).
+
+        Args:
+            cells: the cells drawn (those the grid lacks are left out).
+            label: cell → legend label (default `Grid.label`).
+
+        Returns:
+            {label: [history per seed]}.
+        """
         label = label or self.label
         return {label(c): [self.metrics(c, s) for s in self.seeds(c)] for c in self.present(cells)}
 
     def records(self, cell: str, seed: int | None = None, kind: str = "epoch") -> list[dict]:
-        """Probe records: kind "epoch" (epoch_probes.jsonl, the fixed probe set) or "step" (probes.jsonl)."""
+        """Probe records: kind "epoch" (epoch_probes.jsonl, the measurement set) or "step" (probes.jsonl).
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+            kind: "epoch" (the measurement set's records) or "step" (the training steps').
+
+        Returns:
+            The records {..., "block", "metric", "value"}.
+        """
         return self._jsonl(cell, seed, {"epoch": "epoch_probes.jsonl", "step": "probes.jsonl"}[kind])
 
     def seed_records(self, cell: str, kind: str = "epoch") -> list[list[dict]]:
+        """The probe records of every seed of a cell.
+
+        Args:
+            cell: the cell name.
+            kind: "epoch" (measurement set) or "step" (training steps).
+
+        Returns:
+            One list of records per seed.
+        """
         return [self.records(cell, s, kind) for s in self.seeds(cell)]
 
     def transition(self, cell: str, seed: int | None = None) -> float | None:
-        """The step probes' transition point (`keys.transition_point`), None unless its peak is interior."""
+        """The step probes' transition point (`keys.transition_point`), None unless its peak is interior.
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The step of the transition point, or None.
+        """
         peak = transition_point(self.records(cell, seed, "step"))
         return peak["step"] if peak and peak["interior"] else None
 
     def spectrum_rows(self, cell: str, seed: int | None = None) -> list[dict]:
-        """spectrum.jsonl: {"epoch", "step", "spectrum", "exact"} per measured epoch (for `plot_spectrum_mass`)."""
+        """spectrum.jsonl: {"epoch", "step", "spectrum", "exact"} per measured epoch (for `plot_spectrum_mass`).
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The rows.
+        """
         return self._jsonl(cell, seed, "spectrum.jsonl")
 
     def spectrum_epochs(self, cell: str, seed: int | None = None, part: str = "spectrum") -> list[int]:
+        """The epochs with a measured (not skipped) spectrum.
+
+        Args:
+            cell: the cell name.
+            seed: the seed (None: the cell's first).
+            part: "spectrum" (SLQ) or "exact".
+
+        Returns:
+            The epochs.
+        """
         return [r["epoch"] for r in self.spectrum_rows(cell, seed)
                 if isinstance(r.get(part), dict) and "skipped" not in r[part]]
 
@@ -207,13 +390,32 @@ class Grid:
 
     def spectrum(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> dict | None:
         """One SLQ spectrum as plain data (`landscape.hessian.cli.spectrum_file.read_spectrum`: the summary keys,
-        "nodes", "weights", "dim", ...); None when the run has none."""
+        "nodes", "weights", "dim", ...); None when the run has none.
+
+        Args:
+            cell: the cell name.
+            epoch: an epoch, or "last".
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The spectrum dict, or None.
+        """
         from landscape.hessian.cli.spectrum_file import read_spectrum
 
         epoch = self._epoch(cell, epoch, seed, "spectrum")
         return None if epoch is None else read_spectrum(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}")
 
     def exact_eigenvalues(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> np.ndarray | None:
+        """The exact Hessian eigenvalues of one run at one epoch.
+
+        Args:
+            cell: the cell name.
+            epoch: an epoch, or "last".
+            seed: the seed (None: the cell's first).
+
+        Returns:
+            The ascending eigenvalues, or None when none were measured.
+        """
         epoch = self._epoch(cell, epoch, seed, "exact")
         if epoch is None:
             return None
@@ -221,7 +423,17 @@ class Grid:
             return f["exact_eigenvalues"]
 
     def curves(self, cells: Iterable[str], epoch: int | str = "last", seed: int | None = None, label=None) -> dict:
-        """label → `spectrum_curves` of each cell's spectrum at `epoch` (for `plot_spectral_density`)."""
+        """label → `spectrum_curves` of each cell's spectrum at `epoch` (for `plot_spectral_density`).
+
+        Args:
+            cells: the cells drawn.
+            epoch: an epoch, or "last".
+            seed: the seed (None: each cell's first).
+            label: cell → legend label (default `Grid.label`).
+
+        Returns:
+            {label: curves}.
+        """
         label = label or self.label
         out = {}
         for c in self.present(cells):
@@ -232,7 +444,17 @@ class Grid:
 
 
 def interval_text(c: Mapping, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-    """"Δ = +0.012 [−0.004, +0.028] (n = 5, p = 0.13)" from a `compare` result, optionally scaled (×100 for pp)."""
+    """"Δ = +0.012 [−0.004, +0.028] (n = 5, p = 0.13)" from a `compare` result, optionally scaled (×100 for pp).
+
+    Args:
+        c: a `compare` result {"diff", "low", "high", "n", "p"}.
+        digits: significant digits.
+        scale: multiplies the difference and its bounds.
+        unit: appended to each number ("pp", ...).
+
+    Returns:
+        The text.
+    """
     if c.get("diff") is None:
         return f"Δ = — (n = {c.get('n', 0)})"
     sign = lambda v: f"{v * scale:+.{digits}g}{unit}"  # noqa: E731

@@ -31,7 +31,14 @@ def _mean(summary, cell: str, key: str):
 
 def correlation(store) -> str:
     """Spearman's ρ of each singularity statistic with train accuracy over the orhan2018 grid's cell means, and
-    of the degenerate fraction ρ with train accuracy over the five cell means of each ablation."""
+    of the degenerate fraction ρ with train accuracy over the five cell means of each ablation.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| points | x | y | Spearman ρ [95% CI] | n | p | verdict (predicted) |", "|---|---|---|---|---|---|---|"]
     s = store.summary("orhan2018")
     cells = [r["cell"] for r in s["cells"]]
@@ -56,7 +63,14 @@ def _corr_row(points: str, x: str, y: str, sp: dict, direction: str) -> str:
 
 def degeneracy(store) -> str:
     """Per cell: each degeneracy statistic with the mean of the quadrature's guaranteed bracket (SLQ) and the
-    exact spectrum's value where it was computed."""
+    exact spectrum's value where it was computed.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     s = store.summary("orhan2018")
 
     def val(row, key):
@@ -80,7 +94,15 @@ def degeneracy(store) -> str:
 def dead_unit_null(store, row) -> str:
     """The null mass dead units alone produce: a dead unit's incoming weights and bias and its outgoing weights
     (2 · width + 1 parameters) have zero gradient and curvature, so dead fraction × units × (2 · width + 1) /
-    parameters (docs/methods.md §A.4)."""
+    parameters (docs/methods.md §A.4).
+
+    Args:
+        store: the records and experiments.
+        row: the cell's summary row.
+
+    Returns:
+        The fraction as text ("—" without exact eigenvalues or dead-unit statistics).
+    """
     eig = exact_eigenvalues(store.grid("orhan2018").cell_runs(row["cell"])[0])
     dead = (row["final"].get("dead_frac_mean") or {}).get("mean")
     if eig is None or dead is None:
@@ -109,11 +131,29 @@ def _training(store, grid: str, cells: list[str], path, title: str, styles=None,
 
 
 def training(store, path):
+    """Training curves of the main cells (postact FC nets 10 × 16 with and without skips).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return _training(store, "orhan2018", MAIN, path, "postact FC nets 10 x 16 with and without skips "
                      "(stream grows with depth, §A.3)")
 
 
 def training_controls(store, path):
+    """Training curves of the controls: init gain, branch scale and LayerNorm (colour: net, line style: variant).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     variant = {"plain": "none", "residual": "none", "gain_plain_0.5": "init gain 0.5", "gain_residual_0.5":
                "init gain 0.5", "branch_scale_0.1": "x + 0.1 z", "branch_scale_0.3": "x + 0.3 z", "ln_0": "LN",
                "ln_1": "LN"}
@@ -124,6 +164,15 @@ def training_controls(store, path):
 
 
 def training_biasreg_malicious(store, path):
+    """Training curves of the malicious initializations (W − I, half dead units) beside the plain and residual nets.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     cells = ["plain", "residual", "malicious_cancel", "malicious_dead"]
     styles = plots.family_styles({"plain": ("plain", "none"), "residual": ("residual", "none"),
                                   "malicious_cancel": ("residual", "W - I init"),
@@ -133,6 +182,15 @@ def training_biasreg_malicious(store, path):
 
 
 def biasreg_training(store, path):
+    """Training curves of the bias-regularized nets, one line style per λ_b.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("orhan2018")
     cells = ["plain", "residual"] + [c for c in g.cells() if c.startswith("biasreg")]
     fam = lambda c: "plain" if "plain" in c else "residual"  # noqa: E731
@@ -142,6 +200,15 @@ def biasreg_training(store, path):
 
 
 def rho_training(store, path):
+    """Training curves of the degenerate dense skips (a fraction ρ of the skip's eigenvalues zero).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     names = {c: f"ρ = {r:g}" + (" (residual)" if r == 0 else " (plain)" if r == 1 else "") for c, r in RHO.items()}
     names["dense_orth"] = "full-rank orthogonal skip"
     styles = _rho_styles({names[c]: r for c, r in RHO.items()}, {names["dense_orth"]: None})
@@ -151,6 +218,15 @@ def rho_training(store, path):
 
 
 def stream_training(store, path):
+    """Training curves of the stream-controlled grid: degenerate skips, hyper-residual and orthogonal skips.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     names = {c: f"ρ = {r:g}" + (" (identity skip)" if r == 0 else " (plain)" if r == 1 else "")
              for c, r in STREAM_RHO.items()}
     names |= {"hyper": "hyper-residual", "dense_orth": "full-rank orthogonal skip"}
@@ -161,6 +237,15 @@ def stream_training(store, path):
 
 
 def size_training(store, path):
+    """Training curves of the 20 × 128 postact nets.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("orhan2018_size")
     return _training(store, "orhan2018_size", g.cells(), path, "20 x 128 postact nets")
 
@@ -189,16 +274,43 @@ def _curves(store) -> dict:
 
 
 def log_density(store, path):
+    """The SLQ Hessian spectral densities at the end of training, over log10|λ|.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return plots.plot_spectral_density(_curves(store), path, title="Hessian spectral density at the end of training "
                                        "(SLQ), over log10|λ|")
 
 
 def density(store, path):
+    """The same densities on a linear λ axis.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return plots.plot_spectral_density(_curves(store), path, view="linear",
                                        title="the same densities on a linear λ axis")
 
 
 def spectrum_mass(store, path):
+    """The degenerate and negative Hessian mass over training (seed 0 of each main cell).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("orhan2018")
     rows = {f"{c} (seed 0)": [{"epoch": int(e), **{k: m[k] for k in ("spectrum", "exact") if k in m}}
                               for e, m in g.cell_runs(c)[0]["measure"].items()] for c in MAIN}
@@ -206,6 +318,15 @@ def spectrum_mass(store, path):
 
 
 def exact_eigen(store, path):
+    """The exact Hessian eigenvalues of seed 0 of each main cell, sorted by magnitude.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("orhan2018")
     s = store.summary("orhan2018")
     eig, legend = {}, {}
@@ -223,6 +344,15 @@ def exact_eigen(store, path):
 
 
 def singularity(store, path):
+    """Unit singularities over training (block means): dead units, overlaps, effective rank, small singular values.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("orhan2018")
     metrics = ("dead_frac", "overlap_act", "overlap_act_centered", "eff_rank", "small_sv_frac")
     return plots.plot_singularity_compare({c: g.epoch_records(c) for c in MAIN}, metrics, path=path,
@@ -230,6 +360,15 @@ def singularity(store, path):
 
 
 def accuracy_vs_singularity(store, path):
+    """Training accuracy against each singularity statistic across the grid's cells (one point per cell mean).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     s = store.summary("orhan2018")
     keys = [k for k, _ in CORRELATIONS]
     points = {r["cell"]: {k: _mean(s, r["cell"], k) for k in ["train_acc", *keys]} for r in s["cells"]}
@@ -259,7 +398,14 @@ FIGURES = {"orhan2018_training": training, "orhan2018_training_controls": traini
 
 
 def changed(store) -> list[dict]:
-    """The cross-cell correlation, which round 2 reported as "no support" from typed round-1 values."""
+    """The cross-cell correlation, which round 2 reported as "no support" from typed round-1 values.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        [{"claim", "old", "new", "why"}].
+    """
     s = store.summary("orhan2018")
     cells = [r["cell"] for r in s["cells"]]
     sp = stats.spearman([_mean(s, c, "overlap_act_mean") for c in cells], [_mean(s, c, "train_acc") for c in cells])

@@ -26,19 +26,16 @@ On the first batch(es):
    at a time; the new one is the first pass's), reproduces the first to 1e3·eps; the products of three vectors are
    symmetric (uᵀHv = vᵀHu) to 10·√eps. With backend="auto", a backend that fails symmetry gives way to
    the other (recorded in `Plan.rejected`).
-4. Merging: batches are concatenated up to `budget/2 / (per-sample state · lanes)` samples when the
-   first two batches give the same outputs and weighted mean loss concatenated as separately (samples are
-   independent and the loss is a batch mean), so the merged operator is the same matrix; unless merging
-   was asked for, a merged batch holds at most `MERGE_STATE_BYTES` of kept state.
+4. Merging (`merging.py`): batches are concatenated up to `budget/2 / (per-sample state · lanes)` samples
+   when the first two batches give the same outputs and weighted mean loss concatenated as separately, so
+   the merged operator is the same matrix.
 Under torch.distributed the ranks agree on each decision (backend by majority vote of the timings,
 merging by the smallest target) and a failure on one rank is raised on all.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +49,8 @@ from landscape.errors import LandscapeError, first_line
 from landscape.hessian.operators import budgeted, checks
 from landscape.hessian.operators.backends import Sizing
 from landscape.hessian.operators.flat import Snapshot
-from landscape.objective import Batch, concat, concatenable, is_attention_error, math_attention
+from landscape.hessian.operators.merging import merge_target
+from landscape.objective import Batch, is_attention_error, math_attention
 
 _FAILURES = (RuntimeError, NotImplementedError)
 EXACT = ("double_backward", "func")
@@ -62,13 +60,6 @@ FALLBACK = "finite_difference"
 SLOW_SHARE = 0.5
 """On a CPU, func is not timed when modules of its backend's `slow_on_cpu` types (the Hessian's: convolutions)
 hold more than this share of the differentiated parameters: it measured slower there on every such net."""
-MERGE_STATE_BYTES = 64 << 20
-"""By default batches are merged only up to this much kept state per merged batch: merging cuts the per-batch
-overhead (Python, dispatch) of small products, while bigger ones are compute-bound (ResNet-18's 16-sample
-batches, ~300 MiB each: the same seconds per vector merged into 32 or not) and a merged batch's product holds
-transient memory in proportion to its samples."""
-
-
 @dataclass(frozen=True)
 class Plan:
     """What the operator decided at construction (immutable; `CurvatureOperator.info()` reports it).
@@ -100,12 +91,28 @@ class Plan:
 
     def kernel(self, device: torch.device):
         """The context every product runs in: the attention kernel, and the autocast of a mixed-precision
-        request (forward and backward compute in that dtype, the parameters and products stay in theirs)."""
+        request (forward and backward compute in that dtype, the parameters and products stay in theirs).
+
+        Args:
+            device: the products' device.
+
+        Returns:
+            The context manager.
+        """
         return compute_context(self.math_attention, self.autocast, device)
 
 
 def compute_context(math: bool, autocast: torch.dtype | None, device: torch.device) -> ExitStack:
-    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set."""
+    """math_attention(math), under torch.autocast(device.type, autocast) when autocast is set.
+
+    Args:
+        math: run scaled-dot-product attention under the math kernel.
+        autocast: the autocast dtype, or None.
+        device: the device (its type selects the autocast).
+
+    Returns:
+        An ExitStack holding both contexts.
+    """
     stack = ExitStack()
     stack.enter_context(math_attention(math))
     if autocast is not None:
@@ -162,22 +169,23 @@ def make_plan(snap: Snapshot, req: Request) -> tuple[Plan, Any, Any]:
     planner = _Planner(snap, req)
     needs_trial = getattr(req.backends.get(req.backend), "needs_trial", False)
     if req.backend != "auto" and not (req.check_deterministic or req.check_symmetric or needs_trial):
-        return collective(req.distributed, planner.light)
-    probe = collective(req.distributed, lambda: budgeted.probe(snap))
+        return _dist.agreed(req.distributed, planner.light)
+    probe = _dist.agreed(req.distributed, lambda: budgeted.probe(snap))
     full, why = budgeted.affordable(probe, req.budget)
     if req.distributed:  # one rank that cannot afford the trial budgets them all
         flag = torch.tensor([float(not full)], dtype=torch.float64, device=_dist.comm_device())
         full = not bool(_dist.all_reduce_max(flag)[0])
         why = why or "another rank could not afford the trial"
     if not full and not needs_trial:
-        return collective(req.distributed, lambda: planner.budgeted(probe, why))
+        return _dist.agreed(req.distributed, lambda: planner.budgeted(probe, why))
     if not full and req.check_deterministic:  # a backend that must be tried (finite differences): no extra product
-        collective(req.distributed, lambda: budgeted.check_loss_twice(snap, probe))
+        _dist.agreed(req.distributed, lambda: budgeted.check_loss_twice(snap, probe))
         planner.product_determinism = False
-    trials, vectors, first = collective(req.distributed, lambda: planner.try_backends(probe))
+    trials, vectors, first = _dist.agreed(req.distributed, lambda: planner.try_backends(probe))
     chosen = planner.agree_backend(trials)
-    backend, asymmetry = collective(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
-    merge = collective(req.distributed, lambda: planner.merge_target(first, backend))
+    backend, asymmetry = _dist.agreed(req.distributed, lambda: planner.validate_in_turn(chosen, trials, vectors, first))
+    merge = _dist.agreed(req.distributed, lambda: merge_target(snap, req.merge, req.budget, planner.sizing, first,
+                                                                 backend, planner.precision, planner.kernel))
     if req.distributed:
         flags = torch.tensor([merge is None, -(merge or 0), backend == "func", -(backend == "func")],
                              dtype=torch.float64, device=_dist.comm_device())
@@ -200,19 +208,6 @@ def _error_check(impl: Any) -> tuple[str, ...]:
     if error is None:
         return ()
     return (f"product error ≤ {error:.1e} (Richardson estimate; tolerance {impl.describe()['tolerance']:.0e})",)
-
-
-def collective(distributed: bool, fn: Callable[[], Any]) -> Any:
-    """fn(); under torch.distributed a failure on any rank is raised on every rank."""
-    if not distributed:
-        return fn()
-    result, error = None, None
-    try:
-        result = fn()
-    except Exception as e:  # noqa: BLE001 - handed to `agree`, which re-raises it on every rank
-        error = e
-    _dist.agree(error)
-    return result
 
 
 class _Planner:
@@ -426,36 +421,3 @@ class _Planner:
                 failures.append(e)
                 self.rejected[name] = str(e)
         raise failures[0]
-
-    def merge_target(self, first: list[Batch], backend: str) -> int | None:
-        """Samples per merged batch, or None to keep the batches as given."""
-        if self.req.merge is False or len(first) < 2 or not concatenable(first):
-            return None
-        # one batch's products may use half the budget: the kept state plus about one state of tangents
-        # per vector processed at a time (sequential vectors: 1; vmapped: assume 4)
-        per_sample = self.sizing.state_bytes_per_sample * (2 if backend == "double_backward" else 5)
-        target = int(self.req.budget // 2 // per_sample)
-        if self.req.merge is None:
-            target = min(target, MERGE_STATE_BYTES // max(1, self.sizing.state_bytes_per_sample))
-        if target < sum(b.size for b in first) or not self.independent(first):
-            return None
-        return target
-
-    def independent(self, first: list[Batch]) -> bool:
-        """Do the first two batches give the same outputs and weighted mean loss when concatenated?"""
-        snap, objective = self.snap, self.snap.objective
-        tol = 10 * math.sqrt(torch.finfo(self.precision).eps)
-        with torch.no_grad(), self.kernel():
-            outs = [snap.output(snap.params, b) for b in first]
-            joined = concat(first)
-            out = snap.output(snap.params, joined)
-            if out.shape[0] != sum(o.shape[0] for o in outs) or out.shape[1:] != outs[0].shape[1:]:
-                return False
-            sep = torch.cat(outs)
-            if (out - sep).abs().max() > tol * max(float(sep.abs().max()), 1e-30):
-                return False
-            w = [objective.weight(b) for b in first]
-            if sum(w) == 0:
-                return False
-            mean = sum(wi * snap.loss(snap.params, b) for wi, b in zip(w, first)) / sum(w)
-            return bool(abs(snap.loss(snap.params, joined) - mean) <= tol * max(float(abs(mean)), 1e-30))
