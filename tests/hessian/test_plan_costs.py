@@ -85,7 +85,7 @@ def test_slow_share_counts_the_parameters_of_convolutions():
                            ("mlp", tiny.mlp().eval(), torch.randn(2, 5, dtype=tiny.D)),
                            ("convbn", convbn, torch.randn(2, 2, 5, 5, dtype=tiny.D))):
         op = HessianOperator(model, F.cross_entropy, (X, y), backend="double_backward")
-        shares[name] = _plan._Planner(op.snapshot, _plan.Request(HessianOperator._backends, "auto", 1)).slow_share()
+        shares[name] = _plan.Planner(op.snapshot, _plan.Request(HessianOperator._backends, "auto", 1)).slow_share()
     patch = vit.patch_embed.weight.numel() + vit.patch_embed.bias.numel()
     assert shares["vit"] == ("Conv2d", patch / sum(p.numel() for p in vit.parameters()))
     assert shares["vit"][1] < _plan.SLOW_SHARE and shares["mlp"] == ("", 0)

@@ -66,7 +66,7 @@ class FuncHessian:
                                      nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
     BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
-    such modules hold most of the parameters, `auto` does not time this backend (plan.py)."""
+    such modules hold most of the parameters, `auto` does not time this backend (planner.py)."""
 
     compilable = True
     """torch.compile traces the whole product (`compiled.py`)."""

@@ -1,7 +1,7 @@
 """What construction may afford: the first batch's probe, the rule that scales the plan's trial with it, and the
 product checks deferred to the first data pass when the trial is not affordable.
 
-A full trial (`plan.py`: products of two vectors by every candidate backend, a second product for the
+A full trial (`planner.py`: products of two vectors by every candidate backend, a second product for the
 determinism check, merging tests) costs about `TRIAL_FORWARDS` forward passes of the first batch and holds
 about `TRIAL_GRAPHS` gradient graphs at once. It is made when both are small:
 
