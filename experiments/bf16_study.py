@@ -41,7 +41,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from landscape import stats  # noqa: E402
 from landscape.hessian import HessianOperator, hutchinson_trace, slq_density, top_eigenpairs  # noqa: E402
 from landscape.hessian.operators import finite_difference as fd  # noqa: E402
 from landscape.io import dumps  # noqa: E402
@@ -50,7 +49,7 @@ RECORDS = ROOT / "records" / "bf16_study"
 VARIANTS = ("float64", "float32", "bf16", "autocast")
 STEPS = range(-6, 15)
 TOL = {"float64": 1e-8, "float32": 1e-5, "bf16": 2e-2, "autocast": 2e-2}
-BEGIN, END = "<!-- bf16_study:begin (experiments/bf16_study.py report) -->", "<!-- bf16_study:end -->"
+BEGIN, END = "<!-- generated: bf16_study -->", "<!-- end: bf16_study -->"
 
 
 # ---- the two models ---------------------------------------------------------------------------------
@@ -219,52 +218,24 @@ def run_seed(model_name: str, seed: int) -> dict:
     return record
 
 
-# ---- the tables ----------------------------------------------------------------------------------------
-
-def _interval(values: list[float]) -> str:
-    """Geometric mean [95% t-interval of log10] and the median, over seeds."""
-    logs = np.log10(np.maximum(np.asarray(values, dtype=np.float64), 1e-300))
-    ci = stats.t_ci(logs)
-    return f"{10 ** logs.mean():.1e} [{10 ** ci.low:.1e}, {10 ** ci.high:.1e}], median {np.median(values):.1e}"
-
-
-def load_records() -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for path in sorted(RECORDS.glob("*/seed*.json")):
-        rec = json.loads(path.read_text())
-        out.setdefault(rec["model"], []).append(rec)
-    return out
-
+# ---- the tables (landscape.experiment.studies.bf16_study, a study of the report registry) ---------------
 
 def report() -> str:
     """The markdown tables of RESULTS.md's bf16 section, from the records alone."""
-    lines = []
-    for model, recs in load_records().items():
-        n = len(recs)
-        lines += [f"**{model}** ({recs[0]['n_params']:,} parameters, n = {n} seeds: geometric mean [95% CI], "
-                  "median of the relative error against float64)", "",
-                  "| precision | λmax | trace | W1(density) / λmax | one product (random v) | one product (top v) |",
-                  "|---|---|---|---|---|---|"]
-        for v in VARIANTS[1:]:
-            cells = [_interval([r["variants"][v][k] for r in recs])
-                     for k in ("lambda_max_error", "trace_error", "w1_over_lambda_max")]
-            cells += [_interval([r["products"][v][k] for r in recs]) for k in ("random", "top")]
-            lines.append(f"| {v} | " + " | ".join(cells) + " |")
-        fd_best = {d: _interval([r["finite_difference"][d]["best"] for r in recs]) for d in ("float32", "bf16")}
-        steps = {d: sorted({r["finite_difference"][d]["best_i"] for r in recs}) for d in ("float32", "bf16")}
-        lines += ["", f"Finite differences along the top eigenvector, best over δ = δ₀·2^−i: float32 gradients "
-                      f"{fd_best['float32']} (i ∈ {steps['float32']}), bf16 gradients {fd_best['bf16']} "
-                      f"(i ∈ {steps['bf16']}).", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    from landscape.experiment.studies.bf16_study import report as tables
+
+    return tables(RECORDS)
 
 
 def check(path: Path) -> None:
+    """Exit with a message unless `path`'s bf16_study block equals the report."""
     text = path.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{path}: no bf16_study block")
     block = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
     if block != report().strip():
-        raise SystemExit(f"{path}: the bf16_study block differs from the records; run report and paste it")
+        raise SystemExit(f"{path}: the bf16_study block differs from the records; run "
+                         "python -m landscape.experiment.report")
 
 
 def main() -> None:

@@ -116,3 +116,17 @@ def test_records_round_floats_to_six_significant_digits_and_write_nan_as_null(tm
     write_json(tmp_path / "r.json", {"a": [math.pi, 1234567.891, math.nan], "b": {"c": 1e-12 / 3}, "n": 3},
                indent=None, digits=6)
     assert read_json(tmp_path / "r.json") == {"a": [3.14159, 1234570.0, None], "b": {"c": 3.33333e-13}, "n": 3}
+
+
+def test_secondary_statistics_get_intervals_inside_their_range():
+    """A count, a fraction and a ratio over two or three seeds: the t interval would cross 0 or 1 (the table once
+    printed a first step of 640 [-7490, 8770]); the declared shapes keep every bound in range and the estimate
+    inside its interval."""
+    first = eos.shaped_summary("first_step", [0.0, 1280.0])
+    assert first["low"] == 0.0 and first["high"] > 1280 and first["method"] == "t"
+    band = eos.shaped_summary("within_band", [0.0, 1.0, 0.9])
+    assert 0 < band["low"] < band["estimate"] < band["high"] < 1 and band["method"] == "logit-t"
+    ratio = eos.shaped_summary("max_ratio", [1.1, 3.0, 12.0])
+    assert 0 < ratio["low"] < ratio["estimate"] < ratio["high"] and ratio["method"] == "log-t"
+    assert ratio["estimate"] == pytest.approx((1.1 * 3.0 * 12.0) ** (1 / 3))
+    assert eos.shaped_summary("final_acc", [math.nan]) is None

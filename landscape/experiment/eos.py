@@ -295,6 +295,34 @@ def _one_sided_log(values: Sequence[float], null: float, greater: bool) -> float
     return float(special.stdtr(n - 1, -t if greater else t))
 
 
+SHAPES = {"first_step": "non-negative", "within_band": "fraction", "max_ratio": "ratio", "final_loss": "non-negative",
+          "final_acc": "fraction"}
+"""The interval shape of each secondary statistic: a fraction in [0, 1] gets the logit-t interval, a ratio the
+log-t interval, a non-negative count or loss the t interval cut at 0 (docs/methods.md §H.4): never a bound
+outside the statistic's range."""
+
+
+def shaped_summary(key: str, values: Sequence[float]) -> dict | None:
+    """The 95% interval of `key`'s per-seed values in the shape `SHAPES` declares for it.
+
+    Args:
+        key: the statistic's name (a key of `SHAPES`).
+        values: one value per seed (non-finite ones dropped).
+
+    Returns:
+        The interval as a dict (estimate, low, high, n, method), or None without finite values.
+    """
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return None
+    shape = SHAPES[key]
+    if shape == "fraction":
+        return stats.logit_ci(v).as_dict()
+    if shape == "ratio" and min(v) > 0:
+        return stats.log_ci(v).as_dict()
+    return stats.clip_interval(stats.t_ci(v), 0.0, math.inf).as_dict()
+
+
 def summarize_cell(cell: tuple, recs: Sequence[Mapping]) -> dict:
     """Per-seed keys of one cell, their summaries (log-t intervals for the ratios), and the tests' p-values.
 
@@ -317,7 +345,7 @@ def summarize_cell(cell: tuple, recs: Sequence[Mapping]) -> dict:
            "reached": stats.wilson_ci(sum(col.get("reached", [])), len(recs)).as_dict() if recs else None,
            "diverged": int(sum(col.get("diverged", []))), "per_seed": col}
     for key in ("first_step", "within_band", "max_ratio", "final_loss", "final_acc"):
-        row[key] = stats.summarize(col.get(key, []))
+        row[key] = shaped_summary(key, col.get(key, []))
     for key in ("reentry_edge_ratio", "sharpening_from_min"):                     # post hoc
         v = [x for x in col.get(key, []) if math.isfinite(x) and x > 0]
         row[key] = stats.log_ci(v).as_dict() if v else None

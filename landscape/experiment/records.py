@@ -62,9 +62,9 @@ from landscape.experiment.record_reading import (
 from landscape.io import atomic_write, read_jsonl
 
 __all__ = ["DIGITS", "EXACT_DIGITS", "TABLE_DIGITS", "VERSION", "GridRecords", "compact", "epoch_records",
-           "exact_eigenvalues", "extract_grid", "extract_run", "history", "main", "measured", "number", "probe_table",
-           "read_budget", "read_record", "run_result", "spectrum", "step_records", "table_records", "write_budget",
-           "write_record"]
+           "exact_eigenvalues", "extract_grid", "extract_run", "history", "main", "measured", "minutes", "number",
+           "probe_table", "read_budget", "read_record", "run_result", "spectrum", "step_records", "table_records",
+           "within", "write_budget", "write_record"]
 
 
 def _columns(rows: Sequence[Mapping]) -> dict:
@@ -179,6 +179,33 @@ def write_budget(out: Path, seconds: float, load: str | None = None, cpu_seconds
               or platform.machine(), "finished": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
               "threads": 1, "nice": 10}
     write_record(out / "budget.json", budget)
+
+
+def minutes(seconds: float | None) -> float | None:
+    """Seconds as minutes; None (not recorded) stays None.
+
+    Args:
+        seconds: a duration or None.
+
+    Returns:
+        The minutes or None.
+    """
+    return None if seconds is None else seconds / 60
+
+
+def within(cpu_minutes: float | None, limit: float) -> str:
+    """The budget column: "yes", "**no**", or "not recorded" when the CPU time was not recorded.
+
+    Args:
+        cpu_minutes: the grid part's CPU time in minutes, or None.
+        limit: the budget in minutes.
+
+    Returns:
+        The cell text.
+    """
+    if cpu_minutes is None:
+        return "not recorded"
+    return "yes" if cpu_minutes <= limit else "**no**"
 
 
 def read_budget(root: Path) -> dict | None:

@@ -24,7 +24,7 @@ from landscape.errors import LandscapeError
 
 # the studies, in the order their blocks are generated (a name is landscape.experiment.studies.NAME)
 STUDIES: tuple[str, ...] = ("verdicts", "orhan2018", "oh2025", "zaeemzadeh2018", "liu2020", "li2018", "cohen2021",
-                              "block_heterogeneity")
+                              "block_heterogeneity", "bf16_study")
 # sections of RESULTS.md still typed by hand, between <!-- pending: NAME --> and <!-- end: NAME -->, with the work
 # that replaces them by generated blocks; `report --check` accepts exactly these (and says so), nothing else
 PENDING: dict[str, str] = {}

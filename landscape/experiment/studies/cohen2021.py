@@ -183,7 +183,7 @@ def budget_table(store) -> str:
     Returns:
         Markdown.
     """
-    from landscape.experiment.records import read_budget
+    from landscape.experiment.records import minutes, read_budget, within
     from landscape.experiment.studies.verdicts import BUDGET_MINUTES
 
     b = read_budget(store.records / RECORDS) or {}
@@ -192,9 +192,9 @@ def budget_table(store) -> str:
              f"{BUDGET_MINUTES} min |", "|---|---|---|---|---|---|"]
     for part in b.get("parts", []):
         n = sum(len(v) for k, v in runs.items() if k[0] == part["name"])
-        cpu = part["cpu_seconds"] / 60
-        lines.append(f"| eos: {part['name']} | {n} | {fmt(part['seconds'] / 60, 3)} | {fmt(part['load_start'], 2)} → "
-                     f"{fmt(part['load_end'], 2)} | {fmt(cpu, 3)} | {'yes' if cpu <= BUDGET_MINUTES else '**no**'} |")
+        wall, cpu = minutes(part.get("seconds")), minutes(part.get("cpu_seconds"))
+        lines.append(f"| eos: {part['name']} | {n} | {fmt(wall, 3)} | {fmt(part.get('load_start'), 2)} → "
+                     f"{fmt(part.get('load_end'), 2)} | {fmt(cpu, 3)} | {within(cpu, BUDGET_MINUTES)} |")
     return "\n".join(lines)
 
 
