@@ -54,22 +54,14 @@ class Sizing:
         return max(1, int((self.budget // 2 - state) // max(1, 2 * state)))
 
 
-class FuncHessian:
-    """vmap over tangents of jvp(grad(loss)): forward-over-reverse, the primal shared by the k lanes.
+class BatchStateBackend:
+    """A backend that keeps nothing between products but the prepared batch (func's products, finite
+    differences): the shared construction, `prepare` and `state_bytes`.
 
     Args:
         snap: the objective at θ.
         sizing: memory facts (for the lane chunk).
     """
-
-    slow_on_cpu: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
-                                     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-    """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
-    BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
-    such modules hold most of the parameters, `auto` does not time this backend (planner.py)."""
-
-    compilable = True
-    """torch.compile traces the whole product (`compiled.py`)."""
 
     def __init__(self, snap: Snapshot, sizing: Sizing):
         self.snap, self.sizing = snap, sizing
@@ -96,6 +88,24 @@ class FuncHessian:
             Bytes.
         """
         return tensor_bytes(state.tensors())
+
+
+class FuncHessian(BatchStateBackend):
+    """vmap over tangents of jvp(grad(loss)): forward-over-reverse, the primal shared by the k lanes.
+
+    Args:
+        snap: the objective at θ.
+        sizing: memory facts (for the lane chunk).
+    """
+
+    slow_on_cpu: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                                     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
+    BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
+    such modules hold most of the parameters, `auto` does not time this backend (planner.py)."""
+
+    compilable = True
+    """torch.compile traces the whole product (`compiled.py`)."""
 
     def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
         """H_b V for the tangents [k, *shape] per parameter.

@@ -38,9 +38,8 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.hessian.operators.backends import Sizing
+from landscape.hessian.operators.backends import BatchStateBackend, Sizing
 from landscape.hessian.operators.flat import Snapshot
-from landscape.memory import tensor_bytes
 from landscape.objective import Batch
 
 Gradient = Callable[[list[Tensor]], list[Tensor]]
@@ -144,7 +143,7 @@ def calibrate(gradient: Gradient, theta: list[Tensor], v: list[Tensor], dtype: t
     return t * d0
 
 
-class FiniteDifferenceHessian:
+class FiniteDifferenceHessian(BatchStateBackend):
     """Central differences of two first-order gradients per vector, the step calibrated on the first product.
 
     The first `apply` calibrates δ on the first vector (`calibrate`), measures the Richardson error of every
@@ -161,32 +160,9 @@ class FiniteDifferenceHessian:
     """Even a plan without checks runs a trial product: it calibrates the step and estimates the error."""
 
     def __init__(self, snap: Snapshot, sizing: Sizing):
-        self.snap, self.sizing = snap, sizing
+        super().__init__(snap, sizing)
         self.delta: float | None = None
         self.error_estimate: float | None = None
-
-    def prepare(self, batch: Batch) -> Batch:
-        """Nothing is shared between vectors but the batch itself.
-
-        Args:
-            batch: the prepared batch.
-
-        Returns:
-            The batch.
-        """
-        return batch
-
-    def state_bytes(self, state: Batch, n: int) -> int:
-        """Bytes the kept state holds (the batch's tensors).
-
-        Args:
-            state: the batch.
-            n: its samples (unused).
-
-        Returns:
-            Bytes.
-        """
-        return tensor_bytes(state.tensors())
 
     def gradient(self, batch: Batch) -> Gradient:
         """θ ↦ ∇ℓ_b(θ) on `batch` (`Snapshot.gradient`: one first-order backward pass).

@@ -19,15 +19,14 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
 
-from landscape.hessian.operators.backends import Sizing
+from landscape.hessian.operators.backends import BatchStateBackend, Sizing
 from landscape.hessian.operators.flat import Snapshot
 from landscape.hessian.operators.operator import CurvatureOperator
 from landscape.hessian.operators.output_hessian import cross_entropy_hessian
-from landscape.memory import tensor_bytes
 from landscape.objective import Batch
 
 
-class FuncGGN:
+class FuncGGN(BatchStateBackend):
     """torch.func: vmapped jvp of the model (J V), the output-space loss Hessian, a vmapped vjp (Jᵀ).
 
     Args:
@@ -37,32 +36,6 @@ class FuncGGN:
 
     compilable = True
     """torch.compile traces the whole product (`compiled.py`)."""
-
-    def __init__(self, snap: Snapshot, sizing: Sizing):
-        self.snap, self.sizing = snap, sizing
-
-    def prepare(self, batch: Batch) -> Batch:
-        """Nothing is shared between calls but the batch itself.
-
-        Args:
-            batch: the prepared batch.
-
-        Returns:
-            The batch.
-        """
-        return batch
-
-    def state_bytes(self, state: Batch, n: int) -> int:
-        """Bytes the kept state holds (the batch's tensors).
-
-        Args:
-            state: the batch.
-            n: its samples (unused).
-
-        Returns:
-            Bytes.
-        """
-        return tensor_bytes(state.tensors())
 
     def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
         """G_b V for the tangents [k, *shape] per parameter.
