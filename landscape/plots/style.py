@@ -134,7 +134,8 @@ def line_styles(labels: Iterable[str], styles: Mapping[str, Mapping] | None = No
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> list[Path]:
     """Write `fig` as PATH.png (`dpi`, quantized to a 256-color palette: 3-4x smaller, no visible change for
-    line plots) and PATH.pdf (the suffix of `path`, if any, is replaced).
+    line plots) and PATH.pdf without a creation date, so that a figure regenerated from the same data is the same
+    file (the suffix of `path`, if any, is replaced).
 
     Args:
         fig: the figure.
@@ -154,7 +155,7 @@ def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> list[Path]:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     image = Image.open(buf).convert("RGB").quantize(256, dither=Image.Dither.NONE)
     image.save(out[0], optimize=True)
-    fig.savefig(out[1], bbox_inches="tight")
+    fig.savefig(out[1], bbox_inches="tight", metadata={"CreationDate": None})  # no timestamp: reproducible bytes
     return out
 
 
