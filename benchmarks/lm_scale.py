@@ -220,14 +220,15 @@ def cmd_spectrum(args) -> None:
               file=sys.stderr, flush=True)
 
     cap = int(args.max_basis_gb * 2**30) if args.max_basis_gb else None
-    sd = slq_density(op, iters=args.iters, vectors=args.vectors, seed=0, max_basis_bytes=cap,
+    sd = slq_density(op, iters=args.iters, vectors=args.vectors, seed=0, max_basis_bytes=cap, reorth=args.reorth,
                      top_k=TopK(args.top_k, max_matmats=args.top_matmats), callback=progress,
                      checkpoint=Checkpoint(saved, on_state if state_file else None, every=10))
     seconds = time.perf_counter() - t0
     summary = sd.summary()
     top = sd.top
     emit({**machine(), "measure": "spectrum", "params": op.dim, "batch": args.batch, "seq": args.seq,
-          "iters": args.iters, "vectors": args.vectors, "max_basis_gb": args.max_basis_gb, "build_seconds": build, "seconds": seconds,
+          "iters": args.iters, "vectors": args.vectors, "max_basis_gb": args.max_basis_gb, "reorth_asked": args.reorth,
+          "build_seconds": build, "seconds": seconds,
           "products": op.n_products, "rss_before_gb": before, "peak_rss_gb": peak_gb(),
           "lambda_max": summary.get("lambda_max"), "lambda_max_stderr": summary.get("lambda_max_stderr"),
           "top": None if top is None else top.eigenvalues.tolist(),
@@ -368,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-matmats", type=int, default=4, help="spectrum: matmats the top-k refinement may add")
     p.add_argument("--max-basis-gb", type=float, help="spectrum: the Lanczos vectors' memory cap (GiB; default: "
                    "memory.BASIS_SHARE of the free memory)")
+    p.add_argument("--reorth", default="auto", choices=("auto", "full", "selective", "none"),
+                   help="spectrum: the Lanczos reorthogonalization (slq_density's reorth)")
     p.add_argument("--state", help="spectrum: save the Lanczos state here every 10 iterations, resume from it")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
