@@ -3,7 +3,7 @@
     nice -n 10 python benchmarks/curvature_monitor.py --threads 1            # FC 20 × 128, MNIST-1D, K = 50
 
 Trains the zoo's 20 × 128 residual FC net on MNIST-1D (batch 128, Adam lr 1e-3 as the zoo) for
-`--steps` steps and calls `CurvatureMonitor` every `--every` steps on the first `--probe-samples`
+`--steps` steps and calls `CurvatureMonitor` every `--every` steps on the first `--samples`
 training samples. Targets (issue 13): after the first measurement a warm-started solve reaches the
 same residual in at most 1/3 of the products of a cold (random) start, and the whole monitor costs at
 most 10% of the training time at K = 50.
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from landscape.cli import run_cli
 from landscape.data import load_data
-from landscape.hessian.monitor import CurvatureMonitor, GradientGraphOperator
+from landscape.hessian import HessianOperator
+from landscape.hessian.monitor import CurvatureMonitor, MonitorOptions
 from landscape.hessian.solvers.eigen import top_eigenpairs
 from landscape.models import build
 from landscape.modes import preserved_modes
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", default="residual", help="FC kind: residual or plain")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--every", type=int, default=50)
-    ap.add_argument("--probe-samples", type=int, default=128)
+    ap.add_argument("--samples", type=int, default=128, help="the measurement set: the first N training samples")
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--metrics", default="lambda_max,top_eigenvalues,grad_top_fraction,eos_ratio")
@@ -57,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build("fc", kind=args.kind, depth=20, width=128)
     opt = (torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum) if args.optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=args.lr))
-    probe = (data.X[:args.probe_samples], data.y[:args.probe_samples])
-    monitor = CurvatureMonitor(F.cross_entropy, probe, optimizer=opt, every=args.every, k=args.k, tol=args.tol,
-                               metrics=args.metrics.split(","))
+    samples = (data.X[:args.samples], data.y[:args.samples])
+    monitor = CurvatureMonitor(F.cross_entropy, samples, optimizer=opt, every=args.every,
+                               options=MonitorOptions(k=args.k, tol=args.tol, metrics=args.metrics.split(",")))
     gen = torch.Generator().manual_seed(args.seed)
     train_s = 0.0
     step = 0
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                        "relative_residual": h.get("relative_residual")}
                 if not args.no_cold:
                     with preserved_modes(model, train=False):
-                        op = GradientGraphOperator(model, F.cross_entropy, [probe])
+                        op = HessianOperator(model, F.cross_entropy, samples, backend="double_backward", cache=True)
                         cold = top_eigenpairs(op, args.k, tol=args.tol, max_matmats=200, seed=step)
                     row["cold_products"] = cold.n_products
                     row["cold_lambda_max"] = float(cold.eigenvalues[0])
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     later = [r for r in rows[1:] if r.get("cold_products")]
     ratio = statistics.median(r["warm_products"] / r["cold_products"] for r in later) if later else None
     print(json.dumps({"bench": "curvature_monitor", "kind": args.kind, "steps": step, "every": args.every,
-                      "probe_samples": args.probe_samples, "k": args.k, "tol": args.tol, "metrics": args.metrics,
+                      "samples": args.samples, "k": args.k, "tol": args.tol, "metrics": args.metrics,
                       "optimizer": args.optimizer, "lr": args.lr, "threads": torch.get_num_threads(),
                       "train_s": round(train_s, 3), "step_ms": round(1e3 * train_s / step, 3),
                       "monitor_s": round(monitor_s, 3), "overhead": round(monitor_s / train_s, 4),

@@ -3,8 +3,7 @@
 Problem (the one of the peers' harness): an MLP 40 → width × depth → 10 (ReLU) trained 300 Adam steps
 (lr 1e-3, batch 128) on 4,000 MNIST-1D samples; the operator is the Hessian of the mean cross-entropy
 over all 4,000 samples, given as 8 batches of 500 (a single batch of 4,000 for PyHessian's
-single-batch mode). Every tool runs `iters` Lanczos steps for `probes` random vectors (the flag keeps
-its name for the recorded rows).
+single-batch mode). Every tool runs `iters` Lanczos steps for `vectors` random vectors.
 
     PYTHONPATH=. /work/benchvenv/bin/python benchmarks/hessian_vs_peers.py              # 3,754 params, exact
     PYTHONPATH=. /work/benchvenv/bin/python benchmarks/hessian_vs_peers.py --width 256 --depth 4 --no-exact
@@ -13,7 +12,7 @@ Run it with a Python that has landscape (PYTHONPATH) and the peers on the same t
 runs on the same build, threads and data.
 
 Method. The parent builds the problem once (saved under /tmp) and the exact float64 spectrum of small
-models (cached under /tmp), then runs every (tool, probes) measurement in a fresh subprocess, the
+models (cached under /tmp), then runs every (tool, vectors) measurement in a fresh subprocess, the
 tools interleaved round by round (`--repeat`), so drift on a shared machine hits them alike. Each
 child loads the problem, sets its torch threads, runs one throw-away torch.func jvp-of-grad (torch
 scripts its forward-AD decompositions once per process, 0.4-3 s that every forward-over-reverse tool
@@ -26,11 +25,11 @@ threads): at one thread CPU time is nearly immune to other processes' load, so t
 the robust figures on a shared machine. `peak_rss_mib` is the child's whole peak (interpreter, torch,
 data included); `extra_peak_mib` is its growth over the peak before the tool ran: the tool's own
 memory (0 when it stayed below the earlier high-water mark). `per_hvp_over_grad` = seconds /
-(iters · probes) / the child's own gradient time; `speedup_vs_pyhessian_loader` compares seconds
-within one round. The W1 distance of an SLQ measure (k probes × m nodes with weights w, each probe's
-weights summing to 1, probes equally weighted) to the exact spectrum (dim atoms of mass 1/dim) is
+(iters · vectors) / the child's own gradient time; `speedup_vs_pyhessian_loader` compares seconds
+within one round. The W1 distance of an SLQ measure (k vectors × m nodes with weights w, each vector's
+weights summing to 1, vectors equally weighted) to the exact spectrum (dim atoms of mass 1/dim) is
 computed exactly: the integral of |F_exact − F_slq| over the merged sorted support. λmax is the
-largest Ritz value, the trace dim · mean over probes of Σ w θ (± its standard error). Each run prints
+largest Ritz value, the trace dim · mean over vectors of Σ w θ (± its standard error). Each run prints
 one JSON line per measurement; with --repeat ≥ 2 a final "median" line per measurement follows.
 """
 
@@ -218,17 +217,17 @@ def _warm_forward_ad() -> float:
     return time.perf_counter() - t
 
 
-def _landscape(model, X, y, iters, probes, backend):
+def _landscape(model, X, y, iters, vectors, backend):
     from landscape.hessian import HessianOperator, slq_density
 
     t = time.perf_counter()
     op = HessianOperator(model, nn.CrossEntropyLoss(), loader(X, y), backend=backend)
     built = time.perf_counter() - t
-    sd = slq_density(op, iters=iters, vectors=probes, seed=1)
+    sd = slq_density(op, iters=iters, vectors=vectors, seed=1)
     return sd.nodes, sd.weights, {"build_seconds": built, **op.info(), "products": op.n_products}
 
 
-def _pyhessian(model, X, y, iters, probes, mode):
+def _pyhessian(model, X, y, iters, vectors, mode):
     from pyhessian import hessian
 
     def eig_shim(T, eigenvectors=False):  # PyHessian 0.1 calls torch.eig, removed in torch 1.9
@@ -238,11 +237,11 @@ def _pyhessian(model, X, y, iters, probes, mode):
     torch.eig = eig_shim
     torch.manual_seed(1)
     kw = {"data": (X, y)} if mode == "batch" else {"dataloader": loader(X, y)}
-    nodes, weights = hessian(model, nn.CrossEntropyLoss(), cuda=False, **kw).density(iter=iters, n_v=probes)
+    nodes, weights = hessian(model, nn.CrossEntropyLoss(), cuda=False, **kw).density(iter=iters, n_v=vectors)
     return np.array(nodes, dtype=np.float64), np.array(weights, dtype=np.float64), {}
 
 
-def _curvlinops_lanczos(model, X, y, iters, probes):
+def _curvlinops_lanczos(model, X, y, iters, vectors):
     """fast_lanczos (Papyan 2020, no reorthogonalization) once per vector, on one batch of all samples (its
     fastest input: a list of 8 batches costs several times more per product, see curvlinops-matmat)."""
     from curvlinops import HessianLinearOperator
@@ -252,22 +251,22 @@ def _curvlinops_lanczos(model, X, y, iters, probes):
     H = HessianLinearOperator(
         model, nn.CrossEntropyLoss(), list(model.parameters()), [(X, y)], check_deterministic=False
     )
-    runs = [fast_lanczos(H, iters) for _ in range(probes)]
+    runs = [fast_lanczos(H, iters) for _ in range(vectors)]
     nodes = np.stack([r[0].double().numpy() for r in runs])
     weights = np.stack([(r[1][0, :] ** 2).double().numpy() for r in runs])
     return nodes, weights, {}
 
 
-def _eigenthings(model, X, y, iters, probes):
+def _eigenthings(model, X, y, iters, vectors):
     import hessian_eigenthings as he
 
     op = he.HessianOperator(model, loader(X, y), he.supervised_loss(nn.functional.cross_entropy))
-    res = he.spectral_density(op, num_runs=probes, lanczos_steps=iters, seed=1)
+    res = he.spectral_density(op, num_runs=vectors, lanczos_steps=iters, seed=1)
     return res.raw_eigenvalues.double().numpy(), res.raw_weights.double().numpy(), {}
 
 
-def _curvlinops_matmat(model, X, y, probes, tg):
-    """One H @ v and H @ V (probes columns: curvlinops vmaps jvp-of-grad over them), on one batch of all
+def _curvlinops_matmat(model, X, y, vectors, tg):
+    """One H @ v and H @ V (vectors columns: curvlinops vmaps jvp-of-grad over them), on one batch of all
     samples and on the 8 batches; (wall, CPU) seconds per vector over the gradient's (median of 3)."""
     from curvlinops import HessianLinearOperator
 
@@ -276,9 +275,9 @@ def _curvlinops_matmat(model, X, y, probes, tg):
         H = HessianLinearOperator(
             model, nn.CrossEntropyLoss(), list(model.parameters()), data, check_deterministic=False
         )
-        V = torch.randn(H.shape[1], probes)
+        V = torch.randn(H.shape[1], vectors)
         H @ V[:, 0]
-        t1, tk = _median_seconds(H.__matmul__, V[:, 0]) / tg, _median_seconds(H.__matmul__, V) / probes / tg
+        t1, tk = _median_seconds(H.__matmul__, V[:, 0]) / tg, _median_seconds(H.__matmul__, V) / vectors / tg
         out.update(
             {
                 f"{name}hvp_over_grad": t1[0],
@@ -299,7 +298,7 @@ def _median_seconds(f, arg, reps: int = 3) -> np.ndarray:
     return np.median(np.stack(ts), axis=0)
 
 
-def worker(tool: str, problem: Path, iters: int, probes: int, threads: int) -> dict:
+def worker(tool: str, problem: Path, iters: int, vectors: int, threads: int) -> dict:
     """Run one measurement in this (fresh) process and return its record."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -310,18 +309,18 @@ def worker(tool: str, problem: Path, iters: int, probes: int, threads: int) -> d
     rec: dict = {"grad_seconds": tg[0], "grad_cpu_seconds": tg[1], "jvp_warmup_seconds": warm}
     t = _clock()
     if tool == "curvlinops-matmat":
-        rec.update(_curvlinops_matmat(model, X, y, probes, tg))
+        rec.update(_curvlinops_matmat(model, X, y, vectors, tg))
     else:
         family, mode = tool.split("-", 1)
         run = {
-            "landscape": lambda: _landscape(model, X, y, iters, probes, mode),
-            "pyhessian": lambda: _pyhessian(model, X, y, iters, probes, mode),
-            "curvlinops": lambda: _curvlinops_lanczos(model, X, y, iters, probes),
-            "eigenthings": lambda: _eigenthings(model, X, y, iters, probes),
+            "landscape": lambda: _landscape(model, X, y, iters, vectors, mode),
+            "pyhessian": lambda: _pyhessian(model, X, y, iters, vectors, mode),
+            "curvlinops": lambda: _curvlinops_lanczos(model, X, y, iters, vectors),
+            "eigenthings": lambda: _eigenthings(model, X, y, iters, vectors),
         }[family]
         nodes, weights, extra = run()
         seconds = _clock() - t
-        per_hvp = seconds / (iters * probes) / tg
+        per_hvp = seconds / (iters * vectors) / tg
         rec.update(
             seconds=seconds[0],
             cpu_seconds=seconds[1],
@@ -345,7 +344,7 @@ def _child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
 
 
-def run_child(tool: str, problem: Path, iters: int, probes: int, threads: int) -> dict:
+def run_child(tool: str, problem: Path, iters: int, vectors: int, threads: int) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -355,8 +354,8 @@ def run_child(tool: str, problem: Path, iters: int, probes: int, threads: int) -
         str(problem),
         "--iters",
         str(iters),
-        "--probes",
-        str(probes),
+        "--vectors",
+        str(vectors),
         "--threads",
         str(threads),
     ]
@@ -372,12 +371,12 @@ def describe(rec: dict, dim: int, eigs: np.ndarray | None) -> dict:
     if "nodes" in rec:
         nodes, weights = np.array(rec["nodes"]), np.array(rec["weights"])
         weights = weights / weights.sum(axis=1, keepdims=True)
-        per_probe = dim * (weights * nodes).sum(axis=1)
+        per_vector = dim * (weights * nodes).sum(axis=1)
         out.update(
             lambda_max=float(nodes.max()),
-            trace=float(per_probe.mean()),
-            trace_stderr=float(per_probe.std(ddof=1) / math.sqrt(len(per_probe)))
-            if len(per_probe) > 1
+            trace=float(per_vector.mean()),
+            trace_stderr=float(per_vector.std(ddof=1) / math.sqrt(len(per_vector)))
+            if len(per_vector) > 1
             else float("nan"),
         )
         if eigs is not None:
@@ -406,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--depth", type=int, default=3, help="hidden layers of the MLP (default 3)")
     p.add_argument("--iters", type=int, default=80, help="Lanczos iterations per vector (default 80)")
     p.add_argument(
-        "--probes", type=int, nargs="+", default=[4, 8], help="probe counts; every tool runs at each (default 4 8)"
+        "--vectors", type=int, nargs="+", default=[4, 8], help="SLQ vector counts, each run by every tool (default 4 8)"
     )
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
     p.add_argument("--threads", type=int, default=2, help="torch threads in every child (default 2: the cores)")
@@ -416,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problem", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a.worker, a.problem, a.iters, a.probes[0], a.threads)))
+        print(json.dumps(worker(a.worker, a.problem, a.iters, a.vectors[0], a.threads)))
         return
     tools = [t for t in a.tools.split(",") if t]
     unknown = sorted(set(tools) - set(TOOLS))
@@ -454,12 +453,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     results: dict[tuple[str, int], list[dict]] = {}
     for r in range(a.repeat):
-        for k in a.probes:
+        for k in a.vectors:
             round_recs = {}
             for tool in tools:
                 rec = describe(run_child(tool, problem, a.iters, k, a.threads), dim, eigs)
                 round_recs[tool] = rec
-                emit(problem=name, tool=tool, probes=k, run=r, load_avg=os.getloadavg()[0], **rec)
+                emit(problem=name, tool=tool, vectors=k, run=r, load_avg=os.getloadavg()[0], **rec)
             ref = round_recs.get("pyhessian-loader", {})
             for tool, rec in round_recs.items():
                 if "seconds" in rec and "seconds" in ref:
@@ -472,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
                 if "speedup_vs_pyhessian_loader" in x
             }
             if speedups:
-                emit(problem=name, what="speedup vs pyhessian-loader (wall)", probes=k, run=r, **speedups)
+                emit(problem=name, what="speedup vs pyhessian-loader (wall)", vectors=k, run=r, **speedups)
     if a.repeat < 2:
         return
     for (tool, k), recs in results.items():
@@ -483,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
             {key for x in ok for key, v in x.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         )
         med = {key: statistics.median(x[key] for x in ok if key in x) for key in keys}
-        emit(problem=name, tool=tool, probes=k, what="median", runs=len(ok), **med)
+        emit(problem=name, tool=tool, vectors=k, what="median", runs=len(ok), **med)
 
 
 if __name__ == "__main__":

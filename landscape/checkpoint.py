@@ -39,6 +39,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict,
     """Write model, optimizer and RNG states with `meta` atomically (temp file, fsync, os.replace).
 
     meta must be JSON-able; `meta["model"]` defaults to `model.build_spec` (set by `landscape.models.build`).
+
+    Args:
+        path: the file to write.
+        model: the model whose state_dict is saved.
+        meta: JSON-able metadata (data spec, epoch, step, ...).
+        optimizer: its state is saved too when given.
+        extra: further tensors/objects (generator states, ...), loaded with weights_only=True.
+
+    Returns:
+        The path written.
     """
     path = Path(path)
     meta = dict(meta)
@@ -63,7 +73,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict,
 
 
 def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read and validate a checkpoint's full payload (meta, model/optimizer state, rng, extra)."""
+    """Read and validate a checkpoint's full payload (meta, model/optimizer state, rng, extra).
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors are loaded.
+
+    Returns:
+        The payload dict {"format", "version", "meta", "model_state", "optimizer_state", "rng", "extra"}.
+    """
     path = Path(path)
     payload = read_file(path, map_location)
     if not isinstance(payload, dict) or not _is(payload.get("format"), FORMAT):
@@ -91,7 +109,15 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
 
 def read_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
     """`torch.load(weights_only=True)` of any file (a checkpoint or a bare state_dict) with one-line
-    `CheckpointError`s: missing, a directory, empty, refused (a pickle that imports code), corrupt."""
+    `CheckpointError`s: missing, a directory, empty, refused (a pickle that imports code), corrupt.
+
+    Args:
+        path: the file.
+        map_location: where tensors are loaded.
+
+    Returns:
+        The unpickled object.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
@@ -116,6 +142,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     Weights or buffers holding NaN or ±inf are refused (a diverged run has no landscape to measure) unless
     `allow_nonfinite`.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where the weights are loaded.
+        allow_nonfinite: accept NaN / ±inf weights.
+
+    Returns:
+        (model in eval mode, meta).
     """
     payload = load_training_state(path, map_location)
     if not allow_nonfinite:
@@ -128,7 +162,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def nonfinite_tensors(state: dict) -> str:
-    """'' when every floating tensor in `state` is finite, else a one-line list of the offending entries."""
+    """'' when every floating tensor in `state` is finite, else a one-line list of the offending entries.
+
+    Args:
+        state: a state_dict.
+
+    Returns:
+        "" or "name (n non-finite), ...".
+    """
     bad = []
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
@@ -140,7 +181,15 @@ def nonfinite_tensors(state: dict) -> str:
 
 
 def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
-    """`landscape.models.build(**spec)` then a strict `load_state_dict`, with one-line errors."""
+    """`landscape.models.build(**spec)` then a strict `load_state_dict`, with one-line errors.
+
+    Args:
+        path: the checkpoint's path, for messages.
+        payload: its loaded payload (`load_training_state`).
+
+    Returns:
+        The model with the saved weights.
+    """
     from landscape import models
 
     spec = payload["meta"]["model"]
@@ -165,7 +214,15 @@ def rebuild_model(path: str | os.PathLike, payload: dict) -> nn.Module:
 
 
 def state_mismatch(expected: dict, saved: dict) -> str:
-    """'' when `saved` fits `expected` exactly, else a one-line list of missing/unexpected/reshaped keys."""
+    """'' when `saved` fits `expected` exactly, else a one-line list of missing/unexpected/reshaped keys.
+
+    Args:
+        expected: the model's state_dict.
+        saved: the checkpoint's.
+
+    Returns:
+        "" or the one-line description of the difference.
+    """
     parts = []
     missing = [k for k in expected if k not in saved]
     unexpected = [str(k) for k in saved if k not in expected]
@@ -191,7 +248,11 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` captured (CUDA states only when the same devices exist)."""
+    """Restore what `rng_state` captured (CUDA states only when the same devices exist).
+
+    Args:
+        state: {"torch", "cuda", "python", "numpy"} as captured by `rng_state`.
+    """
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -62,6 +62,12 @@ def setup(device: str = "auto") -> torch.device:
     """This process's device; under torchrun also join the process group (once; NCCL on CUDA, else gloo).
 
     With several ranks on CUDA each uses cuda:LOCAL_RANK, so `device` must be auto or cuda (no index).
+
+    Args:
+        device: "auto", "cpu", "cuda" or "cuda:N" (a single process only).
+
+    Returns:
+        The torch.device this process computes on.
     """
     dev = resolve_device(device)
     if not launched():
@@ -86,7 +92,11 @@ def setup(device: str = "auto") -> torch.device:
 def shutdown(sync: bool = True) -> None:
     """Leave the process group (no-op outside one). `sync` first waits for every rank, so none tears down
     its connections while another still uses them (gloo aborts then); pass False on an error path, where
-    the other ranks may never arrive."""
+    the other ranks may never arrive.
+
+    Args:
+        sync: wait for every rank before leaving.
+    """
     if active():
         if sync and world_size() > 1:
             dist.barrier()
@@ -97,7 +107,11 @@ def exit_process(code: int) -> None:
     """Exit a CLI with `code`. A torchrun worker of a multi-rank run leaves with `os._exit` once its
     output is flushed: its process group is already destroyed (`shutdown`), and skipping interpreter
     finalization keeps gloo's and NCCL's C++ threads from aborting the exit (SIGABRT) after the
-    run has ended cleanly, which torchrun would report as the run's failure."""
+    run has ended cleanly, which torchrun would report as the run's failure.
+
+    Args:
+        code: the exit status.
+    """
     if launched() and os.environ.get("WORLD_SIZE", "1") != "1":
         sys.stdout.flush()
         sys.stderr.flush()
@@ -142,12 +156,25 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
     One collective however large the tensor: the Hessian operator reduces its [dim, k] block of k summed
     products (and the sample count) at once, then divides by the global count.
+
+    Args:
+        tensor: this rank's part, reduced in place.
+
+    Returns:
+        The same tensor, now Σ_r tensor_r.
     """
     return _all_reduce(tensor, "sum")
 
 
 def all_reduce_max(tensor: Tensor) -> Tensor:
-    """Replace `tensor` by its elementwise maximum over all ranks, in place (identity in a single process)."""
+    """Replace `tensor` by its elementwise maximum over all ranks, in place (identity in a single process).
+
+    Args:
+        tensor: this rank's part, reduced in place.
+
+    Returns:
+        The same tensor, now max_r tensor_r.
+    """
     return _all_reduce(tensor, "max")
 
 
@@ -234,7 +261,12 @@ def barrier() -> None:
 
 
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copy rank `src`'s buffers (BatchNorm running statistics...) to every rank, in place."""
+    """Copy rank `src`'s buffers (BatchNorm running statistics...) to every rank, in place.
+
+    Args:
+        module: the model whose buffers are overwritten.
+        src: the rank whose buffers are kept.
+    """
     if world_size() == 1:
         return
     for buf in module.buffers():
@@ -256,6 +288,12 @@ def agree(error: BaseException | None) -> None:
 
     This rank's own `error` is re-raised as it is; a rank whose step succeeded raises `LandscapeError`
     carrying the first failed rank's message. Every rank must call it at the same point.
+
+    Args:
+        error: this rank's failure, or None.
+
+    Raises:
+        The rank's own error, or LandscapeError with the first failed rank's message.
     """
     if world_size() == 1:
         if error is not None:
@@ -270,9 +308,37 @@ def agree(error: BaseException | None) -> None:
             raise LandscapeError(message if r == 0 else f"rank {r}: {message}")
 
 
+def agreed(enabled: bool, fn: Callable[[], T]) -> T:
+    """fn(); with `enabled` (under torch.distributed), a failure on any rank is raised on every rank (`agree`).
+
+    Args:
+        enabled: whether the ranks run `fn` together.
+        fn: the step, called once on each rank.
+
+    Returns:
+        fn's result on this rank.
+    """
+    if not enabled:
+        return fn()
+    result, error = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - handed to `agree`, which re-raises it on every rank
+        error = e
+    agree(error)
+    return result
+
+
 def main_first(fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0, then on the other ranks: downloads and caches are written once, by rank 0.
-    A failure on any rank is raised on every rank (`agree`)."""
+    A failure on any rank is raised on every rank (`agree`).
+
+    Args:
+        fn: the step (downloads, cache writes).
+
+    Returns:
+        fn's result on this rank.
+    """
     if world_size() == 1:
         return fn()
     result, error = None, None

@@ -20,6 +20,13 @@ def first_line(e: BaseException | str, limit: int | None = 300) -> str:
     """The first non-empty line of an exception's message (or of a string), cut to `limit` characters.
 
     An exception with an empty message gives its type name, so the result is never empty for an exception.
+
+    Args:
+        e: an exception or a string.
+        limit: the largest length (None: no cut; a cut line ends with "...").
+
+    Returns:
+        The line.
     """
     text = str(e).strip()
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -31,7 +38,14 @@ def first_line(e: BaseException | str, limit: int | None = 300) -> str:
 
 
 def resolve_device(name: str = "auto"):
-    """`auto` → CUDA when present, else CPU; asking for CUDA without a GPU is a `LandscapeError`."""
+    """`auto` → CUDA when present, else CPU; asking for CUDA without a GPU is a `LandscapeError`.
+
+    Args:
+        name: "auto", "cpu", "cuda", "cuda:N", "mps", ...
+
+    Returns:
+        The torch.device.
+    """
     import torch
 
     if name == "auto":

@@ -72,7 +72,14 @@ def budget(device: torch.device | str, share: float, max_memory: int | None = No
 
 
 def tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors in a (nested) tuple/list/dict; other objects count 0."""
+    """Bytes of the tensors in a (nested) tuple/list/dict; other objects count 0.
+
+    Args:
+        obj: a tensor or a nested container of them.
+
+    Returns:
+        Σ numel · element size.
+    """
     if isinstance(obj, Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, (tuple, list)):

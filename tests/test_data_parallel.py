@@ -20,7 +20,7 @@ else:
     from ranks import launch
 
 from landscape.errors import LandscapeError  # noqa: E402
-from landscape.hessian.monitor import CurvatureMonitor  # noqa: E402
+from landscape.hessian.monitor import CurvatureMonitor, MonitorOptions  # noqa: E402
 from landscape.surface.grid import evaluate_grid, mesh_coords  # noqa: E402
 
 N, SPLIT = 100, 37
@@ -45,7 +45,8 @@ def _measure(model, dirs, data, split="points"):
     grid = evaluate_grid(model, F.cross_entropy, data, dirs, mesh_coords(np.linspace(-1, 1, 3), np.linspace(-1, 1, 4)),
                          split=split)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    mon = CurvatureMonitor(F.cross_entropy, data, optimizer=opt, k=2, metrics=METRICS, tol=1e-9, seed=3)
+    mon = CurvatureMonitor(F.cross_entropy, data, optimizer=opt,
+                           options=MonitorOptions(k=2, metrics=METRICS, tol=1e-9, seed=3))
     records = mon.measure(model, 0)
     values = torch.tensor([r["value"] for r in records], dtype=torch.float64)
     return {"loss": torch.from_numpy(grid.loss), "accuracy": torch.from_numpy(grid.accuracy), "monitor": values}

@@ -75,15 +75,12 @@ def test_a_finished_run_is_re_derived_from_its_files(tmp_path):
     run = SimpleNamespace(cell="a", base="a", label="A", note="", setting={}, seed=0, target_acc=None)
     write_jsonl(tmp_path / "metrics.jsonl", [{"epoch": 1, "train_acc": 0.5, "train_loss": 1.0, "test_acc": 0.4,
                                               "test_loss": 1.2, "seconds": 2.0}])
-    # an SLQ spectrum whose summary predates the quadrature brackets: they come from the stored nodes
-    from landscape.hessian.cli.spectrum_file import write_spectrum
+    # an SLQ spectrum's summary: its masses and their quadrature brackets reach the final keys
     from landscape.hessian.solvers.spectrum import SpectralDensity
 
     sd = SpectralDensity(np.array([[1e-6, 0.5, 10.0]]), np.array([[0.8, 0.1, 0.1]]), dim=100)
-    write_spectrum(tmp_path / "measure" / "epoch001", sd)
-    old_summary = {k: v for k, v in sd.summary().items() if not k.endswith(("_low", "_high"))}
     write_json(tmp_path / "measure" / "epoch001.json",
-               {"spectrum": old_summary,
+               {"spectrum": sd.summary(),
                 "probes": [{"block": "blocks.1", "metric": "overlap_act_centered_frac", "value": 0.25}]})
     write_json(tmp_path / "result.json", {"status": "completed", "message": "", "epochs_trained": 1,
                                           "measured_epochs": [1], "final": {"train_acc": 0.5}, "init": {}})

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape.hessian import exact_hessian
-from landscape.train.integrations.monitoring import CurvatureLog, unwrap_optimizer
+from landscape.hessian import MonitorOptions, exact_hessian
+from landscape.train.integrations.monitoring import LOGGED, CurvatureLog, unwrap_optimizer
 
 D = torch.float64
-TIGHT = {"tol": 1e-9, "max_matmats": 300, "k": 1}
+TIGHT = MonitorOptions(metrics=LOGGED, tol=1e-9, max_matmats=300, k=1)
 
 
 def _flat_state(optimizer, params):
@@ -54,7 +54,7 @@ def test_hf_trainer_callback_logs_exact_curvature_of_the_trained_block(tmp_path)
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(1, hf.VOCAB, (8, 6), generator=g)]
     probe = hf.token_batches()   # the measurement set: padded dict batches, the model's own loss
-    cb = CurvatureCallback(probe, every=2, **TIGHT)
+    cb = CurvatureCallback(probe, every=2, options=TIGHT)
     snaps = {}
 
     class Snapshot(transformers.TrainerCallback):   # runs after `cb`: the parameters and state it measured
@@ -95,7 +95,7 @@ def test_hf_callback_attached_logs_through_the_trainer(tmp_path):
     args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2,
                                           report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
-    cb = CurvatureCallback(hf.token_batches(), every=1, metrics=("lambda_max",)).attach(trainer)
+    cb = CurvatureCallback(hf.token_batches(), every=1, options=MonitorOptions(metrics=("lambda_max",))).attach(trainer)
     trainer.train()
     logged = [r for r in trainer.state.log_history if "curvature/lambda_max" in r]
     assert [r["step"] for r in logged] == [1, 2] and "epoch" in logged[0]   # trainer.log adds the epoch
@@ -130,7 +130,7 @@ def test_lightning_callback_logs_exact_curvature_under_sgd(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             snaps[trainer.global_step] = copy.deepcopy(pl_module.net)
 
-    cb = LightningCurvatureCallback(probe, F.cross_entropy, every=3, model=lambda m: m.net, **TIGHT)
+    cb = LightningCurvatureCallback(probe, F.cross_entropy, every=3, model=lambda m: m.net, options=TIGHT)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=8)
     trainer = pl.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[cb, Snapshot()],

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1] / "landscape"
 # 2 orchestration). A module that matches no entry fails, so a new package is placed here on purpose.
 ROLES = {
     "landscape.errors": 0, "landscape.io": 0, "landscape.cli": 0, "landscape.modes": 0, "landscape.stats": 0,
-    "landscape.distributed": 0, "landscape.data": 0, "landscape.checkpoint": 0, "landscape.models": 0,
+    "landscape.distributed": 0, "landscape.data": 0, "landscape.datasets": 0, "landscape.checkpoint": 0,
+    "landscape.models": 0, "landscape.lm_inputs": 0,
     "landscape.memory": 0, "landscape.inputs": 0, "landscape.objective": 0, "landscape.text": 0,
     "landscape.hessian": 1, "landscape.probes": 1, "landscape.surface": 1, "landscape.plots": 1,
     "landscape.compat": 1,

@@ -68,13 +68,29 @@ class hessian:  # noqa: N801 - PyHessian's name
         return [t.to(p.dtype) for t, p in zip(self.op.unflatten(v).values(), self.params)]
 
     def dataloader_hv_product(self, v: list[Tensor]) -> tuple[float, list[Tensor]]:
-        """(vᵀHv, Hv) for v given per parameter, as PyHessian's method of that name."""
+        """(vᵀHv, Hv) for v given per parameter, as PyHessian's method of that name.
+
+        Args:
+            v: one tensor per parameter.
+
+        Returns:
+            (vᵀHv, Hv per parameter).
+        """
         flat = torch.cat([t.reshape(-1) for t in v]).to(device=self.device, dtype=self.op.dtype)
         hv = self.op.matvec(flat)
         return float(flat @ hv), self._to_params(hv)
 
     def eigenvalues(self, maxIter: int = 100, tol: float = 1e-3, top_n: int = 1) -> tuple[list, list]:  # noqa: N803
-        """The top_n largest-magnitude eigenvalues and their eigenvectors (lists of per-parameter tensors)."""
+        """The top_n largest-magnitude eigenvalues and their eigenvectors (lists of per-parameter tensors).
+
+        Args:
+            maxIter: data passes per eigenvalue (the block Krylov solver gets maxIter · top_n products).
+            tol: PyHessian's relative tolerance (kept for its signature; the solver's default tolerance applies).
+            top_n: how many eigenpairs.
+
+        Returns:
+            (eigenvalues, eigenvectors as lists of per-parameter tensors).
+        """
         if top_n < 1:
             raise LandscapeError(f"eigenvalues: top_n must be at least 1, got {top_n}")
         pairs = top_eigenpairs(self.op, k=top_n, which="LM", max_matmats=max(1, maxIter) * top_n)
@@ -90,7 +106,15 @@ class hessian:  # noqa: N801 - PyHessian's name
 
     def trace(self, maxIter: int = 100, tol: float = 1e-3) -> list[float]:  # noqa: N803
         """Hutchinson samples vᵀHv (Rademacher v) until the running mean changes by less than tol
-        (relative) or maxIter samples; 10 vectors share each data pass."""
+        (relative) or maxIter samples; 10 vectors share each data pass.
+
+        Args:
+            maxIter: at most this many samples.
+            tol: stop when |mean_new − mean_old| ≤ tol·|mean_old|.
+
+        Returns:
+            The samples vᵀHv; their mean estimates tr H.
+        """
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
         samples: list[float] = []
         mean = 0.0
@@ -107,7 +131,15 @@ class hessian:  # noqa: N801 - PyHessian's name
 
     def density(self, iter: int = 100, n_v: int = 1) -> tuple[list, list]:  # noqa: A002
         """SLQ: per vector, the min(iter, dim) Ritz values and their weights (squared first eigenvector
-        components); the n_v Rademacher vectors [dim, n_v] come from torch's global RNG."""
+        components); the n_v Rademacher vectors [dim, n_v] come from torch's global RNG.
+
+        Args:
+            iter: Lanczos steps per vector.
+            n_v: random vectors.
+
+        Returns:
+            (eigen_list, weight_list): per vector the Ritz values and weights.
+        """
         if iter < 1 or n_v < 1:
             raise LandscapeError(f"density: iter and n_v must be at least 1, got iter={iter}, n_v={n_v}")
         start = torch.randint(0, 2, (self.op.dim, n_v), dtype=torch.float64).mul_(2).sub_(1)

@@ -12,7 +12,7 @@ job each:
     runner    `run_one`, `run_experiment`: train, keep checkpoints, measure, write; resumable
     keys      the result keys of one run (norm preservation, transition point, ...) from plain records
     summary   per-cell statistics over seeds, the headline table, the claims' paired intervals and verdicts
-    results   what the notebooks import: open a finished grid, its runs' files, tables, claims, curves
+    results   what the notebooks import: open a finished grid (`finished_grid.Grid`: runs, tables, claims, curves)
     cli       `python -m landscape.experiment`
 
 File formats: docs/formats.md; command line: docs/cli.md.
@@ -39,7 +39,14 @@ __all__ = ["DATA_SHAPES", "Experiment", "Run", "build_models", "claims_table", "
 
 
 def main(argv=None) -> int:
-    """`python -m landscape.experiment` (see `landscape.experiment.cli`)."""
+    """`python -m landscape.experiment` (see `landscape.experiment.cli`).
+
+    Args:
+        argv: the command-line arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status.
+    """
     from landscape.experiment.cli import main as cli_main
 
     return cli_main(argv)

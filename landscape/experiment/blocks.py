@@ -63,12 +63,29 @@ class BlocksConfig:
 
 
 def load_config(path: str | Path = SPEC) -> tuple[BlocksConfig, dict]:
-    """(settings, the declared claim) from the TOML."""
+    """(settings, the declared claim) from the TOML.
+
+    Args:
+        path: the experiment TOML (default experiments/block_heterogeneity.toml).
+
+    Returns:
+        (BlocksConfig, the claim table).
+    """
     raw = tomllib.loads(Path(path).read_text())
     return BlocksConfig(**raw["settings"]), raw["claim"]
 
 
 def record_path(out: str | Path, model: str, seed: int) -> Path:
+    """The record file of one (model, seed) of the block-heterogeneity grid: OUT/<model>_seed<seed>.json.
+
+    Args:
+        out: the records directory.
+        model: the zoo model's name.
+        seed: the seed.
+
+    Returns:
+        The path.
+    """
     return Path(out) / f"{model}_seed{seed}.json"
 
 
@@ -80,7 +97,16 @@ def _load_average() -> float:
 
 
 def run_one(model_name: str, seed: int, cfg: BlocksConfig) -> dict:
-    """Train `model_name` (seed), then measure its block spectra on the first `samples` training samples."""
+    """Train `model_name` (seed), then measure its block spectra on the first `samples` training samples.
+
+    Args:
+        model_name: the zoo model.
+        seed: the training and measurement seed.
+        cfg: the grid's settings.
+
+    Returns:
+        The record: settings, training result, block spectra (nodes, weights, dims), timing and load.
+    """
     from landscape.train import TrainConfig, train
 
     t0, load0 = time.perf_counter(), _load_average()
@@ -101,7 +127,18 @@ def run_one(model_name: str, seed: int, cfg: BlocksConfig) -> dict:
 def run_blocks(out: str | Path, cfg: BlocksConfig, only: str | None = None, seeds: Sequence[int] | None = None,
                log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Run every missing (model, seed) into OUT/<model>_seed<s>.json (finished records are kept; `only`: just this
-    model, `seeds`: just these seeds in this order, so several processes can share the grid)."""
+    model, `seeds`: just these seeds in this order, so several processes can share the grid).
+
+    Args:
+        out: the records directory.
+        cfg: the grid's settings.
+        only: one model name, or None for both.
+        seeds: the seeds to run (None: range(cfg.seeds)).
+        log: progress messages.
+
+    Returns:
+        The record files written.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -117,7 +154,14 @@ def run_blocks(out: str | Path, cfg: BlocksConfig, only: str | None = None, seed
 
 
 def densities(record: Mapping) -> dict[str, SpectralDensity]:
-    """{block: SpectralDensity} from a record's nodes and weights."""
+    """{block: SpectralDensity} from a record's nodes and weights.
+
+    Args:
+        record: one (model, seed) record.
+
+    Returns:
+        {block name: SpectralDensity}.
+    """
     out = {}
     for row in record["spectra"]["blocks"]:
         out[row["block"]] = SpectralDensity(np.asarray(row["nodes"]), np.asarray(row["weights"]), int(row["dim"]))
@@ -126,7 +170,16 @@ def densities(record: Mapping) -> dict[str, SpectralDensity]:
 
 def measures(record: Mapping, cfg: BlocksConfig) -> dict:
     """The record's heterogeneity (mean pairwise JS distance) at scale None ("raw") and "own", and the noise
-    floor: the mean over blocks measured with ≥ 2 vectors of the JS distance between the two vector halves."""
+    floor: the mean over blocks measured with ≥ 2 vectors of the JS distance between the two vector halves.
+
+    Args:
+        record: one (model, seed) record.
+        cfg: the grid's settings (bandwidth, grid size).
+
+    Returns:
+        {"raw", "own", "noise_floor", "without_top", "top_block", "lanczos_only", "blocks", "matrix_raw",
+        "matrix_own"}: the heterogeneities H = mean_{a<b} JS(p_a, p_b) and the noise floor.
+    """
     spectra = densities(record)
     raw = heterogeneity(spectra, cfg.bandwidth, cfg.n_grid)
     own = heterogeneity(spectra, cfg.bandwidth, cfg.n_grid, scale="own")
@@ -157,7 +210,14 @@ def _most_influential(D: np.ndarray) -> tuple[float, int]:
 
 
 def load_records(out: str | Path) -> dict[str, dict[int, dict]]:
-    """{model: {seed: record}} of every record in OUT."""
+    """{model: {seed: record}} of every record in OUT.
+
+    Args:
+        out: the records directory.
+
+    Returns:
+        {model: {seed: record}}.
+    """
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted(Path(out).glob("*_seed*.json")):
         rec = read_json(path)
@@ -170,7 +230,16 @@ def load_records(out: str | Path) -> dict[str, dict[int, dict]]:
 def summarize_blocks(runs: Mapping[str, Mapping[int, dict]], cfg: BlocksConfig, claim: Mapping) -> dict:
     """Per model and metric the seeds' values, mean and 95% interval; the declared test transformer − CNN (paired
     by seed) for the primary and secondary metric, each with a (1 − α/2) interval (Bonferroni over the two), and
-    the verdict on the primary."""
+    the verdict on the primary.
+
+    Args:
+        runs: {model: {seed: record}}.
+        cfg: the grid's settings.
+        claim: the declared claim (primary and secondary metric, α).
+
+    Returns:
+        {"models", "per_seed", "tests", "verdict"}.
+    """
     per = {m: {s: measures(r, cfg) for s, r in sorted(seeds.items())} for m, seeds in runs.items()}
     models = {}
     for m, seeds in per.items():
@@ -204,7 +273,15 @@ def _cell(d: Mapping, digits: int = 3) -> str:
 
 def blocks_table(summary: Mapping, cfg: BlocksConfig) -> str:
     """RESULTS.md's block: per model the heterogeneity (raw and shape-only), the noise floor and test accuracy,
-    each a mean [95% interval] over n seeds; then the two declared tests."""
+    each a mean [95% interval] over n seeds; then the two declared tests.
+
+    Args:
+        summary: `summarize_blocks`' result.
+        cfg: the grid's settings.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| model | blocks | n | heterogeneity, raw (primary) | shape-only (scale = own) | noise floor | "
              "test accuracy |", "|---|---|---|---|---|---|---|"]
     for m in (cfg.cnn, cfg.transformer):
@@ -243,7 +320,17 @@ def blocks_table(summary: Mapping, cfg: BlocksConfig) -> str:
 def figure_panels(summary: Mapping, runs: Mapping[str, Mapping[int, dict]], cfg: BlocksConfig, seed: int = 0
                   ) -> dict:
     """Plain data for `landscape.plots.plot_block_heterogeneity`: per model the seed's JS matrix and block names,
-    the per-seed heterogeneity values and their interval, and the seed's block densities on one grid each."""
+    the per-seed heterogeneity values and their interval, and the seed's block densities on one grid each.
+
+    Args:
+        summary: `summarize_blocks`' result.
+        runs: {model: {seed: record}}.
+        cfg: the grid's settings.
+        seed: the seed whose matrices and densities are drawn.
+
+    Returns:
+        {model: {"names", "matrix", "values", "interval", "densities"}}.
+    """
     out = {}
     for m in (cfg.cnn, cfg.transformer):
         meas = summary["per_seed"][m][seed]
@@ -267,7 +354,16 @@ def _common_grid(spectra: Mapping[str, SpectralDensity], cfg: BlocksConfig) -> d
 
 
 def check_seeds(runs: Mapping[str, Mapping[int, dict]], cfg: BlocksConfig, names: Sequence[str]) -> None:
-    """Every model has every declared seed (a partial grid is never summarized)."""
+    """Every model has every declared seed (a partial grid is never summarized).
+
+    Args:
+        runs: {model: {seed: record}}.
+        cfg: the grid's settings (its seed count).
+        names: the models that must be complete.
+
+    Raises:
+        LandscapeError: a model lacks a seed.
+    """
     for m in names:
         missing = sorted(set(range(cfg.seeds)) - set(runs.get(m, {})))
         if missing:
@@ -277,7 +373,17 @@ def check_seeds(runs: Mapping[str, Mapping[int, dict]], cfg: BlocksConfig, names
 def report_blocks(records: str | Path, figures: str | Path | None, cfg: BlocksConfig, claim: Mapping
                   ) -> tuple[dict, str]:
     """(summary, markdown table) from the records in RECORDS; writes RECORDS/summary.json and, with `figures`,
-    FIGURES/zhang2024_heterogeneity.png/.pdf and FIGURES/zhang2024_block_densities.png/.pdf."""
+    FIGURES/zhang2024_heterogeneity.png/.pdf and FIGURES/zhang2024_block_densities.png/.pdf.
+
+    Args:
+        records: the records directory.
+        figures: the figures directory (None: no figures).
+        cfg: the grid's settings.
+        claim: the declared claim.
+
+    Returns:
+        (summary, markdown table).
+    """
     from landscape.plots import plot_block_densities, plot_block_heterogeneity
 
     runs = load_records(records)

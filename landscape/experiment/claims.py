@@ -37,7 +37,17 @@ _PROVENANCE = ("declared", "first_run", "order", "scale", "previous")
 
 def resolve_claims(claims: dict, profile: str, cells: set[str], where: str) -> list[dict]:
     """The claims that apply to `profile` (those whose two cells it runs, or that list it), validated:
-    [{"name", "text", "metric", "cells": [A, B], "direction", "secondary"}] in file order."""
+    [{"name", "text", "metric", "cells": [A, B], "direction", "secondary"}] in file order.
+
+    Args:
+        claims: the TOML's [claims] table.
+        profile: the profile being resolved.
+        cells: the profile's cell names.
+        where: the file name, for messages.
+
+    Returns:
+        The claims, in file order.
+    """
     from landscape.experiment.keys import check_key
 
     out = []

@@ -23,6 +23,11 @@ from landscape.experiment.summary import claims_table, headline_table
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m landscape.experiment`.
+
+    Returns:
+        The parser (one-line usage errors, exit 2).
+    """
     p = Parser(prog="python -m landscape.experiment", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="experiment TOML (experiments/NAME.toml)")
@@ -38,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m landscape.experiment CONFIG`: run, resume, list or report an experiment grid.
+
+    Args:
+        argv: the command-line arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status.
+    """
     args = build_parser().parse_args(argv)
     exp = load_experiment(args.config, args.profile)
     counts = build_models(exp)

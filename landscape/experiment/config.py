@@ -27,7 +27,7 @@ Config (TOML; unknown keys are errors; every table below is checked key by key):
       sweep = {"model_config.connect" = ["scaled:0.5", "scaled:2"], "train.lr" = [...]}: one run
       directory per combination, named NAME_<value>[_<value>...] ("mode:value" strings give their
       value: "scaled:0.5" → "0.5"; characters other than letters, digits, '_', '.', '-' are dropped).
-    measure keys: probe_samples (fixed probe set size, default 1000), batch_size (per pass, 1000),
+    measure keys: probe_samples (the measurement set's size, default 1000), batch_size (per pass, 1000),
       [probes]   epochs, metrics (of landscape.probes.METRICS; default grad_norm, stream, singularity)
       [spectrum] epochs, iters (80), vectors (SLQ random vectors, 4), n_samples (default probe_samples),
                  eps (degenerate/negative threshold relative to λmax, 1e-3), seed (0)
@@ -90,7 +90,16 @@ _DEFAULTS = {
 
 
 def parse_epochs(spec, epochs: int, where: str) -> list[int]:
-    """Epoch numbers (0 = init) from "all" or (a list of) ints / "init" / "last" / "every:K"."""
+    """Epoch numbers (0 = init) from "all" or (a list of) ints / "init" / "last" / "every:K".
+
+    Args:
+        spec: the epochs entry of a measurement section.
+        epochs: the run's training epochs.
+        where: the key's location, for messages.
+
+    Returns:
+        The sorted epoch numbers.
+    """
     if spec == "all":
         return list(range(epochs + 1))
     out: set[int] = set()
@@ -142,6 +151,7 @@ class Run:
 
     @property
     def path(self) -> str:
+        """The run's directory below OUT: CELL/seedS."""
         return f"{self.cell}/seed{self.seed}"
 
     def record(self) -> dict:
@@ -174,6 +184,7 @@ class Experiment:
     claims: list[dict] = field(default_factory=list)
 
     def record(self) -> dict:
+        """The resolved experiment as JSON (OUT/experiment.json)."""
         return {"name": self.name, "paper": self.paper, "description": self.description, "profile": self.profile,
                 "profile_description": self.profile_description, "citations": self.citations,
                 "notes": self.notes, "headline": self.headline, "claims": self.claims,
@@ -181,13 +192,30 @@ class Experiment:
 
 
 def load_experiment(path: str | Path, profile: str = "quick") -> Experiment:
-    """Read and validate an experiment TOML and resolve `profile` into its runs (models are not built)."""
+    """Read and validate an experiment TOML and resolve `profile` into its runs (models are not built).
+
+    Args:
+        path: the TOML file.
+        profile: the profile to resolve.
+
+    Returns:
+        The `Experiment`.
+    """
     raw = load_toml(path)
     return resolve(raw, profile, where=Path(path).name)
 
 
 def resolve(raw: dict, profile: str, where: str = "config") -> Experiment:
-    """Validate the config dict and expand `profile` into runs; errors name the offending key."""
+    """Validate the config dict and expand `profile` into runs; errors name the offending key.
+
+    Args:
+        raw: the parsed TOML.
+        profile: the profile to expand.
+        where: the file name, for messages.
+
+    Returns:
+        The `Experiment`.
+    """
     check(raw, _TOP, where, required=("name", "profiles"))
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", raw["name"]):
         raise LandscapeError(f"{where}: name {raw['name']!r} must be letters, digits, '_', '.', '-'")
@@ -310,7 +338,14 @@ def _make_run(name: str, base: str, cell: dict, setting: dict, seed: int, spec: 
 
 
 def build_models(exp: Experiment) -> dict[str, int]:
-    """Build every cell's initial model (on the CPU, without data) and return its parameter count."""
+    """Build every cell's initial model (on the CPU, without data) and return its parameter count.
+
+    Args:
+        exp: the resolved experiment.
+
+    Returns:
+        {cell: parameter count}.
+    """
     from landscape.models import build
 
     counts: dict[str, int] = {}

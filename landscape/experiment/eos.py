@@ -56,7 +56,7 @@ import torch
 
 from landscape import stats
 from landscape.data import load_data
-from landscape.hessian.monitor import CurvatureMonitor
+from landscape.hessian.monitor import CurvatureMonitor, MonitorOptions
 from landscape.io import read_json, write_json
 from landscape.models import build
 from landscape.train.losses import resolve_loss
@@ -146,8 +146,8 @@ def run_one(optimizer: str, net: str, loss: str, lr: float, seed: int, cfg: EosC
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, **ADAM)
         metrics = ("lambda_max", "preconditioned_lambda_max", "eos_ratio")
-    mon = CurvatureMonitor(loss_fn, (X, y), optimizer=opt, every=cfg.every, k=1, metrics=metrics, tol=cfg.tol,
-                           seed=seed)
+    mon = CurvatureMonitor(loss_fn, (X, y), optimizer=opt, every=cfg.every,
+                           options=MonitorOptions(k=1, metrics=metrics, tol=cfg.tol, seed=seed))
     rows, diverged, c0 = [], False, time.process_time()
     for step in range(cfg.steps + 1):
         out = model(X)

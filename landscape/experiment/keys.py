@@ -82,7 +82,14 @@ FRACTION_KEYS = re.compile(r"((train|test|best_train)_acc|(slq|exact)_\w*(degene
 
 
 def scale_of(key: str) -> str:
-    """"log" for ratios and gains (positive, compared as A/B), "fraction" for values in [0, 1], else "linear"."""
+    """"log" for ratios and gains (positive, compared as A/B), "fraction" for values in [0, 1], else "linear".
+
+    Args:
+        key: a result key.
+
+    Returns:
+        "log", "fraction" or "linear".
+    """
     base = key[5:] if key.startswith("init.") else key
     if LOG_KEYS.fullmatch(base):
         return "log"
@@ -90,7 +97,14 @@ def scale_of(key: str) -> str:
 
 
 def check_key(key: str) -> str | None:
-    """None when `key` names a result key ("init.KEY" for the value at initialization), else the problem."""
+    """None when `key` names a result key ("init.KEY" for the value at initialization), else the problem.
+
+    Args:
+        key: the key.
+
+    Returns:
+        None, or why it is not a result key.
+    """
     base = key[5:] if key.startswith("init.") else key
     known = {*TRAIN_KEYS, *PROBE_KEYS, *STEP_KEYS, *(f"{m}_mean" for m in MEAN_METRICS),
              *(p + k for p in ("slq_", "exact_") for k in SPECTRUM_KEYS)}
@@ -100,6 +114,15 @@ def check_key(key: str) -> str | None:
 
 
 def train_keys(history: Sequence[Mapping], target: float | None) -> dict:
+    """The result keys of a run's training history: final and best accuracies and losses, epochs to the target.
+
+    Args:
+        history: the epoch records (metrics.jsonl).
+        target: the training accuracy whose first epoch is `epochs_to_target` (None: not reported).
+
+    Returns:
+        {key: value}; {} without history.
+    """
     if not history:
         return {}
     last = history[-1]
@@ -130,7 +153,16 @@ def _ratio_keys(ratio: np.ndarray, suffix: str) -> dict:
 
 def norm_preservation(records: Iterable[Mapping], transitions: Iterable[str] = ()) -> dict:
     """Gradient-norm ratio statistics over the residual blocks, and over the `transitions` separately
-    (see the module docstring); {} without grad_ratio records."""
+    (see the module docstring); {} without grad_ratio records.
+
+    Args:
+        records: probe records (grad_ratio rows).
+        transitions: the blocks that change shape (reported apart).
+
+    Returns:
+        {"grad_dev_max", "grad_ratio_min", "grad_ratio_max", "grad_ratio_gmean", ...} and the same keys with
+        "_transition" for the transitions.
+    """
     transitions = set(transitions)
     rows = [(r["block"], r["value"]) for r in records if r["metric"] == "grad_ratio"]
     value = lambda v: math.nan if v is None else float(v)  # noqa: E731
@@ -140,7 +172,15 @@ def norm_preservation(records: Iterable[Mapping], transitions: Iterable[str] = (
 
 
 def probe_keys(records: Sequence[Mapping], transitions: Iterable[str] = ()) -> dict:
-    """Headline numbers of one measurement's probe records (see the module docstring)."""
+    """Headline numbers of one measurement's probe records (see the module docstring).
+
+    Args:
+        records: the probe records {"block", "metric", "value"} of one measurement.
+        transitions: the dimension-changing blocks, reported apart.
+
+    Returns:
+        {key: value}.
+    """
     by: dict[str, list[float]] = {}
     for r in records:
         by.setdefault(r["metric"], []).append(math.nan if r["value"] is None else float(r["value"]))
@@ -167,7 +207,17 @@ def transition_point(records: Iterable[Mapping], metric: str = "x_norm2", span: 
     """The peak of `metric` at the last site over steps: {"step", "value", "interior", "block"}, or {} when there
     is no finite value. `interior` (a transition point) requires, with T the run's step range:
     the peak at least span·T after the first record and span·T before the last; a rise, peak ≥ first +
-    change·peak; a sustained decay, mean of the records in the last span·T ≤ (1 − change)·peak."""
+    change·peak; a sustained decay, mean of the records in the last span·T ≤ (1 − change)·peak.
+
+    Args:
+        records: step probe records {"step", "block", "metric", "value"}.
+        metric: the metric whose peak is sought.
+        span: the fraction of the step range the peak must keep from either end (and the decay window).
+        change: the relative rise before and decay after the peak.
+
+    Returns:
+        {"step", "value", "interior", "block"}, or {}.
+    """
     rows = [r for r in records if r["metric"] == metric]
     if not rows:
         return {}
@@ -189,7 +239,14 @@ def transition_point(records: Iterable[Mapping], metric: str = "x_norm2", span: 
 
 
 def step_keys(records: Sequence[Mapping]) -> dict:
-    """transition_step (null unless the peak is a transition point) and x_norm2_peak of the step probes."""
+    """transition_step (null unless the peak is a transition point) and x_norm2_peak of the step probes.
+
+    Args:
+        records: the step probe records of one run.
+
+    Returns:
+        {"transition_step", "x_norm2_peak"}, or {} without x_norm2 records.
+    """
     peak = transition_point(records)
     if not peak:
         return {}
@@ -198,7 +255,14 @@ def step_keys(records: Sequence[Mapping]) -> dict:
 
 def final_keys(measured: Mapping[int, Mapping]) -> tuple[dict, dict]:
     """(keys, from_epoch): measurement_keys of the last measured epoch, each key it lacks taken from the latest
-    earlier epoch that has it; from_epoch names those keys and their epoch."""
+    earlier epoch that has it; from_epoch names those keys and their epoch.
+
+    Args:
+        measured: {epoch: measure/epochNNN.json}.
+
+    Returns:
+        (keys, {key: epoch} for the keys taken from an earlier epoch).
+    """
     out: dict = {}
     earlier: dict = {}
     order = sorted(measured, reverse=True)
@@ -212,7 +276,14 @@ def final_keys(measured: Mapping[int, Mapping]) -> tuple[dict, dict]:
 
 
 def measurement_keys(m: Mapping) -> dict:
-    """Result keys of one measure/epochNNN.json."""
+    """Result keys of one measure/epochNNN.json.
+
+    Args:
+        m: the measurement (spectrum, exact, probes sections).
+
+    Returns:
+        {key: value}: "slq_*" and "exact_*" spectrum keys and the probe keys.
+    """
     out: dict = {}
     for section, prefix in (("spectrum", "slq_"), ("exact", "exact_")):
         for k in SPECTRUM_KEYS:

@@ -38,7 +38,17 @@ def _batches(X: torch.Tensor, y: torch.Tensor, n: int, batch_size: int) -> list[
 def measure_spectrum(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.cross_entropy) -> tuple[dict, dict]:
     """SLQ estimate of the Hessian spectrum of `loss_fn` over `batches` (`landscape.hessian`): (summary,
     {"spectrum": the `SpectralDensity`}), written by the runner in the one spectrum format
-    (`landscape.hessian.cli.spectrum_file`)."""
+    (`landscape.hessian.cli.spectrum_file`).
+
+    Args:
+        model: the model at the measured epoch (eval mode).
+        batches: the measurement set as (X, y) batches.
+        cfg: the run's [spectrum] settings (iters, vectors, eps, seed, params).
+        loss_fn: the run's loss.
+
+    Returns:
+        (summary with "seconds_slq", {"spectrum": SpectralDensity}).
+    """
     from landscape.hessian import HessianOperator, slq_density
 
     op = HessianOperator(model, loss_fn, batches, params=select_params(model, cfg.get("params")))
@@ -48,7 +58,18 @@ def measure_spectrum(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss =
 
 def measure_exact(model: nn.Module, batches: list, cfg: dict, loss_fn: Loss = F.cross_entropy) -> tuple[dict, dict]:
     """Exact Hessian eigenvalues (float64) of `loss_fn` for a small model, summarized like SLQ plus `null_ratio`,
-    the mass below keys.NULL_EPS·λmax: (summary, arrays)."""
+    the mass below keys.NULL_EPS·λmax: (summary, arrays).
+
+    Args:
+        model: the model at the measured epoch (eval mode).
+        batches: the measurement set as (X, y) batches.
+        cfg: the run's [exact] settings (max_params, eps, params).
+        loss_fn: the run's loss.
+
+    Returns:
+        (summary, {"exact_eigenvalues": ascending float64 eigenvalues}); a model over max_params is skipped with
+        the reason in the summary.
+    """
     from landscape.hessian import SpectralDensity, exact_hessian
 
     names = select_params(model, cfg.get("params"))
@@ -78,7 +99,16 @@ def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> l
     "input" and "transition" entries of `landscape.models.roles.block_roles` (structural: an FC net's input
     block, ProcResNet transitions, projection shortcuts, strided convs), plus any other block whose output
     shape differs from its input's on a forward of X. Norm preservation is reported over the rest
-    (`keys.norm_preservation`)."""
+    (`keys.norm_preservation`).
+
+    Args:
+        model: the model.
+        X: inputs for one forward.
+        blocks: the probed blocks.
+
+    Returns:
+        The transition blocks, in the order of `blocks`.
+    """
     from landscape.models.roles import block_roles
 
     roles = block_roles(model)
@@ -110,7 +140,17 @@ def transition_blocks(model: nn.Module, X: torch.Tensor, blocks: list[str]) -> l
 def measure_epoch(ckpt: Path, run: Run, probe: tuple, device: torch.device) -> tuple[dict, dict]:
     """Everything `run.measure` asks for at the checkpoint's epoch: (summary JSON, NPZ arrays; "spectrum" holds
     the SLQ `SpectralDensity`, written apart by the runner). Every quantity is of the run's own loss
-    (`landscape.train.losses.evaluation_loss`)."""
+    (`landscape.train.losses.evaluation_loss`).
+
+    Args:
+        ckpt: the epoch's checkpoint.
+        run: the run (its measurement plan and training config).
+        probe: the measurement set (X, y).
+        device: where to measure.
+
+    Returns:
+        (summary, arrays).
+    """
     model, meta = load_checkpoint(ckpt, map_location=device)
     loss_fn = evaluation_loss(run.train)
     epoch, m = meta["epoch"], run.measure

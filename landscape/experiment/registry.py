@@ -39,6 +39,7 @@ class GridSpec:
 
     @property
     def dir(self) -> str:
+        """The grid's records directory name: NAME, or NAME-PROFILE for a profile other than quick."""
         return self.name if self.profile == "quick" else f"{self.name}-{self.profile}"
 
     @property
@@ -52,7 +53,14 @@ Figure = Callable[..., object]
 
 
 def study(name: str) -> ModuleType:
-    """The study module `landscape.experiment.studies.NAME`."""
+    """The study module `landscape.experiment.studies.NAME`.
+
+    Args:
+        name: the study's name (one of `STUDIES`).
+
+    Returns:
+        The module.
+    """
     try:
         return importlib.import_module(f"landscape.experiment.studies.{name}")
     except ModuleNotFoundError as e:

@@ -36,7 +36,14 @@ NUMBER = re.compile(r"(?<![\w.\-])[+\-−]?\d+\.\d+(?:e[+\-−]?\d+)?(?!\w|\.\d)
 
 
 def blocks(text: str) -> dict[str, str]:
-    """{name: body} of the generated blocks in `text`."""
+    """{name: body} of the generated blocks in `text`.
+
+    Args:
+        text: RESULTS.md's text.
+
+    Returns:
+        {block name: its body}.
+    """
     found: dict[str, str] = {}
     for m in BLOCK.finditer(text):
         if m["name"] in found:
@@ -46,7 +53,16 @@ def blocks(text: str) -> dict[str, str]:
 
 
 def render(tables: Mapping, store: Store, only: Iterable[str] | None = None) -> dict[str, str]:
-    """{name: block body} for the registered tables (or those named in `only`), each ending in a newline."""
+    """{name: block body} for the registered tables (or those named in `only`), each ending in a newline.
+
+    Args:
+        tables: {name: table function} of the registry.
+        store: the records.
+        only: the names to render (None: all).
+
+    Returns:
+        {name: body}.
+    """
     names = list(tables) if only is None else list(only)
     out = {}
     for name in names:
@@ -58,7 +74,15 @@ def render(tables: Mapping, store: Store, only: Iterable[str] | None = None) -> 
 
 
 def substitute(text: str, bodies: Mapping[str, str]) -> str:
-    """`text` with the body of each named block replaced."""
+    """`text` with the body of each named block replaced.
+
+    Args:
+        text: RESULTS.md's text.
+        bodies: {block name: new body}.
+
+    Returns:
+        The new text.
+    """
     def repl(m: re.Match) -> str:
         name = m["name"]
         body = bodies.get(name, m["body"])
@@ -68,7 +92,16 @@ def substitute(text: str, bodies: Mapping[str, str]) -> str:
 
 def check_blocks(text: str, tables: Mapping, pending: Mapping = registry.PENDING) -> None:
     """Every registered table has a block in `text`, every block a registered table, and the typed sections
-    awaiting regeneration are exactly the registry's PENDING ones."""
+    awaiting regeneration are exactly the registry's PENDING ones.
+
+    Args:
+        text: RESULTS.md's text.
+        tables: the registered tables.
+        pending: the sections awaiting regeneration.
+
+    Raises:
+        LandscapeError: a block without a table, a table without a block, or other pending sections.
+    """
     present = set(blocks(text))
     missing, unknown = sorted(set(tables) - present), sorted(present - set(tables))
     if missing or unknown:
@@ -81,7 +114,14 @@ def check_blocks(text: str, tables: Mapping, pending: Mapping = registry.PENDING
 
 def settings(experiments: Path) -> set[str]:
     """Every number written in experiments/*.toml (settings, published values with their source), as text in
-    the forms prose may quote it: "0.5", "1e-3", "0.001"."""
+    the forms prose may quote it: "0.5", "1e-3", "0.001".
+
+    Args:
+        experiments: the experiments directory.
+
+    Returns:
+        The numbers as text.
+    """
     out: set[str] = set()
 
     def walk(v) -> None:
@@ -104,7 +144,15 @@ def settings(experiments: Path) -> set[str]:
 
 def stray_numbers(text: str, allowed: set[str]) -> list[str]:
     """Decimal numbers in `text` outside generated blocks, pending sections (`registry.PENDING`), code spans and
-    fenced code that are not `allowed` (settings): "line N: 0.902" for each."""
+    fenced code that are not `allowed` (settings): "line N: 0.902" for each.
+
+    Args:
+        text: RESULTS.md's text.
+        allowed: numbers that may appear (`settings`).
+
+    Returns:
+        The offending numbers with their lines.
+    """
     stripped = BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
     stripped = PENDING.sub(lambda m: "\n" * m.group(0).count("\n"), stripped)
     stripped = re.sub(r"```.*?```", lambda m: "\n" * m.group(0).count("\n"), stripped, flags=re.S)
@@ -119,7 +167,16 @@ def stray_numbers(text: str, allowed: set[str]) -> list[str]:
 
 
 def draw_figures(store: Store, out: Path, only: Iterable[str] | None = None) -> list[Path]:
-    """Draw the registered figures (or those named in `only`) into out/NAME.png and .pdf."""
+    """Draw the registered figures (or those named in `only`) into out/NAME.png and .pdf.
+
+    Args:
+        store: the records.
+        out: the figures directory.
+        only: the figure names (None: all).
+
+    Returns:
+        The files written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +195,14 @@ def draw_figures(store: Store, out: Path, only: Iterable[str] | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m landscape.experiment.report`: regenerate RESULTS.md's tables and the figures from the records.
+
+    Args:
+        argv: the command-line arguments (None: sys.argv[1:]).
+
+    Returns:
+        The exit status.
+    """
     ap = argparse.ArgumentParser(prog="python -m landscape.experiment.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default=str(ROOT / "RESULTS.md"))

@@ -15,21 +15,17 @@ follows `landscape.experiment.summary` (sample SD, t intervals, the interval-bas
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-
 from landscape.experiment.config import load_experiment, resolve
-from landscape.experiment.keys import transition_point
+from landscape.experiment.finished_grid import Grid
 from landscape.experiment.runner import run_experiment
-from landscape.experiment.summary import claims_table, compare, fmt, headline_table, papers_table
-from landscape.hessian.cli.curves import spectrum_curves  # noqa: F401 - the notebooks import it from here
-from landscape.io import read_jsonl
+from landscape.experiment.summary import fmt
+from landscape.hessian.cli.curves import spectrum_curves
 from landscape.train import load_toml
 
 __all__ = ["Grid", "fmt", "interval_text", "open_grid", "shrink", "smoke_mode", "spectrum_curves"]
@@ -43,7 +39,15 @@ def smoke_mode() -> bool:
 def shrink(raw: dict, seeds: int = 1) -> dict:
     """The quick profile at toy size: 2 epochs on 256 samples, width-8 depth-3 nets (a cell's own depth, e.g.
     a depth sweep, still wins), `seeds` seeds, few probe samples and Lanczos steps; every cell, sweep and
-    measurement kind still runs."""
+    measurement kind still runs.
+
+    Args:
+        raw: the parsed experiment TOML (changed in place).
+        seeds: the seeds kept.
+
+    Returns:
+        The same dict.
+    """
     prof = raw["profiles"]["quick"]
     prof["seeds"] = prof.get("seeds", [0])[:seeds]
     prof.setdefault("train", {}).update(n_samples=256, epochs=2)
@@ -66,7 +70,18 @@ def open_grid(config: str | os.PathLike, runs: str | os.PathLike | None = None, 
               seeds: int = 1, figures: str | os.PathLike = "figures") -> Grid:
     """The finished quick-profile grid of `config` in `runs` (default runs/NAME), run first when it has no
     summary.json. Smoke mode (default: `smoke_mode()`): the `shrink`-ed grid with `seeds` seeds, run into a
-    temp directory, with the figures in another."""
+    temp directory, with the figures in another.
+
+    Args:
+        config: the experiment TOML.
+        runs: the run directory (default runs/NAME).
+        smoke: run the shrunk grid (None: `smoke_mode()`).
+        seeds: seeds of the smoke grid.
+        figures: the figures directory.
+
+    Returns:
+        The `Grid`.
+    """
     smoke = smoke_mode() if smoke is None else smoke
     if smoke:
         tmp = Path(tempfile.mkdtemp(prefix="landscape-smoke-"))
@@ -81,158 +96,18 @@ def open_grid(config: str | os.PathLike, runs: str | os.PathLike | None = None, 
     return Grid(out, figures=figures, smoke=smoke)
 
 
-class Grid:
-    """A finished grid's summary and run files (see the module docstring)."""
-
-    def __init__(self, runs: str | os.PathLike, *, figures: str | os.PathLike = "figures", smoke: bool = False):
-        self.runs, self.figures, self.smoke = Path(runs), Path(figures), smoke
-        self.summary = json.loads((self.runs / "summary.json").read_text())
-        self.cells = {row["cell"]: row for row in self.summary["cells"]}
-        self.notes, self.claims = self.summary["notes"], self.summary.get("claims", [])
-        self.experiment = json.loads((self.runs / "experiment.json").read_text())
-
-    def __repr__(self) -> str:
-        s = self.summary
-        return (f"{self.runs}: {s['experiment']} ({s['profile']}), {len(self.cells)} cells; git {s['git']}\n"
-                f"{s['profile_description']}")
-
-    # ---- cells ----
-    def present(self, cells: Iterable[str]) -> list[str]:
-        """The given cells that this grid has, in the given order."""
-        return [c for c in cells if c in self.cells]
-
-    def family(self, base: str, key: str | None = None) -> list[str]:
-        """The cells of one base cell (its sweep), ordered by the swept value `key` (default: the first)."""
-        cells = [c for c, row in self.cells.items() if row["base"] == base]
-        return sorted(cells, key=lambda c: self.setting(c, key))
-
-    def setting(self, cell: str, key: str | None = None) -> float | str | None:
-        """The swept value of `cell` ("model_config.depth", ...; default the first swept key); a "mode:value"
-        string gives its value as a number ("scaled:0.5" → 0.5)."""
-        setting = self.cells[cell]["setting"]
-        if not setting:
-            return None
-        value = setting[key] if key else next(iter(setting.values()))
-        if isinstance(value, str) and ":" in value:
-            try:
-                return float(value.rpartition(":")[2])
-            except ValueError:
-                return value
-        return value
-
-    def label(self, cell: str) -> str:
-        return self.cells[cell]["label"]
-
-    def seeds(self, cell: str) -> list[int]:
-        return self.cells[cell]["seeds"]
-
-    def model_config(self, cell: str) -> dict:
-        """The cell's resolved model config (from experiment.json)."""
-        return next(r["train"]["model_config"] for r in self.experiment["runs"] if r["cell"] == cell)
-
-    def measure_config(self, cell: str) -> dict:
-        """The cell's resolved measurement settings (probe_samples, spectrum, exact, ...)."""
-        return next(r["measure"] for r in self.experiment["runs"] if r["cell"] == cell)
-
-    def run_dir(self, cell: str, seed: int | None = None) -> Path:
-        """OUT/CELL/seedS (default: the cell's first seed)."""
-        return self.runs / cell / f"seed{self.seeds(cell)[0] if seed is None else seed}"
-
-    # ---- numbers ----
-    def stat(self, cell: str, key: str) -> dict:
-        """{"mean", "std", "n", "low", "high", "values"} of a result key ("init.KEY": at init); {} if absent."""
-        part, key = ("init", key[5:]) if key.startswith("init.") else ("final", key)
-        return self.cells[cell][part].get(key, {})
-
-    def mean(self, cell: str, key: str):
-        """Mean over seeds (None when missing or never finite)."""
-        return self.stat(cell, key).get("mean")
-
-    def values(self, cell: str, key: str) -> list:
-        """Per-seed values (None where a run diverged or has no value)."""
-        return self.stat(cell, key).get("values", [])
-
-    def compare(self, key: str, a: str, b: str) -> dict:
-        """Paired difference A − B over seeds with its 95% interval (`summary.compare`)."""
-        return compare(self.summary, key, a, b)
-
-    def table(self, keys: Sequence[str]) -> str:
-        return headline_table(self.summary, keys)
-
-    def claims_table(self) -> str:
-        return claims_table(self.claims) if self.claims else "(no claims declared for this profile)"
-
-    def papers_table(self) -> str:
-        """The papers' published numbers beside this grid's (claims that declare them), setup differences stated."""
-        return papers_table(self.claims) or "(no published numbers declared for this profile's claims)"
-
-    # ---- run files ----
-    def _jsonl(self, cell: str, seed: int | None, name: str) -> list[dict]:
-        path = self.run_dir(cell, seed) / name
-        return read_jsonl(path) if path.exists() else []
-
-    def metrics(self, cell: str, seed: int | None = None) -> list[dict]:
-        return self._jsonl(cell, seed, "metrics.jsonl")
-
-    def histories(self, cells: Iterable[str], label=None) -> dict[str, list[list[dict]]]:
-        """label → one metrics.jsonl history per seed (for `plot_training_curves`)."""
-        label = label or self.label
-        return {label(c): [self.metrics(c, s) for s in self.seeds(c)] for c in self.present(cells)}
-
-    def records(self, cell: str, seed: int | None = None, kind: str = "epoch") -> list[dict]:
-        """Probe records: kind "epoch" (epoch_probes.jsonl, the fixed probe set) or "step" (probes.jsonl)."""
-        return self._jsonl(cell, seed, {"epoch": "epoch_probes.jsonl", "step": "probes.jsonl"}[kind])
-
-    def seed_records(self, cell: str, kind: str = "epoch") -> list[list[dict]]:
-        return [self.records(cell, s, kind) for s in self.seeds(cell)]
-
-    def transition(self, cell: str, seed: int | None = None) -> float | None:
-        """The step probes' transition point (`keys.transition_point`), None unless its peak is interior."""
-        peak = transition_point(self.records(cell, seed, "step"))
-        return peak["step"] if peak and peak["interior"] else None
-
-    def spectrum_rows(self, cell: str, seed: int | None = None) -> list[dict]:
-        """spectrum.jsonl: {"epoch", "step", "spectrum", "exact"} per measured epoch (for `plot_spectrum_mass`)."""
-        return self._jsonl(cell, seed, "spectrum.jsonl")
-
-    def spectrum_epochs(self, cell: str, seed: int | None = None, part: str = "spectrum") -> list[int]:
-        return [r["epoch"] for r in self.spectrum_rows(cell, seed)
-                if isinstance(r.get(part), dict) and "skipped" not in r[part]]
-
-    def _epoch(self, cell: str, epoch: int | str, seed: int | None, part: str) -> int | None:
-        epochs = self.spectrum_epochs(cell, seed, part)
-        if not epochs:
-            return None
-        return max(epochs) if epoch == "last" else epoch
-
-    def spectrum(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> dict | None:
-        """One SLQ spectrum as plain data (`landscape.hessian.cli.spectrum_file.read_spectrum`: the summary keys,
-        "nodes", "weights", "dim", ...); None when the run has none."""
-        from landscape.hessian.cli.spectrum_file import read_spectrum
-
-        epoch = self._epoch(cell, epoch, seed, "spectrum")
-        return None if epoch is None else read_spectrum(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}")
-
-    def exact_eigenvalues(self, cell: str, epoch: int | str = "last", seed: int | None = None) -> np.ndarray | None:
-        epoch = self._epoch(cell, epoch, seed, "exact")
-        if epoch is None:
-            return None
-        with np.load(self.run_dir(cell, seed) / "measure" / f"epoch{epoch:03d}.npz") as f:
-            return f["exact_eigenvalues"]
-
-    def curves(self, cells: Iterable[str], epoch: int | str = "last", seed: int | None = None, label=None) -> dict:
-        """label → `spectrum_curves` of each cell's spectrum at `epoch` (for `plot_spectral_density`)."""
-        label = label or self.label
-        out = {}
-        for c in self.present(cells):
-            spec = self.spectrum(c, epoch, seed)
-            if spec is not None:
-                out[label(c)] = spectrum_curves(spec)
-        return out
-
-
 def interval_text(c: Mapping, digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
-    """"Δ = +0.012 [−0.004, +0.028] (n = 5, p = 0.13)" from a `compare` result, optionally scaled (×100 for pp)."""
+    """"Δ = +0.012 [−0.004, +0.028] (n = 5, p = 0.13)" from a `compare` result, optionally scaled (×100 for pp).
+
+    Args:
+        c: a `compare` result {"diff", "low", "high", "n", "p"}.
+        digits: significant digits.
+        scale: multiplies the difference and its bounds.
+        unit: appended to each number ("pp", ...).
+
+    Returns:
+        The text.
+    """
     if c.get("diff") is None:
         return f"Δ = — (n = {c.get('n', 0)})"
     sign = lambda v: f"{v * scale:+.{digits}g}{unit}"  # noqa: E731

@@ -8,7 +8,15 @@ STR_LIST, INT_LIST, EPOCHS = "list of strings", "list of integers", "epoch list"
 
 
 def is_a(value, kind) -> bool:
-    """Whether `value` has the schema type `kind` (a Python type or one of the list kinds above)."""
+    """Whether `value` has the schema type `kind` (a Python type or one of the list kinds above).
+
+    Args:
+        value: a parsed TOML value.
+        kind: a Python type or a list kind (STR_LIST, ...).
+
+    Returns:
+        True when it matches (a bool is never an int or float).
+    """
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
@@ -24,7 +32,20 @@ def is_a(value, kind) -> bool:
 
 
 def check(table, schema: dict, where: str, required: tuple[str, ...] = ()) -> dict:
-    """`table` must be a dict whose keys are in `schema` (key → type) with values of that type."""
+    """`table` must be a dict whose keys are in `schema` (key → type) with values of that type.
+
+    Args:
+        table: the parsed table.
+        schema: {key: type}.
+        where: its location, for messages.
+        required: keys that must be present.
+
+    Returns:
+        The table.
+
+    Raises:
+        LandscapeError: not a table, an unknown or missing key, or a value of the wrong type.
+    """
     if not isinstance(table, dict):
         raise LandscapeError(f"{where} must be a table, got {table!r}")
     unknown = sorted(set(table) - set(schema))

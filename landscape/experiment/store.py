@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: landscape/experiment
 
 
 def grid_dir(name: str, profile: str = "quick") -> str:
-    """records/NAME for the quick profile, records/NAME-PROFILE otherwise."""
+    """records/NAME for the quick profile, records/NAME-PROFILE otherwise.
+
+    Args:
+        name: the experiment's name.
+        profile: its profile.
+
+    Returns:
+        The directory name.
+    """
     return name if profile == "quick" else f"{name}-{profile}"
 
 
@@ -38,15 +46,42 @@ class Store:
         self._summaries: dict[tuple[str, str], dict] = {}
 
     def has(self, name: str, profile: str = "quick") -> bool:
+        """Whether the records hold the grid.
+
+        Args:
+            name: the experiment's name.
+            profile: its profile.
+
+        Returns:
+            True when records/DIR/experiment.json exists.
+        """
         return (self.records / grid_dir(name, profile) / "experiment.json").exists()
 
     def grid(self, name: str, profile: str = "quick") -> GridRecords:
+        """The grid's records (read once, then cached).
+
+        Args:
+            name: the experiment's name.
+            profile: its profile.
+
+        Returns:
+            The `GridRecords`.
+        """
         key = (name, profile)
         if key not in self._grids:
             self._grids[key] = GridRecords(self.records / grid_dir(name, profile))
         return self._grids[key]
 
     def experiment(self, name: str, profile: str = "quick") -> Experiment:
+        """The experiment's TOML resolved for `profile` (read once, then cached).
+
+        Args:
+            name: the experiment's name (experiments/NAME.toml).
+            profile: the profile.
+
+        Returns:
+            The `Experiment`.
+        """
         key = (name, profile)
         if key not in self._experiments:
             path = self.experiments / f"{name}.toml"
@@ -56,7 +91,15 @@ class Store:
         return self._experiments[key]
 
     def summary(self, name: str, profile: str = "quick") -> dict:
-        """summary.json of the grid's records, with the claims the TOML declares for that profile."""
+        """summary.json of the grid's records, with the claims the TOML declares for that profile.
+
+        Args:
+            name: the experiment's name.
+            profile: its profile.
+
+        Returns:
+            The summary dict.
+        """
         key = (name, profile)
         if key not in self._summaries:
             records = self.grid(name, profile)
@@ -68,7 +111,14 @@ class Store:
         return self._summaries[key]
 
     def table(self, name: str) -> str:
-        """The markdown of a registered RESULTS.md table (`landscape.experiment.registry`)."""
+        """The markdown of a registered RESULTS.md table (`landscape.experiment.registry`).
+
+        Args:
+            name: the registered table's name.
+
+        Returns:
+            The markdown.
+        """
         from landscape.experiment import registry
 
         tables = registry.tables()
@@ -77,7 +127,15 @@ class Store:
         return tables[name](self)
 
     def figure(self, name: str, out: str | Path):
-        """Draw a registered figure into OUT/NAME.png and .pdf and return it."""
+        """Draw a registered figure into OUT/NAME.png and .pdf and return it.
+
+        Args:
+            name: the registered figure's name.
+            out: the figures directory.
+
+        Returns:
+            The matplotlib figure.
+        """
         from landscape.experiment import registry
 
         figures = registry.figures()

@@ -30,7 +30,14 @@ from landscape.train import git_version
 
 def seed_stats(values: Sequence) -> dict:
     """{"mean", "std" (sample SD, None for n < 2), "n" (finite values), "low", "high" (95% t interval),
-    "values" (per seed, as given)}."""
+    "values" (per seed, as given)}.
+
+    Args:
+        values: one value per seed (None or NaN where a run has none).
+
+    Returns:
+        The statistics dict.
+    """
     interval = stats.t_ci(values)
     none = lambda v: v if math.isfinite(v) else None  # noqa: E731
     return {"mean": none(interval.estimate), "std": none(stats.mean_sd(values)[1]), "n": interval.n,
@@ -38,7 +45,15 @@ def seed_stats(values: Sequence) -> dict:
 
 
 def summarize(exp: Experiment, out: Path) -> dict:
-    """Per cell, mean ± sd over seeds of every result key, from the finished runs in `out`, and the claims."""
+    """Per cell, mean ± sd over seeds of every result key, from the finished runs in `out`, and the claims.
+
+    Args:
+        exp: the resolved experiment.
+        out: its output directory.
+
+    Returns:
+        The summary dict (`summary_of`).
+    """
     results = []
     for run in exp.runs:
         path = out / run.path / "result.json"
@@ -53,7 +68,16 @@ def summarize(exp: Experiment, out: Path) -> dict:
 def summary_of(meta: Mapping, results: Sequence[Mapping], cells: Sequence[str]) -> dict:
     """summary.json from run results (result.json dicts) and the experiment's record `meta` ("name",
     "profile", "description", "profile_description", "notes", "citations", "claims", "git"): one row per
-    cell in the order of `cells`, a cell without results left out."""
+    cell in the order of `cells`, a cell without results left out.
+
+    Args:
+        meta: the experiment's record.
+        results: the runs' result dicts.
+        cells: the cell order.
+
+    Returns:
+        The summary dict {..., "cells": [row per cell], "claims": [judged claims]}.
+    """
     by_cell: dict[str, list[Mapping]] = {}
     for r in results:
         by_cell.setdefault(r["cell"], []).append(r)
@@ -80,7 +104,16 @@ def summary_of(meta: Mapping, results: Sequence[Mapping], cells: Sequence[str]) 
 
 
 def per_seed(summary: Mapping, cell: str, key: str) -> dict:
-    """{seed: value} of a result key ("init.KEY" for the value at initialization) in one cell."""
+    """{seed: value} of a result key ("init.KEY" for the value at initialization) in one cell.
+
+    Args:
+        summary: a summary dict.
+        cell: the cell name.
+        key: the result key.
+
+    Returns:
+        {seed: value}; {} when the cell or key is absent.
+    """
     part, key = ("init", key[5:]) if key.startswith("init.") else ("final", key)
     row = next((r for r in summary["cells"] if r["cell"] == cell), None)
     if row is None or key not in row[part]:
@@ -90,7 +123,17 @@ def per_seed(summary: Mapping, cell: str, key: str) -> dict:
 
 def compare(summary: Mapping, key: str, a: str, b: str) -> dict:
     """Paired difference A − B of `key` over the seeds both cells have: {"key", "a", "b", "mean_a", "mean_b",
-    "diff", "sd", "n", "low", "high", "p", "seeds", "values_a", "values_b"} (None where undefined)."""
+    "diff", "sd", "n", "low", "high", "p", "seeds", "values_a", "values_b"} (None where undefined).
+
+    Args:
+        summary: a summary dict.
+        key: the result key.
+        a: the first cell.
+        b: the second cell.
+
+    Returns:
+        The comparison dict.
+    """
     va, vb = per_seed(summary, a, key), per_seed(summary, b, key)
     seeds = [s for s in va if s in vb]
     p = stats.paired({s: va[s] for s in seeds}, {s: vb[s] for s in seeds})
@@ -103,7 +146,15 @@ def compare(summary: Mapping, key: str, a: str, b: str) -> dict:
 
 def evaluate_claim(summary: Mapping, claim: Mapping) -> dict:
     """A declared claim judged on the summary: {"name", "text", "metric", "cells", "direction", "verdict",
-    "primary": compare(...), "secondary": [compare(...) per secondary key]}."""
+    "primary": compare(...), "secondary": [compare(...) per secondary key]}.
+
+    Args:
+        summary: a summary dict.
+        claim: a resolved claim.
+
+    Returns:
+        The judged claim.
+    """
     a, b = claim["cells"]
     primary = compare(summary, claim["metric"], a, b)
     interval = (primary["low"], primary["high"]) if primary["low"] is not None else (math.nan, math.nan)
@@ -115,7 +166,14 @@ def evaluate_claim(summary: Mapping, claim: Mapping) -> dict:
 
 def papers_table(claims: Sequence[Mapping]) -> str:
     """Markdown: the paper's published values beside this grid's for every claim that declares them, with
-    where they come from and how the setups differ."""
+    where they come from and how the setups differ.
+
+    Args:
+        claims: the judged claims.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | metric | paper: A vs B (Δ) | this grid: A vs B, Δ [95% CI] (n) | verdict | source; setup |",
              "|---|---|---|---|---|---|"]
     for c in claims:
@@ -130,7 +188,15 @@ def papers_table(claims: Sequence[Mapping]) -> str:
 
 
 def fmt(value, digits: int = 3) -> str:
-    """A number for tables and text: 3 significant digits, "—" for None/NaN."""
+    """A number for tables and text: 3 significant digits, "—" for None/NaN.
+
+    Args:
+        value: a number, None or NaN.
+        digits: significant digits.
+
+    Returns:
+        The text.
+    """
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if isinstance(value, bool) or isinstance(value, int):
@@ -139,7 +205,14 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def diff_cell(c: Mapping) -> str:
-    """A paired difference as a table cell: "Δ [low, high]" ("—" without one)."""
+    """A paired difference as a table cell: "Δ [low, high]" ("—" without one).
+
+    Args:
+        c: a `compare` result.
+
+    Returns:
+        The text.
+    """
     if c["diff"] is None:
         return "—"
     ci = f" [{fmt(c['low'])}, {fmt(c['high'])}]" if c["low"] is not None else " [—]"
@@ -148,7 +221,14 @@ def diff_cell(c: Mapping) -> str:
 
 def claims_table(claims: Sequence[Mapping]) -> str:
     """Markdown: one row per claim (primary metric) and one per secondary metric, with the paired
-    difference A − B, its 95% interval, n and p; the verdict on the primary row."""
+    difference A − B, its 95% interval, n and p; the verdict on the primary row.
+
+    Args:
+        claims: the judged claims.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | metric | A − B | mean A vs B | Δ [95% CI] | n | p | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for c in claims:
@@ -161,7 +241,15 @@ def claims_table(claims: Sequence[Mapping]) -> str:
 
 
 def headline_table(summary: Mapping, keys: Sequence[str]) -> str:
-    """Markdown table of the headline keys (mean ± sample SD over seeds) per cell."""
+    """Markdown table of the headline keys (mean ± sample SD over seeds) per cell.
+
+    Args:
+        summary: a summary dict.
+        keys: the result keys, one column each.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| cell | seeds | status | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 3)]
     for row in summary["cells"]:
         cells = []

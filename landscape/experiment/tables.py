@@ -27,7 +27,15 @@ MDE_NOTE = (f"MDE: the true difference a two-sided paired t-test at α = {ALPHA:
 
 
 def estimate_text(test: Mapping, digits: int = 3) -> str:
-    """"−0.032 [−0.055, −0.009]" (a difference) or "×1.52 [1.2, 1.9]" (a ratio A/B)."""
+    """"−0.032 [−0.055, −0.009]" (a difference) or "×1.52 [1.2, 1.9]" (a ratio A/B).
+
+    Args:
+        test: a `claim_test` result.
+        digits: significant digits.
+
+    Returns:
+        The text ("—" without an estimate).
+    """
     if test["estimate"] is None:
         return "—"
     pre = "×" if test["scale"] == "log" else ""
@@ -36,7 +44,14 @@ def estimate_text(test: Mapping, digits: int = 3) -> str:
 
 
 def mde_text(row: Mapping) -> str:
-    """The MDE on the reported scale, with the paper's effect beside it when it has one."""
+    """The MDE on the reported scale, with the paper's effect beside it when it has one.
+
+    Args:
+        row: a judged claim row.
+
+    Returns:
+        The text.
+    """
     t = row["test"]
     if t["mde"] is None:
         return "—"
@@ -49,7 +64,14 @@ def mde_text(row: Mapping) -> str:
 
 
 def seeds_text(seeds: Sequence[int]) -> str:
-    """"0-4" for a run of consecutive seeds, else "0, 2, 3"."""
+    """"0-4" for a run of consecutive seeds, else "0, 2, 3".
+
+    Args:
+        seeds: the seeds.
+
+    Returns:
+        The text ("—" without seeds).
+    """
     if not seeds:
         return "—"
     s = sorted(seeds)
@@ -62,7 +84,14 @@ def _predicted(row: Mapping) -> str:
 
 
 def verdict_table(rows: Sequence[Mapping]) -> str:
-    """One row per judged claim (see the module docstring)."""
+    """One row per judged claim (see the module docstring).
+
+    Args:
+        rows: the judged claim rows.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | A − B (metric, predicted) | data | n | Δ or ratio A/B [95% CI] | p | p Holm (m) | MDE | "
              "verdict: raw → Holm |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -76,7 +105,14 @@ def verdict_table(rows: Sequence[Mapping]) -> str:
 
 
 def provenance_table(rows: Sequence[Mapping]) -> str:
-    """When each claim was declared and what data it precedes (docs/methods.md §H.5)."""
+    """When each claim was declared and what data it precedes (docs/methods.md §H.5).
+
+    Args:
+        rows: the judged claim rows.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | declared in commit | first run of its data | formed | verdict data |", "|---|---|---|---|---|"]
     for r in rows:
         when = "before the data was seen" if r["order"] == "before" else "after the data was seen"
@@ -88,7 +124,15 @@ def provenance_table(rows: Sequence[Mapping]) -> str:
 
 
 def secondary_table(store, rows: Sequence[Mapping]) -> str:
-    """Each claim's secondary statistics, A − B on the claim's verdict data (ratios as A/B), no verdict."""
+    """Each claim's secondary statistics, A − B on the claim's verdict data (ratios as A/B), no verdict.
+
+    Args:
+        store: the records and experiments.
+        rows: the judged claim rows.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | statistic | mean A / mean B | Δ or ratio A/B [95% CI] | n | p |", "|---|---|---|---|---|---|"]
     for r in rows:
         summary = store.summary(r["grid"], r["profile"])
@@ -102,7 +146,14 @@ def secondary_table(store, rows: Sequence[Mapping]) -> str:
 
 
 def papers_table(rows: Sequence[Mapping]) -> str:
-    """The paper's published values beside the stand-in's for each claim that declares them."""
+    """The paper's published values beside the stand-in's for each claim that declares them.
+
+    Args:
+        rows: the judged claim rows.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| claim | paper: A vs B (effect) | source; setup | stand-in: A vs B, effect [95% CI] (n) | MDE |",
              "|---|---|---|---|---|"]
     if not any(r.get("published") for r in rows):
@@ -121,7 +172,16 @@ def papers_table(rows: Sequence[Mapping]) -> str:
 
 
 def cells_table(summary: Mapping, keys: Sequence[str], cells: Sequence[str] | None = None) -> str:
-    """Mean ± sample SD over seeds per cell of each key ("init.KEY" at initialization); n = finished seeds."""
+    """Mean ± sample SD over seeds per cell of each key ("init.KEY" at initialization); n = finished seeds.
+
+    Args:
+        summary: a summary dict.
+        keys: the result keys, one column each.
+        cells: the cells (None: all).
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| cell | n | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     rows = [r for r in summary["cells"] if cells is None or r["cell"] in cells]
     for row in rows:
@@ -157,7 +217,15 @@ def _reasons(row: Mapping) -> str:
 
 def changed_table(rows: Sequence[Mapping], extra: Sequence[Mapping] = ()) -> str:
     """Claims whose verdict differs from `previous` (the old rule on the old data), and `extra` rows
-    {"claim", "old", "new", "why"} for statements that are not declared claims."""
+    {"claim", "old", "new", "why"} for statements that are not declared claims.
+
+    Args:
+        rows: the judged claim rows.
+        extra: further rows.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| paper: claim | old: value, verdict | new: value, verdict | why |", "|---|---|---|---|"]
     for r in rows:
         prev = r.get("previous")
@@ -175,7 +243,14 @@ def changed_table(rows: Sequence[Mapping], extra: Sequence[Mapping] = ()) -> str
 
 def paper_tables(paper: str) -> dict:
     """The four tables every paper's section has: {PAPER_verdicts, PAPER_provenance, PAPER_secondary,
-    PAPER_papers}, each a function of the store over the paper's judged claims."""
+    PAPER_papers}, each a function of the store over the paper's judged claims.
+
+    Args:
+        paper: the paper's key ("orhan2018", ...).
+
+    Returns:
+        {table name: function(store) → markdown}.
+    """
     def rows(store) -> list[dict]:
         return [r for r in store.verdicts if r["paper"] == paper]
 
@@ -186,5 +261,15 @@ def paper_tables(paper: str) -> dict:
 
 
 def cells_of(grid: str, keys: Sequence[str], profile: str = "quick", cells: Sequence[str] | None = None):
-    """A table function: `cells_table` of one grid's records."""
+    """A table function: `cells_table` of one grid's records.
+
+    Args:
+        grid: the grid's name.
+        keys: the result keys.
+        profile: the grid's profile.
+        cells: the cells (None: all).
+
+    Returns:
+        function(store) → markdown.
+    """
     return lambda store: cells_table(store.summary(grid, profile), keys, cells)

@@ -35,13 +35,31 @@ POWER = 0.8
 
 
 def claim_scale(claim: Mapping) -> str:
+    """The scale a claim is tested on: its declared "scale", else the metric's (`keys.scale_of`).
+
+    Args:
+        claim: a claim.
+
+    Returns:
+        "log", "fraction" or "linear".
+    """
     return claim.get("scale") or scale_of(claim["metric"])
 
 
 def claim_test(summary: Mapping, claim: Mapping, metric: str | None = None, scale: str | None = None) -> dict:
     """The paired test of `claim` (A − B of `metric`, default the claim's) on the seeds of `summary`:
     {"metric", "scale", "n", "seeds", "estimate", "low", "high", "p", "sd", "mde", "verdict", "mean_a",
-    "mean_b"} with estimate, interval and MDE on the reported scale (a ratio A/B for "log")."""
+    "mean_b"} with estimate, interval and MDE on the reported scale (a ratio A/B for "log").
+
+    Args:
+        summary: a summary dict.
+        claim: the claim (cells, metric, direction).
+        metric: the statistic tested (None: the claim's metric).
+        scale: the test scale (None: `claim_scale`).
+
+    Returns:
+        The test dict.
+    """
     metric = metric or claim["metric"]
     scale = scale or claim_scale(claim)
     a, b = claim["cells"]
@@ -65,7 +83,15 @@ def claim_test(summary: Mapping, claim: Mapping, metric: str | None = None, scal
 
 
 def published_effect(claim: Mapping, scale: str) -> float | None:
-    """The paper's effect A − B on the test scale (log(a/b) for "log"), or None."""
+    """The paper's effect A − B on the test scale (log(a/b) for "log"), or None.
+
+    Args:
+        claim: the claim (its "published" a and b).
+        scale: the test scale.
+
+    Returns:
+        The effect, or None.
+    """
     pub = claim.get("published")
     if not pub:
         return None
@@ -75,7 +101,17 @@ def published_effect(claim: Mapping, scale: str) -> float | None:
 
 
 def adjusted_verdict(test: Mapping, p_holm: float | None, direction: str, effect: float | None) -> str:
-    """The verdict after Holm (and the power rule): see the module docstring."""
+    """The verdict after Holm (and the power rule): see the module docstring.
+
+    Args:
+        test: the claim's `claim_test`.
+        p_holm: its Holm-adjusted p (None: undefined).
+        direction: "greater" or "less".
+        effect: the paper's effect on the test scale (None: none published).
+
+    Returns:
+        "agrees", "disagrees", "inconclusive" or "underpowered".
+    """
     if effect is not None and (test["mde_test"] is None or test["mde_test"] > abs(effect)):
         return "underpowered"
     if p_holm is None or not p_holm < ALPHA or not test["test_mean"]:
@@ -85,7 +121,17 @@ def adjusted_verdict(test: Mapping, p_holm: float | None, direction: str, effect
 
 
 def judge_claim(store, grid: str, claim: Mapping, paper: str) -> dict:
-    """One claim's row before Holm (see the module docstring)."""
+    """One claim's row before Holm (see the module docstring).
+
+    Args:
+        store: the records and experiments.
+        grid: the grid's name.
+        claim: the resolved claim.
+        paper: the paper's key.
+
+    Returns:
+        The row (test, status, order, exploratory test, ...).
+    """
     quick = store.summary(grid)
     after = claim.get("order", "before") == "after"
     confirm = after and store.has(grid, "confirm")
@@ -120,7 +166,14 @@ def _only_seeds(summary: Mapping, seeds: Sequence[int]) -> dict:
 
 
 def holm_family(rows: Sequence[dict]) -> list[dict]:
-    """The rows of one paper's family with p_holm and the adjusted verdict filled in."""
+    """The rows of one paper's family with p_holm and the adjusted verdict filled in.
+
+    Args:
+        rows: `judge_claim` rows of one paper.
+
+    Returns:
+        The rows with "p_holm", "m" and "verdict".
+    """
     adjusted = stats.holm([r["test"]["p"] for r in rows])
     out = []
     for r, ph in zip(rows, adjusted):
@@ -132,7 +185,15 @@ def holm_family(rows: Sequence[dict]) -> list[dict]:
 
 def judge_all(store, studies: Sequence[str] | None = None) -> list[dict]:
     """Every claim of the registered grids (quick profiles with records), and the rows of each study's
-    `judged(store)` (pre-Holm rows in `judge_claim`'s shape), judged, in registry order."""
+    `judged(store)` (pre-Holm rows in `judge_claim`'s shape), judged, in registry order.
+
+    Args:
+        store: the records and experiments.
+        studies: the studies whose `judged` rows join (None: all registered).
+
+    Returns:
+        The judged rows.
+    """
     from landscape.experiment import registry
 
     by_paper: dict[str, list[dict]] = {}

@@ -21,7 +21,7 @@ from landscape.hessian.blocks import (
     js_distance,
     param_blocks,
 )
-from landscape.hessian.monitor import CurvatureMonitor
+from landscape.hessian.monitor import CurvatureMonitor, MonitorOptions
 from landscape.hessian.operators.exact import exact_ggn, exact_hessian
 from landscape.hessian.operators.fsdp import FSDPHessianOperator
 from landscape.hessian.operators.ggn import GGNOperator
@@ -52,6 +52,7 @@ __all__ = [
     "HessianOperator",
     "LanczosResult",
     "LinearOperator",
+    "MonitorOptions",
     "SpectralDensity",
     "TopK",
     "TraceEstimate",

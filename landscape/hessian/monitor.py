@@ -1,7 +1,7 @@
 """Curvature while training: sharpness, edge-of-stability ratio and the gradient's top-eigenspace share
 measured on a fixed sample set every K steps, each measurement warm-started from the previous one.
 
-    monitor = CurvatureMonitor(loss_fn, (X_fixed, y_fixed), optimizer=opt, k=4, every=50)
+    monitor = CurvatureMonitor(loss_fn, (X_fixed, y_fixed), optimizer=opt, every=50, options=MonitorOptions(k=4))
     for step ...: ...; opt.step(); monitor(step, model, (X, y), loss)    # a training step callback
     monitor.records    # [{"step": 50, "block": "model", "metric": "lambda_max", "value": 41.3}, ...]
 
@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,6 +71,14 @@ class ScaledOperator:
         self.sharding = getattr(op, "sharding", None)
 
     def matmat(self, V: Tensor) -> Tensor:
+        """D A D V (+ shift·D² V).
+
+        Args:
+            V: [dim, k] vectors.
+
+        Returns:
+            [dim, k] products.
+        """
         V = V.to(self.device, self.dtype)
         out = self.d * self.op.matmat(self.d * V)
         return out + (self.shift * self.d * self.d) * V if self.shift else out
@@ -90,7 +99,14 @@ def _scalar(v: Any) -> float:
 
 
 def optimizer_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
-    """"sgd", "adam" (Adam and AdamW) or None for anything else."""
+    """"sgd", "adam" (Adam and AdamW) or None for anything else.
+
+    Args:
+        optimizer: the training optimizer, or None.
+
+    Returns:
+        The kind.
+    """
     if isinstance(optimizer, torch.optim.SGD):
         return "sgd"
     if isinstance(optimizer, torch.optim.Adam):
@@ -100,7 +116,14 @@ def optimizer_kind(optimizer: torch.optim.Optimizer | None) -> str | None:
 
 def sgd_threshold_factor(group: dict) -> float:
     """c with eos_ratio = (λ + wd)·η·c, i.e. the SGD iteration on a quadratic of curvature λ is stable
-    iff eos_ratio < 1: c = (1−d)/(2+2β) for heavy ball with dampening d, (1+2β)/(2+2β) for Nesterov."""
+    iff eos_ratio < 1: c = (1−d)/(2+2β) for heavy ball with dampening d, (1+2β)/(2+2β) for Nesterov.
+
+    Args:
+        group: the SGD parameter group (momentum, dampening, nesterov).
+
+    Returns:
+        c.
+    """
     beta, damp = _scalar(group.get("momentum", 0.0)), _scalar(group.get("dampening", 0.0))
     if group.get("nesterov"):
         return (1 + 2 * beta) / (2 + 2 * beta)
@@ -109,7 +132,15 @@ def sgd_threshold_factor(group: dict) -> float:
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> Tensor | None:
     """Flat P = (1 − β1^t)(√(v_t/(1 − β2^t)) + ε) over `params` (None before the first step): the update
-    of Adam / AdamW is θ ← θ − η P⁻¹ m_t (m_t the un-corrected first moment), Cohen et al. 2022 §2."""
+    of Adam / AdamW is θ ← θ − η P⁻¹ m_t (m_t the un-corrected first moment), Cohen et al. 2022 §2.
+
+    Args:
+        optimizer: an Adam or AdamW optimizer.
+        params: the measured parameters, in the operator's order.
+
+    Returns:
+        P as a flat float64 vector, or None.
+    """
     parts = []
     for p, group in zip(params, _group_of(optimizer, params)):
         state = optimizer.state.get(p, {})
@@ -131,6 +162,63 @@ def _same(groups: list[dict], keys: Sequence[str]) -> dict | None:
     return first if ok else None
 
 
+@dataclass(frozen=True)
+class MonitorOptions:
+    """What a `CurvatureMonitor` measures and how precisely (validated on construction).
+
+    Args:
+        k: eigenpairs tracked (top_eigenvalues λ1..k, grad_top_fraction's subspace).
+        metrics: a subset of CURVATURE_METRICS (default: all but trace and negative_ratio); one name is one
+            metric.
+        tol: relative residual of every tracked Ritz pair (‖Hu − θu‖ ≤ tol·|θ1|).
+        max_matmats: calls of the operator per eigen solve before it stops unconverged.
+        trace_products: Hutch++ products for "trace".
+        slq_iters: Lanczos steps of the SLQ of "negative_ratio".
+        slq_vectors: random vectors of that SLQ.
+        full_every: measure "trace" and "negative_ratio" (tens of products each) only at every
+            `full_every`-th measurement, the first included (1: at every one).
+        eps: negative_ratio counts the mass below −eps·λmax.
+        warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
+        guard: add the unit gradient to the first start vector (see `CurvatureMonitor._start`); False starts
+            from the previous Ritz vectors alone (fewer products when they are still accurate, but a solve can
+            then stay on an eigenvector that is no longer the top one).
+        seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
+        batch_size: split the sample set into batches of this many samples (the kept graphs still hold all).
+
+    Raises:
+        LandscapeError: an unknown metric, a count below its minimum, or a non-positive tol / eps.
+    """
+
+    k: int = 4
+    metrics: Sequence[str] = DEFAULT_METRICS
+    tol: float = 1e-3
+    max_matmats: int = 40
+    trace_products: int = 30
+    slq_iters: int = 20
+    slq_vectors: int = 4
+    full_every: int = 1
+    eps: float = 1e-3
+    warm: bool = True
+    guard: bool = True
+    seed: int = 0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+        object.__setattr__(self, "metrics", metrics)
+        unknown = [m for m in metrics if m not in CURVATURE_METRICS]
+        if unknown or not metrics:
+            raise LandscapeError(f"unknown curvature metrics {unknown or list(metrics)}; "
+                                 f"known: {', '.join(CURVATURE_METRICS)}")
+        for name, low in (("k", 1), ("max_matmats", 1), ("trace_products", 3), ("slq_iters", 2),
+                          ("slq_vectors", 1), ("full_every", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise LandscapeError(f"{name} must be an integer ≥ {low}, got {value!r}")
+        if not (self.tol > 0 and self.eps > 0):
+            raise LandscapeError(f"tol and eps must be positive, got {self.tol!r} and {self.eps!r}")
+
+
 class CurvatureMonitor:
     """A training step callback `monitor(step, model, batch, loss)` measuring curvature every `every` steps.
 
@@ -140,49 +228,23 @@ class CurvatureMonitor:
             device and dtype); loss_fn=None measures the model's own loss (HF models).
         optimizer: the training optimizer (for eos_ratio and the Adam preconditioner); None skips both.
         every: measure at steps divisible by `every` (1: whenever called).
-        k: eigenpairs tracked (top_eigenvalues λ1..k, grad_top_fraction's subspace).
-        metrics: a subset of CURVATURE_METRICS (default: all but trace and negative_ratio).
-        tol: relative residual of every tracked Ritz pair (‖Hu − θu‖ ≤ tol·|θ1|).
-        max_matmats: calls of the operator per eigen solve before it stops unconverged.
-        trace_products: Hutch++ products for "trace"; slq_iters / slq_vectors: the SLQ of "negative_ratio".
-        full_every: measure "trace" and "negative_ratio" (tens of products each) only at every
-            `full_every`-th measurement, the first included (1: at every one).
-        eps: negative_ratio counts the mass below −eps·λmax.
-        warm: start each solve from the previous Ritz vectors (False: from random vectors every time).
-        guard: add the unit gradient to the first start vector (see `_start`); False starts from the
-            previous Ritz vectors alone (fewer products when they are still accurate, but a solve can
-            then stay on an eigenvector that is no longer the top one).
-        seed: the monitor's own generator (random start vectors, Hutch++ and SLQ vectors).
-        batch_size: split the sample set into batches of this many samples (the kept graphs still hold all).
+        options: what is measured and how precisely (`MonitorOptions`: k, metrics, tolerances, seed, ...).
         on_records: called with each measurement's new records (e.g. a run's probes.jsonl writer).
+
     `records` holds every record so far; `history` one dict per measurement (seconds, products, converged).
     """
 
-    def __init__(self, loss_fn: Callable, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
-                 every: int = 1, k: int = 4, metrics: Sequence[str] = DEFAULT_METRICS, tol: float = 1e-3,
-                 max_matmats: int = 40, trace_products: int = 30, slq_iters: int = 20, slq_vectors: int = 4,
-                 full_every: int = 1,
-                 eps: float = 1e-3, warm: bool = True, guard: bool = True, seed: int = 0, batch_size: int | None = None,
+    def __init__(self, loss_fn: Callable | None, data: Any, *, optimizer: torch.optim.Optimizer | None = None,
+                 every: int = 1, options: MonitorOptions = MonitorOptions(),
                  on_records: Callable[[list[dict]], None] | None = None):
-        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-        unknown = [m for m in metrics if m not in CURVATURE_METRICS]
-        if unknown or not metrics:
-            raise LandscapeError(f"unknown curvature metrics {unknown or list(metrics)}; "
-                                 f"known: {', '.join(CURVATURE_METRICS)}")
-        for name, value, low in (("every", every, 1), ("k", k, 1), ("max_matmats", max_matmats, 1),
-                                 ("trace_products", trace_products, 3), ("slq_iters", slq_iters, 2),
-                                 ("slq_vectors", slq_vectors, 1), ("full_every", full_every, 1)):
-            if not isinstance(value, int) or value < low:
-                raise LandscapeError(f"{name} must be an integer ≥ {low}, got {value!r}")
-        if not (tol > 0 and eps > 0):
-            raise LandscapeError(f"tol and eps must be positive, got {tol!r} and {eps!r}")
-        self.loss_fn, self.optimizer, self.every, self.k, self.metrics = loss_fn, optimizer, every, k, metrics
-        self.tol, self.max_matmats, self.eps, self.warm, self.guard = tol, max_matmats, eps, warm, guard
-        self.trace_products, self.slq_iters, self.slq_vectors = trace_products, slq_iters, slq_vectors
-        self.full_every = full_every
-        self._data, self._batch_size = data, batch_size
+        if not isinstance(every, int) or every < 1:
+            raise LandscapeError(f"every must be an integer ≥ 1, got {every!r}")
+        if not isinstance(options, MonitorOptions):
+            raise LandscapeError(f"options must be a MonitorOptions, got {type(options).__name__}")
+        self.loss_fn, self.optimizer, self.every, self.options = loss_fn, optimizer, every, options
+        self._data = data
         self._objective: Objective | None = None
-        self._gen = torch.Generator().manual_seed(seed)
+        self._gen = torch.Generator().manual_seed(options.seed)
         self._vectors: Tensor | None = None
         self._pvectors: Tensor | None = None
         self.on_records = on_records
@@ -198,9 +260,9 @@ class CurvatureMonitor:
         (the gradient, sign-aligned). Krylov iterations from the old top vector alone can settle on a pair
         that is no longer the top one when the order changed; the gradient lies mostly in the current top
         eigenspace (docs/methods.md §G.3), so mixing it in costs no product and guards against that."""
-        if previous is None or not self.warm:
+        if previous is None or not self.options.warm:
             return None
-        if not self.guard:
+        if not self.options.guard:
             return previous
         norm = complete_norms(torch.linalg.vector_norm(direction, dtype=torch.float64).reshape(1))[0]
         if not torch.isfinite(norm) or norm == 0:
@@ -215,10 +277,18 @@ class CurvatureMonitor:
         return int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen))
 
     def measure(self, model: nn.Module, step: int | None = None) -> list[dict]:
-        """Measure at the model's current parameters; returns (and appends to `records`) the new records."""
+        """Measure at the model's current parameters; returns (and appends to `records`) the new records.
+
+        Args:
+            model: the trained model (its modes, buffers, `.grad` and the RNG are restored afterwards).
+            step: the training step, recorded with each value.
+
+        Returns:
+            The records {"step", "block", "metric", "value"[, "index"]}.
+        """
         t0 = time.perf_counter()
         if self._objective is None or self._objective.model is not model:
-            self._objective = Objective(model, self.loss_fn, self._data, batch_size=self._batch_size)
+            self._objective = Objective(model, self.loss_fn, self._data, batch_size=self.options.batch_size)
         cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
         first = not self.history
         with torch.random.fork_rng(devices=cuda), preserved_modes(model, train=False):
@@ -244,7 +314,7 @@ class CurvatureMonitor:
     def _measure(self, op: HessianOperator, params: list[Tensor]) -> tuple[list[tuple[str, float, dict]], dict]:
         out: list[tuple[str, float, dict]] = []
         info: dict = {}
-        want = set(self.metrics)
+        want = set(self.options.metrics)
         kind = optimizer_kind(self.optimizer)
         groups = _group_of(self.optimizer, params) if kind else []
         gradient = op.gradient()
@@ -252,8 +322,8 @@ class CurvatureMonitor:
             return self._diverged(), {"finite": False}
         lam = None
         if want & {"lambda_max", "top_eigenvalues", "grad_top_fraction"} or ("eos_ratio" in want and kind == "sgd"):
-            pairs = top_eigenpairs(op, self.k, init=self._start(self._vectors, gradient), tol=self.tol,
-                                   max_matmats=self.max_matmats, seed=self._seed())
+            pairs = top_eigenpairs(op, self.options.k, init=self._start(self._vectors, gradient),
+                                   tol=self.options.tol, max_matmats=self.options.max_matmats, seed=self._seed())
             self._vectors = pairs.eigenvectors.detach()
             lam = float(pairs.eigenvalues[0])
             info.update(products=pairs.n_products, converged=pairs.converged,
@@ -274,20 +344,20 @@ class CurvatureMonitor:
                 out.append(("eos_ratio", (lam + wd) * lr * sgd_threshold_factor(group), {}))
         if kind == "adam" and want & {"preconditioned_lambda_max", "eos_ratio"}:
             out += self._adam(op, params, gradient, groups, want, info)
-        if len(self.history) % self.full_every:
+        if len(self.history) % self.options.full_every:
             want -= {"trace", "negative_ratio"}
         if "trace" in want:
-            tr = hutchpp_trace(op, products=self.trace_products, seed=self._seed())
+            tr = hutchpp_trace(op, products=self.options.trace_products, seed=self._seed())
             out += [("trace", tr.trace, {}), ("trace_stderr", tr.stderr, {})]
         if "negative_ratio" in want:
-            sd = slq_density(op, min(self.slq_iters, op.dim), self.slq_vectors, self._seed())
-            out += [("negative_ratio", sd.negative_ratio(self.eps), {}),
-                    ("negative_ratio_stderr", sd.negative_ratio_stderr(self.eps), {})]
+            sd = slq_density(op, min(self.options.slq_iters, op.dim), self.options.slq_vectors, self._seed())
+            out += [("negative_ratio", sd.negative_ratio(self.options.eps), {}),
+                    ("negative_ratio_stderr", sd.negative_ratio_stderr(self.options.eps), {})]
         info["total_products"] = op.n_products
         return out, info
 
     def _diverged(self) -> list[tuple[str, float, dict]]:
-        return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in self.metrics]
+        return [(m, math.nan, {}) for m in ("lambda_max", "grad_top_fraction") if m in self.options.metrics]
 
     def _adam(self, op: HessianOperator, params: list[Tensor], gradient: Tensor, groups: list[dict], want: set,
               info: dict) -> list:
@@ -299,8 +369,8 @@ class CurvatureMonitor:
         wd = 0.0 if decoupled else _scalar(group.get("weight_decay", 0.0))
         d = P.rsqrt()
         start = self._start(self._pvectors, d.to(gradient) * gradient)
-        pairs = top_eigenpairs(ScaledOperator(op, d, wd), 1, init=start, tol=self.tol,
-                               max_matmats=self.max_matmats, seed=self._seed())
+        pairs = top_eigenpairs(ScaledOperator(op, d, wd), 1, init=start, tol=self.options.tol,
+                               max_matmats=self.options.max_matmats, seed=self._seed())
         self._pvectors = pairs.eigenvectors.detach()
         lam = float(pairs.eigenvalues[0])
         info.update(preconditioned_products=pairs.n_products, preconditioned_converged=pairs.converged)

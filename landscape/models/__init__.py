@@ -61,7 +61,16 @@ def _options(cls: type[nn.Module]) -> dict[str, object]:
 
 
 def build(name: str, config: dict | None = None, **kwargs) -> nn.Module:
-    """Build model `name` from a JSON-able config (a dict and/or keywords; keywords win)."""
+    """Build model `name` from a JSON-able config (a dict and/or keywords; keywords win).
+
+    Args:
+        name: a registered model (`available()`).
+        config: its config dict.
+        **kwargs: config entries that override `config`.
+
+    Returns:
+        The model, with `build_spec` = {"name", "config"} for checkpoints.
+    """
     if name not in _REGISTRY:
         raise LandscapeError(f"unknown model {name!r}; available: {', '.join(available())}")
     cfg = {**(config or {}), **kwargs}

@@ -16,7 +16,16 @@ from landscape.errors import LandscapeError
 
 
 def bias_parameters(model: nn.Module, targets: str | list[str] = "branch") -> list[Tensor]:
-    """The bias tensors the penalty covers."""
+    """The bias tensors the penalty covers.
+
+    Args:
+        model: the model.
+        targets: "branch" (the biases of the branches' linear layers), "linear" (every linear layer's), or a list
+            of parameter names.
+
+    Returns:
+        The bias tensors.
+    """
     if isinstance(targets, (list, tuple)):
         params = dict(model.named_parameters())
         missing = [n for n in targets if n not in params]
@@ -41,6 +50,16 @@ def bias_parameters(model: nn.Module, targets: str | list[str] = "branch") -> li
 def bias_penalty(
     model: nn.Module, strength: float, target: float = 0.0, targets: str | list[str] = "branch"
 ) -> Tensor:
-    """λ_b Σ (b − β)² over the target biases (a scalar that carries gradients)."""
+    """λ_b Σ (b − β)² over the target biases (a scalar that carries gradients).
+
+    Args:
+        model: the model.
+        strength: λ_b.
+        target: β, the value the biases are pulled to.
+        targets: which biases (`bias_parameters`).
+
+    Returns:
+        The penalty.
+    """
     biases = bias_parameters(model, targets)
     return strength * torch.stack([((b - target) ** 2).sum() for b in biases]).sum()

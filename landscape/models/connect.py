@@ -103,6 +103,14 @@ class ChannelBatchNorm(nn.BatchNorm1d):
         self.kind = kind
 
     def forward(self, x: Tensor) -> Tensor:
+        """BatchNorm over the channel dim: token streams [B, T, C] are normalized over C, other streams as BatchNorm.
+
+        Args:
+            x: the stream.
+
+        Returns:
+            The normalized stream, the shape of x.
+        """
         if self.kind == "tokens":
             return super().forward(x.transpose(1, 2)).transpose(1, 2)
         return super().forward(x)
@@ -121,7 +129,15 @@ class ConnectMode:
 
 
 def parse_mode(mode: str | ConnectMode, **param: float | int | None) -> ConnectMode:
-    """Parse `name[:value]` (or a name plus its keyword: scale, steps, prob, degenerate) and validate it."""
+    """Parse `name[:value]` (or a name plus its keyword: scale, steps, prob, degenerate) and validate it.
+
+    Args:
+        mode: "name[:value]" or a ConnectMode.
+        **param: the mode's value given as a keyword (scale, steps, prob, degenerate).
+
+    Returns:
+        The validated ConnectMode.
+    """
     if isinstance(mode, ConnectMode):
         mode = str(mode)
     if not isinstance(mode, str):
@@ -158,7 +174,15 @@ def parse_mode(mode: str | ConnectMode, **param: float | int | None) -> ConnectM
 
 
 def reduce_dims_for(kind: str, globally: bool = False) -> tuple[int, ...]:
-    """Dims of the per-vector reduction: the feature dim, or all but the batch dim when `globally`."""
+    """Dims of the per-vector reduction: the feature dim, or all but the batch dim when `globally`.
+
+    Args:
+        kind: the stream kind ("fc", "tokens", "conv", "conv1d").
+        globally: reduce over every dim but the batch dim.
+
+    Returns:
+        The dims.
+    """
     if kind not in KINDS:
         raise LandscapeError(f"unknown stream kind {kind!r}; known: {', '.join(KINDS)}")
     if globally:
@@ -167,7 +191,17 @@ def reduce_dims_for(kind: str, globally: bool = False) -> tuple[int, ...]:
 
 
 def orthogonal_split(x: Tensor, f: Tensor, dims: tuple[int, ...], eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """(f_par, f_perp) with f_par = s·x, s = ⟨x,f⟩_D / (‖x‖²_D + ε) (docs/methods.md §B.1), f_perp = f − f_par."""
+    """(f_par, f_perp) with f_par = s·x, s = ⟨x,f⟩_D / (‖x‖²_D + ε) (docs/methods.md §B.1), f_perp = f − f_par.
+
+    Args:
+        x: the stream.
+        f: the branch output, the shape of x.
+        dims: the dims of ⟨·,·⟩_D.
+        eps: ε.
+
+    Returns:
+        (f_par, f_perp).
+    """
     acc = torch.promote_types(x.dtype, torch.float32)
     dot = (x * f).sum(dims, keepdim=True)
     n2 = (x * x).sum(dims, keepdim=True).to(acc) + eps
@@ -176,13 +210,31 @@ def orthogonal_split(x: Tensor, f: Tensor, dims: tuple[int, ...], eps: float = 1
 
 
 def haar_orthogonal(n: int, generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
-    """A Haar-random n×n orthogonal matrix (QR of a Gaussian with the sign of diag R fixed)."""
+    """A Haar-random n×n orthogonal matrix (QR of a Gaussian with the sign of diag R fixed).
+
+    Args:
+        n: the size.
+        generator: the random generator.
+        dtype: the result's dtype.
+
+    Returns:
+        Q [n, n] with QᵀQ = I.
+    """
     q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).to(dtype)
 
 
 def degenerate_projection(n: int, fraction: float, generator: torch.Generator | None = None) -> Tensor:
-    """U diag(λ) Uᵀ, U Haar-random, λ ∈ {0,1} with round(fraction·n) zeros (docs/methods.md §A.1 ablation)."""
+    """U diag(λ) Uᵀ, U Haar-random, λ ∈ {0,1} with round(fraction·n) zeros (docs/methods.md §A.1 ablation).
+
+    Args:
+        n: the size.
+        fraction: the fraction of zero eigenvalues.
+        generator: the random generator.
+
+    Returns:
+        The float32 projection [n, n].
+    """
     u = haar_orthogonal(n, generator, torch.float64)
     lam = torch.ones(n, dtype=torch.float64)
     lam[: round(fraction * n)] = 0.0
@@ -242,10 +294,18 @@ class Connect(nn.Module):
         return nn.GroupNorm(1, features) if self.kind in ("conv", "conv1d") else nn.LayerNorm(features)
 
     def extra_repr(self) -> str:
+        """The mode, stream kind and reduction dims, for print(model)."""
         return f"mode={self.mode!r}, kind={self.kind!r}, reduce_dims={self.reduce_dims}"
 
     def skip(self, x: Tensor) -> Tensor:
-        """Q x over the feature dim (dense_orthogonal only)."""
+        """Q x over the feature dim (dense_orthogonal only).
+
+        Args:
+            x: the stream.
+
+        Returns:
+            Q x, the shape of x.
+        """
         if self.kind in ("conv", "conv1d"):
             return torch.einsum("oc,bc...->bo...", self.Q.to(x.dtype), x)
         return F.linear(x, self.Q.to(x.dtype))
@@ -259,6 +319,16 @@ class Connect(nn.Module):
         return bool(torch.rand(()) < prob)
 
     def forward(self, x: Tensor, f: Tensor) -> Tensor:
+        """The block output from the stream x and the branch output f (docs/methods.md §B: x + f, λ·x + f, the
+        orthogonal or degenerate skips, ...).
+
+        Args:
+            x: the stream entering the block.
+            f: the branch's output, the shape of x.
+
+        Returns:
+            The stream leaving the block.
+        """
         name = self.name
         if name == "none":
             return f
@@ -286,7 +356,16 @@ class Connect(nn.Module):
 
 
 def modes_per_block(connect: str | list | tuple, n: int, what: str = "blocks") -> list:
-    """One mode per block: a single mode is repeated; a list must have exactly `n` entries."""
+    """One mode per block: a single mode is repeated; a list must have exactly `n` entries.
+
+    Args:
+        connect: one mode, or a list of n.
+        n: the number of blocks.
+        what: the word for a block, for messages.
+
+    Returns:
+        The n modes.
+    """
     if isinstance(connect, (str, ConnectMode)):
         return [connect] * n
     if isinstance(connect, (list, tuple)) and len(connect) == n:

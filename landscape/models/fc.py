@@ -69,11 +69,27 @@ class FCBranch(nn.Module):
         self.linear = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """ReLU(W x + b).
+
+        Args:
+            x: [B, width] stream.
+
+        Returns:
+            [B, width].
+        """
         return F.relu(self.linear(x))
 
 
 def make_norm(norm: str, width: int) -> nn.Module:
-    """LayerNorm, BatchNorm1d or Identity over the width."""
+    """LayerNorm, BatchNorm1d or Identity over the width.
+
+    Args:
+        norm: "ln", "bn" or "none".
+        width: the features.
+
+    Returns:
+        The module.
+    """
     return {"ln": lambda: nn.LayerNorm(width), "bn": lambda: nn.BatchNorm1d(width), "none": nn.Identity}[norm]()
 
 
@@ -86,6 +102,14 @@ class PreActBranch(nn.Module):
         self.linear = nn.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:
+        """W ReLU(norm(x)) + b.
+
+        Args:
+            x: [B, width] stream.
+
+        Returns:
+            [B, width].
+        """
         return self.linear(F.relu(self.norm(x)))
 
 
@@ -97,6 +121,14 @@ class Embed(nn.Module):
         self.linear = nn.Linear(in_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The input layer W x + b.
+
+        Args:
+            x: [B, features] inputs.
+
+        Returns:
+            [B, width].
+        """
         return self.linear(x)
 
 
@@ -112,9 +144,19 @@ class FCBlock(nn.Module):
 
     @property
     def branch_linear(self) -> nn.Linear:
+        """The branch's linear layer (for probes and the Procrustes projection)."""
         return self.branch.linear
 
     def forward(self, x: Tensor, long_skip: Tensor | None = None) -> Tensor:
+        """connect(x, s·F(x)) (+ the long skip).
+
+        Args:
+            x: [B, width] stream.
+            long_skip: the hyper-residual input a_j·Σ of earlier outputs, or None.
+
+        Returns:
+            [B, width].
+        """
         f = self.branch(x)
         if self.branch_scale != 1.0:
             f = self.branch_scale * f
@@ -241,10 +283,23 @@ class FCNet(nn.Module):
                     lin.bias[units] = -(pre[:, units].amax(0) + margin * pre[:, units].std(0))
 
     def long_scale(self, j: int) -> float:
-        """a_j of the hyper-residual long skip into block j (j ≥ 2)."""
+        """a_j of the hyper-residual long skip into block j (j ≥ 2).
+
+        Args:
+            j: the block index.
+
+        Returns:
+            a_j (1/(j − 1) unless `hyper_scale` is set).
+        """
         return 1.0 / (j - 1) if self.hyper_scale is None else float(self.hyper_scale)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, ...] inputs, flattened to [B, features].
+
+        Returns:
+            [B, classes] logits.
+        """
         x = x.flatten(1)  # images [B, C, H, W] → [B, C·H·W]
         acc = None
         for j, block in enumerate(self.blocks):

@@ -37,6 +37,14 @@ class Transition(nn.Module):
         self.connect = Connect("none", cout, "conv")
 
     def forward(self, x: Tensor) -> Tensor:
+        """connect(x, conv(x)): the dimension-changing block.
+
+        Args:
+            x: [B, C, H, W] feature map.
+
+        Returns:
+            The next stage's feature map.
+        """
         return self.connect(x, self.conv(x))
 
 
@@ -97,6 +105,12 @@ class ZaeemzadehResNet(nn.Module):
         self.head = _head(cin, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, C, H, W] images.
+
+        Returns:
+            [B, classes] logits.
+        """
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
@@ -138,6 +152,12 @@ class ProcResNet(nn.Module):
         return [(self.stem, self.img_size), (trans[0], self.img_size // 2), (trans[1], self.img_size // 4)]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, C, H, W] images.
+
+        Returns:
+            [B, classes] logits.
+        """
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)

@@ -7,7 +7,7 @@ matrix per frequency, the operator's singular values are those of all A(u,v).
 Procrustes step: A(u,v) ← c·U Vᴴ (the polar factor, from A = U S Vᴴ by `torch.linalg.svd`;
 every singular value becomes c, default c = √(n_out/n_in)), inverse FFT, keep the real
 part, crop to the original k×k support. Exact for 1×1 kernels; for larger kernels the crop
-makes one step approximate, and repeating it converges. `legacy_conj=True` reproduces the
+makes one step approximate, and repeating it converges. `reference_conj=True` reproduces the
 reference code, which rebuilds A' as R' − iI', i.e. conj of the polar factor: the result is
 the crop of a circularly flipped copy of the exact projection (equal for 1×1). The reference's
 10-step Newton–Schulz inverse square root is replaced by the exact SVD in both variants.
@@ -38,7 +38,15 @@ def _grid(weight: Tensor, grid: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def kernel_spectrum(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
-    """A = FFT of the zero-padded kernel: [H, W, out, in] (2-D) or [L, out, in] (1-D) complex, float64."""
+    """A = FFT of the zero-padded kernel: [H, W, out, in] (2-D) or [L, out, in] (1-D) complex, float64.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the (spatial) grid size of the circular convolution.
+
+    Returns:
+        The per-frequency matrices.
+    """
     size = _grid(weight, grid)
     dims = tuple(range(2, weight.ndim))
     spec = torch.fft.fftn(weight.detach().to(torch.float64), s=size, dim=dims)
@@ -46,19 +54,37 @@ def kernel_spectrum(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
 
 
 def conv_singular_values(weight: Tensor, grid: int | tuple[int, ...]) -> Tensor:
-    """Singular values of the circular conv on the grid: [H, W, min(out, in)] (or [L, ...]), descending."""
+    """Singular values of the circular conv on the grid: [H, W, min(out, in)] (or [L, ...]), descending.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the grid size.
+
+    Returns:
+        The singular values.
+    """
     return torch.linalg.svdvals(kernel_spectrum(weight, grid))
 
 
 def procrustes_project(
-    weight: Tensor, grid: int | tuple[int, ...], target: float | None = None, legacy_conj: bool = False
+    weight: Tensor, grid: int | tuple[int, ...], target: float | None = None, reference_conj: bool = False
 ) -> Tensor:
-    """The kernel whose per-frequency matrices are target·(polar factor of A), cropped to the kernel support."""
+    """The kernel whose per-frequency matrices are target·(polar factor of A), cropped to the kernel support.
+
+    Args:
+        weight: [out, in, *kernel] conv weight.
+        grid: the grid size.
+        target: c, the singular value every frequency gets (None: √(out/in)).
+        reference_conj: conjugate the polar factor before the inverse FFT, as the reference code does.
+
+    Returns:
+        The projected weight, the shape of `weight`.
+    """
     out_c, in_c, *kernel = weight.shape
     c = (out_c / in_c) ** 0.5 if target is None else float(target)
     u, _, vh = torch.linalg.svd(kernel_spectrum(weight, grid), full_matrices=False)
     polar = c * (u @ vh)
-    if legacy_conj:
+    if reference_conj:
         polar = polar.conj()
     spatial = len(kernel)
     full = torch.fft.ifftn(polar.movedim((-2, -1), (0, 1)), dim=tuple(range(2, 2 + spatial))).real
@@ -82,7 +108,7 @@ class ProcrustesRegularizer:
         *,
         targets: list[tuple[nn.Module, int]] | None = None,
         target: float | None = None,
-        legacy_conj: bool = False,
+        reference_conj: bool = False,
     ):
         if not 0.0 <= p <= 1.0:
             raise LandscapeError(f"ProcrustesRegularizer: p must lie in [0, 1], got {p}")
@@ -91,13 +117,13 @@ class ProcrustesRegularizer:
                 raise LandscapeError("ProcrustesRegularizer: give targets= (model lacks procrustes_targets)")
             targets = model.procrustes_targets()
         self.targets, self.p, self.generator = list(targets), float(p), generator
-        self.target, self.legacy_conj = target, legacy_conj
+        self.target, self.reference_conj = target, reference_conj
 
     @torch.no_grad()
     def project(self) -> None:
         """Project every target conv now."""
         for conv, grid in self.targets:
-            conv.weight.copy_(procrustes_project(conv.weight, grid, self.target, self.legacy_conj))
+            conv.weight.copy_(procrustes_project(conv.weight, grid, self.target, self.reference_conj))
 
     def step(self) -> bool:
         """One Bernoulli(p) draw; project when it succeeds. Returns whether it did."""

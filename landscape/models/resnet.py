@@ -31,14 +31,33 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
 def conv_layers(dim: int = 2) -> tuple[type[nn.Module], type[nn.Module]]:
-    """(Conv, BatchNorm) classes for 1-D ([B, C, L]) or 2-D ([B, C, H, W]) feature maps."""
+    """(Conv, BatchNorm) classes for 1-D ([B, C, L]) or 2-D ([B, C, H, W]) feature maps.
+
+    Args:
+        dim: 1 or 2.
+
+    Returns:
+        (Conv, BatchNorm).
+    """
     if dim not in (1, 2):
         raise LandscapeError(f"conv nets are 1-D or 2-D, got dim={dim!r}")
     return (nn.Conv1d, nn.BatchNorm1d) if dim == 1 else (nn.Conv2d, nn.BatchNorm2d)
 
 
 def preact(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True, dim: int = 2) -> list[nn.Module]:
-    """BN-ReLU-Conv k×k (padding k//2); `dim=1` for 1-D signals."""
+    """BN-ReLU-Conv k×k (padding k//2); `dim=1` for 1-D signals.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        k: kernel size.
+        stride: the stride.
+        bias: the conv has a bias.
+        dim: 1 or 2.
+
+    Returns:
+        [BatchNorm, ReLU, Conv].
+    """
     conv, bn = conv_layers(dim)
     return [bn(cin), nn.ReLU(), conv(cin, cout, k, stride, k // 2, bias=bias)]
 
@@ -46,7 +65,20 @@ def preact(cin: int, cout: int, k: int, stride: int = 1, bias: bool = True, dim:
 def branch(
     block: str, cin: int, planes: int, stride: int, bias: bool = True, stride_on_3x3: bool = False, dim: int = 2
 ) -> nn.Sequential:
-    """Pre-activation residual function F; the bottleneck outputs 4·planes channels."""
+    """Pre-activation residual function F; the bottleneck outputs 4·planes channels.
+
+    Args:
+        block: "basic" or "bottleneck".
+        cin: input channels.
+        planes: the block's width.
+        stride: the stride.
+        bias: the convs have biases.
+        stride_on_3x3: put the bottleneck's stride on its 3×3 conv (else on the first 1×1).
+        dim: 1 or 2.
+
+    Returns:
+        F as a Sequential.
+    """
     if block == "basic":
         return nn.Sequential(*preact(cin, planes, 3, stride, bias, dim), *preact(planes, planes, 3, 1, bias, dim))
     s1, s3 = (1, stride) if stride_on_3x3 else (stride, 1)
@@ -67,6 +99,14 @@ class ResBlock(nn.Module):
         self.connect = connect
 
     def forward(self, x: Tensor) -> Tensor:
+        """connect(shortcut(x), F(x)).
+
+        Args:
+            x: [B, C, ...] feature map.
+
+        Returns:
+            The block's output.
+        """
         f = self.branch(x)
         return self.connect(x if self.shortcut is None else self.shortcut(x), f)
 
@@ -83,7 +123,22 @@ def make_block(
     stride_on_3x3: bool = False,
     dim: int = 2,
 ) -> ResBlock:
-    """One residual block; a 1×1-conv shortcut (optionally BN-ReLU first) when the shape changes."""
+    """One residual block; a 1×1-conv shortcut (optionally BN-ReLU first) when the shape changes.
+
+    Args:
+        block: "basic" or "bottleneck".
+        cin: input channels.
+        planes: the block's width.
+        stride: the stride.
+        mode: the connection mode.
+        bias: the convs have biases.
+        preact_shortcut: BN-ReLU before the 1×1 shortcut conv.
+        stride_on_3x3: the bottleneck's stride on its 3×3 conv.
+        dim: 1 or 2.
+
+    Returns:
+        The block.
+    """
     cout = planes * EXPANSION[block]
     conv_cls, bn_cls = conv_layers(dim)
     connect = Connect(mode, cout, "conv" if dim == 2 else "conv1d")
@@ -98,7 +153,16 @@ def make_block(
 
 
 def resolve_layout(depth: int, block: str | None, style: str | None) -> tuple[str, str, list[int]]:
-    """(style, block, blocks per stage) of a ResNetV2 depth."""
+    """(style, block, blocks per stage) of a ResNetV2 depth.
+
+    Args:
+        depth: the ResNet depth.
+        block: "basic" or "bottleneck" (None: the style's default).
+        style: "cifar" or "imagenet" (None: from the depth).
+
+    Returns:
+        (style, block, blocks per stage).
+    """
     if style is None:
         style = "imagenet" if depth in IMAGENET else "cifar"
     if style == "imagenet":
@@ -154,6 +218,12 @@ class ResNetV2(nn.Module):
         self.head = nn.Linear(cin, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, C, H, W] images (or [B, C, L] signals for a 1-D net).
+
+        Returns:
+            [B, classes] logits.
+        """
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)

@@ -41,6 +41,14 @@ class Transition1d(nn.Module):
         self.connect = Connect("none", cout, "conv1d")
 
     def forward(self, x: Tensor) -> Tensor:
+        """connect(x, conv(x)): the dimension-changing block.
+
+        Args:
+            x: [B, C, L] feature map.
+
+        Returns:
+            The next stage's feature map.
+        """
         return self.connect(x, self.conv(x))
 
 
@@ -96,6 +104,12 @@ class ResNet1D(nn.Module):
         self.head = _head(cin, n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, L] or [B, C, L] signals.
+
+        Returns:
+            [B, classes] logits.
+        """
         x = self.stem(_as_signal(x))
         for block in self.blocks:
             x = block(x)
@@ -138,6 +152,12 @@ class ProcResNet1D(nn.Module):
         return [(self.stem, self.signal_len), (trans[0], self.signal_len // 2), (trans[1], self.signal_len // 4)]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, L] or [B, C, L] signals.
+
+        Returns:
+            [B, classes] logits.
+        """
         x = self.stem(_as_signal(x))
         for block in self.blocks:
             x = block(x)

@@ -26,7 +26,15 @@ def _connects(block: nn.Module) -> list[nn.Module]:
 
 
 def block_role(model: nn.Module, index: int) -> str:
-    """The role of `model.blocks[index]` (see the module docstring)."""
+    """The role of `model.blocks[index]` (see the module docstring).
+
+    Args:
+        model: a zoo model with `blocks`.
+        index: the block's index.
+
+    Returns:
+        "input", "transition", "plain" or "residual".
+    """
     block = model.blocks[index]
     if index in getattr(model, "transitions", ()):
         return "transition"
@@ -47,7 +55,15 @@ def block_role(model: nn.Module, index: int) -> str:
 
 
 def block_roles(model: nn.Module, prefix: str = "blocks") -> dict[str, str]:
-    """{qualified block name: role} for every entry of `model.blocks`, in forward order."""
+    """{qualified block name: role} for every entry of `model.blocks`, in forward order.
+
+    Args:
+        model: a zoo model.
+        prefix: the name of its block list.
+
+    Returns:
+        The roles ({} without `blocks`).
+    """
     blocks = getattr(model, "blocks", None)
     if blocks is None:
         return {}

@@ -35,6 +35,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Multi-head self-attention softmax(QKᵀ/√d_h) V, through SDPA or explicitly.
+
+        Args:
+            x: [B, T, d] tokens.
+
+        Returns:
+            [B, T, d].
+        """
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if self.impl == "sdpa":
@@ -53,6 +61,14 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """fc2(GELU(fc1(x))).
+
+        Args:
+            x: [B, T, d] tokens.
+
+        Returns:
+            [B, T, d].
+        """
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -75,12 +91,29 @@ class ViTBlock(nn.Module):
         self.connect_mlp = Connect(mlp_mode, dim, "tokens")
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pre-norm block: x ← connect(x, attn(norm1 x)); x ← connect(x, mlp(norm2 x)).
+
+        Args:
+            x: [B, T, d] tokens.
+
+        Returns:
+            [B, T, d].
+        """
         x = self.connect_attn(x, self.attn(self.norm1(x)))
         return self.connect_mlp(x, self.mlp(self.norm2(x)))
 
 
 def mode_pairs(connect, depth: int, name: str = "vit") -> list[tuple]:
-    """One (attn, mlp) mode pair per block from one mode, or one entry per block (a mode or [attn, mlp])."""
+    """One (attn, mlp) mode pair per block from one mode, or one entry per block (a mode or [attn, mlp]).
+
+    Args:
+        connect: a mode, or one entry per block.
+        depth: the number of blocks.
+        name: the model's name, for messages.
+
+    Returns:
+        [(attn mode, mlp mode)] per block.
+    """
     pairs = []
     for m in modes_per_block(connect, depth, "block"):
         if isinstance(m, (list, tuple)):
@@ -131,6 +164,12 @@ class ViT(nn.Module):
         self.head = nn.Linear(dim, n_classes)
 
     def forward(self, img: Tensor) -> Tensor:
+        """Args:
+            img: [B, C, H, W] images.
+
+        Returns:
+            [B, classes] logits from the CLS token.
+        """
         x = self.patch_embed(img).flatten(2).transpose(1, 2) + self.pos_embed
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:

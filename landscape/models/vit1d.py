@@ -70,13 +70,26 @@ class ViT1D(nn.Module):
         self.head = nn.Linear(dim, n_classes)
 
     def tokens(self, x: Tensor) -> Tensor:
-        """[B, L] or [B, C, L] → [B, 1 + L/p, d]: CLS then the embedded patches."""
+        """[B, L] or [B, C, L] → [B, 1 + L/p, d]: CLS then the embedded patches.
+
+        Args:
+            x: the signals.
+
+        Returns:
+            The tokens.
+        """
         if x.dim() == 2:
             x = x.unsqueeze(1)
         t = self.patch_embed(x).transpose(1, 2) + self.pos_embed
         return torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Args:
+            x: [B, L] or [B, C, L] signals.
+
+        Returns:
+            [B, classes] logits from the CLS token.
+        """
         x = self.tokens(x)
         for block in self.blocks:
             x = block(x)

@@ -50,13 +50,28 @@ class Batch:
         return [*self.args, *self.kwargs.values(), self.targets]
 
     def with_tensors(self, values: list[Any]) -> Batch:
-        """This batch's structure holding `values` (the order of `tensors()`)."""
+        """This batch's structure holding `values` (the order of `tensors()`).
+
+        Args:
+            values: tensors in the order of `tensors()`.
+
+        Returns:
+            The new batch.
+        """
         n, k = len(self.args), len(self.kwargs)
         return Batch(tuple(values[:n]), dict(zip(self.kwargs, values[n:n + k])), values[n + k])
 
     def to(self, device: torch.device, dtype: torch.dtype | None = None) -> Batch:
         """The batch on `device`, floating tensors cast to `dtype` (the model's, so a float64 model takes
-        float32 data)."""
+        float32 data).
+
+        Args:
+            device: the target device.
+            dtype: the floating dtype (None: unchanged).
+
+        Returns:
+            The moved batch.
+        """
 
         def move(t: Any) -> Any:
             if isinstance(t, Tensor):
@@ -68,7 +83,15 @@ class Batch:
 
     def split(self, pieces: int | None = None, size: int | None = None) -> list[Batch]:
         """The batch cut along its samples into `pieces` parts, or parts of `size` samples (itself when it
-        cannot be cut: a non-tensor input)."""
+        cannot be cut: a non-tensor input).
+
+        Args:
+            pieces: the number of parts (`tensor_split`: sizes differ by at most one).
+            size: samples per part (used when `pieces` is None).
+
+        Returns:
+            The parts.
+        """
         values = self.tensors()
         n = self.size
         if not all(isinstance(t, Tensor) and t.dim() and t.shape[0] == n for t in values if t is not None):
@@ -80,12 +103,26 @@ class Batch:
         return [p for p in parts if p.size]
 
     def select(self, index: Tensor | slice) -> Batch:
-        """The samples `index` of the batch (a slice or an index tensor along dim 0)."""
+        """The samples `index` of the batch (a slice or an index tensor along dim 0).
+
+        Args:
+            index: a slice or an index tensor.
+
+        Returns:
+            The selected batch.
+        """
         return self.with_tensors([t[index] if isinstance(t, Tensor) else t for t in self.tensors()])
 
 
 def concatenable(batches: list[Batch]) -> bool:
-    """Whether `concat` applies: the same structure, every value a tensor with equal trailing shapes."""
+    """Whether `concat` applies: the same structure, every value a tensor with equal trailing shapes.
+
+    Args:
+        batches: prepared batches.
+
+    Returns:
+        True when they can be concatenated.
+    """
     first = batches[0]
     if any(len(b.args) != len(first.args) or list(b.kwargs) != list(first.kwargs) for b in batches):
         return False
@@ -98,7 +135,14 @@ def concatenable(batches: list[Batch]) -> bool:
 
 
 def concat(batches: list[Batch]) -> Batch:
-    """One batch holding the samples of `batches` in order (see `concatenable`)."""
+    """One batch holding the samples of `batches` in order (see `concatenable`).
+
+    Args:
+        batches: concatenable batches.
+
+    Returns:
+        The joined batch.
+    """
     if len(batches) == 1:
         return batches[0]
     joined = [None if values[0] is None else torch.cat(values) for values in zip(*(b.tensors() for b in batches))]
@@ -106,7 +150,14 @@ def concat(batches: list[Batch]) -> Batch:
 
 
 def as_batch(item: Any) -> Batch:
-    """One batch from a tensor, an (X, y) pair or (X,) tuple, a mapping, or an object with `.X`/`.y`."""
+    """One batch from a tensor, an (X, y) pair or (X,) tuple, a mapping, or an object with `.X`/`.y`.
+
+    Args:
+        item: one element of the data.
+
+    Returns:
+        The `Batch`.
+    """
     if isinstance(item, Batch):
         return item
     if isinstance(item, Tensor):
@@ -190,7 +241,14 @@ class Batches:
             yield from (batch.split(size=self.batch_size) if self.batch_size else [batch])
 
     def first(self, n: int = 1) -> list[Batch]:
-        """The first `n` batches (fewer when the data has fewer)."""
+        """The first `n` batches (fewer when the data has fewer).
+
+        Args:
+            n: how many.
+
+        Returns:
+            The batches.
+        """
         out = []
         for b in self:
             out.append(b)

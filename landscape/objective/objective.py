@@ -124,7 +124,18 @@ class Objective:
 
     @classmethod
     def of(cls, model: Any, loss_fn: Any = None, data: Any = None, params: Any = None, **kw: Any) -> Objective:
-        """`model` itself when it is an Objective (the other arguments must then be left out), else a new one."""
+        """`model` itself when it is an Objective (the other arguments must then be left out), else a new one.
+
+        Args:
+            model: a model, or an Objective.
+            loss_fn: the loss (None: the model's own).
+            data: the data in any form `Batches` accepts.
+            params: the differentiated parameters (`select_params`).
+            **kw: further Objective options (weighting, batch_size).
+
+        Returns:
+            The Objective.
+        """
         if isinstance(model, Objective):
             if loss_fn is not None or data is not None or params is not None or any(v is not None for v in kw.values()):
                 raise LandscapeError("pass either an Objective or (model, loss_fn, data, params), not both")
@@ -137,12 +148,29 @@ class Objective:
         return self.loss_fn is None
 
     def batches(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Iterator[Batch]:
-        """The data's batches, prepared (see `prepare`)."""
+        """The data's batches, prepared (see `prepare`).
+
+        Args:
+            device: where the batches go (None: where they are).
+            dtype: the floating dtype (None: unchanged).
+
+        Returns:
+            An iterator of prepared batches.
+        """
         for b in self.data:
             yield self.prepare(b, device, dtype)
 
     def prepare(self, batch: Batch, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Batch:
-        """`batch` on `device` with floating tensors in `dtype`, and default labels for a causal LM without them."""
+        """`batch` on `device` with floating tensors in `dtype`, and default labels for a causal LM without them.
+
+        Args:
+            batch: a batch of the data.
+            device: where it goes (None: where it is).
+            dtype: the floating dtype (None: unchanged).
+
+        Returns:
+            The prepared batch.
+        """
         if device is not None:
             batch = batch.to(device, dtype)
         if batch.targets is None and self.task is not None:
@@ -152,7 +180,14 @@ class Objective:
         return batch
 
     def weight(self, batch: Batch) -> int:
-        """w_b: the count the batch-mean loss runs over (samples or tokens, see the module docstring)."""
+        """w_b: the count the batch-mean loss runs over (samples or tokens, see the module docstring).
+
+        Args:
+            batch: a prepared batch.
+
+        Returns:
+            w_b, so that Σ_b w_b ℓ_b / Σ_b w_b is the data-set mean.
+        """
         y = batch.targets
         if self.weighting == "samples" or not isinstance(y, Tensor):
             return batch.size
@@ -164,7 +199,16 @@ class Objective:
     def call(self, batch: Batch, state: dict[str, Tensor] | tuple[dict, ...] | None = None,
              with_labels: bool = False) -> Any:
         """The model's raw output on `batch`; with `state` (a dict, or dicts to merge), through functional_call
-        (tied weights stay tied)."""
+        (tied weights stay tied).
+
+        Args:
+            batch: a prepared batch.
+            state: parameters and buffers for `torch.func.functional_call` (None: the model's own).
+            with_labels: pass the targets as `labels=` (HF models computing their own loss).
+
+        Returns:
+            The output as the model returns it.
+        """
         kwargs = {**self._extra, **batch.kwargs}
         if with_labels:
             kwargs["labels"] = batch.targets
@@ -173,11 +217,27 @@ class Objective:
         return functional_call(self.model, state, batch.args, kwargs, tie_weights=True, strict=False)
 
     def output(self, batch: Batch, state: dict[str, Tensor] | None = None) -> Tensor:
-        """The predictions (logits) on `batch`: the model's output tensor, or its `.logits`."""
+        """The predictions (logits) on `batch`: the model's output tensor, or its `.logits`.
+
+        Args:
+            batch: a prepared batch.
+            state: parameters and buffers (None: the model's own).
+
+        Returns:
+            The logits.
+        """
         return tasks.logits_of(self.call(batch, state))
 
     def loss_of_output(self, predictions: Tensor, batch: Batch) -> Tensor:
-        """ℓ_b as a function of the predictions (what the GGN's output-space Hessian differentiates)."""
+        """ℓ_b as a function of the predictions (what the GGN's output-space Hessian differentiates).
+
+        Args:
+            predictions: the logits of `batch`.
+            batch: the prepared batch (its targets).
+
+        Returns:
+            The scalar batch-mean loss.
+        """
         if self.loss_fn is not None:
             if batch.targets is None:
                 raise LandscapeError("the loss needs targets: pass (inputs, targets) batches or dicts with 'labels'")
@@ -190,11 +250,27 @@ class Objective:
         return tasks.task_loss(self.task, predictions, batch.targets, self._problem_type)
 
     def correct(self, predictions: Tensor, batch: Batch) -> Tensor:
-        """Correct argmax predictions among the units the mean runs over (`tasks.correct`)."""
+        """Correct argmax predictions among the units the mean runs over (`tasks.correct`).
+
+        Args:
+            predictions: the logits.
+            batch: the prepared batch (its targets).
+
+        Returns:
+            The count, a 0-dim tensor.
+        """
         return tasks.correct(self.task, predictions, batch.targets)
 
     def loss(self, batch: Batch, state: dict[str, Tensor] | None = None) -> Tensor:
-        """ℓ_b, the batch-mean loss on `batch` (at `state`, or at the model's own parameters)."""
+        """ℓ_b, the batch-mean loss on `batch` (at `state`, or at the model's own parameters).
+
+        Args:
+            batch: a prepared batch.
+            state: parameters and buffers (None: the model's own).
+
+        Returns:
+            The scalar loss.
+        """
         if self.loss_fn is None and self.task is None:
             if not self._takes_labels:
                 raise LandscapeError(f"loss_fn=None means the model's own loss, but {type(self.model).__name__} "
@@ -210,7 +286,18 @@ class Objective:
     def check(self, batch: Batch, state: dict[str, Tensor] | None = None) -> Tensor:
         """ℓ_b on a prepared first batch, with the checks that make it a data-set mean: a scalar, labels in range,
         and a mean, not a sum, over the batch. Runs in eval mode (no BatchNorm buffer moves); returns ℓ_b (no
-        gradient)."""
+        gradient).
+
+        Args:
+            batch: the prepared first batch.
+            state: parameters and buffers (None: the model's own).
+
+        Returns:
+            ℓ_b.
+
+        Raises:
+            LandscapeError: a non-scalar loss, a label out of range, or a summed loss.
+        """
         with torch.no_grad(), preserved_modes(self.model, train=False):
             loss = self._evaluate(batch, state)
             if not isinstance(loss, Tensor) or loss.dim() != 0:
@@ -252,7 +339,10 @@ class Objective:
         halves = batch.split(pieces=2)
         if len(halves) != 2:
             return
-        parts = [self._evaluate(h, state) for h in halves]
+        try:
+            parts = [self._evaluate(h, state) for h in halves]
+        except LandscapeError:  # a loss of the whole batch only (not a mean over samples): nothing to compare
+            return
         w = [self.weight(h) for h in halves]
         if not all(isinstance(p, Tensor) and p.dim() == 0 for p in parts) or min(w) == 0:
             return

@@ -79,7 +79,14 @@ def _flatten(values: Any) -> list[str]:
 
 
 def logits_of(output: Any) -> Tensor:
-    """The prediction tensor of a model's output: itself, `.logits`, `["logits"]`, or the first element."""
+    """The prediction tensor of a model's output: itself, `.logits`, `["logits"]`, or the first element.
+
+    Args:
+        output: what the model returned.
+
+    Returns:
+        The logits.
+    """
     if isinstance(output, Tensor):
         return output
     logits = getattr(output, "logits", None)
@@ -93,7 +100,15 @@ def logits_of(output: Any) -> Tensor:
 
 
 def default_labels(task: str | None, kwargs: dict) -> Tensor | None:
-    """Labels of a causal-LM batch given without them: the input ids, padding positions set to IGNORE."""
+    """Labels of a causal-LM batch given without them: the input ids, padding positions set to IGNORE.
+
+    Args:
+        task: the HF task ("causal_lm", ...) or None.
+        kwargs: the batch's keyword inputs (input_ids, attention_mask).
+
+    Returns:
+        The labels, or None for another task or without input_ids.
+    """
     if task != "causal_lm" or "input_ids" not in kwargs:
         return None
     labels = kwargs["input_ids"].clone()
@@ -104,7 +119,15 @@ def default_labels(task: str | None, kwargs: dict) -> Tensor | None:
 
 
 def token_count(task: str | None, labels: Tensor) -> int:
-    """What the task's mean runs over: non-ignored (shifted, for causal LM) tokens, or samples."""
+    """What the task's mean runs over: non-ignored (shifted, for causal LM) tokens, or samples.
+
+    Args:
+        task: the HF task or None.
+        labels: the batch's labels.
+
+    Returns:
+        The count.
+    """
     if task == "causal_lm":
         return int((labels[..., 1:] != IGNORE).sum())
     if task in ("masked_lm", "token_classification"):
@@ -149,7 +172,16 @@ def _problem_type(logits: Tensor, labels: Tensor) -> str:
 def correct(task: str | None, logits: Tensor, labels: Tensor) -> Tensor:
     """How many argmax predictions equal their labels, over what the task's mean runs over (shifted,
     non-ignored tokens; or samples). For a user loss (task None): class dimension 1 of [B, C, ...] logits
-    against [B, ...] labels, or the last dimension of [..., C] logits against [...] labels."""
+    against [B, ...] labels, or the last dimension of [..., C] logits against [...] labels.
+
+    Args:
+        task: the HF task or None.
+        logits: the predictions.
+        labels: the labels.
+
+    Returns:
+        The count, a 0-dim tensor.
+    """
     if task == "causal_lm":
         logits, labels = logits[..., :-1, :], labels[..., 1:]
     if task in ("causal_lm", "masked_lm", "token_classification"):

@@ -22,7 +22,16 @@ def plot_block_heterogeneity(panels: Mapping[str, Mapping], path: PathLike | Non
                              title: str | None = None):
     """One heatmap of pairwise JS distances per model (blocks in forward order, one seed; a shared colour scale
     from 0 to √ln 2), and a last panel with every seed's mean pairwise distance per model, its mean and 95%
-    interval."""
+    interval.
+
+    Args:
+        panels: model → {"names", "matrix", "values", "interval", ...} (`experiment.blocks.figure_panels`).
+        path: where to save (PATH.png and .pdf; None: not saved).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     n = len(panels)
     fig, axes = grid(n + 1, n + 1, 3.3, 3.0)
     top = float(np.sqrt(np.log(2)))
@@ -55,7 +64,16 @@ def plot_block_heterogeneity(panels: Mapping[str, Mapping], path: PathLike | Non
 @styled
 def plot_block_densities(panels: Mapping[str, Mapping], path: PathLike | None = None, *, title: str | None = None):
     """Each block's smoothed spectral density (log y-axis), one panel per model, coloured by block kind; the
-    eigenvalue axis divided by the largest |λ| of the model's grid so both panels share it."""
+    eigenvalue axis divided by the largest |λ| of the model's grid so both panels share it.
+
+    Args:
+        panels: model → {"densities": {block: (grid, density)}, "kinds": [kind per block]}.
+        path: where to save (None: not saved).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     fig, axes = grid(len(panels), len(panels), 4.0, 2.8)
     for ax, (model, p) in zip(axes, panels.items()):
         scale = max(float(np.abs(np.asarray(g)).max()) for g, _ in p["densities"].values())

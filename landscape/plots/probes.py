@@ -117,7 +117,15 @@ def plot_grad_ratio(records: Iterable[dict], steps: Sequence | None = None, titl
     """Gradient-norm ratio per block (log y, 1 = norm preserved), one line per step or epoch (`key`),
     with the Jacobian bounds [σ_min, σ_max] (docs/methods.md §C.1) when the records hold them.
 
-    steps: the values of `key` to draw (default: all, in first-seen order).
+    Args:
+        records: probe records with "grad_ratio" (and "sigma_min"/"sigma_max") rows.
+        steps: the values of `key` to draw (default: all, in first-seen order).
+        title: the figure's title.
+        key: "step" or "epoch".
+        path: where to save (None: not saved).
+
+    Returns:
+        The figure.
     """
     records = list(records)
     n_blocks = len({r["block"] for r in _select(records, "grad_ratio")})
@@ -136,7 +144,20 @@ def plot_grad_ratio_grid(runs: Mapping[str, Iterable], at: Sequence | None = Non
     """`plot_grad_ratio` for several runs: one panel per run (shared log y), one line per `key` value in `at`
     (colour from early, dark, to late, light). A run is one list of records or one per seed (geometric mean
     over seeds, band ± 1 SD of log r_l); `transitions`: run → its transition blocks, marked (open squares on
-    a grey background)."""
+    a grey background).
+
+    Args:
+        runs: name → records, or a list of records per seed.
+        at: the values of `key` to draw (default: all).
+        key: "epoch" or "step".
+        ncols: panels per row.
+        path: where to save (None: not saved).
+        title: the figure's title.
+        transitions: run → its transition blocks.
+
+    Returns:
+        The figure.
+    """
     if not runs:
         raise LandscapeError("no runs to plot")
     fig, axes = grid(len(runs), ncols, 3.4, 3.0, sharey=True)
@@ -185,7 +206,20 @@ def plot_stream(records: Iterable, metrics: Sequence[str] = ("x_norm2", "f_par_n
                 blocks: Sequence[str] | None = None, logy: bool = False, *, transition: float | None = None,
                 path: PathLike | None = None, title: str | None = None) -> Figure:
     """Stream statistics (docs/methods.md §B.3) against step, one panel per metric, one line per site
-    (colour = depth); records of several seeds are all drawn. transition: the step to mark (dashed)."""
+    (colour = depth); records of several seeds are all drawn. transition: the step to mark (dashed).
+
+    Args:
+        records: stream records (one run's, or a list per seed).
+        metrics: the statistics, one panel each.
+        blocks: the sites drawn (default: all).
+        logy: log y axes.
+        transition: the step to mark (None: none).
+        path: where to save (None: not saved).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     seeds = _seeds(records)
     fig = Figure(figsize=(4.2 * len(metrics), 3.4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -208,7 +242,22 @@ def plot_stream_compare(runs: Mapping[str, Iterable], metrics: Sequence[str] = (
     """Stream statistics for several runs: one row per run (n seeds in its label), one column per metric
     (shared y per column), one line per site — at most `max_sites`, evenly spaced, the last always — as the
     mean over seeds with a band of ± 1 SD (of log10 on a log axis); `transitions`: run → step to mark (None:
-    none), `transition_labels`: run → its legend text."""
+    none), `transition_labels`: run → its legend text.
+
+    Args:
+        runs: name → records (or a list per seed).
+        metrics: the statistics, one column each.
+        blocks: the sites (default: evenly spaced, at most `max_sites`).
+        logy: log y axes.
+        transitions: run → step to mark.
+        transition_labels: run → the mark's legend text.
+        max_sites: the most sites drawn per panel.
+        path: where to save (None: not saved).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     if not runs:
         raise LandscapeError("no runs to plot")
     fig = Figure(figsize=(4.0 * len(metrics), 2.8 * len(runs)), layout="constrained")
@@ -237,7 +286,18 @@ def plot_singularity(records: Iterable[dict], metrics: Sequence[str] = ("dead_fr
                                                                         "small_sv_frac"),
                      x: str = "epoch", *, path: PathLike | None = None, title: str | None = None) -> Figure:
     """Singularity statistics (docs/methods.md §A.2) against `x` ("epoch" when the records carry it, else
-    "step"), per block (thin, colour = depth) and averaged over blocks (black)."""
+    "step"), per block (thin, colour = depth) and averaged over blocks (black).
+
+    Args:
+        records: singularity records.
+        metrics: the statistics, one panel each.
+        x: "epoch" or "step".
+        path: where to save (None: not saved).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     records = list(records)
     if x == "epoch" and not any("epoch" in r for r in records):
         x = "step"
@@ -262,7 +322,20 @@ def plot_singularity_compare(runs: Mapping[str, Iterable],
                              colors: Mapping[str, Any] | None = None, styles: Mapping[str, Mapping] | None = None
                              ) -> Figure:
     """Unit statistics (docs/methods.md §A.2), averaged over blocks, against `x`: one panel per metric, one
-    line per run (the mean over its seeds, with a band of ± 1 SD and n in the legend)."""
+    line per run (the mean over its seeds, with a band of ± 1 SD and n in the legend).
+
+    Args:
+        runs: name → records (or a list per seed).
+        metrics: the statistics, one panel each.
+        x: "epoch" or "step".
+        path: where to save (None: not saved).
+        title: the figure's title.
+        colors: run → colour.
+        styles: run → line style dict.
+
+    Returns:
+        The figure.
+    """
     if not runs:
         raise LandscapeError("no runs to plot")
     fig = Figure(figsize=(3.6 * len(metrics), 3.3), layout="constrained")

@@ -54,7 +54,20 @@ def plot_spectral_density(spectra: Mapping[str, Mapping], path: PathLike | None 
                           ) -> Figure:
     """Spectral densities, one line per label: view="log" (default) over log10|λ| in two panels (λ > 0,
     λ < 0); view="linear" on a λ axis with a log density axis (Ghorbani et al. 2019, Fig. 1 style).
-    Densities are clipped below at `floor` × the highest peak (1e-6 log view, 1e-7 linear)."""
+    Densities are clipped below at `floor` × the highest peak (1e-6 log view, 1e-7 linear).
+
+    Args:
+        spectra: label → `spectrum_curves` output.
+        path: where to save (None: not saved).
+        view: "log" or "linear".
+        floor: the relative clip (None: the view's default).
+        title: the figure's title.
+        colors: label → colour.
+        styles: label → line style dict.
+
+    Returns:
+        The figure.
+    """
     if view == "log":
         return _log_view(spectra, path, floor=1e-6 if floor is None else floor, title=title, colors=colors,
                          styles=styles)
@@ -80,7 +93,19 @@ def plot_log_spectral_density(spectra: Mapping[str, Mapping], path: PathLike | N
                               floor: float = 1e-6, title: str | None = None,
                               colors: Mapping[str, Any] | None = None, styles: Mapping[str, Mapping] | None = None
                               ) -> Figure:
-    """`plot_spectral_density(view="log")`: the λ > 0 and λ < 0 parts over |λ| (log x, log density)."""
+    """`plot_spectral_density(view="log")`: the λ > 0 and λ < 0 parts over |λ| (log x, log density).
+
+    Args:
+        spectra: label → `spectrum_curves` output.
+        path: where to save (None: not saved).
+        floor: the relative clip.
+        title: the figure's title.
+        colors: label → colour.
+        styles: label → line style dict.
+
+    Returns:
+        The figure.
+    """
     return plot_spectral_density(spectra, path, view="log", floor=floor, title=title, colors=colors, styles=styles)
 
 
@@ -119,8 +144,16 @@ def plot_spectrum_mass(runs: Mapping[str, Sequence[Mapping]], path: PathLike | N
     """Degenerate mass μ(|λ| < ε λmax), negative mass μ(λ < −ε λmax) and λmax against epoch (docs/methods.md
     §A.2), at the ε the rows carry (their "eps").
 
-    runs: label → spectrum.jsonl rows {"epoch", "spectrum": {...}, "exact": {...}} (either part optional):
-    SLQ estimates are lines with filled markers, exact spectra hollow markers of the same colour.
+    Args:
+        runs: label → spectrum.jsonl rows {"epoch", "spectrum": {...}, "exact": {...}} (either part optional):
+            SLQ estimates are lines with filled markers, exact spectra hollow markers of the same colour.
+        path: where to save (None: not saved).
+        title: the figure's title.
+        colors: label → colour.
+        styles: label → line style dict.
+
+    Returns:
+        The figure.
     """
     eps = {r[p]["eps"] for rows in runs.values() for r in rows for p in ("spectrum", "exact")
            if isinstance(r.get(p), Mapping) and "eps" in r[p]}
@@ -166,6 +199,20 @@ def plot_eigenvalue_histogram(eigenvalues: Mapping[str, np.ndarray], path: PathL
     per bin. The degenerate band |λ| < ε·λ* is shaded; the legend gives each net's degenerate and negative
     fractions at ε (the reported threshold) relative to its own λmax (docs/methods.md §A.2), or `legend`'s text
     for the label where given (e.g. the masses' mean over seeds that the text reports, when one seed is drawn).
+
+    Args:
+        eigenvalues: label → the net's eigenvalues.
+        path: where to save (None: not saved).
+        eps: ε of the degenerate band.
+        floor: the linear zone's half-width relative to λ*.
+        bins_per_decade: bins per decade and sign.
+        title: the figure's title.
+        colors: label → colour.
+        styles: label → line style dict.
+        legend: label → legend text.
+
+    Returns:
+        The figure.
     """
     eig = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in eigenvalues.items()}
     if not eig or any(v.size == 0 for v in eig.values()):

@@ -64,7 +64,14 @@ _SPECTRUM = {"degenerate_ratio": "degenerate mass", "negative_ratio": "negative 
 
 
 def label_of(key: str) -> str:
-    """A readable axis label or title for a metric or result key ("init.KEY", "slq_KEY", "KEY_mean" too)."""
+    """A readable axis label or title for a metric or result key ("init.KEY", "slq_KEY", "KEY_mean" too).
+
+    Args:
+        key: the key.
+
+    Returns:
+        The label.
+    """
     if key.startswith("init."):
         return f"{label_of(key[5:])} at init"
     if key in LABELS:
@@ -82,7 +89,14 @@ def label_of(key: str) -> str:
 def family_styles(members: Mapping[str, tuple[str, str]]) -> dict[str, dict]:
     """label → {"color", "ls"[, "marker", ...]} from label → (family, variant): one colour per family and one
     line style per variant, each in order of first appearance (the same variant looks the same in every
-    family); variants after the first also get hollow markers."""
+    family); variants after the first also get hollow markers.
+
+    Args:
+        members: label → (family, variant).
+
+    Returns:
+        The styles.
+    """
     families = list(dict.fromkeys(f for f, _ in members.values()))
     variants = list(dict.fromkeys(v for _, v in members.values()))
     out = {}
@@ -97,7 +111,16 @@ def family_styles(members: Mapping[str, tuple[str, str]]) -> dict[str, dict]:
 def line_styles(labels: Iterable[str], styles: Mapping[str, Mapping] | None = None,
                 colors: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """label → {"color", "ls"}: `styles` where given, else Okabe-Ito colours in order, the line style changing
-    each time the colours run out; `colors` overrides the colour alone."""
+    each time the colours run out; `colors` overrides the colour alone.
+
+    Args:
+        labels: the labels, in order.
+        styles: label → style dict.
+        colors: label → colour.
+
+    Returns:
+        The styles.
+    """
     out = {}
     for i, lab in enumerate(labels):
         style = dict((styles or {}).get(lab, {}))
@@ -111,7 +134,16 @@ def line_styles(labels: Iterable[str], styles: Mapping[str, Mapping] | None = No
 
 def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> list[Path]:
     """Write `fig` as PATH.png (`dpi`, quantized to a 256-color palette: 3-4x smaller, no visible change for
-    line plots) and PATH.pdf (the suffix of `path`, if any, is replaced)."""
+    line plots) and PATH.pdf (the suffix of `path`, if any, is replaced).
+
+    Args:
+        fig: the figure.
+        path: the base path.
+        dpi: the PNG's resolution.
+
+    Returns:
+        The two files written.
+    """
     from PIL import Image
 
     base = Path(path)
@@ -127,7 +159,14 @@ def save_figure(fig: Figure, path: PathLike, dpi: int = 120) -> list[Path]:
 
 
 def styled(fn):
-    """Draw inside seaborn's whitegrid style with the Okabe-Ito colour cycle (rcParams restored afterwards)."""
+    """Draw inside seaborn's whitegrid style with the Okabe-Ito colour cycle (rcParams restored afterwards).
+
+    Args:
+        fn: a plotting function.
+
+    Returns:
+        The wrapped function.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -143,6 +182,16 @@ def styled(fn):
 
 
 def finish(fig: Figure, path: PathLike | None, title: str | None) -> Figure:
+    """Give the figure its title and save it when a path is given.
+
+    Args:
+        fig: the figure.
+        path: where to save (None: not saved).
+        title: the title (None: none).
+
+    Returns:
+        The figure.
+    """
     if title:
         fig.suptitle(title)
     if path is not None:
@@ -151,7 +200,11 @@ def finish(fig: Figure, path: PathLike | None, title: str | None) -> Figure:
 
 
 def plain_log_ticks(axis) -> None:
-    """Log axis of ratios near 1: ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 1, 2), no minor labels."""
+    """Log axis of ratios near 1: ticks at 1, 2, 5 × 10^k labelled as plain numbers (0.5, 1, 2), no minor labels.
+
+    Args:
+        axis: a matplotlib axis (ax.yaxis).
+    """
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -159,11 +212,32 @@ def plain_log_ticks(axis) -> None:
 
 def ramp(n: int, cmap: str = "viridis", stop: float = 0.85) -> list:
     """n colours from dark (early, shallow) to light (late, deep) of a perceptually uniform map, stopping at
-    `stop` of the map so the lightest line keeps its contrast on white (the maps end in pale yellow)."""
+    `stop` of the map so the lightest line keeps its contrast on white (the maps end in pale yellow).
+
+    Args:
+        n: colours.
+        cmap: the colormap.
+        stop: the fraction of the map used.
+
+    Returns:
+        The colours.
+    """
     return [colormaps[cmap](stop * i / max(n - 1, 1)) for i in range(n)]
 
 
 def grid(n: int, ncols: int, width: float, height: float, **kw) -> tuple[Figure, list]:
+    """A figure with n panels in rows of `ncols` (the unused panels of the last row hidden).
+
+    Args:
+        n: panels.
+        ncols: panels per row.
+        width: inches per panel.
+        height: inches per panel.
+        **kw: passed to `Figure.subplots` (sharex, sharey).
+
+    Returns:
+        (figure, the n axes).
+    """
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
@@ -175,23 +249,55 @@ def grid(n: int, ncols: int, width: float, height: float, **kw) -> tuple[Figure,
 
 def mean_sd(value) -> tuple[float, float, int]:
     """A number, or per-seed values (None / non-finite dropped) → (mean, sample SD or 0 for one value, n);
-    NaN mean when none is finite (`landscape.stats`' convention)."""
+    NaN mean when none is finite (`landscape.stats`' convention).
+
+    Args:
+        value: a number or a sequence of per-seed values.
+
+    Returns:
+        (mean, SD, n).
+    """
     values = value if isinstance(value, (list, tuple, np.ndarray)) else [value]
     mean, sd, n = stats.mean_sd(values)
     return mean, (sd if n > 1 else 0.0), n
 
 
 def is_seeds(value) -> bool:
-    """True for a list of per-seed lists (records or metrics rows), False for one run's list."""
+    """True for a list of per-seed lists (records or metrics rows), False for one run's list.
+
+    Args:
+        value: a list.
+
+    Returns:
+        Whether it holds one list per seed.
+    """
     return bool(value) and not isinstance(value[0], Mapping)
 
 
 def with_n(label: str, n: int) -> str:
+    """A legend label with its seed count: "label (n=5)".
+
+    Args:
+        label: the label.
+        n: the count.
+
+    Returns:
+        The text.
+    """
     return f"{label} (n={n})"
 
 
 def seed_stack(runs: Sequence[Sequence[Mapping]], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
-    """(x values, values[seeds, x]) with NaN where a seed has no record (e.g. it diverged earlier)."""
+    """(x values, values[seeds, x]) with NaN where a seed has no record (e.g. it diverged earlier).
+
+    Args:
+        runs: one list of rows per seed.
+        key: the value's key.
+        x: the x key.
+
+    Returns:
+        (x values, values [seeds, x]).
+    """
     xs = sorted({r[x] for rec in runs for r in rec if r.get(x) is not None})
     pos = {e: i for i, e in enumerate(xs)}
     vals = np.full((len(runs), len(xs)), np.nan)

@@ -32,7 +32,20 @@ def _grid2(x: Any, y: Any, loss: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
 @styled
 def plot_surface_1d(curves: Mapping[str, Mapping[str, Any]], path: PathLike | None = None, *,
                     xlabel: str = "coordinate", log: bool = False, title: str | None = None) -> Figure:
-    """curves: label → {"x": [n], "loss": [n], optional "accuracy": [n]} (solid loss, dashed accuracy)."""
+    """curves: label → {"x": [n], "loss": [n], optional "accuracy": [n]} (solid loss, dashed accuracy).
+
+    Loss (and accuracy) along one coordinate, one line per label.
+
+    Args:
+        curves: label → {"x": [n], "loss": [n], optional "accuracy": [n]} (solid loss, dashed accuracy).
+        path: where to save (None: not saved).
+        xlabel: the x axis label.
+        log: a log loss axis.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     if not curves:
         raise LandscapeError("plot_surface_1d: no curves")
     fig = Figure(figsize=(5.0, 3.4), layout="constrained")
@@ -62,7 +75,22 @@ def plot_surface_contour(x: Any, y: Any, loss: Any, path: PathLike | None = None
                          trajectory: Sequence[Sequence[float]] | None = None, levels: int = 30, log: bool = True,
                          labels: tuple[str, str] = ("direction 1", "direction 2"), title: str | None = None) -> Figure:
     """Filled contours of loss[i, j] at (x[j], y[i]); `trajectory` [T, 2] drawn as a line with dots, its
-    last point (the final weights) starred. log: logarithmic contour levels (loss must be > 0)."""
+    last point (the final weights) starred. log: logarithmic contour levels (loss must be > 0).
+
+    Args:
+        x: [nx] coordinates of the columns.
+        y: [ny] coordinates of the rows.
+        loss: [ny, nx] losses.
+        path: where to save (None: not saved).
+        trajectory: [T, 2] points to draw (None: none).
+        levels: contour levels.
+        log: logarithmic levels.
+        labels: the axis labels.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     x, y, z = _grid2(x, y, loss)
     fig = Figure(figsize=(4.8, 4.0), layout="constrained")
     ax = fig.subplots()
@@ -87,7 +115,20 @@ def plot_surface_contour(x: Any, y: Any, loss: Any, path: PathLike | None = None
 def plot_surface_3d(x: Any, y: Any, loss: Any, path: PathLike | None = None, *, log: bool = False,
                     clip: float | None = None, title: str | None = None) -> Figure:
     """3-D mesh of loss[i, j] at (x[j], y[i]); `clip` caps the loss drawn (Li et al. clip at 10), `log`
-    draws log10 of the loss."""
+    draws log10 of the loss.
+
+    Args:
+        x: [nx] coordinates of the columns.
+        y: [ny] coordinates of the rows.
+        loss: [ny, nx] losses.
+        path: where to save (None: not saved).
+        log: draw log10(loss).
+        clip: the largest loss drawn (None: no cap).
+        title: the figure's title.
+
+    Returns:
+        The figure.
+    """
     x, y, z = _grid2(x, y, loss)
     z = np.minimum(z, clip) if clip is not None else z
     if log:

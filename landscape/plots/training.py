@@ -34,11 +34,19 @@ def plot_training_curves(histories: Mapping[str, Sequence], path: PathLike | Non
                          ) -> Figure:
     """Training loss and training accuracy against epoch, one line per label with n (seeds) in the legend.
 
-    histories: label → per-epoch records with "epoch", "train_loss", "train_acc" (metrics.jsonl lines), or
-    label → a list of such lists (one per seed): drawn as the mean over seeds with a band of ± 1 sample SD
-    (the legend says so, with each label's n).
-    test: also draw "test_acc" in a third panel, in each label's own style.
-    styles: label → {"color", "ls"} (e.g. `family_styles`: family by colour, variant by line style).
+    Args:
+        histories: label → per-epoch records with "epoch", "train_loss", "train_acc" (metrics.jsonl lines), or
+            label → a list of such lists (one per seed): drawn as the mean over seeds with a band of ± 1 sample SD
+            (the legend says so, with each label's n).
+        path: where to save (None: not saved).
+        title: the figure's title.
+        log_loss: a log loss axis.
+        test: also draw "test_acc" in a third panel, in each label's own style.
+        colors: label → colour.
+        styles: label → {"color", "ls"} (e.g. `family_styles`: family by colour, variant by line style).
+
+    Returns:
+        The figure.
     """
     panels = [("train_loss", "training loss"), ("train_acc", "training accuracy")]
     if test:
@@ -84,6 +92,22 @@ def plot_sweep(panels: Mapping[str, Mapping[str, Mapping[float, Any]]], path: Pa
     Settings whose runs left no finite value (diverged) are marked × at the top of the panel. `xlabel` is
     one label or one per panel; `hline` draws a reference level (e.g. 1 for a norm-preserving ratio);
     `reference`: panel title → (xs, ys) of a reference curve drawn dashed grey (e.g. λ^L).
+
+    Args:
+        panels: panel title → {label → {x: value or per-seed values}}.
+        path: where to save (None: not saved).
+        ylabel: the y axis label.
+        xlabel: one label, or one per panel.
+        logx: a log x axis.
+        logy: a log y axis (geometric means).
+        hline: a reference level (None: none).
+        reference: panel title → (xs, ys) of a dashed reference curve.
+        title: the figure's title.
+        colors: label → colour.
+        styles: label → line style dict.
+
+    Returns:
+        The figure.
     """
     if not panels:
         raise LandscapeError("no sweep to plot")
@@ -139,7 +163,20 @@ def plot_metric_scatter(points: Mapping[str, Mapping[str, float | None]], x: str
     """One panel per metric in `ys` against `x` across points (label → {metric: value}), each panel titled
     with Spearman's ρ, its 95% interval and n over the points that have both values (docs/methods.md §A.4).
     A point should be a cell mean: runs of one cell are not independent of each other.
-    annotate: write each point's label (default: only with at most 8 points, where labels stay legible)."""
+    annotate: write each point's label (default: only with at most 8 points, where labels stay legible).
+
+    Args:
+        points: label → {metric: value}.
+        x: the x metric.
+        ys: the y metrics, one panel each.
+        path: where to save (None: not saved).
+        xlabel: the x axis label (None: `label_of(x)`).
+        title: the figure's title.
+        annotate: write each point's label (None: with at most 8 points).
+
+    Returns:
+        The figure.
+    """
     if not points:
         raise LandscapeError("no runs to plot")
     fig = Figure(figsize=(3.6 * len(ys), 3.4), layout="constrained")

@@ -24,7 +24,14 @@ GRAD_METRICS = ("grad_norm_in", "grad_norm_out", "grad_ratio")
 
 
 def combined_norm(tensors: Iterable[Tensor]) -> Tensor:
-    """sqrt(Σ_i ‖t_i‖²_F) in float64, computed as clip_grad does: one fused norm per device."""
+    """sqrt(Σ_i ‖t_i‖²_F) in float64, computed as clip_grad does: one fused norm per device.
+
+    Args:
+        tensors: the tensors.
+
+    Returns:
+        The norm, a 0-dim float64 tensor (0 for none).
+    """
     by_device: dict[torch.device, list[Tensor]] = {}
     for t in tensors:
         by_device.setdefault(t.device, []).append(t.detach())
@@ -36,7 +43,14 @@ def combined_norm(tensors: Iterable[Tensor]) -> Tensor:
 
 
 def tensors_in(obj) -> list[Tensor]:
-    """All tensors in a (nested) tuple / list / dict output, in order."""
+    """All tensors in a (nested) tuple / list / dict output, in order.
+
+    Args:
+        obj: a module's output.
+
+    Returns:
+        The tensors.
+    """
     if isinstance(obj, Tensor):
         return [obj]
     if isinstance(obj, dict):
@@ -86,7 +100,13 @@ class GradNormCollector:
         return k
 
     def watch(self, block: int, x, output) -> None:
-        """Hook the block's input tensor `x` and every output tensor that requires grad."""
+        """Hook the block's input tensor `x` and every output tensor that requires grad.
+
+        Args:
+            block: the block's index.
+            x: the block's input.
+            output: the block's output.
+        """
         if isinstance(x, Tensor) and x.requires_grad:
             last = self._last
             if last is not None and x is last[0] and last[1] in self._rows:  # its slot may be flushed already
@@ -140,7 +160,14 @@ class GradNormCollector:
             self._sq.index_add_(0, rows, sq)
 
     def norms(self, scale: float = 1.0) -> Tensor:
-        """[n_blocks, 2] float64 of (‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖); each squared norm is multiplied by `scale`."""
+        """[n_blocks, 2] float64 of (‖∂L/∂x_l‖, ‖∂L/∂x_{l+1}‖); each squared norm is multiplied by `scale`.
+
+        Args:
+            scale: the factor of each squared norm (e.g. 1/batches²).
+
+        Returns:
+            The norms.
+        """
         self.flush()
         sq = self._sq.cpu() if self._sq is not None else torch.zeros(2 * self.n_blocks, dtype=torch.float64)
         return (sq * scale).sqrt().view(self.n_blocks, 2)

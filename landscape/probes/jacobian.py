@@ -35,7 +35,16 @@ from landscape.probes.grad_norm import tensors_in
 
 
 def lanczos_extremes(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> tuple[float, float]:
-    """(λ_max, λ_min) Ritz values of a symmetric operator on flat vectors after `steps` Lanczos steps."""
+    """(λ_max, λ_min) Ritz values of a symmetric operator on flat vectors after `steps` Lanczos steps.
+
+    Args:
+        matvec: v ↦ A v on flat vectors.
+        start: the start vector.
+        steps: Lanczos steps.
+
+    Returns:
+        (λ_max, λ_min).
+    """
     dim = start.numel()
 
     def matmat(V: Tensor) -> Tensor:
@@ -50,7 +59,17 @@ def lanczos_extremes(matvec: Callable[[Tensor], Tensor], start: Tensor, steps: i
 def jacobian_extremes(fn: Callable[[Tensor], Tensor], x: Tensor, steps: int = 20,
                       generator: torch.Generator | None = None) -> tuple[float, float]:
     """(σ_max, σ_min) of J = ∂fn(x)/∂x, batch as one vector; see the module docstring for σ_min.
-    Fused attention without a double backward is retried through the math SDPA kernel."""
+    Fused attention without a double backward is retried through the math SDPA kernel.
+
+    Args:
+        fn: the map x ↦ fn(x).
+        x: the point.
+        steps: Lanczos steps on JᵀJ.
+        generator: the start vector's generator (its state is restored).
+
+    Returns:
+        (σ_max, σ_min).
+    """
     saved = generator.get_state() if generator is not None else None
     try:
         return _extremes(fn, x, steps, generator)
@@ -107,6 +126,17 @@ def block_jacobian_extremes(block: nn.Module, x: Tensor, *args, steps: int = 20,
     the parameters; train-mode BatchNorm layers use their batch statistics without updating their
     running ones, and the global RNG state is restored afterwards, so the model's state is unchanged
     (other layers that write to buffers in forward are not supported). Hooks on the block fire.
+
+    Args:
+        block: the block.
+        x: its input.
+        *args: further positional inputs of the block.
+        steps: Lanczos steps.
+        seed: the start vector's seed.
+        **kwargs: keyword inputs of the block.
+
+    Returns:
+        (σ_max, σ_min).
     """
 
     def fn(inp: Tensor) -> Tensor:

@@ -24,7 +24,17 @@ FIELDS = ("step", "block", "metric", "value")
 
 
 def make_record(step: int | None, block: str, metric: str, value: float) -> dict:
-    """One record; `value` is converted to a Python float."""
+    """One record; `value` is converted to a Python float.
+
+    Args:
+        step: the training step (None: not during training).
+        block: the block's name.
+        metric: the metric.
+        value: the value.
+
+    Returns:
+        {"step", "block", "metric", "value"}.
+    """
     return {"step": step, "block": block, "metric": metric, "value": float(value)}
 
 
@@ -34,7 +44,15 @@ def _columns(records: list[dict]) -> list[str]:
 
 
 def to_csv(records: Iterable[dict], path: str | Path) -> Path:
-    """Write records as CSV (header `step,block,metric,value[,extra...]`); returns the path."""
+    """Write records as CSV (header `step,block,metric,value[,extra...]`); returns the path.
+
+    Args:
+        records: the records.
+        path: the CSV file.
+
+    Returns:
+        The path.
+    """
     records = list(records)
     path = Path(path)
     with path.open("w", newline="") as fh:
@@ -46,13 +64,29 @@ def to_csv(records: Iterable[dict], path: str | Path) -> Path:
 
 
 def to_json(records: Iterable[dict], path: str | Path, lines: bool = False) -> Path:
-    """Write records as one JSON array, or as JSON lines (`lines=True`); NaN and ±inf become null (atomic)."""
+    """Write records as one JSON array, or as JSON lines (`lines=True`); NaN and ±inf become null (atomic).
+
+    Args:
+        records: the records.
+        path: the file.
+        lines: JSON lines instead of one array.
+
+    Returns:
+        The path.
+    """
     records = list(records)
     return write_jsonl(path, records) if lines else write_json(path, records, indent=1)
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """Read records back from `.csv`, `.json` (array) or `.jsonl`; null/empty values become NaN."""
+    """Read records back from `.csv`, `.json` (array) or `.jsonl`; null/empty values become NaN.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The records.
+    """
     path = Path(path)
     if not path.exists():
         raise LandscapeError(f"records file {path} does not exist")
@@ -78,7 +112,12 @@ def read_records(path: str | Path) -> list[dict]:
 
 def drop_records_after(path: str | Path, step: int) -> None:
     """Keep only the records of steps ≤ `step` in a JSON-lines records file (atomic rewrite; no file, no-op):
-    what a resumed run does before appending the steps it recomputes."""
+    what a resumed run does before appending the steps it recomputes.
+
+    Args:
+        path: the JSON-lines file.
+        step: the last step kept.
+    """
     path = Path(path)
     if not path.exists():
         return
@@ -90,7 +129,14 @@ def drop_records_after(path: str | Path, step: int) -> None:
 
 
 def records_by_block(records: Iterable[dict]) -> dict[str, dict[str, float]]:
-    """{block: {metric: value}}: the records of one step as nested dicts (a metric given twice keeps the last)."""
+    """{block: {metric: value}}: the records of one step as nested dicts (a metric given twice keeps the last).
+
+    Args:
+        records: the records.
+
+    Returns:
+        The nested dict.
+    """
     out: dict[str, dict[str, float]] = {}
     for r in records:
         out.setdefault(r["block"], {})[r["metric"]] = r["value"]
@@ -103,6 +149,15 @@ def records_to_table(records: Iterable[dict], rows: str = "block", columns: str 
 
     Labels keep first-seen order; `where={"step": 10}` keeps only matching records; a missing cell
     is NaN, and a cell given twice keeps the last value.
+
+    Args:
+        records: the records.
+        rows: the key of the row labels.
+        columns: the key of the column labels.
+        where: {key: value} filters.
+
+    Returns:
+        (row labels, column labels, values).
     """
     recs = [r for r in records if all(r.get(k) == v for k, v in (where or {}).items())]
     row_labels = list(dict.fromkeys(r[rows] for r in recs))

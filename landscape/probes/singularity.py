@@ -1,7 +1,7 @@
-"""Singularities of a layer's units over a probe set (docs/methods.md §A.2: elimination, overlap, linear dependence).
+"""Singularities of a layer's units over the samples (docs/methods.md §A.2: elimination, overlap, linear dependence).
 
-Units are the branch activations z_l (ReLU outputs; one column of Z_l [N, n] per unit, N probe
-vectors: samples, or samples × tokens / pixels with units on the last / channel dim). Statistics:
+Units are the branch activations z_l (ReLU outputs; one column of Z_l [N, n] per unit, N
+rows: samples, or samples × tokens / pixels with units on the last / channel dim). Statistics:
 
 - dead_frac: fraction of units with max_x |z_i(x)| ≤ `dead_tol` (default 0: zero on every sample).
 - overlap_act (kept for comparability with earlier results): mean over units i of max_{j≠i} cos(z_i, z_j),
@@ -9,7 +9,7 @@ vectors: samples, or samples × tokens / pixels with units on the last / channel
   (0.99). Biased for ReLU units: two independent units z = ReLU(g), g ~ N(0, 1), have
   cos = E[z]²/E[z²] = (1/2π)/(1/2) = 1/π ≈ 0.32, so this never approaches 0 even without any overlap.
 - overlap_act_centered / overlap_act_centered_frac: the same on the CENTERED activations, i.e. the
-  Pearson correlation of the two units over the probe set (0 for independent units, 1 for duplicates).
+  Pearson correlation of the two units over the samples (0 for independent units, 1 for duplicates).
   Units of zero variance (dead or constant) are left out.
 - overlap_act_pairs / overlap_act_centered_pairs: the fraction of unordered pairs {i, j} of valid units
   whose (uncentered / centered) cosine exceeds `pair_threshold` (0.95).
@@ -52,7 +52,14 @@ _VAR_RTOL = 1e-12  # a unit is "constant" when its variance is below this fracti
 
 
 def units_matrix(z: Tensor) -> Tensor:
-    """Activations as [vectors, units]: units on dim 1 for [B, C, H, ...], on the last dim otherwise."""
+    """Activations as [vectors, units]: units on dim 1 for [B, C, H, ...], on the last dim otherwise.
+
+    Args:
+        z: activations.
+
+    Returns:
+        [vectors, units].
+    """
     if z.dim() >= 4:
         z = z.movedim(1, -1)
     return z.reshape(-1, z.shape[-1])
@@ -68,14 +75,31 @@ def _cosines(gram: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def max_offdiag_cosine(gram: Tensor, valid: Tensor) -> Tensor:
-    """max_{j≠i, j valid} cos_ij from Gram matrices [L, n, n]; NaN where unit i is invalid or alone."""
+    """max_{j≠i, j valid} cos_ij from Gram matrices [L, n, n]; NaN where unit i is invalid or alone.
+
+    Args:
+        gram: [L, n, n] Gram matrices.
+        valid: [L, n] the units that count.
+
+    Returns:
+        [L, n].
+    """
     cos, ok = _cosines(gram, valid)
     best = cos.masked_fill(~ok, -torch.inf).amax(-1)
     return best.masked_fill(~valid | torch.isinf(best), torch.nan)
 
 
 def pair_fraction(gram: Tensor, valid: Tensor, threshold: float = PAIR_THRESHOLD) -> Tensor:
-    """Fraction of unordered valid pairs {i, j} with cos_ij > threshold, per layer (NaN with no pair)."""
+    """Fraction of unordered valid pairs {i, j} with cos_ij > threshold, per layer (NaN with no pair).
+
+    Args:
+        gram: [L, n, n] Gram matrices.
+        valid: [L, n] the units that count.
+        threshold: the cosine above which a pair overlaps.
+
+    Returns:
+        [L].
+    """
     cos, ok = _cosines(gram, valid)
     pairs = ok.sum((-2, -1))
     return ((cos > threshold) & ok).sum((-2, -1)) / pairs.where(pairs > 0, torch.nan)
@@ -91,7 +115,15 @@ def _overlap(best: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
 
 
 def spectrum_stats(eig: Tensor, small_sv: float) -> tuple[Tensor, Tensor]:
-    """(effective rank / n, fraction of s_k/s_1 < small_sv) from eigenvalues s_k² of the centered Gram."""
+    """(effective rank / n, fraction of s_k/s_1 < small_sv) from eigenvalues s_k² of the centered Gram.
+
+    Args:
+        eig: [..., n] eigenvalues of the centered Gram.
+        small_sv: the relative singular-value threshold.
+
+    Returns:
+        (eff_rank / n, small_sv_frac), effective rank = (Σ s²)² / Σ s⁴.
+    """
     lam = eig.clamp_min(0)
     n = lam.shape[-1]
     total = lam.sum(-1)
@@ -110,7 +142,12 @@ class SingularityAccumulator:
 
     @torch.no_grad()
     def add(self, layers: Sequence[int], z: Tensor) -> None:
-        """Add a batch for several layers at once: z [K, M, n], one slice per entry of `layers`."""
+        """Add a batch for several layers at once: z [K, M, n], one slice per entry of `layers`.
+
+        Args:
+            layers: the layer indices.
+            z: [K, M, n] activations of the K layers.
+        """
         z = z.to(self.gram_dtype)
         for k, layer in enumerate(layers):
             if layer not in self.state:
@@ -132,7 +169,17 @@ class SingularityAccumulator:
     @torch.no_grad()
     def compute(self, dead_tol: float = 0.0, threshold: float = 0.99, small_sv: float = 1e-3,
                 pair_threshold: float = PAIR_THRESHOLD) -> dict[int, dict[str, float]]:
-        """The ACT_METRICS of every layer seen, batched over layers of equal width."""
+        """The ACT_METRICS of every layer seen, batched over layers of equal width.
+
+        Args:
+            dead_tol: a unit with max |z_i| ≤ dead_tol over the samples is dead.
+            threshold: the cosine of an overlapping unit.
+            small_sv: the relative singular-value threshold.
+            pair_threshold: the cosine of an overlapping pair.
+
+        Returns:
+            {layer: {metric: value}}.
+        """
         by_width: dict[int, list[int]] = {}
         for layer, st in self.state.items():
             by_width.setdefault(st["gram"].shape[0], []).append(layer)
@@ -162,7 +209,14 @@ class SingularityAccumulator:
 
 
 def incoming_weights(layer: nn.Module) -> Tensor:
-    """[n_units, fan_in (+1)]: each unit's incoming weight row, flattened, with its bias appended."""
+    """[n_units, fan_in (+1)]: each unit's incoming weight row, flattened, with its bias appended.
+
+    Args:
+        layer: a Linear or Conv layer.
+
+    Returns:
+        The rows.
+    """
     w = getattr(layer, "weight", None)
     if not isinstance(w, Tensor):
         raise LandscapeError(f"{type(layer).__name__} has no weight tensor to read incoming weights from")
@@ -174,7 +228,16 @@ def incoming_weights(layer: nn.Module) -> Tensor:
 @torch.no_grad()
 def weight_stats(layers: Sequence[nn.Module], threshold: float = 0.99,
                  pair_threshold: float = PAIR_THRESHOLD) -> list[dict[str, float]]:
-    """The WEIGHT_METRICS of each layer (norm quantiles and overlap of [w_i; b_i]), batched by shape."""
+    """The WEIGHT_METRICS of each layer (norm quantiles and overlap of [w_i; b_i]), batched by shape.
+
+    Args:
+        layers: the layers.
+        threshold: the cosine of an overlapping unit.
+        pair_threshold: the cosine of an overlapping pair.
+
+    Returns:
+        One {metric: value} per layer.
+    """
     mats = [incoming_weights(layer).double() for layer in layers]
     out: list[dict[str, float] | None] = [None] * len(mats)
     by_shape: dict[tuple, list[int]] = {}
@@ -198,7 +261,19 @@ def weight_stats(layers: Sequence[nn.Module], threshold: float = 0.99,
 def singularity_stats(z: Tensor, layer: nn.Module | None = None, dead_tol: float = 0.0,
                       threshold: float = 0.99, small_sv: float = 1e-3,
                       pair_threshold: float = PAIR_THRESHOLD) -> dict[str, float]:
-    """All statistics of one layer from its activations z (any shape, see `units_matrix`) in one go."""
+    """All statistics of one layer from its activations z (any shape, see `units_matrix`) in one go.
+
+    Args:
+        z: the layer's activations.
+        layer: the layer, for the weight statistics (None: activations only).
+        dead_tol: a unit with max |z_i| ≤ dead_tol over the samples is dead.
+        threshold: the cosine of an overlapping unit.
+        small_sv: the relative singular-value threshold.
+        pair_threshold: the cosine of an overlapping pair.
+
+    Returns:
+        {metric: value}.
+    """
     acc = SingularityAccumulator()
     acc.add([0], units_matrix(z).unsqueeze(0))
     stats = acc.compute(dead_tol, threshold, small_sv, pair_threshold)[0]

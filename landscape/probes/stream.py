@@ -27,7 +27,16 @@ REDUCTIONS = ("feature", "global")
 
 
 def stream_dims(x: Tensor, reduce: str, connect_dims: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Reduction dims D (non-negative) for a stream tensor `x` under `reduce` ("feature" | "global")."""
+    """Reduction dims D (non-negative) for a stream tensor `x` under `reduce` ("feature" | "global").
+
+    Args:
+        x: the stream tensor.
+        reduce: "feature" or "global".
+        connect_dims: the block's own reduction dims (None: the feature dim of x's layout).
+
+    Returns:
+        D.
+    """
     if reduce == "global":
         return tuple(range(1, x.dim()))
     if connect_dims is not None:
@@ -42,6 +51,14 @@ def vector_products(x: Tensor, f: Tensor, dims: Sequence[int]) -> tuple[Tensor, 
 
     The only passes over the full tensors; a probe takes them in its hook, while x and f are hot in
     cache, and keeps only these per-vector numbers.
+
+    Args:
+        x: the stream.
+        f: the update, the shape of x.
+        dims: the reduction dims.
+
+    Returns:
+        (⟨x,f⟩, ‖x‖², ‖f‖²).
     """
     acc = torch.promote_types(torch.promote_types(x.dtype, f.dtype), torch.float32)
     if x.dtype != acc or f.dtype != acc:
@@ -60,6 +77,13 @@ def sums_from_products(products: Tensor, eps: float = 1e-6) -> Tensor:
     ‖f_perp‖² = ‖f‖² − 2s⟨x,f⟩ + s²‖x‖² is formed in float64 from float32 products: its rounding
     error is about 1e-7·‖f‖² in float32 (1e-16·‖f‖² in float64), which matters only for updates
     almost parallel to the stream, and is below the reference's own ε clamp for ‖f‖² ≲ 10.
+
+    Args:
+        products: [K, 3, vectors] from `vector_products`.
+        eps: the clamp of the squared norms.
+
+    Returns:
+        [K, 6] sums of the STREAM_METRICS.
     """
     dot, n2raw, ff = products.double().unbind(1)
     n2 = n2raw.clamp_min(eps)
@@ -72,7 +96,18 @@ def sums_from_products(products: Tensor, eps: float = 1e-6) -> Tensor:
 
 def stream_stats(x: Tensor, f: Tensor, reduce: str = "feature", dims: Sequence[int] | None = None,
                  eps: float = 1e-6) -> dict[str, float]:
-    """The six docs/methods.md §B.3 statistics of one (stream, update) pair, as a dict of floats."""
+    """The six docs/methods.md §B.3 statistics of one (stream, update) pair, as a dict of floats.
+
+    Args:
+        x: the stream.
+        f: the update.
+        reduce: "feature" or "global".
+        dims: the reduction dims (None: `stream_dims`).
+        eps: the clamp of the squared norms.
+
+    Returns:
+        {metric: mean over vectors}.
+    """
     with torch.no_grad():
         products = torch.stack(vector_products(x, f, stream_dims(x, reduce, dims))).flatten(1)
         sums = sums_from_products(products.unsqueeze(0), eps)[0]

@@ -34,7 +34,14 @@ NORMS = ("filter", "layer", "none")
 
 
 def parameters_of(model: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """{name: detached parameter} of a model (or a copy of a given name→tensor mapping)."""
+    """{name: detached parameter} of a model (or a copy of a given name→tensor mapping).
+
+    Args:
+        model: a model, or {name: tensor}.
+
+    Returns:
+        {name: detached tensor}.
+    """
     if isinstance(model, nn.Module):
         return {n: p.detach() for n, p in model.named_parameters()}
     return {n: t.detach() for n, t in model.items()}
@@ -49,7 +56,18 @@ def normalize_direction(direction: Mapping[str, Tensor], weights: Mapping[str, T
     """A copy of `direction` scaled per filter ("filter"), per tensor ("layer") or not ("none") to `weights`.
 
     Biases and normalization parameters (tensors with ≤ 1 dimension) become zero unless
-    `include_bias_norm`, in which case each is normalized as a single filter."""
+    `include_bias_norm`, in which case each is normalized as a single filter.
+
+    Args:
+        direction: {name: tensor}.
+        weights: {name: tensor} of the same shapes.
+        norm: "filter", "layer" or "none": d_f ← d_f · ‖w_f‖ / (‖d_f‖ + eps) per filter f (or per tensor).
+        include_bias_norm: normalize ≤1-D tensors too instead of zeroing them.
+        eps: ε.
+
+    Returns:
+        The normalized direction.
+    """
     if norm not in NORMS:
         raise LandscapeError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     out = {}
@@ -74,7 +92,18 @@ def random_directions(model: nn.Module | Mapping[str, Tensor], n: int = 2, *, se
     """`n` Gaussian directions, normalized to the model's weights (see module docstring).
 
     Drawn on the CPU from one generator seeded with `seed`, parameter by parameter in order and in each
-    parameter's dtype, then moved to its device: the same seed gives the same directions anywhere."""
+    parameter's dtype, then moved to its device: the same seed gives the same directions anywhere.
+
+    Args:
+        model: a model, or {name: tensor}.
+        n: the number of directions.
+        seed: the generator's seed.
+        norm: "filter", "layer" or "none" (`normalize_direction`).
+        include_bias_norm: keep (and normalize) the ≤1-D parameters.
+
+    Returns:
+        The directions.
+    """
     if n < 1:
         raise LandscapeError(f"the number of directions must be at least 1, got {n}")
     weights = parameters_of(model)
@@ -94,7 +123,16 @@ def as_direction(model: nn.Module | Mapping[str, Tensor], d: Mapping[str, Tensor
 
     `d` is a dict name → tensor, or a flat vector over the parameters in `named_parameters()` order
     (the layout of `landscape.hessian` operators over all parameters). Wrong names, shapes or lengths
-    raise `LandscapeError`."""
+    raise `LandscapeError`.
+
+    Args:
+        model: a model, or {name: tensor}.
+        d: {name: tensor} or a flat vector.
+        what: the argument's name, for messages.
+
+    Returns:
+        {name: tensor} over every parameter.
+    """
     weights = parameters_of(model)
     if isinstance(d, Tensor):
         dim = sum(w.numel() for w in weights.values())
@@ -119,7 +157,14 @@ def as_direction(model: nn.Module | Mapping[str, Tensor], d: Mapping[str, Tensor
 
 
 def flatten(d: Mapping[str, Tensor]) -> Tensor:
-    """A direction (dict) as one flat vector in its key order."""
+    """A direction (dict) as one flat vector in its key order.
+
+    Args:
+        d: {name: tensor}.
+
+    Returns:
+        The flat vector.
+    """
     return torch.cat([t.reshape(-1) for t in d.values()])
 
 
@@ -128,7 +173,16 @@ def eigen_directions(model: nn.Module, eigenvectors: Tensor, names: Sequence[str
 
     `names`: the parameters the operator differentiated, in its flat order (`op.param_names`; default
     all parameters); the other parameters are zero. Each direction is rescaled to unit norm, so grid
-    coordinates along it are distances in parameter space."""
+    coordinates along it are distances in parameter space.
+
+    Args:
+        model: the model.
+        eigenvectors: [dim, k].
+        names: the operator's parameters in its flat order (None: all).
+
+    Returns:
+        k unit-norm directions.
+    """
     weights = parameters_of(model)
     names = list(weights) if names is None else list(names)
     missing = [n for n in names if n not in weights]
@@ -151,7 +205,15 @@ def eigen_directions(model: nn.Module, eigenvectors: Tensor, names: Sequence[str
 
 
 def difference(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Direction:
-    """b − a over the parameters of `a` (shapes must match): the direction of the path from a to b."""
+    """b − a over the parameters of `a` (shapes must match): the direction of the path from a to b.
+
+    Args:
+        a: {name: tensor}, the start.
+        b: {name: tensor}, the end.
+
+    Returns:
+        {name: b − a}.
+    """
     problem = [n for n in a if n not in b or b[n].shape != a[n].shape]
     if problem or len(a) != len(b):
         n = problem[0] if problem else next(k for k in b if k not in a)
@@ -170,6 +232,7 @@ class PCADirections:
     coords: np.ndarray
 
     def to_dict(self) -> dict:
+        """The explained variance ratios, singular values and trajectory coordinates as JSON."""
         return {"explained_variance_ratio": self.explained_variance_ratio.tolist(),
                 "singular_values": self.singular_values.tolist(), "coords": self.coords.tolist()}
 
@@ -181,7 +244,18 @@ def pca_directions(trajectory: Sequence[Mapping[str, Tensor]], final: Mapping[st
     `trajectory`: the saved weights in order. `final`: the origin; by default the last point, which is
     then left out of the matrix (its row would be zero). `center` subtracts the mean difference before
     the SVD (as PCA does; the reference code's sklearn PCA does too). `include_bias_norm=False` zeros the
-    ≤1-D parameters in the differences first."""
+    ≤1-D parameters in the differences first.
+
+    Args:
+        trajectory: the saved weights in order.
+        final: the origin (None: the last point).
+        n: the number of directions.
+        center: subtract the mean difference.
+        include_bias_norm: keep the ≤1-D parameters.
+
+    Returns:
+        The directions, their explained variance ratios, singular values and the trajectory's coordinates.
+    """
     pts = [parameters_of(t) for t in trajectory]
     if final is None:
         if len(pts) < 2:

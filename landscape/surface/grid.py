@@ -83,7 +83,16 @@ def pick_backend(model: nn.Module, device: torch.device, backend: str = "auto") 
     chunk, no weights written anywhere). auto: vmap on an accelerator, where one small model leaves the
     device idle; loop on a CPU, where the forward is bound by matmul arithmetic that batching does not
     reduce, a C-wide chunk's activations fall out of cache, and vmapped convolutions become slower grouped
-    convolutions (BENCHMARKS.md, surface grid: vmap 0.6-0.8x the loop's speed on the 20x128 FC net)."""
+    convolutions (BENCHMARKS.md, surface grid: vmap 0.6-0.8x the loop's speed on the 20x128 FC net).
+
+    Args:
+        model: the model evaluated (the rule depends on the device alone).
+        device: where the grid is evaluated.
+        backend: "auto", "vmap" or "loop".
+
+    Returns:
+        "vmap" or "loop".
+    """
     if backend not in BACKENDS:
         raise LandscapeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
@@ -301,7 +310,15 @@ def _recompute_bn(objective: Objective, bns: list[_BatchNorm], params: dict, flo
 
 def mesh_coords(x: Any, y: Any | None = None) -> np.ndarray:
     """Grid points as coordinate rows: [len(x), 1] in 1-D; in 2-D [len(y)·len(x), 2] in numpy.meshgrid
-    order (row p = i·len(x) + j is (x[j], y[i])), so values.reshape(len(y), len(x)) is the surface."""
+    order (row p = i·len(x) + j is (x[j], y[i])), so values.reshape(len(y), len(x)) is the surface.
+
+    Args:
+        x: the x coordinates.
+        y: the y coordinates (None: a 1-D grid).
+
+    Returns:
+        The coordinate rows.
+    """
     x = np.asarray(x, dtype=np.float64)
     if y is None:
         return x[:, None]

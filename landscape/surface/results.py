@@ -25,6 +25,9 @@ H5_KEYS = {"x": "xcoordinates", "y": "ycoordinates", "loss": "train_loss", "accu
 
 @dataclass
 class Surface:
+    """A loss surface on a 1-D or 2-D grid: loss[i, j] and accuracy[i, j] at (x[j], y[i]), with the run's meta and an
+    optional trajectory [T, dims] in grid coordinates.
+    """
     x: np.ndarray
     loss: np.ndarray
     accuracy: np.ndarray
@@ -34,17 +37,32 @@ class Surface:
 
     @property
     def dims(self) -> int:
+        """1 for a line, 2 for a plane."""
         return 1 if self.y is None else 2
 
     def value_at(self, points: np.ndarray) -> np.ndarray:
-        """Interpolated loss at points [k, dims] (NaN outside the grid)."""
+        """Interpolated loss at points [k, dims] (NaN outside the grid).
+
+        Args:
+            points: [k, dims] grid coordinates.
+
+        Returns:
+            [k] losses.
+        """
         pts = np.atleast_2d(np.asarray(points, float))
         if self.dims == 1:
             return np.interp(pts[:, 0], self.x, self.loss, left=np.nan, right=np.nan)
         return _bilinear(self.x, self.y, self.loss, pts[:, 0], pts[:, 1])
 
     def sharpness(self, radius: float) -> dict:
-        """{'radius', 'loss_origin', 'rise_mean', 'rise_max'}; values None when the grid does not reach r."""
+        """{'radius', 'loss_origin', 'rise_mean', 'rise_max'}; values None when the grid does not reach r.
+
+        Args:
+            radius: r, in grid coordinates.
+
+        Returns:
+            The loss at the origin and the mean and largest rise L(p) − L(0) over the circle |p| = r.
+        """
         origin = float(self.value_at(np.zeros((1, self.dims)))[0])
         if self.dims == 1:
             ring = self.value_at(np.array([[-radius], [radius]]))
@@ -57,7 +75,14 @@ class Surface:
                 "rise_max": float(ring.max() - origin) if ok else None}
 
     def summary(self, radii: tuple[float, ...] = (0.1, 0.25)) -> dict:
-        """Minimum loss and where, maximum accuracy, sharpness at each radius, and `meta`."""
+        """Minimum loss and where, maximum accuracy, sharpness at each radius, and `meta`.
+
+        Args:
+            radii: the radii of `sharpness`.
+
+        Returns:
+            The summary dict.
+        """
         flat = np.where(np.isfinite(self.loss), self.loss, np.inf)
         i = np.unravel_index(int(np.argmin(flat)), self.loss.shape)
         at = [float(self.x[i[-1]])] + ([float(self.y[i[0]])] if self.dims == 2 else [])
@@ -69,6 +94,7 @@ class Surface:
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of surface.npz (x, [y], loss, accuracy, [trajectory] and the meta's arrays)."""
         out = {"x": self.x, "loss": self.loss, "accuracy": self.accuracy}
         if self.y is not None:
             out["y"] = self.y
@@ -81,12 +107,26 @@ class Surface:
 
     def save_npz(self, path: str | Path) -> Path:
         """surface.npz: x, [y], loss, accuracy, [trajectory, explained_variance_ratio, eigenvalues, t], meta
-        (the JSON of `meta` as a 0-d string array)."""
+        (the JSON of `meta` as a 0-d string array).
+
+        Args:
+            path: the file.
+
+        Returns:
+            The path.
+        """
         return write_npz(path, **self.arrays(), meta=np.array(dumps(self.meta)))
 
     def save_h5(self, path: str | Path) -> Path:
         """HDF5 with the loss-landscape repository's keys (xcoordinates, ycoordinates, train_loss,
-        train_acc; accuracy in percent as there), for its plotting and ParaView scripts."""
+        train_acc; accuracy in percent as there), for its plotting and ParaView scripts.
+
+        Args:
+            path: the file.
+
+        Returns:
+            The path.
+        """
         try:
             import h5py
         except ImportError:
@@ -102,7 +142,14 @@ class Surface:
 
 
 def load_surface(path: str | Path) -> Surface:
-    """Read a surface.npz written by `Surface.save_npz`."""
+    """Read a surface.npz written by `Surface.save_npz`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The `Surface`.
+    """
     import json
 
     try:

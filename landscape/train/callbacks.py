@@ -94,13 +94,14 @@ def _curvature(ctx: ProbeContext):
     """The curvature monitor (landscape.hessian.monitor, docs/methods.md §G) on the measurement set, with the
     run's optimizer (eos_ratio, Adam's preconditioner) and its own generator seeded from the run's seed."""
     try:
-        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor
+        from landscape.hessian.monitor import CURVATURE_METRICS, CurvatureMonitor, MonitorOptions
     except ImportError as e:
         raise LandscapeError(f"--probes curvature: the curvature monitor is not available ({e})") from None
     # every metric of docs/formats.md; trace and negative_ratio (tens of products each) at every 10th measurement
-    return CurvatureMonitor(ctx.loss_fn, ctx.measurement_set("curvature"), optimizer=ctx.optimizer,
-                            metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
-                            batch_size=ctx.config.eval_batch_size, on_records=ctx.emit)
+    options = MonitorOptions(metrics=CURVATURE_METRICS, full_every=10, seed=ctx.config.seed,
+                             batch_size=ctx.config.eval_batch_size)
+    return CurvatureMonitor(ctx.loss_fn, ctx.measurement_set("curvature"), optimizer=ctx.optimizer, options=options,
+                            on_records=ctx.emit)
 
 
 PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
@@ -110,6 +111,14 @@ PROBES: dict[str, Callable[[ProbeContext], StepCallback]] = {
 
 
 def check_probe_names(names: Sequence[str]) -> None:
+    """Refuse names that are not `--probes` entries.
+
+    Args:
+        names: the requested probes.
+
+    Raises:
+        LandscapeError: an unknown name.
+    """
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         raise LandscapeError(f"unknown probe(s) {unknown}; known: {', '.join(sorted(PROBES))}")
@@ -126,13 +135,21 @@ class Every:
             self.callback(step, model, batch, loss)
 
     def close(self) -> None:
+        """Close the wrapped callback (when it has a close method)."""
         close = getattr(self.callback, "close", None)
         if callable(close):
             close()
 
 
 def build_probe_callbacks(ctx: ProbeContext) -> list[StepCallback]:
-    """The callbacks of `--probes` (each factory called once, in order of first mention), every K steps."""
+    """The callbacks of `--probes` (each factory called once, in order of first mention), every K steps.
+
+    Args:
+        ctx: the run's probe context.
+
+    Returns:
+        The step callbacks.
+    """
     names = ctx.config.probes
     check_probe_names(names)
     factories = dict.fromkeys(PROBES[n] for n in names)
@@ -171,11 +188,16 @@ class RecordSink:
 
     @property
     def path(self) -> Path | None:
+        """OUT/probes.jsonl, or None without an output directory."""
         return None if self.out is None else self.out / RECORDS_FILE
 
     def emit(self, records: list[dict]) -> None:
         """Append probe records (`{"step", "block", "metric", "value", ...}`; `epoch` = step / steps per epoch
-        is added where missing)."""
+        is added where missing).
+
+        Args:
+            records: the records.
+        """
         if not records:
             return
         if self.steps_per_epoch:
@@ -191,7 +213,13 @@ class RecordSink:
                 self._scalars(tag.replace(":", "/"), r.get("value"), r.get("step"))
 
     def epoch(self, epoch: int, model: nn.Module, record: dict) -> None:
-        """An epoch callback: the epoch's training metrics (metrics.jsonl's record) as scalars."""
+        """An epoch callback: the epoch's training metrics (metrics.jsonl's record) as scalars.
+
+        Args:
+            epoch: the epoch.
+            model: the model (unused).
+            record: the epoch's metrics.
+        """
         if self._writer is not None:
             for key, value in record.items():
                 if key != "step":
@@ -206,6 +234,7 @@ class RecordSink:
             self._writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
+        """Close the TensorBoard writer, if one is open."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

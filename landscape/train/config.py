@@ -76,7 +76,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Build and validate from plain data; unknown keys are a `LandscapeError` naming them."""
+        """Build and validate from plain data; unknown keys are a `LandscapeError` naming them.
+
+        Args:
+            d: {option: value}.
+
+        Returns:
+            The validated config.
+        """
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(names))
         if unknown:
@@ -86,9 +93,15 @@ class TrainConfig:
         return cfg
 
     def to_dict(self) -> dict:
+        """The options as a plain dict (config.json)."""
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        """Check every option's type and range.
+
+        Raises:
+            LandscapeError: naming the first bad option.
+        """
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise LandscapeError(what)
@@ -150,7 +163,15 @@ class TrainConfig:
 
 
 def resolved_model_config(cfg: TrainConfig, data: TensorData) -> dict:
-    """`cfg.model_config` with the data-given sizes filled in and the run's seed as default init seed."""
+    """`cfg.model_config` with the data-given sizes filled in and the run's seed as default init seed.
+
+    Args:
+        cfg: the run's config.
+        data: its training data.
+
+    Returns:
+        The model config.
+    """
     derived = {"n_classes": data.n_classes, "in_dim": math.prod(data.X.shape[1:]),
                "in_channels": data.X.shape[1] if data.X.dim() == 4 else 1, "img_size": data.X.shape[-1]}
     out = dict(cfg.model_config)
@@ -161,7 +182,14 @@ def resolved_model_config(cfg: TrainConfig, data: TensorData) -> dict:
 
 
 def load_toml(path: str | os.PathLike) -> dict:
-    """A TOML file of `TrainConfig` keys (a `[model_config]` table for the model)."""
+    """A TOML file of `TrainConfig` keys (a `[model_config]` table for the model).
+
+    Args:
+        path: the TOML file.
+
+    Returns:
+        The options dict.
+    """
     try:
         import tomllib
     except ImportError:  # Python 3.10

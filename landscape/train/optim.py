@@ -19,7 +19,16 @@ from landscape.train.config import TrainConfig
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Multiplier of `cfg.lr` at optimizer step `step` (0-based); see the module docstring."""
+    """Multiplier of `cfg.lr` at optimizer step `step` (0-based); see the module docstring.
+
+    Args:
+        step: the optimizer step.
+        steps_per_epoch: steps per epoch.
+        cfg: the run's config (schedule, warmup, milestones, gamma).
+
+    Returns:
+        The factor.
+    """
     warm = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
         return (step + 1) / warm
@@ -32,7 +41,17 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Set every parameter group's learning rate for optimizer step `step` (0-based); returns it."""
+    """Set every parameter group's learning rate for optimizer step `step` (0-based); returns it.
+
+    Args:
+        optimizer: the optimizer.
+        step: the optimizer step.
+        steps_per_epoch: steps per epoch.
+        cfg: the run's config.
+
+    Returns:
+        The learning rate.
+    """
     lr = cfg.lr * lr_factor(step, steps_per_epoch, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -41,7 +60,15 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int, cf
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """sgd (momentum, coupled L2), adam (coupled L2, as the ViT recipe of docs/methods.md §B.4) or adamw
-    (decoupled)."""
+    (decoupled).
+
+    Args:
+        model: the model.
+        cfg: the run's config (optimizer, lr, momentum, weight_decay).
+
+    Returns:
+        The optimizer.
+    """
     params = model.parameters()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

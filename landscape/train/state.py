@@ -145,7 +145,7 @@ def restore(saved: dict, ckpt: Path, state: TrainingState) -> None:
     if problem:
         raise CheckpointError(f"checkpoint {ckpt}: weights do not fit the configured model: {problem}")
     settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    problem = saved_optimizer_problem(state["optimizer_state"], optimizer)
+    problem = saved_optimizer_problem(saved["optimizer_state"], optimizer)
     if problem:
         raise CheckpointError(f"checkpoint {ckpt}: its optimizer state does not fit the run: {problem}")
     try:

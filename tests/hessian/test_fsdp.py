@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 
 from landscape.errors import LandscapeError  # noqa: E402
 from landscape.hessian import HessianOperator, hutchinson_trace, hutchpp_trace, slq_density, top_eigenpairs  # noqa: E402
-from landscape.hessian.monitor import CurvatureMonitor  # noqa: E402
+from landscape.hessian.monitor import CurvatureMonitor, MonitorOptions  # noqa: E402
 from landscape.hessian.operators.fsdp import FSDPHessianOperator, is_fsdp  # noqa: E402
 from landscape.objective import concat, model_task  # noqa: E402
 from landscape.objective.batches import as_batch  # noqa: E402
@@ -79,7 +79,8 @@ def _worker(out: Path) -> None:
     sd = slq_density(op, iters=6, vectors=2, seed=5, top_k=1)
     res["nodes"], res["slq_lambda"], res["slq_stderr"] = torch.from_numpy(sd.nodes), sd.lambda_max, sd.lambda_max_stderr
     res["forms_w"], res["forms"] = (torch.from_numpy(a) for a in op.batch_quadratic_forms(lay.local(res["u"][None]).T))
-    monitor = CurvatureMonitor(None, mine, k=1, tol=1e-4, metrics=("lambda_max", "grad_top_fraction"))
+    monitor = CurvatureMonitor(None, mine,
+                               options=MonitorOptions(k=1, tol=1e-4, metrics=("lambda_max", "grad_top_fraction")))
     res["monitor"] = {r["metric"]: r["value"] for r in monitor.measure(model, 0)}
     torch.save(res, out / f"rank{rank}.pt")
     distributed.shutdown()
@@ -146,7 +147,8 @@ def test_the_per_step_forms_are_those_of_the_ranks_batches_joined(ranks, exact):
 
 def test_the_monitor_measures_the_sharded_model(ranks, exact):
     lam = float(top_eigenpairs(exact, 1, tol=1e-10).eigenvalues[0])
-    mon = CurvatureMonitor(None, _batches(), k=1, tol=1e-8, metrics=("lambda_max", "grad_top_fraction"))
+    mon = CurvatureMonitor(None, _batches(),
+                           options=MonitorOptions(k=1, tol=1e-8, metrics=("lambda_max", "grad_top_fraction")))
     ref = {r["metric"]: r["value"] for r in mon.measure(_model().double(), 0)}
     for res in ranks:
         assert abs(res["monitor"]["lambda_max"] - lam) <= 1e-4 * lam

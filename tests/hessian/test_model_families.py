@@ -166,8 +166,8 @@ def test_tiny_bert_from_a_config_falls_back_from_an_asymmetric_backend(monkeypat
     g = torch.Generator().manual_seed(4)
     ids, y = torch.randint(0, 13, (4, 6), generator=g), torch.randint(0, 3, (4,), generator=g)
     ids[:, -1] = cfg.pad_token_id
-    monkeypatch.setattr(_plan._Planner, "pick", lambda self, trials: "func" if "func" in trials else "double_backward")
-    monkeypatch.setattr(_plan._Planner, "func_trial_pointless", lambda *a: False)
+    monkeypatch.setattr(_plan.Planner, "pick", lambda self, trials: "func" if "func" in trials else "double_backward")
+    monkeypatch.setattr(_plan.Planner, "func_trial_pointless", lambda *a: False)
     op = HessianOperator(model, F.cross_entropy, (ids, y))
     assert op.backend == "double_backward" and "padding_idx" in op.info()["rejected"]["func"]
     assert op.info()["attention_kernel"] == "math"
@@ -206,8 +206,8 @@ def test_ggn_with_padding_idx_falls_back_like_the_hessian(monkeypatch):
 
     torch.manual_seed(0)
     model = _Embed().double()
-    monkeypatch.setattr(_plan._Planner, "pick", lambda self, trials: "func" if "func" in trials else "double_backward")
-    monkeypatch.setattr(_plan._Planner, "func_trial_pointless", lambda *a: False)
+    monkeypatch.setattr(_plan.Planner, "pick", lambda self, trials: "func" if "func" in trials else "double_backward")
+    monkeypatch.setattr(_plan.Planner, "func_trial_pointless", lambda *a: False)
     op = GGNOperator(model, F.cross_entropy, (_IDS, _Y))
     assert op.backend == "double_backward" and "not symmetric" in op.info()["rejected"]["func"]
     V = torch.randn(op.dim, 2, dtype=D)

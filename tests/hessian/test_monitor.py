@@ -14,6 +14,7 @@ from landscape.errors import LandscapeError
 from landscape.hessian import HessianOperator, exact_hessian, top_eigenpairs
 from landscape.hessian.monitor import (
     CurvatureMonitor,
+    MonitorOptions,
     adam_preconditioner,
     sgd_threshold_factor,
 )
@@ -48,7 +49,7 @@ def _train(model, opt, X, y, steps, callback=None):
 def test_lambda_max_top_k_and_gradient_share_match_dense_eigh_at_the_measured_step():
     model, X, y = _setup()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    mon = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, every=3, k=3, tol=1e-9)
+    mon = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, every=3, options=MonitorOptions(k=3, tol=1e-9))
     _train(model, opt, X, y, 3, mon)          # measures at step 3, after the update
     H = exact_hessian(model, F.cross_entropy, (X, y)).numpy()
     ev, U = np.linalg.eigh(H)
@@ -101,7 +102,8 @@ def test_eos_ratio_and_grad_share_have_their_closed_forms_on_a_quadratic(momentu
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                           weight_decay=wd)
     X = torch.zeros(5, 1, dtype=D)
-    rec = CurvatureMonitor(loss_fn, (X, torch.zeros(5)), optimizer=opt, k=2, tol=1e-10).measure(model, 0)
+    rec = CurvatureMonitor(loss_fn, (X, torch.zeros(5)), optimizer=opt,
+                           options=MonitorOptions(k=2, tol=1e-10)).measure(model, 0)
     factor = (1 + 2 * momentum) / (2 + 2 * momentum) if nesterov else (1 - dampening) / (2 + 2 * momentum)
     assert _values(rec, "eos_ratio")[0] == pytest.approx((9.0 + wd) * lr * factor, rel=1e-9)
     coef = a * (Q.T @ (theta - target))          # the gradient A(θ − θ*) in the eigenbasis
@@ -154,7 +156,7 @@ def test_preconditioned_sharpness_matches_a_dense_generalized_eigenproblem(opt_n
     new = torch.cat([p.detach().reshape(-1) for p in params])
     decay = (1 - 0.01 * wd) if opt_name == "adamw" else 1.0
     assert torch.allclose(new, old * decay - 0.01 * m / P, rtol=1e-10, atol=1e-13)
-    rec = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, tol=1e-10).measure(model, 5)
+    rec = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, options=MonitorOptions(tol=1e-10)).measure(model, 5)
     H = exact_hessian(model, F.cross_entropy, (X, y)).numpy()
     coupled = wd if opt_name == "adam" else 0.0
     ref = scipy.linalg.eigh(H + coupled * np.eye(len(H)), np.diag(P.numpy()), eigvals_only=True)[-1]
@@ -165,8 +167,9 @@ def test_preconditioned_sharpness_matches_a_dense_generalized_eigenproblem(opt_n
 def test_trace_and_negative_ratio_match_the_dense_spectrum():
     model, X, y = _setup(2)
     dim = sum(p.numel() for p in model.parameters())
-    mon = CurvatureMonitor(F.cross_entropy, (X, y), metrics=("trace", "negative_ratio"), trace_products=3 * dim,
-                           slq_iters=dim, slq_vectors=24, eps=1e-3)
+    mon = CurvatureMonitor(F.cross_entropy, (X, y),
+                           options=MonitorOptions(metrics=("trace", "negative_ratio"), trace_products=3 * dim,
+                                                  slq_iters=dim, slq_vectors=24, eps=1e-3))
     rec = mon.measure(model.eval(), 0)
     ev = np.linalg.eigvalsh(exact_hessian(model, F.cross_entropy, (X, y)).numpy())
     # Hutch++ with a sketch as wide as the matrix captures it whole: exact up to rounding
@@ -196,9 +199,10 @@ def test_training_with_the_monitor_is_bit_identical_to_training_without(opt_name
         X, y = torch.randn(40, 5, dtype=D), torch.randint(0, 3, (40,))
         opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "sgd"
                else torch.optim.Adam(model.parameters(), lr=0.01))
-        mon = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, every=2, k=2,
-                               metrics=("lambda_max", "grad_top_fraction", "eos_ratio", "preconditioned_lambda_max",
-                                        "trace", "negative_ratio"), trace_products=6, slq_iters=5)
+        mon = CurvatureMonitor(F.cross_entropy, (X, y), optimizer=opt, every=2,
+                               options=MonitorOptions(k=2, trace_products=6, slq_iters=5, metrics=(
+                                   "lambda_max", "grad_top_fraction", "eos_ratio", "preconditioned_lambda_max",
+                                   "trace", "negative_ratio")))
         _train(model, opt, X, y, 6, mon if with_monitor else None)
         assert model.training and all(m.training for m in model.modules())
         return model, torch.get_rng_state(), mon
@@ -215,8 +219,9 @@ def test_training_with_the_monitor_is_bit_identical_to_training_without(opt_name
 
 def test_warm_start_reaches_the_tolerance_in_fewer_products():
     model, X, y = _setup(4)
-    mon = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-8, metrics=("lambda_max", "top_eigenvalues"),
-                           guard=False)
+    mon = CurvatureMonitor(F.cross_entropy, (X, y),
+                           options=MonitorOptions(k=2, tol=1e-8, metrics=("lambda_max", "top_eigenvalues"),
+                                                  guard=False))
     mon.measure(model, 0)
     with torch.no_grad():
         for p in model.parameters():
@@ -233,9 +238,16 @@ def test_warm_start_reaches_the_tolerance_in_fewer_products():
 def test_bad_options_are_one_line_errors():
     model, X, y = _setup()
     with pytest.raises(LandscapeError, match="unknown curvature metrics"):
-        CurvatureMonitor(F.cross_entropy, (X, y), metrics=("lambda_min",))
+        CurvatureMonitor(F.cross_entropy, (X, y), options=MonitorOptions(metrics=("lambda_min",)))
     with pytest.raises(LandscapeError, match="every"):
         CurvatureMonitor(F.cross_entropy, (X, y), every=0)
+    with pytest.raises(LandscapeError, match="slq_vectors must be an integer ≥ 1"):
+        MonitorOptions(slq_vectors=0)
+    with pytest.raises(LandscapeError, match="tol and eps"):
+        MonitorOptions(tol=0.0)
+    with pytest.raises(LandscapeError, match="options must be a MonitorOptions"):
+        CurvatureMonitor(F.cross_entropy, (X, y), options={"k": 2})
+    assert MonitorOptions(metrics="lambda_max").metrics == ("lambda_max",)   # one name is one metric
     other = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
     with pytest.raises(LandscapeError, match="not in the optimizer"):
         CurvatureMonitor(F.cross_entropy, (X, y), optimizer=other).measure(model, 0)
@@ -243,8 +255,9 @@ def test_bad_options_are_one_line_errors():
 
 def test_probe_set_in_batches_gives_the_same_matrix():
     model, X, y = _setup(5)
-    whole = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-10).measure(model, 0)
-    parts = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-10, batch_size=7).measure(model, 0)
+    whole = CurvatureMonitor(F.cross_entropy, (X, y), options=MonitorOptions(k=2, tol=1e-10)).measure(model, 0)
+    parts = CurvatureMonitor(F.cross_entropy, (X, y),
+                             options=MonitorOptions(k=2, tol=1e-10, batch_size=7)).measure(model, 0)
     for metric in ("lambda_max", "top_eigenvalues", "grad_top_fraction"):
         assert _values(parts, metric) == pytest.approx(_values(whole, metric), rel=1e-9)
 
@@ -254,7 +267,8 @@ def test_the_gradient_guard_finds_a_new_top_eigenvalue_that_the_old_vector_canno
     model = Quadratic(theta)
     X = torch.zeros(5, 1, dtype=D)
     for guard, expect in ((False, 5.0), (True, 9.0)):
-        mon = CurvatureMonitor(loss_fn, (X, torch.zeros(5)), k=1, tol=1e-10, metrics="lambda_max", guard=guard)
+        mon = CurvatureMonitor(loss_fn, (X, torch.zeros(5)),
+                               options=MonitorOptions(k=1, tol=1e-10, metrics="lambda_max", guard=guard))
         mon._vectors = Q[:, 1:2].clone()    # as if the last measurement's top vector is now the 2nd eigenvector
         rec = mon.measure(model, 1)
         assert _values(rec, "lambda_max")[0] == pytest.approx(expect, rel=1e-9)
@@ -274,8 +288,9 @@ def test_default_attention_models_are_measured_like_the_exact_hessian():
 
     model = Encoder().to(D)
     X, y = torch.randn(6, 5, 4, dtype=D), torch.randint(0, 3, (6,))
-    rec = CurvatureMonitor(F.cross_entropy, (X, y), k=2, tol=1e-9,
-                           metrics=("lambda_max", "top_eigenvalues")).measure(model.train(), 0)
+    rec = CurvatureMonitor(F.cross_entropy, (X, y),
+                           options=MonitorOptions(k=2, tol=1e-9, metrics=("lambda_max", "top_eigenvalues")),
+                           ).measure(model.train(), 0)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.MATH):   # the reference needs the math kernel too

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from landscape.hessian import HessianOperator, exact_hessian
+from landscape.hessian.operators import merging
 from landscape.hessian.operators import plan as _plan
 from landscape.hessian.operators.backends import DoubleBackwardHessian
 
@@ -84,7 +85,7 @@ def test_slow_share_counts_the_parameters_of_convolutions():
                            ("mlp", tiny.mlp().eval(), torch.randn(2, 5, dtype=tiny.D)),
                            ("convbn", convbn, torch.randn(2, 2, 5, 5, dtype=tiny.D))):
         op = HessianOperator(model, F.cross_entropy, (X, y), backend="double_backward")
-        shares[name] = _plan._Planner(op.snapshot, _plan.Request(HessianOperator._backends, "auto", 1)).slow_share()
+        shares[name] = _plan.Planner(op.snapshot, _plan.Request(HessianOperator._backends, "auto", 1)).slow_share()
     patch = vit.patch_embed.weight.numel() + vit.patch_embed.bias.numel()
     assert shares["vit"] == ("Conv2d", patch / sum(p.numel() for p in vit.parameters()))
     assert shares["vit"][1] < _plan.SLOW_SHARE and shares["mlp"] == ("", 0)
@@ -140,7 +141,7 @@ def test_graph_cache_stays_within_its_share_of_the_budget():
 def test_merging_is_capped_by_kept_state_unless_asked_for(monkeypatch):
     model, batches, (X, y) = _batches("convbn")
     assert HessianOperator(model, tiny.loss, batches).info()["merge_samples"] is not None
-    monkeypatch.setattr(_plan, "MERGE_STATE_BYTES", 1)
+    monkeypatch.setattr(merging, "MERGE_STATE_BYTES", 1)
     capped = HessianOperator(model, tiny.loss, batches)
     asked = HessianOperator(model, tiny.loss, batches, merge_batches=True)
     assert capped.info()["merge_samples"] is None and asked.info()["merge_samples"] is not None

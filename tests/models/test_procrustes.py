@@ -43,24 +43,24 @@ def test_one_projection_makes_a_1x1_transition_exactly_norm_preserving():
     w = _weight(8, 4, 1, seed=1)
     before = conv_singular_values(w, 4)
     assert before.max() - before.min() > 0.5
-    for legacy in (False, True):
-        s = conv_singular_values(procrustes_project(w, 4, legacy_conj=legacy), 4)
+    for reference in (False, True):
+        s = conv_singular_values(procrustes_project(w, 4, reference_conj=reference), 4)
         assert (s - 2**0.5).abs().max() < 1e-4
-    torch.testing.assert_close(procrustes_project(w, 4, legacy_conj=True), procrustes_project(w, 4))
+    torch.testing.assert_close(procrustes_project(w, 4, reference_conj=True), procrustes_project(w, 4))
     s = conv_singular_values(procrustes_project(w.float(), 4, target=0.3), 4)
     assert (s - 0.3).abs().max() < 1e-4
 
 
-def test_exact_and_legacy_match_the_numpy_reference_for_3x3():
+def test_exact_and_reference_match_the_numpy_reference_for_3x3():
     w = _weight(6, 3, 3, seed=2)
     c = 2**0.5
     full = _numpy_full_projection(w.numpy(), 8, c)
     exact = procrustes_project(w, 8)
     torch.testing.assert_close(exact, torch.from_numpy(full[..., :3, :3]).contiguous())
     flipped = np.roll(np.flip(full, axis=(-2, -1)), shift=(1, 1), axis=(-2, -1))  # p[(-i) mod H, (-j) mod W]
-    legacy = procrustes_project(w, 8, legacy_conj=True)
-    torch.testing.assert_close(legacy, torch.from_numpy(flipped[..., :3, :3].copy()))
-    assert (legacy - exact).abs().max() > 1e-2
+    reference = procrustes_project(w, 8, reference_conj=True)
+    torch.testing.assert_close(reference, torch.from_numpy(flipped[..., :3, :3].copy()))
+    assert (reference - exact).abs().max() > 1e-2
     # one step is only approximate for a 3x3 kernel (the crop)
     assert (conv_singular_values(exact, 8) - c).abs().max() > 1e-3
 
@@ -78,12 +78,12 @@ def test_repeated_projection_drives_a_3x3_stem_to_the_target():
     assert all(a >= b - 1e-12 for a, b in zip(dist, dist[1:]))
     dev0 = (conv_singular_values(w0, 8) - c).abs().max()
     assert (conv_singular_values(w, 8) - c).abs().max() < 0.01 * dev0
-    legacy = w0
+    reference = w0
     for _ in range(20):
-        legacy = procrustes_project(legacy, 8, legacy_conj=True)
-    assert (conv_singular_values(legacy, 8) - c).abs().max() < 1e-4
-    # the legacy variant gets there by collapsing the kernel onto a single tap
-    energy = legacy.square().sum((0, 1))
+        reference = procrustes_project(reference, 8, reference_conj=True)
+    assert (conv_singular_values(reference, 8) - c).abs().max() < 1e-4
+    # the reference variant gets there by collapsing the kernel onto a single tap
+    energy = reference.square().sum((0, 1))
     assert energy[0, 0] > 0.999 * energy.sum()
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian
 from torch.utils.data import DataLoader
 
-from landscape.hessian import CurvatureMonitor, GGNOperator, HessianOperator, exact_ggn
+from landscape.hessian import CurvatureMonitor, GGNOperator, HessianOperator, MonitorOptions, exact_ggn
 from landscape.objective import IGNORE, math_attention
 from landscape.probes import run_probes
 from landscape.surface import evaluate_grid
@@ -139,7 +139,8 @@ def test_monitor_on_a_loader_of_dicts_tracks_the_top_eigenvalue_of_the_trainable
     model = hf.gpt2()
     for n, p in model.named_parameters():
         p.requires_grad_(n in LN_F)
-    mon = CurvatureMonitor(None, _loader(), k=2, tol=1e-9, max_matmats=200, metrics=("lambda_max",))
+    mon = CurvatureMonitor(None, _loader(),
+                           options=MonitorOptions(k=2, tol=1e-9, max_matmats=200, metrics=("lambda_max",)))
     rec = mon.measure(model, 0)
     top = float(torch.linalg.eigvalsh(_dense_hessian(model, LN_F))[-1])
     lam = next(r["value"] for r in rec if r["metric"] == "lambda_max")

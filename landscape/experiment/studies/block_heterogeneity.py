@@ -24,17 +24,43 @@ def _measured(records: Path, experiments: Path) -> tuple:
 
 
 def table(store) -> str:
+    """RESULTS.md's block-heterogeneity table (`blocks.blocks_table`).
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown.
+    """
     cfg, summary, _ = _measured(Path(store.records), Path(store.experiments))
     return blocks.blocks_table(summary, cfg)
 
 
 def heterogeneity_figure(store, path):
+    """The JS-distance matrices and per-seed heterogeneity of the CNN and the transformer.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write (.png, and .pdf beside it).
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_block_heterogeneity
 
     return plot_block_heterogeneity(_measured(Path(store.records), Path(store.experiments))[2], path)
 
 
 def densities_figure(store, path):
+    """The block spectral densities of one seed of each model.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     from landscape.plots import plot_block_densities
 
     return plot_block_densities(_measured(Path(store.records), Path(store.experiments))[2], path)

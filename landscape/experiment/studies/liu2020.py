@@ -23,7 +23,14 @@ def _lambda(g, cell) -> float:
 
 def gain_table(store) -> str:
     """xSkip's end-to-end gradient gain at init and its factor per connection, gain^(1/L), as a geometric mean
-    over seeds with its log-scale 95% interval, against λ^L and λ."""
+    over seeds with its log-scale 95% interval, against λ^L and λ.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| grid | cell | λ | L | gain at init, geometric mean [95% CI] | λ^L | factor per connection [95% CI] "
              "| n |", "|---|---|---|---|---|---|---|---|"]
     for grid, per in CONNECTIONS.items():
@@ -53,16 +60,43 @@ def _panels(g, key):
 
 
 def lambda_loss(store, path):
+    """The final training loss against λ (xSkip) and K (recursion steps).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return plots.plot_sweep(_panels(store.grid("liu2020"), "train_loss"), path, ylabel="final training loss",
                             xlabel=["λ", "K (recursion steps)"], logy=True, title="FC nets: final training loss")
 
 
 def lambda_test_acc(store, path):
+    """The final test accuracy against λ (xSkip) and K (recursion steps).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return plots.plot_sweep(_panels(store.grid("liu2020"), "test_acc"), path, ylabel="final test accuracy",
                             xlabel=["λ", "K (recursion steps)"], title="FC nets: final test accuracy")
 
 
 def lambda_grad_gain(store, path):
+    """The end-to-end gradient gain ‖∂L/∂x₁‖ / ‖∂L/∂x_L‖ at init against λ, with λ^L for comparison.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020")
     L = next(r["init"]["n_residual_blocks"] for r in g.results() if r["cell"].startswith("xskip_"))
     lams = np.array(sorted(_family(g, "xskip", "init.grad_gain")))
@@ -81,6 +115,15 @@ def _short(g, cell):
 
 
 def training_xskip(store, path):
+    """Training curves of the xSkip cells, one colour per λ.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020")
     cells = g.cells("xskip")
     styles = dict(zip([_short(g, c) for c in cells],
@@ -90,6 +133,15 @@ def training_xskip(store, path):
 
 
 def training_ln(store, path):
+    """Training curves of xSkip and rSkip with LayerNorm (colour: skip, line style: λ or K).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020")
     cells = g.cells("xskip_ln") + g.cells("rskip_ln")
     styles = plots.family_styles({_short(g, c): (g.cell_runs(c)[0]["config"]["base"], str(g.setting(c)))
@@ -99,6 +151,15 @@ def training_ln(store, path):
 
 
 def grad_ratio(store, path):
+    """The gradient-norm ratio per connection at the first and last measured epoch, for five cells.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020")
     show = [c for c in ("xskip_0.5", "xskip_1", "xskip_3", "xskip_ln_3", "rskip_ln_3") if c in g.cells()]
     runs = {_short(g, c): g.epoch_records(c) for c in show}
@@ -110,6 +171,15 @@ def grad_ratio(store, path):
 
 
 def transformer_training(store, path):
+    """Training curves of the transformer grid (colour: skip and λ or K, line style: normalization).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020_transformer")
 
     def family(cell):  # the skip and its λ or K: colour; the normalization: line style
@@ -125,6 +195,15 @@ def transformer_training(store, path):
 
 
 def transformer_grad_ratio(store, path):
+    """The transformer's gradient-norm ratio per connection at init and at the end.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("liu2020_transformer")
     runs = {c: g.epoch_records(c) for c in g.cells()}
     epochs = sorted({r["epoch"] for r in next(iter(runs.values()))[0]})

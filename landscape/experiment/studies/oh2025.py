@@ -17,7 +17,16 @@ STREAM = ("x_norm2", "f_par_norm2", "f_ortho_norm2")
 
 
 def transitions(store, grid: str, cell: str) -> list[dict]:
-    """Per seed: the peak of the last site's ‖x‖² and whether it is a transition point (`keys.transition_point`)."""
+    """Per seed: the peak of the last site's ‖x‖² and whether it is a transition point (`keys.transition_point`).
+
+    Args:
+        store: the records and experiments.
+        grid: the grid's name.
+        cell: the cell.
+
+    Returns:
+        One `transition_point` dict per seed.
+    """
     return [transition_point(r) for r in store.grid(grid).step_records(cell)]
 
 
@@ -33,7 +42,14 @@ def _mark(store, grid: str, cell: str) -> tuple[float | None, str | None]:
 
 
 def transition_table(store) -> str:
-    """Each linear arm: how many seeds have a transition point under the declared definition, and where."""
+    """Each linear arm: how many seeds have a transition point under the declared definition, and where.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| grid | cell | seeds with a transition point [Wilson 95% CI of the fraction] | their steps | "
              "peak steps of the others | run steps |", "|---|---|---|---|---|---|"]
     for grid, cells in LINEAR.items():
@@ -61,6 +77,15 @@ def _styles(cells):
 
 
 def training(store, path):
+    """Training and test curves of the postact FC nets with linear and orthogonal updates.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("oh2025")
     return plots.plot_training_curves({c: g.histories(c) for c in g.cells()}, path, test=True,
                                       title="postact FC nets: linear vs orthogonal updates")
@@ -75,16 +100,43 @@ def _stream(store, grid, cells, path, metrics, logy, title):
 
 
 def stream(store, path):
+    """Stream statistics at four sites of the linear and orthogonal-update nets (colour: depth).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return _stream(store, "oh2025", ["linear", "ortho_feature"], path, STREAM, True,
                    "stream statistics at four sites (colour: depth)")
 
 
 def stream_ratios(store, path):
+    """The parallel fraction ρ_par and the alignment cos(x, out) at four sites.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     return _stream(store, "oh2025", ["linear", "ortho_feature"], path, ("rho_par", "cos_x_out"), False,
                    "parallel fraction and alignment at four sites")
 
 
 def mechanism_training(store, path):
+    """Training and test curves of the mechanism grid (colour: net, line style: update).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("oh2025_mechanism")
     return plots.plot_training_curves({c: g.histories(c) for c in g.cells()}, path, test=True,
                                       styles=_styles(g.cells()),
@@ -92,6 +144,14 @@ def mechanism_training(store, path):
 
 
 def mechanism_stream(arch: str):
+    """The figure function of one architecture's stream statistics in the mechanism grid.
+
+    Args:
+        arch: the cell prefix of the architecture ("fc", "vit1d", ...).
+
+    Returns:
+        draw(store, path) → the figure.
+    """
     def draw(store, path):
         g = store.grid("oh2025_mechanism")
         cells = [c for c in g.cells() if c.startswith(arch)]
@@ -108,7 +168,14 @@ FIGURES = {"oh2025_training": training, "oh2025_stream": stream, "oh2025_stream_
 
 
 def changed(store) -> list[dict]:
-    """The transition point, reported in round 2 as an interior peak of the linear transformer."""
+    """The transition point, reported in round 2 as an interior peak of the linear transformer.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        [{"claim", "old", "new", ...}].
+    """
     pts = transitions(store, "oh2025_mechanism", "vit1d_identity")
     k = sum(bool(p.get("interior")) for p in pts)
     return [{"claim": "oh2025: the linear transformer's stream peaks at a transition point, then decays",

@@ -23,7 +23,14 @@ REMOVED = [{"claim": "orhan2018: No skip (rho = 1) trains worse than the identit
 
 
 def extra_changes(store) -> list[dict]:
-    """Rows for statements that are not declared claims, from each study's `CHANGED` function."""
+    """Rows for statements that are not declared claims, from each study's `CHANGED` function.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The rows {"claim", "old", "new", "why"}.
+    """
     out = list(REMOVED)
     for name in registry.STUDIES:
         fn = getattr(registry.study(name), "changed", None)
@@ -33,13 +40,28 @@ def extra_changes(store) -> list[dict]:
 
 
 def verdicts_changed(store) -> str:
+    """RESULTS.md's table of verdicts that changed, with the statements that are not declared claims.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     from landscape.experiment.tables import changed_table
 
     return changed_table(store.verdicts, extra_changes(store))
 
 
 def verdicts_summary(store) -> str:
-    """Per paper: claims, how many were declared before their data, and the adjusted verdicts."""
+    """Per paper: claims, how many were declared before their data, and the adjusted verdicts.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     kinds = ("agrees", "disagrees", "inconclusive", "underpowered")
     lines = ["| paper | claims | confirmatory | exploratory | " + " | ".join(kinds) + " |", "|---" * (4 + len(kinds))
              + "|"]
@@ -55,7 +77,15 @@ def verdicts_summary(store) -> str:
 
 
 def gpu_hours(store, name: str) -> str:
-    """The full profile's estimate, as its TOML states it ("NOT RUN (estimated N GPU-hours ...")."""
+    """The full profile's estimate, as its TOML states it ("NOT RUN (estimated N GPU-hours ...").
+
+    Args:
+        store: the records and experiments.
+        name: the experiment's name.
+
+    Returns:
+        "N (NOT RUN)" or "—".
+    """
     raw = tomllib.loads((store.experiments / f"{name}.toml").read_text())
     desc = raw.get("profiles", {}).get("full", {}).get("description", "")
     m = re.search(r"estimated (\d+(?:\.\d+)?) GPU-hours", desc)
@@ -64,7 +94,14 @@ def gpu_hours(store, name: str) -> str:
 
 def budget(store) -> str:
     """Each registered grid: runs, wall time under the recorded load, CPU time (its wall time on an idle core),
-    whether it fits the budget, and the full profile's GPU-hours."""
+    whether it fits the budget, and the full profile's GPU-hours.
+
+    Args:
+        store: the records and experiments.
+
+    Returns:
+        The markdown table.
+    """
     lines = ["| grid | profile | runs | wall time (min) | load average, start → end | CPU time (min) | within "
              f"{BUDGET_MINUTES} min | full profile GPU-hours |", "|---|---|---|---|---|---|---|---|"]
     for spec in registry.grids():

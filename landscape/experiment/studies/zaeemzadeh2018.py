@@ -17,7 +17,15 @@ def _depth(grid, cell) -> int:
 
 
 def grad_ratio(store, path):
-    """r_l per block of the FC nets at init, a quarter through and at the end (geometric mean over seeds)."""
+    """r_l per block of the FC nets at init, a quarter through and at the end (geometric mean over seeds).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("zaeemzadeh2018")
     order = sorted(g.cells(), key=lambda c: (g.cell_runs(c)[0]["config"]["base"] != "plain", _depth(g, c)))
     runs = {f"{g.cell_runs(c)[0]['config']['base']}, depth {_depth(g, c)}": g.epoch_records(c) for c in order}
@@ -39,7 +47,15 @@ def _results(g, cell) -> list[dict]:
 
 
 def depth_deviation(store, path):
-    """Mean (the primary metric) and max |log10 r_l| over residual blocks against depth, at init and trained."""
+    """Mean (the primary metric) and max |log10 r_l| over residual blocks against depth, at init and trained.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("zaeemzadeh2018")
     panels = {}
     for when, pre in (("at initialization", "init."), ("after training", "")):
@@ -54,6 +70,15 @@ def depth_deviation(store, path):
 
 
 def depth_gain(store, path):
+    """The end-to-end gradient gain against depth, at initialization and after training.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("zaeemzadeh2018")
     return plots.plot_sweep({"at initialization": _by_depth(g, "init.grad_gain"),
                              "after training": _by_depth(g, "grad_gain")}, path,
@@ -62,6 +87,15 @@ def depth_gain(store, path):
 
 
 def training(store, path):
+    """Training curves of the plain and residual FC nets of every depth (colour: family, line style: depth).
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("zaeemzadeh2018")
     order = sorted(g.cells(), key=lambda c: (g.cell_runs(c)[0]["config"]["base"] != "plain", _depth(g, c)))
     names = {c: f"{g.cell_runs(c)[0]['config']['base']}, depth {_depth(g, c)}" for c in order}
@@ -71,6 +105,15 @@ def training(store, path):
 
 
 def transitions_grad_ratio(store, path):
+    """The gradient-norm ratio per block of the transitions grid at init, halfway and at the end.
+
+    Args:
+        store: the records and experiments.
+        path: the file to write.
+
+    Returns:
+        The figure.
+    """
     g = store.grid("zaeemzadeh2018_transitions")
     runs = {c: g.epoch_records(c) for c in g.cells()}  # cell names: the labels are too long for panel titles
     epochs = sorted({r["epoch"] for r in next(iter(runs.values()))[0]})

@@ -61,7 +61,15 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
-    """√js_divergence(p, q): a metric on distributions, in [0, √ln 2]."""
+    """√js_divergence(p, q): a metric on distributions, in [0, √ln 2].
+
+    Args:
+        p: a distribution on a grid.
+        q: another on the same grid.
+
+    Returns:
+        The distance.
+    """
     return math.sqrt(js_divergence(p, q))
 
 
@@ -119,10 +127,12 @@ class Heterogeneity:
 
     @property
     def mean(self) -> float:
+        """The heterogeneity: the mean JS distance over the block pairs, mean_{a<b} D_ab (NaN for one block)."""
         n = len(self.names)
         return float(self.matrix[np.triu_indices(n, 1)].mean()) if n > 1 else float("nan")
 
     def to_dict(self) -> dict:
+        """The matrix and its settings as JSON."""
         return {"names": self.names, "matrix": self.matrix.tolist(), "mean": self.mean, "bandwidth": self.bandwidth,
                 "n_grid": self.n_grid, "scale": self.scale, "log": "natural", "distance": "sqrt(JS divergence)"}
 
@@ -151,7 +161,14 @@ def heterogeneity(spectra: Mapping[str, SpectralDensity], bandwidth: float = 0.0
 
 def vector_halves(sd: SpectralDensity) -> tuple[SpectralDensity, SpectralDensity]:
     """The density from the first and from the second half of the vectors (for the estimator's own noise: the
-    JS distance between the halves of one block is what two independent runs on the same block differ by)."""
+    JS distance between the halves of one block is what two independent runs on the same block differ by).
+
+    Args:
+        sd: a density of at least two vectors.
+
+    Returns:
+        (first half's density, second half's).
+    """
     k = sd.vectors
     if k < 2:
         raise LandscapeError("vector_halves: the density needs at least two vectors")

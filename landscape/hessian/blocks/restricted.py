@@ -148,7 +148,14 @@ class RestrictedOperator:
         self.dim, self.dtype, self.device = _size(self.segments), op.dtype, op.device
 
     def matmat(self, V: Tensor) -> Tensor:
-        """(H [V on B, 0 elsewhere])_B for V [|B|, k]."""
+        """(H [V on B, 0 elsewhere])_B for V [|B|, k].
+
+        Args:
+            V: [|B|, k] vectors on the block.
+
+        Returns:
+            H_BB V [|B|, k].
+        """
         V = torch.as_tensor(V).to(self.device, self.dtype)
         full = torch.zeros(int(self.op.dim), V.shape[1], dtype=self.dtype, device=self.device)
         _scatter(full, self.segments, V, slice(None))
@@ -252,6 +259,7 @@ class BlockSpectra:
 
     @property
     def names(self) -> list[str]:
+        """The block names, in the order of `spectra`."""
         return list(self.spectra)
 
     def summary(self) -> list[dict]:

@@ -18,7 +18,16 @@ def spectrum_curves(spectrum: Mapping, *, n_grid: int = 2000, log_sigma: float =
     its summary keys): the log10|λ| view ("log_grid", "log_positive", "log_negative", broadened by
     `log_sigma` decades) and the linear view ("grid", "density", broadened by σ = max(default σ, 1.5 grid
     steps) so no Ritz node falls between grid points), with "degenerate_ratio", "negative_ratio" and "eps"
-    at the threshold the spectrum reports."""
+    at the threshold the spectrum reports.
+
+    Args:
+        spectrum: the spectrum dict.
+        n_grid: points of each grid.
+        log_sigma: the Gaussian broadening of the log view, in decades.
+
+    Returns:
+        The curves dict.
+    """
     nodes = np.atleast_2d(np.asarray(spectrum["nodes"], dtype=np.float64))
     weights = np.atleast_2d(np.asarray(spectrum["weights"], dtype=np.float64))
     sd = SpectralDensity(nodes, weights, int(spectrum.get("dim") or spectrum.get("n_params") or nodes.shape[1]))

@@ -37,7 +37,18 @@ ARRAYS = ("nodes", "weights", "grid", "density", "top_eigenvalues", "top_residua
 def spectrum_record(sd: Any, *, eps: float = 1e-3, sigma: float | None = None, top: Any = None,
                     meta: dict | None = None) -> tuple[dict, dict]:
     """(the spectrum.json dict, the spectrum.npz arrays) of a `SpectralDensity` `sd` and optional
-    `Eigenpairs` `top`; `meta` adds run metadata to the JSON."""
+    `Eigenpairs` `top`; `meta` adds run metadata to the JSON.
+
+    Args:
+        sd: the density.
+        eps: the relative threshold of the summary's masses.
+        sigma: the broadening of the stored density (None: the default).
+        top: top eigenpairs to store beside it.
+        meta: run metadata.
+
+    Returns:
+        (JSON dict, arrays).
+    """
     summary = dict(sd.to_dict(eps, sigma=sigma))
     nodes = np.asarray(summary.pop("nodes", sd.nodes), dtype=np.float64)
     weights = np.asarray(summary.pop("weights", sd.weights), dtype=np.float64)
@@ -69,7 +80,19 @@ def spectrum_record(sd: Any, *, eps: float = 1e-3, sigma: float | None = None, t
 
 def write_spectrum(out_dir: str | os.PathLike, sd: Any, *, eps: float = 1e-3, sigma: float | None = None,
                    top: Any = None, meta: dict | None = None) -> dict:
-    """Write OUT/spectrum.npz then OUT/spectrum.json atomically; returns the JSON dict."""
+    """Write OUT/spectrum.npz then OUT/spectrum.json atomically; returns the JSON dict.
+
+    Args:
+        out_dir: the spectrum directory.
+        sd: the density.
+        eps: the relative threshold of the summary's masses.
+        sigma: the broadening of the stored density (None: the default).
+        top: top eigenpairs to store beside it.
+        meta: run metadata.
+
+    Returns:
+        The JSON dict.
+    """
     out = Path(out_dir)
     record, arrays = spectrum_record(sd, eps=eps, sigma=sigma, top=top, meta=meta)
     write_npz(out / NPZ_NAME, **arrays)
@@ -80,7 +103,14 @@ def write_spectrum(out_dir: str | os.PathLike, sd: Any, *, eps: float = 1e-3, si
 def read_spectrum(path: str | os.PathLike) -> dict:
     """A spectrum directory (or its spectrum.json) as plain data: the JSON's keys (null stays None) with the
     NPZ's arrays (nodes, weights, grid, density, top_eigenvalues, top_residuals as numpy arrays; dim an
-    int). A LandscapeError names a missing file or an unknown schema."""
+    int). A LandscapeError names a missing file or an unknown schema.
+
+    Args:
+        path: the directory or its spectrum.json.
+
+    Returns:
+        The spectrum dict.
+    """
     path = Path(path)
     directory = path.parent if path.name == JSON_NAME else path
     json_path, npz_path = directory / JSON_NAME, directory / NPZ_NAME

@@ -31,11 +31,18 @@ class StateFile:
         self.written = True
 
     def on_state(self, state: dict) -> None:
+        """Keep the solver's latest resumable state (with the run's settings) and write it (rank 0, or every rank
+        with its own file).
+
+        Args:
+            state: the solver's checkpoint state.
+        """
         self.latest, self.written = {**state, **self.run}, False
         if self.own or distributed.is_main():
             self.write()
 
     def write(self) -> None:
+        """Write the latest state atomically (`torch.save` into a temp file, then os.replace)."""
         with atomic_write(self.path) as f:
             torch.save(self.latest, f)
         self.written = True
@@ -58,7 +65,11 @@ class StateFile:
         return {k: v for k, v in state.items() if k not in self.run}
 
     def report_interrupt(self, signal_name: str) -> None:
-        """On SIGINT/SIGTERM: make sure the latest state is on disk and say how to resume (rank 0)."""
+        """On SIGINT/SIGTERM: make sure the latest state is on disk and say how to resume (rank 0).
+
+        Args:
+            signal_name: the signal's name, for the message.
+        """
         if self.own and self.latest is not None and not self.written:
             self.write()
         if not distributed.is_main():

@@ -42,7 +42,14 @@ class Sizing:
 
     def lanes(self, n: int) -> int | None:
         """Vectors to process at once on a batch of n samples: the kept state plus about two states of
-        tangents per vector must fit in half the budget (None: all at once)."""
+        tangents per vector must fit in half the budget (None: all at once).
+
+        Args:
+            n: the batch's samples.
+
+        Returns:
+            The lane count.
+        """
         state = self.state_bytes_per_sample * n
         return max(1, int((self.budget // 2 - state) // max(1, 2 * state)))
 
@@ -59,7 +66,7 @@ class FuncHessian:
                                      nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     """Module types through which these products measured slower than double backward on a CPU (1.1–5×:
     BENCHMARKS.md, conv + BatchNorm, ResNetV2-8, ResNet-18), never the 20% faster `auto` asks of them; where
-    such modules hold most of the parameters, `auto` does not time this backend (plan.py)."""
+    such modules hold most of the parameters, `auto` does not time this backend (planner.py)."""
 
     compilable = True
     """torch.compile traces the whole product (`compiled.py`)."""
@@ -68,15 +75,38 @@ class FuncHessian:
         self.snap, self.sizing = snap, sizing
 
     def prepare(self, batch: Batch) -> Batch:
-        """Nothing is shared between calls but the batch itself."""
+        """Nothing is shared between calls but the batch itself.
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The batch.
+        """
         return batch
 
     def state_bytes(self, state: Batch, n: int) -> int:
-        """Bytes the kept state holds (the batch's tensors)."""
+        """Bytes the kept state holds (the batch's tensors).
+
+        Args:
+            state: the batch.
+            n: its samples (unused).
+
+        Returns:
+            Bytes.
+        """
         return tensor_bytes(state.tensors())
 
     def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
-        """H_b V for the tangents [k, *shape] per parameter."""
+        """H_b V for the tangents [k, *shape] per parameter.
+
+        Args:
+            batch: the batch.
+            tangents: one [k, *shape] tensor per parameter.
+
+        Returns:
+            H_b V per parameter, [k, *shape] each.
+        """
         snap = self.snap
         g = grad(lambda p: snap.loss(p, batch))
         names = snap.layout.names
@@ -121,7 +151,14 @@ class DoubleBackwardHessian:
         self._batched: bool | None = None
 
     def prepare(self, batch: Batch) -> GraphState:
-        """The batch's gradient graph (see `GraphState`)."""
+        """The batch's gradient graph (see `GraphState`).
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The graph state.
+        """
         leaves = {n: p.detach().requires_grad_() for n, p in self.snap.params.items()}
         loss = self.snap.loss(leaves, batch)
         grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
@@ -129,11 +166,27 @@ class DoubleBackwardHessian:
         return GraphState(list(leaves.values()), [grads[i] for i in live], live, batch.size, grads)
 
     def state_bytes(self, state: GraphState, n: int) -> int:
-        """Bytes a kept gradient graph holds (the plan's per-sample measurement × n)."""
+        """Bytes a kept gradient graph holds (the plan's per-sample measurement × n).
+
+        Args:
+            state: the graph state.
+            n: its samples.
+
+        Returns:
+            Bytes.
+        """
         return self.sizing.state_bytes_per_sample * n
 
     def apply(self, state: GraphState, tangents: list[Tensor]) -> list[Tensor]:
-        """H_b V: backwards of the kept gradient graph, `Sizing.lanes` vectors per batched backward."""
+        """H_b V: backwards of the kept gradient graph, `Sizing.lanes` vectors per batched backward.
+
+        Args:
+            state: the batch's graph state.
+            tangents: one [k, *shape] tensor per parameter.
+
+        Returns:
+            H_b V per parameter, [k, *shape] each.
+        """
         k = tangents[0].shape[0]
         if k == 1 and state.grads:  # the products themselves, without a copy into an output buffer
             hv = _hvp(state, tangents, 0)

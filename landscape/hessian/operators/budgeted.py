@@ -1,7 +1,7 @@
 """What construction may afford: the first batch's probe, the rule that scales the plan's trial with it, and the
 product checks deferred to the first data pass when the trial is not affordable.
 
-A full trial (`plan.py`: products of two vectors by every candidate backend, a second product for the
+A full trial (`planner.py`: products of two vectors by every candidate backend, a second product for the
 determinism check, merging tests) costs about `TRIAL_FORWARDS` forward passes of the first batch and holds
 about `TRIAL_GRAPHS` gradient graphs at once. It is made when both are small:
 
@@ -136,7 +136,15 @@ def affordable(p: Probe, budget: int) -> tuple[bool, str]:
 
 
 def check_loss_twice(snap: Snapshot, p: Probe) -> None:
-    """The first batch's loss once more (no graph), against the probe's: a random model is refused."""
+    """The first batch's loss once more (no graph), against the probe's: a random model is refused.
+
+    Args:
+        snap: the objective at θ.
+        p: the measured forward pass of the first batch.
+
+    Raises:
+        NonFiniteError, LandscapeError: a non-finite loss or two losses that differ.
+    """
     with torch.no_grad():
         again = snap.loss(snap.params, p.first[0])
     losses = torch.stack([torch.tensor(p.loss, dtype=snap.dtype), again.detach().to("cpu", snap.dtype)])
@@ -164,7 +172,12 @@ class FirstPassChecks:
         self.done = False
 
     def observe(self, V: Tensor, HV: Tensor) -> None:
-        """Check the products HV of the rows V (a LandscapeError when they fail)."""
+        """Check the products HV of the rows V (a LandscapeError when they fail).
+
+        Args:
+            V: [k, dim] vectors of a product.
+            HV: their products [k, dim].
+        """
         checks.check_finite(HV, "the curvature products")
         if not self.symmetric:
             self.done = True
@@ -180,7 +193,14 @@ class FirstPassChecks:
 
 
 def clock(device: torch.device) -> float:
-    """perf_counter after the device's queued work is done (CUDA: synchronized)."""
+    """perf_counter after the device's queued work is done (CUDA: synchronized).
+
+    Args:
+        device: the device whose work is waited for.
+
+    Returns:
+        Seconds.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()

@@ -28,7 +28,14 @@ from landscape.errors import LandscapeError, NonFiniteError
 
 
 def check_fixed(model: nn.Module) -> None:
-    """Refuse modules whose train-mode output depends on the batch or on randomness."""
+    """Refuse modules whose train-mode output depends on the batch or on randomness.
+
+    Args:
+        model: the model in the mode it is measured in.
+
+    Raises:
+        LandscapeError: BatchNorm, dropout or attention dropout in train mode.
+    """
     for name, m in model.named_modules():
         if not m.training:
             continue
@@ -42,7 +49,15 @@ def check_fixed(model: nn.Module) -> None:
 
 
 def check_finite(values: Tensor, what: str) -> None:
-    """Refuse NaN/inf products: non-finite weights, inputs or loss make every later number meaningless."""
+    """Refuse NaN/inf products: non-finite weights, inputs or loss make every later number meaningless.
+
+    Args:
+        values: the products (or losses).
+        what: what they are, for the message.
+
+    Raises:
+        NonFiniteError: a NaN or inf among them.
+    """
     if not bool(torch.isfinite(values).all()):
         raise NonFiniteError(
             f"{what} are not finite: the model's weights, the inputs or the loss hold NaN or inf "
@@ -51,7 +66,16 @@ def check_finite(values: Tensor, what: str) -> None:
 
 
 def check_same(first: Tensor, second: Tensor, what: str) -> None:
-    """Require two evaluations of one quantity to agree to 1e3·eps relative."""
+    """Require two evaluations of one quantity to agree to 1e3·eps relative.
+
+    Args:
+        first: the first evaluation.
+        second: the second.
+        what: what they are, for the message.
+
+    Raises:
+        LandscapeError: ‖first − second‖ > 1e3·eps·‖first‖.
+    """
     scale = max(float(first.norm()), 1e-30)
     diff = float((first - second).norm())
     if not math.isfinite(diff) or diff > 1e3 * torch.finfo(first.dtype).eps * scale:
@@ -62,12 +86,27 @@ def check_same(first: Tensor, second: Tensor, what: str) -> None:
 
 
 def symmetry_tolerance(dtype: torch.dtype) -> float:
-    """10·√eps of `dtype`: far above product rounding, far below a wrong second derivative."""
+    """10·√eps of `dtype`: far above product rounding, far below a wrong second derivative.
+
+    Args:
+        dtype: the compute dtype.
+
+    Returns:
+        The relative tolerance.
+    """
     return 10 * math.sqrt(torch.finfo(dtype).eps)
 
 
 def asymmetry(V: Tensor, HV: Tensor) -> float:
-    """Pooled |v_iᵀHv_j − v_jᵀHv_i| / s_ij over pairs of the rows of V [k, dim], HV [k, dim] (see above)."""
+    """Pooled |v_iᵀHv_j − v_jᵀHv_i| / s_ij over pairs of the rows of V [k, dim], HV [k, dim] (see above).
+
+    Args:
+        V: [k, dim] vectors.
+        HV: their products [k, dim].
+
+    Returns:
+        The pooled relative asymmetry (0 for a symmetric operator up to rounding).
+    """
     k, dim = V.shape
     G, nv, nh = _gram64(V, HV)  # G[i, j] = v_iᵀ H v_j
     S = (nv[:, None] * nh[None, :] + nh[:, None] * nv[None, :]) / (2 * math.sqrt(dim))
@@ -96,7 +135,17 @@ def _gram64(V: Tensor, HV: Tensor, chunk: int = 1 << 20) -> tuple[Tensor, Tensor
 
 def check_symmetric(V: Tensor, HV: Tensor, model: nn.Module, dtype: torch.dtype) -> float:
     """Raise a LandscapeError naming the likely cause when the products of V are not symmetric; return
-    the measured asymmetry."""
+    the measured asymmetry.
+
+    Args:
+        V: [k, dim] vectors.
+        HV: their products.
+        model: the model (for the likely cause).
+        dtype: the compute dtype (the tolerance is `symmetry_tolerance` of it).
+
+    Returns:
+        The asymmetry.
+    """
     ratio = asymmetry(V, HV)
     tol = symmetry_tolerance(dtype)
     if not ratio <= tol:
@@ -109,7 +158,14 @@ def check_symmetric(V: Tensor, HV: Tensor, model: nn.Module, dtype: torch.dtype)
 
 
 def likely_asymmetry_cause(model: nn.Module) -> str:
-    """Name the modules known to have a wrong double backward, else the usual suspects."""
+    """Name the modules known to have a wrong double backward, else the usual suspects.
+
+    Args:
+        model: the model.
+
+    Returns:
+        A sentence for the error message.
+    """
     normed = []
     for name, m in model.named_modules():
         params = getattr(m, "parametrizations", None)

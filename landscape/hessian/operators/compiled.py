@@ -40,11 +40,26 @@ class CompiledBackend:
         return getattr(self.impl, name)
 
     def prepare(self, batch: Any) -> Any:
-        """The wrapped backend's per-batch state."""
+        """The wrapped backend's per-batch state.
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The state.
+        """
         return self.impl.prepare(batch)
 
     def state_bytes(self, state: Any, n: int) -> int:
-        """The wrapped backend's state size."""
+        """The wrapped backend's state size.
+
+        Args:
+            state: the state.
+            n: its samples.
+
+        Returns:
+            Bytes.
+        """
         return self.impl.state_bytes(state, n)
 
     def apply(self, state: Any, tangents: list[Tensor]) -> list[Tensor]:

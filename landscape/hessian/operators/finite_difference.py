@@ -166,20 +166,50 @@ class FiniteDifferenceHessian:
         self.error_estimate: float | None = None
 
     def prepare(self, batch: Batch) -> Batch:
-        """Nothing is shared between vectors but the batch itself."""
+        """Nothing is shared between vectors but the batch itself.
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The batch.
+        """
         return batch
 
     def state_bytes(self, state: Batch, n: int) -> int:
-        """Bytes the kept state holds (the batch's tensors)."""
+        """Bytes the kept state holds (the batch's tensors).
+
+        Args:
+            state: the batch.
+            n: its samples (unused).
+
+        Returns:
+            Bytes.
+        """
         return tensor_bytes(state.tensors())
 
     def gradient(self, batch: Batch) -> Gradient:
-        """θ ↦ ∇ℓ_b(θ) on `batch` (`Snapshot.gradient`: one first-order backward pass)."""
+        """θ ↦ ∇ℓ_b(θ) on `batch` (`Snapshot.gradient`: one first-order backward pass).
+
+        Args:
+            batch: the batch.
+
+        Returns:
+            The gradient function of the parameter list.
+        """
         names = self.snap.layout.names
         return lambda theta: self.snap.gradient(dict(zip(names, theta)), batch)
 
     def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
-        """H_b V ≈ D(δ) for the tangents [k, *shape] per parameter (calibrating δ on the first call)."""
+        """H_b V ≈ D(δ) for the tangents [k, *shape] per parameter (calibrating δ on the first call).
+
+        Args:
+            batch: the batch.
+            tangents: one [k, *shape] tensor per parameter.
+
+        Returns:
+            The approximate H_b V per parameter.
+        """
         theta = list(self.snap.params.values())
         gradient = self.gradient(batch)
         k = tangents[0].shape[0]

@@ -33,17 +33,38 @@ class FlatLayout:
         self.dim = sum(self.sizes)
 
     def split(self, flat: Tensor) -> list[Tensor]:
-        """[k, dim] → list of [k, *shape] views (one per parameter)."""
+        """[k, dim] → list of [k, *shape] views (one per parameter).
+
+        Args:
+            flat: [k, dim] rows.
+
+        Returns:
+            The views.
+        """
         k = flat.shape[0]
         return [t.view(k, *s) for t, s in zip(flat.split(self.sizes, dim=1), self.shapes)]
 
     def join(self, parts: Sequence[Tensor]) -> Tensor:
-        """list of [k, *shape] → [k, dim]."""
+        """list of [k, *shape] → [k, dim].
+
+        Args:
+            parts: one [k, *shape] tensor per parameter.
+
+        Returns:
+            The [k, dim] rows.
+        """
         k = parts[0].shape[0]
         return torch.cat([p.reshape(k, -1) for p in parts], dim=1)
 
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
-        """[dim] → {name: tensor of the parameter's shape}."""
+        """[dim] → {name: tensor of the parameter's shape}.
+
+        Args:
+            vector: a flat [dim] vector.
+
+        Returns:
+            The per-parameter tensors.
+        """
         return dict(zip(self.names, (t[0] for t in self.split(vector.reshape(1, -1)))))
 
 
@@ -82,23 +103,54 @@ class Snapshot:
         self.layout = FlatLayout(names, [p.shape for p in self.params.values()])
 
     def state(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The full state for `functional_call`: `params` (the differentiated ones) over the constants."""
+        """The full state for `functional_call`: `params` (the differentiated ones) over the constants.
+
+        Args:
+            params: {name: tensor} of the differentiated parameters.
+
+        Returns:
+            The state dict.
+        """
         return {**self.constants, **params}
 
     def loss(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
-        """ℓ_b at `params` (the batch mean)."""
+        """ℓ_b at `params` (the batch mean).
+
+        Args:
+            params: {name: tensor} of the differentiated parameters.
+            batch: the prepared batch.
+
+        Returns:
+            The scalar loss.
+        """
         return self.objective.loss(batch, self.state(params))
 
     def gradient(self, params: dict[str, Tensor], batch: Batch) -> list[Tensor]:
         """∇ℓ_b at `params` per parameter, by one first-order backward pass into fresh leaves (zeros for a
-        parameter the loss does not use); no graph is kept."""
+        parameter the loss does not use); no graph is kept.
+
+        Args:
+            params: {name: tensor} of the differentiated parameters.
+            batch: the prepared batch.
+
+        Returns:
+            The gradients, one per parameter.
+        """
         leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
         with torch.enable_grad():
             grads = torch.autograd.grad(self.loss(leaves, batch), list(leaves.values()), allow_unused=True)
         return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves.values(), grads)]
 
     def output(self, params: dict[str, Tensor], batch: Batch) -> Tensor:
-        """The predictions on `batch` at `params`."""
+        """The predictions on `batch` at `params`.
+
+        Args:
+            params: {name: tensor} of the differentiated parameters.
+            batch: the prepared batch.
+
+        Returns:
+            The model's output (logits).
+        """
         return self.objective.output(batch, self.state(params))
 
     def batches(self) -> Any:

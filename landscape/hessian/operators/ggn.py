@@ -42,15 +42,38 @@ class FuncGGN:
         self.snap, self.sizing = snap, sizing
 
     def prepare(self, batch: Batch) -> Batch:
-        """Nothing is shared between calls but the batch itself."""
+        """Nothing is shared between calls but the batch itself.
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The batch.
+        """
         return batch
 
     def state_bytes(self, state: Batch, n: int) -> int:
-        """Bytes the kept state holds (the batch's tensors)."""
+        """Bytes the kept state holds (the batch's tensors).
+
+        Args:
+            state: the batch.
+            n: its samples (unused).
+
+        Returns:
+            Bytes.
+        """
         return tensor_bytes(state.tensors())
 
     def apply(self, batch: Batch, tangents: list[Tensor]) -> list[Tensor]:
-        """G_b V for the tangents [k, *shape] per parameter."""
+        """G_b V for the tangents [k, *shape] per parameter.
+
+        Args:
+            batch: the batch.
+            tangents: one [k, *shape] tensor per parameter.
+
+        Returns:
+            G_b V = J_bᵀ H_out J_b V per parameter.
+        """
         snap = self.snap
         names = snap.layout.names
         chunk = self.sizing.lanes(batch.size)
@@ -102,7 +125,14 @@ class DoubleBackwardGGN:
         self.snap, self.sizing = snap, sizing
 
     def prepare(self, batch: Batch) -> JacobianState:
-        """The batch's graphs (see `JacobianState`)."""
+        """The batch's graphs (see `JacobianState`).
+
+        Args:
+            batch: the prepared batch.
+
+        Returns:
+            The Jacobian state.
+        """
         leaves = {n: p.detach().requires_grad_() for n, p in self.snap.params.items()}
         out = self.snap.output(leaves, batch)
         dummy = torch.zeros_like(out, requires_grad=True)
@@ -116,11 +146,27 @@ class DoubleBackwardGGN:
         return JacobianState(list(leaves.values()), out, dummy, [jt[i] for i in live], live, analytic, out_d, g_out)
 
     def state_bytes(self, state: JacobianState, n: int) -> int:
-        """Bytes the kept graphs hold (the plan's per-sample measurement × n)."""
+        """Bytes the kept graphs hold (the plan's per-sample measurement × n).
+
+        Args:
+            state: the Jacobian state.
+            n: its samples.
+
+        Returns:
+            Bytes.
+        """
         return self.sizing.state_bytes_per_sample * n
 
     def apply(self, state: JacobianState, tangents: list[Tensor]) -> list[Tensor]:
-        """G_b V, one vector at a time through the kept graphs."""
+        """G_b V, one vector at a time through the kept graphs.
+
+        Args:
+            state: the batch's Jacobian state.
+            tangents: one [k, *shape] tensor per parameter.
+
+        Returns:
+            G_b V = J_bᵀ H_out J_b V per parameter.
+        """
         k = tangents[0].shape[0]
         res = [torch.zeros_like(t) for t in tangents]
         if not state.jt or (state.analytic is None and not state.g_out.requires_grad):

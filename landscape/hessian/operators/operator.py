@@ -177,12 +177,26 @@ class CurvatureOperator:
         }
 
     def matvec(self, v: Tensor) -> Tensor:
-        """H v for one flat vector v [dim]."""
+        """H v for one flat vector v [dim].
+
+        Args:
+            v: the vector.
+
+        Returns:
+            H v [dim].
+        """
         return self.matmat(torch.as_tensor(v).reshape(-1, 1))[:, 0]
 
     def matmat(self, V: Tensor) -> Tensor:
         """H V for V [dim, k]: all k columns in one pass over the data. Returns [dim, k] on `device`, in the
-        compute dtype (float32 for a half-precision model: batch products are summed in float32)."""
+        compute dtype (float32 for a half-precision model: batch products are summed in float32).
+
+        Args:
+            V: [dim, k] vectors.
+
+        Returns:
+            H V = Σ_b w_b H_b V / Σ_b w_b.
+        """
         V = torch.as_tensor(V)
         if V.dim() != 2 or V.shape[0] != self.dim:
             raise LandscapeError(f"matmat: expected a [{self.dim}, k] matrix, got shape {tuple(V.shape)}")
@@ -227,7 +241,15 @@ class CurvatureOperator:
     def batch_quadratic_forms(self, V: Tensor, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(w_b [B], v_iᵀ H_b v_i [B, k]) per data batch as given (never merged; each cut into `pieces` along
         the samples), for data-noise error bars (`landscape.hessian.solvers.errorbars`). One extra data pass.
-        Under torch.distributed the batches of every rank, in rank order (the same on every rank)."""
+        Under torch.distributed the batches of every rank, in rank order (the same on every rank).
+
+        Args:
+            V: [dim, k] vectors.
+            pieces: cut each batch into this many parts along the samples.
+
+        Returns:
+            (weights, forms).
+        """
         rows = torch.as_tensor(V).to(device=self.device, dtype=self.dtype).reshape(self.dim, -1).T.contiguous()
         tangents, weights, forms = self.layout.split(rows), [], []
         with torch.enable_grad(), self._modes_as_built(), self.plan.kernel(self.device):
@@ -262,7 +284,14 @@ class CurvatureOperator:
         return LinearOperator((self.dim, self.dim), matvec=mm, rmatvec=mm, matmat=mm, dtype=np_dtype)
 
     def unflatten(self, v: Tensor) -> dict[str, Tensor]:
-        """A flat vector [dim] as {parameter name: tensor of its shape}."""
+        """A flat vector [dim] as {parameter name: tensor of its shape}.
+
+        Args:
+            v: a flat [dim] vector.
+
+        Returns:
+            The per-parameter tensors.
+        """
         return self.layout.unflatten(torch.as_tensor(v))
 
     @contextmanager

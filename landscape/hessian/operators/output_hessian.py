@@ -109,7 +109,14 @@ class CrossEntropyHessian:
         self.budget = budget
 
     def apply(self, U: Tensor) -> Tensor:
-        """∇²_f ℓ applied to each of the k tangents U [k, *logits.shape]; unscored rows give zero."""
+        """∇²_f ℓ applied to each of the k tangents U [k, *logits.shape]; unscored rows give zero.
+
+        Args:
+            U: [k, *logits.shape] tangents of the logits.
+
+        Returns:
+            (diag(p) − p pᵀ) U per scored row, divided by the scored count; [k, *logits.shape].
+        """
         k, vocab = U.shape[0], self.shape[-1]
         flat = U.reshape(k, -1, vocab)
         out = torch.zeros_like(flat)

@@ -185,9 +185,27 @@ class Sharding(Protocol):
     dim: int
     local_dim: int
 
-    def all_reduce(self, partial: Tensor) -> Tensor: ...
+    def all_reduce(self, partial: Tensor) -> Tensor:
+        """Sum a float64 tensor of partial sums over the processes, in place.
 
-    def local(self, rows: Tensor) -> Tensor: ...
+        Args:
+            partial: this process's partial sums.
+
+        Returns:
+            The same tensor, now the total.
+        """
+        ...
+
+    def local(self, rows: Tensor) -> Tensor:
+        """This process's part of full vectors.
+
+        Args:
+            rows: [k, dim] full rows.
+
+        Returns:
+            [k, local_dim], the entries this process holds.
+        """
+        ...
 
 
 _ACTIVE: ContextVar[Sharding | None] = ContextVar("landscape_sharding", default=None)

@@ -14,12 +14,13 @@ The values go to `trainer.state.log_history` (saved in trainer_state.json) as {"
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
 
-from landscape.train.integrations.monitoring import LOGGED, PREFIX, CurvatureLog
+from landscape.hessian import MonitorOptions
+from landscape.train.integrations.monitoring import LOGGED_OPTIONS, PREFIX, CurvatureLog
 
 
 class CurvatureCallback(TrainerCallback):
@@ -29,14 +30,14 @@ class CurvatureCallback(TrainerCallback):
         data: the measurement set (token dicts, (inputs, labels), a DataLoader...).
         loss_fn: None (the model's own loss) or `loss_fn(logits, labels)`.
         every: optimizer steps between measurements.
-        metrics: CurvatureMonitor metrics to log.
         prefix: prepended to every logged name.
-        **monitor: further CurvatureMonitor options (k, tol, max_matmats, batch_size, seed...).
+        options: the monitor's `MonitorOptions` (default `LOGGED_OPTIONS`: λmax, eos_ratio and the
+            preconditioned λmax).
     """
 
     def __init__(self, data: Any, loss_fn: Callable | None = None, *, every: int = 50,
-                 metrics: Sequence[str] = LOGGED, prefix: str = PREFIX, **monitor: Any):
-        self.curvature = CurvatureLog(data, loss_fn, every=every, metrics=metrics, prefix=prefix, **monitor)
+                 prefix: str = PREFIX, options: MonitorOptions = LOGGED_OPTIONS):
+        self.curvature = CurvatureLog(data, loss_fn, every=every, prefix=prefix, options=options)
         self.trainer = None
 
     @property
@@ -45,12 +46,32 @@ class CurvatureCallback(TrainerCallback):
         return self.curvature.history
 
     def attach(self, trainer: Any) -> CurvatureCallback:
-        """Add this callback to `trainer` and log through `trainer.log` (every reporting integration sees it)."""
+        """Add this callback to `trainer` and log through `trainer.log` (every reporting integration sees it).
+
+        Args:
+            trainer: a `transformers.Trainer`.
+
+        Returns:
+            This callback.
+        """
         trainer.add_callback(self)
         self.trainer = trainer
         return self
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        """transformers' hook after each optimizer step: measure when due and log the values.
+
+        Args:
+            args: the TrainingArguments.
+            state: the TrainerState (its global_step).
+            control: the TrainerControl, returned unchanged.
+            model: the trained model.
+            optimizer: the Trainer's optimizer.
+            **kwargs: the Trainer's other callback arguments.
+
+        Returns:
+            control.
+        """
         if model is None or not self.curvature.due(state.global_step):
             return control
         values = self.curvature.measure(model, state.global_step, optimizer)

@@ -13,12 +13,13 @@ is not the network (e.g. `model=lambda m: m.net`); the first optimizer of the tr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from landscape.train.integrations.monitoring import LOGGED, PREFIX, CurvatureLog
+from landscape.hessian import MonitorOptions
+from landscape.train.integrations.monitoring import LOGGED_OPTIONS, PREFIX, CurvatureLog
 
 try:
     from lightning.pytorch import Callback
@@ -34,16 +35,16 @@ class LightningCurvatureCallback(Callback):
         loss_fn: `loss_fn(outputs, targets)` (batch mean); None: the model's own loss (HF models).
         every: optimizer steps between measurements.
         model: `model(pl_module)` → the nn.Module measured (default: the LightningModule itself).
-        metrics: CurvatureMonitor metrics to log.
         prefix: prepended to every logged name.
-        **monitor: further CurvatureMonitor options (k, tol, max_matmats, batch_size, seed...).
+        options: the monitor's `MonitorOptions` (default `LOGGED_OPTIONS`: λmax, eos_ratio and the
+            preconditioned λmax).
     """
 
     def __init__(self, data: Any, loss_fn: Callable | None = None, *, every: int = 50,
-                 model: Callable[[Any], nn.Module] | None = None, metrics: Sequence[str] = LOGGED,
-                 prefix: str = PREFIX, **monitor: Any):
+                 model: Callable[[Any], nn.Module] | None = None, prefix: str = PREFIX,
+                 options: MonitorOptions = LOGGED_OPTIONS):
         super().__init__()
-        self.curvature = CurvatureLog(data, loss_fn, every=every, metrics=metrics, prefix=prefix, **monitor)
+        self.curvature = CurvatureLog(data, loss_fn, every=every, prefix=prefix, options=options)
         self.pick = model
 
     @property
@@ -52,6 +53,15 @@ class LightningCurvatureCallback(Callback):
         return self.curvature.history
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        """Lightning's hook after each training batch: measure when due and log the values through `pl_module.log_dict`.
+
+        Args:
+            trainer: the Lightning Trainer (its global_step and optimizers).
+            pl_module: the LightningModule.
+            outputs: the step's outputs (unused).
+            batch: the batch (unused).
+            batch_idx: its index (unused).
+        """
         step = int(trainer.global_step)
         if not self.curvature.due(step):
             return
