@@ -44,12 +44,15 @@ class TopK:
         max_matmats: matmats the refinement may spend.
         data_stderr: also λmax's data-noise stderr from per-batch Rayleigh quotients (one more pass with one
             vector; nan for operators without batches).
+        block_size: vectors per matmat of the refinement (default `top_eigenpairs`' min(k, 4)); its memory is
+            (3m + 2k + 3b)·P·e with m ≥ k + b, so b = 1 is the smallest (31 vectors for k = 5 instead of 49).
     """
 
     k: int = 0
     tol: float | None = None
     max_matmats: int = 100
     data_stderr: bool = True
+    block_size: int | None = None
 
 
 def _run_chains(op: LinearOperator, iters: int, vectors: int, seed: int, topk: TopK, reorth: str,
@@ -140,7 +143,8 @@ def slq_density(
         _, U, AU = seeds
         init = U.T if U.numel() else None
         sd.top = top_eigenpairs(op, topk.k, init=init, init_product=AU.T if AU is not None and init is not None
-                                else None, tol=topk.tol, max_matmats=topk.max_matmats, seed=seed)
+                                else None, tol=topk.tol, max_matmats=topk.max_matmats, seed=seed,
+                                block_size=topk.block_size)
         del U, AU
         if topk.data_stderr:
             sd.lambda_max_noise = rayleigh_stderr(op, sd.top.eigenvectors[:, 0])
