@@ -21,6 +21,7 @@ from landscape.errors import LandscapeError
 from landscape.hessian import as_operator, exact_hessian, lanczos, slq_density, top_eigenpairs
 from landscape.hessian.solvers.basis import basis_bytes, plan_basis
 from landscape.hessian.solvers.ghosts import merge_ghosts
+from landscape.hessian.solvers.slq import TopK
 from landscape.hessian.solvers.tridiagonal import tridiag_to_ritz
 
 from . import tiny
@@ -203,3 +204,22 @@ def test_ten_million_dims_100_steps_4_vectors_under_2_gb():
     r = _peak(10**7, 100, 4, int(1.5e9))
     assert r["reorth"] == "selective" and r["extra"] < 2 * 10**9, r
     assert r["top"] == pytest.approx(130.0, rel=1e-6)
+
+
+def test_top_k_is_not_seeded_by_a_converged_bottom_ritz_vector():
+    """Selective orthogonalization keeps the converged Ritz vectors, and an isolated λmin converges first: seeding
+    the top eigenpairs with it returned λ = −500 as "the converged top eigenvalue" (GPT-2-small's spectrum did the
+    same). Only vectors among their chain's largest Ritz values seed it now; the top is the true one."""
+    n = 3000
+    d = torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d[0], d[1], d[2] = -500.0, 10.0, 9.0
+
+    class Diagonal:
+        dim, dtype, device = n, torch.float64, torch.device("cpu")
+
+        def matmat(self, V):
+            return d[:, None] * V
+
+    sd = slq_density(Diagonal(), iters=12, vectors=1, seed=0, top_k=TopK(1, max_matmats=30), reorth="selective")
+    assert sd.meta["reorth"] == "selective"
+    assert sd.top.converged and sd.top.eigenvalues[0] == pytest.approx(10.0, rel=1e-6)

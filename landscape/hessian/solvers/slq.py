@@ -146,7 +146,7 @@ def slq_density(
                                 else None, tol=topk.tol, max_matmats=topk.max_matmats, seed=seed,
                                 block_size=topk.block_size)
         del U, AU
-        if topk.data_stderr:
+        if topk.data_stderr and sd.top.converged:  # an unconverged vector's stderr is not λmax's
             sd.lambda_max_noise = rayleigh_stderr(op, sd.top.eigenvectors[:, 0])
         sd.meta["top_seconds"] = time.perf_counter() - t1
     return sd

@@ -85,7 +85,8 @@ class LanczosResult:
         Every chain converges to the same outliers, so a candidate whose value lies within ρ_a + ρ_b + 2u‖T‖
         of a better one already taken is the same eigenvector and is skipped (u: the products' unit roundoff).
         With a kept basis: U = Yᵀ Q per chain and A U = θ U + y_m · residual from the Lanczos relation (no
-        matmat). With "selective": the rebuilt Ritz vectors and no products. Otherwise nothing.
+        matmat). With "selective": the rebuilt (converged) Ritz vectors that are among their chain's `count`
+        largest Ritz values, and no products. Otherwise nothing.
 
         Args:
             count: how many.
@@ -97,9 +98,14 @@ class LanczosResult:
             return _top_from_basis(self, count)
         if self.ritz_vectors is None or self.ritz_values is None:
             return np.zeros(0), torch.empty(0, 0), None
+        slack = 2 * self.eps_products * _scale(self)
+        # the kept vectors are the converged ones, wherever they lie (a chain often converges to an isolated λmin
+        # first): only one among its chain's `count` largest Ritz values may seed the top eigenpairs
+        nodes = self.ritz()[0]
+        floor = [np.sort(row[np.isfinite(row)])[::-1][min(count, row.size) - 1] for row in nodes]
         cands = [(v, rho, p, i) for p, (vals, rads) in enumerate(zip(self.ritz_values, self.ritz_radius))
-                 for i, (v, rho) in enumerate(zip(vals, rads)) if np.isfinite(v)]
-        chosen = _distinct(cands, count, 2 * self.eps_products * _scale(self))
+                 for i, (v, rho) in enumerate(zip(vals, rads)) if np.isfinite(v) and v + rho + slack >= floor[p]]
+        chosen = _distinct(cands, count, slack)
         if not chosen:
             return np.zeros(0), torch.empty(0, 0), None
         U = torch.stack([self.ritz_vectors[c[2], c[3]] for c in chosen])
