@@ -223,3 +223,23 @@ def test_top_k_is_not_seeded_by_a_converged_bottom_ritz_vector():
     sd = slq_density(Diagonal(), iters=12, vectors=1, seed=0, top_k=TopK(1, max_matmats=30), reorth="selective")
     assert sd.meta["reorth"] == "selective"
     assert sd.top.converged and sd.top.eigenvalues[0] == pytest.approx(10.0, rel=1e-6)
+
+
+def test_a_refined_top_below_the_largest_ritz_value_is_marked_unconverged():
+    """Cauchy interlacing: every Ritz value is at most λmax. A 'converged' refinement at 2.85e-6 beside a Ritz value
+    of 69.5 (GPT-2-small's run) found an eigenvalue inside the spectrum, not the top: it is flagged, and a
+    refinement at or above the largest Ritz value is left alone."""
+    from types import SimpleNamespace
+
+    from landscape.hessian.solvers.slq import _check_interlacing
+
+    nodes = np.array([[-425.9, -1.0, 0.0, 69.51]])
+    low = SimpleNamespace(top=SimpleNamespace(eigenvalues=np.array([2.85e-6]), residuals=np.array([0.015]),
+                                              converged=True), meta={})
+    with pytest.warns(UserWarning, match="did not reach"):
+        _check_interlacing(low, nodes)
+    assert low.top.converged is False and low.meta["top_below_ritz"] == pytest.approx(69.51 - 2.85e-6 - 0.015)
+    high = SimpleNamespace(top=SimpleNamespace(eigenvalues=np.array([69.52]), residuals=np.array([1e-3]),
+                                               converged=True), meta={})
+    _check_interlacing(high, nodes)
+    assert high.top.converged is True and "top_below_ritz" not in high.meta

@@ -79,6 +79,26 @@ def _run_chains(op: LinearOperator, iters: int, vectors: int, seed: int, topk: T
     return res, seeds, vectors
 
 
+def _check_interlacing(sd: SpectralDensity, nodes: np.ndarray) -> None:
+    """A Ritz value never exceeds λmax (Cauchy interlacing), so a refined top eigenvalue below the run's largest
+    Ritz value by more than its residual is not λmax: the refinement stopped on an eigenvalue inside the spectrum
+    (a residual small relative to ‖A‖ certifies an eigenvalue, not the largest). It is marked unconverged, with a
+    warning, and `meta["top_below_ritz"]` records the gap.
+
+    Args:
+        sd: the density with its refined `.top`.
+        nodes: the run's Ritz values [chains, m].
+    """
+    top_ritz = float(np.nanmax(nodes))
+    gap = top_ritz - float(sd.top.eigenvalues[0]) - float(sd.top.residuals[0])
+    if gap > 1e-6 * max(abs(top_ritz), 1e-30):
+        sd.top.converged = False
+        sd.meta["top_below_ritz"] = gap
+        warnings.warn(f"slq_density: the refined top eigenvalue {sd.top.eigenvalues[0]:.6g} lies below the run's "
+                      f"largest Ritz value {top_ritz:.6g} by more than its residual: the refinement did not reach "
+                      "λmax (raise TopK.max_matmats); it is marked unconverged", stacklevel=3)
+
+
 def _meta(res: LanczosResult, weights: np.ndarray, seed: int, group: int, seconds: float) -> dict:
     """What the run did, JSON-able: its settings, cost and memory plan (written to spectrum.json)."""
     plan = res.plan.info() if res.plan is not None else {}
@@ -146,6 +166,7 @@ def slq_density(
                                 else None, tol=topk.tol, max_matmats=topk.max_matmats, seed=seed,
                                 block_size=topk.block_size)
         del U, AU
+        _check_interlacing(sd, nodes)
         if topk.data_stderr and sd.top.converged:  # an unconverged vector's stderr is not λmax's
             sd.lambda_max_noise = rayleigh_stderr(op, sd.top.eigenvectors[:, 0])
         sd.meta["top_seconds"] = time.perf_counter() - t1
