@@ -192,3 +192,22 @@ def test_slq_top_k_on_a_float32_hessian_matches_the_exact_one():
     np.testing.assert_allclose(sd.top.eigenvalues, eigs[:3], rtol=1e-4, atol=1e-4 * eigs[0])
     s = sd.summary()
     assert s["lambda_max_batches"] == 8 and s["lambda_max_stderr"] > 0
+
+
+def test_a_near_null_ritz_value_is_not_accepted_as_the_top_beside_a_large_negative_one():
+    """diag(−1000, 1, 0, …, 0) from a random start: after two products the wanted Ritz value is ~7e-7 with residual
+    ~8e-4, below 1e-4 · max|θ| = 0.1, so a test relative to the largest |θ| called it the converged top (GPT-2-small
+    early in training, λmin ≈ −6 λmax, did exactly this). Judged against its own magnitude (floored at 1e-3 of the
+    scale), the iteration goes on to the true λmax = 1."""
+    n = 200_000
+    d = torch.zeros(n, dtype=torch.float64)
+    d[0], d[1] = -1e3, 1.0
+
+    class Diagonal:
+        dim, dtype, device = n, torch.float64, torch.device("cpu")
+
+        def matmat(self, V):
+            return d[:, None] * V
+
+    r = top_eigenpairs(Diagonal(), k=1, block_size=1, tol=1e-4, max_matmats=60, seed=0)
+    assert r.converged and r.eigenvalues[0] == pytest.approx(1.0, rel=1e-8)

@@ -21,7 +21,11 @@ Precision: a bfloat16/float16 operator gets float32 vectors (protocol.apply cast
 default tolerance is 8u of its dtype (u = 2^−8 for bf16): its products carry a relative error ~u, so a
 residual much below u·‖A‖ cannot be certified.
 
-Stops when every wanted pair has ‖r‖ ≤ tol·max|θ| (|θ − λ| ≤ ‖r‖ for symmetric A). Warm starts:
+Stops when every wanted pair has ‖r_i‖ ≤ tol·max(|θ_i|, SMALL·max|θ|) (|θ − λ| ≤ ‖r‖ for symmetric A): each
+pair relative to its own value, as ARPACK does, with a floor at SMALL = 1e-3 of the basis' spectral scale for
+values near 0. A test relative to max|θ| alone accepted a near-null Ritz value as the converged largest one
+when a large negative eigenvalue set the scale (GPT-2-small early in training: λmin ≈ −6·λmax): the residual
+only certifies that *an* eigenvalue lies near θ, not that it is the largest. Warm starts:
 `init` ([dim, j] vectors, e.g. the previous step's eigenvectors during training) seed the basis;
 `init_product` (A·init, e.g. from the Lanczos relation of an SLQ run) skips their product: one
 Rayleigh-Ritz step on them, then the best k Ritz vectors get real products, which both verify them
@@ -155,6 +159,10 @@ def _start(init: Tensor | None, init_product: Tensor | None, b: int, dim: int, d
     return Q, mm(Q)
 
 
+SMALL = 1e-3
+"""Below SMALL·max|θ| a Ritz value's residual is judged against that floor instead of its own magnitude."""
+
+
 def basis_size(op: LinearOperator, k: int, b: int, max_basis: int | None) -> tuple[int, int]:
     """The basis size m and the memory formula's bytes (module docstring).
 
@@ -252,7 +260,7 @@ class _Search:
         self.H, self.m = H2, m + n
 
 
-def _verify(search: _Search, U: Tensor, gen: torch.Generator, limit: float) -> tuple:
+def _verify(search: _Search, U: Tensor, gen: torch.Generator, limit: np.ndarray) -> tuple:
     """Real products for Ritz vectors built from an untrusted init_product: (U, θ, residual norms, done)."""
     U = orthonormalize(U, U[:0], gen)  # a basis built from init is orthonormal only to ~1e-4
     AU = search.mm(U)
@@ -321,7 +329,8 @@ def top_eigenpairs(
     trusted = init_product is None
     while True:
         theta, Y, order, p, Yp, th, R, res = search.ritz(which)
-        limit = tol * max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
+        scale = max(float(np.abs(theta).max()), np.finfo(np.float64).tiny)
+        limit = tol * np.maximum(np.abs(th), SMALL * scale)
         done = res <= limit
         if not trusted or (p == k and done.all()) or search.m >= size or mm.calls >= max_matmats:
             U = Yp @ search.Q[: search.m]
