@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from landscape.experiment.keys import transition_point
+from landscape.experiment.keys import setting_value, transition_point
 from landscape.experiment.summary import claims_table, compare, headline_table, papers_table
 from landscape.hessian.cli.curves import spectrum_curves
 from landscape.io import read_jsonl
@@ -69,16 +69,7 @@ class Grid:
         Returns:
             The value (a number for "mode:value"), or None for an unswept cell.
         """
-        setting = self.cells[cell]["setting"]
-        if not setting:
-            return None
-        value = setting[key] if key else next(iter(setting.values()))
-        if isinstance(value, str) and ":" in value:
-            try:
-                return float(value.rpartition(":")[2])
-            except ValueError:
-                return value
-        return value
+        return setting_value(self.cells[cell]["setting"], key)
 
     def label(self, cell: str) -> str:
         """The cell's display label.

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from landscape.errors import LandscapeError
+from landscape.experiment.keys import setting_value
 from landscape.experiment.record_reading import epoch_records, history, read_record, run_result, step_records
 
 
@@ -92,16 +93,7 @@ class GridRecords:
         Returns:
             The value, or None for an unswept cell.
         """
-        setting = self.cell_runs(cell)[0]["config"]["setting"]
-        if not setting:
-            return None
-        value = setting[key] if key else next(iter(setting.values()))
-        if isinstance(value, str) and ":" in value:
-            try:
-                return float(value.rpartition(":")[2])
-            except ValueError:
-                return value
-        return value
+        return setting_value(self.cell_runs(cell)[0]["config"]["setting"], key)
 
     def histories(self, cell: str) -> list[list[dict]]:
         """metrics.jsonl rows per seed.

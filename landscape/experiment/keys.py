@@ -290,3 +290,25 @@ def measurement_keys(m: Mapping) -> dict:
             if k in m.get(section, {}):
                 out[prefix + k] = m[section][k]
     return {**out, **probe_keys(m.get("probes", []), m.get("transitions", ()))}
+
+
+def setting_value(setting: Mapping, key: str | None = None) -> float | str | None:
+    """A cell's swept value: `key`'s entry of its setting (None: the first), a "mode:value" string read as its
+    number; None for an unswept cell (empty setting).
+
+    Args:
+        setting: the cell's {swept key: value}.
+        key: the swept key (None: the first).
+
+    Returns:
+        The value.
+    """
+    if not setting:
+        return None
+    value = setting[key] if key else next(iter(setting.values()))
+    if isinstance(value, str) and ":" in value:
+        try:
+            return float(value.rpartition(":")[2])
+        except ValueError:
+            return value
+    return value
