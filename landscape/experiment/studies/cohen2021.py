@@ -183,8 +183,8 @@ def budget_table(store) -> str:
     Returns:
         Markdown.
     """
-    from landscape.experiment.records import minutes, read_budget, within
-    from landscape.experiment.studies.verdicts import BUDGET_MINUTES
+    from landscape.experiment.records import read_budget, within
+    from landscape.experiment.studies.verdicts import BUDGET_MINUTES, part_cells
 
     b = read_budget(store.records / RECORDS) or {}
     runs = runs_of(store)
@@ -192,9 +192,8 @@ def budget_table(store) -> str:
              f"{BUDGET_MINUTES} min |", "|---|---|---|---|---|---|"]
     for part in b.get("parts", []):
         n = sum(len(v) for k, v in runs.items() if k[0] == part["name"])
-        wall, cpu = minutes(part.get("seconds")), minutes(part.get("cpu_seconds"))
-        lines.append(f"| eos: {part['name']} | {n} | {fmt(wall, 3)} | {fmt(part.get('load_start'), 2)} → "
-                     f"{fmt(part.get('load_end'), 2)} | {fmt(cpu, 3)} | {within(cpu, BUDGET_MINUTES)} |")
+        cpu, cells = part_cells(part)
+        lines.append(f"| eos: {part['name']} | {n} | {cells} | {within(cpu, BUDGET_MINUTES)} |")
     return "\n".join(lines)
 
 

@@ -317,7 +317,7 @@ def budget_table(store) -> str:
         Markdown.
     """
     from landscape.experiment.records import minutes, read_budget
-    from landscape.experiment.studies.verdicts import BUDGET_MINUTES
+    from landscape.experiment.studies.verdicts import BUDGET_MINUTES, part_cells
 
     b = read_budget(store.records / RECORDS) or {}
     runs = runs_of(store)
@@ -325,11 +325,10 @@ def budget_table(store) -> str:
              f"time (min) | within {BUDGET_MINUTES} min | full profile |", "|---|---|---|---|---|---|---|---|"]
     for part in b.get("parts", []):
         n = sum(len(v) for k, v in runs.items() if k.startswith(part["name"]))
-        wall, cpu = minutes(part.get("seconds")), minutes(part.get("cpu_seconds"))
+        cpu, cells = part_cells(part)
         measured = minutes(part.get("measure_cpu_seconds"))
-        lines.append(f"| li2018_depth: {part['name']}* | {n} | {fmt(wall, 3)} | "
-                     f"{fmt(part.get('load_start'), 2)} → {fmt(part.get('load_end'), 2)} | {fmt(cpu, 3)} | "
-                     f"{fmt(measured, 3)} | {budget_verdict(cpu, measured)} | {b.get('full', '')} |")
+        lines.append(f"| li2018_depth: {part['name']}* | {n} | {cells} | {fmt(measured, 3)} | "
+                     f"{budget_verdict(cpu, measured)} | {b.get('full', '')} |")
     return "\n".join(lines)
 
 

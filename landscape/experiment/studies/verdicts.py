@@ -92,6 +92,22 @@ def gpu_hours(store, name: str) -> str:
     return f"{m.group(1)} (NOT RUN)" if m else "—"
 
 
+def part_cells(part: dict) -> tuple[float | None, str]:
+    """One grid part's budget cells (the Li and edge-of-stability scripts' budget.json "parts").
+
+    Args:
+        part: {"seconds", "load_start", "load_end", "cpu_seconds", ...}, None where not recorded.
+
+    Returns:
+        (its CPU minutes or None, "wall | load start → end | CPU" as markdown cells).
+    """
+    from landscape.experiment.records import minutes
+
+    wall, cpu = minutes(part.get("seconds")), minutes(part.get("cpu_seconds"))
+    return cpu, (f"{fmt(wall, 3)} | {fmt(part.get('load_start'), 2)} → {fmt(part.get('load_end'), 2)} | "
+                 f"{fmt(cpu, 3)}")
+
+
 def budget(store) -> str:
     """Each registered grid: runs, wall time under the recorded load, CPU time (its wall time on an idle core),
     whether it fits the budget, and the full profile's GPU-hours.
